@@ -1,0 +1,8 @@
+//! shardline: a thread-per-core, io_uring, persistent partitioned log broker.
+//!
+//! Where to look: `record` (the batch format), `log` (one partition's write-ahead log and a
+//! shard's set of them), `constants` (every limit).
+
+pub mod constants;
+pub mod log;
+pub mod record;

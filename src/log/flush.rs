@@ -1,0 +1,336 @@
+//! The writer of one partition: group commit, direct-IO writes, segment roll.
+//!
+//! One flusher task runs per partition while it has pending batches. Each round it takes
+//! every pending batch, lays them after the active segment's data, rewrites the partial last
+//! IO page in front of them, writes the whole span as aligned chunks (submitted together),
+//! fdatasyncs if the policy says so, and only then advances the written/synced offsets and
+//! wakes the waiters. Batches appended during a round go out together in the next one.
+
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Instant;
+
+use futures::future::try_join_all;
+
+use super::cache::CachedBatch;
+use super::error::LogIoError;
+use super::io::{sync_directory, write_small_file, SegmentFile};
+use super::partition::{Partition, PendingBatch};
+use super::segment::{
+    segment_path, ActiveSegment, Segment, SegmentIndexes, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX,
+};
+use super::now_ms;
+use crate::constants::{IO_ALIGNMENT_BYTES, WRITE_BYTES_MAX};
+use crate::record::BatchHeader;
+
+fn align_down(value: u64) -> u64 {
+    value - value % IO_ALIGNMENT_BYTES
+}
+
+fn align_up(value: u64) -> u64 {
+    value.div_ceil(IO_ALIGNMENT_BYTES) * IO_ALIGNMENT_BYTES
+}
+
+/// The flusher task: runs while the partition has work, then exits.
+pub(super) async fn run_flusher(partition: Rc<Partition>) {
+    loop {
+        let deadline = {
+            let mut state = partition.state.borrow_mut();
+            let has_work = !state.pending.is_empty() || state.sync_requested;
+            if !has_work || state.fenced.is_some() {
+                state.flusher_running = false;
+                state.flush_now = false;
+                state.wake_all();
+                return;
+            }
+            let policy = partition.config.flush;
+            let due_now = state.flush_now || state.pending_bytes >= policy.bytes_trigger();
+            let started = state.first_pending_at.unwrap_or_else(Instant::now);
+            (!due_now).then(|| started + policy.delay())
+        };
+        if let Some(deadline) = deadline {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if !remaining.is_zero() {
+                futures_lite::future::or(kicked(&partition), glommio::timer::sleep(remaining))
+                    .await;
+                continue;
+            }
+        }
+        if let Err(error) = flush_round(&partition).await {
+            partition.fence(error);
+        }
+    }
+}
+
+/// Resolves the next time an append or a flush request wakes the flusher.
+async fn kicked(partition: &Partition) {
+    let mut registered = false;
+    poll_fn(|cx| {
+        let mut state = partition.state.borrow_mut();
+        if registered && state.flusher_waker.is_none() {
+            return Poll::Ready(());
+        }
+        state.flusher_waker = Some(cx.waker().clone());
+        registered = true;
+        Poll::Pending
+    })
+    .await
+}
+
+/// One round: write every pending batch, sync per policy, publish the new offsets.
+async fn flush_round(partition: &Partition) -> Result<(), LogIoError> {
+    let _writer = partition.writer.acquire_permit(1).await.expect("writer semaphore is never closed");
+    let (batches, sync) = {
+        let mut state = partition.state.borrow_mut();
+        state.flush_now = false;
+        state.first_pending_at = None;
+        let sync = partition.config.flush.syncs() || state.sync_requested;
+        state.sync_requested = false;
+        let batches: Vec<PendingBatch> = state.pending.iter().cloned().collect();
+        (batches, sync)
+    };
+    if !batches.is_empty() {
+        write_batches(partition, &batches).await?;
+    }
+    let written_offset = batches.last().map(|b| b.next_offset);
+    if sync {
+        let needs_sync = {
+            let state = partition.state.borrow();
+            written_offset.is_some() || state.synced_offset < state.written_offset
+        };
+        if needs_sync {
+            active_file(partition).await?.sync().await?;
+            partition.state.borrow_mut().io_stats.syncs += 1;
+        }
+    }
+    let mut state = partition.state.borrow_mut();
+    if let Some(written_offset) = written_offset {
+        state.io_stats.write_rounds += 1;
+        let mut cache = partition.shard.cache.borrow_mut();
+        for _ in 0..batches.len() {
+            let batch = state.pending.pop_front().expect("flushed batches are still pending");
+            state.pending_bytes -= batch.bytes.len();
+            cache.insert(
+                partition.id,
+                CachedBatch {
+                    base_offset: batch.base_offset,
+                    next_offset: batch.next_offset,
+                    bytes: batch.bytes,
+                },
+            );
+        }
+        state.written_offset = written_offset;
+    }
+    if sync {
+        state.synced_offset = state.written_offset;
+    }
+    state.wake_all();
+    Ok(())
+}
+
+/// The active segment's file, opened again if the shard's file budget evicted it.
+pub(super) async fn active_file(partition: &Partition) -> Result<SegmentFile, LogIoError> {
+    let base = partition.state.borrow().active().base_offset;
+    segment_file(partition, base).await
+}
+
+/// A segment's file from the shard's open-file table, opening it on a miss.
+pub(super) async fn segment_file(
+    partition: &Partition,
+    base_offset: u64,
+) -> Result<SegmentFile, LogIoError> {
+    let key = (partition.id, base_offset);
+    if let Some(file) = partition.shard.files.borrow_mut().get(key) {
+        return Ok(file);
+    }
+    let file =
+        SegmentFile::open(&partition.segment_path(base_offset), partition.shard.faults.clone())
+            .await?;
+    partition.shard.files.borrow_mut().insert(key, file.clone());
+    Ok(file)
+}
+
+/// Writes `batches` after the active segment's data, rolling segments as needed.
+async fn write_batches(partition: &Partition, batches: &[PendingBatch]) -> Result<(), LogIoError> {
+    let mut next = 0;
+    while next < batches.len() {
+        let first_length = batches[next].bytes.len() as u64;
+        if must_roll(partition, first_length) {
+            roll(partition, batches[next].base_offset).await?;
+        }
+        let room = {
+            let state = partition.state.borrow();
+            partition.config.segment_bytes.saturating_sub(state.active().size)
+        };
+        // Take batches while they fit (a lone batch always goes, into an empty segment).
+        let mut end = next + 1;
+        let mut span = first_length;
+        while end < batches.len() && span + batches[end].bytes.len() as u64 <= room {
+            span += batches[end].bytes.len() as u64;
+            end += 1;
+        }
+        write_run(partition, &batches[next..end]).await?;
+        next = end;
+    }
+    Ok(())
+}
+
+fn must_roll(partition: &Partition, next_batch_bytes: u64) -> bool {
+    let state = partition.state.borrow();
+    let active = state.active();
+    if active.is_empty() {
+        return false;
+    }
+    let full = active.size + next_batch_bytes > partition.config.segment_bytes;
+    let age_ms = active.first_append_time_ms.map_or(0, |first| now_ms().saturating_sub(first));
+    full || age_ms >= i64::try_from(partition.config.segment_age_ms).unwrap_or(i64::MAX)
+}
+
+/// Writes a run of batches that fits in the active segment, in aligned chunks.
+async fn write_run(partition: &Partition, run: &[PendingBatch]) -> Result<(), LogIoError> {
+    let file = active_file(partition).await?;
+    let (start, tail_page, preallocated_to) = {
+        let state = partition.state.borrow();
+        let active = state.active();
+        let writer = active.active.as_ref().expect("the last segment is active");
+        (active.size, writer.tail_page.clone(), writer.preallocated_to)
+    };
+    let run_bytes: u64 = run.iter().map(|b| b.bytes.len() as u64).sum();
+    let end = start + run_bytes;
+    let write_from = align_down(start);
+    assert_eq!(write_from + tail_page.len() as u64, start, "tail page out of step");
+    let write_to = align_up(end);
+    let mut new_preallocated_to = preallocated_to;
+    if write_to > preallocated_to {
+        new_preallocated_to =
+            align_up(write_to.max(preallocated_to + partition.config.preallocate_bytes));
+        file.preallocate(new_preallocated_to).await?;
+    }
+
+    // Lay out [tail page | batches | zero padding] as chunks of at most WRITE_BYTES_MAX.
+    let mut writes = Vec::new();
+    let mut sources = std::iter::once(tail_page.as_slice())
+        .chain(run.iter().map(|b| b.bytes.as_ref()))
+        .peekable();
+    let mut source_at = 0usize;
+    let mut chunk_start = write_from;
+    while chunk_start < write_to {
+        let chunk_length = (write_to - chunk_start).min(WRITE_BYTES_MAX as u64) as usize;
+        let mut buffer = file.alloc_buffer(chunk_length);
+        let out = buffer.as_bytes_mut();
+        let mut filled = 0usize;
+        while filled < chunk_length {
+            let Some(source) = sources.peek() else { break };
+            let take = (source.len() - source_at).min(chunk_length - filled);
+            out[filled..filled + take].copy_from_slice(&source[source_at..source_at + take]);
+            filled += take;
+            source_at += take;
+            if source_at == source.len() {
+                sources.next();
+                source_at = 0;
+            }
+        }
+        out[filled..].fill(0);
+        writes.push(file.write_at(buffer, chunk_start));
+        chunk_start += chunk_length as u64;
+    }
+    let write_count = writes.len() as u64;
+    try_join_all(writes).await?;
+
+    let new_tail = last_partial_page(&tail_page, run, end);
+    let mut state = partition.state.borrow_mut();
+    state.io_stats.writes += write_count;
+    state.io_stats.bytes_written += write_to - write_from;
+    let active = state.active_mut();
+    for batch in run {
+        let header = BatchHeader::decode(&batch.bytes).expect("pending batches are whole");
+        active.on_batch(&header);
+    }
+    assert_eq!(active.size, end, "segment size out of step after a write");
+    let writer = active.active.as_mut().expect("the last segment is active");
+    writer.tail_page = new_tail;
+    writer.preallocated_to = new_preallocated_to;
+    Ok(())
+}
+
+/// The bytes of the partial page that ends at `end` (empty when `end` is aligned).
+fn last_partial_page(tail_page: &[u8], run: &[PendingBatch], end: u64) -> Vec<u8> {
+    let keep = (end - align_down(end)) as usize;
+    let mut out = Vec::with_capacity(keep);
+    let mut sources: Vec<&[u8]> = std::iter::once(tail_page)
+        .chain(run.iter().map(|b| b.bytes.as_ref()))
+        .collect();
+    // Walk backwards from the end, collecting `keep` bytes.
+    let mut pieces = Vec::new();
+    let mut need = keep;
+    while need > 0 {
+        let source = sources.pop().expect("the run holds at least the partial page");
+        let take = need.min(source.len());
+        pieces.push(&source[source.len() - take..]);
+        need -= take;
+    }
+    for piece in pieces.into_iter().rev() {
+        out.extend_from_slice(piece);
+    }
+    out
+}
+
+/// Closes the active segment (sync, trim to its data, write its indexes) and starts a new
+/// active segment at `new_base_offset`.
+pub(super) async fn roll(partition: &Partition, new_base_offset: u64) -> Result<(), LogIoError> {
+    close_active_segment(partition).await?;
+    let segment = create_segment(partition, new_base_offset).await?;
+    let mut state = partition.state.borrow_mut();
+    state.segments.insert(new_base_offset, segment);
+    state.io_stats.segments_rolled += 1;
+    Ok(())
+}
+
+/// Makes the active segment a closed one: synced, trimmed to its data, indexes on disk.
+pub(super) async fn close_active_segment(partition: &Partition) -> Result<(), LogIoError> {
+    let file = active_file(partition).await?;
+    let (base, size, next_offset, max_timestamp_ms, mut indexes) = {
+        let state = partition.state.borrow();
+        let active = state.active();
+        let writer = active.active.as_ref().expect("the last segment is active");
+        let indexes = writer.indexes.clone();
+        (active.base_offset, active.size, active.next_offset, active.max_timestamp_ms, indexes)
+    };
+    file.sync().await?;
+    file.truncate(size).await?;
+    file.sync().await?;
+    if size > 0 {
+        // Seal the time index with the segment's maximum, so that reopening it knows it.
+        let last_relative = super::segment::relative_offset(base, next_offset - 1);
+        indexes.times.seal(max_timestamp_ms, last_relative);
+    }
+    let offset_index_path = segment_path(&partition.dir, base, OFFSET_INDEX_SUFFIX);
+    write_small_file(&offset_index_path, indexes.offsets.encode(base, size)).await?;
+    let time_index_path = segment_path(&partition.dir, base, TIME_INDEX_SUFFIX);
+    write_small_file(&time_index_path, indexes.times.encode(base, size)).await?;
+    let mut state = partition.state.borrow_mut();
+    state.active_mut().active = None;
+    Ok(())
+}
+
+/// Creates an empty segment file at `base_offset` and makes its name durable.
+pub(super) async fn create_segment(partition: &Partition, base_offset: u64) -> Result<Segment, LogIoError> {
+    let path = partition.segment_path(base_offset);
+    let file = SegmentFile::create(&path, partition.shard.faults.clone()).await?;
+    file.preallocate(partition.config.preallocate_bytes).await?;
+    sync_directory(&partition.dir).await?;
+    partition.shard.files.borrow_mut().insert((partition.id, base_offset), file);
+    Ok(Segment {
+        base_offset,
+        size: 0,
+        next_offset: base_offset,
+        max_timestamp_ms: i64::MIN,
+        first_append_time_ms: None,
+        active: Some(ActiveSegment {
+            indexes: SegmentIndexes::default(),
+            tail_page: Vec::new(),
+            preallocated_to: partition.config.preallocate_bytes,
+        }),
+    })
+}

@@ -1,0 +1,222 @@
+//! The log's one seam to the disk.
+//!
+//! Every read, write, sync, truncate and allocate of a segment goes through [`SegmentFile`],
+//! which wraps a glommio `DmaFile` (O_DIRECT, io_uring) and attaches the path and offset to
+//! every error. A [`FaultPlan`] shared through the shard's configuration lets tests make
+//! writes or syncs fail at a chosen moment, to prove that a failed IO fences the partition.
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
+
+use super::error::LogIoError;
+
+/// Faults a test can inject into the IO of every partition of a shard.
+/// Owned by the shard (single-threaded), shared by `Rc`.
+#[derive(Debug, Default)]
+pub struct FaultPlan {
+    /// Writes still allowed to succeed before every following write fails (`None`: no limit).
+    pub writes_before_failure: Cell<Option<u64>>,
+    /// When set, every fdatasync fails.
+    pub fail_syncs: Cell<bool>,
+    /// While set, writes wait before they are issued (a stalled disk).
+    pub stall_writes: Cell<bool>,
+}
+
+/// How often a stalled write looks again.
+const STALL_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+
+impl FaultPlan {
+    fn write_allowed(&self) -> bool {
+        match self.writes_before_failure.get() {
+            None => true,
+            Some(0) => false,
+            Some(left) => {
+                self.writes_before_failure.set(Some(left - 1));
+                true
+            }
+        }
+    }
+}
+
+fn injected(operation: &str) -> std::io::Error {
+    std::io::Error::other(format!("injected {operation} failure"))
+}
+
+/// One open segment file. Owned by one shard; cloned handles share the descriptor.
+#[derive(Clone)]
+pub struct SegmentFile {
+    file: Rc<DmaFile>,
+    path: Rc<PathBuf>,
+    faults: Option<Rc<FaultPlan>>,
+}
+
+impl std::fmt::Debug for SegmentFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SegmentFile({})", self.path.display())
+    }
+}
+
+impl SegmentFile {
+    /// Opens an existing segment for reading and writing.
+    pub async fn open(path: &Path, faults: Option<Rc<FaultPlan>>) -> Result<Self, LogIoError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .dma_open(path)
+            .await
+            .map_err(|e| LogIoError::new("opening", path, 0, e.into()))?;
+        Ok(Self::wrap(file, path, faults))
+    }
+
+    /// Creates a new, empty segment; fails if one exists at `path`.
+    pub async fn create(path: &Path, faults: Option<Rc<FaultPlan>>) -> Result<Self, LogIoError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .dma_open(path)
+            .await
+            .map_err(|e| LogIoError::new("creating", path, 0, e.into()))?;
+        Ok(Self::wrap(file, path, faults))
+    }
+
+    fn wrap(file: DmaFile, path: &Path, faults: Option<Rc<FaultPlan>>) -> Self {
+        SegmentFile { file: Rc::new(file), path: Rc::new(path.to_path_buf()), faults }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn alloc_buffer(&self, size: usize) -> DmaBuffer {
+        self.file.alloc_dma_buffer(size)
+    }
+
+    /// Writes a whole aligned buffer at an aligned position; a short write is an error.
+    pub async fn write_at(&self, buffer: DmaBuffer, position: u64) -> Result<(), LogIoError> {
+        let length = buffer.len();
+        if let Some(faults) = &self.faults {
+            while faults.stall_writes.get() {
+                glommio::timer::sleep(STALL_POLL).await;
+            }
+            if !faults.write_allowed() {
+                return Err(LogIoError::new("writing", &self.path, position, injected("write")));
+            }
+        }
+        let written = self
+            .file
+            .write_at(buffer, position)
+            .await
+            .map_err(|e| LogIoError::new("writing", &self.path, position, e.into()))?;
+        if written != length {
+            let short = std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!("short write: {written} of {length} bytes"),
+            );
+            return Err(LogIoError::new("writing", &self.path, position, short));
+        }
+        Ok(())
+    }
+
+    pub async fn sync(&self) -> Result<(), LogIoError> {
+        if self.faults.as_ref().is_some_and(|f| f.fail_syncs.get()) {
+            return Err(LogIoError::new("syncing", &self.path, 0, injected("fdatasync")));
+        }
+        self.file.fdatasync().await.map_err(|e| LogIoError::new("syncing", &self.path, 0, e.into()))
+    }
+
+    /// Reads up to `length` bytes at any position (alignment handled below us).
+    pub async fn read_at(&self, position: u64, length: usize) -> Result<ReadResult, LogIoError> {
+        self.file
+            .read_at(position, length)
+            .await
+            .map_err(|e| LogIoError::new("reading", &self.path, position, e.into()))
+    }
+
+    pub async fn truncate(&self, length: u64) -> Result<(), LogIoError> {
+        self.file
+            .truncate(length)
+            .await
+            .map_err(|e| LogIoError::new("truncating", &self.path, length, e.into()))
+    }
+
+    /// Reserves space up to `length` bytes; the file's size grows to `length` (zeros).
+    pub async fn preallocate(&self, length: u64) -> Result<(), LogIoError> {
+        self.file
+            .pre_allocate(length, false)
+            .await
+            .map_err(|e| LogIoError::new("preallocating", &self.path, length, e.into()))
+    }
+
+    pub async fn size(&self) -> Result<u64, LogIoError> {
+        self.file.file_size().await.map_err(|e| LogIoError::new("sizing", &self.path, 0, e.into()))
+    }
+}
+
+/// Makes glommio learn whether the device under `dir` supports polled IO, from a file that
+/// has data. glommio probes a device once, with a read at offset 0 of the first DMA file
+/// opened on it, and caches the answer; on an empty file the kernel answers that read at
+/// end-of-file before it looks at polling, so the probe wrongly concludes "pollable" and
+/// every later read on that device fails with EOPNOTSUPP. Opening a non-empty file first
+/// gives the probe a real read.
+pub async fn settle_iopoll_probe(dir: &Path) -> Result<(), LogIoError> {
+    const PROBE_NAME: &str = ".shardline-iopoll-probe";
+    let path = dir.join(PROBE_NAME);
+    std::fs::write(&path, [0u8; crate::constants::IO_ALIGNMENT_BYTES as usize])
+        .map_err(|e| LogIoError::new("writing", &path, 0, e))?;
+    let opened = DmaFile::open(&path).await;
+    let removed = remove_file(&path);
+    let file = opened.map_err(|e| LogIoError::new("opening", &path, 0, e.into()))?;
+    file.close().await.map_err(|e| LogIoError::new("closing", &path, 0, e.into()))?;
+    removed
+}
+
+/// Writes a small file whole and syncs it (index files). Replaces any file at `path`.
+pub async fn write_small_file(path: &Path, bytes: Vec<u8>) -> Result<(), LogIoError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .buffered_open(path)
+        .await
+        .map_err(|e| LogIoError::new("creating", path, 0, e.into()))?;
+    let length = bytes.len();
+    let written =
+        file.write_at(bytes, 0).await.map_err(|e| LogIoError::new("writing", path, 0, e.into()))?;
+    if written != length {
+        let short = std::io::Error::new(std::io::ErrorKind::WriteZero, "short write");
+        return Err(LogIoError::new("writing", path, 0, short));
+    }
+    file.fdatasync().await.map_err(|e| LogIoError::new("syncing", path, 0, e.into()))?;
+    file.close().await.map_err(|e| LogIoError::new("closing", path, 0, e.into()))
+}
+
+/// Reads a small file whole; `Ok(None)` when it does not exist.
+pub fn read_small_file(path: &Path) -> Result<Option<Vec<u8>>, LogIoError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(LogIoError::new("reading", path, 0, e)),
+    }
+}
+
+/// Removes a file; a file already gone is not an error.
+pub fn remove_file(path: &Path) -> Result<(), LogIoError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(LogIoError::new("removing", path, 0, e)),
+    }
+}
+
+/// Makes directory entries (created, removed files) durable.
+pub async fn sync_directory(path: &Path) -> Result<(), LogIoError> {
+    let directory = glommio::io::Directory::open(path)
+        .await
+        .map_err(|e| LogIoError::new("opening directory", path, 0, e.into()))?;
+    directory.sync().await.map_err(|e| LogIoError::new("syncing directory", path, 0, e.into()))?;
+    directory.close().await.map_err(|e| LogIoError::new("closing directory", path, 0, e.into()))
+}

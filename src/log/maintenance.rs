@@ -1,0 +1,241 @@
+//! Changes to a partition's segments other than appends: truncation (for replication's
+//! divergent suffixes), retention by time and bytes, and close. Each holds the partition's
+//! writer permit, so it never interleaves with a flush or a roll.
+
+use super::error::MaintenanceError;
+use super::flush::{active_file, segment_file};
+use super::io::{remove_file, sync_directory};
+use super::partition::PartitionLog;
+use super::read::segment_indexes;
+use super::recovery::scan_file;
+use super::segment::{
+    relative_offset, scan_batches, segment_path, ActiveSegment, ScanStop, LOG_SUFFIX,
+    OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX,
+};
+use crate::constants::{IO_ALIGNMENT_BYTES, READ_BYTES_MAX};
+
+/// Truncation history kept for durability waiters (see `State::truncated_since`).
+const TRUNCATIONS_REMEMBERED: usize = 64;
+
+/// What a retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionOutcome {
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
+    pub log_start_offset: u64,
+}
+
+impl PartitionLog {
+    fn remove_segment_files(&self, base_offset: u64) -> Result<(), MaintenanceError> {
+        let partition = &self.inner;
+        partition.shard.files.borrow_mut().remove((partition.id, base_offset));
+        remove_file(&segment_path(&partition.dir, base_offset, LOG_SUFFIX))?;
+        remove_file(&segment_path(&partition.dir, base_offset, OFFSET_INDEX_SUFFIX))?;
+        remove_file(&segment_path(&partition.dir, base_offset, TIME_INDEX_SUFFIX))?;
+        Ok(())
+    }
+
+    /// Removes every batch holding an offset at or above `offset`; the log then ends at the
+    /// base offset of the batch that held `offset` (batches are never split). Returns the
+    /// new log end offset. Crash-safe: later segments go first, then the holder is cut and
+    /// synced, so a crash midway leaves a prefix of the old log.
+    pub async fn truncate_to(&self, offset: u64) -> Result<u64, MaintenanceError> {
+        let partition = &self.inner;
+        {
+            let state = partition.state.borrow();
+            if offset < state.log_start_offset || offset > state.next_offset {
+                return Err(MaintenanceError::TruncateOutOfRange {
+                    offset,
+                    log_start: state.log_start_offset,
+                    log_end: state.next_offset,
+                });
+            }
+            if offset == state.next_offset {
+                return Ok(offset);
+            }
+        }
+        // Write what is pending below the cut; pending batches above it are dropped.
+        self.flush().await?;
+        let _writer = partition.writer.acquire_permit(1).await.expect("writer never closed");
+        let holder_base = {
+            let mut state = partition.state.borrow_mut();
+            state.check_open()?;
+            while state.pending.back().is_some_and(|b| b.base_offset >= offset) {
+                let batch = state.pending.pop_back().expect("back checked");
+                state.pending_bytes -= batch.bytes.len();
+            }
+            assert!(state.pending.is_empty(), "pending below a cut after a flush: {offset}");
+            *state.segments.range(..=offset).next_back().expect("offset within the log").0
+        };
+        let (cut_position, cut_offset) = self.find_batch_start(holder_base, offset).await?;
+
+        let later: Vec<u64> = {
+            let state = partition.state.borrow();
+            state.segments.range(holder_base + 1..).map(|(&b, _)| b).rev().collect()
+        };
+        for base in later {
+            self.remove_segment_files(base)?;
+            let mut state = partition.state.borrow_mut();
+            state.segments.remove(&base);
+            state.layout_version += 1;
+        }
+        // The holder becomes the active segment: its index files would be stale.
+        remove_file(&segment_path(&partition.dir, holder_base, OFFSET_INDEX_SUFFIX))?;
+        remove_file(&segment_path(&partition.dir, holder_base, TIME_INDEX_SUFFIX))?;
+        sync_directory(&partition.dir).await?;
+        let file = segment_file(partition, holder_base).await?;
+        file.truncate(cut_position).await?;
+        let found = scan_file(&file, holder_base, cut_position).await?;
+        let preallocated_to =
+            cut_position - cut_position % IO_ALIGNMENT_BYTES + partition.config.preallocate_bytes;
+        file.preallocate(preallocated_to).await?;
+        file.sync().await?;
+
+        let mut state = partition.state.borrow_mut();
+        let segment = state.segments.get_mut(&holder_base).expect("holder segment present");
+        segment.size = cut_position;
+        segment.next_offset = cut_offset;
+        segment.max_timestamp_ms = found.max_timestamp_ms;
+        segment.first_append_time_ms = found.first_append_time_ms;
+        segment.active = Some(ActiveSegment {
+            indexes: found.indexes,
+            tail_page: found.tail_page,
+            preallocated_to,
+        });
+        state.next_offset = cut_offset;
+        state.written_offset = cut_offset;
+        state.synced_offset = cut_offset;
+        state.generation += 1;
+        state.layout_version += 1;
+        let generation = state.generation;
+        state.truncations.push_back((generation, cut_offset));
+        if state.truncations.len() > TRUNCATIONS_REMEMBERED {
+            state.truncations.pop_front();
+        }
+        partition.shard.cache.borrow_mut().truncate_from(partition.id, cut_offset);
+        state.wake_all();
+        Ok(cut_offset)
+    }
+
+    /// The position and base offset of the batch holding `offset` in segment `base`.
+    async fn find_batch_start(&self, base: u64, offset: u64) -> Result<(u64, u64), MaintenanceError> {
+        let partition = &self.inner;
+        if offset == base {
+            return Ok((0, base));
+        }
+        let indexes = segment_indexes(partition, base).await.map_err(read_to_maintenance)?;
+        let mut position = u64::from(indexes.offsets.lookup(relative_offset(base, offset)));
+        let size = partition.state.borrow().segments[&base].size;
+        let file = segment_file(partition, base).await?;
+        let mut expected = None;
+        loop {
+            let window = (size - position).min(READ_BYTES_MAX as u64) as usize;
+            let read = file.read_at(position, window).await?;
+            let start = expected.unwrap_or_else(|| {
+                crate::record::BatchHeader::decode(&read).map_or(base, |h| h.base_offset)
+            });
+            let mut holder = None;
+            let scan = scan_batches(&read, position, start, |batch| {
+                if holder.is_none() && batch.header.next_offset() > offset {
+                    holder = Some((batch.position, batch.header.base_offset));
+                }
+            });
+            if let Some(found) = holder {
+                return Ok(found);
+            }
+            match scan.stop {
+                ScanStop::Partial { .. } | ScanStop::End if scan.valid_bytes > 0 && position + (scan.valid_bytes as u64) < size => {
+                    position += scan.valid_bytes as u64;
+                    expected = Some(scan.next_offset);
+                }
+                ScanStop::Invalid(reason) => {
+                    let path = partition.segment_path(base);
+                    let position = position + scan.valid_bytes as u64;
+                    return Err(MaintenanceError::Corrupt { path, position, reason });
+                }
+                _ => return Ok((size, scan.next_offset)),
+            }
+        }
+    }
+
+    /// Deletes whole closed segments past the retention limits (never the active one) and
+    /// advances the log start offset. `now_ms` is the wall clock, passed in for testability.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<RetentionOutcome, MaintenanceError> {
+        let partition = &self.inner;
+        let _writer = partition.writer.acquire_permit(1).await.expect("writer never closed");
+        let doomed: Vec<(u64, u64)> = {
+            let state = partition.state.borrow();
+            if state.closed {
+                return Err(MaintenanceError::Closed);
+            }
+            let config = &partition.config;
+            let expired_before = config
+                .retention_ms
+                .map(|ms| now_ms.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX)));
+            let mut total: u64 = state.segments.values().map(|s| s.size).sum();
+            let closed_count = state.segments.len() - 1;
+            let mut doomed = Vec::new();
+            for segment in state.segments.values().take(closed_count) {
+                let too_old = expired_before.is_some_and(|t| segment.max_timestamp_ms < t);
+                let too_big = config.retention_bytes.is_some_and(|max| total - segment.size >= max);
+                if !(too_old || too_big) {
+                    break;
+                }
+                total -= segment.size;
+                doomed.push((segment.base_offset, segment.size));
+            }
+            doomed
+        };
+        let mut outcome = RetentionOutcome {
+            log_start_offset: self.log_start_offset(),
+            ..RetentionOutcome::default()
+        };
+        for (base, size) in doomed {
+            {
+                let mut state = partition.state.borrow_mut();
+                state.segments.remove(&base);
+                let start = *state.segments.keys().next().expect("the active segment remains");
+                state.log_start_offset = start;
+                state.layout_version += 1;
+                partition.shard.cache.borrow_mut().drop_below(partition.id, start);
+                outcome.log_start_offset = start;
+            }
+            self.remove_segment_files(base)?;
+            outcome.segments_deleted += 1;
+            outcome.bytes_deleted += size;
+        }
+        if outcome.segments_deleted > 0 {
+            sync_directory(&partition.dir).await?;
+            tracing::info!(dir = %partition.dir.display(), ?outcome, "retention deleted segments");
+        }
+        Ok(outcome)
+    }
+
+    /// Writes and syncs everything, then closes: no more appends or reads; files released.
+    pub async fn close(&self) -> Result<(), MaintenanceError> {
+        let partition = &self.inner;
+        let flushed = self.flush().await;
+        let _writer = partition.writer.acquire_permit(1).await.expect("writer never closed");
+        if flushed.is_ok() {
+            active_file(partition).await?.sync().await?;
+        }
+        let mut state = partition.state.borrow_mut();
+        state.closed = true;
+        state.wake_all();
+        partition.shard.files.borrow_mut().remove_partition(partition.id);
+        partition.shard.cache.borrow_mut().remove_partition(partition.id);
+        flushed.map_err(MaintenanceError::from)
+    }
+}
+
+fn read_to_maintenance(error: super::error::ReadError) -> MaintenanceError {
+    match error {
+        super::error::ReadError::Io(io) => MaintenanceError::Io(io),
+        super::error::ReadError::Corrupt { path, position, reason } => {
+            MaintenanceError::Corrupt { path, position, reason }
+        }
+        super::error::ReadError::OffsetOutOfRange { offset, log_start, log_end } => {
+            MaintenanceError::TruncateOutOfRange { offset, log_start, log_end }
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! One partition's log: its state, the append path and waits for durability.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::poll_fn;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use bytes::Bytes;
+use glommio::sync::Semaphore;
+
+use super::cache::PartitionId;
+use super::error::{AppendError, LogIoError, OpenError};
+use super::segment::{segment_path, Segment, LOG_SUFFIX};
+use super::shard::ShardResources;
+use super::{now_ms, LogConfig};
+use crate::constants::PARTITION_PENDING_BYTES_MAX;
+use crate::record::header::{stamp, TimestampType};
+use crate::record::ValidatedBatch;
+
+/// Offsets given to an appended batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: u64,
+    pub last_offset: u64,
+    pub append_time_ms: i64,
+}
+
+/// Counts of the IO a partition's writer issued, for group-commit evidence and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoStats {
+    /// Flush rounds that wrote at least one batch.
+    pub write_rounds: u64,
+    /// Direct-IO writes issued (a round issues one per chunk).
+    pub writes: u64,
+    pub bytes_written: u64,
+    pub syncs: u64,
+    pub segments_rolled: u64,
+}
+
+/// A stamped batch that is appended but not yet written to its segment.
+#[derive(Debug, Clone)]
+pub(super) struct PendingBatch {
+    pub base_offset: u64,
+    pub next_offset: u64,
+    pub bytes: Bytes,
+}
+
+pub(super) struct State {
+    /// By base offset; the last one is the active segment.
+    pub segments: BTreeMap<u64, Segment>,
+    pub log_start_offset: u64,
+    /// The offset the next appended record gets (log end offset).
+    pub next_offset: u64,
+    /// Every offset below this is written to its segment file.
+    pub written_offset: u64,
+    /// Every offset below this is written and fdatasynced.
+    pub synced_offset: u64,
+    /// Appended, not yet written; `[written_offset, next_offset)`.
+    pub pending: VecDeque<PendingBatch>,
+    pub pending_bytes: usize,
+    /// When the oldest pending batch was appended.
+    pub first_pending_at: Option<Instant>,
+    pub flusher_running: bool,
+    /// The flusher should write (and sync) now, whatever the policy's triggers say.
+    pub flush_now: bool,
+    pub sync_requested: bool,
+    pub flusher_waker: Option<Waker>,
+    /// Tasks waiting for written/synced offsets or for space; all re-check when woken.
+    pub waiters: Vec<Waker>,
+    pub fenced: Option<LogIoError>,
+    pub closed: bool,
+    /// Bumped by every truncation, so a durability waiter that raced one can tell.
+    pub generation: u64,
+    /// Bumped by every removal or cut of a segment, so a read that raced one retries.
+    pub layout_version: u64,
+    /// Recent truncations as (generation after it, offset cut back to), oldest first.
+    pub truncations: VecDeque<(u64, u64)>,
+    pub io_stats: IoStats,
+}
+
+impl State {
+    pub fn active(&self) -> &Segment {
+        self.segments.values().next_back().expect("a log always has an active segment")
+    }
+
+    pub fn active_mut(&mut self) -> &mut Segment {
+        self.segments.values_mut().next_back().expect("a log always has an active segment")
+    }
+
+    pub fn wake_all(&mut self) {
+        for waker in self.waiters.drain(..) {
+            waker.wake();
+        }
+    }
+
+    pub fn wake_flusher(&mut self) {
+        if let Some(waker) = self.flusher_waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// The lowest offset cut back to by truncations after `generation`; `Some(0)` when
+    /// that history is no longer kept (the caller must assume the worst).
+    pub fn truncated_since(&self, generation: u64) -> Option<u64> {
+        if generation == self.generation {
+            return None;
+        }
+        let oldest_kept = self.truncations.front().map_or(u64::MAX, |&(g, _)| g);
+        if generation + 1 < oldest_kept {
+            return Some(0);
+        }
+        self.truncations.iter().filter(|&&(g, _)| g > generation).map(|&(_, cut)| cut).min()
+    }
+
+    pub fn check_open(&self) -> Result<(), AppendError> {
+        if let Some(error) = &self.fenced {
+            return Err(AppendError::Fenced(error.clone()));
+        }
+        if self.closed {
+            return Err(AppendError::Closed);
+        }
+        Ok(())
+    }
+}
+
+pub(super) struct Partition {
+    pub id: PartitionId,
+    pub dir: PathBuf,
+    pub config: LogConfig,
+    pub shard: Rc<ShardResources>,
+    pub state: RefCell<State>,
+    /// Held by whoever changes segments: the flusher, roll, truncation, retention, close.
+    pub writer: Semaphore,
+}
+
+/// A handle to one partition's log. Owned by one shard; clones share the log.
+#[derive(Clone)]
+pub struct PartitionLog {
+    pub(super) inner: Rc<Partition>,
+}
+
+impl std::fmt::Debug for PartitionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PartitionLog({})", self.inner.dir.display())
+    }
+}
+
+impl Partition {
+    pub fn segment_path(&self, base_offset: u64) -> PathBuf {
+        segment_path(&self.dir, base_offset, LOG_SUFFIX)
+    }
+}
+
+impl PartitionLog {
+    pub(super) async fn open(
+        shard: Rc<ShardResources>,
+        dir: &Path,
+        config: LogConfig,
+    ) -> Result<PartitionLog, OpenError> {
+        config.validate()?;
+        let id = shard.allocate_partition_id();
+        let state = super::recovery::recover(&shard, id, dir, &config).await?;
+        Ok(PartitionLog {
+            inner: Rc::new(Partition {
+                id,
+                dir: dir.to_path_buf(),
+                config,
+                shard,
+                state: RefCell::new(state),
+                writer: Semaphore::new(1),
+            }),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.inner.config
+    }
+
+    /// The first offset still in the log.
+    pub fn log_start_offset(&self) -> u64 {
+        self.inner.state.borrow().log_start_offset
+    }
+
+    /// The offset the next appended record will get.
+    pub fn log_end_offset(&self) -> u64 {
+        self.inner.state.borrow().next_offset
+    }
+
+    /// Every offset below this is durable under the flush policy (see the module doc).
+    pub fn durable_offset(&self) -> u64 {
+        let state = self.inner.state.borrow();
+        if self.inner.config.flush.syncs() {
+            state.synced_offset
+        } else {
+            state.written_offset
+        }
+    }
+
+    /// The error that fenced this partition, if one did.
+    pub fn fenced(&self) -> Option<LogIoError> {
+        self.inner.state.borrow().fenced.clone()
+    }
+
+    /// What the writer has done so far.
+    pub fn io_stats(&self) -> IoStats {
+        self.inner.state.borrow().io_stats
+    }
+
+    /// Number of segments (closed and active).
+    pub fn segment_count(&self) -> usize {
+        self.inner.state.borrow().segments.len()
+    }
+
+    /// Bytes of batches in all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.state.borrow().segments.values().map(|s| s.size).sum()
+    }
+
+    /// Appends a validated batch: stamps its base offset, leader epoch and append time in
+    /// place and queues it for the writer. Returns its offsets at once; waits only when the
+    /// partition's pending bytes are at their bound (backpressure).
+    pub async fn append(
+        &self,
+        batch: ValidatedBatch,
+        leader_epoch: u32,
+    ) -> Result<AppendInfo, AppendError> {
+        let length = batch.len();
+        self.wait_for_space(length).await?;
+        let header = *batch.header();
+        let mut state = self.inner.state.borrow_mut();
+        state.check_open()?;
+        let base_offset = state.next_offset;
+        let append_time_ms = now_ms();
+        let mut bytes = batch.into_bytes();
+        stamp(&mut bytes, base_offset, leader_epoch, append_time_ms);
+        let next_offset = base_offset + u64::from(header.record_count);
+        debug_assert!(header.timestamp_type() == TimestampType::Create || append_time_ms > 0);
+        state.next_offset = next_offset;
+        state.pending.push_back(PendingBatch { base_offset, next_offset, bytes: bytes.freeze() });
+        state.pending_bytes += length;
+        state.first_pending_at.get_or_insert_with(Instant::now);
+        let start_flusher = !state.flusher_running;
+        if start_flusher {
+            state.flusher_running = true;
+        } else if state.pending_bytes >= self.inner.config.flush.bytes_trigger() {
+            state.wake_flusher();
+        }
+        drop(state);
+        if start_flusher {
+            glommio::spawn_local(super::flush::run_flusher(self.inner.clone())).detach();
+        }
+        Ok(AppendInfo { base_offset, last_offset: next_offset - 1, append_time_ms })
+    }
+
+    async fn wait_for_space(&self, length: usize) -> Result<(), AppendError> {
+        poll_fn(|cx| {
+            let mut state = self.inner.state.borrow_mut();
+            state.check_open()?;
+            let room = state.pending_bytes == 0
+                || state.pending_bytes + length <= PARTITION_PENDING_BYTES_MAX;
+            if room {
+                return Poll::Ready(Ok(()));
+            }
+            state.waiters.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Waits until every offset up to and including `offset` is durable under the flush
+    /// policy. Fails if the partition is fenced first, or if a truncation removed the offset.
+    pub async fn wait_durable(&self, offset: u64) -> Result<(), AppendError> {
+        let syncs = self.inner.config.flush.syncs();
+        self.wait_for(offset, move |state| if syncs { state.synced_offset } else { state.written_offset })
+            .await
+    }
+
+    /// Writes and fdatasyncs everything appended so far, whatever the policy, and waits.
+    pub async fn flush(&self) -> Result<(), AppendError> {
+        let last = {
+            let mut state = self.inner.state.borrow_mut();
+            state.check_open()?;
+            if state.synced_offset == state.next_offset {
+                return Ok(());
+            }
+            state.flush_now = true;
+            state.sync_requested = true;
+            let start_flusher = !state.flusher_running;
+            state.flusher_running = true;
+            state.wake_flusher();
+            let last = state.next_offset - 1;
+            drop(state);
+            if start_flusher {
+                glommio::spawn_local(super::flush::run_flusher(self.inner.clone())).detach();
+            }
+            last
+        };
+        self.wait_for(last, |state| state.synced_offset).await
+    }
+
+    /// Waits until `reached(state) > offset`, failing on a fence, a close, or a truncation
+    /// (after the wait began) that removed `offset`.
+    async fn wait_for(&self, offset: u64, reached: impl Fn(&State) -> u64) -> Result<(), AppendError> {
+        let generation = self.inner.state.borrow().generation;
+        poll_fn(|cx| {
+            let mut state = self.inner.state.borrow_mut();
+            if let Some(cut) = state.truncated_since(generation) {
+                if offset >= cut {
+                    let log_end = state.next_offset;
+                    return Poll::Ready(Err(AppendError::Truncated { offset, log_end }));
+                }
+            }
+            if offset < reached(&state) {
+                return Poll::Ready(Ok(()));
+            }
+            state.check_open()?;
+            state.waiters.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Partition {
+    /// Fences the partition after a failed write or sync: nothing more is accepted and every
+    /// waiter learns the cause.
+    pub fn fence(&self, error: LogIoError) {
+        tracing::error!(dir = %self.dir.display(), %error, "partition fenced after IO failure");
+        let mut state = self.state.borrow_mut();
+        if state.fenced.is_none() {
+            state.fenced = Some(error);
+        }
+        state.wake_all();
+    }
+}

@@ -1,0 +1,89 @@
+//! What all partition logs of one shard share: the recent-batch cache, the open-file budget
+//! and the fault plan. One `LogShard` per glommio executor; it is `!Send` by design.
+
+use std::cell::{Cell, RefCell};
+use std::path::Path;
+use std::rc::Rc;
+
+use super::cache::{BatchCache, PartitionId};
+use super::files::OpenFiles;
+use super::io::FaultPlan;
+use super::{LogConfig, OpenError, PartitionLog};
+use crate::constants::{BATCH_CACHE_BYTES_DEFAULT, OPEN_SEGMENT_FILES_DEFAULT};
+
+/// Shard-wide storage settings.
+#[derive(Debug, Clone)]
+pub struct ShardLogConfig {
+    /// Byte budget of the recent-batch cache.
+    pub cache_bytes: usize,
+    /// Segment files kept open at once.
+    pub open_files_max: usize,
+    /// Faults to inject (tests only).
+    pub faults: Option<Rc<FaultPlan>>,
+}
+
+impl Default for ShardLogConfig {
+    fn default() -> Self {
+        ShardLogConfig {
+            cache_bytes: BATCH_CACHE_BYTES_DEFAULT,
+            open_files_max: OPEN_SEGMENT_FILES_DEFAULT,
+            faults: None,
+        }
+    }
+}
+
+pub(crate) struct ShardResources {
+    /// Devices (st_dev) on which glommio's polled-IO probe has been settled.
+    pub probed_devices: RefCell<std::collections::HashSet<u64>>,
+    pub cache: RefCell<BatchCache>,
+    pub files: RefCell<OpenFiles>,
+    pub faults: Option<Rc<FaultPlan>>,
+    next_partition_id: Cell<PartitionId>,
+}
+
+impl ShardResources {
+    pub fn allocate_partition_id(&self) -> PartitionId {
+        let id = self.next_partition_id.get();
+        self.next_partition_id.set(id + 1);
+        id
+    }
+}
+
+/// A shard's storage: opens partition logs that share its cache and file budget.
+#[derive(Clone)]
+pub struct LogShard {
+    resources: Rc<ShardResources>,
+}
+
+impl LogShard {
+    pub fn new(config: ShardLogConfig) -> Self {
+        LogShard {
+            resources: Rc::new(ShardResources {
+                probed_devices: RefCell::new(Default::default()),
+                cache: RefCell::new(BatchCache::new(config.cache_bytes)),
+                files: RefCell::new(OpenFiles::new(config.open_files_max.max(1))),
+                faults: config.faults,
+                next_partition_id: Cell::new(0),
+            }),
+        }
+    }
+
+    /// Opens (recovering) or creates the partition log in `dir`.
+    pub async fn open_partition(
+        &self,
+        dir: &Path,
+        config: LogConfig,
+    ) -> Result<PartitionLog, OpenError> {
+        PartitionLog::open(self.resources.clone(), dir, config).await
+    }
+
+    /// Segment files the shard holds open right now.
+    pub fn open_files(&self) -> usize {
+        self.resources.files.borrow().len()
+    }
+
+    /// Bytes held by the recent-batch cache right now.
+    pub fn cache_bytes(&self) -> usize {
+        self.resources.cache.borrow().used_bytes()
+    }
+}
