@@ -171,9 +171,13 @@ fn reopening_cuts_a_torn_tail_and_keeps_every_whole_batch() {
         let shard = LogShard::new(ShardLogConfig::default());
         let log = shard.open_partition(&path, small_config(FlushPolicy::EveryBatch)).await.unwrap();
         append_sequences(&log, 0, 10, 3, 200).await;
+        let data_bytes = log.size_bytes() as usize;
         log.close().await.unwrap();
         let segment = segment_path(&path, 0, LOG_SUFFIX);
+        // The active segment keeps its preallocated space (zeros) after the data.
         let whole = std::fs::read(&segment).unwrap();
+        assert!(whole.len() >= data_bytes && whole[data_bytes..].iter().all(|&b| b == 0));
+        let whole = &whole[..data_bytes];
         let batch_bytes = whole.len() / 10;
 
         // Cut the file in the middle of the last batch (a torn write).
@@ -196,7 +200,8 @@ fn reopening_cuts_a_torn_tail_and_keeps_every_whole_batch() {
     });
 }
 
-/// Damages the active segment with `damage`, reopens, and returns the recovered end offset.
+/// Damages the active segment's data (ten one-record batches, without the preallocated
+/// zeros after them) with `damage`, reopens, and returns the recovered end offset.
 fn recover_after(damage: impl FnOnce(&Path, &mut Vec<u8>) + Send + 'static) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
@@ -207,9 +212,11 @@ fn recover_after(damage: impl FnOnce(&Path, &mut Vec<u8>) + Send + 'static) -> u
             .await
             .unwrap();
         append_sequences(&log, 0, 10, 1, 1000).await;
+        let data_bytes = log.size_bytes() as usize;
         log.close().await.unwrap();
         let segment = segment_path(&path, 0, LOG_SUFFIX);
         let mut bytes = std::fs::read(&segment).unwrap();
+        bytes.truncate(data_bytes);
         damage(&path, &mut bytes);
         std::fs::write(&segment, &bytes).unwrap();
         let log = LogShard::new(ShardLogConfig::default())
@@ -261,9 +268,9 @@ fn garbage_or_missing_indexes_are_rebuilt_and_lookups_still_work() {
     run(move || async move {
         let config = small_config(FlushPolicy::EveryBatch);
         let log = LogShard::new(ShardLogConfig::default()).open_partition(&path, config.clone()).await.unwrap();
-        append_sequences(&log, 0, 200, 4, 500).await;
+        append_sequences(&log, 0, 400, 2, 1000).await;
         let segments = log.segment_count();
-        assert!(segments >= 3);
+        assert!(segments >= 3, "{segments} segments");
         log.close().await.unwrap();
         let first_index = segment_path(&path, 0, OFFSET_INDEX_SUFFIX);
         assert!(first_index.exists(), "closed segments have index files");
@@ -389,28 +396,25 @@ fn a_waiter_for_a_truncated_offset_is_told_so() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let faults = Rc::new(FaultPlan::default());
-        let shard = LogShard::new(ShardLogConfig { faults: Some(faults.clone()), ..ShardLogConfig::default() });
+        let shard = LogShard::new(ShardLogConfig::default());
         let log = shard.open_partition(&path, small_config(FlushPolicy::EveryBatch)).await.unwrap();
-        append_sequences(&log, 0, 2, 5, 100).await;
-        faults.stall_writes.set(true);
-        let info = log.append(batch(10, 5, 100), 1).await.unwrap();
-        let waiter = {
+        append_sequences(&log, 0, 4, 5, 100).await;
+        let waiter = |offset| {
             let log = log.clone();
-            glommio::spawn_local(async move { log.wait_durable(info.last_offset).await })
+            glommio::spawn_local(async move { log.wait_durable(offset).await })
         };
+        let beyond_cut = waiter(25);
+        let below_cut = waiter(7);
         glommio::timer::sleep(Duration::from_millis(5)).await;
-        faults.stall_writes.set(false);
-        // truncate_to flushes first, so the batch is written, then cut.
-        log.truncate_to(10).await.unwrap();
-        let outcome = waiter.await;
-        // Either the waiter saw the batch durable before the cut, or it learns of the cut.
-        match outcome {
-            Ok(()) => assert!(log.io_stats().syncs >= 2),
-            Err(error) => assert!(matches!(error, AppendError::Truncated { offset: 14, .. }), "{error}"),
-        }
-        let late = log.wait_durable(12).await;
-        assert!(late.is_err() || log.log_end_offset() > 12);
+        assert_eq!(log.truncate_to(10).await.unwrap(), 10);
+        assert!(below_cut.await.is_ok());
+        let error = beyond_cut.await.expect_err("offset 25 was not yet appended when the log was cut");
+        assert!(matches!(error, AppendError::Truncated { offset: 25, log_end: 10 }), "{error}");
+        // A wait that starts after the cut concerns the new batches at those offsets.
+        let after_cut = waiter(12);
+        append_sequences(&log, 10, 1, 5, 100).await;
+        assert!(after_cut.await.is_ok());
+        assert_dense(&read_all(&log, 0).await, 0, 15);
     });
 }
 
