@@ -70,3 +70,6 @@ const _: () = assert!(BATCH_BYTES_MAX < WRITE_BYTES_MAX * 8);
 const _: () = assert!(PARTITION_PENDING_BYTES_MAX >= 2 * BATCH_BYTES_MAX);
 const _: () = assert!(READ_BYTES_MAX >= 2 * BATCH_BYTES_MAX);
 const _: () = assert!(BATCH_HEADER_BYTES % 8 == 0);
+
+/// glommio io memory (registered buffers) of a command-line executor; memlock is often 8 MiB.
+pub const CLI_IO_MEMORY_BYTES: usize = 2 * 1024 * 1024;

@@ -3,6 +3,7 @@
 //! Where to look: `record` (the batch format), `log` (one partition's write-ahead log and a
 //! shard's set of them), `constants` (every limit).
 
+pub mod cli;
 pub mod constants;
 pub mod log;
 pub mod record;

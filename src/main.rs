@@ -1,1 +1,5 @@
-fn main() {}
+//! The `shardline` binary: broker, admin and data-plane command line.
+
+fn main() -> std::process::ExitCode {
+    shardline::cli::main()
+}

@@ -65,9 +65,16 @@ impl BatchCache {
 
     fn evict(&mut self) {
         while self.used_bytes > self.budget_bytes {
-            let Some((partition, base_offset)) = self.order.pop_front() else { break };
-            let Some(batches) = self.partitions.get_mut(&partition) else { continue };
-            if batches.front().is_some_and(|b| b.base_offset == base_offset) {
+            let Some((partition, base_offset)) = self.order.pop_front() else {
+                break;
+            };
+            let Some(batches) = self.partitions.get_mut(&partition) else {
+                continue;
+            };
+            if batches
+                .front()
+                .is_some_and(|b| b.base_offset == base_offset)
+            {
                 let batch = batches.pop_front().expect("front checked");
                 self.used_bytes -= batch.bytes.len();
                 if batches.is_empty() {
@@ -141,7 +148,11 @@ mod tests {
     use super::*;
 
     fn batch(base: u64, count: u64, len: usize) -> CachedBatch {
-        CachedBatch { base_offset: base, next_offset: base + count, bytes: Bytes::from(vec![7u8; len]) }
+        CachedBatch {
+            base_offset: base,
+            next_offset: base + count,
+            bytes: Bytes::from(vec![7u8; len]),
+        }
     }
 
     #[test]
@@ -171,8 +182,12 @@ mod tests {
             assert!(cache.used_bytes() <= 1_000);
         }
         assert_eq!(cache.collect(0, 0, u64::MAX, 100, &mut Vec::new()), None);
-        assert!(cache.collect(0, 90, u64::MAX, 100, &mut Vec::new()).is_some());
-        assert!(cache.collect(1, 90, u64::MAX, 100, &mut Vec::new()).is_some());
+        assert!(cache
+            .collect(0, 90, u64::MAX, 100, &mut Vec::new())
+            .is_some());
+        assert!(cache
+            .collect(1, 90, u64::MAX, 100, &mut Vec::new())
+            .is_some());
     }
 
     #[test]

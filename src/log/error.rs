@@ -46,11 +46,19 @@ pub enum AppendError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReadError {
     #[error("offset {offset} is out of range: the log holds [{log_start}, {log_end})")]
-    OffsetOutOfRange { offset: u64, log_start: u64, log_end: u64 },
+    OffsetOutOfRange {
+        offset: u64,
+        log_start: u64,
+        log_end: u64,
+    },
     #[error(transparent)]
     Io(#[from] LogIoError),
     #[error("corrupt batch in {path} at byte {position}: {reason}")]
-    Corrupt { path: PathBuf, position: u64, reason: BatchError },
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        reason: BatchError,
+    },
 }
 
 /// Why a partition log could not be opened.
@@ -74,9 +82,17 @@ pub enum MaintenanceError {
     #[error("partition log is closed")]
     Closed,
     #[error("cannot truncate to offset {offset}: the log holds [{log_start}, {log_end})")]
-    TruncateOutOfRange { offset: u64, log_start: u64, log_end: u64 },
+    TruncateOutOfRange {
+        offset: u64,
+        log_start: u64,
+        log_end: u64,
+    },
     #[error("corrupt batch in {path} at byte {position}: {reason}")]
-    Corrupt { path: PathBuf, position: u64, reason: BatchError },
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        reason: BatchError,
+    },
 }
 
 impl From<AppendError> for MaintenanceError {

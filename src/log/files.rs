@@ -33,7 +33,12 @@ pub struct OpenFiles {
 impl OpenFiles {
     pub fn new(capacity: usize) -> Self {
         assert!(capacity > 0, "open file budget must be positive");
-        OpenFiles { capacity, clock: 0, entries: HashMap::new(), by_use: BTreeMap::new() }
+        OpenFiles {
+            capacity,
+            clock: 0,
+            entries: HashMap::new(),
+            by_use: BTreeMap::new(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -67,12 +72,21 @@ impl OpenFiles {
     pub fn insert(&mut self, key: SegmentKey, file: SegmentFile) {
         self.remove(key);
         while self.entries.len() >= self.capacity {
-            let Some((_, oldest)) = self.by_use.pop_first() else { break };
+            let Some((_, oldest)) = self.by_use.pop_first() else {
+                break;
+            };
             self.entries.remove(&oldest);
         }
         self.clock += 1;
         self.by_use.insert(self.clock, key);
-        self.entries.insert(key, Entry { file, indexes: None, last_use: self.clock });
+        self.entries.insert(
+            key,
+            Entry {
+                file,
+                indexes: None,
+                last_use: self.clock,
+            },
+        );
     }
 
     /// Attaches loaded indexes to an open segment (ignored if it was evicted meanwhile).
@@ -89,8 +103,12 @@ impl OpenFiles {
     }
 
     pub fn remove_partition(&mut self, partition: PartitionId) {
-        let keys: Vec<SegmentKey> =
-            self.entries.keys().filter(|k| k.0 == partition).copied().collect();
+        let keys: Vec<SegmentKey> = self
+            .entries
+            .keys()
+            .filter(|k| k.0 == partition)
+            .copied()
+            .collect();
         for key in keys {
             self.remove(key);
         }

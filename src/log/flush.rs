@@ -16,11 +16,11 @@ use futures::future::try_join_all;
 use super::cache::CachedBatch;
 use super::error::LogIoError;
 use super::io::{sync_directory, write_small_file, SegmentFile};
+use super::now_ms;
 use super::partition::{Partition, PendingBatch};
 use super::segment::{
     segment_path, ActiveSegment, Segment, SegmentIndexes, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX,
 };
-use super::now_ms;
 use crate::constants::{IO_ALIGNMENT_BYTES, WRITE_BYTES_MAX};
 use crate::record::BatchHeader;
 
@@ -80,7 +80,11 @@ async fn kicked(partition: &Partition) {
 
 /// One round: write every pending batch, sync per policy, publish the new offsets.
 async fn flush_round(partition: &Partition) -> Result<(), LogIoError> {
-    let _writer = partition.writer.acquire_permit(1).await.expect("writer semaphore is never closed");
+    let _writer = partition
+        .writer
+        .acquire_permit(1)
+        .await
+        .expect("writer semaphore is never closed");
     let (batches, sync) = {
         let mut state = partition.state.borrow_mut();
         state.flush_now = false;
@@ -109,7 +113,10 @@ async fn flush_round(partition: &Partition) -> Result<(), LogIoError> {
         state.io_stats.write_rounds += 1;
         let mut cache = partition.shard.cache.borrow_mut();
         for _ in 0..batches.len() {
-            let batch = state.pending.pop_front().expect("flushed batches are still pending");
+            let batch = state
+                .pending
+                .pop_front()
+                .expect("flushed batches are still pending");
             state.pending_bytes -= batch.bytes.len();
             cache.insert(
                 partition.id,
@@ -144,9 +151,11 @@ pub(super) async fn segment_file(
     if let Some(file) = partition.shard.files.borrow_mut().get(key) {
         return Ok(file);
     }
-    let file =
-        SegmentFile::open(&partition.segment_path(base_offset), partition.shard.faults.clone())
-            .await?;
+    let file = SegmentFile::open(
+        &partition.segment_path(base_offset),
+        partition.shard.faults.clone(),
+    )
+    .await?;
     partition.shard.files.borrow_mut().insert(key, file.clone());
     Ok(file)
 }
@@ -161,7 +170,10 @@ async fn write_batches(partition: &Partition, batches: &[PendingBatch]) -> Resul
         }
         let room = {
             let state = partition.state.borrow();
-            partition.config.segment_bytes.saturating_sub(state.active().size)
+            partition
+                .config
+                .segment_bytes
+                .saturating_sub(state.active().size)
         };
         // Take batches while they fit (a lone batch always goes, into an empty segment).
         let mut end = next + 1;
@@ -183,7 +195,9 @@ fn must_roll(partition: &Partition, next_batch_bytes: u64) -> bool {
         return false;
     }
     let full = active.size + next_batch_bytes > partition.config.segment_bytes;
-    let age_ms = active.first_append_time_ms.map_or(0, |first| now_ms().saturating_sub(first));
+    let age_ms = active
+        .first_append_time_ms
+        .map_or(0, |first| now_ms().saturating_sub(first));
     full || age_ms >= i64::try_from(partition.config.segment_age_ms).unwrap_or(i64::MAX)
 }
 
@@ -194,12 +208,20 @@ async fn write_run(partition: &Partition, run: &[PendingBatch]) -> Result<(), Lo
         let state = partition.state.borrow();
         let active = state.active();
         let writer = active.active.as_ref().expect("the last segment is active");
-        (active.size, writer.tail_page.clone(), writer.preallocated_to)
+        (
+            active.size,
+            writer.tail_page.clone(),
+            writer.preallocated_to,
+        )
     };
     let run_bytes: u64 = run.iter().map(|b| b.bytes.len() as u64).sum();
     let end = start + run_bytes;
     let write_from = align_down(start);
-    assert_eq!(write_from + tail_page.len() as u64, start, "tail page out of step");
+    assert_eq!(
+        write_from + tail_page.len() as u64,
+        start,
+        "tail page out of step"
+    );
     let write_to = align_up(end);
     let mut new_preallocated_to = preallocated_to;
     if write_to > preallocated_to {
@@ -265,7 +287,9 @@ fn last_partial_page(tail_page: &[u8], run: &[PendingBatch], end: u64) -> Vec<u8
     let mut pieces = Vec::new();
     let mut need = keep;
     while need > 0 {
-        let source = sources.pop().expect("the run holds at least the partial page");
+        let source = sources
+            .pop()
+            .expect("the run holds at least the partial page");
         let take = need.min(source.len());
         pieces.push(&source[source.len() - take..]);
         need -= take;
@@ -295,7 +319,13 @@ pub(super) async fn close_active_segment(partition: &Partition) -> Result<(), Lo
         let active = state.active();
         let writer = active.active.as_ref().expect("the last segment is active");
         let indexes = writer.indexes.clone();
-        (active.base_offset, active.size, active.next_offset, active.max_timestamp_ms, indexes)
+        (
+            active.base_offset,
+            active.size,
+            active.next_offset,
+            active.max_timestamp_ms,
+            indexes,
+        )
     };
     file.sync().await?;
     file.truncate(size).await?;
@@ -315,12 +345,19 @@ pub(super) async fn close_active_segment(partition: &Partition) -> Result<(), Lo
 }
 
 /// Creates an empty segment file at `base_offset` and makes its name durable.
-pub(super) async fn create_segment(partition: &Partition, base_offset: u64) -> Result<Segment, LogIoError> {
+pub(super) async fn create_segment(
+    partition: &Partition,
+    base_offset: u64,
+) -> Result<Segment, LogIoError> {
     let path = partition.segment_path(base_offset);
     let file = SegmentFile::create(&path, partition.shard.faults.clone()).await?;
     file.preallocate(partition.config.preallocate_bytes).await?;
     sync_directory(&partition.dir).await?;
-    partition.shard.files.borrow_mut().insert((partition.id, base_offset), file);
+    partition
+        .shard
+        .files
+        .borrow_mut()
+        .insert((partition.id, base_offset), file);
     Ok(Segment {
         base_offset,
         size: 0,

@@ -59,9 +59,14 @@ impl OffsetIndex {
     /// Notes a batch written at `position` whose first offset is `relative_offset`.
     pub fn on_batch(&mut self, relative_offset: u32, position: u32, batch_bytes: u32) {
         if position > 0 && self.bytes_since_entry >= INDEX_INTERVAL_BYTES {
-            let increasing =
-                self.entries.last().is_none_or(|&(o, p)| relative_offset > o && position > p);
-            assert!(increasing, "index entry ({relative_offset}, {position}) after {self:?}");
+            let increasing = self
+                .entries
+                .last()
+                .is_none_or(|&(o, p)| relative_offset > o && position > p);
+            assert!(
+                increasing,
+                "index entry ({relative_offset}, {position}) after {self:?}"
+            );
             self.entries.push((relative_offset, position));
             self.bytes_since_entry = 0;
         }
@@ -100,7 +105,13 @@ impl OffsetIndex {
             entries.extend_from_slice(&offset.to_le_bytes());
             entries.extend_from_slice(&position.to_le_bytes());
         }
-        encode_file(OFFSET_MAGIC, base_offset, segment_bytes, self.entries.len(), entries)
+        encode_file(
+            OFFSET_MAGIC,
+            base_offset,
+            segment_bytes,
+            self.entries.len(),
+            entries,
+        )
     }
 
     pub fn decode(
@@ -108,17 +119,30 @@ impl OffsetIndex {
         base_offset: u64,
         segment_bytes: u64,
     ) -> Result<OffsetIndex, IndexFileError> {
-        let entries = decode_file(OFFSET_MAGIC, OFFSET_ENTRY_BYTES, bytes, base_offset, segment_bytes)?;
+        let entries = decode_file(
+            OFFSET_MAGIC,
+            OFFSET_ENTRY_BYTES,
+            bytes,
+            base_offset,
+            segment_bytes,
+        )?;
         let entries: Vec<(u32, u32)> = entries
             .chunks_exact(OFFSET_ENTRY_BYTES)
             .map(|e| (le_u32(&e[0..4]), le_u32(&e[4..8])))
             .collect();
-        let increasing = entries.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
-        let in_segment = entries.iter().all(|&(_, p)| p > 0 && u64::from(p) < segment_bytes);
+        let increasing = entries
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
+        let in_segment = entries
+            .iter()
+            .all(|&(_, p)| p > 0 && u64::from(p) < segment_bytes);
         if !increasing || !in_segment {
             return Err(IndexFileError::BadEntries);
         }
-        Ok(OffsetIndex { entries, bytes_since_entry: INDEX_INTERVAL_BYTES })
+        Ok(OffsetIndex {
+            entries,
+            bytes_since_entry: INDEX_INTERVAL_BYTES,
+        })
     }
 }
 
@@ -133,7 +157,10 @@ pub struct TimeIndex {
 impl TimeIndex {
     /// Notes a batch whose index timestamp is `timestamp_ms` and first offset `relative_offset`.
     pub fn on_batch(&mut self, timestamp_ms: i64, relative_offset: u32, batch_bytes: u32) {
-        let newer = self.entries.last().is_none_or(|&(t, o)| timestamp_ms > t && relative_offset > o);
+        let newer = self
+            .entries
+            .last()
+            .is_none_or(|&(t, o)| timestamp_ms > t && relative_offset > o);
         let due = self.entries.is_empty() || self.bytes_since_entry >= INDEX_INTERVAL_BYTES;
         if newer && due {
             self.entries.push((timestamp_ms, relative_offset));
@@ -191,7 +218,13 @@ impl TimeIndex {
             entries.extend_from_slice(&timestamp.to_le_bytes());
             entries.extend_from_slice(&offset.to_le_bytes());
         }
-        encode_file(TIME_MAGIC, base_offset, segment_bytes, self.entries.len(), entries)
+        encode_file(
+            TIME_MAGIC,
+            base_offset,
+            segment_bytes,
+            self.entries.len(),
+            entries,
+        )
     }
 
     pub fn decode(
@@ -199,15 +232,27 @@ impl TimeIndex {
         base_offset: u64,
         segment_bytes: u64,
     ) -> Result<TimeIndex, IndexFileError> {
-        let entries = decode_file(TIME_MAGIC, TIME_ENTRY_BYTES, bytes, base_offset, segment_bytes)?;
+        let entries = decode_file(
+            TIME_MAGIC,
+            TIME_ENTRY_BYTES,
+            bytes,
+            base_offset,
+            segment_bytes,
+        )?;
         let entries: Vec<(i64, u32)> = entries
             .chunks_exact(TIME_ENTRY_BYTES)
             .map(|e| (le_u64(&e[0..8]) as i64, le_u32(&e[8..12])))
             .collect();
-        if !entries.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1) {
+        if !entries
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1)
+        {
             return Err(IndexFileError::BadEntries);
         }
-        Ok(TimeIndex { entries, bytes_since_entry: INDEX_INTERVAL_BYTES })
+        Ok(TimeIndex {
+            entries,
+            bytes_since_entry: INDEX_INTERVAL_BYTES,
+        })
     }
 }
 
@@ -239,13 +284,13 @@ fn encode_file(
     out
 }
 
-fn decode_file<'a>(
+fn decode_file(
     magic: [u8; 4],
     entry_bytes: usize,
-    bytes: &'a [u8],
+    bytes: &[u8],
     base_offset: u64,
     segment_bytes: u64,
-) -> Result<&'a [u8], IndexFileError> {
+) -> Result<&[u8], IndexFileError> {
     if bytes.len() < FILE_HEADER_BYTES {
         return Err(IndexFileError::Truncated);
     }
@@ -254,11 +299,17 @@ fn decode_file<'a>(
     }
     let found_base = le_u64(&bytes[8..16]);
     if found_base != base_offset {
-        return Err(IndexFileError::WrongSegment { expected: base_offset, found: found_base });
+        return Err(IndexFileError::WrongSegment {
+            expected: base_offset,
+            found: found_base,
+        });
     }
     let found_bytes = le_u64(&bytes[16..24]);
     if found_bytes != segment_bytes {
-        return Err(IndexFileError::Stale { expected: segment_bytes, found: found_bytes });
+        return Err(IndexFileError::Stale {
+            expected: segment_bytes,
+            found: found_bytes,
+        });
     }
     let count = le_u32(&bytes[24..28]) as usize;
     let entries = &bytes[FILE_HEADER_BYTES..];
@@ -349,21 +400,54 @@ mod tests {
         assert!(index.len() > 50);
         let good = index.encode(100, 500_000);
         assert!(OffsetIndex::decode(&good, 100, 500_000).is_ok());
-        assert_eq!(OffsetIndex::decode(&good, 101, 500_000), Err(IndexFileError::WrongSegment { expected: 101, found: 100 }));
-        assert_eq!(OffsetIndex::decode(&good, 100, 400_000), Err(IndexFileError::Stale { expected: 400_000, found: 500_000 }));
-        assert_eq!(OffsetIndex::decode(&good[..good.len() - 1], 100, 500_000), Err(IndexFileError::Truncated));
+        assert_eq!(
+            OffsetIndex::decode(&good, 101, 500_000),
+            Err(IndexFileError::WrongSegment {
+                expected: 101,
+                found: 100
+            })
+        );
+        assert_eq!(
+            OffsetIndex::decode(&good, 100, 400_000),
+            Err(IndexFileError::Stale {
+                expected: 400_000,
+                found: 500_000
+            })
+        );
+        assert_eq!(
+            OffsetIndex::decode(&good[..good.len() - 1], 100, 500_000),
+            Err(IndexFileError::Truncated)
+        );
         let mut flipped = good.clone();
         *flipped.last_mut().unwrap() ^= 1;
-        assert_eq!(OffsetIndex::decode(&flipped, 100, 500_000), Err(IndexFileError::Checksum));
+        assert_eq!(
+            OffsetIndex::decode(&flipped, 100, 500_000),
+            Err(IndexFileError::Checksum)
+        );
         let mut magic = good.clone();
         magic[0] = b'X';
-        assert_eq!(OffsetIndex::decode(&magic, 100, 500_000), Err(IndexFileError::BadMagic));
+        assert_eq!(
+            OffsetIndex::decode(&magic, 100, 500_000),
+            Err(IndexFileError::BadMagic)
+        );
         // Entries pointing past the segment are refused even with a valid checksum.
-        assert_eq!(OffsetIndex::decode(&good, 100, 1000).unwrap_err(), IndexFileError::Stale { expected: 1000, found: 500_000 });
+        assert_eq!(
+            OffsetIndex::decode(&good, 100, 1000).unwrap_err(),
+            IndexFileError::Stale {
+                expected: 1000,
+                found: 500_000
+            }
+        );
         let short = index.encode(100, 1000);
-        assert_eq!(OffsetIndex::decode(&short, 100, 1000), Err(IndexFileError::BadEntries));
+        assert_eq!(
+            OffsetIndex::decode(&short, 100, 1000),
+            Err(IndexFileError::BadEntries)
+        );
         // A time index file is not an offset index file.
-        assert_eq!(OffsetIndex::decode(&TimeIndex::default().encode(100, 5), 100, 5), Err(IndexFileError::BadMagic));
+        assert_eq!(
+            OffsetIndex::decode(&TimeIndex::default().encode(100, 5), 100, 5),
+            Err(IndexFileError::BadMagic)
+        );
     }
 
     #[test]

@@ -84,7 +84,11 @@ impl SegmentFile {
     }
 
     fn wrap(file: DmaFile, path: &Path, faults: Option<Rc<FaultPlan>>) -> Self {
-        SegmentFile { file: Rc::new(file), path: Rc::new(path.to_path_buf()), faults }
+        SegmentFile {
+            file: Rc::new(file),
+            path: Rc::new(path.to_path_buf()),
+            faults,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -103,7 +107,12 @@ impl SegmentFile {
                 glommio::timer::sleep(STALL_POLL).await;
             }
             if !faults.write_allowed() {
-                return Err(LogIoError::new("writing", &self.path, position, injected("write")));
+                return Err(LogIoError::new(
+                    "writing",
+                    &self.path,
+                    position,
+                    injected("write"),
+                ));
             }
         }
         let written = self
@@ -123,9 +132,17 @@ impl SegmentFile {
 
     pub async fn sync(&self) -> Result<(), LogIoError> {
         if self.faults.as_ref().is_some_and(|f| f.fail_syncs.get()) {
-            return Err(LogIoError::new("syncing", &self.path, 0, injected("fdatasync")));
+            return Err(LogIoError::new(
+                "syncing",
+                &self.path,
+                0,
+                injected("fdatasync"),
+            ));
         }
-        self.file.fdatasync().await.map_err(|e| LogIoError::new("syncing", &self.path, 0, e.into()))
+        self.file
+            .fdatasync()
+            .await
+            .map_err(|e| LogIoError::new("syncing", &self.path, 0, e.into()))
     }
 
     /// Reads up to `length` bytes at any position (alignment handled below us).
@@ -152,7 +169,10 @@ impl SegmentFile {
     }
 
     pub async fn size(&self) -> Result<u64, LogIoError> {
-        self.file.file_size().await.map_err(|e| LogIoError::new("sizing", &self.path, 0, e.into()))
+        self.file
+            .file_size()
+            .await
+            .map_err(|e| LogIoError::new("sizing", &self.path, 0, e.into()))
     }
 }
 
@@ -170,7 +190,9 @@ pub async fn settle_iopoll_probe(dir: &Path) -> Result<(), LogIoError> {
     let opened = DmaFile::open(&path).await;
     let removed = remove_file(&path);
     let file = opened.map_err(|e| LogIoError::new("opening", &path, 0, e.into()))?;
-    file.close().await.map_err(|e| LogIoError::new("closing", &path, 0, e.into()))?;
+    file.close()
+        .await
+        .map_err(|e| LogIoError::new("closing", &path, 0, e.into()))?;
     removed
 }
 
@@ -184,14 +206,20 @@ pub async fn write_small_file(path: &Path, bytes: Vec<u8>) -> Result<(), LogIoEr
         .await
         .map_err(|e| LogIoError::new("creating", path, 0, e.into()))?;
     let length = bytes.len();
-    let written =
-        file.write_at(bytes, 0).await.map_err(|e| LogIoError::new("writing", path, 0, e.into()))?;
+    let written = file
+        .write_at(bytes, 0)
+        .await
+        .map_err(|e| LogIoError::new("writing", path, 0, e.into()))?;
     if written != length {
         let short = std::io::Error::new(std::io::ErrorKind::WriteZero, "short write");
         return Err(LogIoError::new("writing", path, 0, short));
     }
-    file.fdatasync().await.map_err(|e| LogIoError::new("syncing", path, 0, e.into()))?;
-    file.close().await.map_err(|e| LogIoError::new("closing", path, 0, e.into()))
+    file.fdatasync()
+        .await
+        .map_err(|e| LogIoError::new("syncing", path, 0, e.into()))?;
+    file.close()
+        .await
+        .map_err(|e| LogIoError::new("closing", path, 0, e.into()))
 }
 
 /// Reads a small file whole; `Ok(None)` when it does not exist.
@@ -217,6 +245,12 @@ pub async fn sync_directory(path: &Path) -> Result<(), LogIoError> {
     let directory = glommio::io::Directory::open(path)
         .await
         .map_err(|e| LogIoError::new("opening directory", path, 0, e.into()))?;
-    directory.sync().await.map_err(|e| LogIoError::new("syncing directory", path, 0, e.into()))?;
-    directory.close().await.map_err(|e| LogIoError::new("closing directory", path, 0, e.into()))
+    directory
+        .sync()
+        .await
+        .map_err(|e| LogIoError::new("syncing directory", path, 0, e.into()))?;
+    directory
+        .close()
+        .await
+        .map_err(|e| LogIoError::new("closing directory", path, 0, e.into()))
 }

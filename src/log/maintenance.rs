@@ -28,10 +28,22 @@ pub struct RetentionOutcome {
 impl PartitionLog {
     fn remove_segment_files(&self, base_offset: u64) -> Result<(), MaintenanceError> {
         let partition = &self.inner;
-        partition.shard.files.borrow_mut().remove((partition.id, base_offset));
+        partition
+            .shard
+            .files
+            .borrow_mut()
+            .remove((partition.id, base_offset));
         remove_file(&segment_path(&partition.dir, base_offset, LOG_SUFFIX))?;
-        remove_file(&segment_path(&partition.dir, base_offset, OFFSET_INDEX_SUFFIX))?;
-        remove_file(&segment_path(&partition.dir, base_offset, TIME_INDEX_SUFFIX))?;
+        remove_file(&segment_path(
+            &partition.dir,
+            base_offset,
+            OFFSET_INDEX_SUFFIX,
+        ))?;
+        remove_file(&segment_path(
+            &partition.dir,
+            base_offset,
+            TIME_INDEX_SUFFIX,
+        ))?;
         Ok(())
     }
 
@@ -56,22 +68,43 @@ impl PartitionLog {
         }
         // Write what is pending below the cut; pending batches above it are dropped.
         self.flush().await?;
-        let _writer = partition.writer.acquire_permit(1).await.expect("writer never closed");
+        let _writer = partition
+            .writer
+            .acquire_permit(1)
+            .await
+            .expect("writer never closed");
         let holder_base = {
             let mut state = partition.state.borrow_mut();
             state.check_open()?;
-            while state.pending.back().is_some_and(|b| b.base_offset >= offset) {
+            while state
+                .pending
+                .back()
+                .is_some_and(|b| b.base_offset >= offset)
+            {
                 let batch = state.pending.pop_back().expect("back checked");
                 state.pending_bytes -= batch.bytes.len();
             }
-            assert!(state.pending.is_empty(), "pending below a cut after a flush: {offset}");
-            *state.segments.range(..=offset).next_back().expect("offset within the log").0
+            assert!(
+                state.pending.is_empty(),
+                "pending below a cut after a flush: {offset}"
+            );
+            *state
+                .segments
+                .range(..=offset)
+                .next_back()
+                .expect("offset within the log")
+                .0
         };
         let (cut_position, cut_offset) = self.find_batch_start(holder_base, offset).await?;
 
         let later: Vec<u64> = {
             let state = partition.state.borrow();
-            state.segments.range(holder_base + 1..).map(|(&b, _)| b).rev().collect()
+            state
+                .segments
+                .range(holder_base + 1..)
+                .map(|(&b, _)| b)
+                .rev()
+                .collect()
         };
         for base in later {
             self.remove_segment_files(base)?;
@@ -80,8 +113,16 @@ impl PartitionLog {
             state.layout_version += 1;
         }
         // The holder becomes the active segment: its index files would be stale.
-        remove_file(&segment_path(&partition.dir, holder_base, OFFSET_INDEX_SUFFIX))?;
-        remove_file(&segment_path(&partition.dir, holder_base, TIME_INDEX_SUFFIX))?;
+        remove_file(&segment_path(
+            &partition.dir,
+            holder_base,
+            OFFSET_INDEX_SUFFIX,
+        ))?;
+        remove_file(&segment_path(
+            &partition.dir,
+            holder_base,
+            TIME_INDEX_SUFFIX,
+        ))?;
         sync_directory(&partition.dir).await?;
         let file = segment_file(partition, holder_base).await?;
         file.truncate(cut_position).await?;
@@ -92,7 +133,10 @@ impl PartitionLog {
         file.sync().await?;
 
         let mut state = partition.state.borrow_mut();
-        let segment = state.segments.get_mut(&holder_base).expect("holder segment present");
+        let segment = state
+            .segments
+            .get_mut(&holder_base)
+            .expect("holder segment present");
         segment.size = cut_position;
         segment.next_offset = cut_offset;
         segment.max_timestamp_ms = found.max_timestamp_ms;
@@ -112,18 +156,28 @@ impl PartitionLog {
         if state.truncations.len() > TRUNCATIONS_REMEMBERED {
             state.truncations.pop_front();
         }
-        partition.shard.cache.borrow_mut().truncate_from(partition.id, cut_offset);
+        partition
+            .shard
+            .cache
+            .borrow_mut()
+            .truncate_from(partition.id, cut_offset);
         state.wake_all();
         Ok(cut_offset)
     }
 
     /// The position and base offset of the batch holding `offset` in segment `base`.
-    async fn find_batch_start(&self, base: u64, offset: u64) -> Result<(u64, u64), MaintenanceError> {
+    async fn find_batch_start(
+        &self,
+        base: u64,
+        offset: u64,
+    ) -> Result<(u64, u64), MaintenanceError> {
         let partition = &self.inner;
         if offset == base {
             return Ok((0, base));
         }
-        let indexes = segment_indexes(partition, base).await.map_err(read_to_maintenance)?;
+        let indexes = segment_indexes(partition, base)
+            .await
+            .map_err(read_to_maintenance)?;
         let mut position = u64::from(indexes.offsets.lookup(relative_offset(base, offset)));
         let size = partition.state.borrow().segments[&base].size;
         let file = segment_file(partition, base).await?;
@@ -144,14 +198,20 @@ impl PartitionLog {
                 return Ok(found);
             }
             match scan.stop {
-                ScanStop::Partial { .. } | ScanStop::End if scan.valid_bytes > 0 && position + (scan.valid_bytes as u64) < size => {
+                ScanStop::Partial { .. } | ScanStop::End
+                    if scan.valid_bytes > 0 && position + (scan.valid_bytes as u64) < size =>
+                {
                     position += scan.valid_bytes as u64;
                     expected = Some(scan.next_offset);
                 }
                 ScanStop::Invalid(reason) => {
                     let path = partition.segment_path(base);
                     let position = position + scan.valid_bytes as u64;
-                    return Err(MaintenanceError::Corrupt { path, position, reason });
+                    return Err(MaintenanceError::Corrupt {
+                        path,
+                        position,
+                        reason,
+                    });
                 }
                 _ => return Ok((size, scan.next_offset)),
             }
@@ -160,9 +220,16 @@ impl PartitionLog {
 
     /// Deletes whole closed segments past the retention limits (never the active one) and
     /// advances the log start offset. `now_ms` is the wall clock, passed in for testability.
-    pub async fn enforce_retention(&self, now_ms: i64) -> Result<RetentionOutcome, MaintenanceError> {
+    pub async fn enforce_retention(
+        &self,
+        now_ms: i64,
+    ) -> Result<RetentionOutcome, MaintenanceError> {
         let partition = &self.inner;
-        let _writer = partition.writer.acquire_permit(1).await.expect("writer never closed");
+        let _writer = partition
+            .writer
+            .acquire_permit(1)
+            .await
+            .expect("writer never closed");
         let doomed: Vec<(u64, u64)> = {
             let state = partition.state.borrow();
             if state.closed {
@@ -177,7 +244,9 @@ impl PartitionLog {
             let mut doomed = Vec::new();
             for segment in state.segments.values().take(closed_count) {
                 let too_old = expired_before.is_some_and(|t| segment.max_timestamp_ms < t);
-                let too_big = config.retention_bytes.is_some_and(|max| total - segment.size >= max);
+                let too_big = config
+                    .retention_bytes
+                    .is_some_and(|max| total - segment.size >= max);
                 if !(too_old || too_big) {
                     break;
                 }
@@ -194,10 +263,18 @@ impl PartitionLog {
             {
                 let mut state = partition.state.borrow_mut();
                 state.segments.remove(&base);
-                let start = *state.segments.keys().next().expect("the active segment remains");
+                let start = *state
+                    .segments
+                    .keys()
+                    .next()
+                    .expect("the active segment remains");
                 state.log_start_offset = start;
                 state.layout_version += 1;
-                partition.shard.cache.borrow_mut().drop_below(partition.id, start);
+                partition
+                    .shard
+                    .cache
+                    .borrow_mut()
+                    .drop_below(partition.id, start);
                 outcome.log_start_offset = start;
             }
             self.remove_segment_files(base)?;
@@ -215,15 +292,27 @@ impl PartitionLog {
     pub async fn close(&self) -> Result<(), MaintenanceError> {
         let partition = &self.inner;
         let flushed = self.flush().await;
-        let _writer = partition.writer.acquire_permit(1).await.expect("writer never closed");
+        let _writer = partition
+            .writer
+            .acquire_permit(1)
+            .await
+            .expect("writer never closed");
         if flushed.is_ok() {
             active_file(partition).await?.sync().await?;
         }
         let mut state = partition.state.borrow_mut();
         state.closed = true;
         state.wake_all();
-        partition.shard.files.borrow_mut().remove_partition(partition.id);
-        partition.shard.cache.borrow_mut().remove_partition(partition.id);
+        partition
+            .shard
+            .files
+            .borrow_mut()
+            .remove_partition(partition.id);
+        partition
+            .shard
+            .cache
+            .borrow_mut()
+            .remove_partition(partition.id);
         flushed.map_err(MaintenanceError::from)
     }
 }
@@ -231,11 +320,23 @@ impl PartitionLog {
 fn read_to_maintenance(error: super::error::ReadError) -> MaintenanceError {
     match error {
         super::error::ReadError::Io(io) => MaintenanceError::Io(io),
-        super::error::ReadError::Corrupt { path, position, reason } => {
-            MaintenanceError::Corrupt { path, position, reason }
-        }
-        super::error::ReadError::OffsetOutOfRange { offset, log_start, log_end } => {
-            MaintenanceError::TruncateOutOfRange { offset, log_start, log_end }
-        }
+        super::error::ReadError::Corrupt {
+            path,
+            position,
+            reason,
+        } => MaintenanceError::Corrupt {
+            path,
+            position,
+            reason,
+        },
+        super::error::ReadError::OffsetOutOfRange {
+            offset,
+            log_start,
+            log_end,
+        } => MaintenanceError::TruncateOutOfRange {
+            offset,
+            log_start,
+            log_end,
+        },
     }
 }

@@ -48,8 +48,9 @@ pub use read::{ReadBatches, ReadChunk};
 pub use shard::{LogShard, ShardLogConfig};
 
 use crate::constants::{
-    RETENTION_MS_DEFAULT, SEGMENT_AGE_MS_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
-    PARTITION_PENDING_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_PREALLOCATE_BYTES, WRITE_BYTES_MAX,
+    PARTITION_PENDING_BYTES_MAX, RETENTION_MS_DEFAULT, SEGMENT_AGE_MS_DEFAULT,
+    SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_PREALLOCATE_BYTES,
+    WRITE_BYTES_MAX,
 };
 
 /// When appended batches are written and synced. See the module doc for guarantees.
@@ -87,7 +88,9 @@ impl FlushPolicy {
     pub(crate) fn delay(&self) -> Duration {
         match *self {
             FlushPolicy::EveryBatch => Duration::ZERO,
-            FlushPolicy::Bytes { max_delay_us: us, .. }
+            FlushPolicy::Bytes {
+                max_delay_us: us, ..
+            }
             | FlushPolicy::Interval { interval_us: us }
             | FlushPolicy::Never { write_delay_us: us } => Duration::from_micros(us),
         }

@@ -83,11 +83,17 @@ pub(super) struct State {
 
 impl State {
     pub fn active(&self) -> &Segment {
-        self.segments.values().next_back().expect("a log always has an active segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
     }
 
     pub fn active_mut(&mut self) -> &mut Segment {
-        self.segments.values_mut().next_back().expect("a log always has an active segment")
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
     }
 
     pub fn wake_all(&mut self) {
@@ -112,7 +118,11 @@ impl State {
         if generation + 1 < oldest_kept {
             return Some(0);
         }
-        self.truncations.iter().filter(|&&(g, _)| g > generation).map(|&(_, cut)| cut).min()
+        self.truncations
+            .iter()
+            .filter(|&&(g, _)| g > generation)
+            .map(|&(_, cut)| cut)
+            .min()
     }
 
     pub fn check_open(&self) -> Result<(), AppendError> {
@@ -220,7 +230,13 @@ impl PartitionLog {
 
     /// Bytes of batches in all segments.
     pub fn size_bytes(&self) -> u64 {
-        self.inner.state.borrow().segments.values().map(|s| s.size).sum()
+        self.inner
+            .state
+            .borrow()
+            .segments
+            .values()
+            .map(|s| s.size)
+            .sum()
     }
 
     /// Appends a validated batch: stamps its base offset, leader epoch and append time in
@@ -243,7 +259,11 @@ impl PartitionLog {
         let next_offset = base_offset + u64::from(header.record_count);
         debug_assert!(header.timestamp_type() == TimestampType::Create || append_time_ms > 0);
         state.next_offset = next_offset;
-        state.pending.push_back(PendingBatch { base_offset, next_offset, bytes: bytes.freeze() });
+        state.pending.push_back(PendingBatch {
+            base_offset,
+            next_offset,
+            bytes: bytes.freeze(),
+        });
         state.pending_bytes += length;
         state.first_pending_at.get_or_insert_with(Instant::now);
         let start_flusher = !state.flusher_running;
@@ -256,7 +276,11 @@ impl PartitionLog {
         if start_flusher {
             glommio::spawn_local(super::flush::run_flusher(self.inner.clone())).detach();
         }
-        Ok(AppendInfo { base_offset, last_offset: next_offset - 1, append_time_ms })
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next_offset - 1,
+            append_time_ms,
+        })
     }
 
     async fn wait_for_space(&self, length: usize) -> Result<(), AppendError> {
@@ -278,8 +302,14 @@ impl PartitionLog {
     /// policy. Fails if the partition is fenced first, or if a truncation removed the offset.
     pub async fn wait_durable(&self, offset: u64) -> Result<(), AppendError> {
         let syncs = self.inner.config.flush.syncs();
-        self.wait_for(offset, move |state| if syncs { state.synced_offset } else { state.written_offset })
-            .await
+        self.wait_for(offset, move |state| {
+            if syncs {
+                state.synced_offset
+            } else {
+                state.written_offset
+            }
+        })
+        .await
     }
 
     /// Writes and fdatasyncs everything appended so far, whatever the policy, and waits.
@@ -307,7 +337,11 @@ impl PartitionLog {
 
     /// Waits until `reached(state) > offset`, failing on a fence, a close, or a truncation
     /// (after the wait began) that removed `offset`.
-    async fn wait_for(&self, offset: u64, reached: impl Fn(&State) -> u64) -> Result<(), AppendError> {
+    async fn wait_for(
+        &self,
+        offset: u64,
+        reached: impl Fn(&State) -> u64,
+    ) -> Result<(), AppendError> {
         let generation = self.inner.state.borrow().generation;
         poll_fn(|cx| {
             let mut state = self.inner.state.borrow_mut();

@@ -17,7 +17,7 @@ use super::index::{OffsetIndex, TimeIndex};
 use super::io::read_small_file;
 use super::partition::{Partition, PartitionLog};
 use super::segment::{
-    relative_offset, scan_batches, segment_path, SegmentIndexes, ScanStop, OFFSET_INDEX_SUFFIX,
+    relative_offset, scan_batches, segment_path, ScanStop, SegmentIndexes, OFFSET_INDEX_SUFFIX,
     TIME_INDEX_SUFFIX,
 };
 use crate::constants::{BATCH_BYTES_MAX, BATCH_HEADER_BYTES, INDEX_INTERVAL_BYTES, READ_BYTES_MAX};
@@ -104,7 +104,11 @@ impl PartitionLog {
             }
             (state.next_offset.min(upper_offset), state.written_offset)
         };
-        let mut out = ReadBatches { chunks: Vec::new(), first_offset: offset, next_offset: offset };
+        let mut out = ReadBatches {
+            chunks: Vec::new(),
+            first_offset: offset,
+            next_offset: offset,
+        };
         if offset >= limit {
             return Ok(out);
         }
@@ -156,7 +160,8 @@ impl PartitionLog {
         let Some((base_offset, segment_end)) = candidate else {
             let state = partition.state.borrow();
             let pending = state.pending.iter().find(|b| {
-                BatchHeader::decode(&b.bytes).is_some_and(|h| h.index_timestamp_ms() >= timestamp_ms)
+                BatchHeader::decode(&b.bytes)
+                    .is_some_and(|h| h.index_timestamp_ms() >= timestamp_ms)
             });
             return Ok(pending.map(|b| b.base_offset));
         };
@@ -222,7 +227,10 @@ pub(super) async fn segment_indexes(
 ) -> Result<Rc<SegmentIndexes>, ReadError> {
     {
         let state = partition.state.borrow();
-        let segment = state.segments.get(&base_offset).ok_or_else(|| vanished(&state, base_offset))?;
+        let segment = state
+            .segments
+            .get(&base_offset)
+            .ok_or_else(|| vanished(&state, base_offset))?;
         if let Some(active) = &segment.active {
             return Ok(Rc::new(active.indexes.clone()));
         }
@@ -234,7 +242,11 @@ pub(super) async fn segment_indexes(
     let size = segment_size(partition, base_offset)?;
     let indexes = Rc::new(load_indexes(&partition.dir, base_offset, size).unwrap_or_default());
     segment_file(partition, base_offset).await?;
-    partition.shard.files.borrow_mut().set_indexes(key, indexes.clone());
+    partition
+        .shard
+        .files
+        .borrow_mut()
+        .set_indexes(key, indexes.clone());
     Ok(indexes)
 }
 
@@ -264,7 +276,10 @@ fn vanished(state: &super::partition::State, offset: u64) -> ReadError {
 
 fn segment_size(partition: &Partition, base_offset: u64) -> Result<u64, ReadError> {
     let state = partition.state.borrow();
-    let segment = state.segments.get(&base_offset).ok_or_else(|| vanished(&state, base_offset))?;
+    let segment = state
+        .segments
+        .get(&base_offset)
+        .ok_or_else(|| vanished(&state, base_offset))?;
     Ok(segment.size)
 }
 
@@ -298,7 +313,11 @@ async fn read_from_disk(
     let indexes = segment_indexes(partition, base_offset).await?;
     let mut position = u64::from(indexes.offsets.lookup(relative_offset(base_offset, offset)));
     let path = partition.segment_path(base_offset);
-    let corrupt = |position: u64, reason| ReadError::Corrupt { path: path.clone(), position, reason };
+    let corrupt = |position: u64, reason| ReadError::Corrupt {
+        path: path.clone(),
+        position,
+        reason,
+    };
     // Enough for the batches asked for plus the index gap before them.
     let mut window = (max_bytes + INDEX_INTERVAL_BYTES as usize + BATCH_BYTES_MAX / 4)
         .clamp(BATCH_HEADER_BYTES, READ_BYTES_MAX);
@@ -326,7 +345,11 @@ async fn read_from_disk(
                 continue;
             }
             // Past the segment's data: the offset is in the next segment (or a gap).
-            return Ok(ReadBatches { chunks: Vec::new(), first_offset: offset, next_offset: offset });
+            return Ok(ReadBatches {
+                chunks: Vec::new(),
+                first_offset: offset,
+                next_offset: offset,
+            });
         };
         let mut end = first;
         let mut next_offset = offset;
@@ -349,9 +372,16 @@ async fn read_from_disk(
         if end == first {
             let header = BatchHeader::decode(&read[first..]).expect("length checked");
             if header.next_offset() > limit {
-                return Ok(ReadBatches { chunks: Vec::new(), first_offset: offset, next_offset: offset });
+                return Ok(ReadBatches {
+                    chunks: Vec::new(),
+                    first_offset: offset,
+                    next_offset: offset,
+                });
             }
-            if first == 0 && read.len() < header.batch_length as usize && window >= header.batch_length as usize {
+            if first == 0
+                && read.len() < header.batch_length as usize
+                && window >= header.batch_length as usize
+            {
                 // The file ends inside a batch that the segment's size says is whole.
                 let reason = crate::record::BatchError::TooShort { len: read.len() };
                 return Err(corrupt(position, reason));
@@ -362,6 +392,10 @@ async fn read_from_disk(
             continue;
         }
         let slice = ReadResult::slice(&read, first, end - first).expect("slice within the read");
-        return Ok(ReadBatches { chunks: vec![ReadChunk::Disk(slice)], first_offset, next_offset });
+        return Ok(ReadBatches {
+            chunks: vec![ReadChunk::Disk(slice)],
+            first_offset,
+            next_offset,
+        });
     }
 }

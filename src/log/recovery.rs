@@ -79,7 +79,11 @@ pub(super) async fn scan_file(
         }
     };
     Ok(FileScan {
-        scan: Scan { valid_bytes: position as usize, next_offset, stop },
+        scan: Scan {
+            valid_bytes: position as usize,
+            next_offset,
+            stop,
+        },
         indexes,
         max_timestamp_ms,
         first_append_time_ms,
@@ -88,7 +92,10 @@ pub(super) async fn scan_file(
 }
 
 fn inconsistent(dir: &Path, reason: String) -> OpenError {
-    OpenError::Inconsistent { path: dir.to_path_buf(), reason }
+    OpenError::Inconsistent {
+        path: dir.to_path_buf(),
+        reason,
+    }
 }
 
 /// Lists segment base offsets, removing index files whose segment is gone.
@@ -118,7 +125,9 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, OpenError> {
 }
 
 fn file_length(path: &Path) -> Result<u64, LogIoError> {
-    std::fs::metadata(path).map(|m| m.len()).map_err(|e| LogIoError::new("sizing", path, 0, e))
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| LogIoError::new("sizing", path, 0, e))
 }
 
 /// A closed segment's bookkeeping: from its index files, or by a scan when they are unusable.
@@ -160,7 +169,10 @@ async fn recover_closed(
         ));
     }
     let mut indexes = found.indexes;
-    indexes.times.seal(found.max_timestamp_ms, super::segment::relative_offset(base, next_base - 1));
+    indexes.times.seal(
+        found.max_timestamp_ms,
+        super::segment::relative_offset(base, next_base - 1),
+    );
     super::io::write_small_file(
         &segment_path(dir, base, OFFSET_INDEX_SUFFIX),
         indexes.offsets.encode(base, size),
@@ -185,7 +197,10 @@ async fn recover_active(
     let found = scan_file(file, base, physical).await?;
     let valid = found.scan.valid_bytes as u64;
     if valid < physical {
-        let torn = !matches!(found.scan.stop, ScanStop::Invalid(crate::record::BatchError::TooShort { len: 0 }) | ScanStop::End);
+        let torn = !matches!(
+            found.scan.stop,
+            ScanStop::Invalid(crate::record::BatchError::TooShort { len: 0 }) | ScanStop::End
+        );
         if torn {
             tracing::warn!(dir = %dir.display(), base, valid, stop = ?found.scan.stop,
                 "cutting the active segment at its first invalid batch");
@@ -236,7 +251,8 @@ pub(super) async fn recover(
         segments.insert(pair[0], segment);
     }
     let last = *bases.last().expect("at least one segment");
-    let file = SegmentFile::open(&segment_path(dir, last, LOG_SUFFIX), shard.faults.clone()).await?;
+    let file =
+        SegmentFile::open(&segment_path(dir, last, LOG_SUFFIX), shard.faults.clone()).await?;
     let active = recover_active(dir, last, config, &file).await?;
     shard.files.borrow_mut().insert((id, last), file);
     let next_offset = active.next_offset;

@@ -51,14 +51,19 @@ impl SegmentIndexes {
     pub fn on_batch(&mut self, base_offset: u64, position: u64, header: &BatchHeader) {
         let relative = relative_offset(base_offset, header.base_offset);
         let position = u32::try_from(position).expect("segment positions fit u32");
-        self.offsets.on_batch(relative, position, header.batch_length);
-        self.times.on_batch(header.index_timestamp_ms(), relative, header.batch_length);
+        self.offsets
+            .on_batch(relative, position, header.batch_length);
+        self.times
+            .on_batch(header.index_timestamp_ms(), relative, header.batch_length);
     }
 }
 
 /// `offset - base_offset` as stored in indexes.
 pub fn relative_offset(base_offset: u64, offset: u64) -> u32 {
-    assert!(offset >= base_offset, "offset {offset} below segment base {base_offset}");
+    assert!(
+        offset >= base_offset,
+        "offset {offset} below segment base {base_offset}"
+    );
     u32::try_from(offset - base_offset).unwrap_or(u32::MAX)
 }
 
@@ -96,7 +101,10 @@ impl Segment {
 
     /// Accounts for a batch placed at the current end.
     pub fn on_batch(&mut self, header: &BatchHeader) {
-        assert_eq!(header.base_offset, self.next_offset, "batch out of order in {self:?}");
+        assert_eq!(
+            header.base_offset, self.next_offset,
+            "batch out of order in {self:?}"
+        );
         let position = self.size;
         if let Some(active) = &mut self.active {
             active.indexes.on_batch(self.base_offset, position, header);
@@ -159,7 +167,9 @@ pub fn scan_batches(
             if rest.iter().all(|&b| b == 0) {
                 break ScanStop::Invalid(BatchError::TooShort { len: 0 });
             }
-            break ScanStop::Partial { needed: BATCH_HEADER_BYTES - rest.len() };
+            break ScanStop::Partial {
+                needed: BATCH_HEADER_BYTES - rest.len(),
+            };
         }
         let header = match check_header(rest) {
             Ok(header) => header,
@@ -167,20 +177,32 @@ pub fn scan_batches(
         };
         let length = header.batch_length as usize;
         if rest.len() < length {
-            break ScanStop::Partial { needed: length - rest.len() };
+            break ScanStop::Partial {
+                needed: length - rest.len(),
+            };
         }
         let header = match check_header_and_crc(&rest[..length]) {
             Ok(header) => header,
             Err(error) => break ScanStop::Invalid(error),
         };
         if header.base_offset != next_offset {
-            break ScanStop::Discontinuity { expected: next_offset, found: header.base_offset };
+            break ScanStop::Discontinuity {
+                expected: next_offset,
+                found: header.base_offset,
+            };
         }
-        on_batch(ScannedBatch { position: position + at as u64, header });
+        on_batch(ScannedBatch {
+            position: position + at as u64,
+            header,
+        });
         next_offset = header.next_offset();
         at += length;
     };
-    Scan { valid_bytes: at, next_offset, stop }
+    Scan {
+        valid_bytes: at,
+        next_offset,
+        stop,
+    }
 }
 
 #[cfg(test)]
@@ -195,8 +217,14 @@ mod tests {
         assert_eq!(parse_segment_name(name, LOG_SUFFIX), Some(42));
         assert_eq!(parse_segment_name(name, OFFSET_INDEX_SUFFIX), None);
         assert_eq!(parse_segment_name("42.log", LOG_SUFFIX), None);
-        assert_eq!(parse_segment_name("0000000000000000004x.log", LOG_SUFFIX), None);
-        assert_eq!(parse_segment_name("99999999999999999999.log", LOG_SUFFIX), None);
+        assert_eq!(
+            parse_segment_name("0000000000000000004x.log", LOG_SUFFIX),
+            None
+        );
+        assert_eq!(
+            parse_segment_name("99999999999999999999.log", LOG_SUFFIX),
+            None
+        );
     }
 
     #[test]
@@ -205,7 +233,12 @@ mod tests {
         assert_eq!(scan.valid_bytes, 0);
         assert!(matches!(scan.stop, ScanStop::Invalid(_)));
         let scan = scan_batches(&[1u8; 10], 0, 0, |_| panic!("no batch in garbage"));
-        assert_eq!(scan.stop, ScanStop::Partial { needed: BATCH_HEADER_BYTES - 10 });
+        assert_eq!(
+            scan.stop,
+            ScanStop::Partial {
+                needed: BATCH_HEADER_BYTES - 10
+            }
+        );
         assert_eq!(scan_batches(&[], 0, 5, |_| ()).stop, ScanStop::End);
     }
 }

@@ -29,13 +29,20 @@ fn batch(first_sequence: u64, count: u64, value_bytes: usize) -> ValidatedBatch 
     batch_at(first_sequence, count, value_bytes, 1_000)
 }
 
-fn batch_at(first_sequence: u64, count: u64, value_bytes: usize, timestamp_ms: i64) -> ValidatedBatch {
+fn batch_at(
+    first_sequence: u64,
+    count: u64,
+    value_bytes: usize,
+    timestamp_ms: i64,
+) -> ValidatedBatch {
     let mut builder = BatchBuilder::new(Codec::None);
     for sequence in first_sequence..first_sequence + count {
         let mut value = format!("value-{sequence}-").into_bytes();
         value.resize(value_bytes.max(value.len()), b'x');
         let key = format!("key-{}", sequence % 7);
-        builder.push(timestamp_ms, Some(key.as_bytes()), &value, &[]).expect("record fits");
+        builder
+            .push(timestamp_ms, Some(key.as_bytes()), &value, &[])
+            .expect("record fits");
     }
     validate(builder.finish().expect("batch builds")).expect("built batches validate")
 }
@@ -57,11 +64,17 @@ async fn read_all(log: &PartitionLog, from: u64) -> Vec<(u64, u64)> {
     let mut offset = from;
     let mut scratch = Vec::new();
     loop {
-        let read = log.read(offset, 64 * 1024, u64::MAX).await.expect("read succeeds");
+        let read = log
+            .read(offset, 64 * 1024, u64::MAX)
+            .await
+            .expect("read succeeds");
         if read.is_empty() {
             break;
         }
-        assert!(read.next_offset > offset, "read made no progress at {offset}");
+        assert!(
+            read.next_offset > offset,
+            "read made no progress at {offset}"
+        );
         for chunk in &read.chunks {
             let mut batches = BatchIter::new(chunk);
             for item in &mut batches {
@@ -88,14 +101,26 @@ fn assert_dense(found: &[(u64, u64)], first_offset: u64, count: u64) {
     assert_eq!(found.len() as u64, count, "record count");
     for (i, &(offset, sequence)) in found.iter().enumerate() {
         assert_eq!(offset, first_offset + i as u64, "offsets are dense");
-        assert_eq!(sequence, offset, "record at offset {offset} holds sequence {sequence}");
+        assert_eq!(
+            sequence, offset,
+            "record at offset {offset} holds sequence {sequence}"
+        );
     }
 }
 
-async fn append_sequences(log: &PartitionLog, from: u64, batches: u64, per_batch: u64, value_bytes: usize) {
+async fn append_sequences(
+    log: &PartitionLog,
+    from: u64,
+    batches: u64,
+    per_batch: u64,
+    value_bytes: usize,
+) {
     let mut last = 0;
     for i in 0..batches {
-        let info = log.append(batch(from + i * per_batch, per_batch, value_bytes), 1).await.unwrap();
+        let info = log
+            .append(batch(from + i * per_batch, per_batch, value_bytes), 1)
+            .await
+            .unwrap();
         assert_eq!(info.base_offset, from + i * per_batch);
         last = info.last_offset;
     }
@@ -106,15 +131,23 @@ async fn append_sequences(log: &PartitionLog, from: u64, batches: u64, per_batch
 fn appended_batches_read_back_dense_from_memory_and_disk_under_every_policy() {
     for policy in [
         FlushPolicy::EveryBatch,
-        FlushPolicy::Bytes { bytes: 32 * 1024, max_delay_us: 2_000 },
+        FlushPolicy::Bytes {
+            bytes: 32 * 1024,
+            max_delay_us: 2_000,
+        },
         FlushPolicy::Interval { interval_us: 500 },
-        FlushPolicy::Never { write_delay_us: 500 },
+        FlushPolicy::Never {
+            write_delay_us: 500,
+        },
     ] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
         run(move || async move {
             let shard = LogShard::new(ShardLogConfig::default());
-            let log = shard.open_partition(&path, small_config(policy)).await.unwrap();
+            let log = shard
+                .open_partition(&path, small_config(policy))
+                .await
+                .unwrap();
             append_sequences(&log, 0, 300, 5, 300).await;
             assert!(log.segment_count() > 1, "{policy:?}: small segments roll");
             assert_dense(&read_all(&log, 0).await, 0, 1500);
@@ -125,7 +158,10 @@ fn appended_batches_read_back_dense_from_memory_and_disk_under_every_policy() {
 
             // A new shard has an empty cache: everything comes from disk.
             let shard = LogShard::new(ShardLogConfig::default());
-            let log = shard.open_partition(&path, small_config(policy)).await.unwrap();
+            let log = shard
+                .open_partition(&path, small_config(policy))
+                .await
+                .unwrap();
             assert_eq!(log.log_end_offset(), 1500);
             assert_dense(&read_all(&log, 0).await, 0, 1500);
             assert_dense(&read_all(&log, 1234).await, 1234, 266);
@@ -139,7 +175,10 @@ fn concurrent_appends_share_writes_and_syncs() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let shard = LogShard::new(ShardLogConfig::default());
-        let log = shard.open_partition(&path, small_config(FlushPolicy::EveryBatch)).await.unwrap();
+        let log = shard
+            .open_partition(&path, small_config(FlushPolicy::EveryBatch))
+            .await
+            .unwrap();
         let tasks: Vec<_> = (0..200u64)
             .map(|_| {
                 let log = log.clone();
@@ -158,7 +197,11 @@ fn concurrent_appends_share_writes_and_syncs() {
         assert_eq!(offsets, (0..200).collect::<Vec<_>>());
         let stats = log.io_stats();
         assert!(stats.syncs >= 1);
-        assert!(stats.syncs < 200, "200 concurrent durable appends took {} syncs", stats.syncs);
+        assert!(
+            stats.syncs < 200,
+            "200 concurrent durable appends took {} syncs",
+            stats.syncs
+        );
         assert_eq!(log.durable_offset(), 200);
     });
 }
@@ -169,7 +212,10 @@ fn reopening_cuts_a_torn_tail_and_keeps_every_whole_batch() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let shard = LogShard::new(ShardLogConfig::default());
-        let log = shard.open_partition(&path, small_config(FlushPolicy::EveryBatch)).await.unwrap();
+        let log = shard
+            .open_partition(&path, small_config(FlushPolicy::EveryBatch))
+            .await
+            .unwrap();
         append_sequences(&log, 0, 10, 3, 200).await;
         let data_bytes = log.size_bytes() as usize;
         log.close().await.unwrap();
@@ -234,7 +280,13 @@ fn recover_after(damage: impl FnOnce(&Path, &mut Vec<u8>) + Send + 'static) -> u
 fn corruption_in_the_active_segment_cuts_at_the_first_bad_batch() {
     let batch_bytes = |bytes: &Vec<u8>| bytes.len() / 10;
     // A flipped byte in the body of batch 6.
-    assert_eq!(recover_after(move |_, b| { let n = batch_bytes(b); b[6 * n + 500] ^= 0x40 }), 6);
+    assert_eq!(
+        recover_after(move |_, b| {
+            let n = batch_bytes(b);
+            b[6 * n + 500] ^= 0x40
+        }),
+        6
+    );
     // A batch whose length lies (points past the file).
     assert_eq!(
         recover_after(move |_, b| {
@@ -252,11 +304,20 @@ fn corruption_in_the_active_segment_cuts_at_the_first_bad_batch() {
         3
     );
     // A batch with a wrong base offset (not following its predecessor).
-    assert_eq!(recover_after(move |_, b| { let n = batch_bytes(b); b[8 * n] ^= 1 }), 8);
+    assert_eq!(
+        recover_after(move |_, b| {
+            let n = batch_bytes(b);
+            b[8 * n] ^= 1
+        }),
+        8
+    );
     // Garbage appended after the last batch.
     assert_eq!(recover_after(|_, b| b.extend_from_slice(&[0xA5; 3000])), 10);
     // The whole file is garbage.
-    assert_eq!(recover_after(|_, b| b.iter_mut().for_each(|x| *x = 0x5A)), 0);
+    assert_eq!(
+        recover_after(|_, b| b.iter_mut().for_each(|x| *x = 0x5A)),
+        0
+    );
     // An empty file.
     assert_eq!(recover_after(|_, b| b.clear()), 0);
 }
@@ -267,7 +328,10 @@ fn garbage_or_missing_indexes_are_rebuilt_and_lookups_still_work() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let config = small_config(FlushPolicy::EveryBatch);
-        let log = LogShard::new(ShardLogConfig::default()).open_partition(&path, config.clone()).await.unwrap();
+        let log = LogShard::new(ShardLogConfig::default())
+            .open_partition(&path, config.clone())
+            .await
+            .unwrap();
         append_sequences(&log, 0, 400, 2, 1000).await;
         let segments = log.segment_count();
         assert!(segments >= 3, "{segments} segments");
@@ -277,9 +341,15 @@ fn garbage_or_missing_indexes_are_rebuilt_and_lookups_still_work() {
         std::fs::write(&first_index, b"garbage that is not an index").unwrap();
         std::fs::remove_file(segment_path(&path, 0, TIME_INDEX_SUFFIX)).unwrap();
 
-        let log = LogShard::new(ShardLogConfig::default()).open_partition(&path, config).await.unwrap();
+        let log = LogShard::new(ShardLogConfig::default())
+            .open_partition(&path, config)
+            .await
+            .unwrap();
         assert_eq!(log.segment_count(), segments);
-        assert!(segment_path(&path, 0, TIME_INDEX_SUFFIX).exists(), "index rebuilt on open");
+        assert!(
+            segment_path(&path, 0, TIME_INDEX_SUFFIX).exists(),
+            "index rebuilt on open"
+        );
         for start in [0, 1, 99, 100, 401, 799] {
             let found = read_all(&log, start).await;
             assert_eq!(found.first().map(|f| f.0), Some(start));
@@ -294,7 +364,10 @@ fn a_corrupt_closed_segment_without_indexes_is_a_clear_open_error() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let config = small_config(FlushPolicy::EveryBatch);
-        let log = LogShard::new(ShardLogConfig::default()).open_partition(&path, config.clone()).await.unwrap();
+        let log = LogShard::new(ShardLogConfig::default())
+            .open_partition(&path, config.clone())
+            .await
+            .unwrap();
         append_sequences(&log, 0, 200, 4, 500).await;
         log.close().await.unwrap();
         let first = segment_path(&path, 0, LOG_SUFFIX);
@@ -307,7 +380,10 @@ fn a_corrupt_closed_segment_without_indexes_is_a_clear_open_error() {
             .await
             .expect_err("a corrupt closed segment is reported");
         let message = error.to_string();
-        assert!(message.contains("00000000000000000000.log") && message.contains("corrupt"), "{message}");
+        assert!(
+            message.contains("00000000000000000000.log") && message.contains("corrupt"),
+            "{message}"
+        );
     });
 }
 
@@ -317,15 +393,25 @@ fn a_corrupt_batch_read_from_disk_is_an_error_not_a_panic() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let config = small_config(FlushPolicy::EveryBatch);
-        let log = LogShard::new(ShardLogConfig::default()).open_partition(&path, config.clone()).await.unwrap();
+        let log = LogShard::new(ShardLogConfig::default())
+            .open_partition(&path, config.clone())
+            .await
+            .unwrap();
         append_sequences(&log, 0, 200, 4, 500).await;
         log.close().await.unwrap();
         let first = segment_path(&path, 0, LOG_SUFFIX);
         let mut bytes = std::fs::read(&first).unwrap();
         bytes[3000] ^= 0xFF;
         std::fs::write(&first, bytes).unwrap();
-        let log = LogShard::new(ShardLogConfig::default()).open_partition(&path, config).await.unwrap();
-        let error = log.read(0, 1 << 20, u64::MAX).await.err().expect("corruption detected");
+        let log = LogShard::new(ShardLogConfig::default())
+            .open_partition(&path, config)
+            .await
+            .unwrap();
+        let error = log
+            .read(0, 1 << 20, u64::MAX)
+            .await
+            .err()
+            .expect("corruption detected");
         assert!(matches!(error, ReadError::Corrupt { .. }), "{error}");
     });
 }
@@ -341,20 +427,39 @@ fn reads_by_timestamp_find_the_first_batch_at_or_after_it() {
             .unwrap();
         // Batch i holds offsets [2i, 2i+2) with timestamp 10_000 + 10 i.
         for i in 0..400u64 {
-            log.append(batch_at(2 * i, 2, 400, 10_000 + 10 * i as i64), 1).await.unwrap();
+            log.append(batch_at(2 * i, 2, 400, 10_000 + 10 * i as i64), 1)
+                .await
+                .unwrap();
         }
         log.flush().await.unwrap();
         assert!(log.segment_count() > 1);
-        for (timestamp, expected) in [(0, Some(0)), (10_000, Some(0)), (10_001, Some(2)), (10_050, Some(10)), (13_990, Some(798)), (13_991, None)] {
-            assert_eq!(log.offset_for_timestamp(timestamp).await.unwrap(), expected, "timestamp {timestamp}");
+        for (timestamp, expected) in [
+            (0, Some(0)),
+            (10_000, Some(0)),
+            (10_001, Some(2)),
+            (10_050, Some(10)),
+            (13_990, Some(798)),
+            (13_991, None),
+        ] {
+            assert_eq!(
+                log.offset_for_timestamp(timestamp).await.unwrap(),
+                expected,
+                "timestamp {timestamp}"
+            );
         }
         log.close().await.unwrap();
         let log = LogShard::new(ShardLogConfig::default())
             .open_partition(&path, small_config(FlushPolicy::EveryBatch))
             .await
             .unwrap();
-        assert_eq!(log.offset_for_timestamp(12_345).await.unwrap(), Some(2 * 235));
-        assert_eq!(log.offset_for_timestamp(10_000 + 10 * 399).await.unwrap(), Some(798));
+        assert_eq!(
+            log.offset_for_timestamp(12_345).await.unwrap(),
+            Some(2 * 235)
+        );
+        assert_eq!(
+            log.offset_for_timestamp(10_000 + 10 * 399).await.unwrap(),
+            Some(798)
+        );
     });
 }
 
@@ -364,7 +469,10 @@ fn truncation_removes_the_suffix_durably_and_appends_continue_from_the_cut() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let config = small_config(FlushPolicy::EveryBatch);
-        let log = LogShard::new(ShardLogConfig::default()).open_partition(&path, config.clone()).await.unwrap();
+        let log = LogShard::new(ShardLogConfig::default())
+            .open_partition(&path, config.clone())
+            .await
+            .unwrap();
         append_sequences(&log, 0, 300, 5, 300).await;
         let segments = log.segment_count();
         // Inside a batch: the whole batch holding 1003 goes.
@@ -372,7 +480,10 @@ fn truncation_removes_the_suffix_durably_and_appends_continue_from_the_cut() {
         assert_eq!(log.log_end_offset(), 1000);
         assert!(log.segment_count() < segments);
         assert_dense(&read_all(&log, 0).await, 0, 1000);
-        assert!(matches!(log.read(1001, 100, u64::MAX).await, Err(ReadError::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            log.read(1001, 100, u64::MAX).await,
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
         append_sequences(&log, 1000, 10, 5, 300).await;
         assert_dense(&read_all(&log, 990).await, 990, 60);
         // At a segment base.
@@ -383,7 +494,10 @@ fn truncation_removes_the_suffix_durably_and_appends_continue_from_the_cut() {
         assert_eq!(log.truncate_to(second_base).await.unwrap(), second_base);
         assert_eq!(log.segment_count(), 2);
         log.close().await.unwrap();
-        let log = LogShard::new(ShardLogConfig::default()).open_partition(&path, config).await.unwrap();
+        let log = LogShard::new(ShardLogConfig::default())
+            .open_partition(&path, config)
+            .await
+            .unwrap();
         assert_eq!(log.log_end_offset(), second_base);
         assert_dense(&read_all(&log, 0).await, 0, second_base);
         // Out of range.
@@ -397,7 +511,10 @@ fn a_waiter_for_a_truncated_offset_is_told_so() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let shard = LogShard::new(ShardLogConfig::default());
-        let log = shard.open_partition(&path, small_config(FlushPolicy::EveryBatch)).await.unwrap();
+        let log = shard
+            .open_partition(&path, small_config(FlushPolicy::EveryBatch))
+            .await
+            .unwrap();
         append_sequences(&log, 0, 4, 5, 100).await;
         let waiter = |offset| {
             let log = log.clone();
@@ -408,8 +525,19 @@ fn a_waiter_for_a_truncated_offset_is_told_so() {
         glommio::timer::sleep(Duration::from_millis(5)).await;
         assert_eq!(log.truncate_to(10).await.unwrap(), 10);
         assert!(below_cut.await.is_ok());
-        let error = beyond_cut.await.expect_err("offset 25 was not yet appended when the log was cut");
-        assert!(matches!(error, AppendError::Truncated { offset: 25, log_end: 10 }), "{error}");
+        let error = beyond_cut
+            .await
+            .expect_err("offset 25 was not yet appended when the log was cut");
+        assert!(
+            matches!(
+                error,
+                AppendError::Truncated {
+                    offset: 25,
+                    log_end: 10
+                }
+            ),
+            "{error}"
+        );
         // A wait that starts after the cut concerns the new batches at those offsets.
         let after_cut = waiter(12);
         append_sequences(&log, 10, 1, 5, 100).await;
@@ -425,20 +553,29 @@ fn retention_deletes_whole_old_segments_and_reads_below_start_are_out_of_range()
     run(move || async move {
         let mut config = small_config(FlushPolicy::EveryBatch);
         config.retention_bytes = Some(600 * 1024);
-        let log = LogShard::new(ShardLogConfig::default()).open_partition(&path, config.clone()).await.unwrap();
+        let log = LogShard::new(ShardLogConfig::default())
+            .open_partition(&path, config.clone())
+            .await
+            .unwrap();
         append_sequences(&log, 0, 400, 10, 500).await;
         let before = log.size_bytes();
         assert!(before > 600 * 1024);
         let outcome = log.enforce_retention(now_ms()).await.unwrap();
         assert!(outcome.segments_deleted > 0);
-        assert!(log.size_bytes() >= 600 * 1024 - config.segment_bytes, "kept about the retention size");
+        assert!(
+            log.size_bytes() >= 600 * 1024 - config.segment_bytes,
+            "kept about the retention size"
+        );
         assert!(log.size_bytes() < before);
         let start = log.log_start_offset();
         assert_eq!(start, outcome.log_start_offset);
         assert!(!segment_path(&path, 0, LOG_SUFFIX).exists());
         match log.read(start - 1, 100, u64::MAX).await {
             Err(ReadError::OffsetOutOfRange { log_start, .. }) => assert_eq!(log_start, start),
-            other => panic!("expected out of range, got {:?}", other.map(|r| r.next_offset)),
+            other => panic!(
+                "expected out of range, got {:?}",
+                other.map(|r| r.next_offset)
+            ),
         }
         assert_dense(&read_all(&log, start).await, start, 4000 - start);
 
@@ -446,13 +583,27 @@ fn retention_deletes_whole_old_segments_and_reads_below_start_are_out_of_range()
         config.retention_bytes = None;
         config.retention_ms = Some(3_600_000);
         log.close().await.unwrap();
-        let log = LogShard::new(ShardLogConfig::default()).open_partition(&path, config).await.unwrap();
-        assert_eq!(log.log_start_offset(), start, "the start offset survives a reopen");
-        let outcome = log.enforce_retention(now_ms() + 2 * 3_600_000).await.unwrap();
+        let log = LogShard::new(ShardLogConfig::default())
+            .open_partition(&path, config)
+            .await
+            .unwrap();
+        assert_eq!(
+            log.log_start_offset(),
+            start,
+            "the start offset survives a reopen"
+        );
+        let outcome = log
+            .enforce_retention(now_ms() + 2 * 3_600_000)
+            .await
+            .unwrap();
         assert!(outcome.segments_deleted > 0);
         assert_eq!(log.segment_count(), 1, "only the active segment is left");
         let active_base = log.log_start_offset();
-        assert_dense(&read_all(&log, active_base).await, active_base, 4000 - active_base);
+        assert_dense(
+            &read_all(&log, active_base).await,
+            active_base,
+            4000 - active_base,
+        );
     });
 }
 
@@ -462,18 +613,34 @@ fn a_failed_write_fences_the_partition_and_nothing_unwritten_is_acknowledged() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let faults = Rc::new(FaultPlan::default());
-        let shard = LogShard::new(ShardLogConfig { faults: Some(faults.clone()), ..ShardLogConfig::default() });
-        let log = shard.open_partition(&path, small_config(FlushPolicy::EveryBatch)).await.unwrap();
+        let shard = LogShard::new(ShardLogConfig {
+            faults: Some(faults.clone()),
+            ..ShardLogConfig::default()
+        });
+        let log = shard
+            .open_partition(&path, small_config(FlushPolicy::EveryBatch))
+            .await
+            .unwrap();
         append_sequences(&log, 0, 5, 2, 100).await;
         faults.writes_before_failure.set(Some(0));
         let info = log.append(batch(10, 2, 100), 1).await.unwrap();
-        let error = log.wait_durable(info.last_offset).await.expect_err("the write failed");
+        let error = log
+            .wait_durable(info.last_offset)
+            .await
+            .expect_err("the write failed");
         assert!(matches!(error, AppendError::Fenced(_)), "{error}");
         assert!(error.to_string().contains("injected write failure"));
-        assert_eq!(log.durable_offset(), 10, "nothing past the failure is durable");
+        assert_eq!(
+            log.durable_offset(),
+            10,
+            "nothing past the failure is durable"
+        );
         assert!(log.fenced().is_some());
         faults.writes_before_failure.set(None);
-        assert!(matches!(log.append(batch(12, 1, 10), 1).await, Err(AppendError::Fenced(_))));
+        assert!(matches!(
+            log.append(batch(12, 1, 10), 1).await,
+            Err(AppendError::Fenced(_))
+        ));
     });
 }
 
@@ -483,15 +650,27 @@ fn a_failed_sync_fences_the_partition() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let faults = Rc::new(FaultPlan::default());
-        let shard = LogShard::new(ShardLogConfig { faults: Some(faults.clone()), ..ShardLogConfig::default() });
-        let log = shard.open_partition(&path, small_config(FlushPolicy::EveryBatch)).await.unwrap();
+        let shard = LogShard::new(ShardLogConfig {
+            faults: Some(faults.clone()),
+            ..ShardLogConfig::default()
+        });
+        let log = shard
+            .open_partition(&path, small_config(FlushPolicy::EveryBatch))
+            .await
+            .unwrap();
         append_sequences(&log, 0, 5, 2, 100).await;
         faults.fail_syncs.set(true);
         let info = log.append(batch(10, 2, 100), 1).await.unwrap();
-        assert!(matches!(log.wait_durable(info.last_offset).await, Err(AppendError::Fenced(_))));
+        assert!(matches!(
+            log.wait_durable(info.last_offset).await,
+            Err(AppendError::Fenced(_))
+        ));
         assert_eq!(log.durable_offset(), 10);
         faults.fail_syncs.set(false);
-        assert!(matches!(log.append(batch(12, 1, 10), 1).await, Err(AppendError::Fenced(_))));
+        assert!(matches!(
+            log.append(batch(12, 1, 10), 1).await,
+            Err(AppendError::Fenced(_))
+        ));
     });
 }
 
@@ -501,7 +680,10 @@ fn appends_wait_for_room_while_the_disk_is_stalled() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let faults = Rc::new(FaultPlan::default());
-        let shard = LogShard::new(ShardLogConfig { faults: Some(faults.clone()), ..ShardLogConfig::default() });
+        let shard = LogShard::new(ShardLogConfig {
+            faults: Some(faults.clone()),
+            ..ShardLogConfig::default()
+        });
         let mut config = small_config(FlushPolicy::EveryBatch);
         config.segment_bytes = 64 * 1024 * 1024;
         let log = shard.open_partition(&path, config).await.unwrap();
@@ -511,15 +693,25 @@ fn appends_wait_for_room_while_the_disk_is_stalled() {
             glommio::spawn_local(async move {
                 let mut last = 0;
                 for i in 0..100u64 {
-                    last = log.append(batch(i * 10, 10, 20_000), 1).await.unwrap().last_offset;
+                    last = log
+                        .append(batch(i * 10, 10, 20_000), 1)
+                        .await
+                        .unwrap()
+                        .last_offset;
                 }
                 last
             })
         };
         glommio::timer::sleep(Duration::from_millis(50)).await;
         let pending = log.inner.state.borrow().pending_bytes;
-        assert!(pending <= crate::constants::PARTITION_PENDING_BYTES_MAX, "pending {pending}");
-        assert!(log.log_end_offset() < 1000, "the producer is held back while the disk stalls");
+        assert!(
+            pending <= crate::constants::PARTITION_PENDING_BYTES_MAX,
+            "pending {pending}"
+        );
+        assert!(
+            log.log_end_offset() < 1000,
+            "the producer is held back while the disk stalls"
+        );
         faults.stall_writes.set(false);
         let last = producer.await;
         log.wait_durable(last).await.unwrap();
@@ -532,12 +724,20 @@ fn many_partitions_on_one_shard_keep_open_files_within_budget() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let shard = LogShard::new(ShardLogConfig { open_files_max: 64, ..ShardLogConfig::default() });
+        let shard = LogShard::new(ShardLogConfig {
+            open_files_max: 64,
+            ..ShardLogConfig::default()
+        });
         let mut config = small_config(FlushPolicy::Interval { interval_us: 1000 });
         config.preallocate_bytes = 4096;
         let mut logs = Vec::new();
         for p in 0..300 {
-            logs.push(shard.open_partition(&path.join(format!("p{p}")), config.clone()).await.unwrap());
+            logs.push(
+                shard
+                    .open_partition(&path.join(format!("p{p}")), config.clone())
+                    .await
+                    .unwrap(),
+            );
             assert!(shard.open_files() <= 64);
         }
         for round in 0..3u64 {
@@ -562,11 +762,42 @@ fn bad_configuration_is_refused_with_a_message() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let shard = LogShard::new(ShardLogConfig::default());
-        let mut config = LogConfig { segment_bytes: 100, ..LogConfig::default() };
-        let error = shard.open_partition(&path, config.clone()).await.unwrap_err();
+        let mut config = LogConfig {
+            segment_bytes: 100,
+            ..LogConfig::default()
+        };
+        let error = shard
+            .open_partition(&path, config.clone())
+            .await
+            .unwrap_err();
         assert!(error.to_string().contains("segment_bytes"), "{error}");
         config.segment_bytes = 1 << 20;
         config.flush = FlushPolicy::Interval { interval_us: 0 };
         assert!(shard.open_partition(&path, config).await.is_err());
+    });
+}
+
+#[test]
+fn the_active_segment_rolls_by_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let mut config = small_config(FlushPolicy::EveryBatch);
+        config.segment_age_ms = 40;
+        let log = LogShard::new(ShardLogConfig::default())
+            .open_partition(&path, config)
+            .await
+            .unwrap();
+        append_sequences(&log, 0, 3, 1, 10).await;
+        assert_eq!(log.segment_count(), 1, "young segments do not roll");
+        glommio::timer::sleep(Duration::from_millis(60)).await;
+        append_sequences(&log, 3, 1, 1, 10).await;
+        assert_eq!(
+            log.segment_count(),
+            2,
+            "an old segment rolls at the next write"
+        );
+        assert_eq!(log.io_stats().segments_rolled, 1);
+        assert_dense(&read_all(&log, 0).await, 0, 4);
     });
 }

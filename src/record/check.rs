@@ -21,7 +21,10 @@ pub fn check_header_and_crc(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     }
     let actual = header::compute_crc(bytes);
     if actual != header.crc {
-        return Err(BatchError::CrcMismatch { expected: header.crc, actual });
+        return Err(BatchError::CrcMismatch {
+            expected: header.crc,
+            actual,
+        });
     }
     Ok(header)
 }
@@ -34,7 +37,10 @@ pub fn check_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         return Err(BatchError::TooShort { len: length });
     }
     if length > BATCH_BYTES_MAX {
-        return Err(BatchError::TooLarge { len: length, max: BATCH_BYTES_MAX });
+        return Err(BatchError::TooLarge {
+            len: length,
+            max: BATCH_BYTES_MAX,
+        });
     }
     if header.magic != MAGIC_RKYV_V1 {
         return Err(BatchError::UnknownMagic(header.magic));
@@ -76,7 +82,11 @@ pub fn check_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         });
     }
     // `next_offset()` (last offset + 1) must be representable.
-    if header.base_offset.checked_add(u64::from(header.last_offset_delta) + 1).is_none() {
+    if header
+        .base_offset
+        .checked_add(u64::from(header.last_offset_delta) + 1)
+        .is_none()
+    {
         return Err(BatchError::OffsetOverflow(header.base_offset));
     }
     Ok(header)

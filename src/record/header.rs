@@ -157,7 +157,10 @@ impl BatchHeader {
 
     /// Writes every field into the first `BATCH_HEADER_BYTES` of `out` (reserved bytes zeroed).
     pub fn encode(&self, out: &mut [u8]) {
-        assert!(out.len() >= BATCH_HEADER_BYTES, "header needs {BATCH_HEADER_BYTES} bytes");
+        assert!(
+            out.len() >= BATCH_HEADER_BYTES,
+            "header needs {BATCH_HEADER_BYTES} bytes"
+        );
         let out = &mut out[..BATCH_HEADER_BYTES];
         out.fill(0);
         out[field::BASE_OFFSET..][..8].copy_from_slice(&self.base_offset.to_le_bytes());
@@ -168,8 +171,7 @@ impl BatchHeader {
         out[field::MAGIC] = self.magic;
         out[field::ATTRIBUTES..][..2].copy_from_slice(&self.attributes.to_le_bytes());
         out[field::RECORD_COUNT..][..4].copy_from_slice(&self.record_count.to_le_bytes());
-        out[field::LAST_OFFSET_DELTA..][..4]
-            .copy_from_slice(&self.last_offset_delta.to_le_bytes());
+        out[field::LAST_OFFSET_DELTA..][..4].copy_from_slice(&self.last_offset_delta.to_le_bytes());
         out[field::FIRST_TIMESTAMP_MS..][..8]
             .copy_from_slice(&self.first_timestamp_ms.to_le_bytes());
         out[field::MAX_TIMESTAMP_MS..][..8].copy_from_slice(&self.max_timestamp_ms.to_le_bytes());
@@ -218,7 +220,10 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
 
 /// Writes the broker-owned fields in place. The CRC stays valid: it does not cover them.
 pub fn stamp(batch: &mut [u8], base_offset: u64, leader_epoch: u32, append_time_ms: i64) {
-    assert!(batch.len() >= BATCH_HEADER_BYTES, "stamping a batch shorter than its header");
+    assert!(
+        batch.len() >= BATCH_HEADER_BYTES,
+        "stamping a batch shorter than its header"
+    );
     batch[field::BASE_OFFSET..][..8].copy_from_slice(&base_offset.to_le_bytes());
     batch[field::LEADER_EPOCH..][..4].copy_from_slice(&leader_epoch.to_le_bytes());
     batch[field::APPEND_TIME_MS..][..8].copy_from_slice(&append_time_ms.to_le_bytes());
@@ -236,8 +241,21 @@ mod tests {
 
     fn any_header() -> impl Strategy<Value = BatchHeader> {
         (
-            (any::<u64>(), any::<u32>(), any::<u32>(), any::<i64>(), any::<u32>(), any::<u8>()),
-            (any::<u16>(), any::<u32>(), any::<u32>(), any::<i64>(), any::<i64>()),
+            (
+                any::<u64>(),
+                any::<u32>(),
+                any::<u32>(),
+                any::<i64>(),
+                any::<u32>(),
+                any::<u8>(),
+            ),
+            (
+                any::<u16>(),
+                any::<u32>(),
+                any::<u32>(),
+                any::<i64>(),
+                any::<i64>(),
+            ),
             (any::<i64>(), any::<i16>(), any::<i32>(), any::<u32>()),
         )
             .prop_map(|(a, b, c)| BatchHeader {

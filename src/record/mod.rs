@@ -44,7 +44,10 @@ pub enum BatchError {
     #[error("batch record count {0} is outside 1..=BATCH_RECORDS_MAX")]
     BadRecordCount(u32),
     #[error("batch has {record_count} records but last offset delta {last_offset_delta}")]
-    BadLastOffsetDelta { record_count: u32, last_offset_delta: u32 },
+    BadLastOffsetDelta {
+        record_count: u32,
+        last_offset_delta: u32,
+    },
     #[error("batch first timestamp {first_ms} is after its max timestamp {max_ms}")]
     BadTimestamps { first_ms: i64, max_ms: i64 },
     #[error("batch declares {declared} uncompressed body bytes for a {body_length}-byte body")]

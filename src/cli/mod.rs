@@ -1,0 +1,70 @@
+//! The `shardline` command line. Each subcommand lives in its own file; this one parses.
+
+mod log_tools;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "shardline",
+    version,
+    about = "A thread-per-core persistent log broker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Work with partition log directories directly (offline; the broker must not be using them).
+    #[command(subcommand)]
+    Log(log_tools::LogCommand),
+    /// Tools for tests of the storage engine.
+    #[command(subcommand, hide = true)]
+    Debug(log_tools::DebugCommand),
+}
+
+/// Parses the command line, runs the command, and turns its outcome into an exit code.
+pub fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Log(command) => log_tools::run_log(command),
+        Command::Debug(command) => log_tools::run_debug(command),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("shardline: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHARDLINE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Runs `body` on one unpinned glommio executor with an io memory that fits an 8 MiB memlock.
+pub(crate) fn run_on_executor<T, F, Fut>(body: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, String>> + 'static,
+{
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .name("shardline-cli")
+        .io_memory(crate::constants::CLI_IO_MEMORY_BYTES)
+        .spawn(body)
+        .map_err(|e| format!("cannot start an io_uring executor: {e}"))?
+        .join()
+        .map_err(|e| format!("executor failed: {e}"))?
+}

@@ -1,0 +1,5 @@
+//! The one integration test binary: tests that start real `shardline` processes.
+//! `harness` holds what they share.
+
+mod harness;
+mod log_crash;
