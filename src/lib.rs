@@ -8,3 +8,4 @@ pub mod cluster;
 pub mod constants;
 pub mod log;
 pub mod record;
+pub mod shard;

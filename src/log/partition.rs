@@ -312,6 +312,17 @@ impl PartitionLog {
         .await
     }
 
+    /// Waits until every offset up to and including `offset` is written to its segment file
+    /// (in the device: it survives the process being killed, whatever the flush policy).
+    pub async fn wait_written(&self, offset: u64) -> Result<(), AppendError> {
+        self.wait_for(offset, |state| state.written_offset).await
+    }
+
+    /// Every offset below this is written to its segment file.
+    pub fn written_offset(&self) -> u64 {
+        self.inner.state.borrow().written_offset
+    }
+
     /// Writes and fdatasyncs everything appended so far, whatever the policy, and waits.
     pub async fn flush(&self) -> Result<(), AppendError> {
         let last = {
