@@ -73,3 +73,82 @@ const _: () = assert!(BATCH_HEADER_BYTES % 8 == 0);
 
 /// glommio io memory (registered buffers) of a command-line executor; memlock is often 8 MiB.
 pub const CLI_IO_MEMORY_BYTES: usize = 2 * 1024 * 1024;
+
+// Protocol ------------------------------------------------------------------------------------
+// Limits of the wire protocol (`protocol`). Every list and string a peer sends is checked
+// against one of these before the message is used; the frame limits are checked before any
+// buffer is allocated for the frame.
+
+/// Size of the fixed frame header: the `u32` frame length, then 16 bytes it counts.
+pub const FRAME_HEADER_BYTES: usize = 20;
+
+/// The largest `frame_length` (bytes after the length field) a frame may declare.
+pub const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// The largest rkyv body of one frame (the trailer of record batches is not counted).
+pub const BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// The longest topic name (characters `[a-zA-Z0-9._-]`, and never `.` or `..`).
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+/// The most topics one request or response names.
+pub const TOPICS_PER_REQUEST_MAX: usize = 10_000;
+
+/// The most partitions one topic may have (and one metadata entry may list).
+pub const PARTITIONS_PER_TOPIC_MAX: usize = 10_000;
+
+/// The most partition entries one request or response carries, over all its topics.
+pub const PARTITIONS_PER_REQUEST_MAX: usize = 100_000;
+
+/// The most configuration entries per topic in one request or response.
+pub const CONFIG_ENTRIES_MAX: usize = 256;
+
+/// The longest configuration key.
+pub const CONFIG_KEY_BYTES_MAX: usize = 256;
+
+/// The longest configuration value.
+pub const CONFIG_VALUE_BYTES_MAX: usize = 4096;
+
+/// The longest client id a client may announce in its handshake.
+pub const CLIENT_ID_BYTES_MAX: usize = 256;
+
+/// The longest software version string a handshake may carry.
+pub const SOFTWARE_VERSION_BYTES_MAX: usize = 64;
+
+/// The most api version ranges one handshake may list.
+pub const HANDSHAKE_APIS_MAX: usize = 1024;
+
+/// The longest host name in broker metadata.
+pub const HOST_BYTES_MAX: usize = 255;
+
+/// The most brokers one metadata response lists.
+pub const BROKERS_PER_RESPONSE_MAX: usize = 1024;
+
+/// The most shards (and so shard ports) one broker announces.
+pub const SHARDS_PER_BROKER_MAX: usize = 1024;
+
+/// The most replicas (and in-sync replicas) one partition lists.
+pub const REPLICAS_PER_PARTITION_MAX: usize = 16;
+
+/// The longest human-readable error message in a response.
+pub const ERROR_MESSAGE_BYTES_MAX: usize = 1024;
+
+/// Requests a client may have sent on one connection without their responses; the server
+/// reads no further frames from a connection while this many are being processed.
+pub const IN_FLIGHT_REQUESTS_MAX: usize = 64;
+
+/// The unit in which a frame reader allocates its receive buffer for small frames (a frame
+/// larger than this gets one buffer of exactly its own size).
+pub const FRAME_READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// The most trailer bytes (record batches) a frame may carry whatever its body: a fetch
+/// response keeps its batches within this. (`frame_length` does not count its own 4 bytes.)
+pub const FRAME_TRAILER_BYTES_MAX: usize =
+    FRAME_BYTES_MAX - (FRAME_HEADER_BYTES - 4) - BODY_BYTES_MAX;
+
+const _: () = assert!(FRAME_BYTES_MAX <= u32::MAX as usize);
+const _: () = assert!(BODY_BYTES_MAX <= FRAME_BYTES_MAX - (FRAME_HEADER_BYTES - 4));
+// A frame with a full body still has room for at least one batch of the largest size.
+const _: () = assert!(FRAME_TRAILER_BYTES_MAX >= BATCH_BYTES_MAX);
+const _: () = assert!(FRAME_READ_CHUNK_BYTES >= FRAME_HEADER_BYTES);
+const _: () = assert!(PARTITIONS_PER_TOPIC_MAX <= PARTITIONS_PER_REQUEST_MAX);

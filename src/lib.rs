@@ -7,5 +7,7 @@ pub mod cli;
 pub mod cluster;
 pub mod constants;
 pub mod log;
+pub mod protocol;
 pub mod record;
+pub mod server;
 pub mod shard;

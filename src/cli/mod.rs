@@ -1,5 +1,6 @@
 //! The `shardline` command line. Each subcommand lives in its own file; this one parses.
 
+mod broker;
 mod log_tools;
 
 use std::process::ExitCode;
@@ -19,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a broker until SIGTERM or SIGINT.
+    Broker(broker::BrokerArgs),
     /// Work with partition log directories directly (offline; the broker must not be using them).
     #[command(subcommand)]
     Log(log_tools::LogCommand),
@@ -32,6 +35,7 @@ pub fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let outcome = match cli.command {
+        Command::Broker(args) => broker::run(args),
         Command::Log(command) => log_tools::run_log(command),
         Command::Debug(command) => log_tools::run_debug(command),
     };

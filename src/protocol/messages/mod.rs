@@ -1,0 +1,99 @@
+//! The body of every request and response: one rkyv struct each, one file per api.
+//!
+//! The structs are plain owned data (what `decode_*` returns and `encode_*` takes); rkyv
+//! derives their archived forms, whose layouts are the wire format of version 0 of each api.
+//! Each archived form has a `CheckArchived` impl with the semantic limits it must meet.
+
+mod configs;
+mod error_response;
+mod fetch;
+mod handshake;
+mod list_offsets;
+mod metadata;
+mod produce;
+mod topics;
+
+pub use configs::{
+    AlterConfigsRequest, AlterConfigsResponse, AlterConfigsResult, AlterTopicConfigs,
+    ArchivedConfigEntry, ConfigEntry, DescribeConfigsRequest, DescribeConfigsResponse,
+    DescribedConfigEntry, TopicConfigs,
+};
+pub use error_response::ErrorResponse;
+pub use fetch::{
+    FetchPartition, FetchPartitionResponse, FetchRequest, FetchResponse, IsolationLevel,
+};
+pub use handshake::{ApiVersionRange, HandshakeRequest, HandshakeResponse};
+pub use list_offsets::{
+    ListOffsetsPartition, ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
+    OffsetSpec,
+};
+pub use metadata::{
+    BrokerMetadata, MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata,
+};
+pub use produce::{
+    Acks, ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse,
+};
+pub use topics::{
+    CreatableTopic, CreateTopicResult, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicResult, DeleteTopicsRequest, DeleteTopicsResponse,
+};
+
+use super::api::ApiKey;
+
+/// Declares the `Request` or `Response` enum, its `api_key`, and a `From` per body type.
+macro_rules! message_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident($body:ty),)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        pub enum $name {
+            $($variant($body),)*
+        }
+
+        impl $name {
+            pub fn api_key(&self) -> ApiKey {
+                match self {
+                    $($name::$variant(_) => ApiKey::$variant,)*
+                }
+            }
+        }
+
+        $(
+            impl From<$body> for $name {
+                fn from(body: $body) -> $name {
+                    $name::$variant(body)
+                }
+            }
+        )*
+    };
+}
+
+message_enum! {
+    /// Any request, by api.
+    Request {
+        Handshake(HandshakeRequest),
+        Metadata(MetadataRequest),
+        Produce(ProduceRequest),
+        Fetch(FetchRequest),
+        ListOffsets(ListOffsetsRequest),
+        CreateTopics(CreateTopicsRequest),
+        DeleteTopics(DeleteTopicsRequest),
+        DescribeConfigs(DescribeConfigsRequest),
+        AlterConfigs(AlterConfigsRequest),
+    }
+}
+
+message_enum! {
+    /// Any response, by api; `Error` answers a request that could not be decoded.
+    Response {
+        Handshake(HandshakeResponse),
+        Metadata(MetadataResponse),
+        Produce(ProduceResponse),
+        Fetch(FetchResponse),
+        ListOffsets(ListOffsetsResponse),
+        CreateTopics(CreateTopicsResponse),
+        DeleteTopics(DeleteTopicsResponse),
+        DescribeConfigs(DescribeConfigsResponse),
+        AlterConfigs(AlterConfigsResponse),
+        Error(ErrorResponse),
+    }
+}

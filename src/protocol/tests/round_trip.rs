@@ -1,0 +1,218 @@
+//! Every request and response survives encode → stream → `FrameReader` → decode unchanged,
+//! its trailer split into the right shares without copying.
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use proptest::sample::Index;
+
+use super::strategies::{request, response};
+use super::{request_shares, response_shares, shares};
+use crate::protocol::*;
+
+/// Reads `stream` through a reader in pieces of the given sizes (cycled).
+fn read_frames(stream: &[u8], sizes: &[usize]) -> Vec<Frame> {
+    let mut reader = FrameReader::new();
+    let mut frames = Vec::new();
+    let mut position = 0;
+    let mut size = sizes.iter().cycle();
+    while position < stream.len() {
+        let space = reader.buffer_to_fill();
+        let n = space
+            .len()
+            .min(*size.next().unwrap())
+            .min(stream.len() - position);
+        space[..n].copy_from_slice(&stream[position..position + n]);
+        reader.filled(n);
+        position += n;
+        while let Some(frame) = reader.next_frame().unwrap() {
+            frames.push(frame);
+        }
+    }
+    reader.finish().unwrap();
+    frames
+}
+
+/// Checks that each share is a slice of the frame's own buffer, not a copy.
+fn assert_shared(frame: &Frame, parts: &[Bytes]) {
+    let range = frame.as_bytes().as_ptr_range();
+    for part in parts.iter().filter(|part| !part.is_empty()) {
+        assert!(range.contains(&part.as_ptr()), "a trailer share was copied");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn every_request_round_trips(
+        request in request(),
+        correlation_id in any::<u32>(),
+        cut in any::<Index>(),
+    ) {
+        let trailer = request_shares(&request).concat();
+        let at = cut.index(trailer.len() + 1);
+        // Frames append to what is in the buffer already.
+        let mut out = b"xyz".to_vec();
+        encode_request(&mut out, correlation_id, 0, &request, &[&trailer[..at], &trailer[at..]])
+            .unwrap();
+        prop_assert_eq!(&out[..3], b"xyz");
+        let frame = Frame::parse(Bytes::copy_from_slice(&out[3..])).unwrap();
+        let decoded = decode_request(&frame).unwrap();
+        prop_assert_eq!(decoded.correlation_id(), correlation_id);
+        prop_assert_eq!(decoded.header.api(), Some(request.api_key()));
+        prop_assert!(!decoded.header.is_response);
+        prop_assert_eq!(&decoded.request, &request);
+        prop_assert_eq!(&decoded.partition_batches, &request_shares(&request));
+        assert_shared(&frame, &decoded.partition_batches);
+        if let Some(partitions) = decoded.produce_partitions() {
+            for (partition, batches) in partitions {
+                prop_assert_eq!(partition.batch_bytes as usize, batches.len());
+            }
+        }
+        // Decoding a request as a response is refused, not misread.
+        prop_assert_eq!(
+            decode_response(&frame).unwrap_err(),
+            ProtocolError::WrongDirection { expected_response: true }
+        );
+    }
+
+    #[test]
+    fn every_response_round_trips(response in response(), correlation_id in any::<u32>()) {
+        let shares = response_shares(&response);
+        let pieces: Vec<&[u8]> = shares.iter().map(Vec::as_slice).collect();
+        let mut out = Vec::new();
+        encode_response(&mut out, correlation_id, 0, &response, &pieces).unwrap();
+        let frame = Frame::parse(Bytes::from(out)).unwrap();
+        let decoded = decode_response(&frame).unwrap();
+        prop_assert_eq!(decoded.correlation_id(), correlation_id);
+        prop_assert_eq!(decoded.header.api(), Some(response.api_key()));
+        prop_assert!(decoded.header.is_response);
+        prop_assert_eq!(&decoded.response, &response);
+        prop_assert_eq!(&decoded.partition_batches, &shares);
+        assert_shared(&frame, &decoded.partition_batches);
+        prop_assert!(decode_request(&frame).is_err());
+    }
+
+    #[test]
+    fn head_and_trailer_written_apart_make_the_same_frame(request in request()) {
+        let trailer = request_shares(&request).concat();
+        let mut whole = Vec::new();
+        encode_request(&mut whole, 7, 0, &request, &[&trailer]).unwrap();
+        let mut apart = Vec::new();
+        encode_request_head(&mut apart, 7, 0, &request, trailer.len()).unwrap();
+        apart.extend_from_slice(&trailer);
+        prop_assert_eq!(whole, apart);
+    }
+
+    #[test]
+    fn a_pipelined_stream_read_in_any_pieces_decodes_in_order(
+        requests in proptest::collection::vec(request(), 1..6),
+        sizes in proptest::collection::vec(1usize..200, 1..5),
+    ) {
+        let mut stream = Vec::new();
+        for (index, request) in requests.iter().enumerate() {
+            let trailer = request_shares(request).concat();
+            encode_request(&mut stream, index as u32, 0, request, &[&trailer]).unwrap();
+        }
+        let frames = read_frames(&stream, &sizes);
+        prop_assert_eq!(frames.len(), requests.len());
+        for (index, (frame, request)) in frames.iter().zip(&requests).enumerate() {
+            let decoded = decode_request(frame).unwrap();
+            prop_assert_eq!(decoded.correlation_id(), index as u32);
+            prop_assert_eq!(&decoded.request, request);
+        }
+    }
+
+    /// Whatever bytes arrive, the reader and decoders answer with values, never a panic.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let mut reader = FrameReader::new();
+        let mut input = &bytes[..];
+        'stream: while !input.is_empty() {
+            let n = reader.feed(input);
+            input = &input[n..];
+            loop {
+                match reader.next_frame() {
+                    Ok(Some(frame)) => {
+                        let _ = decode_request(&frame);
+                        let _ = decode_response(&frame);
+                    }
+                    Ok(None) => break,
+                    Err(_) => break 'stream,
+                }
+            }
+        }
+    }
+
+    /// A valid frame with bytes of its body changed decodes or is refused, never panics.
+    #[test]
+    fn mutated_bodies_never_panic(
+        request in request(),
+        flips in proptest::collection::vec((any::<Index>(), any::<u8>()), 1..8),
+    ) {
+        let trailer = request_shares(&request).concat();
+        let mut out = Vec::new();
+        encode_request(&mut out, 1, 0, &request, &[&trailer]).unwrap();
+        let header = decode_frame_header(&out).unwrap();
+        let body = header.body_range();
+        for (index, value) in flips {
+            out[body.start + index.index(body.len())] = value;
+        }
+        let frame = Frame::parse(Bytes::from(out)).unwrap();
+        if let Ok(decoded) = decode_request(&frame) {
+            // Whatever passed the checks encodes again.
+            let shares = request_shares(&decoded.request).concat();
+            let mut again = Vec::new();
+            encode_request(&mut again, 1, 0, &decoded.request, &[&shares]).unwrap();
+        }
+    }
+}
+
+#[test]
+fn an_error_response_round_trips_with_its_message_cut_at_a_character() {
+    let long = "é".repeat(crate::constants::ERROR_MESSAGE_BYTES_MAX);
+    let mut out = Vec::new();
+    encode_error_response(&mut out, 42, ErrorCode::InvalidTopicName, &long);
+    let frame = Frame::parse(Bytes::from(out)).unwrap();
+    assert_eq!(frame.header().api_key, 0xFFFF);
+    let decoded = decode_response(&frame).unwrap();
+    assert_eq!(decoded.correlation_id(), 42);
+    let Response::Error(error) = decoded.response else {
+        panic!("{decoded:?}")
+    };
+    assert_eq!(error.error, ErrorCode::InvalidTopicName);
+    assert_eq!(
+        error.message.len(),
+        crate::constants::ERROR_MESSAGE_BYTES_MAX
+    );
+    assert!(long.starts_with(&error.message));
+}
+
+#[test]
+fn fetch_partitions_pair_entries_with_their_batches() {
+    let response = Response::Fetch(FetchResponse {
+        throttle_ms: 0,
+        partitions: (0..3)
+            .map(|partition| FetchPartitionResponse {
+                topic: "t".into(),
+                partition,
+                error: ErrorCode::None,
+                high_watermark: 10,
+                log_start_offset: 0,
+                last_stable_offset: 10,
+                batch_bytes: [5, 0, 7][partition as usize],
+            })
+            .collect(),
+    });
+    let shares = shares([5u32, 0, 7].into_iter());
+    let pieces: Vec<&[u8]> = shares.iter().map(Vec::as_slice).collect();
+    let mut out = Vec::new();
+    encode_response(&mut out, 1, 0, &response, &pieces).unwrap();
+    let decoded = decode_response(&Frame::parse(Bytes::from(out)).unwrap()).unwrap();
+    let pairs: Vec<(u32, Vec<u8>)> = decoded
+        .fetch_partitions()
+        .unwrap()
+        .map(|(partition, batches)| (partition.partition, batches.to_vec()))
+        .collect();
+    assert_eq!(pairs, vec![(0, vec![1; 5]), (1, vec![]), (2, vec![3; 7])]);
+}

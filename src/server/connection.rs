@@ -1,0 +1,198 @@
+//! One client connection: frames in, responses out, in request order.
+//!
+//! The reader decodes frames and starts a task per request, up to the in-flight bound; the
+//! writer awaits those tasks in order and writes each response followed by its batches.
+//! When the client stops reading its responses, the writer stalls, the in-flight queue
+//! fills, and the reader stops reading requests: memory stays bounded. A client that stalls
+//! in the middle of a frame, or never drains its responses, is disconnected after a timeout.
+//! A frame that breaks the framing rules gets one error response, then the connection is
+//! closed; a whole frame with a bad body gets an error response and the connection goes on.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel;
+use glommio::net::TcpStream;
+
+use super::context::ShardContext;
+use super::handlers::{handle, Reply};
+use super::work::with_deadline;
+use crate::protocol::{
+    decode_request, encode_error_response, encode_response_head, ErrorCode, Frame, FrameReader,
+};
+
+/// A client that has sent part of a frame must send the rest within this time.
+pub const FRAME_COMPLETION_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection with nothing in flight is closed after this long without a request.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// A client must accept response bytes within this time, or it is disconnected.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An encoded response: header and body, then the batches.
+struct Encoded {
+    head: Vec<u8>,
+    trailer: Vec<Bytes>,
+    /// Close the connection after writing this one.
+    last: bool,
+}
+
+fn encode(correlation_id: u32, api_version: u16, reply: Reply) -> Encoded {
+    let trailer_length = reply.trailer.iter().map(|b| b.len()).sum();
+    let mut head = Vec::new();
+    match encode_response_head(
+        &mut head,
+        correlation_id,
+        api_version,
+        &reply.response,
+        trailer_length,
+    ) {
+        Ok(()) => Encoded {
+            head,
+            trailer: reply.trailer,
+            last: false,
+        },
+        Err(error) => {
+            tracing::error!(%error, "a response could not be encoded");
+            head.clear();
+            encode_error_response(
+                &mut head,
+                correlation_id,
+                ErrorCode::Unknown,
+                &error.to_string(),
+            );
+            Encoded {
+                head,
+                trailer: Vec::new(),
+                last: false,
+            }
+        }
+    }
+}
+
+fn start_request(context: &Rc<ShardContext>, frame: Frame) -> glommio::Task<Encoded> {
+    let correlation_id = frame.header().correlation_id;
+    let api_version = frame.header().api_version;
+    let context = context.clone();
+    context
+        .in_flight_requests
+        .set(context.in_flight_requests.get() + 1);
+    glommio::spawn_local(async move {
+        let encoded = match decode_request(&frame) {
+            Ok(decoded) => encode(correlation_id, api_version, handle(&context, decoded).await),
+            Err(error) => {
+                let mut head = Vec::new();
+                encode_error_response(
+                    &mut head,
+                    correlation_id,
+                    error.error_code(),
+                    &error.to_string(),
+                );
+                Encoded {
+                    head,
+                    trailer: Vec::new(),
+                    last: false,
+                }
+            }
+        };
+        context
+            .in_flight_requests
+            .set(context.in_flight_requests.get() - 1);
+        encoded
+    })
+}
+
+/// Serves one connection until the client closes it, breaks the framing, or times out.
+pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let _ = stream.set_nodelay(true);
+    context
+        .open_connections
+        .set(context.open_connections.get() + 1);
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    let in_flight = context
+        .profile
+        .network
+        .in_flight_requests_max
+        .clamp(1, crate::constants::IN_FLIGHT_REQUESTS_MAX);
+    let (queue, responses) = local_channel::new_bounded::<glommio::Task<Encoded>>(in_flight);
+
+    let writing = glommio::spawn_local(async move {
+        while let Some(task) = responses.recv().await {
+            let encoded = task.await;
+            let deadline = Instant::now() + WRITE_STALL_TIMEOUT;
+            let written = with_deadline(deadline, async {
+                writer.write_all(&encoded.head).await?;
+                for piece in &encoded.trailer {
+                    writer.write_all(piece).await?;
+                }
+                writer.flush().await
+            })
+            .await;
+            if !matches!(written, Some(Ok(()))) || encoded.last {
+                break;
+            }
+        }
+        let _ = writer.close().await;
+    });
+
+    let mut frames = FrameReader::new();
+    let reason = loop {
+        let timeout = if frames.buffered_bytes() > 0 {
+            FRAME_COMPLETION_TIMEOUT
+        } else {
+            IDLE_TIMEOUT
+        };
+        let read = with_deadline(
+            Instant::now() + timeout,
+            reader.read(frames.buffer_to_fill()),
+        )
+        .await;
+        let count = match read {
+            None => break "timed out",
+            Some(Err(_)) => break "read failed",
+            Some(Ok(0)) => break "closed by the client",
+            Some(Ok(count)) => count,
+        };
+        frames.filled(count);
+        let mut broken = None;
+        loop {
+            match frames.next_frame() {
+                Ok(Some(frame)) => {
+                    if queue.send(start_request(&context, frame)).await.is_err() {
+                        broken = Some("writer gone");
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    let mut head = Vec::new();
+                    encode_error_response(&mut head, 0, error.error_code(), &error.to_string());
+                    let last = glommio::spawn_local(async move {
+                        Encoded {
+                            head,
+                            trailer: Vec::new(),
+                            last: true,
+                        }
+                    });
+                    let _ = queue.send(last).await;
+                    broken = Some("bad frame");
+                    break;
+                }
+            }
+        }
+        if let Some(reason) = broken {
+            break reason;
+        }
+    };
+    drop(queue);
+    writing.await;
+    tracing::debug!(%peer, reason, "connection closed");
+    context
+        .open_connections
+        .set(context.open_connections.get() - 1);
+}

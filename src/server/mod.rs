@@ -1,0 +1,16 @@
+//! The broker: listeners, connections, request handlers, and a shard's life from start to
+//! graceful shutdown. It joins the protocol (`crate::protocol`), the shard runtime
+//! (`crate::shard`), the catalogue (`crate::cluster`) and the log (`crate::log`).
+
+pub mod broker;
+pub mod catalog;
+pub mod connection;
+pub mod context;
+pub mod handlers;
+pub mod listeners;
+pub mod partitions;
+pub mod profile;
+pub mod work;
+
+pub use broker::{run_broker, BrokerOptions};
+pub use profile::Profile;

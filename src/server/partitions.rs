@@ -1,0 +1,130 @@
+//! A shard's open partition logs: opened (recovered) at start for every partition the shard
+//! owns, opened on first use for topics created later, closed and removed when a topic is
+//! deleted.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use crate::cluster::TopicSpec;
+use crate::log::{FlushPolicy, LogShard, OpenError, PartitionLog};
+
+/// (topic id, partition).
+pub type PartitionKey = (u64, u32);
+
+/// Owned by one shard.
+pub struct Partitions {
+    data_dir: PathBuf,
+    storage: LogShard,
+    profile_flush: FlushPolicy,
+    preallocate_bytes: u64,
+    open: RefCell<HashMap<PartitionKey, PartitionLog>>,
+    /// Opens under way, so two requests for a new partition open it once.
+    opening: RefCell<HashMap<PartitionKey, Rc<glommio::sync::Semaphore>>>,
+}
+
+impl Partitions {
+    pub fn new(
+        data_dir: PathBuf,
+        storage: LogShard,
+        profile_flush: FlushPolicy,
+        preallocate_bytes: u64,
+    ) -> Self {
+        Partitions {
+            data_dir,
+            storage,
+            profile_flush,
+            preallocate_bytes,
+            open: RefCell::new(HashMap::new()),
+            opening: RefCell::new(HashMap::new()),
+        }
+    }
+
+    pub fn storage(&self) -> &LogShard {
+        &self.storage
+    }
+
+    pub fn len(&self) -> usize {
+        self.open.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.open.borrow().is_empty()
+    }
+
+    /// The open log of a partition, opening (recovering) it if needed.
+    pub async fn get(&self, topic: &TopicSpec, partition: u32) -> Result<PartitionLog, OpenError> {
+        let key = (topic.topic_id, partition);
+        if let Some(log) = self.open.borrow().get(&key) {
+            return Ok(log.clone());
+        }
+        let gate = self
+            .opening
+            .borrow_mut()
+            .entry(key)
+            .or_insert_with(|| Rc::new(glommio::sync::Semaphore::new(1)))
+            .clone();
+        let _permit = gate
+            .acquire_permit(1)
+            .await
+            .expect("open gate never closed");
+        if let Some(log) = self.open.borrow().get(&key) {
+            return Ok(log.clone());
+        }
+        let config = topic
+            .config
+            .log_config(self.profile_flush, self.preallocate_bytes);
+        let dir = topic.partition_dir(&self.data_dir, partition);
+        let log = self.storage.open_partition(&dir, config).await?;
+        self.open.borrow_mut().insert(key, log.clone());
+        self.opening.borrow_mut().remove(&key);
+        Ok(log)
+    }
+
+    /// Every open log (for shutdown, retention, metrics).
+    pub fn all(&self) -> Vec<(PartitionKey, PartitionLog)> {
+        self.open
+            .borrow()
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
+    }
+
+    /// Closes every open partition of a deleted topic and removes its directories.
+    pub async fn drop_topic(&self, topic: &TopicSpec) {
+        let logs: Vec<PartitionLog> = {
+            let mut open = self.open.borrow_mut();
+            let keys: Vec<PartitionKey> = open
+                .keys()
+                .filter(|k| k.0 == topic.topic_id)
+                .copied()
+                .collect();
+            keys.iter().filter_map(|k| open.remove(k)).collect()
+        };
+        for log in logs {
+            if let Err(error) = log.close().await {
+                tracing::warn!(dir = %log.dir().display(), %error, "closing a deleted topic's partition");
+            }
+            if let Err(error) = std::fs::remove_dir_all(log.dir()) {
+                tracing::warn!(dir = %log.dir().display(), %error, "removing a deleted topic's partition");
+            }
+        }
+    }
+
+    /// Flushes and closes every partition (graceful shutdown).
+    pub async fn close_all(&self) -> Result<(), String> {
+        let logs: Vec<PartitionLog> = self.open.borrow_mut().drain().map(|(_, log)| log).collect();
+        let mut failures = Vec::new();
+        for log in logs {
+            if let Err(error) = log.close().await {
+                failures.push(format!("{}: {error}", log.dir().display()));
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("; "))
+        }
+    }
+}
