@@ -4,6 +4,7 @@
 //! shard's set of them), `constants` (every limit).
 
 pub mod cli;
+pub mod client;
 pub mod cluster;
 pub mod constants;
 pub mod log;

@@ -1,0 +1,181 @@
+//! Topic administration and offset lookups.
+
+use std::rc::Rc;
+
+use super::cluster::Cluster;
+use super::error::ClientError;
+use crate::protocol::{
+    AlterConfigsRequest, AlterTopicConfigs, ConfigEntry, CreatableTopic, CreateTopicsRequest,
+    DeleteTopicsRequest, DescribeConfigsRequest, DescribedConfigEntry, ErrorCode,
+    ListOffsetsPartition, ListOffsetsRequest, OffsetSpec, Request, Response, TopicMetadata,
+};
+
+/// How long the broker may take over a topic change.
+const ADMIN_TIMEOUT_MS: u32 = 30_000;
+
+/// Admin operations over a cluster connection.
+#[derive(Clone)]
+pub struct Admin {
+    cluster: Rc<Cluster>,
+}
+
+fn check(code: ErrorCode, message: &str) -> Result<(), ClientError> {
+    if code == ErrorCode::None {
+        Ok(())
+    } else {
+        Err(ClientError::from_code(code, message))
+    }
+}
+
+fn unexpected(response: &Response) -> ClientError {
+    ClientError::Protocol(format!("unexpected response {:?}", response.api_key()))
+}
+
+impl Admin {
+    pub fn new(cluster: Rc<Cluster>) -> Admin {
+        Admin { cluster }
+    }
+
+    async fn call(&self, request: Request) -> Result<Response, ClientError> {
+        let connection = self.cluster.any_connection().await?;
+        Ok(connection.request(&request, &[]).await?.response)
+    }
+
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        configs: &[(String, String)],
+    ) -> Result<(), ClientError> {
+        let request = Request::CreateTopics(CreateTopicsRequest {
+            topics: vec![CreatableTopic {
+                name: name.to_string(),
+                partitions,
+                replication_factor: 1,
+                configs: configs
+                    .iter()
+                    .map(|(k, v)| ConfigEntry::new(k.clone(), v.clone()))
+                    .collect(),
+            }],
+            validate_only: false,
+            timeout_ms: ADMIN_TIMEOUT_MS,
+        });
+        match self.call(request).await? {
+            Response::CreateTopics(response) => {
+                let result = response
+                    .topics
+                    .first()
+                    .ok_or_else(|| ClientError::Protocol("empty create response".into()))?;
+                check(result.error, &result.message)?;
+                self.cluster.refresh_metadata().await?;
+                Ok(())
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        let request = Request::DeleteTopics(DeleteTopicsRequest {
+            names: vec![name.to_string()],
+            timeout_ms: ADMIN_TIMEOUT_MS,
+        });
+        match self.call(request).await? {
+            Response::DeleteTopics(response) => {
+                let result = response
+                    .topics
+                    .first()
+                    .ok_or_else(|| ClientError::Protocol("empty delete response".into()))?;
+                check(result.error, &result.message)?;
+                self.cluster.refresh_metadata().await?;
+                Ok(())
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Every topic with its partitions (fresh metadata).
+    pub async fn list_topics(&self) -> Result<Vec<TopicMetadata>, ClientError> {
+        Ok(self.cluster.refresh_metadata().await?.topics.clone())
+    }
+
+    pub async fn describe_configs(
+        &self,
+        name: &str,
+    ) -> Result<Vec<DescribedConfigEntry>, ClientError> {
+        match self
+            .call(Request::DescribeConfigs(DescribeConfigsRequest {
+                topics: vec![name.to_string()],
+            }))
+            .await?
+        {
+            Response::DescribeConfigs(response) => {
+                let topic = response
+                    .topics
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| ClientError::Protocol("empty describe response".into()))?;
+                check(topic.error, name)?;
+                Ok(topic.entries)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn alter_configs(
+        &self,
+        name: &str,
+        set: &[(String, String)],
+        delete: &[String],
+    ) -> Result<(), ClientError> {
+        let request = Request::AlterConfigs(AlterConfigsRequest {
+            topics: vec![AlterTopicConfigs {
+                name: name.to_string(),
+                set: set
+                    .iter()
+                    .map(|(k, v)| ConfigEntry::new(k.clone(), v.clone()))
+                    .collect(),
+                delete: delete.to_vec(),
+            }],
+            validate_only: false,
+        });
+        match self.call(request).await? {
+            Response::AlterConfigs(response) => {
+                let result = response
+                    .topics
+                    .first()
+                    .ok_or_else(|| ClientError::Protocol("empty alter response".into()))?;
+                check(result.error, &result.message)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The offset for `spec` in one partition (earliest, latest = high watermark, or the
+    /// first batch at or after a timestamp).
+    pub async fn list_offset(
+        &self,
+        topic: &str,
+        partition: u32,
+        spec: OffsetSpec,
+    ) -> Result<u64, ClientError> {
+        let connection = self.cluster.connection_for(topic, partition).await?;
+        let request = Request::ListOffsets(ListOffsetsRequest {
+            partitions: vec![ListOffsetsPartition {
+                topic: topic.to_string(),
+                partition,
+                spec,
+            }],
+        });
+        match connection.request(&request, &[]).await?.response {
+            Response::ListOffsets(response) => {
+                let entry = response
+                    .partitions
+                    .first()
+                    .ok_or_else(|| ClientError::Protocol("empty list offsets response".into()))?;
+                check(entry.error, topic)?;
+                Ok(entry.offset)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+}

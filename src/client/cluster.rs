@@ -1,0 +1,164 @@
+//! What a client knows of the cluster: its metadata, and one connection per broker address
+//! (per shard address when routing is shard-aware).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+
+use super::connection::Connection;
+use super::error::ClientError;
+use crate::protocol::{
+    ErrorCode, MetadataRequest, MetadataResponse, Request, Response, TopicMetadata,
+};
+
+/// Owned by the client's executor; shared by its producer, consumer and admin by `Rc`.
+pub struct Cluster {
+    bootstrap: SocketAddr,
+    client_id: String,
+    /// Connect straight to the shard that owns a partition (its own port from metadata).
+    shard_aware: bool,
+    metadata: RefCell<Option<Rc<MetadataResponse>>>,
+    connections: RefCell<HashMap<SocketAddr, Connection>>,
+}
+
+impl Cluster {
+    pub fn new(
+        bootstrap: &str,
+        client_id: &str,
+        shard_aware: bool,
+    ) -> Result<Rc<Cluster>, ClientError> {
+        let bootstrap = bootstrap
+            .to_socket_addrs()
+            .map_err(|e| ClientError::InvalidInput(format!("broker address '{bootstrap}': {e}")))?
+            .next()
+            .ok_or_else(|| {
+                ClientError::InvalidInput(format!(
+                    "broker address '{bootstrap}' resolves to nothing"
+                ))
+            })?;
+        Ok(Rc::new(Cluster {
+            bootstrap,
+            client_id: client_id.to_string(),
+            shard_aware,
+            metadata: RefCell::new(None),
+            connections: RefCell::new(HashMap::new()),
+        }))
+    }
+
+    pub fn shard_aware(&self) -> bool {
+        self.shard_aware
+    }
+
+    /// A live connection to `address`, made on first use and again after a failure.
+    pub async fn connection(&self, address: SocketAddr) -> Result<Connection, ClientError> {
+        if let Some(connection) = self.connections.borrow().get(&address) {
+            if !connection.is_broken() {
+                return Ok(connection.clone());
+            }
+        }
+        let connection = Connection::connect(address, &self.client_id).await?;
+        self.connections
+            .borrow_mut()
+            .insert(address, connection.clone());
+        Ok(connection)
+    }
+
+    /// The bootstrap (main port) connection.
+    pub async fn any_connection(&self) -> Result<Connection, ClientError> {
+        self.connection(self.bootstrap).await
+    }
+
+    /// Fetches metadata for every topic and caches it.
+    pub async fn refresh_metadata(&self) -> Result<Rc<MetadataResponse>, ClientError> {
+        let connection = self.any_connection().await?;
+        let response = connection
+            .request(&Request::Metadata(MetadataRequest { topics: None }), &[])
+            .await?;
+        match response.response {
+            Response::Metadata(metadata) => {
+                let metadata = Rc::new(metadata);
+                *self.metadata.borrow_mut() = Some(metadata.clone());
+                Ok(metadata)
+            }
+            other => Err(ClientError::Protocol(format!(
+                "metadata answered with {:?}",
+                other.api_key()
+            ))),
+        }
+    }
+
+    /// Cached metadata, fetched if there is none yet.
+    pub async fn metadata(&self) -> Result<Rc<MetadataResponse>, ClientError> {
+        let cached = self.metadata.borrow().clone();
+        match cached {
+            Some(metadata) => Ok(metadata),
+            None => self.refresh_metadata().await,
+        }
+    }
+
+    /// A topic's metadata (refreshing once if it is not known yet).
+    pub async fn topic(&self, name: &str) -> Result<TopicMetadata, ClientError> {
+        for refresh in [false, true] {
+            let metadata = if refresh {
+                self.refresh_metadata().await?
+            } else {
+                self.metadata().await?
+            };
+            if let Some(topic) = metadata
+                .topics
+                .iter()
+                .find(|t| t.name == name && t.error == ErrorCode::None)
+            {
+                return Ok(topic.clone());
+            }
+        }
+        Err(ClientError::UnknownTopic(name.to_string()))
+    }
+
+    /// The address to send a partition's requests to: the owning shard's own port when
+    /// shard-aware, else the broker's main port.
+    pub async fn address_for(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<SocketAddr, ClientError> {
+        let metadata = self.metadata().await?;
+        let topic_metadata = self.topic(topic).await?;
+        let entry = topic_metadata
+            .partitions
+            .iter()
+            .find(|p| p.partition == partition)
+            .ok_or_else(|| ClientError::UnknownTopic(format!("{topic}/{partition}")))?;
+        let broker_id = entry
+            .leader_broker
+            .ok_or_else(|| ClientError::from_code(ErrorCode::NotLeaderOrFollower, "no leader"))?;
+        let broker = metadata
+            .brokers
+            .iter()
+            .find(|b| b.broker_id == broker_id)
+            .ok_or_else(|| {
+                ClientError::Protocol(format!("leader {broker_id} missing from metadata"))
+            })?;
+        let port = match broker.shard_ports.get(entry.shard as usize) {
+            Some(&port) if self.shard_aware => port,
+            _ => broker.port,
+        };
+        // The bootstrap IP stands in for an advertised host this client cannot resolve.
+        let host = (broker.host.as_str(), port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next());
+        Ok(host.unwrap_or_else(|| SocketAddr::new(self.bootstrap.ip(), port)))
+    }
+
+    /// The connection for a partition's requests.
+    pub async fn connection_for(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Connection, ClientError> {
+        let address = self.address_for(topic, partition).await?;
+        self.connection(address).await
+    }
+}

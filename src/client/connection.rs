@@ -1,0 +1,204 @@
+//! One client connection to a broker: pipelined requests matched to responses by
+//! correlation id. Runs on a glommio executor; owned by one task set (not `Send`).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures::channel::oneshot;
+use futures_lite::io::{ReadHalf, WriteHalf};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use glommio::sync::Semaphore;
+
+use super::error::ClientError;
+use crate::protocol::{
+    decode_response, encode_request, negotiate, supported_apis, ApiKey, DecodedResponse,
+    FrameReader, HandshakeRequest, NegotiatedVersions, Request, Response,
+};
+
+/// How long connecting may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Waiter = oneshot::Sender<Result<DecodedResponse, ClientError>>;
+
+struct Inner {
+    address: SocketAddr,
+    writer: RefCell<Option<WriteHalf<TcpStream>>>,
+    write_lock: Semaphore,
+    in_flight: Semaphore,
+    pending: RefCell<HashMap<u32, Waiter>>,
+    next_correlation_id: Cell<u32>,
+    versions: RefCell<Option<NegotiatedVersions>>,
+    broken: RefCell<Option<String>>,
+}
+
+/// A connection; clones share it.
+#[derive(Clone)]
+pub struct Connection {
+    inner: Rc<Inner>,
+}
+
+impl Connection {
+    /// Connects and performs the handshake (version negotiation).
+    pub async fn connect(address: SocketAddr, client_id: &str) -> Result<Connection, ClientError> {
+        let stream = TcpStream::connect_timeout(address, CONNECT_TIMEOUT)
+            .await
+            .map_err(|e| ClientError::Io(format!("connecting to {address}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let (reader, writer) = futures_lite::io::split(stream);
+        let inner = Rc::new(Inner {
+            address,
+            writer: RefCell::new(Some(writer)),
+            write_lock: Semaphore::new(1),
+            in_flight: Semaphore::new(crate::constants::IN_FLIGHT_REQUESTS_MAX as u64),
+            pending: RefCell::new(HashMap::new()),
+            next_correlation_id: Cell::new(1),
+            versions: RefCell::new(None),
+            broken: RefCell::new(None),
+        });
+        glommio::spawn_local(read_responses(Rc::downgrade(&inner), reader)).detach();
+        let connection = Connection { inner };
+        let handshake = Request::Handshake(HandshakeRequest {
+            client_id: client_id.to_string(),
+            client_software_version: env!("CARGO_PKG_VERSION").to_string(),
+            supported: supported_apis(),
+        });
+        match connection.request(&handshake, &[]).await?.response {
+            Response::Handshake(response) => {
+                let versions = negotiate(&supported_apis(), &response.supported);
+                *connection.inner.versions.borrow_mut() = Some(versions);
+                Ok(connection)
+            }
+            other => Err(ClientError::Protocol(format!(
+                "handshake answered with {:?}",
+                other.api_key()
+            ))),
+        }
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.inner.address
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.inner.broken.borrow().is_some()
+    }
+
+    fn version_for(&self, api: ApiKey) -> Result<u16, ClientError> {
+        match &*self.inner.versions.borrow() {
+            None => Ok(0),
+            Some(versions) => versions.version(api).ok_or_else(|| {
+                ClientError::Protocol(format!("the broker does not speak {}", api.name()))
+            }),
+        }
+    }
+
+    /// Sends a request (with its trailer of batches) and waits for its response. A broker
+    /// `ErrorResponse` becomes `ClientError::Broker`.
+    pub async fn request(
+        &self,
+        request: &Request,
+        trailer: &[&[u8]],
+    ) -> Result<DecodedResponse, ClientError> {
+        if let Some(reason) = &*self.inner.broken.borrow() {
+            return Err(ClientError::Disconnected(reason.clone()));
+        }
+        let _slot = self
+            .inner
+            .in_flight
+            .acquire_permit(1)
+            .await
+            .map_err(|_| ClientError::Disconnected("closed".into()))?;
+        let correlation_id = self.inner.next_correlation_id.get();
+        self.inner
+            .next_correlation_id
+            .set(correlation_id.wrapping_add(1));
+        let mut frame = Vec::new();
+        let version = self.version_for(request.api_key())?;
+        encode_request(&mut frame, correlation_id, version, request, trailer)
+            .map_err(|e| ClientError::InvalidInput(e.to_string()))?;
+        let (waiter, response) = oneshot::channel();
+        self.inner
+            .pending
+            .borrow_mut()
+            .insert(correlation_id, waiter);
+        {
+            let _write = self
+                .inner
+                .write_lock
+                .acquire_permit(1)
+                .await
+                .map_err(|_| ClientError::Disconnected("closed".into()))?;
+            let mut writer = self
+                .inner
+                .writer
+                .borrow_mut()
+                .take()
+                .ok_or_else(|| ClientError::Disconnected("writer gone".into()))?;
+            let written = async {
+                writer.write_all(&frame).await?;
+                writer.flush().await
+            }
+            .await;
+            *self.inner.writer.borrow_mut() = Some(writer);
+            if let Err(error) = written {
+                self.inner.pending.borrow_mut().remove(&correlation_id);
+                let reason = format!("writing to {}: {error}", self.inner.address);
+                self.inner.broken.replace(Some(reason.clone()));
+                return Err(ClientError::Disconnected(reason));
+            }
+        }
+        let decoded = response
+            .await
+            .map_err(|_| ClientError::Disconnected("connection closed".into()))??;
+        if let Response::Error(error) = &decoded.response {
+            return Err(ClientError::Broker {
+                code: error.error,
+                message: error.message.clone(),
+            });
+        }
+        Ok(decoded)
+    }
+}
+
+async fn read_responses(inner: std::rc::Weak<Inner>, mut reader: ReadHalf<TcpStream>) {
+    let mut frames = FrameReader::new();
+    let reason = 'outer: loop {
+        let read = reader.read(frames.buffer_to_fill()).await;
+        let Some(inner) = inner.upgrade() else { return };
+        match read {
+            Ok(0) => break "closed by the broker".to_string(),
+            Err(error) => break format!("reading: {error}"),
+            Ok(count) => frames.filled(count),
+        }
+        loop {
+            match frames.next_frame() {
+                Ok(Some(frame)) => {
+                    let correlation_id = frame.header().correlation_id;
+                    let decoded =
+                        decode_response(&frame).map_err(|e| ClientError::Protocol(e.to_string()));
+                    match inner.pending.borrow_mut().remove(&correlation_id) {
+                        Some(waiter) => {
+                            let _ = waiter.send(decoded);
+                        }
+                        None => {
+                            break 'outer format!("response to unknown request {correlation_id}")
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => break 'outer format!("bad frame from the broker: {error}"),
+            }
+        }
+    };
+    if let Some(inner) = inner.upgrade() {
+        let message = format!("{}: {reason}", inner.address);
+        inner.broken.replace(Some(message.clone()));
+        for (_, waiter) in inner.pending.borrow_mut().drain() {
+            let _ = waiter.send(Err(ClientError::Disconnected(message.clone())));
+        }
+    }
+}
