@@ -1,6 +1,7 @@
 //! The `shardline` command line. Each subcommand lives in its own file; this one parses.
 
 mod broker;
+mod client_tools;
 mod log_tools;
 
 use std::process::ExitCode;
@@ -22,6 +23,13 @@ struct Cli {
 enum Command {
     /// Run a broker until SIGTERM or SIGINT.
     Broker(broker::BrokerArgs),
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand)]
+    Topic(client_tools::TopicCommand),
+    /// Send each line of stdin as one message.
+    Produce(client_tools::ProduceArgs),
+    /// Print messages of a topic.
+    Consume(client_tools::ConsumeArgs),
     /// Work with partition log directories directly (offline; the broker must not be using them).
     #[command(subcommand)]
     Log(log_tools::LogCommand),
@@ -36,6 +44,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Broker(args) => broker::run(args),
+        Command::Topic(command) => client_tools::run_topic(command),
+        Command::Produce(args) => client_tools::run_produce(args),
+        Command::Consume(args) => client_tools::run_consume(args),
         Command::Log(command) => log_tools::run_log(command),
         Command::Debug(command) => log_tools::run_debug(command),
     };

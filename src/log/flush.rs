@@ -230,15 +230,24 @@ async fn write_run(partition: &Partition, run: &[PendingBatch]) -> Result<(), Lo
         file.preallocate(new_preallocated_to).await?;
     }
 
-    // Lay out [tail page | batches | zero padding] as chunks of at most WRITE_BYTES_MAX.
+    // Lay out [tail page | batches | zero padding] as chunks of at most WRITE_BYTES_MAX. The
+    // rewritten tail page is a chunk of its own: it lies in the part of the file already
+    // written and the rest in preallocated (unwritten) space, and a direct write spanning
+    // both is no "overwrite" to ext4, which then needs the inode lock exclusively; io_uring
+    // punts such a write to a worker thread, which on a busy CPU waits a scheduler tick.
     let mut writes = Vec::new();
+    let tail_page_end = (!tail_page.is_empty()).then_some(write_from + IO_ALIGNMENT_BYTES);
     let mut sources = std::iter::once(tail_page.as_slice())
         .chain(run.iter().map(|b| b.bytes.as_ref()))
         .peekable();
     let mut source_at = 0usize;
     let mut chunk_start = write_from;
     while chunk_start < write_to {
-        let chunk_length = (write_to - chunk_start).min(WRITE_BYTES_MAX as u64) as usize;
+        let chunk_end = match tail_page_end {
+            Some(end) if chunk_start < end => end,
+            _ => chunk_start + WRITE_BYTES_MAX as u64,
+        };
+        let chunk_length = (chunk_end.min(write_to) - chunk_start) as usize;
         let mut buffer = file.alloc_buffer(chunk_length);
         let out = buffer.as_bytes_mut();
         let mut filled = 0usize;

@@ -1,0 +1,118 @@
+//! Arbitrary bytes into the frame reader and both decoders. Nothing may panic; whatever
+//! decodes must encode again to a frame that decodes to the same message.
+//!
+//! Two paths per input: the bytes as a raw stream (fed in pieces whose sizes come from the
+//! input), and the bytes wrapped in a valid frame header, so that mutations reach the rkyv
+//! body checks and the trailer split instead of stopping at the header.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use shardline::protocol::{
+    decode_request, decode_response, encode_request, encode_response, ApiKey, Frame, FrameHeader,
+    FrameReader,
+};
+
+fuzz_target!(|data: &[u8]| {
+    stream(data);
+    wrapped(data);
+});
+
+fn stream(data: &[u8]) {
+    let Some((&piece_seed, mut input)) = data.split_first() else {
+        return;
+    };
+    let piece_bytes = usize::from(piece_seed % 64) + 1;
+    let mut reader = FrameReader::new();
+    while !input.is_empty() {
+        let n = reader.feed(&input[..input.len().min(piece_bytes)]);
+        input = &input[n..];
+        loop {
+            match reader.next_frame() {
+                Ok(Some(frame)) => decode(&frame),
+                Ok(None) => break,
+                Err(_) => {
+                    assert!(reader.finish().is_err());
+                    return;
+                }
+            }
+        }
+    }
+    let _ = reader.finish();
+}
+
+/// `data` = api selector, direction, trailer length (2 bytes), then body and trailer.
+fn wrapped(data: &[u8]) {
+    if data.len() < 4 {
+        return;
+    }
+    let api = match usize::from(data[0]) % (ApiKey::REQUESTS.len() + 1) {
+        index if index < ApiKey::REQUESTS.len() => ApiKey::REQUESTS[index],
+        _ => ApiKey::Error,
+    };
+    let is_response = data[1] & 1 == 1;
+    let rest = &data[4..];
+    let trailer_length = usize::from(u16::from_le_bytes([data[2], data[3]])).min(rest.len());
+    let body_length = rest.len() - trailer_length;
+    if body_length > shardline::constants::BODY_BYTES_MAX {
+        return;
+    }
+    let header = FrameHeader::new(api.as_u16(), 0, 1, is_response, body_length, trailer_length);
+    let mut bytes = header.encode().to_vec();
+    bytes.extend_from_slice(rest);
+    decode(&whole_frame(&bytes));
+}
+
+/// The one frame `bytes` holds, read through a `FrameReader`.
+fn whole_frame(bytes: &[u8]) -> Frame {
+    let mut reader = FrameReader::new();
+    let mut input = bytes;
+    loop {
+        let n = reader.feed(input);
+        input = &input[n..];
+        if let Some(frame) = reader.next_frame().expect("a valid frame") {
+            assert!(input.is_empty(), "one frame, nothing after it");
+            reader.finish().expect("nothing after the frame");
+            return frame;
+        }
+        assert!(!input.is_empty(), "a whole frame");
+    }
+}
+
+fn decode(frame: &Frame) {
+    let trailer_length = frame.header().trailer_length();
+    if let Ok(decoded) = decode_request(frame) {
+        let parts: Vec<&[u8]> = decoded.partition_batches.iter().map(|b| &b[..]).collect();
+        assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), trailer_length);
+        let mut again = Vec::new();
+        encode_request(
+            &mut again,
+            decoded.correlation_id(),
+            0,
+            &decoded.request,
+            &parts,
+        )
+        .expect("a decoded request encodes again");
+        let frame = whole_frame(&again);
+        let redecoded = decode_request(&frame).expect("a re-encoded request decodes");
+        assert_eq!(redecoded.request, decoded.request);
+        assert_eq!(redecoded.partition_batches, decoded.partition_batches);
+    }
+    if let Ok(decoded) = decode_response(frame) {
+        let parts: Vec<&[u8]> = decoded.partition_batches.iter().map(|b| &b[..]).collect();
+        assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), trailer_length);
+        let mut again = Vec::new();
+        encode_response(
+            &mut again,
+            decoded.correlation_id(),
+            0,
+            &decoded.response,
+            &parts,
+        )
+        .expect("a decoded response encodes again");
+        let frame = whole_frame(&again);
+        let redecoded = decode_response(&frame).expect("a re-encoded response decodes");
+        assert_eq!(redecoded.response, decoded.response);
+        assert_eq!(redecoded.partition_batches, decoded.partition_batches);
+    }
+}

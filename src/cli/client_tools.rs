@@ -1,0 +1,385 @@
+//! `shardline topic ...`, `shardline produce`, `shardline consume`: the client from the shell.
+
+use std::io::BufRead;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::client::{
+    Admin, Cluster, Consumer, ConsumerConfig, Producer, ProducerConfig, StartFrom,
+};
+use crate::protocol::{Acks, OffsetSpec};
+
+/// Lines read from stdin that may wait for the producer.
+const STDIN_LINES_QUEUED: usize = 4096;
+
+#[derive(Args)]
+pub struct BrokerArg {
+    /// The broker to talk to.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    broker: String,
+}
+
+#[derive(Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        #[command(flatten)]
+        broker: BrokerArg,
+        #[arg(long)]
+        topic: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// A topic config entry `key=value` (repeatable), e.g. retention.ms=3600000.
+        #[arg(long = "config", value_parser = parse_entry)]
+        configs: Vec<(String, String)>,
+    },
+    /// List topics.
+    List {
+        #[command(flatten)]
+        broker: BrokerArg,
+    },
+    /// Show a topic's partitions (owning shard, offsets) and configuration.
+    Describe {
+        #[command(flatten)]
+        broker: BrokerArg,
+        #[arg(long)]
+        topic: String,
+    },
+    /// Delete a topic and its data.
+    Delete {
+        #[command(flatten)]
+        broker: BrokerArg,
+        #[arg(long)]
+        topic: String,
+    },
+    /// Change a topic's configuration.
+    Alter {
+        #[command(flatten)]
+        broker: BrokerArg,
+        #[arg(long)]
+        topic: String,
+        /// `key=value` to set (repeatable).
+        #[arg(long = "set", value_parser = parse_entry)]
+        set: Vec<(String, String)>,
+        /// A key to return to its default (repeatable).
+        #[arg(long = "reset")]
+        reset: Vec<String>,
+    },
+}
+
+fn parse_entry(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}' is not key=value"))?;
+    Ok((key.trim().to_string(), value.trim().to_string()))
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum AcksArg {
+    None,
+    Leader,
+    All,
+}
+
+#[derive(Args)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    broker: BrokerArg,
+    #[arg(long)]
+    topic: String,
+    #[arg(long, value_enum, default_value = "all")]
+    acks: AcksArg,
+    /// Split each line at the first SEP: the key before it, the value after.
+    #[arg(long)]
+    key_separator: Option<String>,
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u64,
+    #[arg(long, default_value_t = 256 * 1024)]
+    batch_bytes: usize,
+    /// Connect to the broker's main port only (no shard-aware routing).
+    #[arg(long)]
+    no_shard_routing: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum FromArg {
+    Earliest,
+    Latest,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum FormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+pub struct ConsumeArgs {
+    #[command(flatten)]
+    broker: BrokerArg,
+    #[arg(long)]
+    topic: String,
+    /// Consumer group (arrives with consumer groups; refused until then).
+    #[arg(long)]
+    group: Option<String>,
+    #[arg(long, value_enum, default_value = "earliest")]
+    from: FromArg,
+    /// Stop after this many messages.
+    #[arg(long)]
+    max_messages: Option<u64>,
+    /// Stop once no message has arrived for this long.
+    #[arg(long)]
+    idle_timeout_ms: Option<u64>,
+    #[arg(long, value_enum, default_value = "text")]
+    format: FormatArg,
+    #[arg(long)]
+    no_shard_routing: bool,
+}
+
+fn error_text(error: impl std::fmt::Display) -> String {
+    error.to_string()
+}
+
+pub fn run_topic(command: TopicCommand) -> Result<(), String> {
+    super::run_on_executor(move || async move {
+        match command {
+            TopicCommand::Create {
+                broker,
+                topic,
+                partitions,
+                configs,
+            } => {
+                let admin = Admin::new(
+                    Cluster::new(&broker.broker, "shardline-cli", false).map_err(error_text)?,
+                );
+                admin
+                    .create_topic(&topic, partitions, &configs)
+                    .await
+                    .map_err(error_text)?;
+                println!("created topic {topic} with {partitions} partitions");
+            }
+            TopicCommand::List { broker } => {
+                let admin = Admin::new(
+                    Cluster::new(&broker.broker, "shardline-cli", false).map_err(error_text)?,
+                );
+                for topic in admin.list_topics().await.map_err(error_text)? {
+                    println!("{}\t{} partitions", topic.name, topic.partitions.len());
+                }
+            }
+            TopicCommand::Describe { broker, topic } => describe(&broker.broker, &topic).await?,
+            TopicCommand::Delete { broker, topic } => {
+                let admin = Admin::new(
+                    Cluster::new(&broker.broker, "shardline-cli", false).map_err(error_text)?,
+                );
+                admin.delete_topic(&topic).await.map_err(error_text)?;
+                println!("deleted topic {topic}");
+            }
+            TopicCommand::Alter {
+                broker,
+                topic,
+                set,
+                reset,
+            } => {
+                let admin = Admin::new(
+                    Cluster::new(&broker.broker, "shardline-cli", false).map_err(error_text)?,
+                );
+                admin
+                    .alter_configs(&topic, &set, &reset)
+                    .await
+                    .map_err(error_text)?;
+                println!("altered topic {topic}");
+            }
+        }
+        Ok(())
+    })
+}
+
+async fn describe(broker: &str, name: &str) -> Result<(), String> {
+    let cluster = Cluster::new(broker, "shardline-cli", false).map_err(error_text)?;
+    let admin = Admin::new(cluster.clone());
+    let topic = cluster.topic(name).await.map_err(error_text)?;
+    println!("topic {name}: {} partitions", topic.partitions.len());
+    println!("partition\tshard\tstart\tend");
+    for partition in &topic.partitions {
+        let start = admin
+            .list_offset(name, partition.partition, OffsetSpec::Earliest)
+            .await
+            .map_err(error_text)?;
+        let end = admin
+            .list_offset(name, partition.partition, OffsetSpec::Latest)
+            .await
+            .map_err(error_text)?;
+        println!(
+            "{}\t{}\t{start}\t{end}",
+            partition.partition, partition.shard
+        );
+    }
+    println!("config:");
+    for entry in admin.describe_configs(name).await.map_err(error_text)? {
+        let origin = if entry.is_default { "default" } else { "set" };
+        println!("  {} = {} ({origin})", entry.key, entry.value);
+    }
+    Ok(())
+}
+
+/// Reads stdin on its own thread (blocking reads must not stall the executor).
+fn stdin_lines() -> crossbeam::channel::Receiver<std::io::Result<String>> {
+    let (sender, receiver) = crossbeam::channel::bounded(STDIN_LINES_QUEUED);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let failed = line.is_err();
+            if sender.send(line).is_err() || failed {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+pub fn run_produce(args: ProduceArgs) -> Result<(), String> {
+    super::run_on_executor(move || async move {
+        let cluster = Cluster::new(&args.broker.broker, "shardline-cli", !args.no_shard_routing)
+            .map_err(error_text)?;
+        cluster.topic(&args.topic).await.map_err(error_text)?;
+        let config = ProducerConfig {
+            acks: match args.acks {
+                AcksArg::None => Acks::None,
+                AcksArg::Leader => Acks::Leader,
+                AcksArg::All => Acks::All,
+            },
+            linger: Duration::from_millis(args.linger_ms),
+            batch_bytes: args.batch_bytes,
+            ..ProducerConfig::default()
+        };
+        let producer = Producer::new(cluster, config);
+        let lines = stdin_lines();
+        let acknowledged = Rc::new(std::cell::Cell::new(0u64));
+        let first_error: Rc<std::cell::RefCell<Option<String>>> = Rc::default();
+        let mut sent = 0u64;
+        loop {
+            let line = match lines.try_recv() {
+                Ok(line) => line.map_err(|e| format!("reading stdin: {e}"))?,
+                Err(crossbeam::channel::TryRecvError::Empty) => {
+                    glommio::timer::sleep(Duration::from_micros(200)).await;
+                    continue;
+                }
+                Err(crossbeam::channel::TryRecvError::Disconnected) => break,
+            };
+            let (key, value) = match &args.key_separator {
+                Some(separator) => match line.split_once(separator.as_str()) {
+                    Some((key, value)) => (Some(key.as_bytes()), value.as_bytes()),
+                    None => (None, line.as_bytes()),
+                },
+                None => (None, line.as_bytes()),
+            };
+            sent += 1;
+            match producer.send(&args.topic, key, value).await {
+                Ok(delivery) => {
+                    let acknowledged = acknowledged.clone();
+                    let first_error = first_error.clone();
+                    glommio::spawn_local(async move {
+                        match delivery.wait().await {
+                            Ok(_) => acknowledged.set(acknowledged.get() + 1),
+                            Err(error) => {
+                                first_error.borrow_mut().get_or_insert(error.to_string());
+                            }
+                        }
+                    })
+                    .detach();
+                }
+                Err(error) => {
+                    first_error.borrow_mut().get_or_insert(error.to_string());
+                }
+            }
+        }
+        producer.flush().await;
+        // Deliveries resolve just after their batch completes; let those tasks run.
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+        let acknowledged = acknowledged.get();
+        eprintln!("acknowledged {acknowledged} of {sent} messages");
+        let first_error = first_error.borrow().clone();
+        match first_error {
+            Some(error) => Err(format!(
+                "{} messages not acknowledged; first error: {error}",
+                sent - acknowledged
+            )),
+            None if acknowledged < sent => {
+                Err(format!("{} messages not acknowledged", sent - acknowledged))
+            }
+            None => Ok(()),
+        }
+    })
+}
+
+fn text_of(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+pub fn run_consume(args: ConsumeArgs) -> Result<(), String> {
+    if args.group.is_some() {
+        return Err("--group: consumer groups are not available yet in this broker version".into());
+    }
+    super::run_on_executor(move || async move {
+        let cluster = Cluster::new(&args.broker.broker, "shardline-cli", !args.no_shard_routing)
+            .map_err(error_text)?;
+        let config = ConsumerConfig {
+            max_wait: Duration::from_millis(200),
+            ..ConsumerConfig::default()
+        };
+        let mut consumer = Consumer::new(cluster, config);
+        let start = match args.from {
+            FromArg::Earliest => StartFrom::Earliest,
+            FromArg::Latest => StartFrom::Latest,
+        };
+        consumer
+            .assign(&args.topic, None, start)
+            .await
+            .map_err(error_text)?;
+        let limit = args.max_messages.unwrap_or(u64::MAX);
+        let idle = args.idle_timeout_ms.map(Duration::from_millis);
+        let mut consumed = 0u64;
+        let mut last_message = Instant::now();
+        let stdout = std::io::stdout();
+        while consumed < limit {
+            let fetched = consumer.poll().await.map_err(error_text)?;
+            let mut out = stdout.lock();
+            let mut write_error = None;
+            let count = fetched
+                .for_each(|_, partition, record| {
+                    if consumed >= limit || write_error.is_some() {
+                        return;
+                    }
+                    consumed += 1;
+                    let line = match args.format {
+                        FormatArg::Text => text_of(record.value),
+                        FormatArg::Json => serde_json::json!({
+                            "partition": partition,
+                            "offset": record.offset,
+                            "key": record.key.map(text_of),
+                            "value": text_of(record.value),
+                            "timestamp": record.timestamp_ms,
+                        })
+                        .to_string(),
+                    };
+                    if let Err(error) =
+                        std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes())
+                    {
+                        write_error = Some(error);
+                    }
+                })
+                .map_err(error_text)?;
+            if let Some(error) = write_error {
+                return Err(format!("writing stdout: {error}"));
+            }
+            if count > 0 {
+                last_message = Instant::now();
+            } else if idle.is_some_and(|idle| last_message.elapsed() >= idle) {
+                break;
+            }
+        }
+        eprintln!("consumed {consumed} messages");
+        Ok(())
+    })
+}
