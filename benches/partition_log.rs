@@ -202,7 +202,9 @@ fn append_benches(c: &mut Criterion) {
             })
         });
         let (stats, elapsed) = last_stats.get();
-        print_io_stats(name, &stats, elapsed);
+        if stats.write_rounds > 0 {
+            print_io_stats(name, &stats, elapsed);
+        }
     }
     group.finish();
 }

@@ -38,3 +38,214 @@ pub fn seed(test: &str) -> u64 {
     eprintln!("{test}: SHARDLINE_TEST_SEED={seed}");
     seed
 }
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a broker may take to start listening.
+const BROKER_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a CLI command may run.
+const CLI_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A real `shardline broker` process on loopback, on its own data directory. Killed on drop.
+pub struct Broker {
+    child: Option<Child>,
+    pub address: SocketAddr,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    log: Arc<(Mutex<String>, Condvar)>,
+}
+
+impl Broker {
+    /// Starts a broker with two unpinned shards (tests never pin cores) plus `extra` flags,
+    /// and waits until it listens.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Broker {
+        let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--cores", "2", "--no-pin"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut broker = Broker {
+            child: None,
+            address: "127.0.0.1:1".parse().unwrap(),
+            data_dir: data_dir.to_path_buf(),
+            args,
+            log: Arc::new((Mutex::new(String::new()), Condvar::new())),
+        };
+        broker.launch();
+        broker
+    }
+
+    fn launch(&mut self) {
+        let mut child = Command::new(shardline_binary())
+            .arg("broker")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.args)
+            .env("SHARDLINE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("broker starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new((Mutex::new(String::new()), Condvar::new()));
+        self.log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let (text, changed) = &*log;
+                let mut text = text.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+                changed.notify_all();
+            }
+        });
+        let deadline = Instant::now() + BROKER_START_TIMEOUT;
+        let (text, changed) = &*self.log;
+        let mut guard = text.lock().unwrap();
+        let address = loop {
+            if let Some(rest) = guard.split("listening on ").nth(1) {
+                let address = rest.split_whitespace().next().unwrap_or_default();
+                break address
+                    .parse::<SocketAddr>()
+                    .expect("listening address parses");
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("broker exited with {status} before listening:\n{}", *guard);
+            }
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "broker did not start listening:\n{}",
+                *guard
+            );
+            guard = changed
+                .wait_timeout(guard, Duration::from_millis(50))
+                .unwrap()
+                .0;
+        };
+        drop(guard);
+        self.address = address;
+        self.child = Some(child);
+    }
+
+    /// The broker process's id while it runs (for checks under /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|child| child.id())
+    }
+
+    pub fn broker_arg(&self) -> String {
+        self.address.to_string()
+    }
+
+    /// Everything the broker has logged so far.
+    pub fn log(&self) -> String {
+        self.log.0.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then waits; returns whether it exited with status 0.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("broker ignored SIGTERM for 30 s:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, then reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+        }
+    }
+
+    /// Starts again on the same data directory (a new port).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the broker first");
+        self.launch();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs the `shardline` CLI with `args` (and `stdin`), failing the test if it hangs.
+/// Output is drained while it runs, so a large output cannot fill the pipe and stall it.
+pub fn cli(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(shardline_binary())
+        .args(args)
+        .env("SHARDLINE_LOG", "warn")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cli starts");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("piped stdin");
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+    }
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let deadline = Instant::now() + CLI_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("shardline {args:?} hung for {CLI_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// Writes a tuning profile file with the given TOML and returns its path.
+pub fn profile_file(dir: &Path, name: &str, toml: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, format!("name = \"{name}\"\n{toml}")).expect("profile written");
+    path
+}

@@ -1,0 +1,460 @@
+//! A real broker process, driven by the CLI and the Rust client: everything produced is
+//! consumed once, in per-key order; acknowledged writes survive `kill -9`; a graceful
+//! restart keeps topics, configuration and data.
+
+use std::collections::{BTreeMap, HashSet};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use shardline::client::{
+    Admin, Cluster, Consumer, ConsumerConfig, Producer, ProducerConfig, StartFrom,
+};
+use shardline::protocol::Acks;
+
+use crate::harness::{cli, on_executor, profile_file, Broker};
+
+/// One consumed message: where it was and what it said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Consumed {
+    partition: u32,
+    offset: u64,
+    key: Option<String>,
+    value: String,
+}
+
+/// Consumes a topic from the start until `expected` messages arrived (or 60 s passed).
+fn consume_all(broker: &str, topic: &str, expected: usize, shard_aware: bool) -> Vec<Consumed> {
+    let (broker, topic) = (broker.to_string(), topic.to_string());
+    on_executor(move || async move {
+        let cluster = Cluster::new(&broker, "test-consumer", shard_aware).unwrap();
+        let mut consumer = Consumer::new(
+            cluster,
+            ConsumerConfig {
+                max_wait: Duration::from_millis(100),
+                ..ConsumerConfig::default()
+            },
+        );
+        consumer
+            .assign(&topic, None, StartFrom::Earliest)
+            .await
+            .unwrap();
+        let mut consumed = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while consumed.len() < expected && Instant::now() < deadline {
+            let fetched = consumer.poll().await.unwrap();
+            fetched
+                .for_each(|_, partition, record| {
+                    consumed.push(Consumed {
+                        partition,
+                        offset: record.offset,
+                        key: record.key.map(|k| String::from_utf8(k.to_vec()).unwrap()),
+                        value: String::from_utf8(record.value.to_vec()).unwrap(),
+                    })
+                })
+                .unwrap();
+        }
+        // Nothing more arrives after the expected count.
+        let extra = consumer.poll().await.unwrap();
+        assert_eq!(
+            extra.for_each(|_, _, _| ()).unwrap(),
+            0,
+            "more messages than were produced"
+        );
+        consumed
+    })
+}
+
+/// Checks that every partition's records have dense offsets and that, per key, the
+/// sequence numbers (after the last '-' of the value) only increase.
+fn assert_per_key_order(consumed: &[Consumed]) {
+    let mut last_offset: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut last_sequence: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for record in consumed {
+        if let Some(&previous) = last_offset.get(&record.partition) {
+            assert_eq!(
+                record.offset,
+                previous + 1,
+                "offsets are dense within partition {}",
+                record.partition
+            );
+        }
+        last_offset.insert(record.partition, record.offset);
+        let (source, sequence) = record.value.rsplit_once('-').unwrap();
+        let sequence: u64 = sequence.parse().unwrap();
+        let key = (source.to_string(), record.key.clone().unwrap());
+        if let Some(&previous) = last_sequence.get(&key) {
+            assert!(
+                sequence > previous,
+                "key {key:?}: {sequence} after {previous}"
+            );
+        }
+        last_sequence.insert(key, sequence);
+    }
+}
+
+const MESSAGES_PER_SOURCE: usize = 50_000;
+const KEYS: usize = 500;
+
+#[test]
+fn keyed_messages_from_cli_and_client_are_consumed_once_in_key_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), &[]);
+    let address = broker.broker_arg();
+    let created = cli(
+        &[
+            "topic",
+            "create",
+            "--broker",
+            &address,
+            "--topic",
+            "orders",
+            "--partitions",
+            "8",
+        ],
+        None,
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+
+    // Through the CLI: "key|value" lines.
+    let mut lines = String::new();
+    for sequence in 0..MESSAGES_PER_SOURCE {
+        lines.push_str(&format!("key-{}|cli-{sequence}\n", sequence % KEYS));
+    }
+    let produced = cli(
+        &[
+            "produce",
+            "--broker",
+            &address,
+            "--topic",
+            "orders",
+            "--key-separator",
+            "|",
+        ],
+        Some(lines.as_bytes()),
+    );
+    let stderr = String::from_utf8_lossy(&produced.stderr);
+    assert!(produced.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "acknowledged {MESSAGES_PER_SOURCE} of {MESSAGES_PER_SOURCE}"
+        )),
+        "{stderr}"
+    );
+
+    // Through the client, shard-aware.
+    let client_address = address.clone();
+    let acknowledged = on_executor(move || async move {
+        let cluster = Cluster::new(&client_address, "test-producer", true).unwrap();
+        let producer = Producer::new(
+            cluster,
+            ProducerConfig {
+                linger: Duration::from_millis(2),
+                ..ProducerConfig::default()
+            },
+        );
+        let mut deliveries = Vec::new();
+        for sequence in 0..MESSAGES_PER_SOURCE {
+            let key = format!("key-{}", sequence % KEYS);
+            let value = format!("client-{sequence}");
+            deliveries.push(
+                producer
+                    .send("orders", Some(key.as_bytes()), value.as_bytes())
+                    .await
+                    .unwrap(),
+            );
+        }
+        producer.flush().await;
+        let mut acknowledged = 0;
+        for delivery in deliveries {
+            delivery.wait().await.unwrap();
+            acknowledged += 1;
+        }
+        acknowledged
+    });
+    assert_eq!(acknowledged, MESSAGES_PER_SOURCE);
+
+    let total = 2 * MESSAGES_PER_SOURCE;
+    // Consume once shard-aware and once through the main port (cross-shard forwarding).
+    for shard_aware in [true, false] {
+        let mut consumed = consume_all(&address, "orders", total, shard_aware);
+        assert_eq!(
+            consumed.len(),
+            total,
+            "every message consumed (shard_aware: {shard_aware})"
+        );
+        let distinct: HashSet<&str> = consumed.iter().map(|c| c.value.as_str()).collect();
+        assert_eq!(distinct.len(), total, "no message twice");
+        consumed.sort_by_key(|c| (c.partition, c.offset));
+        assert_per_key_order(&consumed);
+        let partitions: HashSet<u32> = consumed.iter().map(|c| c.partition).collect();
+        assert_eq!(partitions.len(), 8, "keys spread over every partition");
+    }
+
+    // The CLI consumer sees the same messages.
+    let out = cli(
+        &[
+            "consume",
+            "--broker",
+            &address,
+            "--topic",
+            "orders",
+            "--max-messages",
+            "100000",
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), total);
+    assert!(lines
+        .iter()
+        .all(|l| l["key"].as_str().unwrap().starts_with("key-") && l["offset"].is_u64()));
+}
+
+#[test]
+fn acks_all_writes_survive_kill_9_under_the_durable_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = profile_file(
+        dir.path(),
+        "durable",
+        "[storage]\nflush = { mode = \"every-batch\" }\n",
+    );
+    let data = dir.path().join("data");
+    let mut broker = Broker::start(&data, &["--profile", profile.to_str().unwrap()]);
+    assert!(
+        broker.log().contains("durable"),
+        "the broker logs the profile it applied"
+    );
+    let address = broker.broker_arg();
+    let created = cli(
+        &[
+            "topic",
+            "create",
+            "--broker",
+            &address,
+            "--topic",
+            "payments",
+            "--partitions",
+            "4",
+        ],
+        None,
+    );
+    assert!(created.status.success());
+
+    // Producers run in their own thread until the broker dies under them.
+    let producer_address = address.clone();
+    let producing = std::thread::spawn(move || {
+        on_executor(move || async move {
+            let cluster = Cluster::new(&producer_address, "test-producer", true).unwrap();
+            let config = ProducerConfig {
+                acks: Acks::All,
+                linger: Duration::from_millis(1),
+                retries: 0,
+                request_timeout: Duration::from_secs(5),
+                ..ProducerConfig::default()
+            };
+            let producer = Producer::new(cluster, config);
+            let acknowledged: Rc<std::cell::RefCell<Vec<(u32, u64, String)>>> = Rc::default();
+            let mut sequence = 0u64;
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(20) {
+                let value = format!("payment-{sequence}");
+                let key = format!("account-{}", sequence % 97);
+                let Ok(delivery) = producer
+                    .send("payments", Some(key.as_bytes()), value.as_bytes())
+                    .await
+                else {
+                    break;
+                };
+                let acknowledged = acknowledged.clone();
+                glommio::spawn_local(async move {
+                    if let Ok(stored) = delivery.wait().await {
+                        acknowledged
+                            .borrow_mut()
+                            .push((stored.partition, stored.offset, value));
+                    }
+                })
+                .detach();
+                sequence += 1;
+                if sequence % 256 == 0 {
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            producer.flush().await;
+            acknowledged.take()
+        })
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    broker.kill();
+    let acknowledged = producing.join().unwrap();
+    assert!(
+        acknowledged.len() > 100,
+        "only {} messages were acknowledged before the kill",
+        acknowledged.len()
+    );
+
+    broker.restart();
+    let address = broker.broker_arg();
+    let consumed = consume_all(&address, "payments", acknowledged.len(), true);
+    let stored: BTreeMap<(u32, u64), &str> = consumed
+        .iter()
+        .map(|c| ((c.partition, c.offset), c.value.as_str()))
+        .collect();
+    for (partition, offset, value) in &acknowledged {
+        assert_eq!(
+            stored.get(&(*partition, *offset)).copied(),
+            Some(value.as_str()),
+            "acknowledged {value} at {partition}/{offset}"
+        );
+    }
+    let distinct: HashSet<&str> = consumed.iter().map(|c| c.value.as_str()).collect();
+    assert_eq!(distinct.len(), consumed.len(), "no message stored twice");
+    assert!(broker.stop(), "graceful stop after recovery");
+}
+
+#[test]
+fn graceful_shutdown_and_restart_keep_topics_configs_and_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path(), &[]);
+    let address = broker.broker_arg();
+    let admin_address = address.clone();
+    on_executor(move || async move {
+        let admin = Admin::new(Cluster::new(&admin_address, "test-admin", false).unwrap());
+        admin
+            .create_topic("kept", 3, &[("retention.ms".into(), "3600000".into())])
+            .await
+            .unwrap();
+        admin.create_topic("dropped", 2, &[]).await.unwrap();
+        let error = admin.create_topic("kept", 3, &[]).await.unwrap_err();
+        assert!(error.to_string().contains("TopicAlreadyExists"), "{error}");
+        let error = admin.create_topic("bad name", 1, &[]).await.unwrap_err();
+        assert!(!error.is_retriable(), "{error}");
+    });
+    let lines: String = (0..3000)
+        .map(|i| format!("k{}|message-{i}\n", i % 31))
+        .collect();
+    let produced = cli(
+        &[
+            "produce",
+            "--broker",
+            &address,
+            "--topic",
+            "kept",
+            "--key-separator",
+            "|",
+        ],
+        Some(lines.as_bytes()),
+    );
+    assert!(produced.status.success());
+    let deleted = cli(
+        &[
+            "topic", "delete", "--broker", &address, "--topic", "dropped",
+        ],
+        None,
+    );
+    assert!(deleted.status.success());
+    let mut before = consume_all(&address, "kept", 3000, true);
+    before.sort_by_key(|c| (c.partition, c.offset));
+
+    assert!(broker.stop(), "SIGTERM exits 0:\n{}", broker.log());
+    assert!(broker.log().contains("broker stopped cleanly"));
+    broker.restart();
+    assert!(
+        broker.log().contains("partitions recovered"),
+        "start-up reports recovery:\n{}",
+        broker.log()
+    );
+    let address = broker.broker_arg();
+    let mut after = consume_all(&address, "kept", 3000, true);
+    after.sort_by_key(|c| (c.partition, c.offset));
+    assert!(
+        before == after,
+        "the same messages at the same offsets after a restart"
+    );
+
+    let listed = cli(&["topic", "list", "--broker", &address], None);
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(
+        listed.contains("kept") && !listed.contains("dropped"),
+        "{listed}"
+    );
+    let described = cli(
+        &["topic", "describe", "--broker", &address, "--topic", "kept"],
+        None,
+    );
+    let described = String::from_utf8(described.stdout).unwrap();
+    assert!(
+        described.contains("retention.ms = 3600000 (set)"),
+        "{described}"
+    );
+    // Appends continue after the recovered end.
+    let more = cli(
+        &["produce", "--broker", &address, "--topic", "kept"],
+        Some(b"one more\n"),
+    );
+    assert!(more.status.success());
+    assert_eq!(consume_all(&address, "kept", 3001, false).len(), 3001);
+    assert!(broker.stop());
+}
+
+#[test]
+fn bad_command_lines_fail_with_a_message_and_a_non_zero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), &[]);
+    let address = broker.broker_arg();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["produce", "--broker", &address, "--topic", "missing"],
+        vec![
+            "topic",
+            "create",
+            "--broker",
+            &address,
+            "--topic",
+            "t",
+            "--partitions",
+            "0",
+        ],
+        vec![
+            "topic",
+            "create",
+            "--broker",
+            &address,
+            "--topic",
+            "t",
+            "--config",
+            "no.such=1",
+        ],
+        vec![
+            "topic", "describe", "--broker", &address, "--topic", "missing",
+        ],
+        vec!["consume", "--broker", "127.0.0.1:1", "--topic", "t"],
+        vec![
+            "broker",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--no-pin",
+        ],
+    ];
+    for args in cases {
+        let out = cli(&args, Some(b"x\n"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(stderr.contains("shardline:"), "{args:?} says why: {stderr}");
+    }
+}
