@@ -1,10 +1,12 @@
 //! A shard's budget of open segment files (and of loaded indexes of closed segments).
 //!
 //! Ten thousand partitions on a shard must not hold ten thousand descriptors, nor the
-//! indexes of every closed segment in memory. Segment files are opened on demand and kept
-//! in a least-recently-used table of bounded size; evicting an entry drops the shard's
-//! handle (an IO still in flight keeps its own clone until it completes) and any indexes
-//! loaded for that segment.
+//! indexes of every closed segment in memory. Every open segment file holds one slot of a
+//! per-shard semaphore of `open_files_max` slots, given back when its last handle drops.
+//! Open files are kept in a least-recently-used table; to open another when no slot is
+//! free, the least recently used idle files (held by the table alone) are closed, and if
+//! every open file is in use the opener waits. Evicting an entry also drops any indexes
+//! loaded for that segment. No task waits for a slot while holding one, so waiting ends.
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -22,9 +24,13 @@ struct Entry {
     last_use: u64,
 }
 
+/// How often an opener looks again when every open file is in use.
+const SLOT_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Owned by one shard; shared by its partitions through `Rc<RefCell<_>>`.
 pub struct OpenFiles {
     capacity: usize,
+    slots: Rc<glommio::sync::Semaphore>,
     clock: u64,
     entries: HashMap<SegmentKey, Entry>,
     by_use: BTreeMap<u64, SegmentKey>,
@@ -35,6 +41,7 @@ impl OpenFiles {
         assert!(capacity > 0, "open file budget must be positive");
         OpenFiles {
             capacity,
+            slots: Rc::new(glommio::sync::Semaphore::new(capacity as u64)),
             clock: 0,
             entries: HashMap::new(),
             by_use: BTreeMap::new(),
@@ -69,14 +76,35 @@ impl OpenFiles {
         self.touch(key).and_then(|e| e.indexes.clone())
     }
 
+    /// Closes the least recently used file that nothing but this table holds; returns
+    /// whether one was closed.
+    fn evict_one_idle(&mut self) -> bool {
+        let idle = self
+            .by_use
+            .iter()
+            .find(|(_, key)| self.entries[key].file.is_idle())
+            .map(|(&last_use, &key)| (last_use, key));
+        match idle {
+            Some((last_use, key)) => {
+                self.by_use.remove(&last_use);
+                self.entries.remove(&key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Segment files open right now, in use or idle.
+    pub fn open_count(&self) -> usize {
+        self.capacity - self.slots.available() as usize
+    }
+
     pub fn insert(&mut self, key: SegmentKey, file: SegmentFile) {
         self.remove(key);
-        while self.entries.len() >= self.capacity {
-            let Some((_, oldest)) = self.by_use.pop_first() else {
-                break;
-            };
-            self.entries.remove(&oldest);
-        }
         self.clock += 1;
         self.by_use.insert(self.clock, key);
         self.entries.insert(
@@ -111,6 +139,20 @@ impl OpenFiles {
             .collect();
         for key in keys {
             self.remove(key);
+        }
+    }
+}
+
+/// A slot for one more open segment file: free, freed by closing an idle file, or waited for.
+pub async fn acquire_slot(files: &std::cell::RefCell<OpenFiles>) -> glommio::sync::StaticPermit {
+    loop {
+        let slots = files.borrow().slots.clone();
+        if let Ok(permit) = slots.try_acquire_static_permit(1) {
+            return permit;
+        }
+        let evicted = files.borrow_mut().evict_one_idle();
+        if !evicted {
+            glommio::timer::sleep(SLOT_RETRY).await;
         }
     }
 }

@@ -151,9 +151,15 @@ pub(super) async fn segment_file(
     if let Some(file) = partition.shard.files.borrow_mut().get(key) {
         return Ok(file);
     }
+    let slot = super::files::acquire_slot(&partition.shard.files).await;
+    // Another task may have opened it while this one waited for a slot.
+    if let Some(file) = partition.shard.files.borrow_mut().get(key) {
+        return Ok(file);
+    }
     let file = SegmentFile::open(
         &partition.segment_path(base_offset),
         partition.shard.faults.clone(),
+        Some(slot),
     )
     .await?;
     partition.shard.files.borrow_mut().insert(key, file.clone());
@@ -359,7 +365,8 @@ pub(super) async fn create_segment(
     base_offset: u64,
 ) -> Result<Segment, LogIoError> {
     let path = partition.segment_path(base_offset);
-    let file = SegmentFile::create(&path, partition.shard.faults.clone()).await?;
+    let slot = super::files::acquire_slot(&partition.shard.files).await;
+    let file = SegmentFile::create(&path, partition.shard.faults.clone(), Some(slot)).await?;
     file.preallocate(partition.config.preallocate_bytes).await?;
     sync_directory(&partition.dir).await?;
     partition

@@ -45,12 +45,14 @@ fn injected(operation: &str) -> std::io::Error {
     std::io::Error::other(format!("injected {operation} failure"))
 }
 
-/// One open segment file. Owned by one shard; cloned handles share the descriptor.
+/// One open segment file. Owned by one shard; cloned handles share the descriptor and the
+/// shard's open-file slot, which is given back when the last handle is dropped.
 #[derive(Clone)]
 pub struct SegmentFile {
     file: Rc<DmaFile>,
     path: Rc<PathBuf>,
     faults: Option<Rc<FaultPlan>>,
+    _slot: Rc<Option<glommio::sync::StaticPermit>>,
 }
 
 impl std::fmt::Debug for SegmentFile {
@@ -60,19 +62,27 @@ impl std::fmt::Debug for SegmentFile {
 }
 
 impl SegmentFile {
-    /// Opens an existing segment for reading and writing.
-    pub async fn open(path: &Path, faults: Option<Rc<FaultPlan>>) -> Result<Self, LogIoError> {
+    /// Opens an existing segment for reading and writing, holding `slot` while open.
+    pub async fn open(
+        path: &Path,
+        faults: Option<Rc<FaultPlan>>,
+        slot: Option<glommio::sync::StaticPermit>,
+    ) -> Result<Self, LogIoError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .dma_open(path)
             .await
             .map_err(|e| LogIoError::new("opening", path, 0, e.into()))?;
-        Ok(Self::wrap(file, path, faults))
+        Ok(Self::wrap(file, path, faults, slot))
     }
 
-    /// Creates a new, empty segment; fails if one exists at `path`.
-    pub async fn create(path: &Path, faults: Option<Rc<FaultPlan>>) -> Result<Self, LogIoError> {
+    /// Creates a new, empty segment (fails if one exists at `path`), holding `slot`.
+    pub async fn create(
+        path: &Path,
+        faults: Option<Rc<FaultPlan>>,
+        slot: Option<glommio::sync::StaticPermit>,
+    ) -> Result<Self, LogIoError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -80,15 +90,26 @@ impl SegmentFile {
             .dma_open(path)
             .await
             .map_err(|e| LogIoError::new("creating", path, 0, e.into()))?;
-        Ok(Self::wrap(file, path, faults))
+        Ok(Self::wrap(file, path, faults, slot))
     }
 
-    fn wrap(file: DmaFile, path: &Path, faults: Option<Rc<FaultPlan>>) -> Self {
+    fn wrap(
+        file: DmaFile,
+        path: &Path,
+        faults: Option<Rc<FaultPlan>>,
+        slot: Option<glommio::sync::StaticPermit>,
+    ) -> Self {
         SegmentFile {
             file: Rc::new(file),
             path: Rc::new(path.to_path_buf()),
             faults,
+            _slot: Rc::new(slot),
         }
+    }
+
+    /// Whether only one handle (the open-file table's) is left.
+    pub fn is_idle(&self) -> bool {
+        Rc::strong_count(&self.file) == 1
     }
 
     pub fn path(&self) -> &Path {

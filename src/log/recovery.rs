@@ -132,10 +132,10 @@ fn file_length(path: &Path) -> Result<u64, LogIoError> {
 
 /// A closed segment's bookkeeping: from its index files, or by a scan when they are unusable.
 async fn recover_closed(
+    shard: &ShardResources,
     dir: &Path,
     base: u64,
     next_base: u64,
-    faults: &Option<Rc<super::io::FaultPlan>>,
 ) -> Result<Segment, OpenError> {
     let path = segment_path(dir, base, LOG_SUFFIX);
     let size = file_length(&path)?;
@@ -153,7 +153,8 @@ async fn recover_closed(
         }
     }
     tracing::info!(segment = %path.display(), "rebuilding missing or stale indexes");
-    let file = SegmentFile::open(&path, faults.clone()).await?;
+    let slot = super::files::acquire_slot(&shard.files).await;
+    let file = SegmentFile::open(&path, shard.faults.clone(), Some(slot)).await?;
     let found = scan_file(&file, base, size).await?;
     if found.scan.valid_bytes as u64 != size || found.scan.next_offset != next_base {
         return Err(inconsistent(
@@ -241,18 +242,22 @@ pub(super) async fn recover(
     let mut bases = list_segments(dir)?;
     if bases.is_empty() {
         let path = segment_path(dir, 0, LOG_SUFFIX);
-        SegmentFile::create(&path, shard.faults.clone()).await?;
+        // Created and closed at once (the slot goes back with it); reopened below.
+        let slot = super::files::acquire_slot(&shard.files).await;
+        SegmentFile::create(&path, shard.faults.clone(), Some(slot)).await?;
         sync_directory(dir).await?;
         bases.push(0);
     }
     let mut segments = BTreeMap::new();
     for pair in bases.windows(2) {
-        let segment = recover_closed(dir, pair[0], pair[1], &shard.faults).await?;
+        let segment = recover_closed(shard, dir, pair[0], pair[1]).await?;
         segments.insert(pair[0], segment);
     }
     let last = *bases.last().expect("at least one segment");
+    let slot = super::files::acquire_slot(&shard.files).await;
     let file =
-        SegmentFile::open(&segment_path(dir, last, LOG_SUFFIX), shard.faults.clone()).await?;
+        SegmentFile::open(&segment_path(dir, last, LOG_SUFFIX), shard.faults.clone(), Some(slot))
+            .await?;
     let active = recover_active(dir, last, config, &file).await?;
     shard.files.borrow_mut().insert((id, last), file);
     let next_offset = active.next_offset;

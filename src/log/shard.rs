@@ -77,9 +77,9 @@ impl LogShard {
         PartitionLog::open(self.resources.clone(), dir, config).await
     }
 
-    /// Segment files the shard holds open right now.
+    /// Segment files open right now (held by the shard's table or by IO in progress).
     pub fn open_files(&self) -> usize {
-        self.resources.files.borrow().len()
+        self.resources.files.borrow().open_count()
     }
 
     /// Bytes held by the recent-batch cache right now.

@@ -740,6 +740,18 @@ fn many_partitions_on_one_shard_keep_open_files_within_budget() {
             );
             assert!(shard.open_files() <= 64);
         }
+        // Every partition flushes at once; sample the open files while they do.
+        let peak = Rc::new(std::cell::Cell::new(0usize));
+        let sampling = Rc::new(std::cell::Cell::new(true));
+        let monitor = {
+            let (shard, peak, sampling) = (shard.clone(), peak.clone(), sampling.clone());
+            glommio::spawn_local(async move {
+                while sampling.get() {
+                    peak.set(peak.get().max(shard.open_files()));
+                    glommio::timer::sleep(Duration::from_micros(100)).await;
+                }
+            })
+        };
         for round in 0..3u64 {
             for log in &logs {
                 log.append(batch(round * 2, 2, 100), 1).await.unwrap();
@@ -747,8 +759,11 @@ fn many_partitions_on_one_shard_keep_open_files_within_budget() {
         }
         for log in &logs {
             log.wait_durable(5).await.unwrap();
-            assert!(shard.open_files() <= 64);
         }
+        sampling.set(false);
+        monitor.await;
+        assert!(peak.get() <= 64, "{} files open at once", peak.get());
+        assert!(peak.get() > 0);
         for log in logs.iter().step_by(37) {
             assert_dense(&read_all(log, 0).await, 0, 6);
         }
