@@ -68,13 +68,7 @@ impl SegmentFile {
         faults: Option<Rc<FaultPlan>>,
         slot: Option<glommio::sync::StaticPermit>,
     ) -> Result<Self, LogIoError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .dma_open(path)
-            .await
-            .map_err(|e| LogIoError::new("opening", path, 0, e.into()))?;
-        Ok(Self::wrap(file, path, faults, slot))
+        Self::open_with(path, faults, slot, false).await
     }
 
     /// Creates a new, empty segment (fails if one exists at `path`), holding `slot`.
@@ -83,13 +77,23 @@ impl SegmentFile {
         faults: Option<Rc<FaultPlan>>,
         slot: Option<glommio::sync::StaticPermit>,
     ) -> Result<Self, LogIoError> {
+        Self::open_with(path, faults, slot, true).await
+    }
+
+    async fn open_with(
+        path: &Path,
+        faults: Option<Rc<FaultPlan>>,
+        slot: Option<glommio::sync::StaticPermit>,
+        create: bool,
+    ) -> Result<Self, LogIoError> {
+        let operation = if create { "creating" } else { "opening" };
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
+            .create_new(create)
             .dma_open(path)
             .await
-            .map_err(|e| LogIoError::new("creating", path, 0, e.into()))?;
+            .map_err(|e| LogIoError::new(operation, path, 0, e.into()))?;
         Ok(Self::wrap(file, path, faults, slot))
     }
 

@@ -255,9 +255,12 @@ pub(super) async fn recover(
     }
     let last = *bases.last().expect("at least one segment");
     let slot = super::files::acquire_slot(&shard.files).await;
-    let file =
-        SegmentFile::open(&segment_path(dir, last, LOG_SUFFIX), shard.faults.clone(), Some(slot))
-            .await?;
+    let file = SegmentFile::open(
+        &segment_path(dir, last, LOG_SUFFIX),
+        shard.faults.clone(),
+        Some(slot),
+    )
+    .await?;
     let active = recover_active(dir, last, config, &file).await?;
     shard.files.borrow_mut().insert((id, last), file);
     let next_offset = active.next_offset;

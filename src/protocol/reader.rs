@@ -27,7 +27,7 @@ use std::fmt;
 
 use bytes::BytesMut;
 
-use super::frame::{decode_frame_header, Frame, FrameError, FrameHeader};
+use super::frame::{decode_frame_header, field, Frame, FrameError, FrameHeader};
 use crate::constants::{FRAME_HEADER_BYTES, FRAME_READ_CHUNK_BYTES};
 
 /// Incremental frame decoder of one connection's inbound stream; owned by the connection's
@@ -74,6 +74,15 @@ impl FrameReader {
     /// Bytes received but not yet handed out as a frame.
     pub fn buffered_bytes(&self) -> usize {
         self.filled
+    }
+
+    /// The correlation id in the header at the start of the buffered bytes, once all its
+    /// bytes are in, even of a header `next_frame` refused: a server echoes it in the one
+    /// `ErrorResponse` it sends before closing. `None` while the header is incomplete.
+    pub fn buffered_correlation_id(&self) -> Option<u32> {
+        let at = field::CORRELATION_ID;
+        (self.filled >= FRAME_HEADER_BYTES)
+            .then(|| u32::from_le_bytes(self.region[at..at + 4].try_into().expect("four bytes")))
     }
 
     /// Bytes needed before `next_frame` can make progress: a header, or the whole frame.
@@ -297,6 +306,18 @@ mod tests {
         assert_eq!(reader.feed(b"more"), 0);
         assert_eq!(reader.finish(), Err(error));
         assert!(reader.region.len() <= FRAME_READ_CHUNK_BYTES);
+    }
+
+    #[test]
+    fn a_refused_header_still_shows_its_correlation_id() {
+        let mut bytes = frame(0xC0FF_EE01, b"", b"");
+        bytes[..4].copy_from_slice(&(FRAME_BYTES_MAX as u32 + 1).to_le_bytes());
+        let mut reader = FrameReader::new();
+        reader.feed(&bytes[..FRAME_HEADER_BYTES - 1]);
+        assert_eq!(reader.buffered_correlation_id(), None);
+        reader.feed(&bytes[FRAME_HEADER_BYTES - 1..]);
+        assert!(reader.next_frame().is_err());
+        assert_eq!(reader.buffered_correlation_id(), Some(0xC0FF_EE01));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::channel::oneshot;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
@@ -120,8 +121,13 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
         .in_flight_requests_max
         .clamp(1, crate::constants::IN_FLIGHT_REQUESTS_MAX);
     let (queue, responses) = local_channel::new_bounded::<glommio::Task<Encoded>>(in_flight);
+    // Dropped when the writer stops. The reader must watch it: dropping `responses` does not
+    // wake a reader blocked on the full queue (glommio's `send` waits for room, which never
+    // comes), and a client that never reads is exactly one that fills the queue.
+    let (writer_alive, writer_gone) = oneshot::channel::<()>();
 
     let writing = glommio::spawn_local(async move {
+        let _writer_alive = writer_alive;
         while let Some(task) = responses.recv().await {
             let encoded = task.await;
             let deadline = Instant::now() + WRITE_STALL_TIMEOUT;
@@ -141,54 +147,74 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
     });
 
     let mut frames = FrameReader::new();
-    let reason = loop {
-        let timeout = if frames.buffered_bytes() > 0 {
-            FRAME_COMPLETION_TIMEOUT
-        } else {
-            IDLE_TIMEOUT
-        };
-        let read = with_deadline(
-            Instant::now() + timeout,
-            reader.read(frames.buffer_to_fill()),
-        )
-        .await;
-        let count = match read {
-            None => break "timed out",
-            Some(Err(_)) => break "read failed",
-            Some(Ok(0)) => break "closed by the client",
-            Some(Ok(count)) => count,
-        };
-        frames.filled(count);
-        let mut broken = None;
+    // When the frame partly buffered now began to arrive: it must be whole within
+    // FRAME_COMPLETION_TIMEOUT of that, however its bytes trickle in.
+    let mut frame_started: Option<Instant> = None;
+    let reading = async {
         loop {
-            match frames.next_frame() {
-                Ok(Some(frame)) => {
-                    if queue.send(start_request(&context, frame)).await.is_err() {
-                        broken = Some("writer gone");
+            let deadline = match frame_started {
+                Some(started) => started + FRAME_COMPLETION_TIMEOUT,
+                None => Instant::now() + IDLE_TIMEOUT,
+            };
+            let read = with_deadline(deadline, reader.read(frames.buffer_to_fill())).await;
+            let count = match read {
+                None => break "timed out",
+                Some(Err(_)) => break "read failed",
+                Some(Ok(0)) => break "closed by the client",
+                Some(Ok(count)) => count,
+            };
+            frames.filled(count);
+            let mut broken = None;
+            let mut took_frame = false;
+            loop {
+                match frames.next_frame() {
+                    Ok(Some(frame)) => {
+                        took_frame = true;
+                        if queue.send(start_request(&context, frame)).await.is_err() {
+                            broken = Some("writer gone");
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        let mut head = Vec::new();
+                        let correlation_id = frames.buffered_correlation_id().unwrap_or(0);
+                        encode_error_response(
+                            &mut head,
+                            correlation_id,
+                            error.error_code(),
+                            &error.to_string(),
+                        );
+                        let last = glommio::spawn_local(async move {
+                            Encoded {
+                                head,
+                                trailer: Vec::new(),
+                                last: true,
+                            }
+                        });
+                        let _ = queue.send(last).await;
+                        broken = Some("bad frame");
                         break;
                     }
                 }
-                Ok(None) => break,
-                Err(error) => {
-                    let mut head = Vec::new();
-                    encode_error_response(&mut head, 0, error.error_code(), &error.to_string());
-                    let last = glommio::spawn_local(async move {
-                        Encoded {
-                            head,
-                            trailer: Vec::new(),
-                            last: true,
-                        }
-                    });
-                    let _ = queue.send(last).await;
-                    broken = Some("bad frame");
-                    break;
-                }
             }
-        }
-        if let Some(reason) = broken {
-            break reason;
+            if let Some(reason) = broken {
+                break reason;
+            }
+            frame_started = match frames.buffered_bytes() {
+                0 => None,
+                // A new frame began in this read (its clock starts after any wait for room in
+                // the queue, which is the broker's doing, not the client's).
+                _ if took_frame || frame_started.is_none() => Some(Instant::now()),
+                _ => frame_started,
+            };
         }
     };
+    let reason = futures_lite::future::or(reading, async {
+        let _ = writer_gone.await;
+        "writer gone"
+    })
+    .await;
     drop(queue);
     writing.await;
     tracing::debug!(%peer, reason, "connection closed");

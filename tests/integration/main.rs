@@ -2,5 +2,6 @@
 //! `harness` holds what they share.
 
 mod broker;
+mod broker_bad_input;
 mod harness;
 mod log_crash;
