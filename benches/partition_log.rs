@@ -172,6 +172,11 @@ fn append_timed(
 }
 
 fn append_benches(c: &mut Criterion) {
+    // As the broker does at start (see `tune_allocator`); set SHARDLINE_DEFAULT_MALLOC=1 to
+    // measure with glibc's defaults instead.
+    if std::env::var_os("SHARDLINE_DEFAULT_MALLOC").is_none() {
+        shardline::shard::runtime::tune_allocator();
+    }
     let executor = executor();
     let template = template_batch();
     let batch_bytes = template.len();

@@ -81,6 +81,7 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::Fil
 /// Runs a broker until it is told to stop. Returns once every shard has shut down.
 pub fn run_broker(options: BrokerOptions) -> Result<(), String> {
     options.profile.check()?;
+    crate::shard::runtime::tune_allocator();
     let _lock = lock_data_dir(&options.data_dir)?;
     let buffers = SocketBuffers {
         send_bytes: options.profile.network.socket_send_buffer_bytes,

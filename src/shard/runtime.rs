@@ -36,6 +36,22 @@ pub struct ShardStart<T: Send + 'static> {
     pub mesh: Option<Mesh<T>>,
 }
 
+/// Large allocations (write buffers that do not fit glommio's registered io memory) stay
+/// in the heap arena below this size instead of each being a fresh `mmap`, which would be
+/// page-faulted and zeroed again on every flush (measured: half the append throughput).
+const MALLOC_MMAP_THRESHOLD_BYTES: i32 = 32 * 1024 * 1024;
+/// Free heap above this size is returned to the kernel (not after every large free).
+const MALLOC_TRIM_THRESHOLD_BYTES: i32 = 256 * 1024 * 1024;
+
+/// Tunes the C allocator for the broker's buffer pattern; call once at start.
+pub fn tune_allocator() {
+    // SAFETY: mallopt only changes allocator parameters; it is called before shards start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD_BYTES);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD_BYTES);
+    }
+}
+
 /// The io memory each shard may register so that all of them fit under `memlock_bytes`.
 pub fn io_memory_per_shard(memlock_bytes: u64, shard_count: usize, wanted: usize) -> usize {
     // Leave a quarter of the lock limit for io_uring rings and other users.
