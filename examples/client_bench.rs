@@ -106,7 +106,15 @@ struct Args {
     /// Producer batch size (default: the client's default).
     #[arg(long)]
     batch_bytes: Option<usize>,
-    /// Closed-loop warm-up per routing mode before its produce phase.
+    /// Which phases to run, comma separated (default: all three, in this order).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "produce,latency,consume"
+    )]
+    phases: Vec<Phase>,
+    /// Closed-loop warm-up per routing mode before its first produce or latency phase.
     #[arg(long, default_value_t = 500)]
     warmup_ms: u64,
     /// The tuning profile the broker runs with: only read and recorded in the report.
@@ -132,6 +140,13 @@ impl Routing {
             Routing::False => vec![false],
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Phase {
+    Produce,
+    Latency,
+    Consume,
 }
 
 fn mode_name(shard_aware: bool) -> &'static str {
@@ -410,6 +425,13 @@ async fn produce_open_loop(
                 "latency_rate_sent_per_second",
                 rate(count as f64, last_send - started),
             ),
+            (
+                "latency_rate_acknowledged_per_second",
+                rate(
+                    tally.acknowledged.get() as f64,
+                    tally.last_delivery.get().unwrap_or(started) - started,
+                ),
+            ),
             ("latency_messages", tally.acknowledged.get() as f64),
             ("latency_errors", tally.failed.get() as f64),
             ("latency_us_p50", percentile(0.5)),
@@ -600,29 +622,46 @@ async fn measure(args: Rc<Args>) -> Result<Outcome, String> {
             phases: Vec::new(),
         });
     }
-    for mode in &mut modes {
-        let name = mode_name(mode.shard_aware);
-        eprintln!("[{name}] warm-up {} ms, produce {phase:?}", args.warmup_ms);
-        let warmup = Duration::from_millis(args.warmup_ms);
-        produce_closed_loop(&mode.producer, &workload, args.outstanding, warmup).await;
-        let report = produce_closed_loop(&mode.producer, &workload, args.outstanding, phase).await;
-        mode.phases.push(report);
+    let runs = |wanted: Phase| args.phases.contains(&wanted);
+    if runs(Phase::Produce) || runs(Phase::Latency) {
+        for mode in &modes {
+            eprintln!(
+                "[{}] warm-up {} ms",
+                mode_name(mode.shard_aware),
+                args.warmup_ms
+            );
+            let warmup = Duration::from_millis(args.warmup_ms);
+            produce_closed_loop(&mode.producer, &workload, args.outstanding, warmup).await;
+        }
         glommio::timer::sleep(PHASE_PAUSE).await;
     }
-    for mode in &mut modes {
-        eprintln!(
-            "[{}] latency at {} msg/s for {phase:?}",
-            mode_name(mode.shard_aware),
-            args.rate
-        );
-        let report = produce_open_loop(&mode.producer, &workload, args.rate, phase).await;
-        mode.phases.push(report);
-        glommio::timer::sleep(PHASE_PAUSE).await;
+    if runs(Phase::Produce) {
+        for mode in &mut modes {
+            eprintln!("[{}] produce for {phase:?}", mode_name(mode.shard_aware));
+            let report =
+                produce_closed_loop(&mode.producer, &workload, args.outstanding, phase).await;
+            mode.phases.push(report);
+            glommio::timer::sleep(PHASE_PAUSE).await;
+        }
     }
-    for mode in &mut modes {
-        eprintln!("[{}] consume from earliest", mode_name(mode.shard_aware));
-        let report = consume_all(mode.cluster.clone(), &workload).await?;
-        mode.phases.push(report);
+    if runs(Phase::Latency) {
+        for mode in &mut modes {
+            eprintln!(
+                "[{}] latency at {} msg/s for {phase:?}",
+                mode_name(mode.shard_aware),
+                args.rate
+            );
+            let report = produce_open_loop(&mode.producer, &workload, args.rate, phase).await;
+            mode.phases.push(report);
+            glommio::timer::sleep(PHASE_PAUSE).await;
+        }
+    }
+    if runs(Phase::Consume) {
+        for mode in &mut modes {
+            eprintln!("[{}] consume from earliest", mode_name(mode.shard_aware));
+            let report = consume_all(mode.cluster.clone(), &workload).await?;
+            mode.phases.push(report);
+        }
     }
     Ok(Outcome {
         partitions,
@@ -678,6 +717,7 @@ fn machine() -> Value {
         "kernel": read("/proc/sys/kernel/osrelease"),
         "cpu_model": first_line("/proc/cpuinfo", "model name"),
         "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "loadavg_at_end": read("/proc/loadavg"),
     })
 }
 
@@ -813,6 +853,7 @@ fn report_json(outcome: &Outcome, args: &Args, started_unix_s: u64) -> Value {
             "rate_per_second": args.rate,
             "outstanding": args.outstanding,
             "warmup_ms": args.warmup_ms,
+            "phases": args.phases.iter().map(|p| format!("{p:?}").to_lowercase()).collect::<Vec<_>>(),
             "linger_us": micros(producer_config(args).linger),
             "batch_bytes": producer_config(args).batch_bytes,
         },

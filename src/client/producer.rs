@@ -158,7 +158,7 @@ impl Producer {
             .map_err(|_| ClientError::Disconnected("producer closed".into()))?;
         let (waiter, receiver) = oneshot::channel();
         let slot = (topic.to_string(), partition);
-        let full = {
+        let (previous, full, linger) = {
             let mut open = inner.open.borrow_mut();
             let would_overflow = open.get(&slot).is_some_and(|b| {
                 !b.builder.is_empty()
@@ -197,13 +197,16 @@ impl Producer {
             }
             batch.waiters.push(waiter);
             batch.reserved_bytes += reserved;
-            if fresh {
-                self.schedule_linger(slot.clone(), batch.id);
-            }
+            let linger = fresh.then_some(batch.id);
             let full = batch.builder.estimated_bytes() >= inner.config.batch_bytes;
-            (previous, full.then(|| open.remove(&slot)).flatten())
+            (previous, full.then(|| open.remove(&slot)).flatten(), linger)
         };
-        for batch in [full.0, full.1].into_iter().flatten() {
+        // After `open` is released: glommio polls a spawned task at once, and a linger that
+        // has already run out (a descheduled thread, or a zero linger) takes `open` itself.
+        if let Some(id) = linger {
+            self.schedule_linger(slot.clone(), id);
+        }
+        for batch in [previous, full].into_iter().flatten() {
             self.dispatch(slot.clone(), batch);
         }
         Ok(Delivery { receiver })

@@ -129,9 +129,7 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
     let writing = glommio::spawn_local(async move {
         let _writer_alive = writer_alive;
         while let Some(task) = responses.recv().await {
-            let waited = Instant::now();
             let encoded = task.await;
-            tracing::info!(waited_us = waited.elapsed().as_micros() as u64, bytes = encoded.trailer.iter().map(|b| b.len()).sum::<usize>(), "TEMPDEBUG writing");
             let deadline = Instant::now() + WRITE_STALL_TIMEOUT;
             let written = with_deadline(deadline, async {
                 writer.write_all(&encoded.head).await?;
@@ -142,7 +140,6 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
             })
             .await;
             if !matches!(written, Some(Ok(()))) || encoded.last {
-                tracing::info!(ok = matches!(written, Some(Ok(()))), timed_out = written.is_none(), "TEMPDEBUG writer stops");
                 break;
             }
         }
@@ -218,10 +215,8 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
         "writer gone"
     })
     .await;
-    tracing::info!(reason, "TEMPDEBUG reader stops");
     drop(queue);
     writing.await;
-    tracing::info!(reason, "TEMPDEBUG serve ends");
     tracing::debug!(%peer, reason, "connection closed");
     context
         .open_connections

@@ -308,7 +308,7 @@ async fn list_offsets(context: &ShardContext, request: ListOffsetsRequest) -> Li
             work.push(PartitionWork::ListOffsets {
                 topic: topic.clone(),
                 partition: entry.partition,
-                spec: entry.spec.clone(),
+                spec: entry.spec,
             });
         }
         known.push(topic.is_some());
