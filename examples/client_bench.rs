@@ -319,6 +319,8 @@ async fn drain(producer: &Producer, tally: &Tally, sent: u64) {
 struct PhaseReport {
     metrics: Vec<(&'static str, f64)>,
     first_error: Option<String>,
+    /// Messages this phase saw acknowledged (none for a consume phase).
+    acknowledged: u64,
 }
 
 fn rate(count: f64, elapsed: Duration) -> f64 {
@@ -386,6 +388,7 @@ async fn produce_closed_loop(
             ),
         ],
         first_error,
+        acknowledged: tally.acknowledged.get(),
     }
 }
 
@@ -447,6 +450,7 @@ async fn produce_open_loop(
             ("latency_send_lag_us_max", send_lag_us.max() as f64),
         ],
         first_error,
+        acknowledged: tally.acknowledged.get(),
     }
 }
 
@@ -527,7 +531,16 @@ async fn consume_all(cluster: Rc<Cluster>, workload: &Workload) -> Result<PhaseR
             ),
         ],
         first_error,
+        acknowledged: 0,
     })
+}
+
+/// The sum of every partition's high watermark.
+async fn log_end(cluster: &Rc<Cluster>, workload: &Workload) -> Result<u64, String> {
+    let ranges = offset_ranges(cluster, workload)
+        .await
+        .map_err(|e| format!("listing offsets: {e}"))?;
+    Ok(ranges.iter().map(|(_, end)| end).sum())
 }
 
 /// Creates the topic when it is missing; returns its partition count.
@@ -590,6 +603,10 @@ struct Outcome {
     partitions: u32,
     topic_configs: Value,
     modes: Vec<(bool, Vec<PhaseReport>)>,
+    /// Messages acknowledged over the whole run, warm-ups included.
+    acknowledged: u64,
+    /// Records the log grew by over the whole run (retried batches count twice).
+    appended: u64,
 }
 
 fn producer_config(args: &Args) -> ProducerConfig {
@@ -623,6 +640,8 @@ async fn measure(args: Rc<Args>) -> Result<Outcome, String> {
         });
     }
     let runs = |wanted: Phase| args.phases.contains(&wanted);
+    let log_end_before = log_end(&bootstrap, &workload).await?;
+    let mut acknowledged = 0;
     if runs(Phase::Produce) || runs(Phase::Latency) {
         for mode in &modes {
             eprintln!(
@@ -631,7 +650,9 @@ async fn measure(args: Rc<Args>) -> Result<Outcome, String> {
                 args.warmup_ms
             );
             let warmup = Duration::from_millis(args.warmup_ms);
-            produce_closed_loop(&mode.producer, &workload, args.outstanding, warmup).await;
+            let report =
+                produce_closed_loop(&mode.producer, &workload, args.outstanding, warmup).await;
+            acknowledged += report.acknowledged;
         }
         glommio::timer::sleep(PHASE_PAUSE).await;
     }
@@ -640,6 +661,7 @@ async fn measure(args: Rc<Args>) -> Result<Outcome, String> {
             eprintln!("[{}] produce for {phase:?}", mode_name(mode.shard_aware));
             let report =
                 produce_closed_loop(&mode.producer, &workload, args.outstanding, phase).await;
+            acknowledged += report.acknowledged;
             mode.phases.push(report);
             glommio::timer::sleep(PHASE_PAUSE).await;
         }
@@ -652,10 +674,14 @@ async fn measure(args: Rc<Args>) -> Result<Outcome, String> {
                 args.rate
             );
             let report = produce_open_loop(&mode.producer, &workload, args.rate, phase).await;
+            acknowledged += report.acknowledged;
             mode.phases.push(report);
             glommio::timer::sleep(PHASE_PAUSE).await;
         }
     }
+    let appended = log_end(&bootstrap, &workload)
+        .await?
+        .saturating_sub(log_end_before);
     if runs(Phase::Consume) {
         for mode in &mut modes {
             eprintln!("[{}] consume from earliest", mode_name(mode.shard_aware));
@@ -670,6 +696,8 @@ async fn measure(args: Rc<Args>) -> Result<Outcome, String> {
             .into_iter()
             .map(|mode| (mode.shard_aware, mode.phases))
             .collect(),
+        acknowledged,
+        appended,
     })
 }
 
@@ -778,6 +806,12 @@ fn format_value(value: f64) -> String {
     }
 }
 
+/// Above zero: records stored more than once (a batch retried after its answer was lost)
+/// or stored although reported failed. Below zero: acknowledged records are missing.
+fn appended_minus_acknowledged(outcome: &Outcome) -> i128 {
+    i128::from(outcome.appended) - i128::from(outcome.acknowledged)
+}
+
 fn print_table(outcome: &Outcome, args: &Args) {
     println!(
         "client_bench: broker {} topic {} ({} partitions), {} B values, acks=all, \
@@ -811,6 +845,13 @@ fn print_table(outcome: &Outcome, args: &Args) {
         }
         println!("{line}");
     }
+    println!(
+        "run: {} messages acknowledged (warm-ups included), {} records appended, \
+         appended - acknowledged = {}",
+        outcome.acknowledged,
+        outcome.appended,
+        appended_minus_acknowledged(outcome)
+    );
     for (shard_aware, phases) in &outcome.modes {
         for error in phases.iter().filter_map(|p| p.first_error.as_ref()) {
             println!("error [{}]: {error}", mode_name(*shard_aware));
@@ -860,6 +901,11 @@ fn report_json(outcome: &Outcome, args: &Args, started_unix_s: u64) -> Value {
         "broker_profile": broker_profile(&args.broker_profile),
         "topic_configs": outcome.topic_configs,
         "results": results,
+        "run": {
+            "messages_acknowledged": outcome.acknowledged,
+            "records_appended": outcome.appended,
+            "records_appended_minus_acknowledged": appended_minus_acknowledged(outcome) as i64,
+        },
         "ratio_shard_aware_over_not": ratios,
     })
 }

@@ -67,7 +67,7 @@ impl Admin {
                     .first()
                     .ok_or_else(|| ClientError::Protocol("empty create response".into()))?;
                 check(result.error, &result.message)?;
-                self.cluster.refresh_metadata().await?;
+                self.cluster.invalidate_metadata();
                 Ok(())
             }
             other => Err(unexpected(&other)),
@@ -86,7 +86,7 @@ impl Admin {
                     .first()
                     .ok_or_else(|| ClientError::Protocol("empty delete response".into()))?;
                 check(result.error, &result.message)?;
-                self.cluster.refresh_metadata().await?;
+                self.cluster.invalidate_metadata();
                 Ok(())
             }
             other => Err(unexpected(&other)),

@@ -88,6 +88,11 @@ impl Cluster {
         }
     }
 
+    /// Forgets cached metadata; the next use fetches it again.
+    pub fn invalidate_metadata(&self) {
+        *self.metadata.borrow_mut() = None;
+    }
+
     /// Cached metadata, fetched if there is none yet.
     pub async fn metadata(&self) -> Result<Rc<MetadataResponse>, ClientError> {
         let cached = self.metadata.borrow().clone();
