@@ -14,11 +14,15 @@ const CONCURRENT_CREATES: usize = 32;
 fn main() {
     let mut args = std::env::args().skip(1);
     let broker = args.next().unwrap_or_else(|| "127.0.0.1:9092".into());
-    let count: usize = args.next().map_or(10_000, |n| n.parse().expect("a topic count"));
+    let count: usize = args
+        .next()
+        .map_or(10_000, |n| n.parse().expect("a topic count"));
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .io_memory(1 << 20)
         .spawn(move || async move {
-            let admin = Rc::new(Admin::new(Cluster::new(&broker, "many-topics", false).unwrap()));
+            let admin = Rc::new(Admin::new(
+                Cluster::new(&broker, "many-topics", false).unwrap(),
+            ));
             let started = Instant::now();
             let next = Rc::new(std::cell::Cell::new(0usize));
             let workers: Vec<_> = (0..CONCURRENT_CREATES)
@@ -31,7 +35,10 @@ fn main() {
                                 break;
                             }
                             next.set(i + 1);
-                            admin.create_topic(&format!("topic-{i:05}"), 1, &[]).await.unwrap();
+                            admin
+                                .create_topic(&format!("topic-{i:05}"), 1, &[])
+                                .await
+                                .unwrap();
                         }
                     })
                 })

@@ -58,9 +58,12 @@ impl Cluster {
             }
         }
         let connection = Connection::connect(address, &self.client_id).await?;
-        self.connections
-            .borrow_mut()
-            .insert(address, connection.clone());
+        // Another task may have connected while this one did: keep one connection per address.
+        let mut connections = self.connections.borrow_mut();
+        if let Some(existing) = connections.get(&address).filter(|c| !c.is_broken()) {
+            return Ok(existing.clone());
+        }
+        connections.insert(address, connection.clone());
         Ok(connection)
     }
 

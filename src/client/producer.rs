@@ -10,9 +10,9 @@
 //! reserved in the batch header, not yet used.)
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use glommio::sync::Semaphore;
@@ -68,23 +68,34 @@ pub struct RecordMetadata {
 
 type Waiter = oneshot::Sender<Result<RecordMetadata, ClientError>>;
 
-struct OpenBatch {
-    id: u64,
+struct Batch {
     builder: BatchBuilder,
     waiters: Vec<Waiter>,
     reserved_bytes: u64,
+    opened_at: Instant,
+}
+
+/// One partition's queue. Batches leave one at a time, in order (so per-key order holds
+/// across retries); the single sender takes full batches first, and the open batch once its
+/// linger has run out. A batch is never closed just to wait behind another: while one is
+/// in flight, the open batch keeps growing.
+#[derive(Default)]
+struct PartitionQueue {
+    open: Option<Batch>,
+    full: VecDeque<Batch>,
+    sending: bool,
+    /// Send the open batch at once, linger or not (flush).
+    flush_requested: bool,
 }
 
 struct Inner {
     cluster: Rc<Cluster>,
     config: ProducerConfig,
-    open: RefCell<HashMap<(String, u32), OpenBatch>>,
+    queues: RefCell<HashMap<(String, u32), PartitionQueue>>,
     sticky: RefCell<HashMap<String, u32>>,
     buffer: Semaphore,
-    /// One batch in flight per partition: keeps batches in order across retries.
-    gates: RefCell<HashMap<(String, u32), Rc<Semaphore>>>,
-    batches_in_flight: Cell<usize>,
-    next_batch_id: Cell<u64>,
+    /// Messages accepted and not yet answered.
+    unanswered: Cell<usize>,
 }
 
 /// A producer; clones share it. Runs on a glommio executor.
@@ -115,12 +126,10 @@ impl Producer {
             inner: Rc::new(Inner {
                 cluster,
                 config,
-                open: RefCell::new(HashMap::new()),
+                queues: RefCell::new(HashMap::new()),
                 sticky: RefCell::new(HashMap::new()),
                 buffer,
-                gates: RefCell::new(HashMap::new()),
-                batches_in_flight: Cell::new(0),
-                next_batch_id: Cell::new(0),
+                unanswered: Cell::new(0),
             }),
         }
     }
@@ -158,109 +167,116 @@ impl Producer {
             .map_err(|_| ClientError::Disconnected("producer closed".into()))?;
         let (waiter, receiver) = oneshot::channel();
         let slot = (topic.to_string(), partition);
-        let (previous, full, linger) = {
-            let mut open = inner.open.borrow_mut();
-            let would_overflow = open.get(&slot).is_some_and(|b| {
+        let (new_batch, ready) = {
+            let mut queues = inner.queues.borrow_mut();
+            let queue = queues.entry(slot.clone()).or_default();
+            let overflows = queue.open.as_ref().is_some_and(|b| {
                 !b.builder.is_empty()
                     && b.builder.estimated_bytes() + size > inner.config.batch_bytes
             });
-            let previous = if would_overflow {
-                open.remove(&slot)
-            } else {
-                None
-            };
-            let fresh = !open.contains_key(&slot);
-            let batch = open.entry(slot.clone()).or_insert_with(|| {
-                let id = inner.next_batch_id.get();
-                inner.next_batch_id.set(id + 1);
-                OpenBatch {
-                    id,
-                    builder: BatchBuilder::with_capacity(
-                        inner.config.codec,
-                        inner.config.batch_bytes.min(size * 4) + BATCH_HEADER_BYTES,
-                    ),
-                    waiters: Vec::new(),
-                    reserved_bytes: 0,
-                }
+            if overflows {
+                let full = queue.open.take().expect("checked");
+                queue.full.push_back(full);
+            }
+            let new_batch = queue.open.is_none();
+            let batch = queue.open.get_or_insert_with(|| Batch {
+                builder: BatchBuilder::with_capacity(
+                    inner.config.codec,
+                    inner.config.batch_bytes.min(size * 4) + BATCH_HEADER_BYTES,
+                ),
+                waiters: Vec::new(),
+                reserved_bytes: 0,
+                opened_at: Instant::now(),
             });
-            let pushed = batch.builder.push(crate::log::now_ms(), key, value, &[]);
-            if let Err(error) = pushed {
+            if let Err(error) = batch.builder.push(crate::log::now_ms(), key, value, &[]) {
                 inner.buffer.signal(reserved);
                 if batch.builder.is_empty() {
-                    open.remove(&slot);
-                }
-                drop(open);
-                if let Some(previous) = previous {
-                    self.dispatch(slot, previous);
+                    queue.open = None;
                 }
                 return Err(ClientError::InvalidInput(error.to_string()));
             }
             batch.waiters.push(waiter);
             batch.reserved_bytes += reserved;
-            let linger = fresh.then_some(batch.id);
-            let full = batch.builder.estimated_bytes() >= inner.config.batch_bytes;
-            (previous, full.then(|| open.remove(&slot)).flatten(), linger)
+            if batch.builder.estimated_bytes() >= inner.config.batch_bytes {
+                let full = queue.open.take().expect("just pushed");
+                queue.full.push_back(full);
+            }
+            (new_batch, !queue.full.is_empty())
         };
-        // After `open` is released: glommio polls a spawned task at once, and a linger that
-        // has already run out (a descheduled thread, or a zero linger) takes `open` itself.
-        if let Some(id) = linger {
-            self.schedule_linger(slot.clone(), id);
+        inner.unanswered.set(inner.unanswered.get() + 1);
+        // After the table is released: glommio polls a spawned task at once.
+        if new_batch {
+            self.schedule_linger(slot.clone());
         }
-        for batch in [previous, full].into_iter().flatten() {
-            self.dispatch(slot.clone(), batch);
+        if ready {
+            self.start_sender(slot);
         }
         Ok(Delivery { receiver })
     }
 
-    fn schedule_linger(&self, slot: (String, u32), id: u64) {
+    fn schedule_linger(&self, slot: (String, u32)) {
         let producer = self.clone();
         glommio::spawn_local(async move {
             glommio::timer::sleep(producer.inner.config.linger).await;
-            let batch = {
-                let mut open = producer.inner.open.borrow_mut();
-                match open.get(&slot) {
-                    Some(batch) if batch.id == id => open.remove(&slot),
-                    _ => None,
-                }
-            };
-            if let Some(batch) = batch {
-                producer.dispatch(slot, batch);
-            }
+            producer.start_sender(slot);
         })
         .detach();
     }
 
-    /// Sends a closed batch in the background (after the partition's previous batch).
-    fn dispatch(&self, slot: (String, u32), batch: OpenBatch) {
-        let inner = &self.inner;
-        // Keyless messages move on to the next partition once a batch leaves.
-        if let Some(sticky) = inner.sticky.borrow_mut().get_mut(&slot.0) {
-            if *sticky == slot.1 {
-                *sticky = sticky.wrapping_add(1);
+    /// Starts the partition's sender unless it is already running.
+    fn start_sender(&self, slot: (String, u32)) {
+        {
+            let mut queues = self.inner.queues.borrow_mut();
+            let Some(queue) = queues.get_mut(&slot) else {
+                return;
+            };
+            if queue.sending {
+                return;
             }
+            queue.sending = true;
         }
-        inner
-            .batches_in_flight
-            .set(inner.batches_in_flight.get() + 1);
-        let gate = inner
-            .gates
-            .borrow_mut()
-            .entry(slot.clone())
-            .or_insert_with(|| Rc::new(Semaphore::new(1)))
-            .clone();
         let producer = self.clone();
-        glommio::spawn_local(async move {
-            let _turn = gate.acquire_permit(1).await;
-            let OpenBatch {
+        glommio::spawn_local(async move { producer.run_sender(slot).await }).detach();
+    }
+
+    /// Takes the next batch that is ready to leave: a full one, else the open one once its
+    /// linger has run out (or a flush asked for it).
+    fn next_ready(&self, slot: &(String, u32)) -> Option<Batch> {
+        let mut queues = self.inner.queues.borrow_mut();
+        let queue = queues.get_mut(slot)?;
+        if let Some(full) = queue.full.pop_front() {
+            return Some(full);
+        }
+        let lingered = queue.open.as_ref().is_some_and(|b| {
+            queue.flush_requested || b.opened_at.elapsed() >= self.inner.config.linger
+        });
+        if lingered {
+            queue.flush_requested = false;
+            return queue.open.take();
+        }
+        queue.sending = false;
+        None
+    }
+
+    async fn run_sender(&self, slot: (String, u32)) {
+        while let Some(batch) = self.next_ready(&slot) {
+            // Keyless messages move on to the next partition once a batch leaves.
+            if let Some(sticky) = self.inner.sticky.borrow_mut().get_mut(&slot.0) {
+                if *sticky == slot.1 {
+                    *sticky = sticky.wrapping_add(1);
+                }
+            }
+            let Batch {
                 builder,
                 waiters,
                 reserved_bytes,
                 ..
             } = batch;
             let outcome = match builder.finish() {
-                Ok(bytes) => producer.send_batch(&slot.0, slot.1, &bytes).await,
+                Ok(bytes) => self.send_batch(&slot.0, slot.1, &bytes).await,
                 Err(error) => Err(ClientError::InvalidInput(error.to_string())),
             };
+            let answered = waiters.len();
             for (index, waiter) in waiters.into_iter().enumerate() {
                 let result = outcome.clone().map(|base| RecordMetadata {
                     partition: slot.1,
@@ -268,13 +284,11 @@ impl Producer {
                 });
                 let _ = waiter.send(result);
             }
-            producer.inner.buffer.signal(reserved_bytes);
-            producer
-                .inner
-                .batches_in_flight
-                .set(producer.inner.batches_in_flight.get() - 1);
-        })
-        .detach();
+            self.inner.buffer.signal(reserved_bytes);
+            self.inner
+                .unanswered
+                .set(self.inner.unanswered.get() - answered);
+        }
     }
 
     /// Sends one batch, retrying retriable failures; returns its base offset.
@@ -330,11 +344,17 @@ impl Producer {
 
     /// Sends every open batch now and waits until every message sent so far is answered.
     pub async fn flush(&self) {
-        let open: Vec<((String, u32), OpenBatch)> = self.inner.open.borrow_mut().drain().collect();
-        for (slot, batch) in open {
-            self.dispatch(slot, batch);
+        let slots: Vec<(String, u32)> = {
+            let mut queues = self.inner.queues.borrow_mut();
+            for queue in queues.values_mut() {
+                queue.flush_requested = queue.open.is_some();
+            }
+            queues.keys().cloned().collect()
+        };
+        for slot in slots {
+            self.start_sender(slot);
         }
-        while self.inner.batches_in_flight.get() > 0 {
+        while self.inner.unanswered.get() > 0 {
             glommio::timer::sleep(Duration::from_micros(200)).await;
         }
     }
