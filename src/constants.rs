@@ -42,6 +42,9 @@ pub const SEGMENT_AGE_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
 /// Space reserved on disk ahead of the writer, in one `fallocate`.
 pub const SEGMENT_PREALLOCATE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// The smallest step by which space is reserved ahead of a segment's writer.
+pub const PREALLOCATE_STEP_MIN_BYTES: u64 = 64 * 1024;
+
 /// One sparse index entry per this many bytes of log.
 pub const INDEX_INTERVAL_BYTES: u32 = 4096;
 
@@ -65,6 +68,8 @@ pub const READ_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 const _: () = assert!(SEGMENT_BYTES_MIN % IO_ALIGNMENT_BYTES == 0);
 const _: () = assert!(SEGMENT_PREALLOCATE_BYTES % IO_ALIGNMENT_BYTES == 0);
+const _: () = assert!(PREALLOCATE_STEP_MIN_BYTES % IO_ALIGNMENT_BYTES == 0);
+const _: () = assert!(PREALLOCATE_STEP_MIN_BYTES <= SEGMENT_PREALLOCATE_BYTES);
 const _: () = assert!(WRITE_BYTES_MAX as u64 % IO_ALIGNMENT_BYTES == 0);
 const _: () = assert!(BATCH_BYTES_MAX < WRITE_BYTES_MAX * 8);
 const _: () = assert!(PARTITION_PENDING_BYTES_MAX >= 2 * BATCH_BYTES_MAX);

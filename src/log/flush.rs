@@ -21,7 +21,7 @@ use super::partition::{Partition, PendingBatch};
 use super::segment::{
     segment_path, ActiveSegment, Segment, SegmentIndexes, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX,
 };
-use crate::constants::{IO_ALIGNMENT_BYTES, WRITE_BYTES_MAX};
+use crate::constants::{IO_ALIGNMENT_BYTES, PREALLOCATE_STEP_MIN_BYTES, WRITE_BYTES_MAX};
 use crate::record::BatchHeader;
 
 fn align_down(value: u64) -> u64 {
@@ -30,6 +30,17 @@ fn align_down(value: u64) -> u64 {
 
 fn align_up(value: u64) -> u64 {
     value.div_ceil(IO_ALIGNMENT_BYTES) * IO_ALIGNMENT_BYTES
+}
+
+/// How far to reserve space when a write reaches `write_to`: ahead by as much as the segment
+/// already holds (doubling), from `PREALLOCATE_STEP_MIN_BYTES` up to `step_max`, so ten
+/// thousand small partitions do not each reserve the full step.
+fn preallocation_target(write_to: u64, step_max: u64) -> u64 {
+    let step = write_to.clamp(
+        PREALLOCATE_STEP_MIN_BYTES.min(step_max),
+        step_max.max(IO_ALIGNMENT_BYTES),
+    );
+    align_up(write_to + step)
 }
 
 /// The flusher task: runs while the partition has work, then exits.
@@ -231,8 +242,7 @@ async fn write_run(partition: &Partition, run: &[PendingBatch]) -> Result<(), Lo
     let write_to = align_up(end);
     let mut new_preallocated_to = preallocated_to;
     if write_to > preallocated_to {
-        new_preallocated_to =
-            align_up(write_to.max(preallocated_to + partition.config.preallocate_bytes));
+        new_preallocated_to = preallocation_target(write_to, partition.config.preallocate_bytes);
         file.preallocate(new_preallocated_to).await?;
     }
 
@@ -367,7 +377,6 @@ pub(super) async fn create_segment(
     let path = partition.segment_path(base_offset);
     let slot = super::files::acquire_slot(&partition.shard.files).await;
     let file = SegmentFile::create(&path, partition.shard.faults.clone(), Some(slot)).await?;
-    file.preallocate(partition.config.preallocate_bytes).await?;
     sync_directory(&partition.dir).await?;
     partition
         .shard
@@ -383,7 +392,37 @@ pub(super) async fn create_segment(
         active: Some(ActiveSegment {
             indexes: SegmentIndexes::default(),
             tail_page: Vec::new(),
-            preallocated_to: partition.config.preallocate_bytes,
+            // Nothing is reserved until the first write: an idle partition costs no space.
+            preallocated_to: 0,
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preallocation_grows_with_the_segment_up_to_the_step() {
+        let step_max = 16 * 1024 * 1024;
+        // A small partition reserves a little ahead, not the whole step.
+        assert_eq!(
+            preallocation_target(4096, step_max),
+            4096 + PREALLOCATE_STEP_MIN_BYTES
+        );
+        // A growing one doubles.
+        assert_eq!(preallocation_target(1 << 20, step_max), 2 << 20);
+        // A big one reserves the step.
+        assert_eq!(
+            preallocation_target(1 << 30, step_max),
+            (1 << 30) + step_max
+        );
+        // Always aligned and past the write.
+        for write_to in [1u64, 4095, 4097, 123_457, 99_999_999] {
+            let target = preallocation_target(write_to, step_max);
+            assert!(target > write_to && target % IO_ALIGNMENT_BYTES == 0);
+        }
+        // A step smaller than the minimum is honoured.
+        assert_eq!(preallocation_target(8192, 4096), 12288);
+    }
 }

@@ -12,7 +12,7 @@ use super::segment::{
     relative_offset, scan_batches, segment_path, ActiveSegment, ScanStop, LOG_SUFFIX,
     OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX,
 };
-use crate::constants::{IO_ALIGNMENT_BYTES, READ_BYTES_MAX};
+use crate::constants::READ_BYTES_MAX;
 
 /// Truncation history kept for durability waiters (see `State::truncated_since`).
 const TRUNCATIONS_REMEMBERED: usize = 64;
@@ -127,9 +127,8 @@ impl PartitionLog {
         let file = segment_file(partition, holder_base).await?;
         file.truncate(cut_position).await?;
         let found = scan_file(&file, holder_base, cut_position).await?;
-        let preallocated_to =
-            cut_position - cut_position % IO_ALIGNMENT_BYTES + partition.config.preallocate_bytes;
-        file.preallocate(preallocated_to).await?;
+        // Space is reserved again by the next write.
+        let preallocated_to = cut_position;
         file.sync().await?;
 
         let mut state = partition.state.borrow_mut();

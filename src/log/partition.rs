@@ -172,7 +172,7 @@ impl PartitionLog {
     ) -> Result<PartitionLog, OpenError> {
         config.validate()?;
         let id = shard.allocate_partition_id();
-        let state = super::recovery::recover(&shard, id, dir, &config).await?;
+        let state = super::recovery::recover(&shard, id, dir).await?;
         Ok(PartitionLog {
             inner: Rc::new(Partition {
                 id,

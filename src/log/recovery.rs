@@ -25,7 +25,6 @@ use super::segment::{
     SegmentIndexes, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX,
 };
 use super::shard::ShardResources;
-use super::LogConfig;
 use crate::constants::{IO_ALIGNMENT_BYTES, READ_BYTES_MAX};
 
 /// What a scan of a whole segment file learned.
@@ -188,12 +187,7 @@ async fn recover_closed(
 }
 
 /// The active segment: scanned whole, cut at its first invalid batch, synced.
-async fn recover_active(
-    dir: &Path,
-    base: u64,
-    config: &LogConfig,
-    file: &SegmentFile,
-) -> Result<Segment, OpenError> {
+async fn recover_active(dir: &Path, base: u64, file: &SegmentFile) -> Result<Segment, OpenError> {
     let physical = file.size().await?;
     let found = scan_file(file, base, physical).await?;
     let valid = found.scan.valid_bytes as u64;
@@ -208,8 +202,8 @@ async fn recover_active(
         }
         file.truncate(valid).await?;
     }
-    let preallocated_to = (valid - valid % IO_ALIGNMENT_BYTES) + config.preallocate_bytes;
-    file.preallocate(preallocated_to).await?;
+    // Space is reserved again by the first write (none for a partition that stays idle).
+    let preallocated_to = valid;
     file.sync().await?;
     Ok(Segment {
         base_offset: base,
@@ -230,7 +224,6 @@ pub(super) async fn recover(
     shard: &Rc<ShardResources>,
     id: PartitionId,
     dir: &Path,
-    config: &LogConfig,
 ) -> Result<State, OpenError> {
     std::fs::create_dir_all(dir).map_err(|e| LogIoError::new("creating directory", dir, 0, e))?;
     let device = std::os::unix::fs::MetadataExt::dev(
@@ -261,7 +254,7 @@ pub(super) async fn recover(
         Some(slot),
     )
     .await?;
-    let active = recover_active(dir, last, config, &file).await?;
+    let active = recover_active(dir, last, &file).await?;
     shard.files.borrow_mut().insert((id, last), file);
     let next_offset = active.next_offset;
     segments.insert(last, active);

@@ -252,11 +252,11 @@ async fn shard_main(start: ShardStart<ShardMessage>, shared: Arc<Shared>) -> Res
             .map_err(|e| e.to_string())?;
     }
     tracing::info!(shard = context.shard_id, partitions = owned.len(), elapsed = ?recovery_started.elapsed(), "shard recovered its partitions");
-    if context.shard_id == CONTROLLER_SHARD {
-        shared
-            .recovered_partitions
-            .fetch_add(owned.len(), Ordering::SeqCst);
-    } else {
+    // Counted before this shard reports ready, so the controller's total is complete.
+    shared
+        .recovered_partitions
+        .fetch_add(owned.len(), Ordering::SeqCst);
+    if context.shard_id != CONTROLLER_SHARD {
         context
             .send(
                 CONTROLLER_SHARD,
