@@ -82,6 +82,21 @@ pub(crate) fn message(value: &ArchivedString) -> Result<(), ProtocolError> {
 }
 
 /// A list of topic names: at most `max` entries, each valid.
+/// A per-partition list: at most `PARTITIONS_PER_REQUEST_MAX` entries, each naming a valid
+/// topic (`topic_of` picks the name out of an entry).
+pub(crate) fn partition_list<'a, T: 'a>(
+    what: &'static str,
+    entries: &'a ArchivedVec<T>,
+    topic_of: impl Fn(&'a T) -> &'a ArchivedString,
+) -> Result<(), ProtocolError> {
+    count(
+        what,
+        entries.len(),
+        crate::constants::PARTITIONS_PER_REQUEST_MAX,
+    )?;
+    entries.iter().try_for_each(|entry| topic(topic_of(entry)))
+}
+
 pub(crate) fn topics(names: &ArchivedVec<ArchivedString>, max: usize) -> Result<(), ProtocolError> {
     count("topic list", names.len(), max)?;
     names.iter().try_for_each(topic)

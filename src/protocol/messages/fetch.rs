@@ -16,7 +16,6 @@ use rkyv::{Archive, Deserialize, Serialize};
 use super::super::error::ProtocolError;
 use super::super::error_code::ErrorCode;
 use super::super::limits::{self, CheckArchived};
-use crate::constants::PARTITIONS_PER_REQUEST_MAX;
 
 /// Which records a fetch may see.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -78,27 +77,13 @@ pub struct FetchPartitionResponse {
 
 impl CheckArchived for ArchivedFetchRequest {
     fn check(&self) -> Result<(), ProtocolError> {
-        limits::count(
-            "fetch partitions",
-            self.partitions.len(),
-            PARTITIONS_PER_REQUEST_MAX,
-        )?;
-        self.partitions
-            .iter()
-            .try_for_each(|partition| limits::topic(&partition.topic))
+        limits::partition_list("fetch partitions", &self.partitions, |p| &p.topic)
     }
 }
 
 impl CheckArchived for ArchivedFetchResponse {
     fn check(&self) -> Result<(), ProtocolError> {
-        limits::count(
-            "fetch partitions",
-            self.partitions.len(),
-            PARTITIONS_PER_REQUEST_MAX,
-        )?;
-        self.partitions
-            .iter()
-            .try_for_each(|partition| limits::topic(&partition.topic))
+        limits::partition_list("fetch partitions", &self.partitions, |p| &p.topic)
     }
 
     fn trailer_lengths(&self) -> impl Iterator<Item = u32> + '_ {

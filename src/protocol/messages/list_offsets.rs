@@ -6,7 +6,6 @@ use rkyv::{Archive, Deserialize, Serialize};
 use super::super::error::ProtocolError;
 use super::super::error_code::ErrorCode;
 use super::super::limits::{self, CheckArchived};
-use crate::constants::PARTITIONS_PER_REQUEST_MAX;
 
 /// Which offset to look up.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -55,26 +54,12 @@ pub struct ListOffsetsPartitionResponse {
 
 impl CheckArchived for ArchivedListOffsetsRequest {
     fn check(&self) -> Result<(), ProtocolError> {
-        limits::count(
-            "list-offsets partitions",
-            self.partitions.len(),
-            PARTITIONS_PER_REQUEST_MAX,
-        )?;
-        self.partitions
-            .iter()
-            .try_for_each(|partition| limits::topic(&partition.topic))
+        limits::partition_list("list-offsets partitions", &self.partitions, |p| &p.topic)
     }
 }
 
 impl CheckArchived for ArchivedListOffsetsResponse {
     fn check(&self) -> Result<(), ProtocolError> {
-        limits::count(
-            "list-offsets partitions",
-            self.partitions.len(),
-            PARTITIONS_PER_REQUEST_MAX,
-        )?;
-        self.partitions
-            .iter()
-            .try_for_each(|partition| limits::topic(&partition.topic))
+        limits::partition_list("list-offsets partitions", &self.partitions, |p| &p.topic)
     }
 }
