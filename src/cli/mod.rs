@@ -3,6 +3,7 @@
 mod broker;
 mod client_tools;
 mod log_tools;
+mod tuning;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,9 @@ enum Command {
     /// Work with partition log directories directly (offline; the broker must not be using them).
     #[command(subcommand)]
     Log(log_tools::LogCommand),
+    /// Check how this machine differs from what a tuning profile expects.
+    #[command(subcommand)]
+    Tuning(tuning::TuningCommand),
     /// Tools for tests of the storage engine.
     #[command(subcommand, hide = true)]
     Debug(log_tools::DebugCommand),
@@ -48,6 +52,7 @@ pub fn main() -> ExitCode {
         Command::Produce(args) => client_tools::run_produce(args),
         Command::Consume(args) => client_tools::run_consume(args),
         Command::Log(command) => log_tools::run_log(command),
+        Command::Tuning(command) => tuning::run_tuning(command),
         Command::Debug(command) => log_tools::run_debug(command),
     };
     match outcome {

@@ -5,3 +5,4 @@ mod broker;
 mod broker_bad_input;
 mod harness;
 mod log_crash;
+mod tuning;
