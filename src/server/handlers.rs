@@ -211,7 +211,8 @@ async fn fetch(context: &ShardContext, request: FetchRequest) -> Reply {
         let mut work = Vec::new();
         for (entry, topic) in request.partitions.iter().zip(&known) {
             if let Some(topic) = topic {
-                let max_bytes = (entry.partition_max_bytes as usize).min(budget.max(1));
+                // Past the response's budget a partition is answered empty (watermarks only).
+                let max_bytes = (entry.partition_max_bytes as usize).min(budget);
                 budget = budget.saturating_sub(max_bytes);
                 work.push(PartitionWork::Fetch {
                     topic: topic.clone(),

@@ -202,6 +202,10 @@ pub fn high_watermark(log: &PartitionLog) -> u64 {
 }
 
 async fn fetch(log: &PartitionLog, offset: u64, max_bytes: u32) -> Result<Vec<Bytes>, ReadError> {
+    if max_bytes == 0 {
+        // No budget left in the response: nothing is read (a read returns at least a batch).
+        return Ok(Vec::new());
+    }
     let read = log
         .read(offset, max_bytes as usize, high_watermark(log))
         .await?;

@@ -458,3 +458,74 @@ fn bad_command_lines_fail_with_a_message_and_a_non_zero_exit() {
         assert!(stderr.contains("shardline:"), "{args:?} says why: {stderr}");
     }
 }
+
+#[test]
+fn a_fetch_stays_within_its_response_budget_across_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), &[]);
+    let address = broker.broker_arg();
+    on_executor(move || async move {
+        use shardline::protocol::{FetchPartition, FetchRequest, IsolationLevel, Request};
+        let cluster = Cluster::new(&address, "test-budget", false).unwrap();
+        Admin::new(cluster.clone())
+            .create_topic("wide", 8, &[])
+            .await
+            .unwrap();
+        // One ~100 KB batch in every partition.
+        let producer = Producer::new(
+            cluster.clone(),
+            ProducerConfig {
+                batch_bytes: 1 << 20,
+                ..ProducerConfig::default()
+            },
+        );
+        let value = vec![b'v'; 1000];
+        let mut deliveries = Vec::new();
+        for i in 0..800u32 {
+            let key = format!("k{i}");
+            let partition_key = (0..)
+                .map(|n| format!("{key}-{n}"))
+                .find(|k| shardline::client::partition_for_key(k.as_bytes(), 8) == i % 8)
+                .unwrap();
+            deliveries.push(
+                producer
+                    .send("wide", Some(partition_key.as_bytes()), &value)
+                    .await
+                    .unwrap(),
+            );
+        }
+        producer.flush().await;
+        for delivery in deliveries {
+            delivery.wait().await.unwrap();
+        }
+        let connection = cluster.any_connection().await.unwrap();
+        let budget = 150_000u32;
+        let request = Request::Fetch(FetchRequest {
+            max_wait_ms: 0,
+            min_bytes: 1,
+            max_bytes: budget,
+            isolation: IsolationLevel::HighWatermark,
+            partitions: (0..8)
+                .map(|partition| FetchPartition {
+                    topic: "wide".into(),
+                    partition,
+                    fetch_offset: 0,
+                    partition_max_bytes: 1 << 20,
+                })
+                .collect(),
+        });
+        let response = connection.request(&request, &[]).await.unwrap();
+        let sizes: Vec<usize> = response.partition_batches.iter().map(|b| b.len()).collect();
+        let total: usize = sizes.iter().sum();
+        let largest = sizes.iter().copied().max().unwrap();
+        assert!(total > 0, "some data comes back");
+        assert!(
+            total <= budget as usize + largest,
+            "{total} bytes for a {budget}-byte budget: {sizes:?}"
+        );
+        assert!(
+            sizes.iter().filter(|&&s| s == 0).count() >= 6,
+            "partitions past the budget are answered empty: {sizes:?}"
+        );
+    });
+}
