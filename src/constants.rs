@@ -63,6 +63,9 @@ pub const BATCH_CACHE_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
 /// Default number of segment files a shard keeps open at once.
 pub const OPEN_SEGMENT_FILES_DEFAULT: usize = 1024;
 
+/// The smallest read from disk a fetch issues.
+pub const READ_WINDOW_MIN_BYTES: usize = 64 * 1024;
+
 /// How much a read from disk fetches beyond the requested bytes at most (to find batch ends).
 pub const READ_BYTES_MAX: usize = 8 * 1024 * 1024;
 
@@ -74,6 +77,8 @@ const _: () = assert!(WRITE_BYTES_MAX as u64 % IO_ALIGNMENT_BYTES == 0);
 const _: () = assert!(BATCH_BYTES_MAX < WRITE_BYTES_MAX * 8);
 const _: () = assert!(PARTITION_PENDING_BYTES_MAX >= 2 * BATCH_BYTES_MAX);
 const _: () = assert!(READ_BYTES_MAX >= 2 * BATCH_BYTES_MAX);
+const _: () =
+    assert!(READ_WINDOW_MIN_BYTES >= BATCH_HEADER_BYTES && READ_WINDOW_MIN_BYTES <= READ_BYTES_MAX);
 const _: () = assert!(BATCH_HEADER_BYTES % 8 == 0);
 
 /// glommio io memory (registered buffers) of a command-line executor; memlock is often 8 MiB.

@@ -6,7 +6,7 @@ use super::error::MaintenanceError;
 use super::flush::{active_file, segment_file};
 use super::io::{remove_file, sync_directory};
 use super::partition::PartitionLog;
-use super::read::segment_indexes;
+use super::read::with_indexes;
 use super::recovery::scan_file;
 use super::segment::{
     relative_offset, scan_batches, segment_path, ActiveSegment, ScanStop, LOG_SUFFIX,
@@ -174,10 +174,12 @@ impl PartitionLog {
         if offset == base {
             return Ok((0, base));
         }
-        let indexes = segment_indexes(partition, base)
-            .await
-            .map_err(read_to_maintenance)?;
-        let mut position = u64::from(indexes.offsets.lookup(relative_offset(base, offset)));
+        let relative = relative_offset(base, offset);
+        let mut position = with_indexes(partition, base, |indexes| {
+            u64::from(indexes.offsets.lookup(relative))
+        })
+        .await
+        .map_err(read_to_maintenance)?;
         let size = partition.state.borrow().segments[&base].size;
         let file = segment_file(partition, base).await?;
         let mut expected = None;

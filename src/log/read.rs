@@ -20,7 +20,9 @@ use super::segment::{
     relative_offset, scan_batches, segment_path, ScanStop, SegmentIndexes, OFFSET_INDEX_SUFFIX,
     TIME_INDEX_SUFFIX,
 };
-use crate::constants::{BATCH_BYTES_MAX, BATCH_HEADER_BYTES, INDEX_INTERVAL_BYTES, READ_BYTES_MAX};
+use crate::constants::{
+    BATCH_HEADER_BYTES, INDEX_INTERVAL_BYTES, READ_BYTES_MAX, READ_WINDOW_MIN_BYTES,
+};
 use crate::record::{check_header, BatchHeader};
 
 /// A run of whole batches: a cached or pending batch, or a slice of one disk read.
@@ -165,9 +167,10 @@ impl PartitionLog {
             });
             return Ok(pending.map(|b| b.base_offset));
         };
-        let indexes = segment_indexes(partition, base_offset).await?;
-        let relative = indexes.times.lookup(timestamp_ms);
-        let mut position = u64::from(indexes.offsets.lookup(relative));
+        let mut position = with_indexes(partition, base_offset, |indexes| {
+            u64::from(indexes.offsets.lookup(indexes.times.lookup(timestamp_ms)))
+        })
+        .await?;
         let mut expected = None;
         loop {
             let read = read_window(partition, base_offset, position, READ_BYTES_MAX).await?;
@@ -219,12 +222,14 @@ fn collect_pending(
     }
 }
 
-/// The indexes of a segment: the active one's in memory, a closed one's from its files
-/// (loaded once and kept while the segment's file stays in the shard's open-file table).
-pub(super) async fn segment_indexes(
+/// Answers `lookup` from a segment's indexes without copying them: in place for the active
+/// segment, from its index files for a closed one (loaded once and kept while the segment's
+/// file stays in the shard's open-file table).
+pub(super) async fn with_indexes<T>(
     partition: &Partition,
     base_offset: u64,
-) -> Result<Rc<SegmentIndexes>, ReadError> {
+    lookup: impl Fn(&SegmentIndexes) -> T,
+) -> Result<T, ReadError> {
     {
         let state = partition.state.borrow();
         let segment = state
@@ -232,12 +237,12 @@ pub(super) async fn segment_indexes(
             .get(&base_offset)
             .ok_or_else(|| vanished(&state, base_offset))?;
         if let Some(active) = &segment.active {
-            return Ok(Rc::new(active.indexes.clone()));
+            return Ok(lookup(&active.indexes));
         }
     }
     let key = (partition.id, base_offset);
     if let Some(indexes) = partition.shard.files.borrow_mut().indexes(key) {
-        return Ok(indexes);
+        return Ok(lookup(&indexes));
     }
     let size = segment_size(partition, base_offset)?;
     let indexes = Rc::new(load_indexes(&partition.dir, base_offset, size).unwrap_or_default());
@@ -247,7 +252,7 @@ pub(super) async fn segment_indexes(
         .files
         .borrow_mut()
         .set_indexes(key, indexes.clone());
-    Ok(indexes)
+    Ok(lookup(&indexes))
 }
 
 /// Loads a closed segment's index files; `None` when either is missing or does not match.
@@ -310,17 +315,21 @@ async fn read_from_disk(
             .expect("offsets at or above the log start lie in a segment");
         (segment.base_offset, segment.size)
     };
-    let indexes = segment_indexes(partition, base_offset).await?;
-    let mut position = u64::from(indexes.offsets.lookup(relative_offset(base_offset, offset)));
+    let relative = relative_offset(base_offset, offset);
+    let mut position = with_indexes(partition, base_offset, |indexes| {
+        u64::from(indexes.offsets.lookup(relative))
+    })
+    .await?;
     let path = partition.segment_path(base_offset);
     let corrupt = |position: u64, reason| ReadError::Corrupt {
         path: path.clone(),
         position,
         reason,
     };
-    // Enough for the batches asked for plus the index gap before them.
-    let mut window = (max_bytes + INDEX_INTERVAL_BYTES as usize + BATCH_BYTES_MAX / 4)
-        .clamp(BATCH_HEADER_BYTES, READ_BYTES_MAX);
+    // The batches asked for plus the index gap before them; a first batch larger than this
+    // is read again whole below.
+    let mut window =
+        (max_bytes + INDEX_INTERVAL_BYTES as usize).clamp(READ_WINDOW_MIN_BYTES, READ_BYTES_MAX);
     loop {
         let read = read_window(partition, base_offset, position, window).await?;
         // Walk batch headers to the one holding `offset`.
