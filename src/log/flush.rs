@@ -49,7 +49,7 @@ pub(super) async fn run_flusher(partition: Rc<Partition>) {
         let deadline = {
             let mut state = partition.state.borrow_mut();
             let has_work = !state.pending.is_empty() || state.sync_requested;
-            if !has_work || state.fenced.is_some() {
+            if !has_work || state.fenced.is_some() || state.closed {
                 state.flusher_running = false;
                 state.flush_now = false;
                 state.wake_all();

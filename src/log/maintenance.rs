@@ -3,7 +3,7 @@
 //! writer permit, so it never interleaves with a flush or a roll.
 
 use super::error::MaintenanceError;
-use super::flush::{active_file, segment_file};
+use super::flush::segment_file;
 use super::io::{remove_file, sync_directory};
 use super::partition::PartitionLog;
 use super::read::with_indexes;
@@ -298,9 +298,8 @@ impl PartitionLog {
             .acquire_permit(1)
             .await
             .expect("writer never closed");
-        if flushed.is_ok() {
-            active_file(partition).await?.sync().await?;
-        }
+        // A successful flush has synced everything appended before it; appends that raced
+        // the close are refused below (their waiters learn the log is closed).
         let mut state = partition.state.borrow_mut();
         state.closed = true;
         state.wake_all();
