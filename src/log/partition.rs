@@ -274,7 +274,9 @@ impl PartitionLog {
         }
         drop(state);
         if start_flusher {
-            glommio::spawn_local(super::flush::run_flusher(self.inner.clone())).detach();
+            self.inner
+                .shard
+                .spawn_flusher(super::flush::run_flusher(self.inner.clone()));
         }
         Ok(AppendInfo {
             base_offset,
@@ -339,7 +341,9 @@ impl PartitionLog {
             let last = state.next_offset - 1;
             drop(state);
             if start_flusher {
-                glommio::spawn_local(super::flush::run_flusher(self.inner.clone())).detach();
+                self.inner
+                    .shard
+                    .spawn_flusher(super::flush::run_flusher(self.inner.clone()));
             }
             last
         };

@@ -20,6 +20,8 @@ pub struct ShardLogConfig {
     pub open_files_max: usize,
     /// Faults to inject (tests only).
     pub faults: Option<Rc<FaultPlan>>,
+    /// The glommio task queue writers (flushes) run in; `None`: the appender's own queue.
+    pub flush_queue: Option<glommio::TaskQueueHandle>,
 }
 
 impl Default for ShardLogConfig {
@@ -28,6 +30,7 @@ impl Default for ShardLogConfig {
             cache_bytes: BATCH_CACHE_BYTES_DEFAULT,
             open_files_max: OPEN_SEGMENT_FILES_DEFAULT,
             faults: None,
+            flush_queue: None,
         }
     }
 }
@@ -38,10 +41,26 @@ pub(crate) struct ShardResources {
     pub cache: RefCell<BatchCache>,
     pub files: RefCell<OpenFiles>,
     pub faults: Option<Rc<FaultPlan>>,
+    pub flush_queue: Option<glommio::TaskQueueHandle>,
     next_partition_id: Cell<PartitionId>,
 }
 
 impl ShardResources {
+    /// Starts a partition's writer task in the flush task queue.
+    pub fn spawn_flusher(&self, flusher: impl std::future::Future<Output = ()> + 'static) {
+        match self.flush_queue {
+            Some(queue) => match glommio::spawn_local_into(flusher, queue) {
+                Ok(task) => {
+                    task.detach();
+                }
+                Err(error) => panic!("the flush task queue is gone: {error}"),
+            },
+            None => {
+                glommio::spawn_local(flusher).detach();
+            }
+        }
+    }
+
     pub fn allocate_partition_id(&self) -> PartitionId {
         let id = self.next_partition_id.get();
         self.next_partition_id.set(id + 1);
@@ -63,6 +82,7 @@ impl LogShard {
                 cache: RefCell::new(BatchCache::new(config.cache_bytes)),
                 files: RefCell::new(OpenFiles::new(config.open_files_max.max(1))),
                 faults: config.faults,
+                flush_queue: config.flush_queue,
                 next_partition_id: Cell::new(0),
             }),
         }

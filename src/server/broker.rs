@@ -162,10 +162,21 @@ fn listener_from(fd: OwnedFd) -> TcpListener {
 async fn shard_main(start: ShardStart<ShardMessage>, shared: Arc<Shared>) -> Result<(), String> {
     let options = &shared.options;
     let profile = options.profile.clone();
+    let requests = glommio::executor().create_task_queue(
+        Shares::Static(profile.runtime.request_shares),
+        Latency::Matters(Duration::from_millis(1)),
+        "requests",
+    );
+    let background = glommio::executor().create_task_queue(
+        Shares::Static(profile.runtime.background_shares),
+        Latency::NotImportant,
+        "background",
+    );
     let storage = LogShard::new(ShardLogConfig {
         cache_bytes: profile.storage.cache_bytes,
         open_files_max: profile.storage.open_files_max,
         faults: None,
+        flush_queue: Some(background),
     });
     let controller = if start.shard_id == CONTROLLER_SHARD {
         let store = MetadataStore::open(&options.data_dir, &storage)
@@ -201,16 +212,6 @@ async fn shard_main(start: ShardStart<ShardMessage>, shared: Arc<Shared>) -> Res
         in_flight_requests: std::cell::Cell::new(0),
         ready_shards: Arc::new(AtomicUsize::new(0)),
     });
-    let requests = glommio::executor().create_task_queue(
-        Shares::Static(context.profile.runtime.request_shares),
-        Latency::Matters(Duration::from_millis(1)),
-        "requests",
-    );
-    let background = glommio::executor().create_task_queue(
-        Shares::Static(context.profile.runtime.background_shares),
-        Latency::NotImportant,
-        "background",
-    );
     if let Some(mut receivers) = receivers {
         for (_, stream) in receivers.streams() {
             let context = context.clone();

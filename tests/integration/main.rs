@@ -4,5 +4,6 @@
 mod broker;
 mod broker_bad_input;
 mod harness;
+mod loadgen;
 mod log_crash;
 mod tuning;

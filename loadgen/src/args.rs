@@ -1,0 +1,178 @@
+//! Command-line flags of `shardline-loadgen` and their checks.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use shardline::client::ProducerConfig;
+use shardline::protocol::Acks;
+
+use crate::payload::HEADER_BYTES;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "shardline-loadgen",
+    about = "Drives a shardline broker with producers and consumers; reports throughput, \
+             produce-ack and end-to-end latency (corrected for coordinated omission), and \
+             checks that every acknowledged message is consumed once and in order"
+)]
+pub struct Args {
+    /// The broker's main address.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub broker: String,
+    /// The topic to use (created when missing).
+    #[arg(long, default_value = "loadgen")]
+    pub topic: String,
+    /// Partitions of the topic when it is created.
+    #[arg(long, default_value_t = 8)]
+    pub partitions: u32,
+    /// Producers, each on its own unpinned glommio executor thread.
+    #[arg(long, default_value_t = 1)]
+    pub producers: u32,
+    /// Consumers, each on its own unpinned glommio executor thread; they split the
+    /// partitions among them (0: no consumers, no end-to-end latency, no loss check).
+    #[arg(long, default_value_t = 1)]
+    pub consumers: u32,
+    /// Bytes in every message's value (at least the payload header).
+    #[arg(long, default_value_t = 1024)]
+    pub message_bytes: usize,
+    /// How messages are keyed.
+    #[arg(long, value_enum, default_value = "round-robin")]
+    pub keys: KeyMode,
+    /// Distinct keys for round-robin, random and zipf keys.
+    #[arg(long, default_value_t = 1024)]
+    pub key_count: u32,
+    #[arg(long, value_enum, default_value = "all")]
+    pub acks: AcksArg,
+    /// Producer batch size (default: the client's default).
+    #[arg(long)]
+    pub batch_bytes: Option<usize>,
+    /// Producer linger (default: the client's default).
+    #[arg(long)]
+    pub linger_us: Option<u64>,
+    /// Total messages per second across all producers (open loop), or `max` (closed loop
+    /// with `--outstanding`).
+    #[arg(long, default_value = "max")]
+    pub rate: Rate,
+    /// Closed loop only: messages each producer keeps sent and not yet acknowledged.
+    #[arg(long, default_value_t = 1024)]
+    pub outstanding: u64,
+    /// Seconds of load before measuring (not in the histograms or the throughput).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup_s: f64,
+    /// Seconds of measured load after the warm-up.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_s: f64,
+    /// Send every request through the broker's main port instead of the owning shard's.
+    #[arg(long)]
+    pub no_shard_routing: bool,
+    /// Write parameters, machine and results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write each histogram's percentile distribution (HdrHistogram text format) here.
+    #[arg(long)]
+    pub hdr_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KeyMode {
+    None,
+    RoundRobin,
+    Random,
+    Zipf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AcksArg {
+    None,
+    Leader,
+    All,
+}
+
+impl AcksArg {
+    pub fn to_acks(self) -> Acks {
+        match self {
+            AcksArg::None => Acks::None,
+            AcksArg::Leader => Acks::Leader,
+            AcksArg::All => Acks::All,
+        }
+    }
+}
+
+/// The target send rate: open loop at a total rate, or closed loop as fast as acked.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rate {
+    PerSecond(f64),
+    Max,
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Rate, String> {
+        if text.eq_ignore_ascii_case("max") {
+            return Ok(Rate::Max);
+        }
+        match text.parse::<f64>() {
+            Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(Rate::PerSecond(rate)),
+            _ => Err(format!(
+                "'{text}' is neither 'max' nor a positive messages/s"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rate::PerSecond(rate) => write!(f, "{rate}"),
+            Rate::Max => write!(f, "max"),
+        }
+    }
+}
+
+impl Args {
+    pub fn check(&self) -> Result<(), String> {
+        if self.partitions == 0 {
+            return Err("--partitions must be positive".into());
+        }
+        if self.producers == 0 {
+            return Err("--producers must be positive".into());
+        }
+        if self.message_bytes < HEADER_BYTES {
+            return Err(format!(
+                "--message-bytes must be at least {HEADER_BYTES} (the payload header)"
+            ));
+        }
+        if self.key_count == 0 {
+            return Err("--key-count must be positive".into());
+        }
+        if self.outstanding == 0 {
+            return Err("--outstanding must be positive".into());
+        }
+        if !(self.warmup_s >= 0.0 && self.warmup_s.is_finite()) {
+            return Err("--warmup-s must be a non-negative number".into());
+        }
+        if !(self.duration_s > 0.0 && self.duration_s.is_finite()) {
+            return Err("--duration-s must be a positive number".into());
+        }
+        Ok(())
+    }
+
+    pub fn producer_config(&self) -> ProducerConfig {
+        let defaults = ProducerConfig::default();
+        ProducerConfig {
+            acks: self.acks.to_acks(),
+            linger: self
+                .linger_us
+                .map_or(defaults.linger, Duration::from_micros),
+            batch_bytes: self.batch_bytes.unwrap_or(defaults.batch_bytes),
+            ..defaults
+        }
+    }
+
+    pub fn shard_routing(&self) -> bool {
+        !self.no_shard_routing
+    }
+}

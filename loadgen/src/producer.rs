@@ -1,0 +1,245 @@
+//! One producer: its own unpinned glommio executor thread, its own client connections.
+//! Open loop (`--rate N`): message `i` is due at its `RateSchedule` time whatever happened
+//! before. Closed loop (`--rate max`): at most `--outstanding` messages unacknowledged.
+//! Produce-ack latency runs from the intended send time (the send call in closed loop).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::Sender;
+use glommio::sync::{Semaphore, StaticPermit};
+use hdrhistogram::Histogram;
+use shardline::client::{Cluster, Delivery, Producer};
+
+use crate::args::Rate;
+use crate::keys::KeyPicker;
+use crate::payload::{value_template, Header};
+use crate::schedule::RateSchedule;
+use crate::stats::{new_histogram, Bitset, Live, Plan, CLIENT_ID, NANOS_PER_MICRO};
+
+/// Messages a sender queues before it yields its task queue, so the reactor can move the
+/// socket IO (a glommio task that never waits starves the reactor).
+const SEND_BURST_MESSAGES: u64 = 64;
+/// How long waiting for the last deliveries may take.
+const DRAIN_TIME_MAX: Duration = Duration::from_secs(60);
+/// How often the drain checks whether every delivery resolved.
+const DRAIN_POLL_INTERVAL: Duration = Duration::from_micros(500);
+/// Seeds each producer's key generator apart from the others.
+const KEY_SEED_BASE: u64 = 0x5EED_0000;
+
+const _: () = assert!(SEND_BURST_MESSAGES > 0);
+
+/// What one producer hands the main thread when it is done.
+#[derive(Debug)]
+pub struct ProducerReport {
+    pub producer: u32,
+    pub sent: u64,
+    pub acknowledged: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    /// The sequences the broker acknowledged.
+    pub acked: Bitset,
+    /// Acknowledged messages intended inside the measured window.
+    pub measured_acknowledged: u64,
+    /// When the last measured message was acknowledged (Unix ns; 0: none was).
+    pub last_measured_ack_unix_ns: u64,
+    /// Produce-ack latency of the measured messages.
+    pub latency_us: Histogram<u64>,
+}
+
+impl ProducerReport {
+    fn failed(producer: u32, error: String) -> ProducerReport {
+        ProducerReport {
+            producer,
+            sent: 0,
+            acknowledged: 0,
+            errors: 1,
+            first_error: Some(error),
+            acked: Bitset::default(),
+            measured_acknowledged: 0,
+            last_measured_ack_unix_ns: 0,
+            latency_us: new_histogram(),
+        }
+    }
+}
+
+/// Starts producer `producer`'s thread; its report arrives on `reports`.
+pub fn spawn(
+    plan: Plan,
+    producer: u32,
+    live: Arc<Live>,
+    reports: Sender<ProducerReport>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let report = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .name(&format!("producer-{producer}"))
+            .io_memory(shardline::constants::CLI_IO_MEMORY_BYTES)
+            .spawn(move || async move { produce(plan, producer, live).await })
+            .map_err(|e| format!("cannot start an io_uring executor: {e}"))
+            .and_then(|handle| handle.join().map_err(|e| format!("executor failed: {e}")))
+            .unwrap_or_else(|error| ProducerReport::failed(producer, error));
+        // The main thread only stops listening once it has every report.
+        let _ = reports.send(report);
+    })
+}
+
+/// What the delivery tasks saw. Owned by the producer's executor.
+struct Tally {
+    plan: Plan,
+    live: Arc<Live>,
+    acked: RefCell<Bitset>,
+    acknowledged: Cell<u64>,
+    failed: Cell<u64>,
+    first_error: RefCell<Option<String>>,
+    measured_acknowledged: Cell<u64>,
+    last_measured_ack_unix_ns: Cell<u64>,
+    latency_us: RefCell<Histogram<u64>>,
+}
+
+impl Tally {
+    fn resolved(&self) -> u64 {
+        self.acknowledged.get() + self.failed.get()
+    }
+
+    fn acknowledge(&self, header: &Header) {
+        let now_unix_ns = self.plan.clock.now_unix_ns();
+        let latency_us = now_unix_ns.saturating_sub(header.intended_unix_ns) / NANOS_PER_MICRO;
+        let before = self.acked.borrow_mut().insert(header.sequence);
+        assert!(!before, "sequence {} acknowledged twice", header.sequence);
+        self.acknowledged.set(self.acknowledged.get() + 1);
+        Live::add(&self.live.acknowledged, 1);
+        self.live.record_produce_latency(latency_us);
+        if self.plan.is_measured(header.intended_unix_ns) {
+            self.measured_acknowledged
+                .set(self.measured_acknowledged.get() + 1);
+            self.last_measured_ack_unix_ns.set(now_unix_ns);
+            self.latency_us.borrow_mut().saturating_record(latency_us);
+        }
+    }
+
+    fn fail(&self, count: u64, error: &str) {
+        self.failed.set(self.failed.get() + count);
+        Live::add(&self.live.errors, count);
+        self.first_error
+            .borrow_mut()
+            .get_or_insert_with(|| error.to_string());
+    }
+}
+
+/// Waits for a delivery in the background; `permit` (a closed-loop window slot) is given
+/// back once it resolves.
+fn watch(delivery: Delivery, tally: Rc<Tally>, header: Header, permit: Option<StaticPermit>) {
+    glommio::spawn_local(async move {
+        match delivery.wait().await {
+            Ok(_) => tally.acknowledge(&header),
+            Err(error) => tally.fail(1, &error.to_string()),
+        }
+        drop(permit);
+    })
+    .detach();
+}
+
+async fn produce(plan: Plan, producer_id: u32, live: Arc<Live>) -> ProducerReport {
+    let args = plan.args.clone();
+    let cluster = match Cluster::new(&args.broker, CLIENT_ID, args.shard_routing()) {
+        Ok(cluster) => cluster,
+        Err(error) => return ProducerReport::failed(producer_id, error.to_string()),
+    };
+    let producer = Producer::new(cluster, args.producer_config());
+    let tally = Rc::new(Tally {
+        plan: plan.clone(),
+        live,
+        acked: RefCell::new(Bitset::default()),
+        acknowledged: Cell::new(0),
+        failed: Cell::new(0),
+        first_error: RefCell::new(None),
+        measured_acknowledged: Cell::new(0),
+        last_measured_ack_unix_ns: Cell::new(0),
+        latency_us: RefCell::new(new_histogram()),
+    });
+    let schedule = match args.rate {
+        Rate::PerSecond(rate) => Some(RateSchedule::new(
+            plan.start_unix_ns,
+            rate,
+            producer_id,
+            args.producers,
+        )),
+        Rate::Max => None,
+    };
+    let window = Rc::new(Semaphore::new(args.outstanding));
+    let mut keys = KeyPicker::new(
+        args.keys,
+        args.key_count,
+        KEY_SEED_BASE + u64::from(producer_id),
+    );
+    let mut value = value_template(args.message_bytes);
+    glommio::timer::sleep(plan.clock.until(plan.start_unix_ns)).await;
+    let mut sequence = 0u64;
+    loop {
+        let (intended_unix_ns, permit) = match &schedule {
+            Some(schedule) => (schedule.intended_unix_ns(sequence), None),
+            None => {
+                let permit = window
+                    .acquire_static_permit(1)
+                    .await
+                    .expect("the window semaphore is never closed");
+                (plan.clock.now_unix_ns(), Some(permit))
+            }
+        };
+        if intended_unix_ns >= plan.end_unix_ns {
+            break;
+        }
+        let wait = plan.clock.until(intended_unix_ns);
+        if !wait.is_zero() {
+            glommio::timer::sleep(wait).await;
+        } else if sequence % SEND_BURST_MESSAGES == 0 {
+            glommio::executor().yield_task_queue_now().await;
+        }
+        let header = Header {
+            producer: producer_id,
+            sequence,
+            intended_unix_ns,
+        };
+        header.write(&mut value);
+        match producer.send(&args.topic, keys.key(sequence), &value).await {
+            Ok(delivery) => watch(delivery, tally.clone(), header, permit),
+            Err(error) => tally.fail(1, &error.to_string()),
+        }
+        sequence += 1;
+    }
+    drain(&producer, &tally, sequence).await;
+    let acked = tally.acked.replace(Bitset::default());
+    let latency_us = tally.latency_us.replace(new_histogram());
+    let first_error = tally.first_error.borrow().clone();
+    ProducerReport {
+        producer: producer_id,
+        sent: sequence,
+        acknowledged: tally.acknowledged.get(),
+        errors: tally.failed.get(),
+        first_error,
+        acked,
+        measured_acknowledged: tally.measured_acknowledged.get(),
+        last_measured_ack_unix_ns: tally.last_measured_ack_unix_ns.get(),
+        latency_us,
+    }
+}
+
+/// Sends what is still open and waits until each of `sent` messages resolved; the ones
+/// still unanswered after `DRAIN_TIME_MAX` count as failed.
+async fn drain(producer: &Producer, tally: &Tally, sent: u64) {
+    producer.flush().await;
+    let deadline = Instant::now() + DRAIN_TIME_MAX;
+    while tally.resolved() < sent {
+        if Instant::now() >= deadline {
+            let unanswered = sent - tally.resolved();
+            tally.fail(
+                unanswered,
+                &format!("{unanswered} messages unanswered after {DRAIN_TIME_MAX:?}"),
+            );
+            return;
+        }
+        glommio::timer::sleep(DRAIN_POLL_INTERVAL).await;
+    }
+}

@@ -1,0 +1,389 @@
+//! What a run found, as a human table (stdout), a JSON report (`--json`) and HdrHistogram
+//! percentile distribution files (`--hdr-dir`), plus the live line printed each second.
+//!
+//! Units: MB is 10^6 bytes of message values (keys and framing not counted); latencies are
+//! kept in µs and printed in ms.
+
+use std::io::Write;
+use std::path::Path;
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+use crate::args::Args;
+
+const BYTES_PER_MB: f64 = 1e6;
+const MICROS_PER_MILLI: f64 = 1_000.0;
+/// Percentiles in the table and the JSON report.
+const QUANTILES: [(&str, f64); 5] = [
+    ("p50", 0.5),
+    ("p90", 0.9),
+    ("p99", 0.99),
+    ("p99.9", 0.999),
+    ("p99.99", 0.9999),
+];
+/// Percentile steps per halving of the distance to 100 % in the distribution files (as
+/// HdrHistogram's `outputPercentileDistribution` default).
+const PERCENTILE_TICKS_PER_HALF_DISTANCE: u32 = 5;
+
+/// The outcome of the whole run, assembled by the main thread.
+#[derive(Debug)]
+pub struct Results {
+    pub partitions: u32,
+    pub sent: u64,
+    pub acknowledged: u64,
+    pub produce_errors: u64,
+    pub measured_acknowledged: u64,
+    /// From the end of the warm-up to the last acknowledgement of a measured message (at
+    /// least `--duration-s`): an overloaded open loop acknowledges after its schedule ends.
+    pub produce_seconds: f64,
+    pub consumed: u64,
+    pub measured_consumed: u64,
+    /// As `produce_seconds`, to the last measured message consumed.
+    pub consume_seconds: f64,
+    pub foreign: u64,
+    pub lost: u64,
+    /// The first lost message, as (producer, sequence).
+    pub first_lost: Option<(u32, u64)>,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+    /// Consumed although the producer saw the send fail (at-least-once retries).
+    pub consumed_not_acknowledged: u64,
+    pub errors: Vec<String>,
+    pub produce_latency_us: Histogram<u64>,
+    pub end_to_end_latency_us: Histogram<u64>,
+    pub checked: bool,
+}
+
+impl Results {
+    /// Whether the run broke a delivery promise: an acknowledged message lost or doubled.
+    pub fn integrity_failed(&self) -> bool {
+        self.lost > 0 || self.duplicated > 0 || self.out_of_order > 0
+    }
+}
+
+fn per_second(count: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+fn megabytes_per_second(count: u64, seconds: f64, args: &Args) -> f64 {
+    per_second(count, seconds) * args.message_bytes as f64 / BYTES_PER_MB
+}
+
+fn ms(value_us: u64) -> f64 {
+    value_us as f64 / MICROS_PER_MILLI
+}
+
+/// What happened since the last live line.
+#[derive(Debug)]
+pub struct Interval {
+    pub elapsed_s: f64,
+    pub phase: &'static str,
+    pub seconds: f64,
+    pub acknowledged: u64,
+    pub consumed: u64,
+    /// Produce errors over the whole run so far.
+    pub errors: u64,
+    pub produce_latency_us: Histogram<u64>,
+}
+
+pub fn live_line(interval: &Interval, message_bytes: usize) -> String {
+    let rate = interval.acknowledged as f64 / interval.seconds;
+    let latency = &interval.produce_latency_us;
+    format!(
+        "[{:6.1}s {:<7}] produce {rate:>9.0} msg/s {:>8.2} MB/s  p50 {:>8.3} ms  \
+         p99 {:>8.3} ms  consume {:>9.0} msg/s  errors {}",
+        interval.elapsed_s,
+        interval.phase,
+        rate * message_bytes as f64 / BYTES_PER_MB,
+        ms(latency.value_at_quantile(0.5)),
+        ms(latency.value_at_quantile(0.99)),
+        interval.consumed as f64 / interval.seconds,
+        interval.errors,
+    )
+}
+
+fn latency_row(name: &str, histogram: &Histogram<u64>) -> String {
+    let mut row = format!("{name:<22}");
+    if histogram.is_empty() {
+        row.push_str("  (no samples)");
+        return row;
+    }
+    for (_, quantile) in QUANTILES {
+        row.push_str(&format!(
+            " {:>9.3}",
+            ms(histogram.value_at_quantile(quantile))
+        ));
+    }
+    row.push_str(&format!(
+        " {:>9.3} {:>9}",
+        ms(histogram.max()),
+        histogram.len()
+    ));
+    row
+}
+
+pub fn print_table(results: &Results, args: &Args) {
+    println!(
+        "shardline-loadgen: broker {} topic {} ({} partitions), {} producers, {} consumers, \
+         {} B messages, keys {:?}, acks {:?}, rate {}, warm-up {} s, measured {} s",
+        args.broker,
+        args.topic,
+        results.partitions,
+        args.producers,
+        args.consumers,
+        args.message_bytes,
+        args.keys,
+        args.acks,
+        args.rate,
+        args.warmup_s,
+        args.duration_s
+    );
+    println!(
+        "throughput (measured messages): produce {:.0} msg/s {:.2} MB/s, consume {:.0} msg/s \
+         {:.2} MB/s (over {:.2} s and {:.2} s)",
+        per_second(results.measured_acknowledged, results.produce_seconds),
+        megabytes_per_second(results.measured_acknowledged, results.produce_seconds, args),
+        per_second(results.measured_consumed, results.consume_seconds),
+        megabytes_per_second(results.measured_consumed, results.consume_seconds, args),
+        results.produce_seconds,
+        results.consume_seconds,
+    );
+    let mut header = format!("{:<22}", "latency (ms)");
+    for (name, _) in QUANTILES {
+        header.push_str(&format!(" {name:>9}"));
+    }
+    header.push_str(&format!(" {:>9} {:>9}", "max", "count"));
+    println!("{header}");
+    println!(
+        "{}",
+        latency_row("produce-ack", &results.produce_latency_us)
+    );
+    println!(
+        "{}",
+        latency_row("end-to-end", &results.end_to_end_latency_us)
+    );
+    println!(
+        "messages: sent {} acknowledged {} produce errors {} consumed {} foreign {}",
+        results.sent,
+        results.acknowledged,
+        results.produce_errors,
+        results.consumed,
+        results.foreign
+    );
+    if results.checked {
+        println!(
+            "integrity: lost {} duplicated {} out-of-order {} (consumed but not acknowledged {})",
+            results.lost,
+            results.duplicated,
+            results.out_of_order,
+            results.consumed_not_acknowledged
+        );
+    } else {
+        println!("integrity: not checked (no consumers, or a consumer failed)");
+    }
+    for error in &results.errors {
+        println!("error: {error}");
+    }
+    if results.integrity_failed() {
+        let first = results.first_lost.map_or(String::new(), |(p, s)| {
+            format!(" (first lost: producer {p} sequence {s})")
+        });
+        println!(
+            "!!!!! INTEGRITY FAILURE: {} acknowledged messages lost, {} duplicated, {} out of \
+             order{first} !!!!!",
+            results.lost, results.duplicated, results.out_of_order
+        );
+    }
+}
+
+fn latency_json(histogram: &Histogram<u64>) -> Value {
+    let mut object = serde_json::Map::new();
+    object.insert("count".into(), json!(histogram.len()));
+    if !histogram.is_empty() {
+        for (name, quantile) in QUANTILES {
+            let key = format!("{}_us", name.replace('.', "_"));
+            object.insert(key, json!(histogram.value_at_quantile(quantile)));
+        }
+        object.insert("max_us".into(), json!(histogram.max()));
+        object.insert("min_us".into(), json!(histogram.min()));
+        object.insert("mean_us".into(), json!(histogram.mean()));
+    }
+    Value::Object(object)
+}
+
+fn machine() -> Value {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .map(|text| text.trim().to_string())
+            .ok()
+    };
+    json!({
+        "hostname": read("/proc/sys/kernel/hostname"),
+        "kernel": read("/proc/sys/kernel/osrelease"),
+        "nproc": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "loadavg_at_end": read("/proc/loadavg"),
+    })
+}
+
+pub fn report_json(results: &Results, args: &Args, started_unix_s: u64) -> Value {
+    let config = args.producer_config();
+    json!({
+        "tool": "shardline-loadgen",
+        "version": env!("CARGO_PKG_VERSION"),
+        "started_unix_s": started_unix_s,
+        "machine": machine(),
+        "parameters": {
+            "broker": args.broker,
+            "topic": args.topic,
+            "partitions": results.partitions,
+            "producers": args.producers,
+            "consumers": args.consumers,
+            "message_bytes": args.message_bytes,
+            "keys": format!("{:?}", args.keys).to_lowercase(),
+            "key_count": args.key_count,
+            "acks": format!("{:?}", args.acks).to_lowercase(),
+            "batch_bytes": config.batch_bytes,
+            "linger_us": u64::try_from(config.linger.as_micros()).unwrap_or(u64::MAX),
+            "rate": args.rate.to_string(),
+            "outstanding": args.outstanding,
+            "warmup_s": args.warmup_s,
+            "duration_s": args.duration_s,
+            "shard_routing": args.shard_routing(),
+        },
+        "results": {
+            "sent": results.sent,
+            "acknowledged": results.acknowledged,
+            "produce_errors": results.produce_errors,
+            "measured_acknowledged": results.measured_acknowledged,
+            "produce_seconds": results.produce_seconds,
+            "produce_messages_per_second":
+                per_second(results.measured_acknowledged, results.produce_seconds),
+            "produce_megabytes_per_second":
+                megabytes_per_second(results.measured_acknowledged, results.produce_seconds, args),
+            "consumed": results.consumed,
+            "measured_consumed": results.measured_consumed,
+            "consume_seconds": results.consume_seconds,
+            "consume_messages_per_second":
+                per_second(results.measured_consumed, results.consume_seconds),
+            "consume_megabytes_per_second":
+                megabytes_per_second(results.measured_consumed, results.consume_seconds, args),
+            "foreign": results.foreign,
+            "integrity_checked": results.checked,
+            "lost": results.lost,
+            "duplicated": results.duplicated,
+            "out_of_order": results.out_of_order,
+            "consumed_not_acknowledged": results.consumed_not_acknowledged,
+            "produce_latency": latency_json(&results.produce_latency_us),
+            "end_to_end_latency": latency_json(&results.end_to_end_latency_us),
+            "errors": results.errors,
+        },
+    })
+}
+
+/// Writes `histogram` (in µs) as HdrHistogram's classic percentile distribution, values in
+/// ms: `Value Percentile TotalCount 1/(1-Percentile)` rows, the 100 % row without the last
+/// column, then the `#[Mean ...]` footer. HdrHistogram's plotter reads this format.
+pub fn write_percentile_distribution(
+    histogram: &Histogram<u64>,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    )?;
+    let mut total = 0u64;
+    if !histogram.is_empty() {
+        for step in histogram.iter_quantiles(PERCENTILE_TICKS_PER_HALF_DISTANCE) {
+            total += step.count_since_last_iteration();
+            let value = ms(step.value_iterated_to());
+            let quantile = step.quantile_iterated_to();
+            if quantile < 1.0 {
+                writeln!(
+                    out,
+                    "{value:12.3} {quantile:2.12} {total:10} {:14.2}",
+                    1.0 / (1.0 - quantile)
+                )?;
+            } else {
+                writeln!(out, "{value:12.3} {quantile:2.12} {total:10}")?;
+            }
+        }
+    }
+    let sub_buckets = (2.0 * 10f64.powi(i32::from(histogram.sigfig())))
+        .log2()
+        .ceil()
+        .exp2();
+    writeln!(
+        out,
+        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]",
+        histogram.mean() / MICROS_PER_MILLI,
+        histogram.stdev() / MICROS_PER_MILLI
+    )?;
+    writeln!(
+        out,
+        "#[Max     = {:12.3}, Total count    = {:12}]",
+        ms(histogram.max()),
+        histogram.len()
+    )?;
+    writeln!(
+        out,
+        "#[Buckets = {:12}, SubBuckets     = {:12}]",
+        histogram.buckets(),
+        sub_buckets as u64
+    )
+}
+
+/// Writes `produce-ack.hgrm` and `end-to-end.hgrm` into `dir` (created when missing).
+pub fn write_hdr_files(results: &Results, dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    for (name, histogram) in [
+        ("produce-ack", &results.produce_latency_us),
+        ("end-to-end", &results.end_to_end_latency_us),
+    ] {
+        let path = dir.join(format!("{name}.hgrm"));
+        let mut text = Vec::new();
+        write_percentile_distribution(histogram, &mut text)
+            .and_then(|()| std::fs::write(&path, &text))
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::new_histogram;
+
+    #[test]
+    fn percentile_distribution_has_four_numeric_columns_and_ends_at_the_max() {
+        let mut histogram = new_histogram();
+        for value_us in 1..=10_000u64 {
+            histogram.record(value_us).expect("in range");
+        }
+        let mut text = Vec::new();
+        write_percentile_distribution(&histogram, &mut text).expect("writes to memory");
+        let text = String::from_utf8(text).expect("utf-8");
+        let rows: Vec<Vec<f64>> = text
+            .lines()
+            .skip(1)
+            .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+            .map(|line| {
+                line.split_whitespace()
+                    .map(|field| field.parse::<f64>().expect("numeric"))
+                    .collect()
+            })
+            .collect();
+        let (last, body) = rows.split_last().expect("rows");
+        assert!(body.iter().all(|row| row.len() == 4), "{text}");
+        assert_eq!(last.len(), 3, "{text}");
+        assert_eq!(last[1], 1.0);
+        assert_eq!(last[2], 10_000.0);
+        assert!((last[0] - 10.0).abs() < 0.01, "max 10 ms: {text}");
+        assert!(text.contains("#[Max"));
+    }
+}
