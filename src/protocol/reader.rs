@@ -203,29 +203,6 @@ mod tests {
         (frames.concat(), frames)
     }
 
-    /// Reads `input` in pieces of the given sizes (cycled), through `buffer_to_fill`.
-    fn read_in_pieces(input: &[u8], sizes: &[usize]) -> Vec<Frame> {
-        let mut reader = FrameReader::new();
-        let mut frames = Vec::new();
-        let mut position = 0;
-        let mut size = sizes.iter().cycle();
-        while position < input.len() {
-            let space = reader.buffer_to_fill();
-            let n = space
-                .len()
-                .min(*size.next().unwrap())
-                .min(input.len() - position);
-            space[..n].copy_from_slice(&input[position..position + n]);
-            reader.filled(n);
-            position += n;
-            while let Some(frame) = reader.next_frame().unwrap() {
-                frames.push(frame);
-            }
-        }
-        reader.finish().unwrap();
-        frames
-    }
-
     /// Feeds `input` through `feed`, taking every frame as soon as it is complete.
     fn feed_all(
         reader: &mut FrameReader,
@@ -268,7 +245,7 @@ mod tests {
             &[4096],
             &[usize::MAX],
         ] {
-            let frames = read_in_pieces(&input, sizes);
+            let frames = crate::protocol::tests::read_frames(&input, sizes);
             assert_eq!(frames.len(), expected.len(), "{sizes:?}");
             for (frame, want) in frames.iter().zip(&expected) {
                 assert_eq!(&frame.as_bytes()[..], &want[..], "{sizes:?}");

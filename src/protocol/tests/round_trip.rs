@@ -9,29 +9,6 @@ use super::strategies::{request, response};
 use super::{request_shares, response_shares, shares};
 use crate::protocol::*;
 
-/// Reads `stream` through a reader in pieces of the given sizes (cycled).
-fn read_frames(stream: &[u8], sizes: &[usize]) -> Vec<Frame> {
-    let mut reader = FrameReader::new();
-    let mut frames = Vec::new();
-    let mut position = 0;
-    let mut size = sizes.iter().cycle();
-    while position < stream.len() {
-        let space = reader.buffer_to_fill();
-        let n = space
-            .len()
-            .min(*size.next().unwrap())
-            .min(stream.len() - position);
-        space[..n].copy_from_slice(&stream[position..position + n]);
-        reader.filled(n);
-        position += n;
-        while let Some(frame) = reader.next_frame().unwrap() {
-            frames.push(frame);
-        }
-    }
-    reader.finish().unwrap();
-    frames
-}
-
 /// Checks that each share is a slice of the frame's own buffer, not a copy.
 fn assert_shared(frame: &Frame, parts: &[Bytes]) {
     let range = frame.as_bytes().as_ptr_range();
@@ -114,7 +91,7 @@ proptest! {
             let trailer = request_shares(request).concat();
             encode_request(&mut stream, index as u32, 0, request, &[&trailer]).unwrap();
         }
-        let frames = read_frames(&stream, &sizes);
+        let frames = super::read_frames(&stream, &sizes);
         prop_assert_eq!(frames.len(), requests.len());
         for (index, (frame, request)) in frames.iter().zip(&requests).enumerate() {
             let decoded = decode_request(frame).unwrap();
