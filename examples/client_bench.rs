@@ -41,7 +41,7 @@ use shardline::client::{
     partition_for_key, Admin, ClientError, Cluster, Consumer, ConsumerConfig, Delivery, Producer,
     ProducerConfig, RecordMetadata, StartFrom,
 };
-use shardline::protocol::{Acks, ErrorCode, OffsetSpec};
+use shardline::protocol::{Acks, OffsetSpec};
 use shardline::server::Profile;
 
 /// Bytes in every message's value.
@@ -545,32 +545,10 @@ async fn log_end(cluster: &Rc<Cluster>, workload: &Workload) -> Result<u64, Stri
 
 /// Creates the topic when it is missing; returns its partition count.
 async fn ensure_topic(cluster: &Rc<Cluster>, topic: &str, partitions: u32) -> Result<u32, String> {
-    match cluster.topic(topic).await {
-        Ok(_) => {}
-        Err(ClientError::UnknownTopic(_)) => {
-            match Admin::new(cluster.clone())
-                .create_topic(topic, partitions, &[])
-                .await
-            {
-                Ok(())
-                | Err(ClientError::Broker {
-                    code: ErrorCode::TopicAlreadyExists,
-                    ..
-                }) => {}
-                Err(error) => return Err(format!("creating topic '{topic}': {error}")),
-            }
-        }
-        Err(error) => return Err(format!("looking up topic '{topic}': {error}")),
-    }
-    let existing = cluster
-        .topic(topic)
+    let existing = Admin::new(cluster.clone())
+        .ensure_topic(topic, partitions)
         .await
-        .map_err(|e| format!("looking up topic '{topic}': {e}"))?
-        .partitions
-        .len() as u32;
-    if existing == 0 {
-        return Err(format!("topic '{topic}' has no partitions"));
-    }
+        .map_err(|e| format!("topic '{topic}': {e}"))?;
     if existing != partitions {
         eprintln!("note: topic '{topic}' already exists with {existing} partitions; using them");
     }

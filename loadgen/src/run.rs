@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{unbounded, Receiver, RecvTimeoutError};
-use shardline::client::{Admin, ClientError, Cluster};
-use shardline::protocol::ErrorCode;
+use shardline::client::{Admin, Cluster};
 
 use crate::args::Args;
 use crate::consumer::{self, ConsumerEvent, ConsumerReport};
@@ -286,32 +285,10 @@ async fn ensure_topic(args: &Args) -> Result<u32, String> {
     let topic = args.topic.as_str();
     let cluster =
         Cluster::new(&args.broker, CLIENT_ID, args.shard_routing()).map_err(|e| e.to_string())?;
-    match cluster.topic(topic).await {
-        Ok(_) => {}
-        Err(ClientError::UnknownTopic(_)) => {
-            match Admin::new(cluster.clone())
-                .create_topic(topic, args.partitions, &[])
-                .await
-            {
-                Ok(())
-                | Err(ClientError::Broker {
-                    code: ErrorCode::TopicAlreadyExists,
-                    ..
-                }) => {}
-                Err(error) => return Err(format!("creating topic '{topic}': {error}")),
-            }
-        }
-        Err(error) => return Err(format!("looking up topic '{topic}': {error}")),
-    }
-    let existing = cluster
-        .topic(topic)
+    let existing = Admin::new(cluster)
+        .ensure_topic(topic, args.partitions)
         .await
-        .map_err(|e| format!("looking up topic '{topic}': {e}"))?
-        .partitions
-        .len() as u32;
-    if existing == 0 {
-        return Err(format!("topic '{topic}' has no partitions"));
-    }
+        .map_err(|e| format!("topic '{topic}': {e}"))?;
     if existing != args.partitions {
         eprintln!("note: topic '{topic}' already exists with {existing} partitions; using them");
     }

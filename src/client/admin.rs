@@ -74,6 +74,32 @@ impl Admin {
         }
     }
 
+    /// Creates the topic unless it exists (created concurrently counts as existing) and
+    /// returns its partition count, which may differ from `partitions` if it existed.
+    pub async fn ensure_topic(&self, name: &str, partitions: u32) -> Result<u32, ClientError> {
+        match self.cluster.topic(name).await {
+            Ok(_) => {}
+            Err(ClientError::UnknownTopic(_)) => {
+                match self.create_topic(name, partitions, &[]).await {
+                    Ok(())
+                    | Err(ClientError::Broker {
+                        code: ErrorCode::TopicAlreadyExists,
+                        ..
+                    }) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            Err(error) => return Err(error),
+        }
+        let existing = self.cluster.topic(name).await?.partitions.len() as u32;
+        if existing == 0 {
+            return Err(ClientError::UnknownTopic(format!(
+                "{name} has no partitions"
+            )));
+        }
+        Ok(existing)
+    }
+
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
         let request = Request::DeleteTopics(DeleteTopicsRequest {
             names: vec![name.to_string()],
