@@ -137,7 +137,14 @@ pub fn run_broker(options: BrokerOptions) -> Result<(), String> {
     });
     let results = run_shards::<ShardMessage, Result<(), String>, _, _>(&runtime, move |start| {
         let shared = shared.clone();
-        async move { shard_main(start, shared).await }
+        async move {
+            let result = shard_main(start, shared.clone()).await;
+            if result.is_err() {
+                // A shard that cannot start stops the others (they may be waiting for it).
+                shared.shutdown.store(true, Ordering::SeqCst);
+            }
+            result
+        }
     })?;
     let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
     if failures.is_empty() {
@@ -239,6 +246,12 @@ async fn shard_main(start: ShardStart<ShardMessage>, shared: Arc<Shared>) -> Res
         publish(&context, catalog, Vec::new()).await;
     }
     while context.catalog().version == 0 {
+        if context.shutdown_requested() {
+            return Err(format!(
+                "shard {} stopped before the catalogue arrived",
+                context.shard_id
+            ));
+        }
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
     let recovery_started = Instant::now();
