@@ -144,7 +144,32 @@ async fn flush_round(partition: &Partition) -> Result<(), LogIoError> {
         state.synced_offset = state.written_offset;
     }
     state.wake_all();
+    let due = sync
+        && state
+            .recovery_point_written_at
+            .is_none_or(|at| at.elapsed() >= super::checkpoint::RECOVERY_POINT_INTERVAL);
+    drop(state);
+    if due {
+        write_recovery_point(partition).await?;
+    }
     Ok(())
+}
+
+/// Records how far the active segment is synced (call only right after a sync, and
+/// holding no segment file: the write takes one of the shard's open-file slots).
+pub(super) async fn write_recovery_point(partition: &Partition) -> Result<(), LogIoError> {
+    let _slot = super::files::acquire_slot(&partition.shard.files).await;
+    let point = {
+        let mut state = partition.state.borrow_mut();
+        state.recovery_point_written_at = Some(Instant::now());
+        let active = state.active();
+        super::checkpoint::RecoveryPoint {
+            segment_base: active.base_offset,
+            position: active.size,
+            next_offset: active.next_offset,
+        }
+    };
+    write_small_file(&super::checkpoint::path(&partition.dir), point.encode()).await
 }
 
 /// The active segment's file, opened again if the shard's file budget evicted it.

@@ -112,6 +112,8 @@ impl PartitionLog {
             state.segments.remove(&base);
             state.layout_version += 1;
         }
+        // A recovery point past the cut would make the cut look like damage: drop it first.
+        remove_file(&super::checkpoint::path(&partition.dir))?;
         // The holder becomes the active segment: its index files would be stale.
         remove_file(&segment_path(
             &partition.dir,
@@ -130,6 +132,7 @@ impl PartitionLog {
         // Space is reserved again by the next write.
         let preallocated_to = cut_position;
         file.sync().await?;
+        drop(file);
 
         let mut state = partition.state.borrow_mut();
         let segment = state
@@ -161,6 +164,9 @@ impl PartitionLog {
             .borrow_mut()
             .truncate_from(partition.id, cut_offset);
         state.wake_all();
+        drop(state);
+        // The cut segment was synced above: its new end is the recovery point.
+        super::flush::write_recovery_point(partition).await?;
         Ok(cut_offset)
     }
 
@@ -300,6 +306,9 @@ impl PartitionLog {
             .expect("writer never closed");
         // A successful flush has synced everything appended before it; appends that raced
         // the close are refused below (their waiters learn the log is closed).
+        if flushed.is_ok() {
+            super::flush::write_recovery_point(partition).await?;
+        }
         let mut state = partition.state.borrow_mut();
         state.closed = true;
         state.wake_all();

@@ -26,6 +26,7 @@
 //! flight, new batches gather and go out together in the next one.
 
 pub mod cache;
+pub mod checkpoint;
 mod error;
 pub mod files;
 mod flush;

@@ -79,6 +79,8 @@ pub(super) struct State {
     /// Recent truncations as (generation after it, offset cut back to), oldest first.
     pub truncations: VecDeque<(u64, u64)>,
     pub io_stats: IoStats,
+    /// When the recovery point was last written (see `checkpoint`).
+    pub recovery_point_written_at: Option<Instant>,
 }
 
 impl State {

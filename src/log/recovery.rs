@@ -191,6 +191,22 @@ async fn recover_active(dir: &Path, base: u64, file: &SegmentFile) -> Result<Seg
     let physical = file.size().await?;
     let found = scan_file(file, base, physical).await?;
     let valid = found.scan.valid_bytes as u64;
+    let point = super::io::read_small_file(&super::checkpoint::path(dir))?
+        .and_then(|bytes| super::checkpoint::RecoveryPoint::decode(&bytes))
+        .filter(|point| point.segment_base == base);
+    if let Some(point) = point.filter(|point| valid < point.position) {
+        return Err(inconsistent(
+            dir,
+            format!(
+                "synced data in {} is damaged at byte {valid} ({:?}), below the recovery point at \
+                 byte {} (offset {}): refusing to cut acknowledged data",
+                segment_path(dir, base, LOG_SUFFIX).display(),
+                found.scan.stop,
+                point.position,
+                point.next_offset
+            ),
+        ));
+    }
     if valid < physical {
         let torn = !matches!(
             found.scan.stop,
@@ -279,5 +295,6 @@ pub(super) async fn recover(
         layout_version: 0,
         truncations: VecDeque::new(),
         io_stats: Default::default(),
+        recovery_point_written_at: None,
     })
 }

@@ -226,8 +226,15 @@ fn reopening_cuts_a_torn_tail_and_keeps_every_whole_batch() {
         let whole = &whole[..data_bytes];
         let batch_bytes = whole.len() / 10;
 
-        // Cut the file in the middle of the last batch (a torn write).
+        // Cut the file in the middle of the last batch (a torn write), which the last
+        // recovery point before the crash did not yet cover.
         std::fs::write(&segment, &whole[..whole.len() - batch_bytes / 2]).unwrap();
+        let point = super::checkpoint::RecoveryPoint {
+            segment_base: 0,
+            position: (whole.len() - batch_bytes) as u64,
+            next_offset: 27,
+        };
+        std::fs::write(super::checkpoint::path(&path), point.encode()).unwrap();
         let log = LogShard::new(ShardLogConfig::default())
             .open_partition(&path, small_config(FlushPolicy::EveryBatch))
             .await
@@ -247,7 +254,8 @@ fn reopening_cuts_a_torn_tail_and_keeps_every_whole_batch() {
 }
 
 /// Damages the active segment's data (ten one-record batches, without the preallocated
-/// zeros after them) with `damage`, reopens, and returns the recovered end offset.
+/// zeros after them) with `damage`, reopens, and returns the recovered end offset. The
+/// recovery point is removed first: a crash before the damaged bytes were ever checkpointed.
 fn recover_after(damage: impl FnOnce(&Path, &mut Vec<u8>) + Send + 'static) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
@@ -265,6 +273,7 @@ fn recover_after(damage: impl FnOnce(&Path, &mut Vec<u8>) + Send + 'static) -> u
         bytes.truncate(data_bytes);
         damage(&path, &mut bytes);
         std::fs::write(&segment, &bytes).unwrap();
+        std::fs::remove_file(super::checkpoint::path(&path)).unwrap();
         let log = LogShard::new(ShardLogConfig::default())
             .open_partition(&path, small_config(FlushPolicy::EveryBatch))
             .await
@@ -814,5 +823,60 @@ fn the_active_segment_rolls_by_age() {
         );
         assert_eq!(log.io_stats().segments_rolled, 1);
         assert_dense(&read_all(&log, 0).await, 0, 4);
+    });
+}
+
+#[test]
+fn damage_below_the_recovery_point_is_an_open_error_not_a_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let config = small_config(FlushPolicy::EveryBatch);
+        let log = LogShard::new(ShardLogConfig::default())
+            .open_partition(&path, config.clone())
+            .await
+            .unwrap();
+        append_sequences(&log, 0, 10, 1, 1000).await;
+        let data_bytes = log.size_bytes() as usize;
+        log.close().await.unwrap();
+        let point = super::checkpoint::RecoveryPoint::decode(
+            &std::fs::read(super::checkpoint::path(&path)).unwrap(),
+        )
+        .expect("close writes the recovery point");
+        assert_eq!((point.position, point.next_offset), (data_bytes as u64, 10));
+        // A flipped byte in the body of batch 4: synced, acknowledged data.
+        let segment = segment_path(&path, 0, LOG_SUFFIX);
+        let mut bytes = std::fs::read(&segment).unwrap();
+        bytes[4 * (data_bytes / 10) + 500] ^= 0x40;
+        std::fs::write(&segment, &bytes).unwrap();
+        let error = LogShard::new(ShardLogConfig::default())
+            .open_partition(&path, config.clone())
+            .await
+            .expect_err("acknowledged data is not cut away");
+        let message = error.to_string();
+        assert!(
+            message.contains("recovery point") && message.contains("00000000000000000000.log"),
+            "{message}"
+        );
+        // The file is untouched: an operator can still inspect or repair it.
+        assert_eq!(
+            std::fs::read(&segment).unwrap()[..data_bytes],
+            bytes[..data_bytes]
+        );
+        // Truncation moves the recovery point with the cut, so a later open is clean.
+        bytes[4 * (data_bytes / 10) + 500] ^= 0x40;
+        std::fs::write(&segment, &bytes).unwrap();
+        let log = LogShard::new(ShardLogConfig::default())
+            .open_partition(&path, config.clone())
+            .await
+            .unwrap();
+        assert_eq!(log.truncate_to(6).await.unwrap(), 6);
+        drop(log);
+        let log = LogShard::new(ShardLogConfig::default())
+            .open_partition(&path, config)
+            .await
+            .unwrap();
+        assert_eq!(log.log_end_offset(), 6);
+        assert_dense(&read_all(&log, 0).await, 0, 6);
     });
 }
