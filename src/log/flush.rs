@@ -119,6 +119,21 @@ async fn flush_round(partition: &Partition) -> Result<(), LogIoError> {
             partition.state.borrow_mut().io_stats.syncs += 1;
         }
     }
+    let due = publish_round(partition, &batches, written_offset, sync);
+    if due {
+        write_recovery_point(partition).await?;
+    }
+    Ok(())
+}
+
+/// After a round's IO: moves its batches from pending to the cache, advances the written and
+/// synced offsets, wakes waiters. Returns whether the recovery point is due.
+fn publish_round(
+    partition: &Partition,
+    batches: &[PendingBatch],
+    written_offset: Option<u64>,
+    sync: bool,
+) -> bool {
     let mut state = partition.state.borrow_mut();
     if let Some(written_offset) = written_offset {
         state.io_stats.write_rounds += 1;
@@ -144,15 +159,9 @@ async fn flush_round(partition: &Partition) -> Result<(), LogIoError> {
         state.synced_offset = state.written_offset;
     }
     state.wake_all();
-    let due = sync
-        && state
-            .recovery_point_written_at
-            .is_none_or(|at| at.elapsed() >= super::checkpoint::RECOVERY_POINT_INTERVAL);
-    drop(state);
-    if due {
-        write_recovery_point(partition).await?;
-    }
-    Ok(())
+    sync && state
+        .recovery_point_written_at
+        .is_none_or(|at| at.elapsed() >= super::checkpoint::RECOVERY_POINT_INTERVAL)
 }
 
 /// Records how far the active segment is synced (call only right after a sync, and

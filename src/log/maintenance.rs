@@ -134,37 +134,38 @@ impl PartitionLog {
         file.sync().await?;
         drop(file);
 
-        let mut state = partition.state.borrow_mut();
-        let segment = state
-            .segments
-            .get_mut(&holder_base)
-            .expect("holder segment present");
-        segment.size = cut_position;
-        segment.next_offset = cut_offset;
-        segment.max_timestamp_ms = found.max_timestamp_ms;
-        segment.first_append_time_ms = found.first_append_time_ms;
-        segment.active = Some(ActiveSegment {
-            indexes: found.indexes,
-            tail_page: found.tail_page,
-            preallocated_to,
-        });
-        state.next_offset = cut_offset;
-        state.written_offset = cut_offset;
-        state.synced_offset = cut_offset;
-        state.generation += 1;
-        state.layout_version += 1;
-        let generation = state.generation;
-        state.truncations.push_back((generation, cut_offset));
-        if state.truncations.len() > TRUNCATIONS_REMEMBERED {
-            state.truncations.pop_front();
+        {
+            let mut state = partition.state.borrow_mut();
+            let segment = state
+                .segments
+                .get_mut(&holder_base)
+                .expect("holder segment present");
+            segment.size = cut_position;
+            segment.next_offset = cut_offset;
+            segment.max_timestamp_ms = found.max_timestamp_ms;
+            segment.first_append_time_ms = found.first_append_time_ms;
+            segment.active = Some(ActiveSegment {
+                indexes: found.indexes,
+                tail_page: found.tail_page,
+                preallocated_to,
+            });
+            state.next_offset = cut_offset;
+            state.written_offset = cut_offset;
+            state.synced_offset = cut_offset;
+            state.generation += 1;
+            state.layout_version += 1;
+            let generation = state.generation;
+            state.truncations.push_back((generation, cut_offset));
+            if state.truncations.len() > TRUNCATIONS_REMEMBERED {
+                state.truncations.pop_front();
+            }
+            partition
+                .shard
+                .cache
+                .borrow_mut()
+                .truncate_from(partition.id, cut_offset);
+            state.wake_all();
         }
-        partition
-            .shard
-            .cache
-            .borrow_mut()
-            .truncate_from(partition.id, cut_offset);
-        state.wake_all();
-        drop(state);
         // The cut segment was synced above: its new end is the recovery point.
         super::flush::write_recovery_point(partition).await?;
         Ok(cut_offset)
