@@ -109,6 +109,8 @@ pub struct Consumer {
     config: ConsumerConfig,
     positions: Positions,
     ahead: Option<(Positions, glommio::Task<Result<Fetched, ClientError>>)>,
+    /// Counts fetch rounds, to rotate the order of partitions in requests.
+    rounds: usize,
 }
 
 /// The offset after the last whole batch in `batches` (`position` when there is none).
@@ -120,10 +122,14 @@ fn next_position(batches: &Bytes, position: u64) -> u64 {
     next
 }
 
+/// One fetch per connection for every assigned partition. Each request lists its partitions
+/// starting `rotation` places further along, so that when a response's byte budget leaves
+/// some partitions out, it is not always the same ones.
 async fn fetch_round(
     cluster: Rc<Cluster>,
     config: ConsumerConfig,
     positions: Positions,
+    rotation: usize,
 ) -> Result<Fetched, ClientError> {
     let mut per_address: BTreeMap<std::net::SocketAddr, Vec<FetchPartition>> = BTreeMap::new();
     for ((topic, partition), &offset) in &positions {
@@ -137,6 +143,10 @@ async fn fetch_round(
                 fetch_offset: offset,
                 partition_max_bytes: config.partition_max_bytes,
             });
+    }
+    for partitions in per_address.values_mut() {
+        let len = partitions.len();
+        partitions.rotate_left(rotation % len);
     }
     let requests = per_address.into_iter().map(|(address, partitions)| {
         let cluster = cluster.clone();
@@ -189,6 +199,7 @@ impl Consumer {
             config,
             positions: BTreeMap::new(),
             ahead: None,
+            rounds: 0,
         }
     }
 
@@ -274,10 +285,12 @@ impl Consumer {
         let fetched = match self.ahead.take() {
             Some((positions, task)) if positions == self.positions => task.await,
             _ => {
+                self.rounds += 1;
                 fetch_round(
                     self.cluster.clone(),
                     self.config.clone(),
                     self.positions.clone(),
+                    self.rounds,
                 )
                 .await
             }
@@ -318,10 +331,12 @@ impl Consumer {
         }
         if self.config.fetch_ahead {
             let positions = self.positions.clone();
+            self.rounds += 1;
             let task = glommio::spawn_local(fetch_round(
                 self.cluster.clone(),
                 self.config.clone(),
                 positions.clone(),
+                self.rounds,
             ));
             self.ahead = Some((positions, task));
         }

@@ -11,6 +11,7 @@ use super::catalog::Catalog;
 use super::context::{ShardContext, ShardMessage, CONTROLLER_SHARD};
 use super::work::{wait_for_data, PartitionOutcome, PartitionWork};
 use crate::cluster::{TopicError, TopicSpec};
+use crate::constants::FRAME_TRAILER_BYTES_MAX;
 use crate::protocol::{
     supported_apis, AlterConfigsRequest, AlterConfigsResponse, AlterConfigsResult, BrokerMetadata,
     ConfigEntry, CreateTopicResult, CreateTopicsRequest, CreateTopicsResponse, DecodedRequest,
@@ -207,13 +208,14 @@ async fn fetch(context: &ShardContext, request: FetchRequest) -> Reply {
     }
     let mut attempt = 0;
     loop {
-        let mut budget = request.max_bytes as usize;
+        // Every partition may read a fair share of the response's budget; what comes back
+        // is then trimmed to the budget below, in request order.
+        let known_count = known.iter().flatten().count().max(1);
+        let share = (request.max_bytes as usize / known_count).max(1);
         let mut work = Vec::new();
         for (entry, topic) in request.partitions.iter().zip(&known) {
             if let Some(topic) = topic {
-                // Past the response's budget a partition is answered empty (watermarks only).
-                let max_bytes = (entry.partition_max_bytes as usize).min(budget);
-                budget = budget.saturating_sub(max_bytes);
+                let max_bytes = (entry.partition_max_bytes as usize).min(share);
                 work.push(PartitionWork::Fetch {
                     topic: topic.clone(),
                     partition: entry.partition,
@@ -232,9 +234,17 @@ async fn fetch(context: &ShardContext, request: FetchRequest) -> Reply {
                 partitions.push(unknown_fetch(entry.topic.clone(), entry.partition));
                 continue;
             }
-            let Some(PartitionOutcome::Fetch(response, chunks)) = outcomes.next() else {
+            let Some(PartitionOutcome::Fetch(mut response, mut chunks)) = outcomes.next() else {
                 panic!("fetch work gave another outcome");
             };
+            // Whole batches only, within the budget (the first data always goes, as a read
+            // always returns at least one batch); what is left out comes on the next fetch.
+            let bytes = response.batch_bytes as usize;
+            let over_budget = total > 0 && total + bytes > request.max_bytes as usize;
+            if over_budget || total + bytes > FRAME_TRAILER_BYTES_MAX {
+                response.batch_bytes = 0;
+                chunks.clear();
+            }
             total += response.batch_bytes as usize;
             if response.error == ErrorCode::None && response.batch_bytes == 0 {
                 waits.push((
