@@ -1,10 +1,72 @@
-//! shardline-bench: runs named scenarios against each tuning profile and writes reports.
-//! It drives brokers through shardline-loadgen and is built in issue #4.
+//! shardline-bench: runs a named scenario (a workload and its runs) against each tuning
+//! profile, starting a fresh broker for each run and stopping it afterwards, drives it with
+//! `shardline-loadgen`, and writes a report directory: `report.md`, `report.json`, SVG
+//! plots and every run's loadgen JSON and HdrHistogram files.
+//!
+//! The harness drives the broker from outside, through its binaries only.
 
-fn main() -> std::process::ExitCode {
-    eprintln!(
-        "shardline-bench {}: not implemented yet; see README.md, 'State of the project'",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::ExitCode::FAILURE
+mod broker;
+mod loadgen;
+mod plot;
+mod report;
+mod results;
+mod scenario;
+mod session;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shardline-bench",
+    about = "Runs a benchmark scenario against each tuning profile and writes a report \
+             (markdown table, JSON, SVG latency and throughput plots)"
+)]
+pub struct Args {
+    /// A built-in scenario (quick, omb-1-topic-100-partitions-1kb, spike, many-topics) or a
+    /// scenario file.
+    #[arg(long, default_value = "quick")]
+    pub scenario: String,
+    /// Only these of the scenario's profiles, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub profiles: Option<Vec<String>>,
+    /// The report directory (default: target/bench-reports/<scenario>-<UTC timestamp>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The broker binary (default: `shardline` next to this binary).
+    #[arg(long)]
+    pub shardline: Option<PathBuf>,
+    /// The load generator (default: `shardline-loadgen` next to this binary).
+    #[arg(long)]
+    pub loadgen: Option<PathBuf>,
+    /// Where the tuning profiles are (default: ./tuning, else the repository's tuning/).
+    #[arg(long)]
+    pub tuning_dir: Option<PathBuf>,
+    /// Never pin the broker's shards (tests; shared machines). By default they are pinned
+    /// apart from the load generator when the machine has at least four CPUs.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Parent of the brokers' temporary data directories (default: the system temp dir).
+    #[arg(long)]
+    pub data_parent: Option<PathBuf>,
+}
+
+/// Exit status when the harness itself could not run (bad flags, missing binaries ...).
+const EXIT_HARNESS_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match session::run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("shardline-bench: some runs failed (see the report)");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("shardline-bench: {error}");
+            ExitCode::from(EXIT_HARNESS_ERROR)
+        }
+    }
 }

@@ -1,0 +1,174 @@
+//! Running `shardline-loadgen` for one run: its flags from the scenario, its output into the
+//! run's directory, its live lines forwarded to stderr with a prefix.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::scenario::{RunSpec, Scenario};
+
+/// Time a run may take beyond its warm-up and duration (start-up, topic creation, drain).
+const LOADGEN_GRACE: Duration = Duration::from_secs(90);
+const LOADGEN_POLL: Duration = Duration::from_millis(50);
+
+/// Where a run's files go, relative to the report directory.
+pub struct RunFiles {
+    pub dir: PathBuf,
+    pub json: PathBuf,
+    pub hdr_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl RunFiles {
+    pub fn new(profile: &str, run: &str) -> RunFiles {
+        let dir = Path::new("runs").join(profile).join(run);
+        RunFiles {
+            json: dir.join("loadgen.json"),
+            hdr_dir: dir.join("hdr"),
+            log: dir.join("loadgen.log"),
+            dir,
+        }
+    }
+}
+
+/// The loadgen's command line for `run` of `scenario` against `broker`.
+pub fn loadgen_args(scenario: &Scenario, run: &RunSpec, topic: &str, broker: &str) -> Vec<String> {
+    let pairs = [
+        ("--broker", broker.to_string()),
+        ("--topic", topic.to_string()),
+        ("--partitions", scenario.partitions.to_string()),
+        ("--producers", scenario.producers.to_string()),
+        ("--consumers", scenario.consumers.to_string()),
+        ("--message-bytes", scenario.message_bytes.to_string()),
+        ("--keys", scenario.keys.clone()),
+        ("--acks", scenario.acks.clone()),
+        ("--rate", run.rate.clone()),
+        ("--warmup-s", scenario.warmup_s(run).to_string()),
+        ("--duration-s", scenario.duration_s(run).to_string()),
+    ];
+    pairs
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_string(), value])
+        .collect()
+}
+
+/// Runs the loadgen with `args` plus `--json` and `--hdr-dir` into `files` (under
+/// `report_dir`), optionally pinned to `cpus`. Returns its exit status.
+pub fn run_loadgen(
+    binary: &Path,
+    args: &[String],
+    report_dir: &Path,
+    files: &RunFiles,
+    cpus: Option<&[usize]>,
+    time_max: Duration,
+    progress_prefix: &str,
+) -> Result<ExitStatus, String> {
+    let dir = report_dir.join(&files.dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let log_path = report_dir.join(&files.log);
+    let mut log = std::fs::File::create(&log_path)
+        .map_err(|e| format!("creating {}: {e}", log_path.display()))?;
+    writeln!(log, "$ {} {}", binary.display(), args.join(" "))
+        .map_err(|e| format!("writing {}: {e}", log_path.display()))?;
+    let mut command = Command::new(binary);
+    if let Some(cpus) = cpus {
+        pin_to(&mut command, cpus);
+    }
+    let mut child = command
+        .args(args)
+        .arg("--json")
+        .arg(report_dir.join(&files.json))
+        .arg("--hdr-dir")
+        .arg(report_dir.join(&files.hdr_dir))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", binary.display()))?;
+    let stdout = child.stdout.take().ok_or("loadgen stdout is not piped")?;
+    let stderr = child.stderr.take().ok_or("loadgen stderr is not piped")?;
+    let stdout_reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let prefix = progress_prefix.to_string();
+    let stderr_reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{prefix} {line}");
+            lines.push(line);
+        }
+        lines
+    });
+    let deadline = Instant::now() + time_max + LOADGEN_GRACE;
+    let status = loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| format!("waiting for loadgen: {e}"))?
+        {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "loadgen ran past {:?}; killed",
+                time_max + LOADGEN_GRACE
+            ));
+        }
+        std::thread::sleep(LOADGEN_POLL);
+    };
+    let stdout = stdout_reader.join().unwrap_or_default();
+    let stderr = stderr_reader.join().unwrap_or_default();
+    writeln!(
+        log,
+        "{}\n--- stderr ---\n{}",
+        stdout.join("\n"),
+        stderr.join("\n")
+    )
+    .map_err(|e| format!("writing {}: {e}", log_path.display()))?;
+    Ok(status)
+}
+
+/// Runs the child on `cpus` only (sched_setaffinity between fork and exec).
+fn pin_to(command: &mut Command, cpus: &[usize]) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus {
+        // SAFETY: `set` is a valid cpu_set_t; CPU_SET ignores CPUs beyond its size.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: the closure only makes one async-signal-safe system call.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loadgen_flags_come_from_the_scenario_and_the_run() {
+        let spike = Scenario::load("spike").expect("built in");
+        let args = loadgen_args(&spike, &spike.runs[1], "spike-1", "127.0.0.1:9");
+        let text = args.join(" ");
+        assert!(
+            text.contains("--broker 127.0.0.1:9 --topic spike-1 --partitions 8"),
+            "{text}"
+        );
+        assert!(
+            text.contains("--rate 50000 --warmup-s 0 --duration-s 4"),
+            "{text}"
+        );
+        assert!(text.contains("--keys round-robin --acks all"), "{text}");
+    }
+}

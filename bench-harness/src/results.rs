@@ -1,0 +1,189 @@
+//! One run's results as read from the load generator's JSON report, plus the broker's
+//! CPU time and memory, in the shape `report.json` and `report.md` share.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Latency percentiles in µs, as the load generator reports them (`None`: no samples).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50_us: Option<u64>,
+    pub p90_us: Option<u64>,
+    pub p99_us: Option<u64>,
+    pub p99_9_us: Option<u64>,
+    pub p99_99_us: Option<u64>,
+    pub max_us: Option<u64>,
+}
+
+impl Percentiles {
+    /// Reads `produce_latency` or `end_to_end_latency` of the loadgen's `results`.
+    pub fn from_loadgen(latency: &Value) -> Percentiles {
+        let field = |name: &str| latency.get(name).and_then(Value::as_u64);
+        Percentiles {
+            count: field("count").unwrap_or(0),
+            p50_us: field("p50_us"),
+            p90_us: field("p90_us"),
+            p99_us: field("p99_us"),
+            p99_9_us: field("p99_9_us"),
+            p99_99_us: field("p99_99_us"),
+            max_us: field("max_us"),
+        }
+    }
+
+    /// In table order: p50, p90, p99, p99.9, p99.99, max.
+    pub fn in_order(&self) -> [Option<u64>; 6] {
+        [
+            self.p50_us,
+            self.p90_us,
+            self.p99_us,
+            self.p99_9_us,
+            self.p99_99_us,
+            self.max_us,
+        ]
+    }
+}
+
+/// Everything measured in one (profile, run).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunResult {
+    pub profile: String,
+    pub run: String,
+    pub rate: String,
+    pub warmup_s: f64,
+    pub duration_s: f64,
+    pub topic: String,
+    /// Measured, acknowledged messages per second.
+    pub throughput_messages_per_s: f64,
+    /// MB (10^6 bytes of values) per second.
+    pub throughput_megabytes_per_s: f64,
+    pub consume_messages_per_s: f64,
+    pub produce_latency: Percentiles,
+    pub end_to_end_latency: Percentiles,
+    pub integrity_checked: bool,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+    pub produce_errors: u64,
+    /// Broker CPU seconds (user + system) during this run (for phases sharing a broker:
+    /// the difference between the readings before and after the phase).
+    pub broker_cpu_s: Option<f64>,
+    /// The broker's peak RSS so far (VmHWM).
+    pub broker_peak_rss_mib: Option<f64>,
+    pub loadgen_exit_code: Option<i32>,
+    /// What went wrong, if anything (loadgen failure, broker exit status ...).
+    pub errors: Vec<String>,
+    /// Paths relative to the report directory.
+    pub loadgen_json: String,
+    pub produce_hgrm: String,
+    pub end_to_end_hgrm: String,
+    /// The load generator's whole JSON report.
+    pub loadgen_report: Value,
+}
+
+impl RunResult {
+    pub fn succeeded(&self) -> bool {
+        self.errors.is_empty()
+            && self.loadgen_exit_code == Some(0)
+            && self.integrity_checked
+            && self.lost == 0
+            && self.duplicated == 0
+            && self.out_of_order == 0
+    }
+
+    /// Fills the load generator's numbers from its JSON report.
+    pub fn read_loadgen(&mut self, report: Value) {
+        let results = &report["results"];
+        let float = |name: &str| results[name].as_f64().unwrap_or(0.0);
+        let count = |name: &str| results[name].as_u64().unwrap_or(0);
+        self.throughput_messages_per_s = float("produce_messages_per_second");
+        self.throughput_megabytes_per_s = float("produce_megabytes_per_second");
+        self.consume_messages_per_s = float("consume_messages_per_second");
+        self.produce_latency = Percentiles::from_loadgen(&results["produce_latency"]);
+        self.end_to_end_latency = Percentiles::from_loadgen(&results["end_to_end_latency"]);
+        self.integrity_checked = results["integrity_checked"].as_bool().unwrap_or(false);
+        self.lost = count("lost");
+        self.duplicated = count("duplicated");
+        self.out_of_order = count("out_of_order");
+        self.produce_errors = count("produce_errors");
+        if let Some(errors) = results["errors"].as_array() {
+            self.errors.extend(
+                errors
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(|e| format!("loadgen: {e}")),
+            );
+        }
+        self.loadgen_report = report;
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A loadgen JSON report with the given produce p50 (other numbers derived from it).
+    pub fn loadgen_report(p50_us: u64) -> Value {
+        let latency = json!({
+            "count": 1000, "p50_us": p50_us, "p90_us": p50_us * 2, "p99_us": p50_us * 3,
+            "p99_9_us": p50_us * 4, "p99_99_us": p50_us * 5, "max_us": p50_us * 6 + 1,
+        });
+        json!({"results": {
+            "produce_messages_per_second": 19_876.4,
+            "produce_megabytes_per_second": 20.353_433,
+            "consume_messages_per_second": 19_870.0,
+            "produce_latency": latency,
+            "end_to_end_latency": latency,
+            "integrity_checked": true,
+            "lost": 0, "duplicated": 0, "out_of_order": 0, "produce_errors": 0,
+            "errors": [],
+        }})
+    }
+
+    pub fn run_result(profile: &str, run: &str, p50_us: u64) -> RunResult {
+        let mut result = RunResult {
+            profile: profile.into(),
+            run: run.into(),
+            rate: "20000".into(),
+            warmup_s: 1.0,
+            duration_s: 7.0,
+            topic: "t".into(),
+            throughput_messages_per_s: 0.0,
+            throughput_megabytes_per_s: 0.0,
+            consume_messages_per_s: 0.0,
+            produce_latency: Percentiles::default(),
+            end_to_end_latency: Percentiles::default(),
+            integrity_checked: false,
+            lost: 0,
+            duplicated: 0,
+            out_of_order: 0,
+            produce_errors: 0,
+            broker_cpu_s: Some(3.456),
+            broker_peak_rss_mib: Some(123.45),
+            loadgen_exit_code: Some(0),
+            errors: Vec::new(),
+            loadgen_json: "runs/x/loadgen.json".into(),
+            produce_hgrm: "runs/x/hdr/produce-ack.hgrm".into(),
+            end_to_end_hgrm: "runs/x/hdr/end-to-end.hgrm".into(),
+            loadgen_report: Value::Null,
+        };
+        result.read_loadgen(loadgen_report(p50_us));
+        result
+    }
+
+    #[test]
+    fn loadgen_numbers_are_read_into_the_result() {
+        let result = run_result("latency", "rate-20000", 700);
+        assert_eq!(result.produce_latency.p50_us, Some(700));
+        assert_eq!(result.end_to_end_latency.max_us, Some(4201));
+        assert_eq!(result.throughput_messages_per_s, 19_876.4);
+        assert!(result.succeeded());
+    }
+
+    #[test]
+    fn a_latency_without_samples_has_no_percentiles() {
+        let empty = Percentiles::from_loadgen(&json!({"count": 0}));
+        assert_eq!(empty.in_order(), [None; 6]);
+    }
+}

@@ -1,0 +1,305 @@
+//! Scenario files (`bench-harness/scenarios/*.toml`): which profiles, which workload, which
+//! runs. The built-in scenarios are compiled into the binary, so `--scenario quick` works
+//! from any directory; `--scenario path/to/file.toml` reads a file.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The scenarios that ship with the harness, by name.
+pub const BUILT_IN: [(&str, &str); 4] = [
+    ("quick", include_str!("../scenarios/quick.toml")),
+    (
+        "omb-1-topic-100-partitions-1kb",
+        include_str!("../scenarios/omb-1-topic-100-partitions-1kb.toml"),
+    ),
+    ("spike", include_str!("../scenarios/spike.toml")),
+    ("many-topics", include_str!("../scenarios/many-topics.toml")),
+];
+
+/// Key modes and acks the load generator accepts (`--keys`, `--acks`).
+const KEY_MODES: [&str; 4] = ["none", "round-robin", "random", "zipf"];
+const ACKS: [&str; 3] = ["none", "leader", "all"];
+
+/// One workload against every listed profile.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// When set, the scenario is defined but cannot run yet; this says why.
+    #[serde(default)]
+    pub not_runnable: Option<String>,
+    /// Names of files in `tuning/` (without `.toml`).
+    pub profiles: Vec<String>,
+    pub topic: String,
+    /// Topics the workload spreads over (only `1` is runnable today).
+    #[serde(default = "one")]
+    pub topics: u32,
+    pub partitions: u32,
+    pub producers: u32,
+    pub consumers: u32,
+    pub message_bytes: usize,
+    #[serde(default = "default_keys")]
+    pub keys: String,
+    #[serde(default = "default_acks")]
+    pub acks: String,
+    pub warmup_s: f64,
+    pub duration_s: f64,
+    /// One broker per profile for all runs in order (phases), instead of one per run.
+    #[serde(default)]
+    pub broker_per_profile: bool,
+    pub runs: Vec<RunSpec>,
+}
+
+/// One loadgen run: a rate, optionally with its own name, warm-up and duration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Messages per second in total, or `max`.
+    pub rate: String,
+    #[serde(default)]
+    pub warmup_s: Option<f64>,
+    #[serde(default)]
+    pub duration_s: Option<f64>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_keys() -> String {
+    "round-robin".into()
+}
+
+fn default_acks() -> String {
+    "all".into()
+}
+
+impl RunSpec {
+    /// The run's label in tables and file names: its name, else `rate-<rate>`.
+    pub fn label(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("rate-{}", self.rate))
+    }
+}
+
+impl Scenario {
+    pub fn parse(text: &str, origin: &str) -> Result<Scenario, String> {
+        let scenario: Scenario =
+            toml::from_str(text).map_err(|e| format!("scenario {origin}: {e}"))?;
+        scenario
+            .check()
+            .map_err(|e| format!("scenario {origin}: {e}"))?;
+        Ok(scenario)
+    }
+
+    /// A built-in scenario by name, or a scenario file by path.
+    pub fn load(name_or_path: &str) -> Result<Scenario, String> {
+        if let Some((_, text)) = BUILT_IN.iter().find(|(name, _)| *name == name_or_path) {
+            return Scenario::parse(text, name_or_path);
+        }
+        let path = Path::new(name_or_path);
+        if path.exists() {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("reading scenario {}: {e}", path.display()))?;
+            return Scenario::parse(&text, &path.display().to_string());
+        }
+        let names: Vec<&str> = BUILT_IN.iter().map(|(name, _)| *name).collect();
+        Err(format!(
+            "no scenario '{name_or_path}': neither a built-in ({}) nor a file",
+            names.join(", ")
+        ))
+    }
+
+    pub fn warmup_s(&self, run: &RunSpec) -> f64 {
+        run.warmup_s.unwrap_or(self.warmup_s)
+    }
+
+    pub fn duration_s(&self, run: &RunSpec) -> f64 {
+        run.duration_s.unwrap_or(self.duration_s)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.profiles.is_empty() {
+            return Err("lists no profiles".into());
+        }
+        if self.runs.is_empty() {
+            return Err("lists no runs".into());
+        }
+        if self.partitions == 0 || self.producers == 0 || self.topics == 0 {
+            return Err("partitions, producers and topics must be positive".into());
+        }
+        if self.message_bytes == 0 {
+            return Err("message_bytes must be positive".into());
+        }
+        if !KEY_MODES.contains(&self.keys.as_str()) {
+            return Err(format!("keys '{}' is not one of {KEY_MODES:?}", self.keys));
+        }
+        if !ACKS.contains(&self.acks.as_str()) {
+            return Err(format!("acks '{}' is not one of {ACKS:?}", self.acks));
+        }
+        for run in &self.runs {
+            let rate_ok = run.rate == "max"
+                || run
+                    .rate
+                    .parse::<f64>()
+                    .is_ok_and(|rate| rate > 0.0 && rate.is_finite());
+            if !rate_ok {
+                return Err(format!(
+                    "run rate '{}' is neither 'max' nor a positive number",
+                    run.rate
+                ));
+            }
+            let warmup_s = self.warmup_s(run);
+            let duration_s = self.duration_s(run);
+            if !(warmup_s >= 0.0 && warmup_s.is_finite()) {
+                return Err(format!("run {}: warm-up must be non-negative", run.label()));
+            }
+            if !(duration_s > 0.0 && duration_s.is_finite()) {
+                return Err(format!("run {}: duration must be positive", run.label()));
+            }
+        }
+        let mut labels: Vec<String> = self.runs.iter().map(RunSpec::label).collect();
+        labels.sort();
+        labels.dedup();
+        if labels.len() != self.runs.len() {
+            return Err("two runs have the same label (name them)".into());
+        }
+        if self.not_runnable.is_none() && self.topics != 1 {
+            return Err("only topics = 1 is runnable with shardline-loadgen today".into());
+        }
+        Ok(())
+    }
+
+    /// Keeps only `wanted` profiles, in the scenario's order; unknown names are an error.
+    pub fn restrict_profiles(&mut self, wanted: &[String]) -> Result<(), String> {
+        if let Some(missing) = wanted.iter().find(|name| !self.profiles.contains(name)) {
+            return Err(format!(
+                "profile '{missing}' is not in scenario {} ({})",
+                self.name,
+                self.profiles.join(", ")
+            ));
+        }
+        self.profiles.retain(|name| wanted.contains(name));
+        Ok(())
+    }
+
+    /// Seconds of load the scenario asks for (warm-ups included, broker starts not).
+    pub fn load_seconds(&self) -> f64 {
+        let per_profile: f64 = self
+            .runs
+            .iter()
+            .map(|run| self.warmup_s(run) + self.duration_s(run))
+            .sum();
+        per_profile * self.profiles.len() as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_built_in_scenario_parses() {
+        for (name, text) in BUILT_IN {
+            let scenario = Scenario::parse(text, name).expect("parses");
+            assert_eq!(scenario.name, name);
+            assert_eq!(scenario.profiles.len(), 4, "{name}");
+        }
+    }
+
+    #[test]
+    fn quick_runs_all_profiles_in_under_two_minutes_of_load() {
+        let quick = Scenario::load("quick").expect("built in");
+        assert_eq!(quick.partitions, 8);
+        assert_eq!(quick.message_bytes, 1024);
+        assert_eq!((quick.producers, quick.consumers), (1, 1));
+        assert!(quick.runs.iter().any(|run| run.rate == "max"));
+        assert!(quick.load_seconds() < 90.0, "{}", quick.load_seconds());
+    }
+
+    #[test]
+    fn many_topics_is_defined_but_not_runnable() {
+        let scenario = Scenario::load("many-topics").expect("built in");
+        assert_eq!(scenario.topics, 10_000);
+        assert!(scenario.not_runnable.is_some());
+    }
+
+    #[test]
+    fn spike_phases_share_a_broker_and_step_tenfold() {
+        let spike = Scenario::load("spike").expect("built in");
+        assert!(spike.broker_per_profile);
+        let rates: Vec<f64> = spike
+            .runs
+            .iter()
+            .map(|r| r.rate.parse().expect("rate"))
+            .collect();
+        assert_eq!(rates[1], rates[0] * 10.0);
+        assert_eq!(rates[2], rates[0]);
+        assert_eq!(spike.duration_s(&spike.runs[1]), 4.0);
+        assert_eq!(spike.warmup_s(&spike.runs[0]), 1.0);
+        assert_eq!(spike.warmup_s(&spike.runs[1]), 0.0);
+    }
+
+    const TINY: &str = r#"
+        name = "tiny"
+        profiles = ["latency", "balanced"]
+        topic = "t"
+        partitions = 2
+        producers = 1
+        consumers = 1
+        message_bytes = 256
+        warmup_s = 0.5
+        duration_s = 2.0
+        [[runs]]
+        rate = "1000"
+    "#;
+
+    #[test]
+    fn defaults_fill_keys_acks_and_topics() {
+        let tiny = Scenario::parse(TINY, "test").expect("parses");
+        assert_eq!(
+            (tiny.keys.as_str(), tiny.acks.as_str()),
+            ("round-robin", "all")
+        );
+        assert_eq!(tiny.topics, 1);
+        assert_eq!(tiny.runs[0].label(), "rate-1000");
+    }
+
+    #[test]
+    fn bad_scenarios_are_refused_with_the_reason() {
+        let cases = [
+            (TINY.replace("\"1000\"", "\"fast\""), "neither 'max'"),
+            (TINY.replace("partitions = 2", "partitions = 0"), "positive"),
+            (
+                TINY.replace("warmup_s = 0.5", "warmup_s = 0.5\nacks = \"some\""),
+                "acks",
+            ),
+            (
+                TINY.replace("topic = \"t\"", "topic = \"t\"\ncolour = 1"),
+                "colour",
+            ),
+            (format!("{TINY}\n[[runs]]\nrate = \"1000\"\n"), "same label"),
+        ];
+        for (text, reason) in cases {
+            let error = Scenario::parse(&text, "test").expect_err(reason);
+            assert!(error.contains(reason), "{error}");
+        }
+    }
+
+    #[test]
+    fn profiles_can_be_narrowed_but_not_invented() {
+        let mut tiny = Scenario::parse(TINY, "test").expect("parses");
+        tiny.restrict_profiles(&["balanced".into()]).expect("known");
+        assert_eq!(tiny.profiles, ["balanced"]);
+        let error = tiny
+            .restrict_profiles(&["fast".into()])
+            .expect_err("unknown");
+        assert!(error.contains("fast"), "{error}");
+    }
+}

@@ -1,0 +1,442 @@
+//! One invocation of the harness: every profile, every run, then the report.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+
+use crate::broker::{self, BrokerProcess, DataDir, Placement, ProcessUsage};
+use crate::loadgen::{loadgen_args, run_loadgen, RunFiles};
+use crate::plot;
+use crate::report::{self, ReportContext};
+use crate::results::{Percentiles, RunResult};
+use crate::scenario::{RunSpec, Scenario};
+use crate::Args;
+
+const SECONDS_PER_DAY: u64 = 86_400;
+
+/// What every run of the session shares.
+struct Session<'a> {
+    scenario: &'a Scenario,
+    shardline: PathBuf,
+    loadgen: PathBuf,
+    tuning_dir: PathBuf,
+    data_parent: PathBuf,
+    out: PathBuf,
+    broker_placement: Placement,
+    loadgen_cpus: Option<Vec<usize>>,
+    started: Instant,
+}
+
+/// Runs the scenario; `Ok(false)` when a run failed (the report is still written).
+pub fn run(args: &Args) -> Result<bool, String> {
+    let mut scenario = Scenario::load(&args.scenario)?;
+    if let Some(profiles) = &args.profiles {
+        scenario.restrict_profiles(profiles)?;
+    }
+    if let Some(reason) = &scenario.not_runnable {
+        return Err(format!(
+            "scenario {} is not yet runnable: {reason}",
+            scenario.name
+        ));
+    }
+    let started_unix_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let out = args.out.clone().unwrap_or_else(|| {
+        Path::new("target/bench-reports").join(format!(
+            "{}-{}",
+            scenario.name,
+            utc_timestamp(started_unix_s)
+        ))
+    });
+    std::fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
+    let allowed_cpus = broker::allowed_cpus();
+    let (broker_placement, loadgen_cpus) = if args.no_pin {
+        (Placement::Unpinned, None)
+    } else {
+        broker::placement(&allowed_cpus)
+    };
+    let session = Session {
+        scenario: &scenario,
+        shardline: binary(args.shardline.as_ref(), "shardline")?,
+        loadgen: binary(args.loadgen.as_ref(), "shardline-loadgen")?,
+        tuning_dir: tuning_dir(args.tuning_dir.as_ref())?,
+        data_parent: args
+            .data_parent
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
+            .join(format!("shardline-bench-{}", std::process::id())),
+        out,
+        broker_placement,
+        loadgen_cpus,
+        started: Instant::now(),
+    };
+    for profile in &scenario.profiles {
+        let path = session.profile_path(profile);
+        if !path.is_file() {
+            return Err(format!("profile {profile}: no file {}", path.display()));
+        }
+    }
+    eprintln!(
+        "shardline-bench: scenario {} ({} profiles x {} runs, about {:.0} s of load), report in {}",
+        scenario.name,
+        scenario.profiles.len(),
+        scenario.runs.len(),
+        scenario.load_seconds(),
+        session.out.display()
+    );
+    let mut results = Vec::new();
+    for (index, profile) in scenario.profiles.iter().enumerate() {
+        let label = format!("{profile} ({}/{})", index + 1, scenario.profiles.len());
+        if scenario.broker_per_profile {
+            results.extend(session.profile_with_one_broker(profile, &label));
+        } else {
+            for run in &scenario.runs {
+                results.push(session.run_with_own_broker(profile, &label, run));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&session.data_parent);
+    let plots = write_plots(&session.out, &results);
+    let context = ReportContext {
+        scenario: &scenario,
+        machine: report::machine(&allowed_cpus),
+        placement: session.placement_json(),
+        started_unix_s,
+        elapsed_s: session.started.elapsed().as_secs_f64(),
+        plots,
+    };
+    let json = serde_json::to_string_pretty(&report::report_json(&context, &results))
+        .map_err(|e| format!("encoding report.json: {e}"))?;
+    report::write(&session.out, "report.json", &json)?;
+    report::write(
+        &session.out,
+        "report.md",
+        &report::report_markdown(&context, &results),
+    )?;
+    println!("report: {}", session.out.join("report.md").display());
+    println!("{}", report::markdown_table(&results));
+    Ok(results.iter().all(RunResult::succeeded))
+}
+
+impl Session<'_> {
+    fn profile_path(&self, profile: &str) -> PathBuf {
+        self.tuning_dir.join(format!("{profile}.toml"))
+    }
+
+    fn progress(&self, message: &str) {
+        eprintln!("[{:7.1}s] {message}", self.started.elapsed().as_secs_f64());
+    }
+
+    fn start_broker(
+        &self,
+        profile: &str,
+        data_name: &str,
+    ) -> Result<(DataDir, BrokerProcess), String> {
+        let data = DataDir::create(&self.data_parent, data_name)?;
+        let broker = BrokerProcess::start(
+            &self.shardline,
+            &data.0,
+            &self.profile_path(profile),
+            &self.broker_placement,
+        )?;
+        Ok((data, broker))
+    }
+
+    /// A fresh broker, one loadgen run, the broker's usage, a clean stop.
+    fn run_with_own_broker(&self, profile: &str, label: &str, run: &RunSpec) -> RunResult {
+        let mut result = self.empty_result(profile, run, &self.scenario.topic);
+        self.progress(&format!("{label} run {}: starting broker", run.label()));
+        let (_data, mut broker) =
+            match self.start_broker(profile, &format!("{profile}-{}", run.label())) {
+                Ok(started) => started,
+                Err(error) => {
+                    result.errors.push(error);
+                    return result;
+                }
+            };
+        self.load(&mut result, &broker, label, run);
+        match broker.usage() {
+            Ok(usage) => set_usage(&mut result, None, usage),
+            Err(error) => result.errors.push(error),
+        }
+        if let Err(error) = broker.stop() {
+            result.errors.push(error);
+        }
+        self.progress(&format!("{label} run {}: done", run.label()));
+        result
+    }
+
+    /// One broker for all runs of the profile, in order (phases); each on its own topic.
+    fn profile_with_one_broker(&self, profile: &str, label: &str) -> Vec<RunResult> {
+        let runs = &self.scenario.runs;
+        let topic = |run: &RunSpec| format!("{}-{}", self.scenario.topic, run.label());
+        self.progress(&format!(
+            "{label}: starting broker for {} phases",
+            runs.len()
+        ));
+        let (_data, mut broker) = match self.start_broker(profile, profile) {
+            Ok(started) => started,
+            Err(error) => {
+                return runs
+                    .iter()
+                    .map(|run| {
+                        let mut result = self.empty_result(profile, run, &topic(run));
+                        result.errors.push(error.clone());
+                        result
+                    })
+                    .collect();
+            }
+        };
+        let mut results = Vec::new();
+        for run in runs {
+            let mut result = self.empty_result(profile, run, &topic(run));
+            let before = broker.usage();
+            self.load(&mut result, &broker, label, run);
+            match (before, broker.usage()) {
+                (Ok(before), Ok(after)) => set_usage(&mut result, Some(before), after),
+                (Err(error), _) | (_, Err(error)) => result.errors.push(error),
+            }
+            results.push(result);
+        }
+        if let Err(error) = broker.stop() {
+            if let Some(last) = results.last_mut() {
+                last.errors.push(error);
+            }
+        }
+        self.progress(&format!("{label}: done"));
+        results
+    }
+
+    /// Runs the loadgen for `run` against `broker` and reads its report into `result`.
+    fn load(&self, result: &mut RunResult, broker: &BrokerProcess, label: &str, run: &RunSpec) {
+        let files = RunFiles::new(&result.profile, &result.run);
+        let args = loadgen_args(self.scenario, run, &result.topic, &broker.address);
+        let time = Duration::from_secs_f64(result.warmup_s + result.duration_s);
+        self.progress(&format!(
+            "{label} run {}: rate {} for {:.1} s (+{:.1} s warm-up) against {}",
+            run.label(),
+            run.rate,
+            result.duration_s,
+            result.warmup_s,
+            broker.address
+        ));
+        let prefix = format!("  {} {}:", result.profile, result.run);
+        let status = run_loadgen(
+            &self.loadgen,
+            &args,
+            &self.out,
+            &files,
+            self.loadgen_cpus.as_deref(),
+            time,
+            &prefix,
+        );
+        match status {
+            Ok(status) => {
+                result.loadgen_exit_code = status.code();
+                if !status.success() {
+                    result.errors.push(format!(
+                        "loadgen exited with {status} (log: {})",
+                        files.log.display()
+                    ));
+                }
+            }
+            Err(error) => result.errors.push(error),
+        }
+        let json_path = self.out.join(&files.json);
+        match std::fs::read_to_string(&json_path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
+        {
+            Ok(report) => result.read_loadgen(report),
+            Err(error) => result
+                .errors
+                .push(format!("reading {}: {error}", json_path.display())),
+        }
+    }
+
+    fn empty_result(&self, profile: &str, run: &RunSpec, topic: &str) -> RunResult {
+        let files = RunFiles::new(profile, &run.label());
+        let path = |p: &Path| p.display().to_string();
+        RunResult {
+            profile: profile.to_string(),
+            run: run.label(),
+            rate: run.rate.clone(),
+            warmup_s: self.scenario.warmup_s(run),
+            duration_s: self.scenario.duration_s(run),
+            topic: topic.to_string(),
+            throughput_messages_per_s: 0.0,
+            throughput_megabytes_per_s: 0.0,
+            consume_messages_per_s: 0.0,
+            produce_latency: Percentiles::default(),
+            end_to_end_latency: Percentiles::default(),
+            integrity_checked: false,
+            lost: 0,
+            duplicated: 0,
+            out_of_order: 0,
+            produce_errors: 0,
+            broker_cpu_s: None,
+            broker_peak_rss_mib: None,
+            loadgen_exit_code: None,
+            errors: Vec::new(),
+            loadgen_json: path(&files.json),
+            produce_hgrm: path(&files.hdr_dir.join("produce-ack.hgrm")),
+            end_to_end_hgrm: path(&files.hdr_dir.join("end-to-end.hgrm")),
+            loadgen_report: serde_json::Value::Null,
+        }
+    }
+
+    fn placement_json(&self) -> serde_json::Value {
+        let description = match (&self.broker_placement, &self.loadgen_cpus) {
+            (Placement::Pinned(broker), Some(loadgen)) => format!(
+                "{} shards pinned to CPUs {broker:?}, loadgen on CPUs {loadgen:?}",
+                broker::BROKER_SHARDS
+            ),
+            _ => format!(
+                "{} unpinned shards (--no-pin, or fewer than 4 CPUs): broker and loadgen share \
+                 the CPUs",
+                broker::BROKER_SHARDS
+            ),
+        };
+        let broker_cpus = match &self.broker_placement {
+            Placement::Pinned(cpus) => Some(cpus.clone()),
+            Placement::Unpinned => None,
+        };
+        json!({
+            "broker_shards": broker::BROKER_SHARDS,
+            "broker_cpus": broker_cpus,
+            "loadgen_cpus": self.loadgen_cpus,
+            "description": description,
+            "shardline": self.shardline.display().to_string(),
+            "loadgen": self.loadgen.display().to_string(),
+            "tuning_dir": self.tuning_dir.display().to_string(),
+        })
+    }
+}
+
+fn set_usage(result: &mut RunResult, before: Option<ProcessUsage>, after: ProcessUsage) {
+    let cpu_before = before.map_or(0.0, |usage| usage.cpu_s);
+    result.broker_cpu_s = Some(after.cpu_s - cpu_before);
+    result.broker_peak_rss_mib = Some(after.peak_rss_mib);
+}
+
+/// Latency plots per run (produce-ack and end-to-end, a line per profile) and a throughput
+/// plot; returns the file names written. A plot that fails is reported and skipped.
+fn write_plots(out: &Path, results: &[RunResult]) -> Vec<String> {
+    let mut runs: Vec<&str> = Vec::new();
+    for result in results {
+        if !runs.contains(&result.run.as_str()) {
+            runs.push(&result.run);
+        }
+    }
+    let mut written = Vec::new();
+    for run in runs {
+        for (kind, title) in [
+            ("produce", "produce-ack latency"),
+            ("e2e", "end-to-end latency"),
+        ] {
+            let lines: Vec<(String, Vec<(f64, f64)>)> = results
+                .iter()
+                .filter(|r| r.run == run)
+                .filter_map(|r| {
+                    let file = if kind == "produce" {
+                        &r.produce_hgrm
+                    } else {
+                        &r.end_to_end_hgrm
+                    };
+                    let rows = plot::read_hgrm(&out.join(file)).ok()?;
+                    (!rows.is_empty()).then(|| (r.profile.clone(), rows))
+                })
+                .collect();
+            if lines.is_empty() {
+                continue;
+            }
+            let name = format!("latency-{kind}-{run}.svg");
+            match plot::latency_plot(&out.join(&name), &format!("{title}, run {run}"), &lines) {
+                Ok(()) => written.push(name),
+                Err(error) => eprintln!("shardline-bench: {error}"),
+            }
+        }
+    }
+    let name = "throughput.svg".to_string();
+    match plot::throughput_plot(&out.join(&name), "throughput by run and profile", results) {
+        Ok(()) => written.push(name),
+        Err(error) => eprintln!("shardline-bench: {error}"),
+    }
+    written
+}
+
+/// `given`, else `name` next to this executable.
+fn binary(given: Option<&PathBuf>, name: &str) -> Result<PathBuf, String> {
+    if let Some(path) = given {
+        return if path.is_file() {
+            Ok(path.clone())
+        } else {
+            Err(format!("no binary at {}", path.display()))
+        };
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("locating this binary: {e}"))?;
+    let path = exe.with_file_name(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "no {name} next to {} (build it: cargo build --release --workspace, or pass --{})",
+            exe.display(),
+            name.trim_start_matches("shardline-")
+        ))
+    }
+}
+
+fn tuning_dir(given: Option<&PathBuf>) -> Result<PathBuf, String> {
+    let candidates = match given {
+        Some(dir) => vec![dir.clone()],
+        None => vec![
+            PathBuf::from("tuning"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning"),
+        ],
+    };
+    candidates
+        .into_iter()
+        .find(|dir| dir.is_dir())
+        .ok_or("no tuning/ directory here or in the repository; pass --tuning-dir".into())
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC for seconds since the epoch (civil-from-days, H. Hinnant).
+pub fn utc_timestamp(unix_s: u64) -> String {
+    let days = (unix_s / SECONDS_PER_DAY) as i64;
+    let seconds = unix_s % SECONDS_PER_DAY;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        seconds / 3600,
+        seconds % 3600 / 60,
+        seconds % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_timestamps_are_calendar_dates() {
+        assert_eq!(utc_timestamp(0), "19700101-000000");
+        assert_eq!(utc_timestamp(951_782_400), "20000229-000000");
+        assert_eq!(utc_timestamp(1_795_903_261), "20261128-220101");
+    }
+}

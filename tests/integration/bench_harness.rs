@@ -1,0 +1,211 @@
+//! `shardline-bench` end to end: a tiny scenario (two profiles, one 2 s run each) starts and
+//! stops real brokers, drives them with `shardline-loadgen`, and leaves a report whose
+//! markdown table agrees with its JSON, with parseable HdrHistogram files, SVG plots, and no
+//! acknowledged message lost or doubled.
+//!
+//! The harness and the loadgen are other packages' binaries (no `CARGO_BIN_EXE_` for them),
+//! so the test builds them with Cargo into the same target directory and profile.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::shardline_binary;
+
+/// The whole harness run (two brokers, two loadgen runs, the report) must finish within this.
+const BENCH_TIME_MAX: Duration = Duration::from_secs(40);
+
+const TINY_SCENARIO: &str = r#"
+name = "tiny"
+description = "integration test: two profiles, one short open-loop run"
+profiles = ["latency", "balanced"]
+topic = "bench-test"
+partitions = 2
+producers = 1
+consumers = 1
+message_bytes = 256
+acks = "all"
+warmup_s = 0.5
+duration_s = 2.0
+
+[[runs]]
+rate = "1000"
+"#;
+
+/// Builds `names` (binaries of workspace packages) next to this test binary and returns
+/// the directory that holds them.
+fn build_workspace_binaries(packages: &[&str]) -> PathBuf {
+    let test_binary = std::env::current_exe().expect("test binary path");
+    let profile_dir = test_binary
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in <target>/<profile>/deps");
+    let target_dir = profile_dir.parent().expect("profile dir has a parent");
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .args(["build", "--quiet"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("CARGO_TARGET_DIR", target_dir);
+    for package in packages {
+        build.args(["-p", package]);
+    }
+    if profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release")
+    {
+        build.arg("--release");
+    }
+    let status = build.status().expect("cargo runs");
+    assert!(status.success(), "building {packages:?}: {status}");
+    profile_dir.to_path_buf()
+}
+
+/// Total count of an HdrHistogram percentile distribution file, after checking its shape.
+fn hgrm_total_count(path: &Path) -> f64 {
+    let text = std::fs::read_to_string(path).expect("hgrm file reads");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
+    assert_eq!(header[0], "Value", "{text}");
+    let rows: Vec<Vec<f64>> = lines
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            line.split_whitespace()
+                .map(|field| field.parse::<f64>().unwrap_or_else(|_| panic!("{line}")))
+                .collect()
+        })
+        .collect();
+    let last = rows.last().expect("rows");
+    assert_eq!(last[1], 1.0, "{text}");
+    last[2]
+}
+
+/// Data rows of the markdown table, as cells.
+fn table_rows(markdown: &str) -> Vec<Vec<String>> {
+    markdown
+        .lines()
+        .filter(|line| {
+            line.starts_with("| ") && !line.starts_with("| profile") && !line.starts_with("| ---")
+        })
+        .map(|line| {
+            line.trim_matches('|')
+                .split('|')
+                .map(|cell| cell.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+fn latency_ms(result: &Value, latency: &str, name: &str) -> String {
+    let us = result[latency][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{latency}.{name} in {result}"));
+    format!("{:.3}", us as f64 / 1000.0)
+}
+
+#[test]
+fn bench_harness_runs_a_tiny_scenario_and_its_report_agrees_with_itself() {
+    let binaries = build_workspace_binaries(&["shardline-loadgen", "shardline-bench"]);
+    let work = tempfile::tempdir().expect("tempdir");
+    let scenario = work.path().join("tiny.toml");
+    std::fs::write(&scenario, TINY_SCENARIO).expect("scenario written");
+    let out = work.path().join("report");
+    let started = Instant::now();
+    let output = Command::new(binaries.join("shardline-bench"))
+        .arg("--scenario")
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out)
+        .arg("--shardline")
+        .arg(shardline_binary())
+        .arg("--loadgen")
+        .arg(binaries.join("shardline-loadgen"))
+        .arg("--tuning-dir")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tuning"))
+        .arg("--data-parent")
+        .arg(work.path())
+        .arg("--no-pin")
+        .output()
+        .expect("shardline-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "shardline-bench failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(
+        started.elapsed() < BENCH_TIME_MAX,
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stdout.contains("report.md") && stdout.contains("| latency |"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("latency (1/2)") && stderr.contains("balanced (2/2)"),
+        "{stderr}"
+    );
+
+    let markdown = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("json"))
+            .expect("report.json parses");
+    assert!(
+        report["machine"]["nproc"].as_u64().is_some_and(|n| n > 0),
+        "{report}"
+    );
+    assert!(report["machine"]["kernel"].is_string(), "{report}");
+    assert_eq!(report["scenario"]["partitions"], 2, "{report}");
+    let results = report["results"].as_array().expect("results");
+    let rows = table_rows(&markdown);
+    assert_eq!(results.len(), 2, "{report}");
+    assert_eq!(rows.len(), results.len(), "{markdown}");
+    for (row, result) in rows.iter().zip(results) {
+        assert_eq!(
+            row[0],
+            result["profile"].as_str().expect("profile"),
+            "{markdown}"
+        );
+        assert_eq!(row[1], "rate-1000");
+        let messages = result["throughput_messages_per_s"].as_f64().expect("msg/s");
+        assert!(messages > 0.0, "{result}");
+        assert_eq!(row[2], format!("{messages:.0}"));
+        let megabytes = result["throughput_megabytes_per_s"].as_f64().expect("MB/s");
+        assert_eq!(row[3], format!("{megabytes:.2}"));
+        let names = [
+            "p50_us",
+            "p90_us",
+            "p99_us",
+            "p99_9_us",
+            "p99_99_us",
+            "max_us",
+        ];
+        for (column, latency) in [(4, "produce_latency"), (10, "end_to_end_latency")] {
+            for (i, name) in names.iter().enumerate() {
+                assert_eq!(row[column + i], latency_ms(result, latency, name), "{name}");
+            }
+        }
+        assert_eq!(result["integrity_checked"], true, "{result}");
+        assert_eq!(result["lost"], 0, "{result}");
+        assert_eq!(result["duplicated"], 0, "{result}");
+        assert_eq!(row[16], "0/0");
+        let cpu_s = result["broker_cpu_s"].as_f64().expect("cpu");
+        let rss_mib = result["broker_peak_rss_mib"].as_f64().expect("rss");
+        assert!(cpu_s > 0.0 && rss_mib > 0.0, "{result}");
+        assert_eq!(row[17], format!("{cpu_s:.2}"));
+        assert_eq!(row[18], format!("{rss_mib:.1}"));
+        for file in ["produce_hgrm", "end_to_end_hgrm"] {
+            let path = out.join(result[file].as_str().expect("hgrm path"));
+            assert!(hgrm_total_count(&path) > 0.0, "{}", path.display());
+        }
+    }
+    let plots = report["plots"].as_array().expect("plots");
+    assert!(plots.len() >= 3, "{report}");
+    for plot in plots {
+        let svg = std::fs::read_to_string(out.join(plot.as_str().expect("name"))).expect("svg");
+        assert!(svg.starts_with("<svg"), "{plot}");
+    }
+}
