@@ -6,13 +6,13 @@
 //! The harness and the loadgen are other packages' binaries (no `CARGO_BIN_EXE_` for them),
 //! so the test builds them with Cargo into the same target directory and profile.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::shardline_binary;
+use crate::harness::{build_workspace_binaries, hgrm_rows, shardline_binary};
 
 /// The whole harness run (two brokers, two loadgen runs, the report) must finish within this.
 const BENCH_TIME_MAX: Duration = Duration::from_secs(40);
@@ -34,51 +34,9 @@ duration_s = 2.0
 rate = "1000"
 "#;
 
-/// Builds `names` (binaries of workspace packages) next to this test binary and returns
-/// the directory that holds them.
-fn build_workspace_binaries(packages: &[&str]) -> PathBuf {
-    let test_binary = std::env::current_exe().expect("test binary path");
-    let profile_dir = test_binary
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in <target>/<profile>/deps");
-    let target_dir = profile_dir.parent().expect("profile dir has a parent");
-    let mut build = Command::new(env!("CARGO"));
-    build
-        .args(["build", "--quiet"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("CARGO_TARGET_DIR", target_dir);
-    for package in packages {
-        build.args(["-p", package]);
-    }
-    if profile_dir
-        .file_name()
-        .is_some_and(|name| name == "release")
-    {
-        build.arg("--release");
-    }
-    let status = build.status().expect("cargo runs");
-    assert!(status.success(), "building {packages:?}: {status}");
-    profile_dir.to_path_buf()
-}
-
 /// Total count of an HdrHistogram percentile distribution file, after checking its shape.
 fn hgrm_total_count(path: &Path) -> f64 {
-    let text = std::fs::read_to_string(path).expect("hgrm file reads");
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
-    assert_eq!(header[0], "Value", "{text}");
-    let rows: Vec<Vec<f64>> = lines
-        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
-        .map(|line| {
-            line.split_whitespace()
-                .map(|field| field.parse::<f64>().unwrap_or_else(|_| panic!("{line}")))
-                .collect()
-        })
-        .collect();
-    let last = rows.last().expect("rows");
-    assert_eq!(last[1], 1.0, "{text}");
-    last[2]
+    hgrm_rows(path).last().expect("rows")[2]
 }
 
 /// Data rows of the markdown table, as cells.

@@ -249,3 +249,59 @@ pub fn profile_file(dir: &Path, name: &str, toml: &str) -> PathBuf {
     std::fs::write(&path, format!("name = \"{name}\"\n{toml}")).expect("profile written");
     path
 }
+
+/// Builds binaries of workspace `packages` next to this test binary
+/// (`<target>/<profile>/deps/..`) and returns the directory that holds them.
+pub fn build_workspace_binaries(packages: &[&str]) -> PathBuf {
+    let test_binary = std::env::current_exe().expect("test binary path");
+    let profile_dir = test_binary
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in <target>/<profile>/deps");
+    let target_dir = profile_dir.parent().expect("profile dir has a parent");
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .args(["build", "--quiet"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("CARGO_TARGET_DIR", target_dir);
+    for package in packages {
+        build.args(["-p", package]);
+    }
+    if profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release")
+    {
+        build.arg("--release");
+    }
+    let status = build.status().expect("cargo runs");
+    assert!(status.success(), "building {packages:?}: {status}");
+    profile_dir.to_path_buf()
+}
+
+/// Rows of an HdrHistogram percentile distribution (`.hgrm`) file, after checking its
+/// shape: the classic header, four numeric columns per row, and a last (100 %) row
+/// without its `1/(1-Percentile)` column.
+pub fn hgrm_rows(path: &Path) -> Vec<Vec<f64>> {
+    let text = std::fs::read_to_string(path).expect("hgrm file reads");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"],
+        "{text}"
+    );
+    let rows: Vec<Vec<f64>> = lines
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            line.split_whitespace()
+                .map(|field| field.parse::<f64>().unwrap_or_else(|_| panic!("{line}")))
+                .collect()
+        })
+        .collect();
+    let (last, body) = rows.split_last().expect("at least one row");
+    assert!(body.iter().all(|row| row.len() == 4), "{text}");
+    assert_eq!(last.len(), 3, "{text}");
+    assert_eq!(last[1], 1.0, "{text}");
+    assert!(text.contains("#[Max"), "{text}");
+    rows
+}

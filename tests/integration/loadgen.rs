@@ -5,72 +5,17 @@
 //! The loadgen is another package's binary (no `CARGO_BIN_EXE_` for it), so the test builds
 //! it with Cargo into the same target directory and profile as this test binary.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::Broker;
+use crate::harness::{build_workspace_binaries, hgrm_rows, Broker};
 
 /// The whole loadgen run, warm-up and drain included, must finish within this.
 const LOADGEN_TIME_MAX: Duration = Duration::from_secs(60);
 
-/// Builds `shardline-loadgen` next to this test binary (`<target>/<profile>/deps/..`) and
-/// returns its path.
-fn loadgen_binary() -> PathBuf {
-    let test_binary = std::env::current_exe().expect("test binary path");
-    let profile_dir = test_binary
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in <target>/<profile>/deps");
-    let target_dir = profile_dir.parent().expect("profile dir has a parent");
-    let mut build = Command::new(env!("CARGO"));
-    build
-        .args(["build", "--quiet", "-p", "shardline-loadgen"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("CARGO_TARGET_DIR", target_dir);
-    if profile_dir
-        .file_name()
-        .is_some_and(|name| name == "release")
-    {
-        build.arg("--release");
-    }
-    let status = build.status().expect("cargo runs");
-    assert!(status.success(), "building shardline-loadgen: {status}");
-    let binary = profile_dir.join("shardline-loadgen");
-    assert!(binary.exists(), "{} after the build", binary.display());
-    binary
-}
-
-/// Rows of an HdrHistogram percentile distribution file: four numeric columns each, the
-/// 100 % row without its `1/(1-Percentile)` column.
-fn percentile_rows(path: &Path) -> Vec<Vec<f64>> {
-    let text = std::fs::read_to_string(path).expect("hgrm file reads");
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
-    assert_eq!(
-        header,
-        ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"],
-        "{text}"
-    );
-    let rows: Vec<Vec<f64>> = lines
-        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
-        .map(|line| {
-            line.split_whitespace()
-                .map(|field| field.parse::<f64>().unwrap_or_else(|_| panic!("{line}")))
-                .collect()
-        })
-        .collect();
-    let (last, body) = rows.split_last().expect("at least one row");
-    assert!(body.iter().all(|row| row.len() == 4), "{text}");
-    assert_eq!(last.len(), 3, "{text}");
-    assert_eq!(last[1], 1.0, "{text}");
-    assert!(text.contains("#[Max"), "{text}");
-    rows
-}
-
 #[test]
 fn loadgen_open_loop_run_loses_nothing_and_writes_json_and_hdr_files() {
-    let binary = loadgen_binary();
+    let binary = build_workspace_binaries(&["shardline-loadgen"]).join("shardline-loadgen");
     let data_dir = tempfile::tempdir().expect("tempdir");
     let out_dir = tempfile::tempdir().expect("tempdir");
     let mut broker = Broker::start(data_dir.path(), &[]);
@@ -123,7 +68,7 @@ fn loadgen_open_loop_run_loses_nothing_and_writes_json_and_hdr_files() {
     assert!(report["machine"]["nproc"].as_u64().is_some(), "{report}");
 
     for name in ["produce-ack.hgrm", "end-to-end.hgrm"] {
-        let rows = percentile_rows(&hdr_dir.join(name));
+        let rows = hgrm_rows(&hdr_dir.join(name));
         let total = rows.last().expect("rows")[2];
         assert!(total > 0.0, "{name} has samples");
     }
