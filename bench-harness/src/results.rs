@@ -45,7 +45,7 @@ impl Percentiles {
 }
 
 /// Everything measured in one (profile, run).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RunResult {
     pub profile: String,
     pub run: String,
@@ -149,24 +149,13 @@ pub mod tests {
             warmup_s: 1.0,
             duration_s: 7.0,
             topic: "t".into(),
-            throughput_messages_per_s: 0.0,
-            throughput_megabytes_per_s: 0.0,
-            consume_messages_per_s: 0.0,
-            produce_latency: Percentiles::default(),
-            end_to_end_latency: Percentiles::default(),
-            integrity_checked: false,
-            lost: 0,
-            duplicated: 0,
-            out_of_order: 0,
-            produce_errors: 0,
             broker_cpu_s: Some(3.456),
             broker_peak_rss_mib: Some(123.45),
             loadgen_exit_code: Some(0),
-            errors: Vec::new(),
             loadgen_json: "runs/x/loadgen.json".into(),
             produce_hgrm: "runs/x/hdr/produce-ack.hgrm".into(),
             end_to_end_hgrm: "runs/x/hdr/end-to-end.hgrm".into(),
-            loadgen_report: Value::Null,
+            ..RunResult::default()
         };
         result.read_loadgen(loadgen_report(p50_us));
         result

@@ -9,7 +9,7 @@ use crate::broker::{self, BrokerProcess, DataDir, Placement, ProcessUsage};
 use crate::loadgen::{loadgen_args, run_loadgen, RunFiles};
 use crate::plot;
 use crate::report::{self, ReportContext};
-use crate::results::{Percentiles, RunResult};
+use crate::results::RunResult;
 use crate::scenario::{RunSpec, Scenario};
 use crate::Args;
 
@@ -266,24 +266,10 @@ impl Session<'_> {
             warmup_s: self.scenario.warmup_s(run),
             duration_s: self.scenario.duration_s(run),
             topic: topic.to_string(),
-            throughput_messages_per_s: 0.0,
-            throughput_megabytes_per_s: 0.0,
-            consume_messages_per_s: 0.0,
-            produce_latency: Percentiles::default(),
-            end_to_end_latency: Percentiles::default(),
-            integrity_checked: false,
-            lost: 0,
-            duplicated: 0,
-            out_of_order: 0,
-            produce_errors: 0,
-            broker_cpu_s: None,
-            broker_peak_rss_mib: None,
-            loadgen_exit_code: None,
-            errors: Vec::new(),
             loadgen_json: path(&files.json),
             produce_hgrm: path(&files.hdr_dir.join("produce-ack.hgrm")),
             end_to_end_hgrm: path(&files.hdr_dir.join("end-to-end.hgrm")),
-            loadgen_report: serde_json::Value::Null,
+            ..RunResult::default()
         }
     }
 
