@@ -47,6 +47,14 @@ fn batch_at(
     validate(builder.finish().expect("batch builds")).expect("built batches validate")
 }
 
+/// Opens (recovering) the partition in `dir` on a fresh shard, so nothing is cached.
+async fn open(dir: &Path, config: LogConfig) -> PartitionLog {
+    LogShard::new(ShardLogConfig::default())
+        .open_partition(dir, config)
+        .await
+        .expect("the partition opens")
+}
+
 fn small_config(flush: FlushPolicy) -> LogConfig {
     LogConfig {
         segment_bytes: 256 * 1024,
@@ -235,19 +243,13 @@ fn reopening_cuts_a_torn_tail_and_keeps_every_whole_batch() {
             next_offset: 27,
         };
         std::fs::write(super::checkpoint::path(&path), point.encode()).unwrap();
-        let log = LogShard::new(ShardLogConfig::default())
-            .open_partition(&path, small_config(FlushPolicy::EveryBatch))
-            .await
-            .unwrap();
+        let log = open(&path, small_config(FlushPolicy::EveryBatch)).await;
         assert_eq!(log.log_end_offset(), 27);
         assert_dense(&read_all(&log, 0).await, 0, 27);
         // Appends continue right after the cut, and survive another reopen.
         append_sequences(&log, 27, 1, 3, 200).await;
         log.close().await.unwrap();
-        let log = LogShard::new(ShardLogConfig::default())
-            .open_partition(&path, small_config(FlushPolicy::EveryBatch))
-            .await
-            .unwrap();
+        let log = open(&path, small_config(FlushPolicy::EveryBatch)).await;
         assert_dense(&read_all(&log, 0).await, 0, 30);
         log.close().await.unwrap();
     });
@@ -261,10 +263,7 @@ fn recover_after(damage: impl FnOnce(&Path, &mut Vec<u8>) + Send + 'static) -> u
     let path = dir.path().to_path_buf();
     let (sender, receiver) = std::sync::mpsc::channel();
     run(move || async move {
-        let log = LogShard::new(ShardLogConfig::default())
-            .open_partition(&path, small_config(FlushPolicy::EveryBatch))
-            .await
-            .unwrap();
+        let log = open(&path, small_config(FlushPolicy::EveryBatch)).await;
         append_sequences(&log, 0, 10, 1, 1000).await;
         let data_bytes = log.size_bytes() as usize;
         log.close().await.unwrap();
@@ -274,10 +273,7 @@ fn recover_after(damage: impl FnOnce(&Path, &mut Vec<u8>) + Send + 'static) -> u
         damage(&path, &mut bytes);
         std::fs::write(&segment, &bytes).unwrap();
         std::fs::remove_file(super::checkpoint::path(&path)).unwrap();
-        let log = LogShard::new(ShardLogConfig::default())
-            .open_partition(&path, small_config(FlushPolicy::EveryBatch))
-            .await
-            .unwrap();
+        let log = open(&path, small_config(FlushPolicy::EveryBatch)).await;
         let found = read_all(&log, 0).await;
         assert_dense(&found, 0, log.log_end_offset());
         sender.send(log.log_end_offset()).unwrap();
@@ -337,10 +333,7 @@ fn garbage_or_missing_indexes_are_rebuilt_and_lookups_still_work() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let config = small_config(FlushPolicy::EveryBatch);
-        let log = LogShard::new(ShardLogConfig::default())
-            .open_partition(&path, config.clone())
-            .await
-            .unwrap();
+        let log = open(&path, config.clone()).await;
         append_sequences(&log, 0, 400, 2, 1000).await;
         let segments = log.segment_count();
         assert!(segments >= 3, "{segments} segments");
@@ -350,10 +343,7 @@ fn garbage_or_missing_indexes_are_rebuilt_and_lookups_still_work() {
         std::fs::write(&first_index, b"garbage that is not an index").unwrap();
         std::fs::remove_file(segment_path(&path, 0, TIME_INDEX_SUFFIX)).unwrap();
 
-        let log = LogShard::new(ShardLogConfig::default())
-            .open_partition(&path, config)
-            .await
-            .unwrap();
+        let log = open(&path, config).await;
         assert_eq!(log.segment_count(), segments);
         assert!(
             segment_path(&path, 0, TIME_INDEX_SUFFIX).exists(),
@@ -373,10 +363,7 @@ fn a_corrupt_closed_segment_without_indexes_is_a_clear_open_error() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let config = small_config(FlushPolicy::EveryBatch);
-        let log = LogShard::new(ShardLogConfig::default())
-            .open_partition(&path, config.clone())
-            .await
-            .unwrap();
+        let log = open(&path, config.clone()).await;
         append_sequences(&log, 0, 200, 4, 500).await;
         log.close().await.unwrap();
         let first = segment_path(&path, 0, LOG_SUFFIX);
@@ -402,20 +389,14 @@ fn a_corrupt_batch_read_from_disk_is_an_error_not_a_panic() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let config = small_config(FlushPolicy::EveryBatch);
-        let log = LogShard::new(ShardLogConfig::default())
-            .open_partition(&path, config.clone())
-            .await
-            .unwrap();
+        let log = open(&path, config.clone()).await;
         append_sequences(&log, 0, 200, 4, 500).await;
         log.close().await.unwrap();
         let first = segment_path(&path, 0, LOG_SUFFIX);
         let mut bytes = std::fs::read(&first).unwrap();
         bytes[3000] ^= 0xFF;
         std::fs::write(&first, bytes).unwrap();
-        let log = LogShard::new(ShardLogConfig::default())
-            .open_partition(&path, config)
-            .await
-            .unwrap();
+        let log = open(&path, config).await;
         let error = log
             .read(0, 1 << 20, u64::MAX)
             .await
@@ -430,10 +411,7 @@ fn reads_by_timestamp_find_the_first_batch_at_or_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let log = LogShard::new(ShardLogConfig::default())
-            .open_partition(&path, small_config(FlushPolicy::EveryBatch))
-            .await
-            .unwrap();
+        let log = open(&path, small_config(FlushPolicy::EveryBatch)).await;
         // Batch i holds offsets [2i, 2i+2) with timestamp 10_000 + 10 i.
         for i in 0..400u64 {
             log.append(batch_at(2 * i, 2, 400, 10_000 + 10 * i as i64), 1)
@@ -457,10 +435,7 @@ fn reads_by_timestamp_find_the_first_batch_at_or_after_it() {
             );
         }
         log.close().await.unwrap();
-        let log = LogShard::new(ShardLogConfig::default())
-            .open_partition(&path, small_config(FlushPolicy::EveryBatch))
-            .await
-            .unwrap();
+        let log = open(&path, small_config(FlushPolicy::EveryBatch)).await;
         assert_eq!(
             log.offset_for_timestamp(12_345).await.unwrap(),
             Some(2 * 235)
@@ -478,10 +453,7 @@ fn truncation_removes_the_suffix_durably_and_appends_continue_from_the_cut() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let config = small_config(FlushPolicy::EveryBatch);
-        let log = LogShard::new(ShardLogConfig::default())
-            .open_partition(&path, config.clone())
-            .await
-            .unwrap();
+        let log = open(&path, config.clone()).await;
         append_sequences(&log, 0, 300, 5, 300).await;
         let segments = log.segment_count();
         // Inside a batch: the whole batch holding 1003 goes.
@@ -503,10 +475,7 @@ fn truncation_removes_the_suffix_durably_and_appends_continue_from_the_cut() {
         assert_eq!(log.truncate_to(second_base).await.unwrap(), second_base);
         assert_eq!(log.segment_count(), 2);
         log.close().await.unwrap();
-        let log = LogShard::new(ShardLogConfig::default())
-            .open_partition(&path, config)
-            .await
-            .unwrap();
+        let log = open(&path, config).await;
         assert_eq!(log.log_end_offset(), second_base);
         assert_dense(&read_all(&log, 0).await, 0, second_base);
         // Out of range.
@@ -562,10 +531,7 @@ fn retention_deletes_whole_old_segments_and_reads_below_start_are_out_of_range()
     run(move || async move {
         let mut config = small_config(FlushPolicy::EveryBatch);
         config.retention_bytes = Some(600 * 1024);
-        let log = LogShard::new(ShardLogConfig::default())
-            .open_partition(&path, config.clone())
-            .await
-            .unwrap();
+        let log = open(&path, config.clone()).await;
         append_sequences(&log, 0, 400, 10, 500).await;
         let before = log.size_bytes();
         assert!(before > 600 * 1024);
@@ -592,10 +558,7 @@ fn retention_deletes_whole_old_segments_and_reads_below_start_are_out_of_range()
         config.retention_bytes = None;
         config.retention_ms = Some(3_600_000);
         log.close().await.unwrap();
-        let log = LogShard::new(ShardLogConfig::default())
-            .open_partition(&path, config)
-            .await
-            .unwrap();
+        let log = open(&path, config).await;
         assert_eq!(
             log.log_start_offset(),
             start,
@@ -808,10 +771,7 @@ fn the_active_segment_rolls_by_age() {
     run(move || async move {
         let mut config = small_config(FlushPolicy::EveryBatch);
         config.segment_age_ms = 40;
-        let log = LogShard::new(ShardLogConfig::default())
-            .open_partition(&path, config)
-            .await
-            .unwrap();
+        let log = open(&path, config).await;
         append_sequences(&log, 0, 3, 1, 10).await;
         assert_eq!(log.segment_count(), 1, "young segments do not roll");
         glommio::timer::sleep(Duration::from_millis(60)).await;
@@ -832,10 +792,7 @@ fn damage_below_the_recovery_point_is_an_open_error_not_a_cut() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let config = small_config(FlushPolicy::EveryBatch);
-        let log = LogShard::new(ShardLogConfig::default())
-            .open_partition(&path, config.clone())
-            .await
-            .unwrap();
+        let log = open(&path, config.clone()).await;
         append_sequences(&log, 0, 10, 1, 1000).await;
         let data_bytes = log.size_bytes() as usize;
         log.close().await.unwrap();
@@ -866,16 +823,10 @@ fn damage_below_the_recovery_point_is_an_open_error_not_a_cut() {
         // Truncation moves the recovery point with the cut, so a later open is clean.
         bytes[4 * (data_bytes / 10) + 500] ^= 0x40;
         std::fs::write(&segment, &bytes).unwrap();
-        let log = LogShard::new(ShardLogConfig::default())
-            .open_partition(&path, config.clone())
-            .await
-            .unwrap();
+        let log = open(&path, config.clone()).await;
         assert_eq!(log.truncate_to(6).await.unwrap(), 6);
         drop(log);
-        let log = LogShard::new(ShardLogConfig::default())
-            .open_partition(&path, config)
-            .await
-            .unwrap();
+        let log = open(&path, config).await;
         assert_eq!(log.log_end_offset(), 6);
         assert_dense(&read_all(&log, 0).await, 0, 6);
     });
