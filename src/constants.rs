@@ -162,3 +162,63 @@ const _: () = assert!(BODY_BYTES_MAX <= FRAME_BYTES_MAX - (FRAME_HEADER_BYTES - 
 const _: () = assert!(FRAME_TRAILER_BYTES_MAX >= BATCH_BYTES_MAX);
 const _: () = assert!(FRAME_READ_CHUNK_BYTES >= FRAME_HEADER_BYTES);
 const _: () = assert!(PARTITIONS_PER_TOPIC_MAX <= PARTITIONS_PER_REQUEST_MAX);
+
+// ---------------------------------------------------------------------------------------
+// Consumer groups
+// ---------------------------------------------------------------------------------------
+
+/// The longest group id (characters `[a-zA-Z0-9._-]`, like topic names).
+pub const GROUP_ID_BYTES_MAX: usize = 255;
+
+/// The longest member id the coordinator hands out (and accepts back).
+pub const MEMBER_ID_BYTES_MAX: usize = 64;
+
+/// The longest static instance id a member may bring.
+pub const INSTANCE_ID_BYTES_MAX: usize = 255;
+
+/// The longest application metadata string stored with a committed offset.
+pub const COMMIT_METADATA_BYTES_MAX: usize = 1024;
+
+/// The most members one group may have; a join past it is refused.
+pub const GROUP_MEMBERS_MAX: usize = 1000;
+
+/// The most groups one response lists.
+pub const GROUPS_PER_RESPONSE_MAX: usize = 100_000;
+
+/// The most groups one coordinator shard keeps; joins and commits of new groups past it
+/// are refused, so memory stays bounded.
+pub const GROUPS_PER_SHARD_MAX: usize = 100_000;
+
+/// The allowed range of a member's session timeout: missing heartbeats for this long
+/// removes it.
+pub const SESSION_TIMEOUT_MS_MIN: u32 = 500;
+pub const SESSION_TIMEOUT_MS_MAX: u32 = 300_000;
+
+/// The allowed range of a member's rebalance timeout: how long it may take to give back
+/// partitions it was asked to give back before it is removed.
+pub const REBALANCE_TIMEOUT_MS_MIN: u32 = 500;
+pub const REBALANCE_TIMEOUT_MS_MAX: u32 = 600_000;
+
+/// Heartbeats are asked for this many times per session timeout.
+pub const HEARTBEATS_PER_SESSION: u32 = 3;
+
+/// The partitions of the internal offsets log (`<data>/__offsets/<n>`). A group's offsets
+/// live in partition `crc32c(group) % OFFSETS_PARTITIONS`, and its coordinator is the shard
+/// that owns that partition. Fixed: changing it would move every group.
+pub const OFFSETS_PARTITIONS: u32 = 8;
+
+/// Segment size of the offsets log: small, so that a snapshot lets old segments go soon.
+pub const OFFSETS_SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
+
+/// An offsets partition writes a snapshot of its live offsets (and drops the segments
+/// below it) once it has appended this many commit records since the last one, or twice
+/// its live entries if that is more.
+pub const OFFSETS_SNAPSHOT_RECORDS_MIN: u64 = 20_000;
+
+/// The most records in one batch of the offsets log (commits and snapshots).
+pub const OFFSETS_RECORDS_PER_BATCH_MAX: usize = 1000;
+
+const _: () = assert!(SESSION_TIMEOUT_MS_MIN <= SESSION_TIMEOUT_MS_MAX);
+const _: () = assert!(REBALANCE_TIMEOUT_MS_MIN <= REBALANCE_TIMEOUT_MS_MAX);
+const _: () = assert!(OFFSETS_SEGMENT_BYTES % 4096 == 0);
+const _: () = assert!(GROUP_MEMBERS_MAX <= GROUPS_PER_RESPONSE_MAX);

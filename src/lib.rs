@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod constants;
+pub mod group;
 pub mod log;
 pub mod protocol;
 pub mod record;

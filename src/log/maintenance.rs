@@ -263,6 +263,48 @@ impl PartitionLog {
             }
             doomed
         };
+        self.delete_segments(doomed).await
+    }
+
+    /// Deletes every closed segment that lies wholly below `offset` (its successor starts at
+    /// or below it) and advances the log start offset: what a compacted log (the group
+    /// offsets log after a snapshot) no longer needs. The active segment is never deleted.
+    pub async fn delete_segments_below(
+        &self,
+        offset: u64,
+    ) -> Result<RetentionOutcome, MaintenanceError> {
+        let partition = &self.inner;
+        let _writer = partition
+            .writer
+            .acquire_permit(1)
+            .await
+            .expect("writer never closed");
+        let doomed: Vec<(u64, u64)> = {
+            let state = partition.state.borrow();
+            if state.closed {
+                return Err(MaintenanceError::Closed);
+            }
+            let segments: Vec<(u64, u64)> = state
+                .segments
+                .values()
+                .map(|s| (s.base_offset, s.size))
+                .collect();
+            segments
+                .windows(2)
+                .take_while(|pair| pair[1].0 <= offset)
+                .map(|pair| pair[0])
+                .collect()
+        };
+        self.delete_segments(doomed).await
+    }
+
+    /// Deletes these oldest closed segments, in order, advancing the log start offset.
+    /// The caller holds the writer permit.
+    async fn delete_segments(
+        &self,
+        doomed: Vec<(u64, u64)>,
+    ) -> Result<RetentionOutcome, MaintenanceError> {
+        let partition = &self.inner;
         let mut outcome = RetentionOutcome {
             log_start_offset: self.log_start_offset(),
             ..RetentionOutcome::default()
@@ -291,7 +333,7 @@ impl PartitionLog {
         }
         if outcome.segments_deleted > 0 {
             sync_directory(&partition.dir).await?;
-            tracing::info!(dir = %partition.dir.display(), ?outcome, "retention deleted segments");
+            tracing::info!(dir = %partition.dir.display(), ?outcome, "deleted segments");
         }
         Ok(outcome)
     }

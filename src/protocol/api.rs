@@ -9,10 +9,11 @@
 //! Key ranges:
 //!
 //! ```text
-//!  0 ..=  8   the apis below
+//!  0 ..=  8   data plane and topic admin (below)
 //!  9 ..= 19   reserved: further data-plane and admin apis
-//! 20 ..= 39   reserved: consumer groups (find coordinator, join, sync, heartbeat, leave,
-//!             offset commit, offset fetch, list and describe groups)
+//! 20 ..= 28   consumer groups (find coordinator, join, heartbeat, leave, offset commit,
+//!             offset fetch, list, describe, reset offsets)
+//! 29 ..= 39   reserved: further group apis
 //! 40 ..= 59   reserved: replication and cluster (follower fetch, leader epochs, controller)
 //! 0xFFFF      ErrorResponse: a response-only key, never a request
 //! ```
@@ -39,6 +40,24 @@ pub enum ApiKey {
     DeleteTopics = 6,
     DescribeConfigs = 7,
     AlterConfigs = 8,
+    /// Which broker and shard coordinate a consumer group.
+    FindCoordinator = 20,
+    /// Become a member of a consumer group.
+    JoinGroup = 21,
+    /// A member's liveness and owned partitions in, its assignment out.
+    Heartbeat = 22,
+    /// Leave a group at once.
+    LeaveGroup = 23,
+    /// Store a group's consumed offsets.
+    OffsetCommit = 24,
+    /// A group's committed offsets.
+    OffsetFetch = 25,
+    /// Every group this broker coordinates.
+    ListGroups = 26,
+    /// A group's members, assignments, offsets and lag.
+    DescribeGroup = 27,
+    /// Move an empty group's offsets (earliest, latest, time, offset).
+    ResetOffsets = 28,
     /// The answer to a request that could not be decoded (unknown api, unsupported version,
     /// invalid body): an `ErrorResponse` with the request's correlation id. Response-only.
     Error = 0xFFFF,
@@ -46,7 +65,7 @@ pub enum ApiKey {
 
 impl ApiKey {
     /// Every api a client may send, in key order.
-    pub const REQUESTS: [ApiKey; 9] = [
+    pub const REQUESTS: [ApiKey; 18] = [
         ApiKey::Handshake,
         ApiKey::Metadata,
         ApiKey::Produce,
@@ -56,6 +75,15 @@ impl ApiKey {
         ApiKey::DeleteTopics,
         ApiKey::DescribeConfigs,
         ApiKey::AlterConfigs,
+        ApiKey::FindCoordinator,
+        ApiKey::JoinGroup,
+        ApiKey::Heartbeat,
+        ApiKey::LeaveGroup,
+        ApiKey::OffsetCommit,
+        ApiKey::OffsetFetch,
+        ApiKey::ListGroups,
+        ApiKey::DescribeGroup,
+        ApiKey::ResetOffsets,
     ];
 
     /// The key with this wire value, if this build knows it (including the response-only
@@ -64,7 +92,10 @@ impl ApiKey {
         if value == ApiKey::Error as u16 {
             return Some(ApiKey::Error);
         }
-        ApiKey::REQUESTS.get(usize::from(value)).copied()
+        ApiKey::REQUESTS
+            .iter()
+            .find(|api| api.as_u16() == value)
+            .copied()
     }
 
     pub fn as_u16(self) -> u16 {
@@ -88,6 +119,15 @@ impl ApiKey {
             | ApiKey::DeleteTopics
             | ApiKey::DescribeConfigs
             | ApiKey::AlterConfigs
+            | ApiKey::FindCoordinator
+            | ApiKey::JoinGroup
+            | ApiKey::Heartbeat
+            | ApiKey::LeaveGroup
+            | ApiKey::OffsetCommit
+            | ApiKey::OffsetFetch
+            | ApiKey::ListGroups
+            | ApiKey::DescribeGroup
+            | ApiKey::ResetOffsets
             | ApiKey::Error => VersionRange { min: 0, max: 0 },
         }
     }
@@ -113,6 +153,15 @@ impl ApiKey {
             ApiKey::DeleteTopics => "DeleteTopics",
             ApiKey::DescribeConfigs => "DescribeConfigs",
             ApiKey::AlterConfigs => "AlterConfigs",
+            ApiKey::FindCoordinator => "FindCoordinator",
+            ApiKey::JoinGroup => "JoinGroup",
+            ApiKey::Heartbeat => "Heartbeat",
+            ApiKey::LeaveGroup => "LeaveGroup",
+            ApiKey::OffsetCommit => "OffsetCommit",
+            ApiKey::OffsetFetch => "OffsetFetch",
+            ApiKey::ListGroups => "ListGroups",
+            ApiKey::DescribeGroup => "DescribeGroup",
+            ApiKey::ResetOffsets => "ResetOffsets",
             ApiKey::Error => "Error",
         }
     }
@@ -211,7 +260,8 @@ mod tests {
     #[test]
     fn keys_round_trip_and_request_keys_are_dense() {
         for (index, api) in ApiKey::REQUESTS.iter().enumerate() {
-            assert_eq!(api.as_u16() as usize, index);
+            let expected = if index < 9 { index } else { index - 9 + 20 };
+            assert_eq!(api.as_u16() as usize, expected);
             assert_eq!(ApiKey::from_u16(api.as_u16()), Some(*api));
             assert!(api.is_request());
             assert!(api.versions().contains(0), "{api}: version 0 is kept");
@@ -219,7 +269,8 @@ mod tests {
         assert_eq!(ApiKey::from_u16(0xFFFF), Some(ApiKey::Error));
         assert!(!ApiKey::Error.is_request());
         assert_eq!(ApiKey::from_u16(9), None);
-        assert_eq!(ApiKey::from_u16(20), None);
+        assert_eq!(ApiKey::from_u16(19), None);
+        assert_eq!(ApiKey::from_u16(29), None);
     }
 
     #[test]

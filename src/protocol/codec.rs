@@ -162,6 +162,15 @@ pub fn encode_request_head(
         Request::DeleteTopics(body) => encode_frame(out, head, body),
         Request::DescribeConfigs(body) => encode_frame(out, head, body),
         Request::AlterConfigs(body) => encode_frame(out, head, body),
+        Request::FindCoordinator(body) => encode_frame(out, head, body),
+        Request::JoinGroup(body) => encode_frame(out, head, body),
+        Request::Heartbeat(body) => encode_frame(out, head, body),
+        Request::LeaveGroup(body) => encode_frame(out, head, body),
+        Request::OffsetCommit(body) => encode_frame(out, head, body),
+        Request::OffsetFetch(body) => encode_frame(out, head, body),
+        Request::ListGroups(body) => encode_frame(out, head, body),
+        Request::DescribeGroup(body) => encode_frame(out, head, body),
+        Request::ResetOffsets(body) => encode_frame(out, head, body),
     }
 }
 
@@ -208,6 +217,15 @@ pub fn encode_response_head(
         Response::DeleteTopics(body) => encode_frame(out, head, body),
         Response::DescribeConfigs(body) => encode_frame(out, head, body),
         Response::AlterConfigs(body) => encode_frame(out, head, body),
+        Response::FindCoordinator(body) => encode_frame(out, head, body),
+        Response::JoinGroup(body) => encode_frame(out, head, body),
+        Response::Heartbeat(body) => encode_frame(out, head, body),
+        Response::LeaveGroup(body) => encode_frame(out, head, body),
+        Response::OffsetCommit(body) => encode_frame(out, head, body),
+        Response::OffsetFetch(body) => encode_frame(out, head, body),
+        Response::ListGroups(body) => encode_frame(out, head, body),
+        Response::DescribeGroup(body) => encode_frame(out, head, body),
+        Response::ResetOffsets(body) => encode_frame(out, head, body),
         Response::Error(body) => encode_frame(out, head, body),
     }
 }
@@ -376,6 +394,15 @@ pub fn decode_request(frame: &Frame) -> Result<DecodedRequest, ProtocolError> {
         ApiKey::DeleteTopics => decode_body(api, frame, Request::DeleteTopics)?,
         ApiKey::DescribeConfigs => decode_body(api, frame, Request::DescribeConfigs)?,
         ApiKey::AlterConfigs => decode_body(api, frame, Request::AlterConfigs)?,
+        ApiKey::FindCoordinator => decode_body(api, frame, Request::FindCoordinator)?,
+        ApiKey::JoinGroup => decode_body(api, frame, Request::JoinGroup)?,
+        ApiKey::Heartbeat => decode_body(api, frame, Request::Heartbeat)?,
+        ApiKey::LeaveGroup => decode_body(api, frame, Request::LeaveGroup)?,
+        ApiKey::OffsetCommit => decode_body(api, frame, Request::OffsetCommit)?,
+        ApiKey::OffsetFetch => decode_body(api, frame, Request::OffsetFetch)?,
+        ApiKey::ListGroups => decode_body(api, frame, Request::ListGroups)?,
+        ApiKey::DescribeGroup => decode_body(api, frame, Request::DescribeGroup)?,
+        ApiKey::ResetOffsets => decode_body(api, frame, Request::ResetOffsets)?,
         ApiKey::Error => unreachable!("check_frame refuses Error as a request"),
     };
     Ok(DecodedRequest {
@@ -398,6 +425,15 @@ pub fn decode_response(frame: &Frame) -> Result<DecodedResponse, ProtocolError> 
         ApiKey::DeleteTopics => decode_body(api, frame, Response::DeleteTopics)?,
         ApiKey::DescribeConfigs => decode_body(api, frame, Response::DescribeConfigs)?,
         ApiKey::AlterConfigs => decode_body(api, frame, Response::AlterConfigs)?,
+        ApiKey::FindCoordinator => decode_body(api, frame, Response::FindCoordinator)?,
+        ApiKey::JoinGroup => decode_body(api, frame, Response::JoinGroup)?,
+        ApiKey::Heartbeat => decode_body(api, frame, Response::Heartbeat)?,
+        ApiKey::LeaveGroup => decode_body(api, frame, Response::LeaveGroup)?,
+        ApiKey::OffsetCommit => decode_body(api, frame, Response::OffsetCommit)?,
+        ApiKey::OffsetFetch => decode_body(api, frame, Response::OffsetFetch)?,
+        ApiKey::ListGroups => decode_body(api, frame, Response::ListGroups)?,
+        ApiKey::DescribeGroup => decode_body(api, frame, Response::DescribeGroup)?,
+        ApiKey::ResetOffsets => decode_body(api, frame, Response::ResetOffsets)?,
         ApiKey::Error => decode_body(api, frame, Response::Error)?,
     };
     Ok(DecodedResponse {

@@ -59,6 +59,15 @@ pub enum ProtocolError {
     InvalidConfig(String),
     #[error("the body claims {claimed} trailer bytes, the frame carries {actual}")]
     TrailerMismatch { claimed: u64, actual: usize },
+    #[error("invalid group id: {0}")]
+    InvalidGroupId(String),
+    #[error("{what} {value_ms} ms is outside {min_ms}..={max_ms}")]
+    InvalidTimeout {
+        what: &'static str,
+        value_ms: u32,
+        min_ms: u32,
+        max_ms: u32,
+    },
 }
 
 impl ProtocolError {
@@ -71,6 +80,8 @@ impl ProtocolError {
             ProtocolError::InvalidPartitionCount(_) => ErrorCode::InvalidPartitionCount,
             ProtocolError::InvalidReplicationFactor(_) => ErrorCode::InvalidReplicationFactor,
             ProtocolError::InvalidConfig(_) => ErrorCode::InvalidConfig,
+            ProtocolError::InvalidGroupId(_) => ErrorCode::InvalidGroupId,
+            ProtocolError::InvalidTimeout { .. } => ErrorCode::InvalidSessionTimeout,
             ProtocolError::WrongDirection { .. }
             | ProtocolError::InvalidBody { .. }
             | ProtocolError::TooMany { .. }

@@ -79,12 +79,38 @@ pub enum ErrorCode {
     /// The replication factor is above `REPLICAS_PER_PARTITION_MAX` or above the number of
     /// brokers. Not retriable.
     InvalidReplicationFactor = 22,
-    // Next free value: 23. Retired values (never reuse): none yet.
+    /// The member id is not (or no longer) a member of the group: it left, was removed after
+    /// its session timeout, or the coordinator restarted. Not retriable as is: join again.
+    UnknownMemberId = 23,
+    /// The request names a generation the group is not at (a fenced, stale member). Not
+    /// retriable as is: heartbeat (or join) to learn the current generation.
+    IllegalGeneration = 24,
+    /// The operation needs a group without members (resetting offsets). Not retriable until
+    /// the members leave.
+    GroupNotEmpty = 25,
+    /// The group id is empty, too long or has characters outside `[a-zA-Z0-9._-]`.
+    InvalidGroupId = 26,
+    /// The coordinator is still loading the group's offsets after a restart. Retriable.
+    CoordinatorLoading = 27,
+    /// A session or rebalance timeout outside the broker's allowed range. Not retriable.
+    InvalidSessionTimeout = 28,
+    /// A member committed an offset for a partition that is not assigned to it (a zombie after
+    /// a rebalance moved the partition). Not retriable: heartbeat to learn the assignment.
+    PartitionNotAssigned = 29,
+    /// The group has `GROUP_MEMBERS_MAX` members. Not retriable.
+    GroupMaxSizeReached = 30,
+    /// Another process joined with this member's static instance id, which fenced this one.
+    /// Not retriable.
+    FencedInstanceId = 31,
+    /// The member asked for another assignment strategy than the group's members use. Not
+    /// retriable.
+    InconsistentGroupProtocol = 32,
+    // Next free value: 33. Retired values (never reuse): none yet.
 }
 
 impl ErrorCode {
     /// Every code, in value order.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 33] = [
         ErrorCode::None,
         ErrorCode::Unknown,
         ErrorCode::CorruptBatch,
@@ -108,6 +134,16 @@ impl ErrorCode {
         ErrorCode::WrongShard,
         ErrorCode::TopicDeletionInProgress,
         ErrorCode::InvalidReplicationFactor,
+        ErrorCode::UnknownMemberId,
+        ErrorCode::IllegalGeneration,
+        ErrorCode::GroupNotEmpty,
+        ErrorCode::InvalidGroupId,
+        ErrorCode::CoordinatorLoading,
+        ErrorCode::InvalidSessionTimeout,
+        ErrorCode::PartitionNotAssigned,
+        ErrorCode::GroupMaxSizeReached,
+        ErrorCode::FencedInstanceId,
+        ErrorCode::InconsistentGroupProtocol,
     ];
 
     /// The code with this wire value, if this build knows it.
@@ -136,6 +172,7 @@ impl ErrorCode {
                 | ErrorCode::Backpressure
                 | ErrorCode::WrongShard
                 | ErrorCode::TopicDeletionInProgress
+                | ErrorCode::CoordinatorLoading
         )
     }
 
@@ -165,6 +202,16 @@ impl ErrorCode {
             ErrorCode::WrongShard => "WrongShard",
             ErrorCode::TopicDeletionInProgress => "TopicDeletionInProgress",
             ErrorCode::InvalidReplicationFactor => "InvalidReplicationFactor",
+            ErrorCode::UnknownMemberId => "UnknownMemberId",
+            ErrorCode::IllegalGeneration => "IllegalGeneration",
+            ErrorCode::GroupNotEmpty => "GroupNotEmpty",
+            ErrorCode::InvalidGroupId => "InvalidGroupId",
+            ErrorCode::CoordinatorLoading => "CoordinatorLoading",
+            ErrorCode::InvalidSessionTimeout => "InvalidSessionTimeout",
+            ErrorCode::PartitionNotAssigned => "PartitionNotAssigned",
+            ErrorCode::GroupMaxSizeReached => "GroupMaxSizeReached",
+            ErrorCode::FencedInstanceId => "FencedInstanceId",
+            ErrorCode::InconsistentGroupProtocol => "InconsistentGroupProtocol",
         }
     }
 }
@@ -229,6 +276,7 @@ mod tests {
                 ErrorCode::Backpressure,
                 ErrorCode::WrongShard,
                 ErrorCode::TopicDeletionInProgress,
+                ErrorCode::CoordinatorLoading,
             ]
         );
     }

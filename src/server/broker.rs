@@ -31,6 +31,8 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often retention runs over a shard's partitions.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(300);
+/// How often a shard looks for group members past their timeouts.
+const GROUP_SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Everything a broker is started with.
 #[derive(Debug, Clone)]
@@ -212,6 +214,7 @@ async fn shard_main(start: ShardStart<ShardMessage>, shared: Arc<Shared>) -> Res
         data_dir: options.data_dir.clone(),
         catalog: std::cell::RefCell::new(Arc::new(Catalog::default())),
         senders,
+        groups: crate::group::Coordinator::new(start.shard_id),
         controller,
         shutdown_requested: shared.shutdown.clone(),
         stopping: std::cell::Cell::new(false),
@@ -266,6 +269,16 @@ async fn shard_main(start: ShardStart<ShardMessage>, shared: Arc<Shared>) -> Res
             .map_err(|e| e.to_string())?;
     }
     tracing::info!(shard = context.shard_id, partitions = owned.len(), elapsed = ?recovery_started.elapsed(), "shard recovered its partitions");
+    context
+        .groups
+        .load(
+            context.partitions.storage(),
+            &context.data_dir,
+            context.profile.storage.flush,
+            context.shard_id,
+            context.shard_count,
+        )
+        .await?;
     // Counted before this shard reports ready, so the controller's total is complete.
     shared
         .recovered_partitions
@@ -290,6 +303,9 @@ async fn shard_main(start: ShardStart<ShardMessage>, shared: Arc<Shared>) -> Res
             .detach();
     }
     glommio::spawn_local_into(retention_loop(context.clone()), background)
+        .map_err(|e| e.to_string())?
+        .detach();
+    glommio::spawn_local_into(group_sweep_loop(context.clone()), requests)
         .map_err(|e| e.to_string())?
         .detach();
     if context.shard_id == CONTROLLER_SHARD {
@@ -346,6 +362,9 @@ async fn on_message(context: &Rc<ShardContext>, message: ShardMessage) {
             work::wait_for_data(context, &waits, Instant::now() + wait).await;
             let _ = reply.send(());
         }
+        ShardMessage::Group { request, reply } => {
+            let _ = reply.send(super::groups::coordinate(context, request).await);
+        }
         ShardMessage::Ready { shard, partitions } => {
             tracing::debug!(shard, partitions, "shard ready");
             context.ready_shards.fetch_add(1, Ordering::SeqCst);
@@ -382,6 +401,14 @@ async fn retention_loop(context: Rc<ShardContext>) {
     }
 }
 
+/// Removes group members past their session or rebalance timeouts.
+async fn group_sweep_loop(context: Rc<ShardContext>) {
+    while !context.stopping.get() {
+        glommio::timer::sleep(GROUP_SWEEP_INTERVAL).await;
+        super::groups::sweep(&context);
+    }
+}
+
 async fn shut_down(context: &Rc<ShardContext>) -> Result<(), String> {
     context.stopping.set(true);
     tracing::info!(
@@ -394,7 +421,8 @@ async fn shut_down(context: &Rc<ShardContext>) -> Result<(), String> {
     while context.in_flight_requests.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
-    let closed = context.partitions.close_all().await;
+    let groups_closed = context.groups.close().await;
+    let closed = context.partitions.close_all().await.and(groups_closed);
     if let Some(store) = &context.controller {
         let store = store.read().await.map_err(|e| e.to_string())?;
         store.close().await?;

@@ -45,6 +45,11 @@ pub enum ShardMessage {
         wait: std::time::Duration,
         reply: oneshot::Sender<()>,
     },
+    /// A group request for the group's coordinator (this shard), or a part of ListGroups.
+    Group {
+        request: Request,
+        reply: oneshot::Sender<Response>,
+    },
     /// A shard has recovered its partitions and is serving (to the controller, for the log).
     Ready { shard: usize, partitions: usize },
 }
@@ -68,6 +73,8 @@ pub struct ShardContext {
     pub partitions: Partitions,
     pub catalog: RefCell<Arc<Catalog>>,
     pub senders: Option<Senders<ShardMessage>>,
+    /// The consumer groups this shard coordinates.
+    pub groups: crate::group::Coordinator,
     /// The topic catalogue; present on the controller shard only.
     pub controller: Option<glommio::sync::RwLock<MetadataStore>>,
     /// Set by the signal handler; every shard watches it.

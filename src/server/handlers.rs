@@ -73,6 +73,15 @@ pub async fn handle(context: &ShardContext, decoded: DecodedRequest) -> Reply {
         request @ (Request::CreateTopics(_)
         | Request::DeleteTopics(_)
         | Request::AlterConfigs(_)) => to_controller(context, request).await.into(),
+        request @ (Request::FindCoordinator(_)
+        | Request::JoinGroup(_)
+        | Request::Heartbeat(_)
+        | Request::LeaveGroup(_)
+        | Request::OffsetCommit(_)
+        | Request::OffsetFetch(_)
+        | Request::ListGroups(_)
+        | Request::DescribeGroup(_)
+        | Request::ResetOffsets(_)) => super::groups::handle(context, request).await.into(),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod broker;
 pub mod catalog;
 pub mod connection;
 pub mod context;
+pub mod groups;
 pub mod handlers;
 pub mod listeners;
 pub mod partitions;

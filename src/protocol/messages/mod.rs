@@ -7,6 +7,7 @@
 mod configs;
 mod error_response;
 mod fetch;
+mod groups;
 mod handshake;
 mod list_offsets;
 mod metadata;
@@ -21,6 +22,15 @@ pub use configs::{
 pub use error_response::ErrorResponse;
 pub use fetch::{
     FetchPartition, FetchPartitionResponse, FetchRequest, FetchResponse, IsolationLevel,
+};
+pub use groups::{
+    check_group_id, AssignmentStrategy, CommitOffset, CommitResult, CommittedOffset,
+    DescribeGroupRequest, DescribeGroupResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+    GroupListing, GroupState, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, MemberDescription, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, PartitionLag, ResetOffsetsRequest,
+    ResetOffsetsResponse, ResetResult, ResetTo, TopicPartitions,
 };
 pub use handshake::{ApiVersionRange, HandshakeRequest, HandshakeResponse};
 pub use list_offsets::{
@@ -79,6 +89,15 @@ message_enum! {
         DeleteTopics(DeleteTopicsRequest),
         DescribeConfigs(DescribeConfigsRequest),
         AlterConfigs(AlterConfigsRequest),
+        FindCoordinator(FindCoordinatorRequest),
+        JoinGroup(JoinGroupRequest),
+        Heartbeat(HeartbeatRequest),
+        LeaveGroup(LeaveGroupRequest),
+        OffsetCommit(OffsetCommitRequest),
+        OffsetFetch(OffsetFetchRequest),
+        ListGroups(ListGroupsRequest),
+        DescribeGroup(DescribeGroupRequest),
+        ResetOffsets(ResetOffsetsRequest),
     }
 }
 
@@ -94,6 +113,15 @@ message_enum! {
         DeleteTopics(DeleteTopicsResponse),
         DescribeConfigs(DescribeConfigsResponse),
         AlterConfigs(AlterConfigsResponse),
+        FindCoordinator(FindCoordinatorResponse),
+        JoinGroup(JoinGroupResponse),
+        Heartbeat(HeartbeatResponse),
+        LeaveGroup(LeaveGroupResponse),
+        OffsetCommit(OffsetCommitResponse),
+        OffsetFetch(OffsetFetchResponse),
+        ListGroups(ListGroupsResponse),
+        DescribeGroup(DescribeGroupResponse),
+        ResetOffsets(ResetOffsetsResponse),
         Error(ErrorResponse),
     }
 }

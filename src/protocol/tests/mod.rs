@@ -1,5 +1,6 @@
 //! Tests across the codec: round trips of every message, frames read from a stream, limits.
 
+mod group_strategies;
 mod limits;
 mod round_trip;
 mod strategies;

@@ -131,6 +131,10 @@ fn alter_configs_request() -> impl Strategy<Value = AlterConfigsRequest> {
 }
 
 pub fn request() -> impl Strategy<Value = Request> {
+    prop_oneof![base_request(), super::group_strategies::group_request()]
+}
+
+fn base_request() -> impl Strategy<Value = Request> {
     prop_oneof![
         handshake_request().prop_map(Request::from),
         option::of(vec(topic(), 0..6)).prop_map(|topics| Request::from(MetadataRequest { topics })),
@@ -307,6 +311,10 @@ fn describe_configs_response() -> impl Strategy<Value = DescribeConfigsResponse>
 }
 
 pub fn response() -> impl Strategy<Value = Response> {
+    prop_oneof![base_response(), super::group_strategies::group_response()]
+}
+
+fn base_response() -> impl Strategy<Value = Response> {
     let result = || (topic(), error_code(), text(40));
     prop_oneof![
         (error_code(), any::<u32>(), api_ranges()).prop_map(|(error, broker_id, supported)| {

@@ -1,0 +1,221 @@
+//! One partition of the offsets log: commits appended as record batches, replayed into an
+//! `OffsetTable` on open, and kept short by snapshots.
+//!
+//! A snapshot appends every live entry again at the tail (so the tail alone holds the
+//! whole table), waits until it is durable, and then deletes every segment wholly below
+//! where it began. Replay on open therefore reads at most one segment from before the last
+//! snapshot, the snapshot itself and the commits since: restart time follows the number of
+//! live entries, not the history of commits. Snapshots and commits exclude each other (a
+//! commit in flight while a snapshot starts could otherwise be missed by the snapshot and
+//! then deleted with its segment).
+
+use std::cell::{Cell, RefCell};
+use std::path::Path;
+
+use crate::constants::{OFFSETS_RECORDS_PER_BATCH_MAX, OFFSETS_SNAPSHOT_RECORDS_MIN};
+use crate::log::{LogConfig, LogShard, PartitionLog};
+use crate::record::{validate, BatchBuilder, BatchIter, Codec};
+
+use super::offsets::{OffsetRecord, OffsetTable};
+
+/// The bytes read per step when replaying.
+const REPLAY_READ_BYTES: usize = 1024 * 1024;
+
+/// Owned by the coordinator's shard.
+pub struct OffsetLog {
+    log: PartitionLog,
+    table: RefCell<OffsetTable>,
+    /// Commits hold it shared; a snapshot holds it alone.
+    gate: glommio::sync::RwLock<()>,
+    records_since_snapshot: Cell<u64>,
+    snapshot_running: Cell<bool>,
+}
+
+/// What replay found, for the log line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplayStats {
+    pub records: u64,
+    pub skipped: u64,
+    pub entries: usize,
+}
+
+impl OffsetLog {
+    /// Opens (recovers) the partition and replays it into the table.
+    pub async fn open(
+        storage: &LogShard,
+        dir: &Path,
+        config: LogConfig,
+    ) -> Result<(OffsetLog, ReplayStats), String> {
+        let log = storage
+            .open_partition(dir, config)
+            .await
+            .map_err(|e| format!("opening offsets log {}: {e}", dir.display()))?;
+        let mut table = OffsetTable::default();
+        let stats = replay(&log, &mut table).await?;
+        let offsets = OffsetLog {
+            log,
+            table: RefCell::new(table),
+            gate: glommio::sync::RwLock::new(()),
+            records_since_snapshot: Cell::new(stats.records),
+            snapshot_running: Cell::new(false),
+        };
+        Ok((offsets, stats))
+    }
+
+    pub fn table(&self) -> std::cell::Ref<'_, OffsetTable> {
+        self.table.borrow()
+    }
+
+    pub fn log(&self) -> &PartitionLog {
+        &self.log
+    }
+
+    /// Appends the records, waits until they are durable, then applies them. On error
+    /// nothing is applied (what reached the log may still be replayed after a restart: a
+    /// commit that failed may have happened, as with any storage).
+    pub async fn commit(&self, records: Vec<OffsetRecord>) -> Result<(), String> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let _shared = self
+            .gate
+            .read()
+            .await
+            .map_err(|_| "the offsets log is closed".to_string())?;
+        let positions = append_records(&self.log, &records).await?;
+        let count = positions.len() as u64;
+        let mut table = self.table.borrow_mut();
+        for (record, position) in records.into_iter().zip(positions) {
+            table.apply(record, position);
+        }
+        self.records_since_snapshot
+            .set(self.records_since_snapshot.get() + count);
+        Ok(())
+    }
+
+    /// Whether enough has been appended since the last snapshot to write a new one.
+    pub fn snapshot_due(&self) -> bool {
+        let live = self.table.borrow().len() as u64;
+        let threshold = OFFSETS_SNAPSHOT_RECORDS_MIN.max(live.saturating_mul(2));
+        !self.snapshot_running.get() && self.records_since_snapshot.get() >= threshold
+    }
+
+    /// Writes every live entry at the tail and drops the segments wholly before it.
+    pub async fn snapshot(&self) -> Result<(), String> {
+        if self.snapshot_running.replace(true) {
+            return Ok(());
+        }
+        let result = self.snapshot_exclusive().await;
+        self.snapshot_running.set(false);
+        result
+    }
+
+    async fn snapshot_exclusive(&self) -> Result<(), String> {
+        let _alone = self
+            .gate
+            .write()
+            .await
+            .map_err(|_| "the offsets log is closed".to_string())?;
+        let start = self.log.log_end_offset();
+        let records = self.table.borrow().records();
+        let count = records.len();
+        let positions = append_records(&self.log, &records).await?;
+        {
+            let mut table = self.table.borrow_mut();
+            for (record, position) in records.into_iter().zip(positions) {
+                table.apply(record, position);
+            }
+        }
+        self.records_since_snapshot.set(0);
+        let deleted = self
+            .log
+            .delete_segments_below(start)
+            .await
+            .map_err(|e| format!("dropping offsets segments below {start}: {e}"))?;
+        tracing::info!(
+            dir = %self.log.dir().display(),
+            entries = count,
+            snapshot_offset = start,
+            segments_deleted = deleted.segments_deleted,
+            "offsets snapshot written"
+        );
+        Ok(())
+    }
+
+    pub async fn close(&self) -> Result<(), String> {
+        self.log.close().await.map_err(|e| e.to_string())
+    }
+}
+
+/// Appends records in batches and waits until the last is durable; returns each record's
+/// log offset.
+async fn append_records(log: &PartitionLog, records: &[OffsetRecord]) -> Result<Vec<u64>, String> {
+    let now = crate::log::now_ms();
+    let mut positions = Vec::with_capacity(records.len());
+    let mut last = None;
+    for chunk in records.chunks(OFFSETS_RECORDS_PER_BATCH_MAX) {
+        let mut builder = BatchBuilder::new(Codec::None);
+        for record in chunk {
+            builder
+                .push(now, Some(record.group.as_bytes()), &record.encode(), &[])
+                .map_err(|e| format!("building an offsets batch: {e}"))?;
+        }
+        let bytes = builder
+            .finish()
+            .map_err(|e| format!("building an offsets batch: {e}"))?;
+        let batch = validate(bytes).map_err(|e| format!("offsets batch invalid: {e}"))?;
+        let info = log
+            .append(batch, 0)
+            .await
+            .map_err(|e| format!("appending to the offsets log: {e}"))?;
+        positions.extend(info.base_offset..=info.last_offset);
+        last = Some(info.last_offset);
+    }
+    if let Some(last) = last {
+        log.wait_durable(last)
+            .await
+            .map_err(|e| format!("syncing the offsets log: {e}"))?;
+    }
+    assert_eq!(positions.len(), records.len(), "one position per record");
+    Ok(positions)
+}
+
+/// Reads the whole log into `table`. A record that does not decode is skipped with a
+/// warning (the batch around it passed its CRC, so this is a bug or a future format, not a
+/// torn write).
+async fn replay(log: &PartitionLog, table: &mut OffsetTable) -> Result<ReplayStats, String> {
+    let mut stats = ReplayStats::default();
+    let mut offset = log.log_start_offset();
+    let end = log.log_end_offset();
+    let mut scratch = Vec::new();
+    while offset < end {
+        let read = log
+            .read(offset, REPLAY_READ_BYTES, end)
+            .await
+            .map_err(|e| format!("replaying {} at {offset}: {e}", log.dir().display()))?;
+        if read.is_empty() {
+            break;
+        }
+        for chunk in &read.chunks {
+            for item in BatchIter::new(chunk) {
+                let (_, batch) = item.map_err(|e| format!("offsets log batch: {e}"))?;
+                let records = crate::record::reader::records(batch, &mut scratch)
+                    .map_err(|e| format!("offsets log batch: {e}"))?;
+                for record in records.iter().filter(|r| r.offset >= offset) {
+                    stats.records += 1;
+                    match OffsetRecord::decode(record.value) {
+                        Ok(decoded) => table.apply(decoded, record.offset),
+                        Err(error) => {
+                            stats.skipped += 1;
+                            tracing::warn!(offset = record.offset, %error, "skipping an offset record");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(read.next_offset > offset, "replay makes progress");
+        offset = read.next_offset;
+    }
+    stats.entries = table.len();
+    Ok(stats)
+}

@@ -1,0 +1,355 @@
+//! Group requests: each goes to its group's coordinator shard (forwarded over the mesh when
+//! it arrived elsewhere), which answers with the topic catalogue's partition counts and,
+//! for lag and resets, the partitions' offsets from the shards that own them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::channel::oneshot;
+
+use super::context::{ShardContext, ShardMessage};
+use super::work::{PartitionOutcome, PartitionWork};
+use crate::group::coordinator::coordinator_shard;
+use crate::group::offsets::OffsetRecord;
+use crate::protocol::{
+    DescribeGroupRequest, DescribeGroupResponse, ErrorCode, ErrorResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, GroupState, ListGroupsResponse, OffsetSpec, PartitionLag, Request,
+    ResetOffsetsRequest, ResetOffsetsResponse, ResetResult, ResetTo, Response,
+};
+
+/// The group a request names (`None` for ListGroups, which every shard answers in part).
+fn group_of(request: &Request) -> Option<&str> {
+    match request {
+        Request::JoinGroup(r) => Some(&r.group),
+        Request::Heartbeat(r) => Some(&r.group),
+        Request::LeaveGroup(r) => Some(&r.group),
+        Request::OffsetCommit(r) => Some(&r.group),
+        Request::OffsetFetch(r) => Some(&r.group),
+        Request::DescribeGroup(r) => Some(&r.group),
+        Request::ResetOffsets(r) => Some(&r.group),
+        Request::FindCoordinator(r) => Some(&r.group),
+        _ => None,
+    }
+}
+
+fn error_response(code: ErrorCode, message: &str) -> Response {
+    Response::Error(ErrorResponse::new(code, message))
+}
+
+/// Handles a group request that arrived on this shard.
+pub async fn handle(context: &ShardContext, request: Request) -> Response {
+    match &request {
+        Request::FindCoordinator(find) => return find_coordinator(context, find),
+        Request::ListGroups(_) => return list_groups(context).await,
+        _ => {}
+    }
+    let group = group_of(&request).expect("a group request names its group");
+    let coordinator = coordinator_shard(group, context.shard_count);
+    if coordinator == context.shard_id {
+        return coordinate(context, request).await;
+    }
+    let (reply, response) = oneshot::channel();
+    let message = ShardMessage::Group { request, reply };
+    if context.send(coordinator, message).await.is_err() {
+        return error_response(
+            ErrorCode::BrokerShuttingDown,
+            "the coordinator shard is gone",
+        );
+    }
+    response.await.unwrap_or_else(|_| {
+        error_response(
+            ErrorCode::BrokerShuttingDown,
+            "the coordinator shard is gone",
+        )
+    })
+}
+
+/// Runs a group request on its coordinator shard (this one).
+pub async fn coordinate(context: &ShardContext, request: Request) -> Response {
+    let coordinator = &context.groups;
+    if !coordinator.is_loaded() {
+        return error_response(
+            ErrorCode::CoordinatorLoading,
+            "the coordinator is loading offsets",
+        );
+    }
+    match request {
+        Request::JoinGroup(join) => {
+            let counts = partition_counts(context, join.topics.iter());
+            Response::JoinGroup(coordinator.join(join, &counts))
+        }
+        Request::Heartbeat(heartbeat) => {
+            let counts = group_counts(context, &heartbeat.group);
+            Response::Heartbeat(coordinator.heartbeat(heartbeat, &counts))
+        }
+        Request::LeaveGroup(leave) => {
+            let counts = group_counts(context, &leave.group);
+            Response::LeaveGroup(coordinator.leave(leave, &counts))
+        }
+        Request::OffsetCommit(commit) => Response::OffsetCommit(coordinator.commit(commit).await),
+        Request::OffsetFetch(fetch) => Response::OffsetFetch(coordinator.fetch_offsets(fetch)),
+        Request::DescribeGroup(describe) => {
+            Response::DescribeGroup(describe_group(context, describe).await)
+        }
+        Request::ResetOffsets(reset) => Response::ResetOffsets(reset_offsets(context, reset).await),
+        Request::ListGroups(_) => Response::ListGroups(ListGroupsResponse {
+            error: ErrorCode::None,
+            groups: coordinator.list(),
+        }),
+        other => panic!("not a group request: {:?}", other.api_key()),
+    }
+}
+
+/// The partition counts of these topics, for those that exist.
+pub fn partition_counts<'a>(
+    context: &ShardContext,
+    topics: impl Iterator<Item = &'a String>,
+) -> BTreeMap<String, u32> {
+    let catalog = context.catalog();
+    topics
+        .filter_map(|name| catalog.topic(name).map(|t| (name.clone(), t.partitions)))
+        .collect()
+}
+
+fn group_counts(context: &ShardContext, group: &str) -> BTreeMap<String, u32> {
+    let topics = context.groups.subscribed_topics(group);
+    partition_counts(context, topics.iter())
+}
+
+/// Removes expired members everywhere on this shard (the sweeper calls it).
+pub fn sweep(context: &ShardContext) {
+    context
+        .groups
+        .sweep(|topics: &BTreeSet<String>| partition_counts(context, topics.iter()));
+}
+
+fn find_coordinator(context: &ShardContext, find: &FindCoordinatorRequest) -> Response {
+    let shard = coordinator_shard(&find.group, context.shard_count);
+    Response::FindCoordinator(FindCoordinatorResponse {
+        error: ErrorCode::None,
+        broker_id: context.broker_id,
+        host: context.advertised.host.clone(),
+        port: context.advertised.port,
+        shard: shard as u16,
+        shard_port: context
+            .advertised
+            .shard_ports
+            .get(shard)
+            .copied()
+            .unwrap_or(0),
+    })
+}
+
+/// Every shard's groups, merged.
+async fn list_groups(context: &ShardContext) -> Response {
+    let mut groups = Vec::new();
+    for shard in 0..context.shard_count {
+        let part = if shard == context.shard_id {
+            coordinate(context, Request::ListGroups(Default::default())).await
+        } else {
+            let (reply, response) = oneshot::channel();
+            let request = Request::ListGroups(Default::default());
+            if context
+                .send(shard, ShardMessage::Group { request, reply })
+                .await
+                .is_err()
+            {
+                return error_response(ErrorCode::BrokerShuttingDown, "a shard is gone");
+            }
+            match response.await {
+                Ok(response) => response,
+                Err(_) => return error_response(ErrorCode::BrokerShuttingDown, "a shard is gone"),
+            }
+        };
+        match part {
+            Response::ListGroups(list) => groups.extend(list.groups),
+            error @ Response::Error(_) => return error,
+            other => panic!("list groups answered with {:?}", other.api_key()),
+        }
+    }
+    groups.sort_by(|a, b| a.group.cmp(&b.group));
+    Response::ListGroups(ListGroupsResponse {
+        error: ErrorCode::None,
+        groups,
+    })
+}
+
+/// Asks the owning shards for offsets of partitions (`None` where the partition is gone).
+async fn lookup_offsets(
+    context: &ShardContext,
+    partitions: &[(String, u32)],
+    spec: OffsetSpec,
+) -> Vec<Option<u64>> {
+    let catalog = context.catalog();
+    let mut work = Vec::new();
+    let mut known = Vec::new();
+    for (topic, partition) in partitions {
+        match catalog.topic(topic).filter(|t| *partition < t.partitions) {
+            Some(spec_topic) => {
+                known.push(true);
+                work.push(PartitionWork::ListOffsets {
+                    topic: spec_topic.clone(),
+                    partition: *partition,
+                    spec,
+                });
+            }
+            None => known.push(false),
+        }
+    }
+    let mut outcomes = context.route(work).await.into_iter();
+    known
+        .into_iter()
+        .map(|known| {
+            if !known {
+                return None;
+            }
+            match outcomes.next() {
+                Some(PartitionOutcome::ListOffsets(response)) if response.error.is_ok() => {
+                    Some(response.offset)
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+async fn describe_group(
+    context: &ShardContext,
+    request: DescribeGroupRequest,
+) -> DescribeGroupResponse {
+    let shard = context.shard_id as u16;
+    let Some(snapshot) = context.groups.describe(&request.group) else {
+        return DescribeGroupResponse {
+            error: ErrorCode::None,
+            message: "no such group (no members, no offsets)".into(),
+            group: request.group,
+            state: GroupState::Empty,
+            generation: 0,
+            strategy: None,
+            coordinator_shard: shard,
+            members: Vec::new(),
+            partitions: Vec::new(),
+        };
+    };
+    // Every partition of a subscribed topic, and every partition with a committed offset.
+    let catalog = context.catalog();
+    let mut keys: BTreeSet<(String, u32)> = snapshot.committed.keys().cloned().collect();
+    for topic in &snapshot.subscribed {
+        if let Some(spec) = catalog.topic(topic) {
+            keys.extend((0..spec.partitions).map(|p| (topic.clone(), p)));
+        }
+    }
+    let keys: Vec<(String, u32)> = keys.into_iter().collect();
+    let ends = lookup_offsets(context, &keys, OffsetSpec::Latest).await;
+    let starts = lookup_offsets(context, &keys, OffsetSpec::Earliest).await;
+    let partitions = keys
+        .into_iter()
+        .zip(ends.into_iter().zip(starts))
+        .map(|(key, (end, start))| {
+            let committed = snapshot.committed.get(&key).copied();
+            let lag = match (end, committed.or(start)) {
+                (Some(end), Some(from)) => end.saturating_sub(from) as i64,
+                _ => -1,
+            };
+            PartitionLag {
+                owner: snapshot.owners.get(&key).cloned(),
+                topic: key.0,
+                partition: key.1,
+                committed,
+                high_watermark: end.map(|e| e as i64).unwrap_or(-1),
+                lag,
+            }
+        })
+        .collect();
+    DescribeGroupResponse {
+        error: ErrorCode::None,
+        message: String::new(),
+        group: request.group,
+        state: snapshot.state,
+        generation: snapshot.generation,
+        strategy: snapshot.strategy,
+        coordinator_shard: shard,
+        members: snapshot.members,
+        partitions,
+    }
+}
+
+async fn reset_offsets(
+    context: &ShardContext,
+    request: ResetOffsetsRequest,
+) -> ResetOffsetsResponse {
+    let refused = |code: ErrorCode, message: String| ResetOffsetsResponse {
+        error: code,
+        message,
+        partitions: Vec::new(),
+    };
+    if context.groups.has_members(&request.group) {
+        return refused(
+            ErrorCode::GroupNotEmpty,
+            format!("group {} has members: stop them first", request.group),
+        );
+    }
+    let Some(topic) = context.catalog().topic(&request.topic).cloned() else {
+        return refused(
+            ErrorCode::UnknownTopicOrPartition,
+            format!("no topic {}", request.topic),
+        );
+    };
+    let partitions: Vec<u32> = request
+        .partitions
+        .clone()
+        .unwrap_or_else(|| (0..topic.partitions).collect());
+    let keys: Vec<(String, u32)> = partitions
+        .iter()
+        .map(|&p| (request.topic.clone(), p))
+        .collect();
+    let resolved = match request.to {
+        ResetTo::Spec(spec) => lookup_offsets(context, &keys, spec).await,
+        ResetTo::Offset(offset) => {
+            let starts = lookup_offsets(context, &keys, OffsetSpec::Earliest).await;
+            let ends = lookup_offsets(context, &keys, OffsetSpec::Latest).await;
+            starts
+                .into_iter()
+                .zip(ends)
+                .map(|(start, end)| Some(offset.clamp(start?, end?)))
+                .collect()
+        }
+    };
+    let now_ms = crate::log::now_ms();
+    let mut results = Vec::new();
+    let mut records = Vec::new();
+    for (&partition, offset) in partitions.iter().zip(resolved) {
+        match offset {
+            Some(offset) => {
+                records.push(OffsetRecord {
+                    group: request.group.clone(),
+                    topic: request.topic.clone(),
+                    partition,
+                    offset,
+                    metadata: "reset".into(),
+                    commit_time_ms: now_ms,
+                });
+                results.push(ResetResult {
+                    partition,
+                    error: ErrorCode::None,
+                    offset,
+                });
+            }
+            None => results.push(ResetResult {
+                partition,
+                error: ErrorCode::UnknownTopicOrPartition,
+                offset: 0,
+            }),
+        }
+    }
+    if !request.dry_run {
+        if let Err((code, message)) = context.groups.store_reset(&request.group, records).await {
+            return refused(code, message);
+        }
+        tracing::info!(group = %request.group, topic = %request.topic, to = ?request.to, "offsets reset");
+    }
+    ResetOffsetsResponse {
+        error: ErrorCode::None,
+        message: String::new(),
+        partitions: results,
+    }
+}
