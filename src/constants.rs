@@ -199,8 +199,11 @@ pub const SESSION_TIMEOUT_MS_MAX: u32 = 300_000;
 pub const REBALANCE_TIMEOUT_MS_MIN: u32 = 500;
 pub const REBALANCE_TIMEOUT_MS_MAX: u32 = 600_000;
 
-/// Heartbeats are asked for this many times per session timeout.
+/// Heartbeats are asked for this many times per session timeout, and at least every
+/// `HEARTBEAT_INTERVAL_MS_MAX`: a member learns of a rebalance at its next heartbeat, so
+/// this interval bounds how long a rebalance waits for members to notice it.
 pub const HEARTBEATS_PER_SESSION: u32 = 3;
+pub const HEARTBEAT_INTERVAL_MS_MAX: u32 = 250;
 
 /// The partitions of the internal offsets log (`<data>/__offsets/<n>`). A group's offsets
 /// live in partition `crc32c(group) % OFFSETS_PARTITIONS`, and its coordinator is the shard

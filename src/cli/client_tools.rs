@@ -18,7 +18,7 @@ const STDIN_LINES_QUEUED: usize = 4096;
 pub struct BrokerArg {
     /// The broker to talk to.
     #[arg(long, default_value = "127.0.0.1:9092")]
-    broker: String,
+    pub(super) broker: String,
 }
 
 #[derive(Subcommand)]
@@ -118,27 +118,31 @@ pub enum FormatArg {
 #[derive(Args)]
 pub struct ConsumeArgs {
     #[command(flatten)]
-    broker: BrokerArg,
+    pub(super) broker: BrokerArg,
     #[arg(long)]
-    topic: String,
-    /// Consumer group (arrives with consumer groups; refused until then).
+    pub(super) topic: String,
+    /// Consume as a member of this consumer group: the group's members share the topic's
+    /// partitions, and the group's committed offsets say where to start (`--from` applies
+    /// only to partitions the group never committed).
     #[arg(long)]
-    group: Option<String>,
+    pub(super) group: Option<String>,
+    #[command(flatten)]
+    pub(super) membership: super::group_tools::MembershipArgs,
     #[arg(long, value_enum, default_value = "earliest")]
-    from: FromArg,
+    pub(super) from: FromArg,
     /// Stop after this many messages.
     #[arg(long)]
-    max_messages: Option<u64>,
+    pub(super) max_messages: Option<u64>,
     /// Stop once no message has arrived for this long.
     #[arg(long)]
-    idle_timeout_ms: Option<u64>,
+    pub(super) idle_timeout_ms: Option<u64>,
     #[arg(long, value_enum, default_value = "text")]
-    format: FormatArg,
+    pub(super) format: FormatArg,
     #[arg(long)]
-    no_shard_routing: bool,
+    pub(super) no_shard_routing: bool,
 }
 
-fn error_text(error: impl std::fmt::Display) -> String {
+pub(super) fn error_text(error: impl std::fmt::Display) -> String {
     error.to_string()
 }
 
@@ -313,13 +317,13 @@ pub fn run_produce(args: ProduceArgs) -> Result<(), String> {
     })
 }
 
-fn text_of(bytes: &[u8]) -> String {
+pub(super) fn text_of(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 pub fn run_consume(args: ConsumeArgs) -> Result<(), String> {
     if args.group.is_some() {
-        return Err("--group: consumer groups are not available yet in this broker version".into());
+        return super::group_tools::run_group_consume(args);
     }
     super::run_on_executor(move || async move {
         let cluster = Cluster::new(&args.broker.broker, "shardline-cli", !args.no_shard_routing)

@@ -2,6 +2,7 @@
 
 mod broker;
 mod client_tools;
+mod group_tools;
 mod log_tools;
 mod tuning;
 
@@ -27,6 +28,9 @@ enum Command {
     /// Create, list, describe, alter and delete topics.
     #[command(subcommand)]
     Topic(client_tools::TopicCommand),
+    /// List and describe consumer groups (members, assignments, offsets, lag); reset offsets.
+    #[command(subcommand)]
+    Group(group_tools::GroupCommand),
     /// Send each line of stdin as one message.
     Produce(client_tools::ProduceArgs),
     /// Print messages of a topic.
@@ -49,6 +53,7 @@ pub fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Broker(args) => broker::run(args),
         Command::Topic(command) => client_tools::run_topic(command),
+        Command::Group(command) => group_tools::run_group(command),
         Command::Produce(args) => client_tools::run_produce(args),
         Command::Consume(args) => client_tools::run_consume(args),
         Command::Log(command) => log_tools::run_log(command),

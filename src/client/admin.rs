@@ -36,7 +36,7 @@ impl Admin {
         Admin { cluster }
     }
 
-    async fn call(&self, request: Request) -> Result<Response, ClientError> {
+    pub(crate) async fn call(&self, request: Request) -> Result<Response, ClientError> {
         let connection = self.cluster.any_connection().await?;
         Ok(connection.request(&request, &[]).await?.response)
     }

@@ -268,6 +268,17 @@ impl Consumer {
         Ok(())
     }
 
+    /// Stops consuming a partition (its position is forgotten).
+    pub fn unassign(&mut self, topic: &str, partition: u32) {
+        if self
+            .positions
+            .remove(&(topic.to_string(), partition))
+            .is_some()
+        {
+            self.ahead = None;
+        }
+    }
+
     pub fn position(&self, topic: &str, partition: u32) -> Option<u64> {
         self.positions.get(&(topic.to_string(), partition)).copied()
     }

@@ -33,6 +33,8 @@ pub mod cluster;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+pub mod group;
+mod group_admin;
 pub mod partitioner;
 pub mod producer;
 
@@ -40,5 +42,6 @@ pub use admin::Admin;
 pub use cluster::Cluster;
 pub use consumer::{Consumer, ConsumerConfig, Fetched, FetchedPartition, StartFrom};
 pub use error::ClientError;
+pub use group::{GroupConfig, GroupConsumer, OwnershipChange};
 pub use partitioner::partition_for_key;
 pub use producer::{Delivery, Producer, ProducerConfig, RecordMetadata};

@@ -93,8 +93,7 @@ pub fn assign(
     group.into_assignment(&owners)
 }
 
-/// The member index owning each partition, per topic index. A topic nobody subscribes to has
-/// no entries.
+/// The member index owning each partition, per topic index (none for unsubscribed topics).
 type Owners = Vec<Vec<usize>>;
 
 /// A topic that exists with at least one partition.
@@ -130,38 +129,45 @@ fn entries_by_member<'b, 'a>(
     for input in inputs {
         by_id.entry(input.member_id).or_default().push(input);
     }
-    let sort_name = |entries: &[&MemberInput<'a>]| {
-        let names = entries
-            .iter()
-            .map(|entry| entry.instance_id.unwrap_or(entry.member_id));
-        names.min()
-    };
+    let name = |entry: &&MemberInput<'a>| entry.instance_id.unwrap_or(entry.member_id);
+    let sort_name = |entries: &[&MemberInput<'a>]| entries.iter().map(name).min();
     let mut ordered: Vec<_> = by_id.into_iter().collect();
     ordered.sort_by_cached_key(|(member_id, entries)| (sort_name(entries), *member_id));
     ordered
 }
 
+/// One empty owner slot per assigned partition of `topic`.
+fn unowned(topic: &Topic<'_>) -> Vec<Option<usize>> {
+    vec![None; assigned_len(topic)]
+}
+
+/// How many of `topic`'s partitions are assigned: all of them if anyone subscribes.
+fn assigned_len(topic: &Topic<'_>) -> usize {
+    if topic.subscribers.is_empty() {
+        0
+    } else {
+        topic.partition_count as usize
+    }
+}
+
 impl<'a> Group<'a> {
     fn new(inputs: &[MemberInput<'a>], partition_counts: &'a BTreeMap<String, u32>) -> Self {
-        let mut topics: Vec<Topic<'a>> = (partition_counts.iter())
-            .filter(|(_, &count)| count > 0)
-            .map(|(name, &partition_count)| Topic {
+        let mut topics = Vec::new();
+        let mut topic_index = BTreeMap::new();
+        for (name, &partition_count) in partition_counts.iter().filter(|(_, &count)| count > 0) {
+            topic_index.insert(name.as_str(), topics.len());
+            let subscribers = Vec::new();
+            topics.push(Topic {
                 name,
                 partition_count,
-                subscribers: Vec::new(),
-            })
-            .collect();
-        let topic_index: BTreeMap<&'a str, usize> = (topics.iter().enumerate())
-            .map(|(index, topic)| (topic.name, index))
-            .collect();
+                subscribers,
+            });
+        }
         let mut members = Vec::with_capacity(inputs.len());
-        for (member_index, (member_id, entries)) in
-            entries_by_member(inputs).into_iter().enumerate()
-        {
-            let mut subscribed: Vec<usize> = (entries.iter())
-                .flat_map(|entry| entry.topics.iter())
-                .filter_map(|name| topic_index.get(name.as_str()).copied())
-                .collect();
+        for (member_index, (member_id, entries)) in entries_by_member(inputs).iter().enumerate() {
+            let names = entries.iter().flat_map(|entry| entry.topics.iter());
+            let index = |name: &String| topic_index.get(name.as_str()).copied();
+            let mut subscribed: Vec<usize> = names.filter_map(index).collect();
             subscribed.sort_unstable();
             subscribed.dedup();
             for &topic in &subscribed {
@@ -183,40 +189,27 @@ impl<'a> Group<'a> {
 
     /// Topic indexes with subscribers, fewest subscribers first, then by name.
     fn topics_most_constrained_first(&self) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.topics.len())
-            .filter(|&topic| !self.topics[topic].subscribers.is_empty())
-            .collect();
+        let subscribed = |&topic: &usize| !self.topics[topic].subscribers.is_empty();
+        let mut order: Vec<usize> = (0..self.topics.len()).filter(subscribed).collect();
         order.sort_by_key(|&topic| (self.topics[topic].subscribers.len(), topic));
         order
     }
 
     /// Turns per-partition owners into the member id -> partitions map.
     fn into_assignment(self, owners: &Owners) -> BTreeMap<String, BTreeSet<TopicPartition>> {
-        assert_eq!(owners.len(), self.topics.len(), "one owner list per topic");
-        let mut partitions_by_member = vec![BTreeSet::new(); self.members.len()];
+        let mut owned = vec![BTreeSet::new(); self.members.len()];
         for (topic_index, (topic, topic_owners)) in self.topics.iter().zip(owners).enumerate() {
-            let expected_len = if topic.subscribers.is_empty() {
-                0
-            } else {
-                topic.partition_count as usize
-            };
-            assert_eq!(topic_owners.len(), expected_len, "topic {}", topic.name);
+            let name = topic.name;
+            assert_eq!(topic_owners.len(), assigned_len(topic), "owners of {name}");
             for (partition, &owner) in (0..topic.partition_count).zip(topic_owners) {
                 let member = &self.members[owner];
-                assert!(
-                    member.topics.binary_search(&topic_index).is_ok(),
-                    "{}/{partition} given to {} which subscribes to {:?}",
-                    topic.name,
-                    member.member_id,
-                    member.topics,
-                );
-                partitions_by_member[owner].insert((topic.name.to_owned(), partition));
+                let subscribed = member.topics.binary_search(&topic_index).is_ok();
+                assert!(subscribed, "{name}/{partition} to unsubscribed {owner}");
+                owned[owner].insert((name.to_owned(), partition));
             }
         }
-        (self.members.iter())
-            .zip(partitions_by_member)
-            .map(|(member, partitions)| (member.member_id.to_owned(), partitions))
-            .collect()
+        let member_ids = self.members.iter().map(|m| m.member_id.to_owned());
+        member_ids.zip(owned).collect()
     }
 }
 
@@ -227,16 +220,11 @@ fn assign_range(group: &Group<'_>) -> Owners {
 /// Contiguous blocks of `topic`'s partitions for its subscribers in order; the first
 /// `partition_count % subscribers` blocks are one longer.
 fn range_owners(topic: &Topic<'_>) -> Vec<usize> {
-    let subscriber_count = topic.subscribers.len();
-    if subscriber_count == 0 {
-        return Vec::new();
-    }
-    let partition_count = topic.partition_count as usize;
-    let block_len_min = partition_count / subscriber_count;
-    let longer_blocks = partition_count % subscriber_count;
+    let (partition_count, subscriber_count) = (assigned_len(topic), topic.subscribers.len());
     let mut owners = Vec::with_capacity(partition_count);
     for (rank, &member) in topic.subscribers.iter().enumerate() {
-        let block_len = block_len_min + usize::from(rank < longer_blocks);
+        let longer = rank < partition_count % subscriber_count;
+        let block_len = partition_count / subscriber_count + usize::from(longer);
         owners.extend(std::iter::repeat_n(member, block_len));
     }
     owners
@@ -246,14 +234,11 @@ fn assign_round_robin(group: &Group<'_>) -> Owners {
     let mut cursor = 0;
     let mut owners = Vec::with_capacity(group.topics.len());
     for topic in &group.topics {
-        let mut topic_owners = Vec::new();
-        if !topic.subscribers.is_empty() {
-            topic_owners.reserve(topic.partition_count as usize);
-            for _ in 0..topic.partition_count {
-                let owner = first_subscriber_from(&topic.subscribers, cursor);
-                topic_owners.push(owner);
-                cursor = owner + 1;
-            }
+        let mut topic_owners = Vec::with_capacity(assigned_len(topic));
+        for _ in 0..assigned_len(topic) {
+            let owner = first_subscriber_from(&topic.subscribers, cursor);
+            topic_owners.push(owner);
+            cursor = owner + 1;
         }
         owners.push(topic_owners);
     }
@@ -274,73 +259,58 @@ fn assign_cooperative_sticky(group: &Group<'_>) -> Owners {
     for (rank, &topic) in topic_order.iter().enumerate() {
         topic_rank[topic] = rank;
     }
-    let claims = Claims::resolve(group);
-    let quotas = dry_run_quotas(group, &topic_order, &claims.by_member);
-    let mut plan = StickyPlan::empty(group);
-    plan.keep_claims(&claims.by_member, &quotas, &topic_rank);
-    plan.fill(group, &topic_order, &quotas, &claims.claimant);
+    let (claims, claimant) = resolve_claims(group);
+    let quotas = dry_run_quotas(group, &topic_order, &claims);
+    let mut plan = StickyPlan {
+        owners: group.topics.iter().map(unowned).collect(),
+        loads: vec![0; group.members.len()],
+    };
+    for (member, member_claims) in claims.into_iter().enumerate() {
+        plan.keep_claims(member, member_claims, quotas[member], &topic_rank);
+    }
+    for &topic in &topic_order {
+        let subscribers = &group.topics[topic].subscribers;
+        plan.fill_topic(topic, subscribers, &quotas, &claimant[topic]);
+    }
     plan.into_owners()
 }
 
-/// Valid previous partitions (see the module doc), each with exactly one claimant.
-struct Claims {
-    /// Per member index: its claimed `(topic index, partition)`s.
-    by_member: Vec<Vec<(usize, u32)>>,
-    /// Per topic index and partition: the member index claiming it.
-    claimant: Vec<Vec<Option<usize>>>,
-}
+/// A `(topic index, partition)` claimed by a member.
+type Claim = (usize, u32);
 
-impl Claims {
-    fn resolve(group: &Group<'_>) -> Self {
-        let mut claimant: Vec<Vec<Option<usize>>> = group.topics.iter().map(unowned).collect();
-        let mut by_member = vec![Vec::new(); group.members.len()];
-        for (member_index, member) in group.members.iter().enumerate() {
-            for (name, partition) in member.previous.iter().flat_map(|set| set.iter()) {
-                let Some(&topic) = group.topic_index.get(name.as_str()) else {
-                    continue; // The topic was deleted.
-                };
-                if member.topics.binary_search(&topic).is_err() {
-                    continue; // The member unsubscribed.
-                }
-                let Some(slot) = claimant[topic].get_mut(*partition as usize) else {
-                    continue; // The topic shrank (recreated with fewer partitions).
-                };
-                if slot.is_none() {
-                    *slot = Some(member_index);
-                    by_member[member_index].push((topic, *partition));
-                }
+/// Each member's claims (see the module doc), and each partition's one claimant, per topic
+/// index and partition.
+fn resolve_claims(group: &Group<'_>) -> (Vec<Vec<Claim>>, Vec<Vec<Option<usize>>>) {
+    let mut claimant: Vec<Vec<Option<usize>>> = group.topics.iter().map(unowned).collect();
+    let mut claims = vec![Vec::new(); group.members.len()];
+    for (member_index, member) in group.members.iter().enumerate() {
+        for (name, partition) in member.previous.iter().flat_map(|set| set.iter()) {
+            let Some(&topic) = group.topic_index.get(name.as_str()) else {
+                continue; // The topic was deleted.
+            };
+            if member.topics.binary_search(&topic).is_err() {
+                continue; // The member unsubscribed.
+            }
+            let Some(slot) = claimant[topic].get_mut(*partition as usize) else {
+                continue; // The topic shrank (recreated with fewer partitions).
+            };
+            if slot.is_none() {
+                *slot = Some(member_index);
+                claims[member_index].push((topic, *partition));
             }
         }
-        Claims {
-            by_member,
-            claimant,
-        }
     }
-}
-
-/// One empty slot per partition of `topic`, or none if nobody subscribes to it.
-fn unowned(topic: &Topic<'_>) -> Vec<Option<usize>> {
-    if topic.subscribers.is_empty() {
-        Vec::new()
-    } else {
-        vec![None; topic.partition_count as usize]
-    }
+    (claims, claimant)
 }
 
 /// Each member's count in a from-scratch deal: every partition, most constrained topic first,
 /// to its least-loaded subscriber; ties to more claims, then member order.
-fn dry_run_quotas(
-    group: &Group<'_>,
-    topic_order: &[usize],
-    claims: &[Vec<(usize, u32)>],
-) -> Vec<usize> {
+fn dry_run_quotas(group: &Group<'_>, topic_order: &[usize], claims: &[Vec<Claim>]) -> Vec<usize> {
     let mut loads = vec![0_usize; group.members.len()];
     for &topic in topic_order {
         let subscribers = &group.topics[topic].subscribers;
-        let mut least_loaded: BinaryHeap<Reverse<(usize, Reverse<usize>, usize)>> = (subscribers
-            .iter())
-        .map(|&member| Reverse((loads[member], Reverse(claims[member].len()), member)))
-        .collect();
+        let rank = |member: usize| Reverse((loads[member], Reverse(claims[member].len()), member));
+        let mut least_loaded: BinaryHeap<_> = subscribers.iter().map(|&m| rank(m)).collect();
         for _ in 0..group.topics[topic].partition_count {
             let Some(Reverse((load, more_claims, member))) = least_loaded.pop() else {
                 unreachable!("topic {topic} in the order has subscribers {subscribers:?}");
@@ -354,99 +324,546 @@ fn dry_run_quotas(
 
 /// Cooperative sticky's working state: who owns what so far, and how much each member holds.
 struct StickyPlan {
+    /// Per topic index and partition.
     owners: Vec<Vec<Option<usize>>>,
+    /// Per member index: partitions owned so far.
     loads: Vec<usize>,
 }
 
-/// Fill order among a topic's subscribers: furthest below quota, then least loaded, then
-/// member order.
-type FillRank = (i64, usize, usize);
-
-fn fill_rank(load: usize, quota: usize, member: usize) -> FillRank {
-    (load as i64 - quota as i64, load, member)
-}
-
 impl StickyPlan {
-    fn empty(group: &Group<'_>) -> Self {
-        StickyPlan {
-            owners: group.topics.iter().map(unowned).collect(),
-            loads: vec![0; group.members.len()],
-        }
-    }
-
     fn give(&mut self, topic: usize, partition: u32, member: usize) {
         let slot = &mut self.owners[topic][partition as usize];
         assert!(
             slot.is_none(),
-            "{topic}/{partition} owned by {slot:?}, given to {member}"
+            "{topic}/{partition}: {slot:?}, not {member}"
         );
         *slot = Some(member);
         self.loads[member] += 1;
     }
 
-    /// Each member keeps up to its quota of its claims, most constrained topics first.
+    /// `member` keeps up to `quota` of its claims, most constrained topics first.
     fn keep_claims(
         &mut self,
-        claims: &[Vec<(usize, u32)>],
-        quotas: &[usize],
+        member: usize,
+        mut claims: Vec<Claim>,
+        quota: usize,
         topic_rank: &[usize],
     ) {
-        for (member, member_claims) in claims.iter().enumerate() {
-            let mut kept = member_claims.clone();
-            kept.sort_unstable_by_key(|&(topic, partition)| (topic_rank[topic], partition));
-            kept.truncate(quotas[member]);
-            for (topic, partition) in kept {
-                self.give(topic, partition, member);
-            }
+        claims.sort_unstable_by_key(|&(topic, partition)| (topic_rank[topic], partition));
+        for (topic, partition) in claims.into_iter().take(quota) {
+            self.give(topic, partition, member);
         }
     }
 
-    /// Gives every unowned partition to a subscriber, most constrained topic first.
-    fn fill(
+    /// Fill order among subscribers: furthest below quota, then least loaded, then member
+    /// order.
+    fn fill_rank(&self, member: usize, quotas: &[usize]) -> (i64, usize, usize) {
+        let load = self.loads[member];
+        (load as i64 - quotas[member] as i64, load, member)
+    }
+
+    /// Gives each unowned partition of `topic` to the subscriber first in fill order; on a
+    /// tie in distance below quota, to the partition's previous owner (its `claimant`).
+    fn fill_topic(
         &mut self,
-        group: &Group<'_>,
-        topic_order: &[usize],
+        topic: usize,
+        subscribers: &[usize],
         quotas: &[usize],
-        claimant: &[Vec<Option<usize>>],
+        claimant: &[Option<usize>],
     ) {
-        for &topic in topic_order {
-            let unowned_partitions: Vec<u32> = (0..group.topics[topic].partition_count)
-                .filter(|&partition| self.owners[topic][partition as usize].is_none())
-                .collect();
-            if unowned_partitions.is_empty() {
-                continue;
-            }
-            let rank =
-                |plan: &Self, member: usize| fill_rank(plan.loads[member], quotas[member], member);
-            let mut candidates: BTreeSet<FillRank> = (group.topics[topic].subscribers.iter())
-                .map(|&member| rank(self, member))
-                .collect();
-            for partition in unowned_partitions {
-                let Some(&(best_overshoot, _, best_member)) = candidates.first() else {
-                    unreachable!("topic {topic} in the order has subscribers");
-                };
-                let member = match claimant[topic][partition as usize] {
-                    Some(previous) if rank(self, previous).0 == best_overshoot => previous,
-                    _ => best_member,
-                };
-                let removed = candidates.remove(&rank(self, member));
-                assert!(removed, "member {member} is a candidate for topic {topic}");
-                self.give(topic, partition, member);
-                candidates.insert(rank(self, member));
-            }
+        let slots = (0..).zip(&self.owners[topic]);
+        let unowned =
+            |(partition, slot): (u32, &Option<usize>)| slot.is_none().then_some(partition);
+        let partitions: Vec<u32> = slots.filter_map(unowned).collect();
+        if partitions.is_empty() {
+            return;
+        }
+        let rank = |&member: &usize| self.fill_rank(member, quotas);
+        let mut candidates: BTreeSet<_> = subscribers.iter().map(rank).collect();
+        for partition in partitions {
+            let Some(&(best_below, _, best_member)) = candidates.first() else {
+                unreachable!("topic {topic} to fill has subscribers {subscribers:?}");
+            };
+            let member = match claimant[partition as usize] {
+                Some(previous) if self.fill_rank(previous, quotas).0 == best_below => previous,
+                _ => best_member,
+            };
+            let removed = candidates.remove(&self.fill_rank(member, quotas));
+            assert!(removed, "member {member} is a candidate for topic {topic}");
+            self.give(topic, partition, member);
+            candidates.insert(self.fill_rank(member, quotas));
         }
     }
 
     fn into_owners(self) -> Owners {
-        let owner_of = |topic: usize, partition: usize, slot: Option<usize>| {
-            slot.unwrap_or_else(|| panic!("{topic}/{partition} left unowned by the fill"))
+        let owner = |(topic, slots): (usize, Vec<Option<usize>>)| -> Vec<usize> {
+            let owned = slots.iter().map_while(|slot| *slot).collect::<Vec<_>>();
+            assert_eq!(
+                owned.len(),
+                slots.len(),
+                "topic {topic}: unowned partitions"
+            );
+            owned
         };
-        (self.owners.into_iter().enumerate())
-            .map(|(topic, slots)| {
-                (slots.into_iter().enumerate())
-                    .map(|(partition, slot)| owner_of(topic, partition, slot))
-                    .collect()
-            })
-            .collect()
+        self.owners.into_iter().enumerate().map(owner).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Strategy::{CooperativeSticky as Sticky, Range, RoundRobin};
+    use super::{assign, MemberInput, Strategy as Assignor, TopicPartition};
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    type Assignment = BTreeMap<String, BTreeSet<TopicPartition>>;
+    type Counts = BTreeMap<String, u32>;
+
+    const ASSIGNORS: [Assignor; 3] = [Range, RoundRobin, Sticky];
+    /// Topic names proptests draw from; some are left out of the partition counts.
+    const TOPIC_NAMES: [&str; 5] = ["t0", "t1", "t2", "t3", "t4"];
+    const PROPTEST_MEMBERS_MAX: usize = 8;
+    const PROPTEST_PARTITIONS_PER_TOPIC_MAX: u32 = 12;
+    const SCALE_MEMBERS: usize = 10_000;
+    const SCALE_TOPICS: usize = 100;
+    const SCALE_PARTITIONS_PER_TOPIC: u32 = 1_000;
+    /// Generous: the test runs unoptimized on a shared machine.
+    const SCALE_SECONDS_MAX: f64 = 10.0;
+
+    /// An owned member that `MemberInput`s borrow from.
+    #[derive(Clone, Debug, Default)]
+    struct TestMember {
+        member_id: String,
+        instance_id: Option<String>,
+        topics: BTreeSet<String>,
+        previous: BTreeSet<TopicPartition>,
+    }
+
+    fn input(member: &TestMember) -> MemberInput<'_> {
+        MemberInput {
+            member_id: &member.member_id,
+            instance_id: member.instance_id.as_deref(),
+            topics: &member.topics,
+            previous: &member.previous,
+        }
+    }
+
+    fn run(assignor: Assignor, members: &[TestMember], counts: &Counts) -> Assignment {
+        let inputs: Vec<MemberInput<'_>> = members.iter().map(input).collect();
+        assign(assignor, &inputs, counts)
+    }
+
+    /// The two halves of `word` around `separator`.
+    fn pair(word: &str, separator: char) -> (&str, &str) {
+        word.split_once(separator).unwrap_or((word, ""))
+    }
+
+    /// A member from `"id: topic topic <- topic/partition topic/partition"`.
+    fn member(spec: &str) -> TestMember {
+        let (subscription, previous) = spec.split_once("<-").unwrap_or((spec, ""));
+        let (member_id, topics) = pair(subscription, ':');
+        let claim = |(topic, p): (&str, &str)| (topic.to_owned(), p.parse().expect("index"));
+        let previous = previous.split_whitespace();
+        TestMember {
+            member_id: member_id.trim().to_owned(),
+            topics: topics.split_whitespace().map(str::to_owned).collect(),
+            previous: previous.map(|word| claim(pair(word, '/'))).collect(),
+            ..TestMember::default()
+        }
+    }
+
+    /// Partition counts from `"topic=count topic=count"`.
+    fn counts(spec: &str) -> Counts {
+        let count = |(name, n): (&str, &str)| (name.to_owned(), n.parse().expect("count"));
+        let words = spec.split_whitespace();
+        words.map(|word| count(pair(word, '='))).collect()
+    }
+
+    /// `assignor`'s assignment as `"id: topic/partition topic/partition"` per member.
+    fn shown(assignor: Assignor, member_specs: &[&str], counts_spec: &str) -> Vec<String> {
+        let members: Vec<TestMember> = member_specs.iter().map(|spec| member(spec)).collect();
+        let assignment = run(assignor, &members, &counts(counts_spec));
+        let show = |(id, owned): (&String, &BTreeSet<TopicPartition>)| {
+            let owned: Vec<String> = owned.iter().map(|(t, p)| format!(" {t}/{p}")).collect();
+            format!("{id}:{}", owned.concat())
+        };
+        assignment.iter().map(show).collect()
+    }
+
+    /// Members in assignment order (ids must be unique).
+    fn ordered(members: &[TestMember]) -> Vec<&TestMember> {
+        let mut ordered: Vec<&TestMember> = members.iter().collect();
+        ordered.sort_by_key(|m| (m.instance_id.as_ref().unwrap_or(&m.member_id), &m.member_id));
+        ordered
+    }
+
+    fn assert_every_partition_once_to_a_subscriber(
+        members: &[TestMember],
+        counts: &Counts,
+        assignment: &Assignment,
+    ) {
+        let mut subscriptions: BTreeMap<&String, BTreeSet<&String>> = BTreeMap::new();
+        for member in members {
+            let topics = subscriptions.entry(&member.member_id).or_default();
+            topics.extend(&member.topics);
+        }
+        let ids_match = assignment.keys().eq(subscriptions.keys().copied());
+        assert!(ids_match, "{assignment:?}");
+        let mut unassigned: BTreeSet<(&String, u32)> = BTreeSet::new();
+        for (topic, &count) in counts {
+            if subscriptions.values().any(|topics| topics.contains(topic)) {
+                unassigned.extend((0..count).map(|partition| (topic, partition)));
+            }
+        }
+        for (member_id, owned) in assignment {
+            for (topic, partition) in owned {
+                let subscribed = subscriptions[member_id].contains(topic);
+                assert!(subscribed, "{member_id}: {topic}");
+                let first_time = unassigned.remove(&(topic, *partition));
+                assert!(first_time, "{topic}/{partition} again, to {member_id}");
+            }
+        }
+        assert!(unassigned.is_empty(), "{unassigned:?} unassigned");
+    }
+
+    fn assert_counts_within_one(assignment: &Assignment) {
+        let sizes: BTreeSet<usize> = assignment.values().map(BTreeSet::len).collect();
+        let spread = sizes.last().zip(sizes.first()).map(|(max, min)| max - min);
+        assert!(spread.unwrap_or(0) <= 1, "{sizes:?}");
+    }
+
+    /// Still-valid previous partitions, a contested one going to the first member in order.
+    fn claims(members: &[TestMember], counts: &Counts) -> Assignment {
+        let mut taken = BTreeSet::new();
+        let mut claims = Assignment::new();
+        for member in ordered(members) {
+            let valid = |(topic, partition): &&TopicPartition| {
+                member.topics.contains(topic) && counts.get(topic).is_some_and(|n| partition < n)
+            };
+            let claimed = member.previous.iter().filter(valid).cloned();
+            let claimed = claimed.filter(|claim| taken.insert(claim.clone()));
+            claims.insert(member.member_id.clone(), claimed.collect());
+        }
+        claims
+    }
+
+    /// Previously owned partitions whose owner changed.
+    fn moved(before: &Assignment, after: &Assignment) -> BTreeSet<TopicPartition> {
+        let mut moved = BTreeSet::new();
+        for (member_id, owned) in before {
+            let now = after.get(member_id).cloned().unwrap_or_default();
+            moved.extend(owned.difference(&now).cloned());
+        }
+        moved
+    }
+
+    /// Every subscribed partition dealt in turn from `members[first]`: balanced, with the
+    /// larger counts wherever `first` puts them. Subscriptions must be uniform.
+    fn dealt(members: &[TestMember], counts: &Counts, first: usize) -> Assignment {
+        let mut dealt = Assignment::new();
+        for member in members {
+            dealt.insert(member.member_id.clone(), BTreeSet::new());
+        }
+        let partitions = run(Range, members, counts).into_values().flatten();
+        for (index, partition) in partitions.enumerate() {
+            let owner = &members[(first + index) % members.len()].member_id;
+            dealt.entry(owner.clone()).or_default().insert(partition);
+        }
+        dealt
+    }
+
+    fn with_previous(members: &[TestMember], assignment: &Assignment) -> Vec<TestMember> {
+        let mut members = members.to_vec();
+        for member in &mut members {
+            let previous = assignment.get(&member.member_id);
+            member.previous = previous.cloned().unwrap_or_default();
+        }
+        members
+    }
+
+    fn arb_topic() -> impl Strategy<Value = String> {
+        prop::sample::select(TOPIC_NAMES.to_vec()).prop_map(str::to_owned)
+    }
+
+    fn arb_counts() -> impl Strategy<Value = Counts> {
+        let count = 0..=PROPTEST_PARTITIONS_PER_TOPIC_MAX;
+        prop::collection::btree_map(arb_topic(), count, 0..TOPIC_NAMES.len())
+    }
+
+    /// Members whose ids may repeat; previous partitions may be invalid or contested.
+    fn arb_members() -> impl Strategy<Value = Vec<TestMember>> {
+        let partition = 0..PROPTEST_PARTITIONS_PER_TOPIC_MAX + 2;
+        let previous = prop::collection::btree_set((arb_topic(), partition), 0..10);
+        let topics = prop::collection::btree_set(arb_topic(), 0..TOPIC_NAMES.len());
+        let member_id = (0..10_u32).prop_map(|index| format!("m{index}"));
+        let instance_id = prop::option::of((0..4_u32).prop_map(|index| format!("s{index}")));
+        let member = (member_id, instance_id, topics, previous);
+        let member = member.prop_map(|(member_id, instance_id, topics, previous)| TestMember {
+            member_id,
+            instance_id,
+            topics,
+            previous,
+        });
+        prop::collection::vec(member, 0..PROPTEST_MEMBERS_MAX)
+    }
+
+    /// Members with unique ids; if `uniform`, all subscribe to the first member's topics.
+    fn arb_group(uniform: bool) -> impl Strategy<Value = (Vec<TestMember>, Counts)> {
+        (arb_members(), arb_counts()).prop_map(move |(mut members, counts)| {
+            let topics = members
+                .first()
+                .map(|m| m.topics.clone())
+                .unwrap_or_default();
+            for (index, member) in members.iter_mut().enumerate() {
+                member.member_id = format!("m{index}");
+                if uniform {
+                    member.topics.clone_from(&topics);
+                }
+            }
+            (members, counts)
+        })
+    }
+
+    #[test]
+    fn range_splits_ten_partitions_over_three_members_four_three_three_contiguous() {
+        let shown = shown(Range, &["a: t", "b: t", "c: t"], "t=10");
+        assert_eq!(
+            shown,
+            ["a: t/0 t/1 t/2 t/3", "b: t/4 t/5 t/6", "c: t/7 t/8 t/9"]
+        );
+    }
+
+    #[test]
+    fn range_orders_static_members_by_instance_id() {
+        let mut members = [member("a: t"), member("b: t")];
+        members[0].instance_id = Some("z".to_owned());
+        let owned_by_b = &run(Range, &members, &counts("t=3"))["b"];
+        assert!(owned_by_b.contains(&("t".to_owned(), 0)), "{owned_by_b:?}");
+    }
+
+    #[test]
+    fn round_robin_deals_two_topics_in_turn() {
+        let shown = shown(RoundRobin, &["a: t0 t1", "b: t0 t1"], "t0=3 t1=2");
+        assert_eq!(shown, ["a: t0/0 t0/2 t1/1", "b: t0/1 t1/0"]);
+    }
+
+    #[test]
+    fn round_robin_skips_members_not_subscribed_to_the_topic() {
+        let shown = shown(RoundRobin, &["a: t0 t1", "b: t1", "c: t0"], "t0=3 t1=3");
+        assert_eq!(shown, ["a: t0/0 t0/2 t1/1", "b: t1/0 t1/2", "c: t0/1"]);
+    }
+
+    #[test]
+    fn sticky_keeps_previous_and_gives_a_new_member_only_the_surplus() {
+        let members = ["a: t <- t/0 t/1 t/2 t/3", "b: t <- t/4 t/5 t/6 t/7", "c: t"];
+        let shown = shown(Sticky, &members, "t=8");
+        assert_eq!(shown, ["a: t/0 t/1 t/2", "b: t/4 t/5 t/6", "c: t/3 t/7"]);
+    }
+
+    #[test]
+    fn sticky_gives_a_contested_partition_to_the_first_member_in_order() {
+        let shown = shown(Sticky, &["b: t <- t/0", "a: t <- t/0"], "t=2");
+        assert_eq!(shown, ["a: t/0", "b: t/1"]);
+    }
+
+    #[test]
+    fn sticky_drops_previous_partitions_of_unsubscribed_deleted_or_shrunk_topics() {
+        let members = [
+            "a: t0 gone cut <- t1/0 gone/0 cut/5",
+            "b: t0 t1 cut <- t0/0",
+        ];
+        let shown = shown(Sticky, &members, "t0=2 t1=1 cut=2");
+        assert_eq!(shown, ["a: cut/0 cut/1", "b: t0/0 t0/1 t1/0"]);
+    }
+
+    #[test]
+    fn sticky_mixed_subscriptions_give_the_shared_topic_to_the_less_loaded() {
+        let shown = shown(Sticky, &["a: t0", "b: t0 t1"], "t0=4 t1=4");
+        assert_eq!(shown, ["a: t0/0 t0/1 t0/2 t0/3", "b: t1/0 t1/1 t1/2 t1/3"]);
+    }
+
+    #[test]
+    fn no_members_give_an_empty_assignment() {
+        for assignor in ASSIGNORS {
+            assert!(shown(assignor, &[], "t=4").is_empty(), "{assignor:?}");
+        }
+    }
+
+    #[test]
+    fn members_without_existing_partitions_get_empty_entries() {
+        for assignor in ASSIGNORS {
+            let shown = shown(assignor, &["idle", "empty: zero missing"], "zero=0 t=3");
+            assert_eq!(shown, ["empty:", "idle:"], "{assignor:?}");
+        }
+    }
+
+    #[test]
+    fn duplicate_member_ids_merge_into_one_member() {
+        let members = [member("a: t0"), member("b: t0"), member("a: t1")];
+        let reversed: Vec<TestMember> = members.iter().rev().cloned().collect();
+        let counts = counts("t0=4 t1=2");
+        for assignor in ASSIGNORS {
+            let assignment = run(assignor, &members, &counts);
+            assert_every_partition_once_to_a_subscriber(&members, &counts, &assignment);
+            let again = run(assignor, &reversed, &counts);
+            assert_eq!(assignment, again, "{assignor:?}");
+        }
+    }
+
+    #[test]
+    fn ten_thousand_members_and_a_hundred_thousand_partitions_assign_quickly() {
+        let topics: Vec<String> = (0..SCALE_TOPICS).map(|index| format!("t{index}")).collect();
+        let count = |topic: &String| (topic.clone(), SCALE_PARTITIONS_PER_TOPIC);
+        let counts: Counts = topics.iter().map(count).collect();
+        for mixed in [false, true] {
+            let member = |index: usize| {
+                let every = if mixed { 1 + index % 4 } else { 1 };
+                let topics = topics.iter().step_by(every).cloned().collect();
+                TestMember {
+                    member_id: format!("m{index}"),
+                    topics,
+                    ..TestMember::default()
+                }
+            };
+            let members: Vec<TestMember> = (0..SCALE_MEMBERS).map(member).collect();
+            for assignor in ASSIGNORS {
+                let started = std::time::Instant::now();
+                let first = run(assignor, &members, &counts);
+                let mut grown = with_previous(&members, &first);
+                grown.push(member(SCALE_MEMBERS));
+                let second = run(assignor, &grown, &counts);
+                let seconds = started.elapsed().as_secs_f64();
+                assert!(
+                    seconds < SCALE_SECONDS_MAX,
+                    "{assignor:?} {mixed}: {seconds}s"
+                );
+                assert_every_partition_once_to_a_subscriber(&grown, &counts, &second);
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_partition_goes_once_to_a_subscriber(
+            (members, counts) in (arb_members(), arb_counts()),
+        ) {
+            for assignor in ASSIGNORS {
+                let assignment = run(assignor, &members, &counts);
+                assert_every_partition_once_to_a_subscriber(&members, &counts, &assignment);
+            }
+        }
+
+        #[test]
+        fn member_order_in_the_input_does_not_change_the_output(
+            (members, shuffled, counts) in (arb_members(), arb_counts()).prop_flat_map(
+                |(members, counts)| (Just(members.clone()), Just(members).prop_shuffle(), Just(counts))
+            ),
+        ) {
+            for assignor in ASSIGNORS {
+                prop_assert_eq!(run(assignor, &members, &counts), run(assignor, &shuffled, &counts));
+            }
+        }
+
+        #[test]
+        fn range_gives_subscribers_in_order_contiguous_blocks_first_ones_longer(
+            (members, counts) in arb_group(false),
+        ) {
+            let assignment = run(Range, &members, &counts);
+            for (topic, &count) in &counts {
+                let subscribed = |m: &&TestMember| m.topics.contains(topic);
+                let subscribers: Vec<&TestMember> =
+                    ordered(&members).into_iter().filter(subscribed).collect();
+                let (mut next, n) = (0, subscribers.len() as u32);
+                for (rank, subscriber) in (0..).zip(&subscribers) {
+                    let block = next..next + count / n + u32::from(rank < count % n);
+                    let owned = assignment[&subscriber.member_id].iter().filter(|(t, _)| t == topic);
+                    let expected = block.clone().map(|partition| (topic.clone(), partition));
+                    prop_assert!(owned.cloned().eq(expected), "{topic} {block:?}: {assignment:?}");
+                    next = block.end;
+                }
+            }
+        }
+
+        #[test]
+        fn round_robin_matches_dealing_around_the_member_ring(
+            (members, counts) in arb_group(false),
+        ) {
+            let ring = ordered(&members);
+            let mut expected = with_previous(&members, &Assignment::new())
+                .into_iter().map(|m| (m.member_id, m.previous)).collect::<Assignment>();
+            let mut cursor = 0;
+            for (topic, &count) in &counts {
+                if !ring.iter().any(|m| m.topics.contains(topic)) {
+                    continue;
+                }
+                for partition in 0..count {
+                    while !ring[cursor % ring.len()].topics.contains(topic) {
+                        cursor += 1;
+                    }
+                    let owner = &ring[cursor % ring.len()].member_id;
+                    expected.entry(owner.clone()).or_default().insert((topic.clone(), partition));
+                    cursor += 1;
+                }
+            }
+            prop_assert_eq!(run(RoundRobin, &members, &counts), expected);
+        }
+
+        #[test]
+        fn round_robin_and_sticky_balance_uniform_subscriptions_within_one(
+            (members, counts) in arb_group(true),
+        ) {
+            let fresh = with_previous(&members, &Assignment::new());
+            assert_counts_within_one(&run(RoundRobin, &members, &counts));
+            assert_counts_within_one(&run(Sticky, &members, &counts));
+            assert_counts_within_one(&run(Sticky, &fresh, &counts));
+        }
+
+        #[test]
+        fn sticky_keeps_every_valid_claim_unless_above_its_floor_or_ceil_quota(
+            (members, counts) in arb_group(true),
+        ) {
+            let assignment = run(Sticky, &members, &counts);
+            let total: usize = assignment.values().map(BTreeSet::len).sum();
+            let quota_floor = total / members.len().max(1);
+            for (member_id, claimed) in claims(&members, &counts) {
+                let owned = &assignment[&member_id];
+                let kept = claimed.intersection(owned).count();
+                prop_assert!(owned.len() == quota_floor || owned.len() == quota_floor + 1);
+                prop_assert_eq!(kept, claimed.len().min(owned.len()), "{:?} {:?}", claimed, owned);
+            }
+        }
+
+        #[test]
+        fn sticky_adding_a_member_to_a_balanced_group_moves_at_most_a_fair_share_all_to_it(
+            (members, counts) in arb_group(true),
+            first in any::<prop::sample::Index>(),
+            instance_id in prop::option::of("[a-z]{1,3}"),
+        ) {
+            prop_assume!(!members.is_empty());
+            let balanced = dealt(&members, &counts, first.index(members.len()));
+            let mut grown = with_previous(&members, &balanced);
+            let topics = members[0].topics.clone();
+            grown.push(TestMember { instance_id, topics, ..member("new") });
+            let after = run(Sticky, &grown, &counts);
+            let total: usize = after.values().map(BTreeSet::len).sum();
+            let moved = moved(&balanced, &after);
+            prop_assert!(moved.len() <= total.div_ceil(grown.len()), "{:?} {:?}", moved, after);
+            prop_assert!(moved.is_subset(&after["new"]), "{:?} {:?}", moved, after);
+        }
+
+        #[test]
+        fn sticky_removing_a_member_from_a_balanced_group_moves_only_its_partitions(
+            (members, counts) in arb_group(true),
+            first in any::<prop::sample::Index>(),
+            leaving in any::<prop::sample::Index>(),
+        ) {
+            prop_assume!(!members.is_empty());
+            let before = dealt(&members, &counts, first.index(members.len()));
+            let mut shrunk = with_previous(&members, &before);
+            let left = shrunk.remove(leaving.index(shrunk.len()));
+            let moved = moved(&before, &run(Sticky, &shrunk, &counts));
+            let only_its = moved.is_subset(&before[&left.member_id]);
+            prop_assert!(only_its, "{} left: {:?}", left.member_id, moved);
+        }
     }
 }

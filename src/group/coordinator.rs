@@ -17,7 +17,8 @@ use super::membership::{Group, GroupError, JoinRequest};
 use super::offsets::OffsetRecord;
 use super::offsets_log::OffsetLog;
 use crate::constants::{
-    GROUPS_PER_SHARD_MAX, HEARTBEATS_PER_SESSION, OFFSETS_PARTITIONS, OFFSETS_SEGMENT_BYTES,
+    GROUPS_PER_SHARD_MAX, HEARTBEATS_PER_SESSION, HEARTBEAT_INTERVAL_MS_MAX, OFFSETS_PARTITIONS,
+    OFFSETS_SEGMENT_BYTES,
 };
 use crate::log::{FlushPolicy, LogConfig, LogShard};
 use crate::protocol::{
@@ -170,7 +171,7 @@ impl Coordinator {
     }
 
     fn heartbeat_interval_ms(session_timeout_ms: u32) -> u32 {
-        (session_timeout_ms / HEARTBEATS_PER_SESSION).max(1)
+        (session_timeout_ms / HEARTBEATS_PER_SESSION).clamp(1, HEARTBEAT_INTERVAL_MS_MAX)
     }
 
     pub fn join(
@@ -229,6 +230,7 @@ impl Coordinator {
             message: error.message,
             generation: 0,
             assignment: Vec::new(),
+            assignment_seq: 0,
             settled: false,
             heartbeat_interval_ms: 0,
         };
@@ -249,6 +251,7 @@ impl Coordinator {
             &request.member_id,
             request.generation,
             owned,
+            request.acked_assignment,
             Instant::now(),
             counts,
         ) {
@@ -257,6 +260,7 @@ impl Coordinator {
                 message: String::new(),
                 generation: outcome.generation,
                 assignment: partition_lists(&outcome.assignment),
+                assignment_seq: outcome.assignment_seq,
                 settled: outcome.settled,
                 heartbeat_interval_ms: Self::heartbeat_interval_ms(session_ms),
             },

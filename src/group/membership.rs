@@ -6,9 +6,14 @@
 //! - Every membership change (join, leave, removal after the session or rebalance timeout,
 //!   a changed subscription, a changed partition count) bumps the generation and computes
 //!   a new target assignment.
-//! - A member is handed a partition of its target only once no other member reports owning
-//!   it; a member keeps what it owns and is still its target. So no partition is owned by
-//!   two members at once, even while a rebalance is under way.
+//! - A member is handed a partition of its target only once no other member may own it; a
+//!   member keeps what it owns and is still its target. So no partition is owned by two
+//!   members at once, even while a rebalance is under way.
+//! - "May own" is conservative: everything handed to a member counts as owned by it from
+//!   the moment it is handed, and a partition taken back still counts until the member
+//!   reports, having acted on that very assignment (its `acked_assignment` is the latest
+//!   `assignment_seq` it was sent), that it no longer owns it. A report about an older
+//!   assignment only ever adds to what the member may own.
 //! - Eager strategies (range, round-robin): a rebalance first takes every partition back
 //!   from every member; the new targets are dealt once no member owns anything.
 //! - Cooperative sticky: the new targets keep each member's previous partitions where
@@ -40,8 +45,33 @@ pub struct Member {
     pub target: BTreeSet<TopicPartition>,
     /// What it last reported owning.
     pub owned: BTreeSet<TopicPartition>,
-    /// Since when it has been asked to give back partitions it still reports owning.
+    /// What it may own (see the module doc): never handed to another member.
+    pub may_own: BTreeSet<TopicPartition>,
+    /// The assignment it was last sent, and that assignment's sequence number.
+    pub handed: BTreeSet<TopicPartition>,
+    pub handed_seq: u32,
+    /// Since when it has been asked to give back partitions it may still own.
     pub revoke_asked_at: Option<Instant>,
+}
+
+impl Member {
+    fn new(request: JoinRequest, member_id: String, now: Instant) -> Member {
+        Member {
+            member_id,
+            instance_id: request.instance_id,
+            client_id: request.client_id,
+            topics: request.topics,
+            session_timeout: request.session_timeout,
+            rebalance_timeout: request.rebalance_timeout,
+            last_heartbeat: now,
+            target: BTreeSet::new(),
+            owned: BTreeSet::new(),
+            may_own: BTreeSet::new(),
+            handed: BTreeSet::new(),
+            handed_seq: 0,
+            revoke_asked_at: None,
+        }
+    }
 }
 
 /// What a join asks for.
@@ -77,6 +107,8 @@ impl GroupError {
 pub struct HeartbeatOutcome {
     pub generation: u32,
     pub assignment: BTreeSet<TopicPartition>,
+    /// Identifies `assignment`: the member echoes it once it has acted on it.
+    pub assignment_seq: u32,
     pub settled: bool,
 }
 
@@ -119,7 +151,12 @@ impl Group {
     pub fn state(&self) -> GroupState {
         if self.members.is_empty() {
             GroupState::Empty
-        } else if self.revoking_all || self.members.values().any(|m| m.owned != m.target) {
+        } else if self.revoking_all
+            || self
+                .members
+                .values()
+                .any(|m| m.may_own != m.target || m.handed != m.target)
+        {
             GroupState::Rebalancing
         } else {
             GroupState::Stable
@@ -175,18 +212,7 @@ impl Group {
         self.strategy = Some(request.strategy);
         self.members.insert(
             member_id.clone(),
-            Member {
-                member_id: member_id.clone(),
-                instance_id: request.instance_id,
-                client_id: request.client_id,
-                topics: request.topics,
-                session_timeout: request.session_timeout,
-                rebalance_timeout: request.rebalance_timeout,
-                last_heartbeat: now,
-                target: BTreeSet::new(),
-                owned: BTreeSet::new(),
-                revoke_asked_at: None,
-            },
+            Member::new(request, member_id.clone(), now),
         );
         self.rebalance(now, partition_counts);
         Ok(member_id)
@@ -224,22 +250,10 @@ impl Group {
         self.remember_fenced(old.member_id.clone());
         let member_id = new_member_id();
         let changed = old.topics != request.topics;
-        self.members.insert(
-            member_id.clone(),
-            Member {
-                member_id: member_id.clone(),
-                instance_id: request.instance_id,
-                client_id: request.client_id,
-                topics: request.topics,
-                session_timeout: request.session_timeout,
-                rebalance_timeout: request.rebalance_timeout,
-                last_heartbeat: now,
-                target: old.target,
-                // The new process starts with nothing; it is handed its target at once.
-                owned: BTreeSet::new(),
-                revoke_asked_at: None,
-            },
-        );
+        // The new process starts with nothing; it is handed its old target at once.
+        let mut member = Member::new(request, member_id.clone(), now);
+        member.target = old.target;
+        self.members.insert(member_id.clone(), member);
         if changed {
             self.rebalance(now, partition_counts);
         }
@@ -280,6 +294,7 @@ impl Group {
         member_id: &str,
         generation: u32,
         owned: BTreeSet<TopicPartition>,
+        acked_assignment: u32,
         now: Instant,
         partition_counts: &BTreeMap<String, u32>,
     ) -> Result<HeartbeatOutcome, GroupError> {
@@ -294,18 +309,28 @@ impl Group {
         }
         let member = self.member_mut(member_id)?;
         member.last_heartbeat = now;
+        if acked_assignment == member.handed_seq {
+            // It acted on the latest assignment: what it reports is all it may own.
+            member.may_own = owned.clone();
+        } else {
+            member.may_own.extend(owned.iter().cloned());
+        }
         member.owned = owned;
         if self.topology_changed(partition_counts) {
             self.rebalance(now, partition_counts);
         }
-        if self.revoking_all && self.members.values().all(|m| m.owned.is_empty()) {
+        if self.revoking_all && self.members.values().all(|m| m.may_own.is_empty()) {
             self.revoking_all = false;
             self.compute_targets();
         }
         let assignment = self.handed_to(member_id);
         let member = self.members.get_mut(member_id).expect("checked above");
-        let keeps_everything = member.owned.is_subset(&assignment);
-        if keeps_everything {
+        if assignment != member.handed {
+            member.handed = assignment.clone();
+            member.handed_seq = member.handed_seq.wrapping_add(1);
+        }
+        member.may_own.extend(assignment.iter().cloned());
+        if member.may_own.is_subset(&assignment) {
             member.revoke_asked_at = None;
         } else {
             member.revoke_asked_at.get_or_insert(now);
@@ -314,11 +339,12 @@ impl Group {
         Ok(HeartbeatOutcome {
             generation: self.generation,
             assignment,
+            assignment_seq: member.handed_seq,
             settled,
         })
     }
 
-    /// What `member_id` may own now: its target, less what another member still owns
+    /// What `member_id` may own now: its target, less what another member may still own
     /// (nothing at all while an eager rebalance takes everything back).
     fn handed_to(&self, member_id: &str) -> BTreeSet<TopicPartition> {
         if self.revoking_all {
@@ -331,7 +357,7 @@ impl Group {
             .filter(|tp| {
                 self.members
                     .values()
-                    .all(|other| other.member_id == member_id || !other.owned.contains(*tp))
+                    .all(|other| other.member_id == member_id || !other.may_own.contains(*tp))
             })
             .cloned()
             .collect()
@@ -406,7 +432,7 @@ impl Group {
             for member in self.members.values_mut() {
                 member.target.clear();
             }
-            if self.members.values().all(|m| m.owned.is_empty()) {
+            if self.members.values().all(|m| m.may_own.is_empty()) {
                 self.revoking_all = false;
                 self.compute_targets();
             }
@@ -469,7 +495,7 @@ impl Group {
                 ),
             ));
         }
-        if member.owned.contains(partition) || member.target.contains(partition) {
+        if member.may_own.contains(partition) || member.target.contains(partition) {
             return Ok(());
         }
         Err(GroupError::new(

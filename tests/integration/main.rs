@@ -4,6 +4,7 @@
 mod bench_harness;
 mod broker;
 mod broker_bad_input;
+mod groups;
 mod harness;
 mod loadgen;
 mod log_crash;

@@ -46,9 +46,10 @@ fn settle(group: &mut Group, now: Instant) -> usize {
         let mut all_settled = true;
         for id in ids {
             let owned = group.members[&id].owned.clone();
+            let acked = group.members[&id].handed_seq;
             let generation = group.generation;
             let outcome = group
-                .heartbeat(&id, generation, owned, now, &counts(12))
+                .heartbeat(&id, generation, owned, acked, now, &counts(12))
                 .expect("heartbeat");
             // The member drops what it was not handed, takes what it was.
             group.members.get_mut(&id).expect("member").owned = outcome.assignment.clone();
@@ -99,7 +100,14 @@ fn cooperative_rebalance_keeps_unmoved_partitions_owned_throughout() {
     join(&mut group, &mut ids, Strategy::CooperativeSticky, now);
     // The first member's next heartbeat gives back only the moved half.
     let outcome = group
-        .heartbeat(&first, group.generation, before.clone(), now, &counts(12))
+        .heartbeat(
+            &first,
+            group.generation,
+            before.clone(),
+            group.members[&first].handed_seq,
+            now,
+            &counts(12),
+        )
         .expect("heartbeat");
     assert_eq!(outcome.assignment.len(), 6);
     assert!(outcome.assignment.is_subset(&before));
@@ -120,13 +128,27 @@ fn eager_rebalance_takes_everything_back_before_dealing() {
     let second = join(&mut group, &mut ids, Strategy::Range, now);
     let owned = group.members[&first].owned.clone();
     let outcome = group
-        .heartbeat(&first, group.generation, owned, now, &counts(12))
+        .heartbeat(
+            &first,
+            group.generation,
+            owned,
+            group.members[&first].handed_seq,
+            now,
+            &counts(12),
+        )
         .expect("heartbeat");
     assert!(outcome.assignment.is_empty(), "eager: give everything back");
     assert!(!outcome.settled);
     // The newcomer gets nothing until the first member reports owning nothing.
     let outcome = group
-        .heartbeat(&second, group.generation, BTreeSet::new(), now, &counts(12))
+        .heartbeat(
+            &second,
+            group.generation,
+            BTreeSet::new(),
+            group.members[&second].handed_seq,
+            now,
+            &counts(12),
+        )
         .expect("heartbeat");
     assert!(outcome.assignment.is_empty());
     settle(&mut group, now);
@@ -144,7 +166,14 @@ fn a_partition_is_never_handed_out_while_another_member_owns_it() {
     let second = join(&mut group, &mut ids, Strategy::CooperativeSticky, now);
     // The newcomer heartbeats before the first member gave anything back.
     let outcome = group
-        .heartbeat(&second, group.generation, BTreeSet::new(), now, &counts(12))
+        .heartbeat(
+            &second,
+            group.generation,
+            BTreeSet::new(),
+            group.members[&second].handed_seq,
+            now,
+            &counts(12),
+        )
         .expect("heartbeat");
     assert!(outcome.assignment.is_empty());
     assert!(!outcome.settled);
@@ -164,7 +193,14 @@ fn silent_members_are_removed_and_their_partitions_move() {
     let later = now + SESSION / 2;
     let owned = group.members[&first].owned.clone();
     group
-        .heartbeat(&first, generation, owned, later, &counts(12))
+        .heartbeat(
+            &first,
+            generation,
+            owned,
+            group.members[&first].handed_seq,
+            later,
+            &counts(12),
+        )
         .expect("heartbeat");
     let expired = group.expire(now + SESSION + Duration::from_millis(1), &counts(12));
     assert_eq!(expired, vec![second.clone()]);
@@ -172,7 +208,7 @@ fn silent_members_are_removed_and_their_partitions_move() {
     settle(&mut group, now + SESSION);
     assert_eq!(group.members[&first].owned.len(), 12);
     let error = group
-        .heartbeat(&second, generation, BTreeSet::new(), now, &counts(12))
+        .heartbeat(&second, generation, BTreeSet::new(), 0, now, &counts(12))
         .expect_err("removed");
     assert_eq!(error.code, ErrorCode::UnknownMemberId);
 }
@@ -190,7 +226,14 @@ fn a_member_that_keeps_revoked_partitions_past_its_rebalance_timeout_is_removed(
     for step in 0..3u32 {
         let at = now + SESSION / 4 * step;
         group
-            .heartbeat(&first, group.generation, all.clone(), at, &counts(12))
+            .heartbeat(
+                &first,
+                group.generation,
+                all.clone(),
+                group.members[&first].handed_seq,
+                at,
+                &counts(12),
+            )
             .expect("heartbeat");
     }
     let expired = group.expire(now + SESSION + Duration::from_millis(1), &counts(12));
@@ -266,12 +309,19 @@ fn a_static_member_that_comes_back_keeps_its_partitions_without_a_rebalance() {
     assert_ne!(new, old);
     assert_eq!(group.generation, generation, "no rebalance");
     let outcome = group
-        .heartbeat(&new, generation, BTreeSet::new(), now, &counts(12))
+        .heartbeat(
+            &new,
+            generation,
+            BTreeSet::new(),
+            group.members[&new].handed_seq,
+            now,
+            &counts(12),
+        )
         .expect("heartbeat");
     assert_eq!(outcome.assignment, target);
     assert!(outcome.settled);
     let error = group
-        .heartbeat(&old, generation, target, now, &counts(12))
+        .heartbeat(&old, generation, target, 0, now, &counts(12))
         .expect_err("fenced");
     assert_eq!(error.code, ErrorCode::FencedInstanceId);
 }
@@ -298,8 +348,78 @@ fn more_partitions_start_a_rebalance_that_hands_them_out() {
     let generation = group.generation;
     let owned = group.members[&first].owned.clone();
     let outcome = group
-        .heartbeat(&first, generation, owned, now, &counts(16))
+        .heartbeat(
+            &first,
+            generation,
+            owned,
+            group.members[&first].handed_seq,
+            now,
+            &counts(16),
+        )
         .expect("heartbeat");
     assert!(group.generation > generation);
     assert_eq!(outcome.assignment.len(), 16);
+}
+
+#[test]
+fn partitions_handed_but_not_yet_reported_count_as_owned() {
+    let now = Instant::now();
+    let mut group = Group::new("g");
+    let mut ids = Ids(0);
+    let first = join(&mut group, &mut ids, Strategy::CooperativeSticky, now);
+    // The first member is handed everything but has not acted on it yet.
+    let handed = group
+        .heartbeat(
+            &first,
+            group.generation,
+            BTreeSet::new(),
+            0,
+            now,
+            &counts(12),
+        )
+        .expect("heartbeat");
+    assert_eq!(handed.assignment.len(), 12);
+    let second = join(&mut group, &mut ids, Strategy::CooperativeSticky, now);
+    // A report about an older assignment (owning nothing yet) does not free anything.
+    group
+        .heartbeat(
+            &first,
+            group.generation,
+            BTreeSet::new(),
+            0,
+            now,
+            &counts(12),
+        )
+        .expect("heartbeat");
+    let outcome = group
+        .heartbeat(
+            &second,
+            group.generation,
+            BTreeSet::new(),
+            0,
+            now,
+            &counts(12),
+        )
+        .expect("heartbeat");
+    assert!(
+        outcome.assignment.is_empty(),
+        "handed to the first member, maybe taken: {outcome:?}"
+    );
+    // Once the first member acts on its latest assignment, the moved half is free.
+    let latest = group.members[&first].handed.clone();
+    let seq = group.members[&first].handed_seq;
+    group
+        .heartbeat(&first, group.generation, latest, seq, now, &counts(12))
+        .expect("heartbeat");
+    let outcome = group
+        .heartbeat(
+            &second,
+            group.generation,
+            BTreeSet::new(),
+            0,
+            now,
+            &counts(12),
+        )
+        .expect("heartbeat");
+    assert_eq!(outcome.assignment.len(), 6);
 }

@@ -99,7 +99,11 @@ pub struct HeartbeatRequest {
     pub member_id: String,
     /// The generation the member last heard of.
     pub generation: u32,
+    /// What the member owns now.
     pub owned: Vec<TopicPartitions>,
+    /// The `assignment_seq` of the last assignment the member acted on (0 before any):
+    /// `owned` is exact only once it has acted on the latest one.
+    pub acked_assignment: u32,
 }
 
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -111,6 +115,8 @@ pub struct HeartbeatResponse {
     /// What the member should own now: it gives back what is missing here and takes what
     /// is new. May be short of its target while other members give partitions back.
     pub assignment: Vec<TopicPartitions>,
+    /// Identifies this assignment (per member, bumped when it changes).
+    pub assignment_seq: u32,
     /// The assignment is the member's whole target: nothing more is coming this
     /// generation. While false, the member heartbeats again soon.
     pub settled: bool,

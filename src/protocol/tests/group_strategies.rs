@@ -112,6 +112,7 @@ pub fn group_request() -> impl Strategy<Value = Request> {
                 member_id,
                 generation,
                 owned,
+                acked_assignment: generation / 2,
             })
         ),
         (group(), member_id())
@@ -238,6 +239,7 @@ pub fn group_response() -> impl Strategy<Value = Response> {
                     message: String::new(),
                     generation,
                     assignment,
+                    assignment_seq: generation / 3,
                     settled,
                     heartbeat_interval_ms: 100,
                 }
