@@ -219,3 +219,126 @@ async fn replay(log: &PartitionLog, table: &mut OffsetTable) -> Result<ReplaySta
     stats.entries = table.len();
     Ok(stats)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{FlushPolicy, ShardLogConfig};
+    use glommio::{LocalExecutorBuilder, Placement};
+
+    fn run<Fut>(body: impl FnOnce() -> Fut + Send + 'static)
+    where
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(body)
+            .expect("executor starts")
+            .join()
+            .expect("test body completes");
+    }
+
+    fn config() -> LogConfig {
+        LogConfig {
+            segment_bytes: crate::constants::SEGMENT_BYTES_MIN,
+            segment_age_ms: 3_600_000,
+            retention_ms: None,
+            retention_bytes: None,
+            flush: FlushPolicy::EveryBatch,
+            preallocate_bytes: 64 * 1024,
+        }
+    }
+
+    fn record(group: usize, partition: u32, offset: u64) -> OffsetRecord {
+        OffsetRecord {
+            group: format!("group-{group}"),
+            topic: "orders".into(),
+            partition,
+            offset,
+            metadata: String::new(),
+            commit_time_ms: 1,
+        }
+    }
+
+    async fn open(dir: &Path) -> OffsetLog {
+        let shard = LogShard::new(ShardLogConfig::default());
+        OffsetLog::open(&shard, dir, config())
+            .await
+            .expect("opens")
+            .0
+    }
+
+    #[test]
+    fn commits_replay_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let log = open(&path).await;
+            log.commit(vec![record(1, 0, 10), record(1, 1, 20)])
+                .await
+                .unwrap();
+            log.commit(vec![record(1, 0, 15), record(2, 0, 5)])
+                .await
+                .unwrap();
+            log.close().await.unwrap();
+            let log = open(&path).await;
+            let table = log.table();
+            assert_eq!(
+                table.get("group-1", "orders", 0).map(|c| c.offset),
+                Some(15)
+            );
+            assert_eq!(
+                table.get("group-1", "orders", 1).map(|c| c.offset),
+                Some(20)
+            );
+            assert_eq!(table.get("group-2", "orders", 0).map(|c| c.offset), Some(5));
+            assert_eq!(table.len(), 3);
+        });
+    }
+
+    #[test]
+    fn snapshots_keep_the_log_short_and_the_table_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let log = open(&path).await;
+            let mut snapshots = 0;
+            let mut expected = std::collections::BTreeMap::new();
+            // 3 groups x 4 partitions committed over and over: 12 live entries.
+            for round in 0..(OFFSETS_SNAPSHOT_RECORDS_MIN / 12 + 1) * 3 {
+                let records: Vec<OffsetRecord> = (0..3)
+                    .flat_map(|group| (0..4).map(move |p| record(group, p, round * 10 + p as u64)))
+                    .collect();
+                for r in &records {
+                    expected.insert((r.group.clone(), r.partition), r.offset);
+                }
+                log.commit(records).await.unwrap();
+                if log.snapshot_due() {
+                    log.snapshot().await.unwrap();
+                    snapshots += 1;
+                }
+            }
+            assert!(snapshots >= 2, "{snapshots} snapshots");
+            let segments = log.log().segment_count();
+            let bytes = log.log().size_bytes();
+            log.close().await.unwrap();
+            // Without snapshots ~3 x 20,000 records (~4 MB) would stay; with them, at most
+            // the records since the last snapshot and one segment before it.
+            assert!(segments <= 40, "{segments} segments");
+            assert!(bytes < 3 * 1024 * 1024, "{bytes} bytes");
+            let log = open(&path).await;
+            assert!(
+                log.log().log_start_offset() > 0,
+                "old segments were deleted"
+            );
+            let table = log.table();
+            assert_eq!(table.len(), 12);
+            for ((group, partition), offset) in expected {
+                assert_eq!(
+                    table.get(&group, "orders", partition).map(|c| c.offset),
+                    Some(offset)
+                );
+            }
+        });
+    }
+}

@@ -81,10 +81,17 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::Fil
 }
 
 /// Runs a broker until it is told to stop. Returns once every shard has shut down.
-pub fn run_broker(options: BrokerOptions) -> Result<(), String> {
+pub fn run_broker(mut options: BrokerOptions) -> Result<(), String> {
     options.profile.check()?;
     crate::shard::runtime::tune_allocator();
     let _lock = lock_data_dir(&options.data_dir)?;
+    // glommio opens directories relative to nothing: every path it sees is absolute.
+    options.data_dir = options.data_dir.canonicalize().map_err(|e| {
+        format!(
+            "cannot resolve data directory {}: {e}",
+            options.data_dir.display()
+        )
+    })?;
     let buffers = SocketBuffers {
         send_bytes: options.profile.network.socket_send_buffer_bytes,
         receive_bytes: options.profile.network.socket_receive_buffer_bytes,
