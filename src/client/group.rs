@@ -111,7 +111,7 @@ struct Membership {
 
 /// A consumer in a group. Runs on a glommio executor.
 pub struct GroupConsumer {
-    cluster: Rc<Cluster>,
+    link: Rc<CoordinatorLink>,
     config: GroupConfig,
     consumer: Consumer,
     membership: Rc<RefCell<Membership>>,
@@ -152,11 +152,37 @@ async fn coordinator_address(cluster: &Cluster, group: &str) -> Result<SocketAdd
     }
 }
 
-/// Sends a request to the group's coordinator.
-async fn call(cluster: &Cluster, group: &str, request: Request) -> Result<Response, ClientError> {
-    let address = coordinator_address(cluster, group).await?;
-    let connection = cluster.connection(address).await?;
-    Ok(connection.request(&request, &[]).await?.response)
+/// The way to a group's coordinator: its address, looked up once and again after a
+/// failure. Shared by a consumer and its heartbeat task.
+struct CoordinatorLink {
+    cluster: Rc<Cluster>,
+    group: String,
+    address: RefCell<Option<SocketAddr>>,
+}
+
+impl CoordinatorLink {
+    /// Sends a request to the group's coordinator. A failed send forgets the address, so
+    /// the next call looks it up again.
+    async fn call(&self, request: Request) -> Result<Response, ClientError> {
+        let known = *self.address.borrow();
+        let address = match known {
+            Some(address) => address,
+            None => {
+                let address = coordinator_address(&self.cluster, &self.group).await?;
+                *self.address.borrow_mut() = Some(address);
+                address
+            }
+        };
+        let result = async {
+            let connection = self.cluster.connection(address).await?;
+            Ok(connection.request(&request, &[]).await?.response)
+        }
+        .await;
+        if result.is_err() {
+            *self.address.borrow_mut() = None;
+        }
+        result
+    }
 }
 
 fn lists(set: &BTreeSet<TopicPartition>) -> Vec<TopicPartitions> {
@@ -181,7 +207,7 @@ fn set_of(lists: &[TopicPartitions]) -> BTreeSet<TopicPartition> {
 }
 
 async fn join(
-    cluster: &Cluster,
+    link: &CoordinatorLink,
     config: &GroupConfig,
     member_id: &str,
 ) -> Result<(String, u32, Duration), ClientError> {
@@ -196,7 +222,7 @@ async fn join(
         rebalance_timeout_ms: u32::try_from(config.rebalance_timeout.as_millis())
             .unwrap_or(u32::MAX),
     });
-    match call(cluster, &config.group, request).await? {
+    match link.call(request).await? {
         Response::JoinGroup(joined) if joined.error == ErrorCode::None => Ok((
             joined.member_id,
             joined.generation,
@@ -222,7 +248,12 @@ impl GroupConsumer {
                 "a group consumer needs topics".into(),
             ));
         }
-        let (member_id, generation, interval) = join(&cluster, &config, "").await?;
+        let link = Rc::new(CoordinatorLink {
+            cluster: cluster.clone(),
+            group: config.group.clone(),
+            address: RefCell::new(None),
+        });
+        let (member_id, generation, interval) = join(&link, &config, "").await?;
         tracing::info!(group = %config.group, %member_id, generation, "joined");
         let membership = Rc::new(RefCell::new(Membership {
             member_id,
@@ -232,13 +263,13 @@ impl GroupConsumer {
             ..Membership::default()
         }));
         let heartbeats = glommio::spawn_local(heartbeat_loop(
-            cluster.clone(),
+            link.clone(),
             config.clone(),
             membership.clone(),
         ));
         Ok(GroupConsumer {
-            consumer: Consumer::new(cluster.clone(), config.consumer.clone()),
-            cluster,
+            consumer: Consumer::new(cluster, config.consumer.clone()),
+            link,
             config,
             membership,
             heartbeats: Some(heartbeats),
@@ -369,7 +400,7 @@ impl GroupConsumer {
             group: self.config.group.clone(),
             partitions: Some(lists(partitions)),
         });
-        match call(&self.cluster, &self.config.group, request).await? {
+        match self.link.call(request).await? {
             Response::OffsetFetch(fetched) if fetched.error == ErrorCode::None => Ok(fetched
                 .offsets
                 .into_iter()
@@ -438,7 +469,7 @@ impl GroupConsumer {
             generation,
             offsets: offsets.clone(),
         });
-        let response = call(&self.cluster, &self.config.group, request).await?;
+        let response = self.link.call(request).await?;
         let results = match response {
             Response::OffsetCommit(committed) if committed.error == ErrorCode::None => {
                 committed.partitions
@@ -497,7 +528,7 @@ impl GroupConsumer {
                 group: self.config.group.clone(),
                 member_id,
             });
-            match call(&self.cluster, &self.config.group, request).await? {
+            match self.link.call(request).await? {
                 Response::LeaveGroup(left) if left.error != ErrorCode::None => {
                     return Err(ClientError::from_code(left.error, left.message));
                 }
@@ -511,7 +542,7 @@ impl GroupConsumer {
 /// Heartbeats on the interval, at once when what the member owns changed, and soon while
 /// the assignment is not settled. Joins again when the coordinator forgot the member.
 async fn heartbeat_loop(
-    cluster: Rc<Cluster>,
+    link: Rc<CoordinatorLink>,
     config: GroupConfig,
     membership: Rc<RefCell<Membership>>,
 ) {
@@ -545,7 +576,7 @@ async fn heartbeat_loop(
             }
         };
         last_sent = Some(Instant::now());
-        match call(&cluster, &config.group, Request::Heartbeat(request)).await {
+        match link.call(Request::Heartbeat(request)).await {
             Ok(Response::Heartbeat(beat)) if beat.error == ErrorCode::None => {
                 let mut state = membership.borrow_mut();
                 state.generation = beat.generation;
@@ -557,10 +588,10 @@ async fn heartbeat_loop(
                     Duration::from_millis(u64::from(beat.heartbeat_interval_ms.max(1)));
             }
             Ok(Response::Heartbeat(beat)) => {
-                on_refusal(&cluster, &config, &membership, beat.error, beat.message).await
+                on_refusal(&link, &config, &membership, beat.error, beat.message).await
             }
             Ok(Response::Error(error)) => {
-                on_refusal(&cluster, &config, &membership, error.error, error.message).await
+                on_refusal(&link, &config, &membership, error.error, error.message).await
             }
             Ok(other) => {
                 tracing::warn!(api = ?other.api_key(), "heartbeat answered with another api");
@@ -575,7 +606,7 @@ async fn heartbeat_loop(
 }
 
 async fn on_refusal(
-    cluster: &Cluster,
+    link: &CoordinatorLink,
     config: &GroupConfig,
     membership: &Rc<RefCell<Membership>>,
     code: ErrorCode,
@@ -592,7 +623,7 @@ async fn on_refusal(
                 state.acked_assignment = 0;
                 state.settled = false;
             }
-            match join(cluster, config, "").await {
+            match join(link, config, "").await {
                 Ok((member_id, generation, interval)) => {
                     let mut state = membership.borrow_mut();
                     state.member_id = member_id;
