@@ -12,7 +12,6 @@
 //! This module knows the log and the protocol's message types, never the network: the
 //! server routes each group request to its coordinator shard and calls in here.
 
-#[path = "assignor_stub.rs"]
 pub mod assignor;
 pub mod coordinator;
 pub mod membership;
