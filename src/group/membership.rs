@@ -50,11 +50,18 @@ pub struct Member {
     /// The assignment it was last sent, and that assignment's sequence number.
     pub handed: BTreeSet<TopicPartition>,
     pub handed_seq: u32,
+    /// The last assignment it reported having acted on.
+    pub acked_seq: u32,
     /// Since when it has been asked to give back partitions it may still own.
     pub revoke_asked_at: Option<Instant>,
 }
 
 impl Member {
+    /// It owns exactly its target, and says so having acted on its latest assignment.
+    fn settled(&self) -> bool {
+        self.owned == self.target && self.handed == self.target && self.acked_seq == self.handed_seq
+    }
+
     fn new(request: JoinRequest, member_id: String, now: Instant) -> Member {
         Member {
             member_id,
@@ -69,6 +76,7 @@ impl Member {
             may_own: BTreeSet::new(),
             handed: BTreeSet::new(),
             handed_seq: 0,
+            acked_seq: 0,
             revoke_asked_at: None,
         }
     }
@@ -151,12 +159,7 @@ impl Group {
     pub fn state(&self) -> GroupState {
         if self.members.is_empty() {
             GroupState::Empty
-        } else if self.revoking_all
-            || self
-                .members
-                .values()
-                .any(|m| m.may_own != m.target || m.handed != m.target)
-        {
+        } else if self.revoking_all || self.members.values().any(|m| !m.settled()) {
             GroupState::Rebalancing
         } else {
             GroupState::Stable
@@ -316,6 +319,7 @@ impl Group {
             member.may_own.extend(owned.iter().cloned());
         }
         member.owned = owned;
+        member.acked_seq = acked_assignment;
         if self.topology_changed(partition_counts) {
             self.rebalance(now, partition_counts);
         }

@@ -534,15 +534,21 @@ fn a_static_member_restarted_within_its_session_gets_its_partitions_back_without
         &flags,
     );
     let before = wait_stable(&broker, "shop", 2);
-    let owned_by_a = |described: &serde_json::Value| -> String {
+    let worker_a = |described: &serde_json::Value| -> (String, String) {
         described["members"]
             .as_array()
             .unwrap()
             .iter()
             .find(|m| m["instance_id"] == "worker-a")
-            .map(|m| m["owned"].as_str().unwrap().to_string())
+            .map(|m| {
+                (
+                    m["member_id"].as_str().unwrap().to_string(),
+                    m["owned"].as_str().unwrap().to_string(),
+                )
+            })
             .expect("worker-a is a member")
     };
+    let (old_id, old_owned) = worker_a(&before);
     a.kill();
     let _a2 = Member::start(
         dir.path(),
@@ -552,9 +558,24 @@ fn a_static_member_restarted_within_its_session_gets_its_partitions_back_without
         "shop",
         &static_flags,
     );
-    let after = wait_stable(&broker, "shop", 2);
-    assert_eq!(before["generation"], after["generation"], "no rebalance");
-    assert_eq!(owned_by_a(&before), owned_by_a(&after));
+    // Stable again, with worker-a under its new member id.
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    let after = loop {
+        let after = wait_stable(&broker, "shop", 2);
+        if worker_a(&after).0 != old_id {
+            break after;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker-a never came back: {after}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        before["generation"], after["generation"],
+        "no rebalance: {after}"
+    );
+    assert_eq!(worker_a(&after).1, old_owned, "{after}");
 }
 
 /// A raw connection for requests the client would never send.
