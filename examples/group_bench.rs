@@ -8,13 +8,15 @@
 //!    the coordinator reports the group Stable again. "Paused" counts the partitions that
 //!    had no owner at some moment of the rebalance (sampled every `SAMPLE_INTERVAL`):
 //!    eager rebalances pause every partition, cooperative ones only the moved ones.
-//! 2. `commits`: one member owns every partition and commits one partition's offset at
-//!    `--commit-rate` commits/s for `--seconds`; commit latency percentiles, and the
-//!    broker's CPU time over that span against an idle span of the same length (from
-//!    `/proc/<--broker-pid>/stat`).
+//! 2. `commits`: `--commit-members` members share the partitions; together they commit
+//!    `--commit-rate` commits/s (one partition's offset each, every member one commit at a
+//!    time, open loop) for `--seconds`: commit latency percentiles from the intended time,
+//!    and the broker's CPU time over that span against an idle span of the same length
+//!    (from `/proc/<--broker-pid>/stat`).
 //!
 //! `cargo run --release --example group_bench -- --broker 127.0.0.1:9092 --broker-pid PID`
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -48,6 +50,12 @@ struct Args {
     fetch_wait_ms: u64,
     #[arg(long, default_value_t = 1000)]
     commit_rate: u64,
+    /// Members sharing the commit rate (each commits its share one commit at a time).
+    #[arg(long, default_value_t = 10)]
+    commit_members: usize,
+    /// Skip the rebalance phase.
+    #[arg(long)]
+    commits_only: bool,
     #[arg(long, default_value_t = 10)]
     seconds: u64,
 }
@@ -181,29 +189,23 @@ fn broker_cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / ticks as f64)
 }
 
-async fn commits(args: &Args, cluster: Rc<Cluster>, topic: &str) -> Result<String, String> {
-    let group = format!("bench-commits-{}", std::process::id());
-    let mut config = member_config(args, &group, topic, AssignmentStrategy::CooperativeSticky);
-    config.auto_commit = None;
-    let mut member = GroupConsumer::join(cluster.clone(), config)
-        .await
-        .map_err(|e| e.to_string())?;
-    while member.owned().len() < args.partitions as usize {
-        member.poll().await.map_err(|e| e.to_string())?;
+/// One committing member: owns its share of the partitions and commits one of them at
+/// `rate` commits/s, each timed from its intended time.
+async fn committer(
+    mut member: GroupConsumer,
+    rate: f64,
+    span: Duration,
+    latency: Rc<RefCell<Histogram<u64>>>,
+) -> Result<(u64, GroupConsumer), String> {
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let owned: Vec<(String, u32)> = member.owned().into_iter().collect();
+    if owned.is_empty() {
+        return Err("a committing member owns nothing".into());
     }
-    let span = Duration::from_secs(args.seconds);
-    let idle_start = args.broker_pid.and_then(broker_cpu_seconds);
-    glommio::timer::sleep(span).await;
-    let idle_end = args.broker_pid.and_then(broker_cpu_seconds);
-    let mut latency =
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
-    let interval = Duration::from_secs_f64(1.0 / args.commit_rate as f64);
-    let busy_start = args.broker_pid.and_then(broker_cpu_seconds);
     let started = Instant::now();
     let mut sent = 0u64;
-    let owned: Vec<(String, u32)> = member.owned().into_iter().collect();
     while started.elapsed() < span {
-        let due = started + interval * sent as u32;
+        let due = started + interval.mul_f64(sent as f64);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             glommio::timer::sleep(wait).await;
         }
@@ -215,19 +217,74 @@ async fn commits(args: &Args, cluster: Rc<Cluster>, topic: &str) -> Result<Strin
         member.commit().await.map_err(|e| e.to_string())?;
         // From the intended time, so a slow commit delays the next and shows up here.
         latency
+            .borrow_mut()
             .record(due.elapsed().as_micros() as u64)
             .map_err(|e| e.to_string())?;
         sent += 1;
     }
+    Ok((sent, member))
+}
+
+async fn commits(args: &Args, cluster: Rc<Cluster>, topic: &str) -> Result<String, String> {
+    let group = format!("bench-commits-{}", std::process::id());
+    let mut members = Vec::new();
+    for _ in 0..args.commit_members {
+        let mut config = member_config(args, &group, topic, AssignmentStrategy::CooperativeSticky);
+        config.auto_commit = None;
+        members.push(
+            GroupConsumer::join(cluster.clone(), config)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    // Every member polls until the group is settled and the partitions are spread.
+    let admin = Admin::new(cluster.clone());
+    loop {
+        for member in &mut members {
+            member.poll().await.map_err(|e| e.to_string())?;
+        }
+        let described = admin
+            .describe_group(&group)
+            .await
+            .map_err(|e| e.to_string())?;
+        if described.state == GroupState::Stable && members.iter().all(|m| !m.owned().is_empty()) {
+            break;
+        }
+    }
+    let span = Duration::from_secs(args.seconds);
+    let idle_start = args.broker_pid.and_then(broker_cpu_seconds);
+    glommio::timer::sleep(span).await;
+    let idle_end = args.broker_pid.and_then(broker_cpu_seconds);
+    let latency = Rc::new(RefCell::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
+    ));
+    let rate = args.commit_rate as f64 / members.len() as f64;
+    let busy_start = args.broker_pid.and_then(broker_cpu_seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = members
+        .into_iter()
+        .map(|member| glommio::spawn_local(committer(member, rate, span, latency.clone())))
+        .collect();
+    let mut sent = 0;
+    let mut done = Vec::new();
+    for task in tasks {
+        let (count, member) = task.await?;
+        sent += count;
+        done.push(member);
+    }
     let elapsed = started.elapsed();
     let busy_end = args.broker_pid.and_then(broker_cpu_seconds);
-    member.close().await.map_err(|e| e.to_string())?;
+    for member in done {
+        member.close().await.map_err(|e| e.to_string())?;
+    }
     let cpu = |start: Option<f64>, end: Option<f64>, over: Duration| match (start, end) {
         (Some(start), Some(end)) => format!("{:.1}%", (end - start) / over.as_secs_f64() * 100.0),
         _ => "n/a".to_string(),
     };
+    let latency = latency.borrow();
     Ok(format!(
-        "commits: {sent} in {:.2} s ({:.0}/s); latency from intended time p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs; broker CPU idle {} vs committing {}",
+        "commits: {} members, {sent} commits in {:.2} s ({:.0}/s); latency from intended time p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs; broker CPU (of one core) idle {} vs committing {}",
+        args.commit_members,
         elapsed.as_secs_f64(),
         sent as f64 / elapsed.as_secs_f64(),
         latency.value_at_quantile(0.5),
@@ -257,8 +314,10 @@ fn main() -> ExitCode {
             println!("topic {topic}: {} partitions; members' fetch wait {} ms", args.partitions, args.fetch_wait_ms);
             println!("| members | strategy | initial settle ms | +1 join ms | paused on join | -1 leave ms | paused on leave |");
             println!("|---|---|---|---|---|---|---|");
-            for row in rebalances(&args, cluster.clone(), &topic).await? {
-                println!("{row}");
+            if !args.commits_only {
+                for row in rebalances(&args, cluster.clone(), &topic).await? {
+                    println!("{row}");
+                }
             }
             println!("{}", commits(&args, cluster, &topic).await?);
             Ok::<(), String>(())
