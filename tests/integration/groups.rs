@@ -503,6 +503,45 @@ fn committed_offsets_survive_a_broker_kill_and_consumers_resume_there() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(committed(&broker), 0);
+    // An explicit offset (clamped to the log) for one partition, and a timestamp.
+    let address = broker.broker_arg();
+    let reset = |to: &str, partitions: &[&str]| {
+        let mut args = vec![
+            "group",
+            "reset-offsets",
+            "--broker",
+            &address,
+            "--group",
+            "readers",
+            "--topic",
+            "ledger",
+            "--to",
+            to,
+        ];
+        args.extend_from_slice(partitions);
+        let out = cli(&args, None);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        reset("offset:5", &["--partitions", "0"]).trim(),
+        "ledger/0\t5"
+    );
+    assert_eq!(committed(&broker), 5);
+    let far = reset("offset:999999", &["--partitions", "0"]);
+    let high: u64 = far.trim().rsplit('\t').next().unwrap().parse().unwrap();
+    assert!(
+        high < 999_999 && high > 0,
+        "clamped to the high watermark: {far}"
+    );
+    reset("timestamp:0", &[]);
+    assert_eq!(committed(&broker), 0, "every record is after time 0");
+    reset("latest", &[]);
+    assert_eq!(committed(&broker), MESSAGES as u64);
 }
 
 #[test]
