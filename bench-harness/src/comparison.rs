@@ -31,6 +31,18 @@ pub fn run_all(session: &Session, peers: &[Peer], install: &PeerInstall) -> Vec<
                 let name = system.map_or(profile_label.as_str(), |peer| peer.name());
                 let mut result = session.empty_result_labelled(name, &label, run, &scenario.topic);
                 result.durability = Some(class.name().into());
+                if let Some(peer) = system {
+                    result.system = peer.name().into();
+                    result.acks = PEER_ACKS.into();
+                    match peer_setting(peer, class) {
+                        Ok(setting) => result.durability_setting = Some(setting),
+                        Err(reason) => result.skipped = Some(reason),
+                    }
+                }
+                if result.skipped.is_some() {
+                    results.push(result);
+                    continue;
+                }
                 let resolved = resolve_rate(run, &earlier);
                 match (system, resolved) {
                     (_, Err(error)) => result.errors.push(error),
@@ -92,12 +104,13 @@ pub fn resolve_rate(run: &RunSpec, earlier: &[RunResult]) -> Result<RunSpec, Str
         .floor()
         .max(HALF_MAX_RATE_MIN);
     Ok(RunSpec {
+        name: Some(run.label()),
         rate: format!("{rate:.0}"),
         ..run.clone()
     })
 }
 
-/// One peer run into `result`: a fresh server in `class` (or the reason it has none), one
+/// One peer run into `result` (whose setting for `class` is known): a fresh server, one
 /// loadgen run, the server's usage, a stop.
 fn peer_run(
     session: &Session,
@@ -107,15 +120,6 @@ fn peer_run(
     install: &PeerInstall,
     run: &RunSpec,
 ) {
-    result.system = peer.name().into();
-    result.acks = PEER_ACKS.into();
-    match peer_setting(peer, class) {
-        Ok(setting) => result.durability_setting = Some(setting),
-        Err(reason) => {
-            result.skipped = Some(reason);
-            return;
-        }
-    }
     let label = format!("{} [{}]", peer.name(), class.name());
     session.progress(&format!(
         "{label} run {}: starting {}",

@@ -76,7 +76,8 @@ fn base_config(args: &Args) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &args.broker)
-        .set("client.id", CLIENT_ID);
+        .set("client.id", CLIENT_ID)
+        .set("socket.nagle.disable", "true");
     config
 }
 
@@ -202,9 +203,7 @@ impl KafkaConsumer {
         let mut next = HashMap::new();
         for partition in partitions {
             let index = i32::try_from(partition).map_err(|e| e.to_string())?;
-            let (_, high) = consumer
-                .fetch_watermarks(&topic, index, REQUEST_TIMEOUT)
-                .map_err(|e| format!("high watermark of {topic}/{partition}: {e}"))?;
+            let high = high_watermark_when_led(&consumer, &topic, index)?;
             assignment
                 .add_partition_offset(&topic, index, Offset::Offset(high))
                 .map_err(|e| format!("assigning {topic}/{partition}: {e}"))?;
@@ -218,6 +217,23 @@ impl KafkaConsumer {
             topic,
             next,
         })
+    }
+}
+
+/// The high watermark of a partition, retried while the broker does not lead it yet (a
+/// new topic's leaders show in the metadata a moment before they answer).
+fn high_watermark_when_led(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partition: i32,
+) -> Result<i64, String> {
+    let deadline = Instant::now() + TOPIC_READY_TIME_MAX;
+    loop {
+        match consumer.fetch_watermarks(topic, partition, REQUEST_TIMEOUT) {
+            Ok((_, high)) => return Ok(high),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(TOPIC_READY_POLL),
+            Err(error) => return Err(format!("high watermark of {topic}/{partition}: {error}")),
+        }
     }
 }
 
@@ -247,7 +263,7 @@ impl PeerConsumer for KafkaConsumer {
         Ok(())
     }
 
-    async fn caught_up(&mut self) -> Result<bool, String> {
+    async fn behind(&mut self) -> Result<Option<String>, String> {
         for (&partition, &next) in &self.next {
             let index = i32::try_from(partition).map_err(|e| e.to_string())?;
             let (_, high) = self
@@ -255,9 +271,11 @@ impl PeerConsumer for KafkaConsumer {
                 .fetch_watermarks(&self.topic, index, REQUEST_TIMEOUT)
                 .map_err(|e| format!("high watermark of {}/{partition}: {e}", self.topic))?;
             if next < high {
-                return Ok(false);
+                return Ok(Some(format!(
+                    "partition {partition} read to offset {next} of {high}"
+                )));
             }
         }
-        Ok(true)
+        Ok(None)
     }
 }

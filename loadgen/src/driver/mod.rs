@@ -143,6 +143,8 @@ pub fn client_settings(args: &Args) -> Result<Vec<(&'static str, String)>, Strin
                 ("linger.ms", linger_ms.to_string()),
                 ("batch.size", config.batch_bytes.to_string()),
                 ("compression.type", "none".to_string()),
+                // TCP_NODELAY, as the Java client and shardline's client use.
+                ("socket.nagle.disable", "true".to_string()),
                 (
                     "queue.buffering.max.messages",
                     KAFKA_QUEUE_MESSAGES_MAX.to_string(),
@@ -178,8 +180,9 @@ pub fn client_settings(args: &Args) -> Result<Vec<(&'static str, String)>, Strin
             AcksArg::Leader | AcksArg::All => Ok(vec![
                 (
                     "publish",
-                    "XADD per message, pipelined on one multiplexed connection; the reply \
-                     is the acknowledgement"
+                    "XADD per message; per partition, sent in order as pipelines (one in \
+                     flight, the next accumulating, at most 64 XADDs); each reply is the \
+                     acknowledgement"
                         .to_string(),
                 ),
                 ("stream", "one stream key per partition".into()),

@@ -219,16 +219,22 @@ impl PeerConsumer for NatsConsumer {
         Ok(())
     }
 
-    async fn caught_up(&mut self) -> Result<bool, String> {
+    async fn behind(&mut self) -> Result<Option<String>, String> {
         for (partition, consumer, last_read) in &mut self.consumers {
             let info = consumer
                 .info()
                 .await
                 .map_err(|e| format!("JetStream consumer info of partition {partition}: {e}"))?;
-            if info.num_pending > 0 || info.delivered.stream_sequence > *last_read {
-                return Ok(false);
+            // Every delivered message is acknowledged once it was read (cumulatively, after
+            // each poll): nothing pending and nothing unacknowledged means all was read.
+            if info.num_pending > 0 || info.num_ack_pending > 0 {
+                return Ok(Some(format!(
+                    "partition {partition}: {} not delivered, {} delivered and not yet read, \
+                     read up to stream sequence {last_read}",
+                    info.num_pending, info.num_ack_pending
+                )));
             }
         }
-        Ok(true)
+        Ok(None)
     }
 }

@@ -65,9 +65,9 @@ pub trait PeerConsumer {
         observe: &mut dyn FnMut(u32, &[u8]),
     ) -> Result<(), String>;
 
-    /// Whether every record in the partitions now has been read (asked once the
-    /// producers are done, so every acknowledged message is in).
-    async fn caught_up(&mut self) -> Result<bool, String>;
+    /// `None` once every record in the partitions has been read, else what is still
+    /// unread (asked once the producers are done, so every acknowledged message is in).
+    async fn behind(&mut self) -> Result<Option<String>, String>;
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -318,12 +318,13 @@ where
     loop {
         if live.producers_done.load(Ordering::Acquire) {
             let deadline = *deadline.get_or_insert_with(|| Instant::now() + DRAIN_TIME_MAX);
-            if client.caught_up().await? {
+            let Some(behind) = client.behind().await? else {
                 return Ok(());
-            }
+            };
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "not at the end of partitions {partitions:?} after {DRAIN_TIME_MAX:?}"
+                    "not at the end of partitions {partitions:?} after {DRAIN_TIME_MAX:?}: \
+                     {behind}"
                 ));
             }
         }

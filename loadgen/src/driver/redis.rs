@@ -1,8 +1,15 @@
 //! The Redis Streams driver: the `redis` crate on tokio. Partition `p` of the topic is the
 //! stream key `<topic>:<p>` (`redis_stream_key`); producers XADD each message to the key
-//! of `partition_for(key)` on one multiplexed connection (pipelined, in order) and take
-//! the reply as the acknowledgement. Consumers XREAD their keys from the last entry
-//! present when they report ready, blocking up to the fetch wait.
+//! of `partition_for(key)` and take the reply as the acknowledgement. Consumers XREAD
+//! their keys from the last entry present when they report ready, blocking up to the fetch
+//! wait.
+//!
+//! Order: concurrent requests on a multiplexed connection do not keep the order in which
+//! they were issued (seen as reordering under load), and per-key order is the promise
+//! every system here is checked for. So each partition (stream key) of a producer has a
+//! writer task that sends its XADDs as pipelines, one in flight at a time while the next
+//! accumulates (at most `PIPELINE_MESSAGES_MAX`); the partitions' writers share the
+//! connection, so up to one pipeline per partition is in flight.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -12,6 +19,8 @@ use crossbeam::channel::Sender;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamRangeReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, Value};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::oneshot;
 
 use super::peer::{self, AckFuture, PeerConsumer, PeerProducer};
 use super::{redis_stream_key, Driver};
@@ -25,6 +34,9 @@ const FIELD: &str = "v";
 /// How long a command may wait for its reply (XADD under `appendfsync always` in an
 /// overloaded open loop waits long; the loadgen measures that, it must not give up).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// XADDs one pipeline carries at most (small, so that the first of a pipeline does not
+/// wait long for the reply of the last).
+const PIPELINE_MESSAGES_MAX: usize = 64;
 /// Entries one XREAD returns at most.
 const READ_COUNT_MAX: usize = 4096;
 /// The ID before every entry.
@@ -53,10 +65,14 @@ impl Driver for RedisDriver {
         reports: Sender<ProducerReport>,
     ) -> JoinHandle<()> {
         peer::spawn_producer(plan, producer, live, reports, |plan| async move {
-            Ok(RedisProducer {
-                connection: connect(&plan.args).await?,
-                keys: stream_keys(&plan.args.topic, 0..plan.partitions),
-            })
+            let connection = connect(&plan.args).await?;
+            let mut queues = Vec::new();
+            for key in stream_keys(&plan.args.topic, 0..plan.partitions) {
+                let (queue, inbox) = unbounded_channel();
+                tokio::task::spawn_local(write_pipelines(connection.clone(), key, inbox));
+                queues.push(queue);
+            }
+            Ok(RedisProducer { queues })
         })
     }
 
@@ -94,9 +110,15 @@ async fn connect(args: &Args) -> Result<MultiplexedConnection, String> {
         .map_err(|e| format!("connecting to Redis at {}: {e}", args.broker))
 }
 
+/// One XADD waiting for its pipeline.
+struct Pending {
+    value: Vec<u8>,
+    acknowledged: oneshot::Sender<Result<(), String>>,
+}
+
 struct RedisProducer {
-    connection: MultiplexedConnection,
-    keys: Vec<String>,
+    /// Per partition, its writer's queue.
+    queues: Vec<UnboundedSender<Pending>>,
 }
 
 impl PeerProducer for RedisProducer {
@@ -106,20 +128,53 @@ impl PeerProducer for RedisProducer {
         _key: Option<&[u8]>,
         value: &[u8],
     ) -> Result<AckFuture, String> {
-        let key = self
-            .keys
+        let queue = self
+            .queues
             .get(partition as usize)
             .ok_or_else(|| format!("no partition {partition}"))?;
-        let mut command = redis::cmd("XADD");
-        command.arg(key).arg("*").arg(FIELD).arg(value);
-        let mut connection = self.connection.clone();
+        let (acknowledged, answer) = oneshot::channel();
+        let pending = Pending {
+            value: value.to_vec(),
+            acknowledged,
+        };
+        queue
+            .send(pending)
+            .map_err(|_| "the Redis pipeline writer stopped".to_string())?;
         Ok(Box::pin(async move {
-            command
-                .query_async::<Value>(&mut connection)
+            answer
                 .await
-                .map(|_| ())
-                .map_err(|e| format!("XADD: {e}"))
+                .unwrap_or_else(|_| Err("the Redis pipeline writer stopped".into()))
         }))
+    }
+}
+
+/// One partition's writer task: what is queued goes out as one pipeline of XADDs to `key`
+/// (up to `PIPELINE_MESSAGES_MAX`), in queue order; each message is answered with its
+/// pipeline.
+async fn write_pipelines(
+    mut connection: MultiplexedConnection,
+    key: String,
+    mut inbox: UnboundedReceiver<Pending>,
+) {
+    let mut batch = Vec::with_capacity(PIPELINE_MESSAGES_MAX);
+    while inbox.recv_many(&mut batch, PIPELINE_MESSAGES_MAX).await > 0 {
+        let mut pipeline = redis::pipe();
+        for pending in &batch {
+            pipeline
+                .cmd("XADD")
+                .arg(&key)
+                .arg("*")
+                .arg(FIELD)
+                .arg(&pending.value);
+        }
+        let outcome = pipeline
+            .query_async::<Vec<Value>>(&mut connection)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("XADD pipeline: {e}"));
+        for pending in batch.drain(..) {
+            let _ = pending.acknowledged.send(outcome.clone());
+        }
     }
 }
 
@@ -212,14 +267,14 @@ impl PeerConsumer for RedisConsumer {
         Ok(())
     }
 
-    async fn caught_up(&mut self) -> Result<bool, String> {
+    async fn behind(&mut self) -> Result<Option<String>, String> {
         for (key, read) in self.keys.iter().zip(&self.last_ids) {
             let last = last_id(&mut self.connection, key).await?;
             if parse_id(&last) > parse_id(read) {
-                return Ok(false);
+                return Ok(Some(format!("{key}: read up to {read}, last entry {last}")));
             }
         }
-        Ok(true)
+        Ok(None)
     }
 }
 
