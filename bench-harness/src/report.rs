@@ -181,7 +181,11 @@ pub fn report_markdown(context: &ReportContext, results: &[RunResult]) -> String
         scenario.consumers,
         scenario.message_bytes,
         scenario.keys,
-        scenario.acks,
+        if scenario.comparisons.is_empty() {
+            scenario.acks.as_str()
+        } else {
+            "per comparison (below)"
+        },
         scenario.warmup_s,
         scenario.duration_s,
         if scenario.broker_per_profile {

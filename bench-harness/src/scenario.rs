@@ -229,7 +229,8 @@ impl Scenario {
         Ok(())
     }
 
-    /// Keeps only `wanted` profiles, in the scenario's order; unknown names are an error.
+    /// Keeps only `wanted` profiles, in the scenario's order (and only the comparisons
+    /// that use them); unknown names are an error.
     pub fn restrict_profiles(&mut self, wanted: &[String]) -> Result<(), String> {
         if let Some(missing) = wanted.iter().find(|name| !self.profiles.contains(name)) {
             return Err(format!(
@@ -239,6 +240,8 @@ impl Scenario {
             ));
         }
         self.profiles.retain(|name| wanted.contains(name));
+        self.comparisons
+            .retain(|comparison| wanted.contains(&comparison.profile));
         Ok(())
     }
 
@@ -390,6 +393,12 @@ mod tests {
                 (Durability::NoFsync, "throughput", "leader")
             ]
         );
+        let mut durable_only = peers.clone();
+        durable_only
+            .restrict_profiles(&["durable".into()])
+            .expect("known");
+        assert_eq!(durable_only.comparisons.len(), 1);
+        assert_eq!(durable_only.comparisons[0].durability, Durability::Fsync);
         let rates: Vec<&str> = peers.runs.iter().map(|r| r.rate.as_str()).collect();
         assert_eq!(rates, ["max", HALF_MAX_RATE]);
         assert!(peers.load_seconds() < 300.0, "{}", peers.load_seconds());
