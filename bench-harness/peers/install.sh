@@ -65,9 +65,11 @@ for peer in "${want[@]}"; do
       <artifactId>kafka-storage</artifactId>
       <version>$KAFKA_VERSION</version>
     </dependency>
+    <!-- Kafka logs through SLF4J 1.7: log4j's binding for it, so that the broker's errors
+         reach its log (log4j 2 without a configuration file logs ERROR to the console). -->
     <dependency>
       <groupId>org.apache.logging.log4j</groupId>
-      <artifactId>log4j-slf4j2-impl</artifactId>
+      <artifactId>log4j-slf4j-impl</artifactId>
       <version>2.24.3</version>
     </dependency>
     <dependency>

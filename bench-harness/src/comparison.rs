@@ -136,7 +136,16 @@ fn peer_run(
             return;
         }
     };
-    let mut server = match PeerProcess::start(peer, class, &data.0, install) {
+    let log_path = session.run_dir(result).join(format!("{}.log", peer.name()));
+    if let Some(parent) = log_path.parent() {
+        if let Err(error) = std::fs::create_dir_all(parent) {
+            result
+                .errors
+                .push(format!("creating {}: {error}", parent.display()));
+            return;
+        }
+    }
+    let mut server = match PeerProcess::start(peer, class, &data.0, &log_path, install) {
         Ok(server) => server,
         Err(error) => {
             result.errors.push(error);

@@ -288,6 +288,12 @@ impl Session<'_> {
         }
     }
 
+    /// The directory of `result`'s files in the report (loadgen JSON, histograms, logs).
+    pub fn run_dir(&self, result: &RunResult) -> PathBuf {
+        self.out
+            .join(RunFiles::new(&result.profile, &result.run).dir)
+    }
+
     pub fn empty_result(&self, profile: &str, run: &RunSpec, topic: &str) -> RunResult {
         self.empty_result_labelled(profile, &run.label(), run, topic)
     }

@@ -165,17 +165,18 @@ pub struct PeerProcess {
 }
 
 impl PeerProcess {
-    /// Starts `peer` in `durability` with its data under `dir` (which must exist) and
-    /// waits until it accepts connections.
+    /// Starts `peer` in `durability` with its data under `dir` (which must exist) and its
+    /// output appended to `log_path`, and waits until it accepts connections.
     pub fn start(
         peer: Peer,
         durability: Durability,
         dir: &Path,
+        log_path: &Path,
         install: &PeerInstall,
     ) -> Result<PeerProcess, String> {
         peer_setting(peer, durability)?;
         let port = free_port()?;
-        let log_path = dir.join(format!("{}.log", peer.name()));
+        let log_path = log_path.to_path_buf();
         let command = match peer {
             Peer::Kafka => kafka::prepare(dir, port, durability, install, &log_path)?,
             Peer::Nats => nats::prepare(dir, port)?,
