@@ -132,20 +132,7 @@ impl BrokerProcess {
 
     /// CPU time and peak RSS so far, from /proc/<pid>/stat and /proc/<pid>/status.
     pub fn usage(&self) -> Result<ProcessUsage, String> {
-        let pid = self.pid().ok_or("broker is not running")?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map_err(|e| format!("reading /proc/{pid}/stat: {e}"))?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .map_err(|e| format!("reading /proc/{pid}/status: {e}"))?;
-        // SAFETY: sysconf only reads a configuration value.
-        let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        if ticks_per_s <= 0 {
-            return Err("sysconf(_SC_CLK_TCK) failed".into());
-        }
-        Ok(ProcessUsage {
-            cpu_s: cpu_ticks(&stat)? as f64 / ticks_per_s as f64,
-            peak_rss_mib: peak_rss_kib(&status)? as f64 / BYTES_PER_KIB as f64,
-        })
+        process_usage(self.pid().ok_or("broker is not running")?)
     }
 
     /// SIGTERM, then waits; an error unless it exits with status 0 in time.
@@ -194,6 +181,23 @@ impl Drop for BrokerProcess {
             let _ = child.wait();
         }
     }
+}
+
+/// CPU time and peak RSS so far of process `pid`, from /proc/<pid>/stat and status.
+pub fn process_usage(pid: u32) -> Result<ProcessUsage, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("reading /proc/{pid}/stat: {e}"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("reading /proc/{pid}/status: {e}"))?;
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks_per_s <= 0 {
+        return Err("sysconf(_SC_CLK_TCK) failed".into());
+    }
+    Ok(ProcessUsage {
+        cpu_s: cpu_ticks(&stat)? as f64 / ticks_per_s as f64,
+        peak_rss_mib: peak_rss_kib(&status)? as f64 / BYTES_PER_KIB as f64,
+    })
 }
 
 /// `ADDR` from a log line containing `listening on ADDR ...`.

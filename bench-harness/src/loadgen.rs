@@ -32,9 +32,22 @@ impl RunFiles {
     }
 }
 
+/// Which system a run drives and the acks it asks for.
+pub struct Target<'a> {
+    pub system: &'a str,
+    pub acks: &'a str,
+}
+
 /// The loadgen's command line for `run` of `scenario` against `broker`.
-pub fn loadgen_args(scenario: &Scenario, run: &RunSpec, topic: &str, broker: &str) -> Vec<String> {
-    let pairs = [
+pub fn loadgen_args(
+    scenario: &Scenario,
+    run: &RunSpec,
+    topic: &str,
+    broker: &str,
+    target: &Target,
+) -> Vec<String> {
+    let system = (target.system != "shardline").then(|| ("--system", target.system.to_string()));
+    let pairs = system.into_iter().chain([
         ("--broker", broker.to_string()),
         ("--topic", topic.to_string()),
         ("--partitions", scenario.partitions.to_string()),
@@ -42,13 +55,12 @@ pub fn loadgen_args(scenario: &Scenario, run: &RunSpec, topic: &str, broker: &st
         ("--consumers", scenario.consumers.to_string()),
         ("--message-bytes", scenario.message_bytes.to_string()),
         ("--keys", scenario.keys.clone()),
-        ("--acks", scenario.acks.clone()),
+        ("--acks", target.acks.to_string()),
         ("--rate", run.rate.clone()),
         ("--warmup-s", scenario.warmup_s(run).to_string()),
         ("--duration-s", scenario.duration_s(run).to_string()),
-    ];
+    ]);
     pairs
-        .into_iter()
         .flat_map(|(flag, value)| [flag.to_string(), value])
         .collect()
 }
@@ -159,7 +171,11 @@ mod tests {
     #[test]
     fn loadgen_flags_come_from_the_scenario_and_the_run() {
         let spike = Scenario::load("spike").expect("built in");
-        let args = loadgen_args(&spike, &spike.runs[1], "spike-1", "127.0.0.1:9");
+        let target = Target {
+            system: "shardline",
+            acks: &spike.acks,
+        };
+        let args = loadgen_args(&spike, &spike.runs[1], "spike-1", "127.0.0.1:9", &target);
         let text = args.join(" ");
         assert!(
             text.contains("--broker 127.0.0.1:9 --topic spike-1 --partitions 8"),
@@ -170,5 +186,16 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("--keys round-robin --acks all"), "{text}");
+        assert!(!text.contains("--system"), "{text}");
+        let kafka = Target {
+            system: "kafka",
+            acks: "leader",
+        };
+        let text = loadgen_args(&spike, &spike.runs[1], "t", "127.0.0.1:9", &kafka).join(" ");
+        assert!(
+            text.starts_with("--system kafka --broker 127.0.0.1:9"),
+            "{text}"
+        );
+        assert!(text.contains("--acks leader"), "{text}");
     }
 }

@@ -3,10 +3,16 @@
 //! `shardline-loadgen`, and writes a report directory: `report.md`, `report.json`, SVG
 //! plots and every run's loadgen JSON and HdrHistogram files.
 //!
-//! The harness drives the broker from outside, through its binaries only.
+//! The harness drives the broker from outside, through its binaries only. Scenarios with
+//! `[[comparisons]]` (the built-in `peers`) also run peer brokers (Kafka, NATS JetStream,
+//! Redis Streams; installed by `bench-harness/peers/install.sh`) at equal durability and
+//! report shardline's ratio to each.
 
 mod broker;
+mod comparison;
+mod comparison_report;
 mod loadgen;
+mod peers;
 mod plot;
 mod report;
 mod results;
@@ -25,13 +31,20 @@ use clap::Parser;
              (markdown table, JSON, SVG latency and throughput plots)"
 )]
 pub struct Args {
-    /// A built-in scenario (quick, omb-1-topic-100-partitions-1kb, spike, many-topics) or a
-    /// scenario file.
+    /// A built-in scenario (quick, omb-1-topic-100-partitions-1kb, spike, many-topics,
+    /// peers) or a scenario file.
     #[arg(long, default_value = "quick")]
     pub scenario: String,
     /// Only these of the scenario's profiles, comma separated.
     #[arg(long, value_delimiter = ',')]
     pub profiles: Option<Vec<String>>,
+    /// The peers of a comparison scenario, comma separated (kafka, nats, redis; `none`
+    /// for shardline alone), instead of the scenario's list.
+    #[arg(long, value_delimiter = ',')]
+    pub peers: Option<Vec<String>>,
+    /// The Kafka release installed by `bench-harness/peers/install.sh` (its KAFKA_VERSION).
+    #[arg(long, default_value = peers::KAFKA_VERSION_DEFAULT)]
+    pub kafka_version: String,
     /// The report directory (default: target/bench-reports/<scenario>-<UTC timestamp>).
     #[arg(long)]
     pub out: Option<PathBuf>,

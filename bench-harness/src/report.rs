@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
+use crate::comparison_report;
 use crate::results::{Percentiles, RunResult};
 use crate::scenario::Scenario;
 
@@ -72,7 +73,9 @@ pub fn table_row(result: &RunResult) -> Vec<String> {
     } else {
         "unchecked".into()
     };
-    cells.push(if result.succeeded() {
+    cells.push(if result.skipped.is_some() {
+        "skipped".into()
+    } else if result.succeeded() {
         integrity
     } else {
         format!("{integrity} FAILED")
@@ -128,6 +131,8 @@ pub fn machine(allowed_cpus: &[usize]) -> Value {
 /// Everything `report.json` holds besides the results.
 pub struct ReportContext<'a> {
     pub scenario: &'a Scenario,
+    /// The Kafka release, when Kafka was among the peers.
+    pub kafka_version: Option<String>,
     pub machine: Value,
     pub placement: Value,
     pub started_unix_s: u64,
@@ -145,6 +150,8 @@ pub fn report_json(context: &ReportContext, results: &[RunResult]) -> Value {
         "placement": context.placement,
         "scenario": context.scenario,
         "results": results,
+        "comparisons": comparison_report::class_ratios(results),
+        "kafka_version": context.kafka_version,
         "plots": context.plots,
         "png": PNG_NOTE,
     })
@@ -174,7 +181,11 @@ pub fn report_markdown(context: &ReportContext, results: &[RunResult]) -> String
         scenario.consumers,
         scenario.message_bytes,
         scenario.keys,
-        scenario.acks,
+        if scenario.comparisons.is_empty() {
+            scenario.acks.as_str()
+        } else {
+            "per comparison (below)"
+        },
         scenario.warmup_s,
         scenario.duration_s,
         if scenario.broker_per_profile {
@@ -189,9 +200,14 @@ pub fn report_markdown(context: &ReportContext, results: &[RunResult]) -> String
          ms, corrected for coordinated omission; e2e = produce to consume.\n\n",
     );
     text.push_str(&markdown_table(results));
+    text.push('\n');
+    text.push_str(&comparison_report::peer_section(
+        results,
+        context.kafka_version.as_deref(),
+    ));
     let failures: Vec<String> = results
         .iter()
-        .filter(|result| !result.succeeded())
+        .filter(|result| result.skipped.is_none() && !result.succeeded())
         .map(|result| {
             format!(
                 "- {} / {}: loadgen exit {:?}; {}",
@@ -219,6 +235,11 @@ pub fn report_markdown(context: &ReportContext, results: &[RunResult]) -> String
     text
 }
 
+/// The peer section alone (printed after the table).
+pub fn peer_section(results: &[RunResult]) -> String {
+    comparison_report::peer_section(results, None)
+}
+
 pub fn write(dir: &Path, name: &str, contents: &str) -> Result<(), String> {
     let path = dir.join(name);
     std::fs::write(&path, contents).map_err(|e| format!("writing {}: {e}", path.display()))
@@ -232,6 +253,7 @@ mod tests {
     fn context(scenario: &Scenario) -> ReportContext<'_> {
         ReportContext {
             scenario,
+            kafka_version: None,
             machine: machine(&[0, 1]),
             placement: json!({"description": "unpinned"}),
             started_unix_s: 1,

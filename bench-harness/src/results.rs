@@ -47,7 +47,24 @@ impl Percentiles {
 /// Everything measured in one (profile, run).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RunResult {
+    /// The system driven: `shardline`, or a peer (`kafka`, `nats`, `redis`).
+    #[serde(default)]
+    pub system: String,
+    /// shardline: the tuning profile (`shardline-<profile>` in comparisons); a peer: its
+    /// name.
     pub profile: String,
+    /// The acks the loadgen asked for.
+    #[serde(default)]
+    pub acks: String,
+    /// In a comparison: its durability class (`fsync`, `no-fsync`).
+    #[serde(default)]
+    pub durability: Option<String>,
+    /// In a comparison: the settings by which this system meets the class.
+    #[serde(default)]
+    pub durability_setting: Option<String>,
+    /// Why the run did not happen, when the system cannot meet the class.
+    #[serde(default)]
+    pub skipped: Option<String>,
     pub run: String,
     pub rate: String,
     pub warmup_s: f64,
@@ -82,8 +99,10 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// Whether the run happened and kept every promise (a skipped run did not fail).
     pub fn succeeded(&self) -> bool {
-        self.errors.is_empty()
+        self.skipped.is_none()
+            && self.errors.is_empty()
             && self.loadgen_exit_code == Some(0)
             && self.integrity_checked
             && self.lost == 0

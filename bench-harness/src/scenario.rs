@@ -6,8 +6,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::peers::{Durability, Peer};
+
 /// The scenarios that ship with the harness, by name.
-pub const BUILT_IN: [(&str, &str); 4] = [
+pub const BUILT_IN: [(&str, &str); 5] = [
     ("quick", include_str!("../scenarios/quick.toml")),
     (
         "omb-1-topic-100-partitions-1kb",
@@ -15,7 +17,12 @@ pub const BUILT_IN: [(&str, &str); 4] = [
     ),
     ("spike", include_str!("../scenarios/spike.toml")),
     ("many-topics", include_str!("../scenarios/many-topics.toml")),
+    ("peers", include_str!("../scenarios/peers.toml")),
 ];
+
+/// A run's rate that is half of what the same system measured in the scenario's `max` run
+/// (in the same comparison): where latency is compared.
+pub const HALF_MAX_RATE: &str = "half-max";
 
 /// Key modes and acks the load generator accepts (`--keys`, `--acks`).
 const KEY_MODES: [&str; 4] = ["none", "round-robin", "random", "zipf"];
@@ -51,6 +58,25 @@ pub struct Scenario {
     #[serde(default)]
     pub broker_per_profile: bool,
     pub runs: Vec<RunSpec>,
+    /// Comparisons at equal durability with peer brokers. When present, the scenario runs
+    /// each comparison instead of every profile: shardline with the comparison's profile
+    /// and acks, then each peer of `peers` in the comparison's durability class.
+    #[serde(default)]
+    pub comparisons: Vec<Comparison>,
+    /// The peers of the comparisons (kafka, nats, redis), in run order.
+    #[serde(default)]
+    pub peers: Vec<String>,
+}
+
+/// One durability class, and how shardline meets it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Comparison {
+    pub durability: Durability,
+    /// The tuning profile shardline runs with.
+    pub profile: String,
+    /// The acks shardline's producers ask for.
+    pub acks: String,
 }
 
 /// One loadgen run: a rate, optionally with its own name, warm-up and duration.
@@ -143,7 +169,16 @@ impl Scenario {
         if !ACKS.contains(&self.acks.as_str()) {
             return Err(format!("acks '{}' is not one of {ACKS:?}", self.acks));
         }
-        for run in &self.runs {
+        for (index, run) in self.runs.iter().enumerate() {
+            if run.rate == HALF_MAX_RATE {
+                if !self.runs[..index].iter().any(|r| r.rate == "max") {
+                    return Err(format!(
+                        "run {}: rate '{HALF_MAX_RATE}' needs an earlier run at 'max'",
+                        run.label()
+                    ));
+                }
+                continue;
+            }
             let rate_ok = run.rate == "max"
                 || run
                     .rate
@@ -170,13 +205,32 @@ impl Scenario {
         if labels.len() != self.runs.len() {
             return Err("two runs have the same label (name them)".into());
         }
+        for comparison in &self.comparisons {
+            if !self.profiles.contains(&comparison.profile) {
+                return Err(format!(
+                    "comparison {}: profile '{}' is not in profiles",
+                    comparison.durability.name(),
+                    comparison.profile
+                ));
+            }
+            if !ACKS.contains(&comparison.acks.as_str()) {
+                return Err(format!("acks '{}' is not one of {ACKS:?}", comparison.acks));
+            }
+        }
+        for peer in &self.peers {
+            Peer::parse(peer)?;
+        }
+        if !self.peers.is_empty() && self.comparisons.is_empty() {
+            return Err("peers need at least one [[comparisons]] entry".into());
+        }
         if self.not_runnable.is_none() && self.topics != 1 {
             return Err("only topics = 1 is runnable with shardline-loadgen today".into());
         }
         Ok(())
     }
 
-    /// Keeps only `wanted` profiles, in the scenario's order; unknown names are an error.
+    /// Keeps only `wanted` profiles, in the scenario's order (and only the comparisons
+    /// that use them); unknown names are an error.
     pub fn restrict_profiles(&mut self, wanted: &[String]) -> Result<(), String> {
         if let Some(missing) = wanted.iter().find(|name| !self.profiles.contains(name)) {
             return Err(format!(
@@ -186,17 +240,43 @@ impl Scenario {
             ));
         }
         self.profiles.retain(|name| wanted.contains(name));
+        self.comparisons
+            .retain(|comparison| wanted.contains(&comparison.profile));
+        Ok(())
+    }
+
+    /// The peers to compare with.
+    pub fn peer_list(&self) -> Result<Vec<Peer>, String> {
+        self.peers.iter().map(|name| Peer::parse(name)).collect()
+    }
+
+    /// Keeps only `wanted` peers (which need not be in the scenario: `--peers` may add).
+    pub fn set_peers(&mut self, wanted: &[String]) -> Result<(), String> {
+        for name in wanted {
+            Peer::parse(name)?;
+        }
+        if self.comparisons.is_empty() && !wanted.is_empty() {
+            return Err(format!(
+                "scenario {} has no [[comparisons]]; peers run with the 'peers' scenario",
+                self.name
+            ));
+        }
+        self.peers = wanted.to_vec();
         Ok(())
     }
 
     /// Seconds of load the scenario asks for (warm-ups included, broker starts not).
     pub fn load_seconds(&self) -> f64 {
-        let per_profile: f64 = self
+        let per_system: f64 = self
             .runs
             .iter()
             .map(|run| self.warmup_s(run) + self.duration_s(run))
             .sum();
-        per_profile * self.profiles.len() as f64
+        if self.comparisons.is_empty() {
+            per_system * self.profiles.len() as f64
+        } else {
+            per_system * (self.comparisons.len() * (1 + self.peers.len())) as f64
+        }
     }
 }
 
@@ -209,7 +289,9 @@ mod tests {
         for (name, text) in BUILT_IN {
             let scenario = Scenario::parse(text, name).expect("parses");
             assert_eq!(scenario.name, name);
-            assert_eq!(scenario.profiles.len(), 4, "{name}");
+            if scenario.comparisons.is_empty() {
+                assert_eq!(scenario.profiles.len(), 4, "{name}");
+            }
         }
     }
 
@@ -290,6 +372,48 @@ mod tests {
             let error = Scenario::parse(&text, "test").expect_err(reason);
             assert!(error.contains(reason), "{error}");
         }
+    }
+
+    #[test]
+    fn peers_compares_at_equal_durability_with_a_half_max_run_in_minutes() {
+        let peers = Scenario::load("peers").expect("built in");
+        assert_eq!(
+            peers.peer_list().expect("known"),
+            [Peer::Redis, Peer::Nats, Peer::Kafka]
+        );
+        let classes: Vec<(Durability, &str, &str)> = peers
+            .comparisons
+            .iter()
+            .map(|c| (c.durability, c.profile.as_str(), c.acks.as_str()))
+            .collect();
+        assert_eq!(
+            classes,
+            [
+                (Durability::Fsync, "durable", "all"),
+                (Durability::NoFsync, "throughput", "leader")
+            ]
+        );
+        let mut durable_only = peers.clone();
+        durable_only
+            .restrict_profiles(&["durable".into()])
+            .expect("known");
+        assert_eq!(durable_only.comparisons.len(), 1);
+        assert_eq!(durable_only.comparisons[0].durability, Durability::Fsync);
+        let rates: Vec<&str> = peers.runs.iter().map(|r| r.rate.as_str()).collect();
+        assert_eq!(rates, ["max", HALF_MAX_RATE]);
+        assert!(peers.load_seconds() < 300.0, "{}", peers.load_seconds());
+    }
+
+    #[test]
+    fn half_max_needs_a_max_run_first_and_peers_need_a_comparison() {
+        let half_first = TINY.replace("\"1000\"", "\"half-max\"");
+        let error = Scenario::parse(&half_first, "test").expect_err("no max run");
+        assert!(error.contains("earlier run"), "{error}");
+        let peers_alone = TINY.replace("topic = \"t\"", "topic = \"t\"\npeers = [\"kafka\"]");
+        let error = Scenario::parse(&peers_alone, "test").expect_err("no comparison");
+        assert!(error.contains("comparisons"), "{error}");
+        let mut tiny = Scenario::parse(TINY, "test").expect("parses");
+        assert!(tiny.set_peers(&["redis".into()]).is_err());
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::json;
 
 use crate::broker::{self, BrokerProcess, DataDir, Placement, ProcessUsage};
-use crate::loadgen::{loadgen_args, run_loadgen, RunFiles};
+use crate::comparison;
+use crate::loadgen::{loadgen_args, run_loadgen, RunFiles, Target};
+use crate::peers::PeerInstall;
 use crate::plot;
 use crate::report::{self, ReportContext};
 use crate::results::RunResult;
@@ -16,12 +18,12 @@ use crate::Args;
 const SECONDS_PER_DAY: u64 = 86_400;
 
 /// What every run of the session shares.
-struct Session<'a> {
-    scenario: &'a Scenario,
+pub struct Session<'a> {
+    pub scenario: &'a Scenario,
     shardline: PathBuf,
     loadgen: PathBuf,
     tuning_dir: PathBuf,
-    data_parent: PathBuf,
+    pub data_parent: PathBuf,
     out: PathBuf,
     broker_placement: Placement,
     loadgen_cpus: Option<Vec<usize>>,
@@ -34,6 +36,12 @@ pub fn run(args: &Args) -> Result<bool, String> {
     if let Some(profiles) = &args.profiles {
         scenario.restrict_profiles(profiles)?;
     }
+    if let Some(peers) = &args.peers {
+        let peers: Vec<String> = peers.iter().filter(|p| *p != "none").cloned().collect();
+        scenario.set_peers(&peers)?;
+    }
+    let peers = scenario.peer_list()?;
+    let install = PeerInstall::from_env(&args.kafka_version);
     if let Some(reason) = &scenario.not_runnable {
         return Err(format!(
             "scenario {} is not yet runnable: {reason}",
@@ -87,7 +95,13 @@ pub fn run(args: &Args) -> Result<bool, String> {
         session.out.display()
     );
     let mut results = Vec::new();
+    if !scenario.comparisons.is_empty() {
+        results = comparison::run_all(&session, &peers, &install);
+    }
     for (index, profile) in scenario.profiles.iter().enumerate() {
+        if !scenario.comparisons.is_empty() {
+            break;
+        }
         let label = format!("{profile} ({}/{})", index + 1, scenario.profiles.len());
         if scenario.broker_per_profile {
             results.extend(session.profile_with_one_broker(profile, &label));
@@ -101,6 +115,9 @@ pub fn run(args: &Args) -> Result<bool, String> {
     let plots = write_plots(&session.out, &results);
     let context = ReportContext {
         scenario: &scenario,
+        kafka_version: peers
+            .contains(&crate::peers::Peer::Kafka)
+            .then(|| install.kafka_version.clone()),
         machine: report::machine(&allowed_cpus),
         placement: session.placement_json(),
         started_unix_s,
@@ -117,7 +134,11 @@ pub fn run(args: &Args) -> Result<bool, String> {
     )?;
     println!("report: {}", session.out.join("report.md").display());
     println!("{}", report::markdown_table(&results));
-    Ok(results.iter().all(RunResult::succeeded))
+    let peer_text = report::peer_section(&results);
+    if !peer_text.is_empty() {
+        println!("{peer_text}");
+    }
+    Ok(results.iter().all(|r| r.skipped.is_some() || r.succeeded()))
 }
 
 impl Session<'_> {
@@ -125,7 +146,7 @@ impl Session<'_> {
         self.tuning_dir.join(format!("{profile}.toml"))
     }
 
-    fn progress(&self, message: &str) {
+    pub fn progress(&self, message: &str) {
         eprintln!("[{:7.1}s] {message}", self.started.elapsed().as_secs_f64());
     }
 
@@ -147,25 +168,31 @@ impl Session<'_> {
     /// A fresh broker, one loadgen run, the broker's usage, a clean stop.
     fn run_with_own_broker(&self, profile: &str, label: &str, run: &RunSpec) -> RunResult {
         let mut result = self.empty_result(profile, run, &self.scenario.topic);
+        self.shardline_run(&mut result, profile, label, run);
+        result
+    }
+
+    /// Into `result`: a fresh broker with `profile`, one loadgen run, the broker's usage,
+    /// a clean stop.
+    pub fn shardline_run(&self, result: &mut RunResult, profile: &str, label: &str, run: &RunSpec) {
         self.progress(&format!("{label} run {}: starting broker", run.label()));
         let (_data, mut broker) =
-            match self.start_broker(profile, &format!("{profile}-{}", run.label())) {
+            match self.start_broker(profile, &format!("{}-{}", result.profile, result.run)) {
                 Ok(started) => started,
                 Err(error) => {
                     result.errors.push(error);
-                    return result;
+                    return;
                 }
             };
-        self.load(&mut result, &broker, label, run);
+        self.load(result, &broker.address, label, run);
         match broker.usage() {
-            Ok(usage) => set_usage(&mut result, None, usage),
+            Ok(usage) => set_usage(result, None, usage),
             Err(error) => result.errors.push(error),
         }
         if let Err(error) = broker.stop() {
             result.errors.push(error);
         }
         self.progress(&format!("{label} run {}: done", run.label()));
-        result
     }
 
     /// One broker for all runs of the profile, in order (phases); each on its own topic.
@@ -193,7 +220,7 @@ impl Session<'_> {
         for run in runs {
             let mut result = self.empty_result(profile, run, &topic(run));
             let before = broker.usage();
-            self.load(&mut result, &broker, label, run);
+            self.load(&mut result, &broker.address, label, run);
             match (before, broker.usage()) {
                 (Ok(before), Ok(after)) => set_usage(&mut result, Some(before), after),
                 (Err(error), _) | (_, Err(error)) => result.errors.push(error),
@@ -209,10 +236,15 @@ impl Session<'_> {
         results
     }
 
-    /// Runs the loadgen for `run` against `broker` and reads its report into `result`.
-    fn load(&self, result: &mut RunResult, broker: &BrokerProcess, label: &str, run: &RunSpec) {
+    /// Runs the loadgen for `run` against the server at `address` (the system and acks of
+    /// `result`) and reads its report into `result`.
+    pub fn load(&self, result: &mut RunResult, address: &str, label: &str, run: &RunSpec) {
         let files = RunFiles::new(&result.profile, &result.run);
-        let args = loadgen_args(self.scenario, run, &result.topic, &broker.address);
+        let target = Target {
+            system: &result.system,
+            acks: &result.acks,
+        };
+        let args = loadgen_args(self.scenario, run, &result.topic, address, &target);
         let time = Duration::from_secs_f64(result.warmup_s + result.duration_s);
         self.progress(&format!(
             "{label} run {}: rate {} for {:.1} s (+{:.1} s warm-up) against {}",
@@ -220,7 +252,7 @@ impl Session<'_> {
             run.rate,
             result.duration_s,
             result.warmup_s,
-            broker.address
+            address
         ));
         let prefix = format!("  {} {}:", result.profile, result.run);
         let status = run_loadgen(
@@ -256,12 +288,31 @@ impl Session<'_> {
         }
     }
 
-    fn empty_result(&self, profile: &str, run: &RunSpec, topic: &str) -> RunResult {
-        let files = RunFiles::new(profile, &run.label());
+    /// The directory of `result`'s files in the report (loadgen JSON, histograms, logs).
+    pub fn run_dir(&self, result: &RunResult) -> PathBuf {
+        self.out
+            .join(RunFiles::new(&result.profile, &result.run).dir)
+    }
+
+    pub fn empty_result(&self, profile: &str, run: &RunSpec, topic: &str) -> RunResult {
+        self.empty_result_labelled(profile, &run.label(), run, topic)
+    }
+
+    /// As `empty_result`, under run label `label`.
+    pub fn empty_result_labelled(
+        &self,
+        profile: &str,
+        label: &str,
+        run: &RunSpec,
+        topic: &str,
+    ) -> RunResult {
+        let files = RunFiles::new(profile, label);
         let path = |p: &Path| p.display().to_string();
         RunResult {
+            system: "shardline".into(),
+            acks: self.scenario.acks.clone(),
             profile: profile.to_string(),
-            run: run.label(),
+            run: label.to_string(),
             rate: run.rate.clone(),
             warmup_s: self.scenario.warmup_s(run),
             duration_s: self.scenario.duration_s(run),
@@ -301,7 +352,7 @@ impl Session<'_> {
     }
 }
 
-fn set_usage(result: &mut RunResult, before: Option<ProcessUsage>, after: ProcessUsage) {
+pub fn set_usage(result: &mut RunResult, before: Option<ProcessUsage>, after: ProcessUsage) {
     let cpu_before = before.map_or(0.0, |usage| usage.cpu_s);
     result.broker_cpu_s = Some(after.cpu_s - cpu_before);
     result.broker_peak_rss_mib = Some(after.peak_rss_mib);

@@ -8,17 +8,22 @@ use clap::{Parser, ValueEnum};
 use shardline::client::ProducerConfig;
 use shardline::protocol::Acks;
 
+use crate::driver::System;
 use crate::payload::HEADER_BYTES;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "shardline-loadgen",
-    about = "Drives a shardline broker with producers and consumers; reports throughput, \
-             produce-ack and end-to-end latency (corrected for coordinated omission), and \
+    about = "Drives a shardline broker (or a peer: Kafka, NATS JetStream, Redis Streams) with \
+             producers and consumers; reports throughput, produce-ack and end-to-end latency (corrected for coordinated omission), and \
              checks that every acknowledged message is consumed once and in order"
 )]
 pub struct Args {
-    /// The broker's main address.
+    /// The system to drive: shardline, or a peer broker through its standard client
+    /// (kafka, nats, redis: built only with the cargo feature `peers`).
+    #[arg(long, value_enum, default_value = "shardline")]
+    pub system: System,
+    /// The broker's main address (for redis and nats too: HOST:PORT).
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub broker: String,
     /// The topic to use (created when missing).
@@ -157,6 +162,7 @@ impl Args {
         if !(self.duration_s > 0.0 && self.duration_s.is_finite()) {
             return Err("--duration-s must be a positive number".into());
         }
+        crate::driver::client_settings(self)?;
         Ok(())
     }
 

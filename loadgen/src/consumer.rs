@@ -18,9 +18,9 @@ use crate::payload::Header;
 use crate::stats::{new_histogram, Bitset, Live, Plan, CLIENT_ID, NANOS_PER_MICRO};
 
 /// How long the broker may hold a fetch with nothing new; short, so the end is noticed.
-const FETCH_WAIT_MAX: Duration = Duration::from_millis(100);
+pub const FETCH_WAIT_MAX: Duration = Duration::from_millis(100);
 /// How long reading up to the log end may take once the producers are done.
-const DRAIN_TIME_MAX: Duration = Duration::from_secs(60);
+pub const DRAIN_TIME_MAX: Duration = Duration::from_secs(60);
 /// How often a consumer without partitions checks whether the run is over.
 const IDLE_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -98,17 +98,26 @@ impl ConsumerReport {
     }
 }
 
-/// Checks and measures each consumed record.
-struct Checker {
+/// Checks and measures each consumed record (for every system alike).
+pub struct Checker {
     /// Messages intended in this window are measured (see `Live::window`).
-    window: std::ops::Range<u64>,
-    report: ConsumerReport,
+    pub window: std::ops::Range<u64>,
+    pub report: ConsumerReport,
     /// The highest sequence seen per (producer, partition).
     last: HashMap<(u32, u32), u64>,
 }
 
 impl Checker {
-    fn observe(&mut self, partition: u32, value: &[u8], now_unix_ns: u64) {
+    #[cfg_attr(not(feature = "peers"), allow(dead_code))]
+    pub fn new(window: std::ops::Range<u64>, report: ConsumerReport) -> Checker {
+        Checker {
+            window,
+            report,
+            last: HashMap::new(),
+        }
+    }
+
+    pub fn observe(&mut self, partition: u32, value: &[u8], now_unix_ns: u64) {
         let report = &mut self.report;
         let Some(header) = Header::read(value) else {
             report.foreign += 1;

@@ -11,9 +11,13 @@
 //!
 //! Example: `shardline-loadgen --broker 127.0.0.1:9092 --producers 2 --consumers 1
 //! --rate 20000 --duration-s 10 --json run.json --hdr-dir hgrm/`
+//!
+//! `--system kafka|nats|redis` drives a peer broker the same way (see `driver/`); those
+//! drivers are built with the cargo feature `peers` only.
 
 mod args;
 mod consumer;
+mod driver;
 mod keys;
 mod payload;
 mod producer;
@@ -21,6 +25,7 @@ mod report;
 mod run;
 mod schedule;
 mod stats;
+mod tally;
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -36,7 +41,14 @@ fn main() -> ExitCode {
     let started_unix_s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let results = match run::run(&args) {
+    let driver = match driver::driver(args.system) {
+        Ok(driver) => driver,
+        Err(error) => {
+            eprintln!("shardline-loadgen: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let results = match run::run(&args, driver.as_ref()) {
         Ok(results) => results,
         Err(error) => {
             eprintln!("shardline-loadgen: {error}");

@@ -3,7 +3,6 @@
 //! before. Closed loop (`--rate max`): at most `--outstanding` messages unacknowledged.
 //! Produce-ack latency runs from the intended send time (the send call in closed loop).
 
-use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,17 +16,18 @@ use crate::args::Rate;
 use crate::keys::KeyPicker;
 use crate::payload::{value_template, Header};
 use crate::schedule::RateSchedule;
-use crate::stats::{new_histogram, Bitset, Live, Plan, CLIENT_ID, NANOS_PER_MICRO};
+use crate::stats::{new_histogram, Bitset, Live, Plan, CLIENT_ID};
+use crate::tally::Tally;
 
 /// Messages a sender queues before it yields its task queue, so the reactor can move the
 /// socket IO (a glommio task that never waits starves the reactor).
-const SEND_BURST_MESSAGES: u64 = 64;
+pub const SEND_BURST_MESSAGES: u64 = 64;
 /// How long waiting for the last deliveries may take.
-const DRAIN_TIME_MAX: Duration = Duration::from_secs(60);
+pub const DRAIN_TIME_MAX: Duration = Duration::from_secs(60);
 /// How often the drain checks whether every delivery resolved.
 const DRAIN_POLL_INTERVAL: Duration = Duration::from_micros(500);
 /// Seeds each producer's key generator apart from the others.
-const KEY_SEED_BASE: u64 = 0x5EED_0000;
+pub const KEY_SEED_BASE: u64 = 0x5EED_0000;
 
 const _: () = assert!(SEND_BURST_MESSAGES > 0);
 
@@ -50,7 +50,7 @@ pub struct ProducerReport {
 }
 
 impl ProducerReport {
-    fn failed(producer: u32, error: String) -> ProducerReport {
+    pub fn failed(producer: u32, error: String) -> ProducerReport {
         ProducerReport {
             producer,
             sent: 0,
@@ -85,49 +85,6 @@ pub fn spawn(
     })
 }
 
-/// What the delivery tasks saw. Owned by the producer's executor.
-struct Tally {
-    plan: Plan,
-    live: Arc<Live>,
-    acked: RefCell<Bitset>,
-    acknowledged: Cell<u64>,
-    failed: Cell<u64>,
-    first_error: RefCell<Option<String>>,
-    measured_acknowledged: Cell<u64>,
-    last_measured_ack_unix_ns: Cell<u64>,
-    latency_us: RefCell<Histogram<u64>>,
-}
-
-impl Tally {
-    fn resolved(&self) -> u64 {
-        self.acknowledged.get() + self.failed.get()
-    }
-
-    fn acknowledge(&self, header: &Header) {
-        let now_unix_ns = self.plan.clock.now_unix_ns();
-        let latency_us = now_unix_ns.saturating_sub(header.intended_unix_ns) / NANOS_PER_MICRO;
-        let before = self.acked.borrow_mut().insert(header.sequence);
-        assert!(!before, "sequence {} acknowledged twice", header.sequence);
-        self.acknowledged.set(self.acknowledged.get() + 1);
-        Live::add(&self.live.acknowledged, 1);
-        self.live.record_produce_latency(latency_us);
-        if self.plan.is_measured(header.intended_unix_ns) {
-            self.measured_acknowledged
-                .set(self.measured_acknowledged.get() + 1);
-            self.last_measured_ack_unix_ns.set(now_unix_ns);
-            self.latency_us.borrow_mut().saturating_record(latency_us);
-        }
-    }
-
-    fn fail(&self, count: u64, error: &str) {
-        self.failed.set(self.failed.get() + count);
-        Live::add(&self.live.errors, count);
-        self.first_error
-            .borrow_mut()
-            .get_or_insert_with(|| error.to_string());
-    }
-}
-
 /// Waits for a delivery in the background; `permit` (a closed-loop window slot) is given
 /// back once it resolves.
 fn watch(delivery: Delivery, tally: Rc<Tally>, header: Header, permit: Option<StaticPermit>) {
@@ -148,17 +105,7 @@ async fn produce(plan: Plan, producer_id: u32, live: Arc<Live>) -> ProducerRepor
         Err(error) => return ProducerReport::failed(producer_id, error.to_string()),
     };
     let producer = Producer::new(cluster, args.producer_config());
-    let tally = Rc::new(Tally {
-        plan: plan.clone(),
-        live,
-        acked: RefCell::new(Bitset::default()),
-        acknowledged: Cell::new(0),
-        failed: Cell::new(0),
-        first_error: RefCell::new(None),
-        measured_acknowledged: Cell::new(0),
-        last_measured_ack_unix_ns: Cell::new(0),
-        latency_us: RefCell::new(new_histogram()),
-    });
+    let tally = Rc::new(Tally::new(plan.clone(), live));
     let schedule = match args.rate {
         Rate::PerSecond(rate) => Some(RateSchedule::new(
             plan.start_unix_ns,
@@ -210,20 +157,7 @@ async fn produce(plan: Plan, producer_id: u32, live: Arc<Live>) -> ProducerRepor
         sequence += 1;
     }
     drain(&producer, &tally, sequence).await;
-    let acked = tally.acked.replace(Bitset::default());
-    let latency_us = tally.latency_us.replace(new_histogram());
-    let first_error = tally.first_error.borrow().clone();
-    ProducerReport {
-        producer: producer_id,
-        sent: sequence,
-        acknowledged: tally.acknowledged.get(),
-        errors: tally.failed.get(),
-        first_error,
-        acked,
-        measured_acknowledged: tally.measured_acknowledged.get(),
-        last_measured_ack_unix_ns: tally.last_measured_ack_unix_ns.get(),
-        latency_us,
-    }
+    tally.take_report(producer_id, sequence)
 }
 
 /// Sends what is still open and waits until each of `sent` messages resolved; the ones

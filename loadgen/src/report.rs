@@ -129,8 +129,9 @@ fn latency_row(name: &str, histogram: &Histogram<u64>) -> String {
 
 pub fn print_table(results: &Results, args: &Args) {
     println!(
-        "shardline-loadgen: broker {} topic {} ({} partitions), {} producers, {} consumers, \
+        "shardline-loadgen: system {} broker {} topic {} ({} partitions), {} producers, {} consumers, \
          {} B messages, keys {:?}, acks {:?}, rate {}, warm-up {} s, measured {} s",
+        args.system.name(),
         args.broker,
         args.topic,
         results.partitions,
@@ -143,6 +144,10 @@ pub fn print_table(results: &Results, args: &Args) {
         args.warmup_s,
         args.duration_s
     );
+    if let Ok(settings) = crate::driver::client_settings(args) {
+        let text: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("client settings: {}", text.join(", "));
+    }
     println!(
         "throughput (measured messages): produce {:.0} msg/s {:.2} MB/s, consume {:.0} msg/s \
          {:.2} MB/s (over {:.2} s and {:.2} s)",
@@ -230,6 +235,16 @@ fn machine() -> Value {
     })
 }
 
+fn client_settings_json(args: &Args) -> Value {
+    let settings = crate::driver::client_settings(args).unwrap_or_default();
+    Value::Object(
+        settings
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), Value::String(value)))
+            .collect(),
+    )
+}
+
 pub fn report_json(results: &Results, args: &Args, started_unix_s: u64) -> Value {
     let config = args.producer_config();
     json!({
@@ -238,6 +253,8 @@ pub fn report_json(results: &Results, args: &Args, started_unix_s: u64) -> Value
         "started_unix_s": started_unix_s,
         "machine": machine(),
         "parameters": {
+            "system": args.system.name(),
+            "client_settings": client_settings_json(args),
             "broker": args.broker,
             "topic": args.topic,
             "partitions": results.partitions,

@@ -7,15 +7,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{unbounded, Receiver, RecvTimeoutError};
-use shardline::client::{Admin, Cluster};
-
 use crate::args::Args;
-use crate::consumer::{self, ConsumerEvent, ConsumerReport};
-use crate::producer::{self, ProducerReport};
+use crate::consumer::{ConsumerEvent, ConsumerReport};
+use crate::driver::Driver;
+use crate::producer::ProducerReport;
 use crate::report::{self, Interval, Results};
 use crate::schedule::{Clock, NANOS_PER_SECOND};
-use crate::stats::{new_histogram, Live, Plan, CLIENT_ID};
+use crate::stats::{new_histogram, Live, Plan};
+use crossbeam::channel::{unbounded, Receiver, RecvTimeoutError};
 
 /// Time between live lines.
 const LIVE_INTERVAL: Duration = Duration::from_secs(1);
@@ -24,8 +23,8 @@ const START_DELAY: Duration = Duration::from_millis(200);
 /// How long consumers may take to position themselves.
 const READY_TIME_MAX: Duration = Duration::from_secs(30);
 
-pub fn run(args: &Args) -> Result<Results, String> {
-    let partitions = ensure_topic_on_executor(args.clone())?;
+pub fn run(args: &Args, driver: &dyn Driver) -> Result<Results, String> {
+    let partitions = driver.ensure_topic(args)?;
     let live = Arc::new(Live::new());
     let clock = Clock::new();
     let mut plan = Plan {
@@ -39,7 +38,7 @@ pub fn run(args: &Args) -> Result<Results, String> {
     let (consumer_events, consumer_inbox) = unbounded();
     let mut consumer_threads = Vec::new();
     for consumer_id in 0..args.consumers {
-        consumer_threads.push(consumer::spawn(
+        consumer_threads.push(driver.spawn_consumer(
             plan.clone(),
             consumer_id,
             live.clone(),
@@ -59,7 +58,7 @@ pub fn run(args: &Args) -> Result<Results, String> {
     let (producer_reports, producer_inbox) = unbounded();
     let mut producer_threads = Vec::new();
     for producer_id in 0..args.producers {
-        producer_threads.push(producer::spawn(
+        producer_threads.push(driver.spawn_producer(
             plan.clone(),
             producer_id,
             live.clone(),
@@ -268,31 +267,6 @@ fn check_delivery(
         results.lost += lost;
         results.consumed_not_acknowledged += seen.count_missing_from(&producer.acked);
     }
-}
-
-fn ensure_topic_on_executor(args: Args) -> Result<u32, String> {
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .name("loadgen-setup")
-        .io_memory(shardline::constants::CLI_IO_MEMORY_BYTES)
-        .spawn(move || async move { ensure_topic(&args).await })
-        .map_err(|e| format!("cannot start an io_uring executor: {e}"))?
-        .join()
-        .map_err(|e| format!("executor failed: {e}"))?
-}
-
-/// Creates the topic when it is missing; returns its partition count.
-async fn ensure_topic(args: &Args) -> Result<u32, String> {
-    let topic = args.topic.as_str();
-    let cluster =
-        Cluster::new(&args.broker, CLIENT_ID, args.shard_routing()).map_err(|e| e.to_string())?;
-    let existing = Admin::new(cluster)
-        .ensure_topic(topic, args.partitions)
-        .await
-        .map_err(|e| format!("topic '{topic}': {e}"))?;
-    if existing != args.partitions {
-        eprintln!("note: topic '{topic}' already exists with {existing} partitions; using them");
-    }
-    Ok(existing)
 }
 
 #[cfg(test)]

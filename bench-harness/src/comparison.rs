@@ -1,0 +1,218 @@
+//! Comparison scenarios: in each durability class, shardline (the class's profile and
+//! acks) and then every peer, each run on a fresh server, the runs in scenario order. A
+//! `half-max` run takes half of what the same system reached in the class's `max` run. A
+//! peer that cannot meet a class is recorded as skipped, with the reason.
+
+use crate::broker::DataDir;
+use crate::peers::{peer_setting, Durability, Peer, PeerInstall, PeerProcess};
+use crate::results::RunResult;
+use crate::scenario::{RunSpec, HALF_MAX_RATE};
+use crate::session::{set_usage, Session};
+
+/// The acks a peer's loadgen asks for: every peer waits for its acknowledgement (what it
+/// means is the class's server setting).
+const PEER_ACKS: &str = "all";
+/// Messages per second a `half-max` run asks for at least.
+const HALF_MAX_RATE_MIN: f64 = 1.0;
+
+/// Every comparison of the session's scenario, shardline first in each.
+pub fn run_all(session: &Session, peers: &[Peer], install: &PeerInstall) -> Vec<RunResult> {
+    let scenario = session.scenario;
+    let mut results = Vec::new();
+    for comparison in &scenario.comparisons {
+        let class = comparison.durability;
+        let profile_label = format!("shardline-{}", comparison.profile);
+        let mut systems = vec![None];
+        systems.extend(peers.iter().copied().map(Some));
+        for system in systems {
+            let mut earlier: Vec<RunResult> = Vec::new();
+            for run in &scenario.runs {
+                let label = format!("{}-{}", class.name(), run.label());
+                let name = system.map_or(profile_label.as_str(), |peer| peer.name());
+                let mut result = session.empty_result_labelled(name, &label, run, &scenario.topic);
+                result.durability = Some(class.name().into());
+                if let Some(peer) = system {
+                    result.system = peer.name().into();
+                    result.acks = PEER_ACKS.into();
+                    match peer_setting(peer, class) {
+                        Ok(setting) => result.durability_setting = Some(setting),
+                        Err(reason) => result.skipped = Some(reason),
+                    }
+                }
+                if result.skipped.is_some() {
+                    results.push(result);
+                    continue;
+                }
+                let resolved = resolve_rate(run, &earlier);
+                match (system, resolved) {
+                    (_, Err(error)) => result.errors.push(error),
+                    (None, Ok(run)) => {
+                        result.rate = run.rate.clone();
+                        result.acks = comparison.acks.clone();
+                        result.durability_setting = Some(shardline_setting(
+                            &comparison.profile,
+                            &comparison.acks,
+                            class,
+                        ));
+                        let progress =
+                            format!("shardline {} [{}]", comparison.profile, class.name());
+                        session.shardline_run(&mut result, &comparison.profile, &progress, &run);
+                    }
+                    (Some(peer), Ok(run)) => {
+                        result.rate = run.rate.clone();
+                        peer_run(session, &mut result, peer, class, install, &run);
+                    }
+                }
+                earlier.push(result.clone());
+                results.push(result);
+            }
+        }
+    }
+    results
+}
+
+/// How shardline meets `class` with `profile` and `acks`.
+pub fn shardline_setting(profile: &str, acks: &str, class: Durability) -> String {
+    let meaning = match (acks, class) {
+        ("all", Durability::Fsync) => {
+            "acks=all: answered once fdatasynced under the profile's flush policy"
+        }
+        ("leader", _) => "acks=leader: answered once written to the segment (O_DIRECT), not synced",
+        _ => "see the profile",
+    };
+    format!("shardline profile {profile}, {meaning}")
+}
+
+/// `run`, with a `half-max` rate replaced by half the throughput of the `max` run among
+/// `earlier` (the same system's runs in this class).
+pub fn resolve_rate(run: &RunSpec, earlier: &[RunResult]) -> Result<RunSpec, String> {
+    if run.rate != HALF_MAX_RATE {
+        return Ok(run.clone());
+    }
+    let max = earlier
+        .iter()
+        .find(|r| r.rate == "max")
+        .ok_or_else(|| format!("run {}: no max run before it", run.label()))?;
+    if !max.succeeded() || max.throughput_messages_per_s <= 0.0 {
+        return Err(format!(
+            "run {}: the max run ({}) did not succeed, so half of it is unknown",
+            run.label(),
+            max.run
+        ));
+    }
+    let rate = (max.throughput_messages_per_s / 2.0)
+        .floor()
+        .max(HALF_MAX_RATE_MIN);
+    Ok(RunSpec {
+        name: Some(run.label()),
+        rate: format!("{rate:.0}"),
+        ..run.clone()
+    })
+}
+
+/// One peer run into `result` (whose setting for `class` is known): a fresh server, one
+/// loadgen run, the server's usage, a stop.
+fn peer_run(
+    session: &Session,
+    result: &mut RunResult,
+    peer: Peer,
+    class: Durability,
+    install: &PeerInstall,
+    run: &RunSpec,
+) {
+    let label = format!("{} [{}]", peer.name(), class.name());
+    session.progress(&format!(
+        "{label} run {}: starting {}",
+        result.run,
+        peer.name()
+    ));
+    let data = match DataDir::create(
+        &session.data_parent,
+        &format!("{}-{}", peer.name(), result.run),
+    ) {
+        Ok(data) => data,
+        Err(error) => {
+            result.errors.push(error);
+            return;
+        }
+    };
+    let log_path = session.run_dir(result).join(format!("{}.log", peer.name()));
+    if let Some(parent) = log_path.parent() {
+        if let Err(error) = std::fs::create_dir_all(parent) {
+            result
+                .errors
+                .push(format!("creating {}: {error}", parent.display()));
+            return;
+        }
+    }
+    let mut server = match PeerProcess::start(peer, class, &data.0, &log_path, install) {
+        Ok(server) => server,
+        Err(error) => {
+            result.errors.push(error);
+            return;
+        }
+    };
+    let address = server.address.clone();
+    session.load(result, &address, &label, run);
+    match server.usage() {
+        Ok(usage) => set_usage(result, None, usage),
+        Err(error) => result.errors.push(error),
+    }
+    if !result.errors.is_empty() {
+        result
+            .errors
+            .push(format!("{} log tail:\n{}", peer.name(), server.log_tail()));
+    }
+    if let Err(error) = server.stop() {
+        result.errors.push(error);
+    }
+    session.progress(&format!("{label} run {}: done", result.run));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::tests::run_result;
+
+    fn spec(rate: &str) -> RunSpec {
+        RunSpec {
+            name: None,
+            rate: rate.into(),
+            warmup_s: None,
+            duration_s: None,
+        }
+    }
+
+    #[test]
+    fn half_max_is_half_the_same_systems_max_throughput() {
+        let mut max = run_result("kafka", "fsync-max", 500);
+        max.rate = "max".into();
+        max.throughput_messages_per_s = 40_001.0;
+        let resolved = resolve_rate(&spec(HALF_MAX_RATE), &[max.clone()]).expect("known");
+        assert_eq!(resolved.rate, "20000");
+        assert_eq!(
+            resolved.label(),
+            "rate-half-max",
+            "the label keeps the spec's name"
+        );
+        assert_eq!(
+            resolve_rate(&spec("5000"), &[]).expect("plain").rate,
+            "5000"
+        );
+        max.lost = 1;
+        let error = resolve_rate(&spec(HALF_MAX_RATE), &[max]).expect_err("failed max");
+        assert!(error.contains("did not succeed"), "{error}");
+        assert!(resolve_rate(&spec(HALF_MAX_RATE), &[]).is_err());
+    }
+
+    #[test]
+    fn shardline_states_what_its_acks_mean_in_the_class() {
+        let fsync = shardline_setting("durable", "all", Durability::Fsync);
+        assert!(
+            fsync.contains("durable") && fsync.contains("fdatasync"),
+            "{fsync}"
+        );
+        let leader = shardline_setting("throughput", "leader", Durability::NoFsync);
+        assert!(leader.contains("not synced"), "{leader}");
+    }
+}
