@@ -1,5 +1,6 @@
 //! `shardline topic ...`, `shardline produce`, `shardline consume`: the client from the shell.
 
+use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::client::{
-    Admin, Cluster, Consumer, ConsumerConfig, Producer, ProducerConfig, StartFrom,
+    Admin, Cluster, Consumer, ConsumerConfig, Fetched, Producer, ProducerConfig, StartFrom,
 };
 use crate::protocol::{Acks, OffsetSpec};
 
@@ -317,6 +318,50 @@ pub fn run_produce(args: ProduceArgs) -> Result<(), String> {
     })
 }
 
+/// Prints the records of one poll, one line each, until `consumed` reaches `limit`.
+/// Returns how many it printed and, per partition, the offset after the last one printed.
+pub(super) fn print_records(
+    fetched: &Fetched,
+    format: FormatArg,
+    consumed: &mut u64,
+    limit: u64,
+) -> Result<(usize, BTreeMap<(String, u32), u64>), String> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut write_error = None;
+    let mut printed = BTreeMap::new();
+    let mut count = 0;
+    fetched
+        .for_each(|topic, partition, record| {
+            if *consumed >= limit || write_error.is_some() {
+                return;
+            }
+            *consumed += 1;
+            count += 1;
+            printed.insert((topic.to_string(), partition), record.offset + 1);
+            let line = match format {
+                FormatArg::Text => text_of(record.value),
+                FormatArg::Json => serde_json::json!({
+                    "partition": partition,
+                    "offset": record.offset,
+                    "key": record.key.map(text_of),
+                    "value": text_of(record.value),
+                    "timestamp": record.timestamp_ms,
+                })
+                .to_string(),
+            };
+            if let Err(error) = std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes())
+            {
+                write_error = Some(error);
+            }
+        })
+        .map_err(error_text)?;
+    match write_error {
+        Some(error) => Err(format!("writing stdout: {error}")),
+        None => Ok((count, printed)),
+    }
+}
+
 pub(super) fn text_of(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -345,38 +390,9 @@ pub fn run_consume(args: ConsumeArgs) -> Result<(), String> {
         let idle = args.idle_timeout_ms.map(Duration::from_millis);
         let mut consumed = 0u64;
         let mut last_message = Instant::now();
-        let stdout = std::io::stdout();
         while consumed < limit {
             let fetched = consumer.poll().await.map_err(error_text)?;
-            let mut out = stdout.lock();
-            let mut write_error = None;
-            let count = fetched
-                .for_each(|_, partition, record| {
-                    if consumed >= limit || write_error.is_some() {
-                        return;
-                    }
-                    consumed += 1;
-                    let line = match args.format {
-                        FormatArg::Text => text_of(record.value),
-                        FormatArg::Json => serde_json::json!({
-                            "partition": partition,
-                            "offset": record.offset,
-                            "key": record.key.map(text_of),
-                            "value": text_of(record.value),
-                            "timestamp": record.timestamp_ms,
-                        })
-                        .to_string(),
-                    };
-                    if let Err(error) =
-                        std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes())
-                    {
-                        write_error = Some(error);
-                    }
-                })
-                .map_err(error_text)?;
-            if let Some(error) = write_error {
-                return Err(format!("writing stdout: {error}"));
-            }
+            let (count, _) = print_records(&fetched, args.format, &mut consumed, limit)?;
             if count > 0 {
                 last_message = Instant::now();
             } else if idle.is_some_and(|idle| last_message.elapsed() >= idle) {

@@ -1,11 +1,10 @@
 //! `shardline group list|describe|reset-offsets` and `shardline consume --group`.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::client_tools::{error_text, text_of, BrokerArg, ConsumeArgs, FormatArg, FromArg};
+use super::client_tools::{error_text, print_records, BrokerArg, ConsumeArgs, FormatArg, FromArg};
 use crate::client::{Admin, Cluster, GroupConfig, GroupConsumer, OwnershipChange, StartFrom};
 use crate::protocol::{AssignmentStrategy, OffsetSpec, ResetTo, TopicPartitions};
 
@@ -324,43 +323,10 @@ pub fn run_group_consume(args: ConsumeArgs) -> Result<(), String> {
         let idle = args.idle_timeout_ms.map(Duration::from_millis);
         let mut consumed = 0u64;
         let mut last_message = Instant::now();
-        let stdout = std::io::stdout();
         while consumed < limit {
             let fetched = consumer.poll().await.map_err(error_text)?;
             report_changes(consumer.take_changes());
-            let mut out = stdout.lock();
-            let mut write_error = None;
-            // The offset after the last record printed, per partition of this poll.
-            let mut printed: BTreeMap<(String, u32), u64> = BTreeMap::new();
-            let count = fetched
-                .for_each(|topic, partition, record| {
-                    if consumed >= limit || write_error.is_some() {
-                        return;
-                    }
-                    consumed += 1;
-                    printed.insert((topic.to_string(), partition), record.offset + 1);
-                    let line = match args.format {
-                        FormatArg::Text => text_of(record.value),
-                        FormatArg::Json => serde_json::json!({
-                            "partition": partition,
-                            "offset": record.offset,
-                            "key": record.key.map(text_of),
-                            "value": text_of(record.value),
-                            "timestamp": record.timestamp_ms,
-                        })
-                        .to_string(),
-                    };
-                    if let Err(error) =
-                        std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes())
-                    {
-                        write_error = Some(error);
-                    }
-                })
-                .map_err(error_text)?;
-            drop(out);
-            if let Some(error) = write_error {
-                return Err(format!("writing stdout: {error}"));
-            }
+            let (count, printed) = print_records(&fetched, args.format, &mut consumed, limit)?;
             if consumed >= limit {
                 // Stopped part-way: what was not printed must be delivered again.
                 for part in &fetched.partitions {

@@ -186,24 +186,11 @@ impl CoordinatorLink {
 }
 
 fn lists(set: &BTreeSet<TopicPartition>) -> Vec<TopicPartitions> {
-    let mut lists: Vec<TopicPartitions> = Vec::new();
-    for (topic, partition) in set {
-        match lists.last_mut() {
-            Some(last) if &last.topic == topic => last.partitions.push(*partition),
-            _ => lists.push(TopicPartitions {
-                topic: topic.clone(),
-                partitions: vec![*partition],
-            }),
-        }
-    }
-    lists
+    TopicPartitions::from_set(set)
 }
 
 fn set_of(lists: &[TopicPartitions]) -> BTreeSet<TopicPartition> {
-    lists
-        .iter()
-        .flat_map(|l| l.partitions.iter().map(|&p| (l.topic.clone(), p)))
-        .collect()
+    TopicPartitions::to_set(lists)
 }
 
 async fn join(

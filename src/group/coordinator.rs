@@ -70,29 +70,11 @@ pub fn strategy_to_wire(strategy: Strategy) -> AssignmentStrategy {
 
 /// Topic-partition lists on the wire to a set, and back.
 pub fn partition_set(lists: &[TopicPartitions]) -> BTreeSet<TopicPartition> {
-    lists
-        .iter()
-        .flat_map(|entry| {
-            entry
-                .partitions
-                .iter()
-                .map(|&partition| (entry.topic.clone(), partition))
-        })
-        .collect()
+    TopicPartitions::to_set(lists)
 }
 
 pub fn partition_lists(set: &BTreeSet<TopicPartition>) -> Vec<TopicPartitions> {
-    let mut lists: Vec<TopicPartitions> = Vec::new();
-    for (topic, partition) in set {
-        match lists.last_mut() {
-            Some(last) if &last.topic == topic => last.partitions.push(*partition),
-            _ => lists.push(TopicPartitions {
-                topic: topic.clone(),
-                partitions: vec![*partition],
-            }),
-        }
-    }
-    lists
+    TopicPartitions::from_set(set)
 }
 
 /// Owned by one shard.

@@ -183,6 +183,25 @@ fn produce(broker: &Broker, topic: &str, tag: &str, count: usize) {
     );
 }
 
+/// `shardline group reset-offsets` for group `readers` of topic `ledger`.
+fn reset_offsets(broker: &Broker, to: &str, extra: &[&str]) -> std::process::Output {
+    let address = broker.broker_arg();
+    let mut args = vec![
+        "group",
+        "reset-offsets",
+        "--broker",
+        &address,
+        "--group",
+        "readers",
+        "--topic",
+        "ledger",
+        "--to",
+        to,
+    ];
+    args.extend_from_slice(extra);
+    cli(&args, None)
+}
+
 fn describe(broker: &Broker, group: &str) -> serde_json::Value {
     let out = cli(
         &[
@@ -449,21 +468,7 @@ fn committed_offsets_survive_a_broker_kill_and_consumers_resume_there() {
         &["--idle-timeout-ms", "1500"],
     );
     wait_stable(&broker, "readers", 1);
-    let out = cli(
-        &[
-            "group",
-            "reset-offsets",
-            "--broker",
-            &broker.broker_arg(),
-            "--group",
-            "readers",
-            "--topic",
-            "ledger",
-            "--to",
-            "earliest",
-        ],
-        None,
-    );
+    let out = reset_offsets(&broker, "earliest", &[]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("GroupNotEmpty"),
@@ -482,21 +487,7 @@ fn committed_offsets_survive_a_broker_kill_and_consumers_resume_there() {
     );
     assert!(first_records.is_disjoint(&second_records));
     // Once empty, the group can be sent back to the start.
-    let out = cli(
-        &[
-            "group",
-            "reset-offsets",
-            "--broker",
-            &broker.broker_arg(),
-            "--group",
-            "readers",
-            "--topic",
-            "ledger",
-            "--to",
-            "earliest",
-        ],
-        None,
-    );
+    let out = reset_offsets(&broker, "earliest", &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -504,22 +495,8 @@ fn committed_offsets_survive_a_broker_kill_and_consumers_resume_there() {
     );
     assert_eq!(committed(&broker), 0);
     // An explicit offset (clamped to the log) for one partition, and a timestamp.
-    let address = broker.broker_arg();
-    let reset = |to: &str, partitions: &[&str]| {
-        let mut args = vec![
-            "group",
-            "reset-offsets",
-            "--broker",
-            &address,
-            "--group",
-            "readers",
-            "--topic",
-            "ledger",
-            "--to",
-            to,
-        ];
-        args.extend_from_slice(partitions);
-        let out = cli(&args, None);
+    let reset = |to: &str, extra: &[&str]| {
+        let out = reset_offsets(&broker, to, extra);
         assert!(
             out.status.success(),
             "{}",

@@ -42,6 +42,36 @@ pub struct TopicPartitions {
     pub partitions: Vec<u32>,
 }
 
+impl TopicPartitions {
+    /// A set of (topic, partition) as per-topic lists, topics and partitions in order.
+    pub fn from_set(set: &std::collections::BTreeSet<(String, u32)>) -> Vec<TopicPartitions> {
+        let mut lists: Vec<TopicPartitions> = Vec::new();
+        for (topic, partition) in set {
+            match lists.last_mut() {
+                Some(last) if &last.topic == topic => last.partitions.push(*partition),
+                _ => lists.push(TopicPartitions {
+                    topic: topic.clone(),
+                    partitions: vec![*partition],
+                }),
+            }
+        }
+        lists
+    }
+
+    /// Per-topic lists as one set of (topic, partition).
+    pub fn to_set(lists: &[TopicPartitions]) -> std::collections::BTreeSet<(String, u32)> {
+        lists
+            .iter()
+            .flat_map(|entry| {
+                entry
+                    .partitions
+                    .iter()
+                    .map(|&partition| (entry.topic.clone(), partition))
+            })
+            .collect()
+    }
+}
+
 /// FindCoordinator (api 20): where a group's coordinator runs.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
