@@ -318,6 +318,9 @@ pub fn run_produce(args: ProduceArgs) -> Result<(), String> {
     })
 }
 
+/// Per partition, the offset after the last record printed.
+pub(super) type PrintedUpTo = BTreeMap<(String, u32), u64>;
+
 /// Prints the records of one poll, one line each, until `consumed` reaches `limit`.
 /// Returns how many it printed and, per partition, the offset after the last one printed.
 pub(super) fn print_records(
@@ -325,7 +328,7 @@ pub(super) fn print_records(
     format: FormatArg,
     consumed: &mut u64,
     limit: u64,
-) -> Result<(usize, BTreeMap<(String, u32), u64>), String> {
+) -> Result<(usize, PrintedUpTo), String> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut write_error = None;
