@@ -124,6 +124,22 @@ impl Cluster {
         Err(ClientError::UnknownTopic(name.to_string()))
     }
 
+    /// How many partitions a topic has, from cached metadata (refreshed once if the topic
+    /// is not known yet). Copies nothing: the producer asks for every message.
+    pub async fn partition_count(&self, name: &str) -> Result<u32, ClientError> {
+        let cached = self.metadata.borrow().clone();
+        if let Some(metadata) = cached {
+            let found = metadata
+                .topics
+                .iter()
+                .find(|t| t.name == name && t.error == ErrorCode::None);
+            if let Some(topic) = found {
+                return Ok(topic.partitions.len() as u32);
+            }
+        }
+        Ok(self.topic(name).await?.partitions.len() as u32)
+    }
+
     /// The address to send a partition's requests to: the owning shard's own port when
     /// shard-aware, else the broker's main port.
     pub async fn address_for(

@@ -88,10 +88,45 @@ struct PartitionQueue {
     flush_requested: bool,
 }
 
+/// Every partition's queue, by topic then partition, so that finding a queue for a message
+/// allocates nothing (the topic name is copied once, when its first queue is made).
+#[derive(Default)]
+struct Queues {
+    topics: HashMap<String, HashMap<u32, PartitionQueue>>,
+}
+
+impl Queues {
+    fn get_mut(&mut self, topic: &str, partition: u32) -> Option<&mut PartitionQueue> {
+        self.topics.get_mut(topic)?.get_mut(&partition)
+    }
+
+    fn get_or_insert(&mut self, topic: &str, partition: u32) -> &mut PartitionQueue {
+        if !self.topics.contains_key(topic) {
+            self.topics.insert(topic.to_string(), HashMap::new());
+        }
+        self.topics
+            .get_mut(topic)
+            .expect("inserted above")
+            .entry(partition)
+            .or_default()
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut PartitionQueue> {
+        self.topics.values_mut().flat_map(HashMap::values_mut)
+    }
+
+    fn slots(&self) -> Vec<(String, u32)> {
+        self.topics
+            .iter()
+            .flat_map(|(topic, queues)| queues.keys().map(move |&p| (topic.clone(), p)))
+            .collect()
+    }
+}
+
 struct Inner {
     cluster: Rc<Cluster>,
     config: ProducerConfig,
-    queues: RefCell<HashMap<(String, u32), PartitionQueue>>,
+    queues: RefCell<Queues>,
     sticky: RefCell<HashMap<String, u32>>,
     buffer: Semaphore,
     /// Messages accepted and not yet answered.
@@ -126,7 +161,7 @@ impl Producer {
             inner: Rc::new(Inner {
                 cluster,
                 config,
-                queues: RefCell::new(HashMap::new()),
+                queues: RefCell::new(Queues::default()),
                 sticky: RefCell::new(HashMap::new()),
                 buffer,
                 unanswered: Cell::new(0),
@@ -143,7 +178,7 @@ impl Producer {
         value: &[u8],
     ) -> Result<Delivery, ClientError> {
         let inner = &self.inner;
-        let partitions = inner.cluster.topic(topic).await?.partitions.len() as u32;
+        let partitions = inner.cluster.partition_count(topic).await?;
         if partitions == 0 {
             return Err(ClientError::UnknownTopic(topic.to_string()));
         }
@@ -166,10 +201,9 @@ impl Producer {
             .await
             .map_err(|_| ClientError::Disconnected("producer closed".into()))?;
         let (waiter, receiver) = oneshot::channel();
-        let slot = (topic.to_string(), partition);
         let (new_batch, ready) = {
             let mut queues = inner.queues.borrow_mut();
-            let queue = queues.entry(slot.clone()).or_default();
+            let queue = queues.get_or_insert(topic, partition);
             let overflows = queue.open.as_ref().is_some_and(|b| {
                 !b.builder.is_empty()
                     && b.builder.estimated_bytes() + size > inner.config.batch_bytes
@@ -206,10 +240,10 @@ impl Producer {
         inner.unanswered.set(inner.unanswered.get() + 1);
         // After the table is released: glommio polls a spawned task at once.
         if new_batch {
-            self.schedule_linger(slot.clone());
+            self.schedule_linger((topic.to_string(), partition));
         }
         if ready {
-            self.start_sender(slot);
+            self.start_sender((topic.to_string(), partition));
         }
         Ok(Delivery { receiver })
     }
@@ -227,7 +261,7 @@ impl Producer {
     fn start_sender(&self, slot: (String, u32)) {
         {
             let mut queues = self.inner.queues.borrow_mut();
-            let Some(queue) = queues.get_mut(&slot) else {
+            let Some(queue) = queues.get_mut(&slot.0, slot.1) else {
                 return;
             };
             if queue.sending {
@@ -243,7 +277,7 @@ impl Producer {
     /// linger has run out (or a flush asked for it).
     fn next_ready(&self, slot: &(String, u32)) -> Option<Batch> {
         let mut queues = self.inner.queues.borrow_mut();
-        let queue = queues.get_mut(slot)?;
+        let queue = queues.get_mut(&slot.0, slot.1)?;
         if let Some(full) = queue.full.pop_front() {
             return Some(full);
         }
@@ -349,7 +383,7 @@ impl Producer {
             for queue in queues.values_mut() {
                 queue.flush_requested = queue.open.is_some();
             }
-            queues.keys().cloned().collect()
+            queues.slots()
         };
         for slot in slots {
             self.start_sender(slot);
