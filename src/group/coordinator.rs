@@ -303,7 +303,12 @@ impl Coordinator {
 
     /// Checks a commit against the group (fencing), writes the accepted offsets durably,
     /// then answers. A group-level refusal commits nothing.
-    pub async fn commit(&self, request: OffsetCommitRequest) -> OffsetCommitResponse {
+    /// `counts` has the partition count of every existing topic the request names.
+    pub async fn commit(
+        &self,
+        request: OffsetCommitRequest,
+        counts: &BTreeMap<String, u32>,
+    ) -> OffsetCommitResponse {
         let refused = |code: ErrorCode, message: String| OffsetCommitResponse {
             error: code,
             message,
@@ -326,10 +331,26 @@ impl Coordinator {
                     format!("group {} has no members", request.group),
                 );
             }
+            let table = log.table();
+            let new_group = group.is_none() && !table.contains_group(&request.group);
+            if new_group && table.group_count() + groups.len() >= GROUPS_PER_SHARD_MAX {
+                return refused(
+                    ErrorCode::Backpressure,
+                    format!("this coordinator holds {GROUPS_PER_SHARD_MAX} groups"),
+                );
+            }
+            drop(table);
             let now_ms = crate::log::now_ms();
             for offset in &request.offsets {
                 let key = (offset.topic.clone(), offset.partition);
+                let exists = counts
+                    .get(&offset.topic)
+                    .is_some_and(|&count| offset.partition < count);
                 let checked = match group {
+                    _ if !exists => Err(GroupError {
+                        code: ErrorCode::UnknownTopicOrPartition,
+                        message: format!("no partition {}/{}", offset.topic, offset.partition),
+                    }),
                     Some(group) => group.check_commit(&request.member_id, request.generation, &key),
                     None => Ok(()),
                 };

@@ -147,6 +147,11 @@ impl OffsetTable {
         self.groups.contains_key(group)
     }
 
+    /// Groups with at least one stored offset.
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
     /// Live (group, topic, partition) entries.
     pub fn len(&self) -> usize {
         self.entries

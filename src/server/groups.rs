@@ -85,7 +85,10 @@ pub async fn coordinate(context: &ShardContext, request: Request) -> Response {
             let counts = group_counts(context, &leave.group);
             Response::LeaveGroup(coordinator.leave(leave, &counts))
         }
-        Request::OffsetCommit(commit) => Response::OffsetCommit(coordinator.commit(commit).await),
+        Request::OffsetCommit(commit) => {
+            let counts = partition_counts(context, commit.offsets.iter().map(|o| &o.topic));
+            Response::OffsetCommit(coordinator.commit(commit, &counts).await)
+        }
         Request::OffsetFetch(fetch) => Response::OffsetFetch(coordinator.fetch_offsets(fetch)),
         Request::DescribeGroup(describe) => {
             Response::DescribeGroup(describe_group(context, describe).await)

@@ -757,6 +757,25 @@ fn fenced_commits_and_malformed_group_requests_are_refused_and_the_broker_goes_o
     }));
     assert_eq!(error_of(&stale), ErrorCode::UnknownMemberId);
 
+    // A standalone commit (no members) for a partition that does not exist is refused.
+    let nowhere = Request::OffsetCommit(OffsetCommitRequest {
+        group: "standalone".into(),
+        member_id: String::new(),
+        generation: 0,
+        offsets: vec![CommitOffset {
+            topic: "t".into(),
+            partition: 99,
+            offset: 1,
+            metadata: String::new(),
+        }],
+    });
+    match raw.send(&nowhere) {
+        Response::OffsetCommit(r) => {
+            assert_eq!(r.partitions[0].error, ErrorCode::UnknownTopicOrPartition)
+        }
+        other => panic!("{other:?}"),
+    }
+
     // Malformed: a bad group id, a session timeout out of range, too many topics, garbage.
     let bad_id =
         rkyv::to_bytes::<rkyv::rancor::Error>(&join_request("a/b", vec![], 10_000)).unwrap();
