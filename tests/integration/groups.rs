@@ -278,7 +278,18 @@ fn assert_exclusive_ownership(members: &[&Member]) {
 
 #[test]
 fn three_members_share_twelve_partitions_and_each_message_goes_to_exactly_one() {
-    const MESSAGES: usize = 100_000;
+    share_twelve_partitions_among_three("cooperative-sticky", 100_000);
+}
+
+#[test]
+fn eager_round_robin_members_also_share_without_overlap() {
+    share_twelve_partitions_among_three("round-robin", 20_000);
+}
+
+/// Three member processes of one group (`strategy`) on a 12-partition topic; `messages`
+/// produced once they are stable; every message consumed by exactly one member, no
+/// partition ever owned by two, nothing left uncommitted.
+fn share_twelve_partitions_among_three(strategy: &str, messages: usize) {
     let dir = TempDir::new().unwrap();
     let broker = Broker::start(&dir.path().join("data"), &[]);
     create_topic(&broker, "shared", 12);
@@ -290,7 +301,7 @@ fn three_members_share_twelve_partitions_and_each_message_goes_to_exactly_one() 
                 &broker.broker_arg(),
                 "shared",
                 "workers",
-                &["--idle-timeout-ms", "5000"],
+                &["--idle-timeout-ms", "5000", "--strategy", strategy],
             )
         })
         .collect();
@@ -303,7 +314,7 @@ fn three_members_share_twelve_partitions_and_each_message_goes_to_exactly_one() 
             "12 partitions over 3 members: {described}"
         );
     }
-    produce(&broker, "shared", "m", MESSAGES);
+    produce(&broker, "shared", "m", messages);
     let mut members = members;
     for member in &mut members {
         member.wait();
@@ -320,8 +331,8 @@ fn three_members_share_twelve_partitions_and_each_message_goes_to_exactly_one() 
             values.insert(value);
         }
     }
-    assert_eq!(seen.len(), MESSAGES, "every message consumed");
-    assert_eq!(values.len(), MESSAGES, "every value consumed");
+    assert_eq!(seen.len(), messages, "every message consumed");
+    assert_eq!(values.len(), messages, "every value consumed");
     let refs: Vec<&Member> = members.iter().collect();
     assert_exclusive_ownership(&refs);
     // Everything is committed: no lag is left.
