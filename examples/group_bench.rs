@@ -274,7 +274,7 @@ async fn commits(args: &Args, cluster: Rc<Cluster>, topic: &str) -> Result<Strin
     }
     let elapsed = started.elapsed();
     let busy_end = args.broker_pid.and_then(broker_cpu_seconds);
-    for member in done {
+    for mut member in done {
         member.close().await.map_err(|e| e.to_string())?;
     }
     let cpu = |start: Option<f64>, end: Option<f64>, over: Duration| match (start, end) {

@@ -344,8 +344,9 @@ pub fn run_group_consume(args: ConsumeArgs) -> Result<(), String> {
                 break;
             }
         }
+        let closed = consumer.close().await;
         report_changes(consumer.take_changes());
-        consumer.close().await.map_err(error_text)?;
+        closed.map_err(error_text)?;
         eprintln!("consumed {consumed} messages");
         Ok(())
     })

@@ -499,13 +499,27 @@ impl GroupConsumer {
     /// Commits (with auto-commit), stops heartbeating and leaves the group, so its
     /// partitions move at once. A static member does not leave: it keeps its place for the
     /// session timeout, so a restart gets its partitions back without a rebalance.
-    pub async fn close(mut self) -> Result<(), ClientError> {
+    /// The member consumes nothing afterwards (its last ownership change, to nothing, is
+    /// in `take_changes`).
+    pub async fn close(&mut self) -> Result<(), ClientError> {
         let commit = if self.config.auto_commit.is_some() {
             self.commit().await
         } else {
             Ok(())
         };
-        self.membership.borrow_mut().stopped = true;
+        let (owned, generation, seq) = {
+            let mut membership = self.membership.borrow_mut();
+            membership.stopped = true;
+            (
+                membership.owned.clone(),
+                membership.assignment_generation,
+                membership.acked_assignment,
+            )
+        };
+        for (topic, partition) in &owned {
+            self.consumer.unassign(topic, *partition);
+        }
+        self.set_owned(BTreeSet::new(), generation, seq);
         if let Some(task) = self.heartbeats.take() {
             task.await;
         }

@@ -423,15 +423,11 @@ fn a_killed_member_s_partitions_move_after_its_session_timeout_and_nothing_is_sk
         values.insert(value.clone());
     }
     assert_eq!(values.len(), FIRST + SECOND, "nothing skipped");
-    let last = survivor
-        .ownership()
-        .last()
-        .cloned()
-        .expect("ownership lines");
-    assert_eq!(
-        last.1.len(),
-        6,
-        "the survivor owns every partition: {last:?}"
+    // The survivor took over every partition (its very last line, at exit, is empty).
+    let ownership = survivor.ownership();
+    assert!(
+        ownership.iter().any(|(_, owned, _)| owned.len() == 6),
+        "the survivor never owned every partition: {ownership:?}"
     );
 }
 
