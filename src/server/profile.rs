@@ -22,6 +22,9 @@ pub struct Profile {
     pub storage: StorageProfile,
     pub runtime: RuntimeProfile,
     pub network: NetworkProfile,
+    /// Producer settings that suit this profile. The broker does not use them; clients that
+    /// are given the profile (the load generator, the bench harness) do.
+    pub client: ClientProfile,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -59,6 +62,22 @@ pub struct NetworkProfile {
     pub in_flight_requests_max: usize,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientProfile {
+    /// How long a producer batch waits for more messages.
+    pub linger_us: u64,
+    /// A producer batch is sent once it reaches this size.
+    pub batch_bytes: usize,
+    /// Bytes a producer holds accepted and not yet acknowledged.
+    pub buffer_bytes: usize,
+}
+
+/// The longest linger a profile may ask of producers.
+const CLIENT_LINGER_US_MAX: u64 = 1_000_000;
+/// The smallest producer batch a profile may ask for.
+const CLIENT_BATCH_BYTES_MIN: usize = 1024;
+
 impl Default for Profile {
     fn default() -> Self {
         Profile {
@@ -66,6 +85,18 @@ impl Default for Profile {
             storage: StorageProfile::default(),
             runtime: RuntimeProfile::default(),
             network: NetworkProfile::default(),
+            client: ClientProfile::default(),
+        }
+    }
+}
+
+impl Default for ClientProfile {
+    /// The client's own defaults (`ProducerConfig::default`).
+    fn default() -> Self {
+        ClientProfile {
+            linger_us: 1000,
+            batch_bytes: 256 * 1024,
+            buffer_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -133,9 +164,33 @@ impl Profile {
         {
             return Err("storage.flush needs a positive interval or byte count".into());
         }
+        self.client.check()
+    }
+}
+
+impl ClientProfile {
+    fn check(&self) -> Result<(), String> {
+        let batch_max = crate::constants::BATCH_BYTES_MAX;
+        if !(CLIENT_BATCH_BYTES_MIN..=batch_max).contains(&self.batch_bytes) {
+            return Err(format!(
+                "client.batch_bytes {} is outside {CLIENT_BATCH_BYTES_MIN}..={batch_max}",
+                self.batch_bytes
+            ));
+        }
+        if self.buffer_bytes < self.batch_bytes {
+            return Err("client.buffer_bytes must be at least client.batch_bytes".into());
+        }
+        if self.linger_us > CLIENT_LINGER_US_MAX {
+            return Err(format!(
+                "client.linger_us {} is above {CLIENT_LINGER_US_MAX}",
+                self.linger_us
+            ));
+        }
         Ok(())
     }
+}
 
+impl Profile {
     pub fn spin_before_park(&self) -> Duration {
         Duration::from_micros(self.runtime.spin_before_park_us)
     }
@@ -179,5 +234,11 @@ mod tests {
         assert!(toml::from_str::<Profile>("[storage]\nflush = { mode = \"sometimes\" }").is_err());
         let zero: Profile = toml::from_str("[network]\nin_flight_requests_max = 0").unwrap();
         assert!(zero.check().is_err());
+        let tiny: Profile = toml::from_str("[client]\nbatch_bytes = 10").unwrap();
+        assert!(tiny.check().is_err());
+        let starved: Profile =
+            toml::from_str("[client]\nbatch_bytes = 1048576\nbuffer_bytes = 4096").unwrap();
+        assert!(starved.check().is_err());
+        assert!(toml::from_str::<Profile>("[client]\nlinger = 5").is_err());
     }
 }
