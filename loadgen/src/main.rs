@@ -26,6 +26,7 @@ mod run;
 mod schedule;
 mod stats;
 mod tally;
+mod timeline;
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};

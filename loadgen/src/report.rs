@@ -53,6 +53,8 @@ pub struct Results {
     pub produce_latency_us: Histogram<u64>,
     pub end_to_end_latency_us: Histogram<u64>,
     pub checked: bool,
+    /// The live lines' intervals (about one a second), warm-up and drain included.
+    pub timeline: Vec<crate::timeline::Sample>,
 }
 
 impl Results {
@@ -298,6 +300,7 @@ pub fn report_json(results: &Results, args: &Args, started_unix_s: u64) -> Value
             "produce_latency": latency_json(&results.produce_latency_us),
             "end_to_end_latency": latency_json(&results.end_to_end_latency_us),
             "errors": results.errors,
+            "timeline": crate::timeline::timeline_json(&results.timeline),
         },
     })
 }

@@ -11,9 +11,10 @@ use crate::args::Args;
 use crate::consumer::{ConsumerEvent, ConsumerReport};
 use crate::driver::Driver;
 use crate::producer::ProducerReport;
-use crate::report::{self, Interval, Results};
+use crate::report::{self, Results};
 use crate::schedule::{Clock, NANOS_PER_SECOND};
 use crate::stats::{new_histogram, Live, Plan};
+use crate::timeline::Ticker;
 use crossbeam::channel::{unbounded, Receiver, RecvTimeoutError};
 
 /// Time between live lines.
@@ -29,6 +30,7 @@ pub fn run(args: &Args, driver: &dyn Driver) -> Result<Results, String> {
     let clock = Clock::new();
     let mut plan = Plan {
         args: args.clone(),
+        topics: vec![args.topic.clone()],
         partitions,
         clock,
         start_unix_ns: 0,
@@ -66,13 +68,16 @@ pub fn run(args: &Args, driver: &dyn Driver) -> Result<Results, String> {
         ));
     }
     drop(producer_reports);
-    let mut producer_reports = watch_producers(&plan, &live, &producer_inbox);
+    let mut ticker = Ticker::new();
+    let mut producer_reports = watch_producers(&plan, &live, &producer_inbox, &mut ticker);
     live.producers_done.store(true, Ordering::Release);
-    for event in consumer_inbox.iter() {
-        if let ConsumerEvent::Done(report) = event {
-            consumer_reports.push(*report);
-        }
-    }
+    watch_consumers(
+        &plan,
+        &live,
+        &consumer_inbox,
+        &mut ticker,
+        &mut consumer_reports,
+    );
     for thread in producer_threads.into_iter().chain(consumer_threads) {
         if thread.join().is_err() {
             return Err("a producer or consumer thread panicked".into());
@@ -99,6 +104,7 @@ pub fn run(args: &Args, driver: &dyn Driver) -> Result<Results, String> {
             .max()
             .unwrap_or(0),
     );
+    results.timeline = ticker.samples;
     Ok(results)
 }
 
@@ -131,46 +137,47 @@ fn watch_producers(
     plan: &Plan,
     live: &Live,
     inbox: &Receiver<ProducerReport>,
+    ticker: &mut Ticker,
 ) -> Vec<ProducerReport> {
     let producers = plan.args.producers as usize;
     let mut reports = Vec::new();
-    let mut last_line = Instant::now();
-    let mut last_acknowledged = 0;
-    let mut last_consumed = 0;
-    let mut next_line = last_line + LIVE_INTERVAL;
+    let mut next_line = Instant::now() + LIVE_INTERVAL;
     while reports.len() < producers {
         match inbox.recv_timeout(next_line.saturating_duration_since(Instant::now())) {
             Ok(report) => reports.push(report),
             Err(RecvTimeoutError::Timeout) => {
-                let now = plan.clock.now_unix_ns();
-                let acknowledged = Live::get(&live.acknowledged);
-                let consumed = Live::get(&live.consumed);
-                let interval = Interval {
-                    elapsed_s: now.saturating_sub(plan.start_unix_ns) as f64
-                        / NANOS_PER_SECOND as f64,
-                    phase: if now < plan.measure_from_unix_ns {
-                        "warm-up"
-                    } else if now < plan.end_unix_ns {
-                        "measure"
-                    } else {
-                        "drain"
-                    },
-                    seconds: last_line.elapsed().as_secs_f64(),
-                    acknowledged: acknowledged - last_acknowledged,
-                    consumed: consumed - last_consumed,
-                    errors: Live::get(&live.errors),
-                    produce_latency_us: live.take_produce_latency(),
-                };
+                let interval = ticker.tick(plan, live);
                 eprintln!("{}", report::live_line(&interval, plan.args.message_bytes));
-                last_line = Instant::now();
-                last_acknowledged = acknowledged;
-                last_consumed = consumed;
-                next_line = last_line + LIVE_INTERVAL;
+                next_line = Instant::now() + LIVE_INTERVAL;
             }
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
     reports
+}
+
+/// Once the producers are done: prints a live line each second while the consumers read
+/// up to the log end, until every consumer has reported (into `reports`).
+fn watch_consumers(
+    plan: &Plan,
+    live: &Live,
+    inbox: &Receiver<ConsumerEvent>,
+    ticker: &mut Ticker,
+    reports: &mut Vec<ConsumerReport>,
+) {
+    let mut next_line = Instant::now() + LIVE_INTERVAL;
+    loop {
+        match inbox.recv_timeout(next_line.saturating_duration_since(Instant::now())) {
+            Ok(ConsumerEvent::Done(report)) => reports.push(*report),
+            Ok(ConsumerEvent::Ready(_)) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                let interval = ticker.tick(plan, live);
+                eprintln!("{}", report::live_line(&interval, plan.args.message_bytes));
+                next_line = Instant::now() + LIVE_INTERVAL;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
 }
 
 /// Adds the reports up and compares, per producer, the acknowledged sequences with the
@@ -201,6 +208,7 @@ fn compare(
         produce_latency_us: new_histogram(),
         end_to_end_latency_us: new_histogram(),
         checked: args.consumers > 0 && consumers.iter().all(|c| c.first_error.is_none()),
+        timeline: Vec::new(),
     };
     for report in producers {
         results.sent += report.sent;

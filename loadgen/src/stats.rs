@@ -32,6 +32,9 @@ pub fn new_histogram() -> Histogram<u64> {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub args: Args,
+    /// The topics of the run (`--topic`, or `--topic`-0 .. N-1 with `--topics N`).
+    pub topics: Vec<String>,
+    /// Partitions of each topic.
     pub partitions: u32,
     pub clock: Clock,
     /// Producers start sending here.
