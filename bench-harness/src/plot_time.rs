@@ -51,8 +51,11 @@ pub fn concatenate(runs: &[&[TimelinePoint]]) -> (Vec<TimelinePoint>, Vec<f64>) 
     (points, boundaries)
 }
 
-/// The (seconds, msg/s) series of produce and of consume.
-pub fn series(points: &[TimelinePoint]) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+/// Points of a line: (seconds, msg/s).
+pub type Series = Vec<(f64, f64)>;
+
+/// The series of produce and of consume.
+pub fn series(points: &[TimelinePoint]) -> (Series, Series) {
     let produce = points
         .iter()
         .map(|p| (p.elapsed_s, p.produce_messages_per_s))

@@ -18,6 +18,7 @@
 mod args;
 mod consumer;
 mod driver;
+mod group;
 mod keys;
 mod payload;
 mod producer;
@@ -27,6 +28,7 @@ mod schedule;
 mod stats;
 mod tally;
 mod timeline;
+mod topics;
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};

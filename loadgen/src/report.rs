@@ -53,6 +53,9 @@ pub struct Results {
     pub produce_latency_us: Histogram<u64>,
     pub end_to_end_latency_us: Histogram<u64>,
     pub checked: bool,
+    /// With `--consumer-group`: how often a member's partitions changed after the producers
+    /// started (a duplicate can only come from such a change).
+    pub ownership_changes: u64,
     /// The live lines' intervals (about one a second), warm-up and drain included.
     pub timeline: Vec<crate::timeline::Sample>,
 }
@@ -135,7 +138,10 @@ pub fn print_table(results: &Results, args: &Args) {
          {} B messages, keys {:?}, acks {:?}, rate {}, warm-up {} s, measured {} s",
         args.system.name(),
         args.broker,
-        args.topic,
+        match args.topics {
+            Some(topics) => format!("{}-0..{} ({topics} topics)", args.topic, topics - 1),
+            None => args.topic.clone(),
+        },
         results.partitions,
         args.producers,
         args.consumers,
@@ -190,6 +196,14 @@ pub fn print_table(results: &Results, args: &Args) {
             results.out_of_order,
             results.consumed_not_acknowledged
         );
+        if let Some(group) = &args.consumer_group {
+            println!(
+                "consumer group {group}: {} ownership changes after the producers started \
+                 (a message checked but not committed before its partition moved is \
+                 delivered again and counted as duplicated)",
+                results.ownership_changes
+            );
+        }
     } else {
         println!("integrity: not checked (no consumers, or a consumer failed)");
     }
@@ -259,6 +273,13 @@ pub fn report_json(results: &Results, args: &Args, started_unix_s: u64) -> Value
             "client_settings": client_settings_json(args),
             "broker": args.broker,
             "topic": args.topic,
+            "topics": args.topics.unwrap_or(1),
+            "topic_names": if args.topics.is_some() {
+                format!("{}-0 .. {}-{}", args.topic, args.topic, args.topics.unwrap_or(1) - 1)
+            } else {
+                args.topic.clone()
+            },
+            "consumer_group": args.consumer_group,
             "partitions": results.partitions,
             "producers": args.producers,
             "consumers": args.consumers,
@@ -296,6 +317,7 @@ pub fn report_json(results: &Results, args: &Args, started_unix_s: u64) -> Value
             "lost": results.lost,
             "duplicated": results.duplicated,
             "out_of_order": results.out_of_order,
+            "group_ownership_changes": results.ownership_changes,
             "consumed_not_acknowledged": results.consumed_not_acknowledged,
             "produce_latency": latency_json(&results.produce_latency_us),
             "end_to_end_latency": latency_json(&results.end_to_end_latency_us),

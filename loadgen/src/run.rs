@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::args::Args;
-use crate::consumer::{ConsumerEvent, ConsumerReport};
+use crate::consumer::{ConsumerEvent, ConsumerReport, DRAIN_TIME_MAX};
 use crate::driver::Driver;
 use crate::producer::ProducerReport;
 use crate::report::{self, Results};
 use crate::schedule::{Clock, NANOS_PER_SECOND};
 use crate::stats::{new_histogram, Live, Plan};
 use crate::timeline::Ticker;
+use crate::topics;
 use crossbeam::channel::{unbounded, Receiver, RecvTimeoutError};
 
 /// Time between live lines.
@@ -30,7 +31,7 @@ pub fn run(args: &Args, driver: &dyn Driver) -> Result<Results, String> {
     let clock = Clock::new();
     let mut plan = Plan {
         args: args.clone(),
-        topics: vec![args.topic.clone()],
+        topics: topics::topic_names(&args.topic, args.topics),
         partitions,
         clock,
         start_unix_ns: 0,
@@ -49,6 +50,14 @@ pub fn run(args: &Args, driver: &dyn Driver) -> Result<Results, String> {
     }
     drop(consumer_events);
     let mut consumer_reports = wait_ready(&consumer_inbox, args.consumers)?;
+    // In a group, the producers start once the coordinator has settled who reads what.
+    let group_starts = match &args.consumer_group {
+        Some(_) if args.consumers > 0 => {
+            driver.wait_group_stable(&plan)?;
+            Some(driver.log_ends(&plan)?)
+        }
+        _ => None,
+    };
 
     let seconds_ns = |s: f64| (s * NANOS_PER_SECOND as f64) as u64;
     plan.start_unix_ns = clock.now_unix_ns() + seconds_ns(START_DELAY.as_secs_f64());
@@ -57,6 +66,8 @@ pub fn run(args: &Args, driver: &dyn Driver) -> Result<Results, String> {
     live.measure_from_unix_ns
         .store(plan.measure_from_unix_ns, Ordering::Release);
     live.end_unix_ns.store(plan.end_unix_ns, Ordering::Release);
+    live.start_unix_ns
+        .store(plan.start_unix_ns, Ordering::Release);
     let (producer_reports, producer_inbox) = unbounded();
     let mut producer_threads = Vec::new();
     for producer_id in 0..args.producers {
@@ -71,6 +82,10 @@ pub fn run(args: &Args, driver: &dyn Driver) -> Result<Results, String> {
     let mut ticker = Ticker::new();
     let mut producer_reports = watch_producers(&plan, &live, &producer_inbox, &mut ticker);
     live.producers_done.store(true, Ordering::Release);
+    let drain_error = match &group_starts {
+        Some(starts) => drain_group(&plan, &live, driver, starts, &mut ticker).err(),
+        None => None,
+    };
     watch_consumers(
         &plan,
         &live,
@@ -86,6 +101,11 @@ pub fn run(args: &Args, driver: &dyn Driver) -> Result<Results, String> {
     producer_reports.sort_by_key(|r| r.producer);
     consumer_reports.sort_by_key(|r| r.consumer);
     let mut results = compare(args, partitions, &producer_reports, &consumer_reports);
+    if let Some(error) = drain_error {
+        // Not read to the end: what is missing may still be in the log, so no loss verdict.
+        results.errors.push(error);
+        results.checked = false;
+    }
     let seconds_since_measure_from = |last_unix_ns: u64| {
         let span_ns = last_unix_ns.saturating_sub(plan.measure_from_unix_ns);
         (span_ns as f64 / NANOS_PER_SECOND as f64).max(args.duration_s)
@@ -156,6 +176,54 @@ fn watch_producers(
     reports
 }
 
+/// How often the main thread looks whether a group has read everything.
+const GROUP_DRAIN_POLL: Duration = Duration::from_millis(50);
+
+/// Once the producers are done, in a group: waits until the members have read every
+/// topic-partition to its log end (printing the live line each second), then tells them to
+/// stop. Gives up (and stops them) after the consumers' `DRAIN_TIME_MAX`.
+fn drain_group(
+    plan: &Plan,
+    live: &Live,
+    driver: &dyn Driver,
+    starts: &[u64],
+    ticker: &mut Ticker,
+) -> Result<(), String> {
+    let pairs = topics::topic_partitions(plan.topics.len(), plan.partitions);
+    let deadline = Instant::now() + DRAIN_TIME_MAX;
+    let mut next_line = Instant::now() + LIVE_INTERVAL;
+    let mut ends = driver.log_ends(plan);
+    let outcome = loop {
+        let current = match &ends {
+            Ok(current) => current,
+            Err(error) => break Err(error.clone()),
+        };
+        if live.group.read_to_ends(&pairs, starts, current) {
+            // Stop only when the logs did not grow meanwhile (acks=none appends late).
+            let now = driver.log_ends(plan);
+            if now.as_ref() == Ok(current) {
+                break Ok(());
+            }
+            ends = now;
+            continue;
+        }
+        if Instant::now() >= deadline {
+            break Err(format!(
+                "the group did not read {} topic-partitions to their ends in {DRAIN_TIME_MAX:?}",
+                pairs.len()
+            ));
+        }
+        if Instant::now() >= next_line {
+            let interval = ticker.tick(plan, live);
+            eprintln!("{}", report::live_line(&interval, plan.args.message_bytes));
+            next_line = Instant::now() + LIVE_INTERVAL;
+        }
+        std::thread::sleep(GROUP_DRAIN_POLL);
+    };
+    live.group.stop.store(true, Ordering::Release);
+    outcome
+}
+
 /// Once the producers are done: prints a live line each second while the consumers read
 /// up to the log end, until every consumer has reported (into `reports`).
 fn watch_consumers(
@@ -209,6 +277,7 @@ fn compare(
         end_to_end_latency_us: new_histogram(),
         checked: args.consumers > 0 && consumers.iter().all(|c| c.first_error.is_none()),
         timeline: Vec::new(),
+        ownership_changes: 0,
     };
     for report in producers {
         results.sent += report.sent;
@@ -232,14 +301,16 @@ fn compare(
         results.foreign += report.foreign;
         results.duplicated += report.duplicated;
         results.out_of_order += report.out_of_order;
+        results.ownership_changes += report.ownership_changes;
         results
             .end_to_end_latency_us
             .add(&report.latency_us)
             .expect("every latency histogram has the same bounds");
         if let Some(error) = &report.first_error {
             results.errors.push(format!(
-                "consumer {} (partitions {:?}): {error}",
-                report.consumer, report.partitions
+                "consumer {} ({}): {error}",
+                report.consumer,
+                assignment_text(&report.partitions)
             ));
         }
     }
@@ -247,6 +318,16 @@ fn compare(
         check_delivery(&mut results, producers, consumers);
     }
     results
+}
+
+/// A consumer's partitions for an error message (a count when there are many).
+fn assignment_text(partitions: &[u32]) -> String {
+    const LISTED_MAX: usize = 16;
+    if partitions.len() <= LISTED_MAX {
+        format!("partitions {partitions:?}")
+    } else {
+        format!("{} topic-partitions", partitions.len())
+    }
 }
 
 fn check_delivery(
