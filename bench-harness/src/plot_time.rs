@@ -22,8 +22,10 @@ const COLOURS: [RGBColor; 6] = [
 /// Dash and gap of the consume lines, in pixels.
 const DASH_PX: u32 = 8;
 const GAP_PX: u32 = 5;
-/// Head room above the highest rate.
-const Y_HEADROOM: f64 = 1.1;
+/// Head room above the highest rate, and more per legend entry: the legend sits in the
+/// upper right, above the lines.
+const Y_HEADROOM: f64 = 1.15;
+const Y_HEADROOM_PER_LEGEND_ENTRY: f64 = 0.08;
 
 /// One profile's line pair: its name and its samples.
 pub struct ProfileTimeline {
@@ -87,7 +89,7 @@ pub fn throughput_time_plot(
                 .map(|p| p.produce_messages_per_s.max(p.consume_messages_per_s))
         })
         .fold(1.0f64, f64::max)
-        * Y_HEADROOM;
+        * (Y_HEADROOM + Y_HEADROOM_PER_LEGEND_ENTRY * (2 * lines.len()) as f64);
     write_plot(path, |root| {
         root.fill(&WHITE).map_err(&error)?;
         let mut chart = ChartBuilder::on(root)
@@ -140,7 +142,7 @@ pub fn throughput_time_plot(
         chart
             .configure_series_labels()
             .label_font((PLOT_FONT, LABEL_FONT_PX))
-            .position(SeriesLabelPosition::LowerRight)
+            .position(SeriesLabelPosition::UpperRight)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()
