@@ -133,16 +133,21 @@ fn latency_row(name: &str, histogram: &Histogram<u64>) -> String {
 }
 
 pub fn print_table(results: &Results, args: &Args) {
+    let topics = match args.topics {
+        Some(count) => format!(
+            "topics {}-0 .. {}-{} ({count} topics of {} partitions)",
+            args.topic,
+            args.topic,
+            count - 1,
+            results.partitions
+        ),
+        None => format!("topic {} ({} partitions)", args.topic, results.partitions),
+    };
     println!(
-        "shardline-loadgen: system {} broker {} topic {} ({} partitions), {} producers, {} consumers, \
+        "shardline-loadgen: system {} broker {} {topics}, {} producers, {} consumers, \
          {} B messages, keys {:?}, acks {:?}, rate {}, warm-up {} s, measured {} s",
         args.system.name(),
         args.broker,
-        match args.topics {
-            Some(topics) => format!("{}-0..{} ({topics} topics)", args.topic, topics - 1),
-            None => args.topic.clone(),
-        },
-        results.partitions,
         args.producers,
         args.consumers,
         args.message_bytes,
