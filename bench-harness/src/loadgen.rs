@@ -47,7 +47,12 @@ pub fn loadgen_args(
     target: &Target,
 ) -> Vec<String> {
     let system = (target.system != "shardline").then(|| ("--system", target.system.to_string()));
-    let pairs = system.into_iter().chain([
+    let topics = (scenario.topics > 1).then(|| ("--topics", scenario.topics.to_string()));
+    let group = scenario
+        .consumer_group
+        .as_ref()
+        .map(|group| ("--consumer-group", group.clone()));
+    let pairs = system.into_iter().chain(topics).chain(group).chain([
         ("--broker", broker.to_string()),
         ("--topic", topic.to_string()),
         ("--partitions", scenario.partitions.to_string()),
@@ -187,6 +192,17 @@ mod tests {
         );
         assert!(text.contains("--keys round-robin --acks all"), "{text}");
         assert!(!text.contains("--system"), "{text}");
+        assert!(
+            !text.contains("--topics") && !text.contains("--consumer-group"),
+            "{text}"
+        );
+        let many = Scenario::load("many-topics").expect("built in");
+        let text = loadgen_args(&many, &many.runs[0], "many", "127.0.0.1:9", &target).join(" ");
+        assert!(text.starts_with("--topics 10000 --broker"), "{text}");
+        let mut grouped = many.clone();
+        grouped.consumer_group = Some("bench".into());
+        let text = loadgen_args(&grouped, &grouped.runs[0], "m", "127.0.0.1:9", &target).join(" ");
+        assert!(text.contains("--consumer-group bench --broker"), "{text}");
         let kafka = Target {
             system: "kafka",
             acks: "leader",

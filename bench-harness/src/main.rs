@@ -1,7 +1,8 @@
 //! shardline-bench: runs a named scenario (a workload and its runs) against each tuning
 //! profile, starting a fresh broker for each run and stopping it afterwards, drives it with
-//! `shardline-loadgen`, and writes a report directory: `report.md`, `report.json`, SVG
-//! plots and every run's loadgen JSON and HdrHistogram files.
+//! `shardline-loadgen`, and writes a report directory: `report.md`, `report.json`, plots
+//! (SVG and PNG: latency by percentile, throughput per run, throughput over time) and every
+//! run's loadgen JSON and HdrHistogram files.
 //!
 //! The harness drives the broker from outside, through its binaries only. Scenarios with
 //! `[[comparisons]]` (the built-in `peers`) also run peer brokers (Kafka, NATS JetStream,
@@ -11,9 +12,12 @@
 mod broker;
 mod comparison;
 mod comparison_report;
+mod figures;
 mod loadgen;
 mod peers;
 mod plot;
+mod plot_time;
+mod render;
 mod report;
 mod results;
 mod scenario;
@@ -28,7 +32,8 @@ use clap::Parser;
 #[command(
     name = "shardline-bench",
     about = "Runs a benchmark scenario against each tuning profile and writes a report \
-             (markdown table, JSON, SVG latency and throughput plots)"
+             (markdown table, JSON, SVG and PNG plots of latency by percentile, throughput and \
+             throughput over time)"
 )]
 pub struct Args {
     /// A built-in scenario (quick, omb-1-topic-100-partitions-1kb, spike, many-topics,

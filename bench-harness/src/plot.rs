@@ -1,16 +1,21 @@
-//! SVG plots: latency by percentile (one line per profile, the percentile axis scaled like
-//! HdrHistogram's plotter: x = log10(1 / (1 - p)), labelled 50 %, 90 %, 99 %, ...) and
-//! throughput bars per run and profile. Only plotters' SVG backend, with its built-in text
-//! metrics: no fonts, no C libraries.
+//! Plots, each written as SVG and PNG (`render.rs`): latency by percentile (one line per
+//! profile, the percentile axis scaled like HdrHistogram's plotter: x = log10(1 / (1 - p)),
+//! labelled 50 %, 90 %, 99 %, ...) and throughput bars per run and profile. The throughput
+//! over time is in `plot_time.rs`.
 
 use std::path::Path;
 
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use crate::render::{self, PLOT_FONT};
 use crate::results::RunResult;
 
-const PLOT_SIZE: (u32, u32) = (960, 600);
+/// Every plot's size in pixels (the SVG's and, at `render::PNG_SCALE` 1, the PNG's).
+pub const PLOT_SIZE: (u32, u32) = (960, 600);
+pub const TITLE_FONT_PX: u32 = 22;
+pub const LABEL_FONT_PX: u32 = 16;
 /// Up to 99.9999 % (x = 6) on the percentile axis.
 const PERCENTILE_NINES_MAX: u32 = 6;
 const COLOURS: [RGBColor; 6] = [
@@ -67,11 +72,29 @@ pub fn percentile_label(x: f64) -> String {
     }
 }
 
+/// The drawing area of one plot.
+pub type Canvas<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+
+/// Draws one plot with `draw` and writes it to `path` (SVG) and beside it as PNG.
+pub fn write_plot(
+    path: &Path,
+    draw: impl FnOnce(&Canvas<'_>) -> Result<(), String>,
+) -> Result<(), String> {
+    render::register_plot_font()?;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, PLOT_SIZE).into_drawing_area();
+        draw(&root)?;
+        root.present().map_err(svg_error(path))?;
+    }
+    render::write_svg_and_png(path, &svg).map(|_| ())
+}
+
 /// A linear axis whose ticks are exactly the given key points (plotters' `WithKeyPoints`
 /// over f64 lacks a default formatter, which the mesh needs).
-struct KeyedAxis {
-    range: std::ops::Range<f64>,
-    keys: Vec<f64>,
+pub struct KeyedAxis {
+    pub range: std::ops::Range<f64>,
+    pub keys: Vec<f64>,
 }
 
 impl Ranged for KeyedAxis {
@@ -92,7 +115,7 @@ impl Ranged for KeyedAxis {
     }
 }
 
-fn svg_error<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> String + '_ {
+pub fn svg_error<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> String + '_ {
     move |e| format!("plotting {}: {e:?}", path.display())
 }
 
@@ -116,51 +139,53 @@ pub fn latency_plot(
         * 1.05;
     let mut key_points = vec![0.0, percentile_x(0.5)];
     key_points.extend((1..=x_max as u32).map(f64::from));
-    let root = SVGBackend::new(path, PLOT_SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(&error)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(72)
-        .build_cartesian_2d(
-            KeyedAxis {
-                range: 0.0..x_max,
-                keys: key_points,
-            },
-            0.0..y_max,
-        )
-        .map_err(&error)?;
-    chart
-        .configure_mesh()
-        .label_style(("sans-serif", 16))
-        .x_desc("percentile")
-        .y_desc("latency (ms)")
-        .x_label_formatter(&|x| percentile_label(*x))
-        .draw()
-        .map_err(&error)?;
-    for (index, (profile, rows)) in lines.iter().enumerate() {
-        let colour = COLOURS[index % COLOURS.len()];
-        let points = rows
-            .iter()
-            .map(|&(p, ms)| (percentile_x(p), ms))
-            .filter(|&(x, _)| x <= x_max);
+    write_plot(path, |root| {
+        root.fill(&WHITE).map_err(&error)?;
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (PLOT_FONT, TITLE_FONT_PX))
+            .margin(16)
+            .margin_right(48)
+            .x_label_area_size(48)
+            .y_label_area_size(72)
+            .build_cartesian_2d(
+                KeyedAxis {
+                    range: 0.0..x_max,
+                    keys: key_points,
+                },
+                0.0..y_max,
+            )
+            .map_err(&error)?;
         chart
-            .draw_series(LineSeries::new(points, colour.stroke_width(2)))
-            .map_err(&error)?
-            .label(profile.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-            });
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(&error)?;
-    root.present().map_err(&error)
+            .configure_mesh()
+            .label_style((PLOT_FONT, LABEL_FONT_PX))
+            .x_desc("percentile")
+            .y_desc("latency (ms)")
+            .x_label_formatter(&|x| percentile_label(*x))
+            .draw()
+            .map_err(&error)?;
+        for (index, (profile, rows)) in lines.iter().enumerate() {
+            let colour = COLOURS[index % COLOURS.len()];
+            let points = rows
+                .iter()
+                .map(|&(p, ms)| (percentile_x(p), ms))
+                .filter(|&(x, _)| x <= x_max);
+            chart
+                .draw_series(LineSeries::new(points, colour.stroke_width(2)))
+                .map_err(&error)?
+                .label(profile.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .label_font((PLOT_FONT, LABEL_FONT_PX))
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(&error)
+    })
 }
 
 /// Grouped bars: one group per run, one bar per profile, height = msg/s.
@@ -186,63 +211,67 @@ pub fn throughput_plot(path: &Path, title: &str, results: &[RunResult]) -> Resul
     let centres: Vec<f64> = (0..runs.len())
         .map(|i| i as f64 * group_width + group_width / 2.0)
         .collect();
-    let root = SVGBackend::new(path, PLOT_SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(&error)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(88)
-        .build_cartesian_2d(
-            KeyedAxis {
-                range: 0.0..x_max,
-                keys: centres.clone(),
-            },
-            0.0..y_max,
-        )
-        .map_err(&error)?;
-    let label_of = |x: &f64| {
-        centres
-            .iter()
-            .position(|c| (c - x).abs() < 1e-6)
-            .map_or(String::new(), |i| runs[i].to_string())
-    };
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .label_style(("sans-serif", 16))
-        .x_desc("run")
-        .y_desc("acknowledged msg/s")
-        .x_label_formatter(&label_of)
-        .draw()
-        .map_err(&error)?;
-    for (index, profile) in profiles.iter().enumerate() {
-        let colour = COLOURS[index % COLOURS.len()];
-        let bars = results
-            .iter()
-            .filter(|r| r.profile == *profile)
-            .filter_map(|r| {
-                let group = runs.iter().position(|run| *run == r.run)? as f64;
-                let left = group * group_width + 0.5 + index as f64;
-                Some(Rectangle::new(
-                    [(left, 0.0), (left + 0.9, r.throughput_messages_per_s)],
-                    colour.filled(),
-                ))
-            });
+    write_plot(path, |root| {
+        root.fill(&WHITE).map_err(&error)?;
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (PLOT_FONT, TITLE_FONT_PX))
+            .margin(16)
+            .margin_right(48)
+            .x_label_area_size(48)
+            .y_label_area_size(88)
+            .build_cartesian_2d(
+                KeyedAxis {
+                    range: 0.0..x_max,
+                    keys: centres.clone(),
+                },
+                0.0..y_max,
+            )
+            .map_err(&error)?;
+        let label_of = |x: &f64| {
+            centres
+                .iter()
+                .position(|c| (c - x).abs() < 1e-6)
+                .map_or(String::new(), |i| runs[i].to_string())
+        };
         chart
-            .draw_series(bars)
-            .map_err(&error)?
-            .label(*profile)
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled()));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(&error)?;
-    root.present().map_err(&error)
+            .configure_mesh()
+            .disable_x_mesh()
+            .label_style((PLOT_FONT, LABEL_FONT_PX))
+            .x_desc("run")
+            .y_desc("acknowledged msg/s")
+            .x_label_formatter(&label_of)
+            .draw()
+            .map_err(&error)?;
+        for (index, profile) in profiles.iter().enumerate() {
+            let colour = COLOURS[index % COLOURS.len()];
+            let bars = results
+                .iter()
+                .filter(|r| r.profile == *profile)
+                .filter_map(|r| {
+                    let group = runs.iter().position(|run| *run == r.run)? as f64;
+                    let left = group * group_width + 0.5 + index as f64;
+                    Some(Rectangle::new(
+                        [(left, 0.0), (left + 0.9, r.throughput_messages_per_s)],
+                        colour.filled(),
+                    ))
+                });
+            chart
+                .draw_series(bars)
+                .map_err(&error)?
+                .label(*profile)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled())
+                });
+        }
+        chart
+            .configure_series_labels()
+            .label_font((PLOT_FONT, LABEL_FONT_PX))
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(&error)
+    })
 }
 
 #[cfg(test)]
@@ -277,7 +306,7 @@ mod tests {
     }
 
     #[test]
-    fn plots_are_written_as_svg() {
+    fn plots_are_written_as_svg_and_png_of_the_plot_size() {
         let dir = tempfile::tempdir().expect("tempdir");
         let rows = parse_hgrm(HGRM).expect("parses");
         let latency = dir.path().join("latency.svg");
@@ -298,6 +327,9 @@ mod tests {
             let svg = std::fs::read_to_string(&path).expect("written");
             assert!(svg.starts_with("<svg"), "{svg}");
             assert!(svg.contains("latency") && svg.contains("durable"), "{svg}");
+            let png = std::fs::read(path.with_extension("png")).expect("png written");
+            assert!(png.len() > 1000, "{} bytes", png.len());
+            assert_eq!(crate::render::png_dimensions(&png), Some(PLOT_SIZE));
         }
     }
 }

@@ -44,6 +44,38 @@ impl Percentiles {
     }
 }
 
+/// One second (about) of a run, from the load generator's `results.timeline`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TimelinePoint {
+    /// Seconds since the producers started, at the end of the interval.
+    pub elapsed_s: f64,
+    /// `warm-up`, `measure` or `drain`.
+    pub phase: String,
+    pub produce_messages_per_s: f64,
+    pub consume_messages_per_s: f64,
+}
+
+impl TimelinePoint {
+    /// The points of a loadgen `timeline` array (entries without a time are skipped).
+    pub fn from_loadgen(timeline: &Value) -> Vec<TimelinePoint> {
+        let Some(samples) = timeline.as_array() else {
+            return Vec::new();
+        };
+        samples
+            .iter()
+            .filter_map(|sample| {
+                let rate = |name: &str| sample[name].as_f64().unwrap_or(0.0);
+                Some(TimelinePoint {
+                    elapsed_s: sample["elapsed_s"].as_f64()?,
+                    phase: sample["phase"].as_str().unwrap_or("").to_string(),
+                    produce_messages_per_s: rate("produce_messages_per_s"),
+                    consume_messages_per_s: rate("consume_messages_per_s"),
+                })
+            })
+            .collect()
+    }
+}
+
 /// Everything measured in one (profile, run).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RunResult {
@@ -88,6 +120,9 @@ pub struct RunResult {
     /// The broker's peak RSS so far (VmHWM).
     pub broker_peak_rss_mib: Option<f64>,
     pub loadgen_exit_code: Option<i32>,
+    /// Messages/s second by second (warm-up and drain included).
+    #[serde(default)]
+    pub timeline: Vec<TimelinePoint>,
     /// What went wrong, if anything (loadgen failure, broker exit status ...).
     pub errors: Vec<String>,
     /// Paths relative to the report directory.
@@ -125,6 +160,7 @@ impl RunResult {
         self.duplicated = count("duplicated");
         self.out_of_order = count("out_of_order");
         self.produce_errors = count("produce_errors");
+        self.timeline = TimelinePoint::from_loadgen(&results["timeline"]);
         if let Some(errors) = results["errors"].as_array() {
             self.errors.extend(
                 errors
@@ -157,6 +193,13 @@ pub mod tests {
             "integrity_checked": true,
             "lost": 0, "duplicated": 0, "out_of_order": 0, "produce_errors": 0,
             "errors": [],
+            "timeline": [
+                {"elapsed_s": 1.001, "phase": "warm-up", "seconds": 1.0,
+                 "produce_messages_per_s": 19_000.0, "consume_messages_per_s": 18_000.0},
+                {"elapsed_s": 2.002, "phase": "measure", "seconds": 1.0,
+                 "produce_messages_per_s": 20_000.0, "consume_messages_per_s": 20_001.0},
+                {"phase": "no time: skipped"},
+            ],
         }})
     }
 
@@ -187,6 +230,10 @@ pub mod tests {
         assert_eq!(result.end_to_end_latency.max_us, Some(4201));
         assert_eq!(result.throughput_messages_per_s, 19_876.4);
         assert!(result.succeeded());
+        let times: Vec<f64> = result.timeline.iter().map(|p| p.elapsed_s).collect();
+        assert_eq!(times, [1.001, 2.002]);
+        assert_eq!(result.timeline[1].phase, "measure");
+        assert_eq!(result.timeline[1].consume_messages_per_s, 20_001.0);
     }
 
     #[test]

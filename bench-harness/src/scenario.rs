@@ -27,6 +27,8 @@ pub const HALF_MAX_RATE: &str = "half-max";
 /// Key modes and acks the load generator accepts (`--keys`, `--acks`).
 const KEY_MODES: [&str; 4] = ["none", "round-robin", "random", "zipf"];
 const ACKS: [&str; 3] = ["none", "leader", "all"];
+/// The most topics a scenario may spread over (the loadgen's own limit).
+const TOPICS_MAX: u32 = 100_000;
 
 /// One workload against every listed profile.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -41,9 +43,14 @@ pub struct Scenario {
     /// Names of files in `tuning/` (without `.toml`).
     pub profiles: Vec<String>,
     pub topic: String,
-    /// Topics the workload spreads over (only `1` is runnable today).
+    /// Topics the workload spreads over: 1 is `topic` itself; N > 1 are `<topic>-0` ..
+    /// `<topic>-<N-1>` (the loadgen's `--topics N`), each with `partitions`.
     #[serde(default = "one")]
     pub topics: u32,
+    /// When set, the consumers share the partitions as members of this consumer group
+    /// (the loadgen's `--consumer-group`) instead of splitting them statically.
+    #[serde(default)]
+    pub consumer_group: Option<String>,
     pub partitions: u32,
     pub producers: u32,
     pub consumers: u32,
@@ -223,8 +230,14 @@ impl Scenario {
         if !self.peers.is_empty() && self.comparisons.is_empty() {
             return Err("peers need at least one [[comparisons]] entry".into());
         }
-        if self.not_runnable.is_none() && self.topics != 1 {
-            return Err("only topics = 1 is runnable with shardline-loadgen today".into());
+        if self.topics > TOPICS_MAX {
+            return Err(format!("topics must be at most {TOPICS_MAX}"));
+        }
+        if self.consumer_group.as_deref().is_some_and(str::is_empty) {
+            return Err("consumer_group must not be empty".into());
+        }
+        if !self.comparisons.is_empty() && (self.topics != 1 || self.consumer_group.is_some()) {
+            return Err("comparisons with peers use one topic and no consumer group".into());
         }
         Ok(())
     }
@@ -306,10 +319,32 @@ mod tests {
     }
 
     #[test]
-    fn many_topics_is_defined_but_not_runnable() {
+    fn many_topics_is_runnable_with_ten_thousand_topics_in_a_few_minutes() {
         let scenario = Scenario::load("many-topics").expect("built in");
         assert_eq!(scenario.topics, 10_000);
-        assert!(scenario.not_runnable.is_some());
+        assert_eq!(scenario.partitions, 1);
+        assert!(scenario.not_runnable.is_none());
+        // Per profile at most a minute of load (topic creation comes on top).
+        let per_profile = scenario.load_seconds() / scenario.profiles.len() as f64;
+        assert!(per_profile <= 60.0, "{per_profile}");
+    }
+
+    #[test]
+    fn topics_and_consumer_group_are_checked() {
+        let grouped = TINY.replace(
+            "topic = \"t\"",
+            "topic = \"t\"\ntopics = 3\nconsumer_group = \"g\"",
+        );
+        let scenario = Scenario::parse(&grouped, "test").expect("parses");
+        assert_eq!(
+            (scenario.topics, scenario.consumer_group.as_deref()),
+            (3, Some("g"))
+        );
+        let too_many = TINY.replace("topic = \"t\"", "topic = \"t\"\ntopics = 100001");
+        let error = Scenario::parse(&too_many, "test").expect_err("too many");
+        assert!(error.contains("topics"), "{error}");
+        let empty = TINY.replace("topic = \"t\"", "topic = \"t\"\nconsumer_group = \"\"");
+        assert!(Scenario::parse(&empty, "test").is_err());
     }
 
     #[test]

@@ -7,9 +7,9 @@ use serde_json::json;
 
 use crate::broker::{self, BrokerProcess, DataDir, Placement, ProcessUsage};
 use crate::comparison;
+use crate::figures;
 use crate::loadgen::{loadgen_args, run_loadgen, RunFiles, Target};
 use crate::peers::PeerInstall;
-use crate::plot;
 use crate::report::{self, ReportContext};
 use crate::results::RunResult;
 use crate::scenario::{RunSpec, Scenario};
@@ -112,7 +112,7 @@ pub fn run(args: &Args) -> Result<bool, String> {
         }
     }
     let _ = std::fs::remove_dir_all(&session.data_parent);
-    let plots = write_plots(&session.out, &results);
+    let plots = figures::write_plots(&session.out, &results, scenario.broker_per_profile);
     let context = ReportContext {
         scenario: &scenario,
         kafka_version: peers
@@ -356,52 +356,6 @@ pub fn set_usage(result: &mut RunResult, before: Option<ProcessUsage>, after: Pr
     let cpu_before = before.map_or(0.0, |usage| usage.cpu_s);
     result.broker_cpu_s = Some(after.cpu_s - cpu_before);
     result.broker_peak_rss_mib = Some(after.peak_rss_mib);
-}
-
-/// Latency plots per run (produce-ack and end-to-end, a line per profile) and a throughput
-/// plot; returns the file names written. A plot that fails is reported and skipped.
-fn write_plots(out: &Path, results: &[RunResult]) -> Vec<String> {
-    let mut runs: Vec<&str> = Vec::new();
-    for result in results {
-        if !runs.contains(&result.run.as_str()) {
-            runs.push(&result.run);
-        }
-    }
-    let mut written = Vec::new();
-    for run in runs {
-        for (kind, title) in [
-            ("produce", "produce-ack latency"),
-            ("e2e", "end-to-end latency"),
-        ] {
-            let lines: Vec<(String, Vec<(f64, f64)>)> = results
-                .iter()
-                .filter(|r| r.run == run)
-                .filter_map(|r| {
-                    let file = if kind == "produce" {
-                        &r.produce_hgrm
-                    } else {
-                        &r.end_to_end_hgrm
-                    };
-                    let rows = plot::read_hgrm(&out.join(file)).ok()?;
-                    (!rows.is_empty()).then(|| (r.profile.clone(), rows))
-                })
-                .collect();
-            if lines.is_empty() {
-                continue;
-            }
-            let name = format!("latency-{kind}-{run}.svg");
-            match plot::latency_plot(&out.join(&name), &format!("{title}, run {run}"), &lines) {
-                Ok(()) => written.push(name),
-                Err(error) => eprintln!("shardline-bench: {error}"),
-            }
-        }
-    }
-    let name = "throughput.svg".to_string();
-    match plot::throughput_plot(&out.join(&name), "throughput by run and profile", results) {
-        Ok(()) => written.push(name),
-        Err(error) => eprintln!("shardline-bench: {error}"),
-    }
-    written
 }
 
 /// `given`, else `name` next to this executable.

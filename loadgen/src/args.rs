@@ -10,6 +10,7 @@ use shardline::protocol::Acks;
 
 use crate::driver::System;
 use crate::payload::HEADER_BYTES;
+use crate::topics::TOPICS_MAX;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -26,10 +27,16 @@ pub struct Args {
     /// The broker's main address (for redis and nats too: HOST:PORT).
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub broker: String,
-    /// The topic to use (created when missing).
+    /// The topic to use (created when missing); with --topics, the topics' name prefix.
     #[arg(long, default_value = "loadgen")]
     pub topic: String,
-    /// Partitions of the topic when it is created.
+    /// Spread the load over N topics named <topic>-0 .. <topic>-<N-1> (each with
+    /// --partitions), created when missing in batched admin requests. Producers rotate over
+    /// the topics message by message; consumers split the topic-partitions (or share them
+    /// through --consumer-group). Loss, duplicate and order checks hold per topic-partition.
+    #[arg(long, value_name = "N")]
+    pub topics: Option<u32>,
+    /// Partitions of each topic when it is created.
     #[arg(long, default_value_t = 8)]
     pub partitions: u32,
     /// Producers, each on its own unpinned glommio executor thread.
@@ -39,6 +46,15 @@ pub struct Args {
     /// partitions among them (0: no consumers, no end-to-end latency, no loss check).
     #[arg(long, default_value_t = 1)]
     pub consumers: u32,
+    /// Consumers join consumer group G (the broker's coordinator hands out the partitions,
+    /// cooperative sticky, and moves them when a member comes or goes) instead of splitting
+    /// the partitions among themselves. Offsets are committed every second, before a
+    /// partition is given back and on leaving. Producers start once the group is stable.
+    /// A message a member processed but had not committed when its partition moved is
+    /// delivered again to the next owner and counted as duplicated (reported with the
+    /// number of ownership changes); without failures there are none. Shardline only.
+    #[arg(long, value_name = "G")]
+    pub consumer_group: Option<String>,
     /// Bytes in every message's value (at least the payload header).
     #[arg(long, default_value_t = 1024)]
     pub message_bytes: usize,
@@ -142,6 +158,22 @@ impl Args {
         if self.partitions == 0 {
             return Err("--partitions must be positive".into());
         }
+        if let Some(topics) = self.topics {
+            if topics == 0 || topics > TOPICS_MAX {
+                return Err(format!("--topics must be between 1 and {TOPICS_MAX}"));
+            }
+        }
+        if self.consumer_group.as_deref().is_some_and(str::is_empty) {
+            return Err("--consumer-group needs a group name".into());
+        }
+        if self.system != System::Shardline
+            && (self.topics.is_some() || self.consumer_group.is_some())
+        {
+            return Err(format!(
+                "--topics and --consumer-group are for --system shardline only, not {}",
+                self.system.name()
+            ));
+        }
         if self.producers == 0 {
             return Err("--producers must be positive".into());
         }
@@ -180,5 +212,45 @@ impl Args {
 
     pub fn shard_routing(&self) -> bool {
         !self.no_shard_routing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Args, String> {
+        let mut all = vec!["shardline-loadgen"];
+        all.extend_from_slice(extra);
+        let args = Args::try_parse_from(all).map_err(|e| e.to_string())?;
+        args.check()?;
+        Ok(args)
+    }
+
+    #[test]
+    fn topics_and_consumer_group_are_optional_and_checked() {
+        let plain = parse(&[]).expect("defaults");
+        assert_eq!(
+            (plain.topics, plain.consumer_group.as_deref()),
+            (None, None)
+        );
+        let many =
+            parse(&["--topics", "20", "--topic", "m", "--consumer-group", "g"]).expect("valid");
+        assert_eq!(many.topics, Some(20));
+        assert_eq!(many.consumer_group.as_deref(), Some("g"));
+        for (bad, reason) in [
+            (vec!["--topics", "0"], "--topics"),
+            (vec!["--topics", "100001"], "--topics"),
+            (vec!["--consumer-group", ""], "group name"),
+            (vec!["--system", "kafka", "--topics", "2"], "shardline only"),
+            (
+                vec!["--system", "redis", "--consumer-group", "g"],
+                "shardline only",
+            ),
+        ] {
+            let error = parse(&bad).expect_err(reason);
+            assert!(error.contains(reason), "{bad:?}: {error}");
+        }
+        assert!(parse(&["--topics", "many"]).is_err());
     }
 }

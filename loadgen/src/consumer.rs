@@ -1,8 +1,10 @@
-//! One consumer: its own unpinned glommio executor thread, reading the partitions
-//! `p % consumers == consumer` from their log end at the start of the run. It checks each
-//! loadgen message's header (no sequence twice, per producer and partition in order),
-//! measures end-to-end latency from the intended send time, and once every producer is
-//! done reads on to the log end and stops.
+//! One consumer: its own unpinned glommio executor thread, reading its share of the run's
+//! topic-partitions (every `consumers`-th; for one topic the partitions
+//! `p % consumers == consumer`) from their log end at the start of the run. It checks each
+//! loadgen message's header (no sequence twice, per producer and topic-partition in
+//! order), measures end-to-end latency from the intended send time, and once every
+//! producer is done reads on to the log end and stops. With `--consumer-group` the
+//! partitions come from the group's coordinator instead (`group.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -11,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
 use hdrhistogram::Histogram;
-use shardline::client::{Admin, Cluster, Consumer, ConsumerConfig, StartFrom};
-use shardline::protocol::OffsetSpec;
+use shardline::client::{Cluster, Consumer, ConsumerConfig, StartFrom};
 
 use crate::payload::Header;
 use crate::stats::{new_histogram, Bitset, Live, Plan, CLIENT_ID, NANOS_PER_MICRO};
+use crate::topics;
 
 /// How long the broker may hold a fetch with nothing new; short, so the end is noticed.
 pub const FETCH_WAIT_MAX: Duration = Duration::from_millis(100);
@@ -28,7 +30,11 @@ const IDLE_POLL_INTERVAL: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub struct ConsumerReport {
     pub consumer: u32,
+    /// What it read: for one topic, partition numbers; with `--topics`, indexes into the
+    /// run's topic-partitions; in a group, nothing (the coordinator decided).
     pub partitions: Vec<u32>,
+    /// With `--consumer-group`: how often what this member owns changed after the start.
+    pub ownership_changes: u64,
     pub consumed: u64,
     pub measured_consumed: u64,
     /// When the last measured message was consumed (Unix ns; 0: none was).
@@ -85,6 +91,7 @@ impl ConsumerReport {
         ConsumerReport {
             consumer,
             partitions,
+            ownership_changes: 0,
             consumed: 0,
             measured_consumed: 0,
             last_measured_consume_unix_ns: 0,
@@ -103,12 +110,11 @@ pub struct Checker {
     /// Messages intended in this window are measured (see `Live::window`).
     pub window: std::ops::Range<u64>,
     pub report: ConsumerReport,
-    /// The highest sequence seen per (producer, partition).
-    last: HashMap<(u32, u32), u64>,
+    /// The highest sequence seen per (producer, topic index, partition).
+    last: HashMap<(u32, u32, u32), u64>,
 }
 
 impl Checker {
-    #[cfg_attr(not(feature = "peers"), allow(dead_code))]
     pub fn new(window: std::ops::Range<u64>, report: ConsumerReport) -> Checker {
         Checker {
             window,
@@ -117,7 +123,14 @@ impl Checker {
         }
     }
 
+    /// `observe_in` topic 0 (drivers of one topic).
+    #[cfg_attr(not(feature = "peers"), allow(dead_code))]
     pub fn observe(&mut self, partition: u32, value: &[u8], now_unix_ns: u64) {
+        self.observe_in(0, partition, value, now_unix_ns);
+    }
+
+    /// Checks and measures one record of topic `topic` (index into the run's topics).
+    pub fn observe_in(&mut self, topic: u32, partition: u32, value: &[u8], now_unix_ns: u64) {
         let report = &mut self.report;
         let Some(header) = Header::read(value) else {
             report.foreign += 1;
@@ -132,7 +145,10 @@ impl Checker {
             report.duplicated += 1;
             return;
         }
-        let last = self.last.entry((header.producer, partition)).or_insert(0);
+        let last = self
+            .last
+            .entry((header.producer, topic, partition))
+            .or_insert(0);
         if header.sequence < *last {
             report.out_of_order += 1;
         } else {
@@ -149,23 +165,6 @@ impl Checker {
     }
 }
 
-async fn log_ends(
-    cluster: &std::rc::Rc<Cluster>,
-    topic: &str,
-    partitions: &[u32],
-) -> Result<Vec<u64>, String> {
-    let admin = Admin::new(cluster.clone());
-    let mut ends = Vec::new();
-    for &partition in partitions {
-        let end = admin
-            .list_offset(topic, partition, OffsetSpec::Latest)
-            .await
-            .map_err(|e| format!("log end of {topic}/{partition}: {e}"))?;
-        ends.push(end);
-    }
-    Ok(ends)
-}
-
 async fn consume(
     plan: Plan,
     consumer_id: u32,
@@ -173,15 +172,23 @@ async fn consume(
     events: Sender<ConsumerEvent>,
 ) -> ConsumerReport {
     let args = &plan.args;
-    let partitions: Vec<u32> = (0..plan.partitions)
-        .filter(|p| p % args.consumers == consumer_id)
-        .collect();
-    let mut checker = Checker {
-        window: live.window(),
-        report: ConsumerReport::new(consumer_id, partitions.clone(), args.producers),
-        last: HashMap::new(),
+    if args.consumer_group.is_some() {
+        return crate::group::consume(plan, consumer_id, live, events).await;
+    }
+    let all = topics::topic_partitions(plan.topics.len(), plan.partitions);
+    let pairs = topics::consumer_share(&all, args.consumers, consumer_id);
+    let indexes = if plan.topics.len() == 1 {
+        pairs.iter().map(|&(_, partition)| partition).collect()
+    } else {
+        (0..all.len() as u32)
+            .filter(|index| index % args.consumers == consumer_id)
+            .collect()
     };
-    let result = read_until_done(&plan, &partitions, &live, &events, &mut checker).await;
+    let mut checker = Checker::new(
+        live.window(),
+        ConsumerReport::new(consumer_id, indexes, args.producers),
+    );
+    let result = read_until_done(&plan, &pairs, &live, &events, &mut checker).await;
     // Ready may not have been sent when setting up failed; a second one is ignored.
     let _ = events.send(ConsumerEvent::Ready(consumer_id));
     if let Err(error) = result {
@@ -190,15 +197,42 @@ async fn consume(
     checker.report
 }
 
+/// Topic name to its index in the run's topics.
+pub fn topic_indexes(topics: &[String]) -> HashMap<String, u32> {
+    topics
+        .iter()
+        .enumerate()
+        .map(|(index, name)| (name.clone(), index as u32))
+        .collect()
+}
+
+/// Assigns `pairs` (topic index, partition) to `consumer` at their log ends, topic by topic.
+async fn assign_at_end(
+    consumer: &mut Consumer,
+    topics: &[String],
+    pairs: &[(u32, u32)],
+) -> Result<(), String> {
+    for chunk in pairs.chunk_by(|a, b| a.0 == b.0) {
+        let topic = &topics[chunk[0].0 as usize];
+        let partitions: Vec<u32> = chunk.iter().map(|&(_, partition)| partition).collect();
+        consumer
+            .assign(topic, Some(partitions.clone()), StartFrom::Latest)
+            .await
+            .map_err(|e| format!("assigning {topic} {partitions:?}: {e}"))?;
+    }
+    Ok(())
+}
+
 async fn read_until_done(
     plan: &Plan,
-    partitions: &[u32],
+    pairs: &[(u32, u32)],
     live: &Live,
     events: &Sender<ConsumerEvent>,
     checker: &mut Checker,
 ) -> Result<(), String> {
     let args = &plan.args;
-    let topic = args.topic.as_str();
+    let topics = &plan.topics;
+    let indexes = topic_indexes(topics);
     let cluster =
         Cluster::new(&args.broker, CLIENT_ID, args.shard_routing()).map_err(|e| e.to_string())?;
     let config = ConsumerConfig {
@@ -206,28 +240,23 @@ async fn read_until_done(
         ..ConsumerConfig::default()
     };
     let mut consumer = Consumer::new(cluster.clone(), config);
-    if !partitions.is_empty() {
-        consumer
-            .assign(topic, Some(partitions.to_vec()), StartFrom::Latest)
-            .await
-            .map_err(|e| format!("assigning {topic} {partitions:?}: {e}"))?;
-    }
+    assign_at_end(&mut consumer, topics, pairs).await?;
     let _ = events.send(ConsumerEvent::Ready(checker.report.consumer));
     let mut targets: Option<(Vec<u64>, Instant)> = None;
     loop {
         if targets.is_none() && live.producers_done.load(Ordering::Acquire) {
-            let ends = log_ends(&cluster, topic, partitions).await?;
+            let ends = topics::log_ends(&cluster, topics, pairs).await?;
             targets = Some((ends, Instant::now() + DRAIN_TIME_MAX));
         }
         if let Some((ends, deadline)) = &targets {
-            let reached = partitions.iter().zip(ends).all(|(&partition, &end)| {
+            let reached = pairs.iter().zip(ends).all(|(&(topic, partition), &end)| {
                 consumer
-                    .position(topic, partition)
+                    .position(&topics[topic as usize], partition)
                     .is_some_and(|position| position >= end)
             });
             if reached {
                 // Stop only when the log did not grow meanwhile (acks=none appends late).
-                let now_ends = log_ends(&cluster, topic, partitions).await?;
+                let now_ends = topics::log_ends(&cluster, topics, pairs).await?;
                 if &now_ends == ends {
                     return Ok(());
                 }
@@ -237,22 +266,48 @@ async fn read_until_done(
             }
             if Instant::now() >= *deadline {
                 return Err(format!(
-                    "not at the log end of {topic} {partitions:?} after {DRAIN_TIME_MAX:?}"
+                    "not at the log end of {} topic-partitions after {DRAIN_TIME_MAX:?}",
+                    pairs.len()
                 ));
             }
         }
-        if partitions.is_empty() {
+        if pairs.is_empty() {
             glommio::timer::sleep(IDLE_POLL_INTERVAL).await;
             continue;
         }
         let fetched = consumer.poll().await.map_err(|e| format!("poll: {e}"))?;
-        let now_unix_ns = plan.clock.now_unix_ns();
-        checker.window = live.window();
-        let before = checker.report.consumed;
-        fetched
-            .for_each(|_, partition, record| checker.observe(partition, record.value, now_unix_ns))
-            .map_err(|e| format!("reading records: {e}"))?;
-        Live::add(&live.consumed, checker.report.consumed - before);
+        observe_fetched(plan, live, checker, &indexes, &fetched)?;
+    }
+}
+
+/// Checks every record of `fetched` and adds them to the live count; returns, per
+/// (topic index, partition) that had records, the offset after the last one.
+pub fn observe_fetched(
+    plan: &Plan,
+    live: &Live,
+    checker: &mut Checker,
+    indexes: &HashMap<String, u32>,
+    fetched: &shardline::client::Fetched,
+) -> Result<HashMap<(u32, u32), u64>, String> {
+    let now_unix_ns = plan.clock.now_unix_ns();
+    checker.window = live.window();
+    let before = checker.report.consumed;
+    let mut unknown_topic = None;
+    let mut read_to: HashMap<(u32, u32), u64> = HashMap::new();
+    fetched
+        .for_each(|topic, partition, record| match indexes.get(topic) {
+            Some(&index) => {
+                checker.observe_in(index, partition, record.value, now_unix_ns);
+                let next = read_to.entry((index, partition)).or_insert(0);
+                *next = (*next).max(record.offset + 1);
+            }
+            None => unknown_topic = Some(topic.to_string()),
+        })
+        .map_err(|e| format!("reading records: {e}"))?;
+    Live::add(&live.consumed, checker.report.consumed - before);
+    match unknown_topic {
+        Some(topic) => Err(format!("fetched records of topic {topic}, not of this run")),
+        None => Ok(read_to),
     }
 }
 
@@ -274,11 +329,7 @@ mod tests {
 
     #[test]
     fn checker_counts_duplicates_reordering_and_foreign_records() {
-        let mut checker = Checker {
-            window: 1_000..2_000,
-            report: ConsumerReport::new(0, vec![0, 1], 2),
-            last: HashMap::new(),
-        };
+        let mut checker = Checker::new(1_000..2_000, ConsumerReport::new(0, vec![0, 1], 2));
         checker.observe(0, &value(0, 0, 500), 1_000);
         checker.observe(0, &value(0, 2, 1_500), 2_500);
         checker.observe(0, &value(0, 1, 1_200), 3_000); // behind sequence 2 on partition 0
@@ -295,5 +346,23 @@ mod tests {
         assert_eq!(report.measured_consumed, 3);
         assert_eq!(report.latency_us.max(), 1);
         assert_eq!(report.last_measured_consume_unix_ns, 3_000);
+    }
+
+    #[test]
+    fn order_is_checked_per_topic_partition() {
+        let mut checker = Checker::new(0..u64::MAX, ConsumerReport::new(0, vec![0], 1));
+        // Producer 0 rotates over two topics of one partition: each topic sees its own
+        // increasing sequences, interleaved with the other's.
+        checker.observe_in(0, 0, &value(0, 0, 1), 2);
+        checker.observe_in(1, 0, &value(0, 1, 1), 2);
+        checker.observe_in(0, 0, &value(0, 2, 1), 2);
+        checker.observe_in(1, 0, &value(0, 3, 1), 2);
+        assert_eq!(checker.report.out_of_order, 0);
+        checker.observe_in(1, 0, &value(0, 2, 1), 2); // duplicate of topic 0's, not reorder
+        assert_eq!(checker.report.duplicated, 1);
+        checker.observe_in(1, 0, &value(0, 1, 1), 2); // seen already: a duplicate too
+        assert_eq!(checker.report.duplicated, 2);
+        let indexes = topic_indexes(&["a-0".to_string(), "a-1".to_string()]);
+        assert_eq!(indexes["a-1"], 1);
     }
 }

@@ -12,12 +12,17 @@
 //! Example: `shardline-loadgen --broker 127.0.0.1:9092 --producers 2 --consumers 1
 //! --rate 20000 --duration-s 10 --json run.json --hdr-dir hgrm/`
 //!
+//! `--topics N` spreads the run over topics `<topic>-0` .. `<topic>-<N-1>` (`topics.rs`);
+//! `--consumer-group G` makes the consumers members of a consumer group (`group.rs`). The
+//! JSON report has the live lines' per-second throughput as `results.timeline`.
+//!
 //! `--system kafka|nats|redis` drives a peer broker the same way (see `driver/`); those
 //! drivers are built with the cargo feature `peers` only.
 
 mod args;
 mod consumer;
 mod driver;
+mod group;
 mod keys;
 mod payload;
 mod producer;
@@ -26,6 +31,8 @@ mod run;
 mod schedule;
 mod stats;
 mod tally;
+mod timeline;
+mod topics;
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,4 +1,5 @@
 //! One producer: its own unpinned glommio executor thread, its own client connections.
+//! With `--topics N` message `i` goes to topic `(i + producer) % N`.
 //! Open loop (`--rate N`): message `i` is due at its `RateSchedule` time whatever happened
 //! before. Closed loop (`--rate max`): at most `--outstanding` messages unacknowledged.
 //! Produce-ack latency runs from the intended send time (the send call in closed loop).
@@ -18,6 +19,7 @@ use crate::payload::{value_template, Header};
 use crate::schedule::RateSchedule;
 use crate::stats::{new_histogram, Bitset, Live, Plan, CLIENT_ID};
 use crate::tally::Tally;
+use crate::topics;
 
 /// Messages a sender queues before it yields its task queue, so the reactor can move the
 /// socket IO (a glommio task that never waits starves the reactor).
@@ -150,7 +152,8 @@ async fn produce(plan: Plan, producer_id: u32, live: Arc<Live>) -> ProducerRepor
             intended_unix_ns,
         };
         header.write(&mut value);
-        match producer.send(&args.topic, keys.key(sequence), &value).await {
+        let topic = &plan.topics[topics::topic_of(sequence, producer_id, plan.topics.len())];
+        match producer.send(topic, keys.key(sequence), &value).await {
             Ok(delivery) => watch(delivery, tally.clone(), header, permit),
             Err(error) => tally.fail(1, &error.to_string()),
         }

@@ -53,6 +53,11 @@ pub struct Results {
     pub produce_latency_us: Histogram<u64>,
     pub end_to_end_latency_us: Histogram<u64>,
     pub checked: bool,
+    /// With `--consumer-group`: how often a member's partitions changed after the producers
+    /// started (a duplicate can only come from such a change).
+    pub ownership_changes: u64,
+    /// The live lines' intervals (about one a second), warm-up and drain included.
+    pub timeline: Vec<crate::timeline::Sample>,
 }
 
 impl Results {
@@ -128,13 +133,21 @@ fn latency_row(name: &str, histogram: &Histogram<u64>) -> String {
 }
 
 pub fn print_table(results: &Results, args: &Args) {
+    let topics = match args.topics {
+        Some(count) => format!(
+            "topics {}-0 .. {}-{} ({count} topics of {} partitions)",
+            args.topic,
+            args.topic,
+            count - 1,
+            results.partitions
+        ),
+        None => format!("topic {} ({} partitions)", args.topic, results.partitions),
+    };
     println!(
-        "shardline-loadgen: system {} broker {} topic {} ({} partitions), {} producers, {} consumers, \
+        "shardline-loadgen: system {} broker {} {topics}, {} producers, {} consumers, \
          {} B messages, keys {:?}, acks {:?}, rate {}, warm-up {} s, measured {} s",
         args.system.name(),
         args.broker,
-        args.topic,
-        results.partitions,
         args.producers,
         args.consumers,
         args.message_bytes,
@@ -188,6 +201,14 @@ pub fn print_table(results: &Results, args: &Args) {
             results.out_of_order,
             results.consumed_not_acknowledged
         );
+        if let Some(group) = &args.consumer_group {
+            println!(
+                "consumer group {group}: {} ownership changes after the producers started \
+                 (a message checked but not committed before its partition moved is \
+                 delivered again and counted as duplicated)",
+                results.ownership_changes
+            );
+        }
     } else {
         println!("integrity: not checked (no consumers, or a consumer failed)");
     }
@@ -257,6 +278,13 @@ pub fn report_json(results: &Results, args: &Args, started_unix_s: u64) -> Value
             "client_settings": client_settings_json(args),
             "broker": args.broker,
             "topic": args.topic,
+            "topics": args.topics.unwrap_or(1),
+            "topic_names": if args.topics.is_some() {
+                format!("{}-0 .. {}-{}", args.topic, args.topic, args.topics.unwrap_or(1) - 1)
+            } else {
+                args.topic.clone()
+            },
+            "consumer_group": args.consumer_group,
             "partitions": results.partitions,
             "producers": args.producers,
             "consumers": args.consumers,
@@ -294,10 +322,12 @@ pub fn report_json(results: &Results, args: &Args, started_unix_s: u64) -> Value
             "lost": results.lost,
             "duplicated": results.duplicated,
             "out_of_order": results.out_of_order,
+            "group_ownership_changes": results.ownership_changes,
             "consumed_not_acknowledged": results.consumed_not_acknowledged,
             "produce_latency": latency_json(&results.produce_latency_us),
             "end_to_end_latency": latency_json(&results.end_to_end_latency_us),
             "errors": results.errors,
+            "timeline": crate::timeline::timeline_json(&results.timeline),
         },
     })
 }

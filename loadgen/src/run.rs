@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::args::Args;
-use crate::consumer::{ConsumerEvent, ConsumerReport};
+use crate::consumer::{ConsumerEvent, ConsumerReport, DRAIN_TIME_MAX};
 use crate::driver::Driver;
 use crate::producer::ProducerReport;
-use crate::report::{self, Interval, Results};
+use crate::report::{self, Results};
 use crate::schedule::{Clock, NANOS_PER_SECOND};
 use crate::stats::{new_histogram, Live, Plan};
+use crate::timeline::Ticker;
+use crate::topics;
 use crossbeam::channel::{unbounded, Receiver, RecvTimeoutError};
 
 /// Time between live lines.
@@ -29,6 +31,7 @@ pub fn run(args: &Args, driver: &dyn Driver) -> Result<Results, String> {
     let clock = Clock::new();
     let mut plan = Plan {
         args: args.clone(),
+        topics: topics::topic_names(&args.topic, args.topics),
         partitions,
         clock,
         start_unix_ns: 0,
@@ -47,6 +50,14 @@ pub fn run(args: &Args, driver: &dyn Driver) -> Result<Results, String> {
     }
     drop(consumer_events);
     let mut consumer_reports = wait_ready(&consumer_inbox, args.consumers)?;
+    // In a group, the producers start once the coordinator has settled who reads what.
+    let group_starts = match &args.consumer_group {
+        Some(_) if args.consumers > 0 => {
+            driver.wait_group_stable(&plan)?;
+            Some(driver.log_ends(&plan)?)
+        }
+        _ => None,
+    };
 
     let seconds_ns = |s: f64| (s * NANOS_PER_SECOND as f64) as u64;
     plan.start_unix_ns = clock.now_unix_ns() + seconds_ns(START_DELAY.as_secs_f64());
@@ -55,6 +66,8 @@ pub fn run(args: &Args, driver: &dyn Driver) -> Result<Results, String> {
     live.measure_from_unix_ns
         .store(plan.measure_from_unix_ns, Ordering::Release);
     live.end_unix_ns.store(plan.end_unix_ns, Ordering::Release);
+    live.start_unix_ns
+        .store(plan.start_unix_ns, Ordering::Release);
     let (producer_reports, producer_inbox) = unbounded();
     let mut producer_threads = Vec::new();
     for producer_id in 0..args.producers {
@@ -66,13 +79,20 @@ pub fn run(args: &Args, driver: &dyn Driver) -> Result<Results, String> {
         ));
     }
     drop(producer_reports);
-    let mut producer_reports = watch_producers(&plan, &live, &producer_inbox);
+    let mut ticker = Ticker::new();
+    let mut producer_reports = watch_producers(&plan, &live, &producer_inbox, &mut ticker);
     live.producers_done.store(true, Ordering::Release);
-    for event in consumer_inbox.iter() {
-        if let ConsumerEvent::Done(report) = event {
-            consumer_reports.push(*report);
-        }
-    }
+    let drain_error = match &group_starts {
+        Some(starts) => drain_group(&plan, &live, driver, starts, &mut ticker).err(),
+        None => None,
+    };
+    watch_consumers(
+        &plan,
+        &live,
+        &consumer_inbox,
+        &mut ticker,
+        &mut consumer_reports,
+    );
     for thread in producer_threads.into_iter().chain(consumer_threads) {
         if thread.join().is_err() {
             return Err("a producer or consumer thread panicked".into());
@@ -81,6 +101,11 @@ pub fn run(args: &Args, driver: &dyn Driver) -> Result<Results, String> {
     producer_reports.sort_by_key(|r| r.producer);
     consumer_reports.sort_by_key(|r| r.consumer);
     let mut results = compare(args, partitions, &producer_reports, &consumer_reports);
+    if let Some(error) = drain_error {
+        // Not read to the end: what is missing may still be in the log, so no loss verdict.
+        results.errors.push(error);
+        results.checked = false;
+    }
     let seconds_since_measure_from = |last_unix_ns: u64| {
         let span_ns = last_unix_ns.saturating_sub(plan.measure_from_unix_ns);
         (span_ns as f64 / NANOS_PER_SECOND as f64).max(args.duration_s)
@@ -99,6 +124,7 @@ pub fn run(args: &Args, driver: &dyn Driver) -> Result<Results, String> {
             .max()
             .unwrap_or(0),
     );
+    results.timeline = ticker.samples;
     Ok(results)
 }
 
@@ -131,46 +157,95 @@ fn watch_producers(
     plan: &Plan,
     live: &Live,
     inbox: &Receiver<ProducerReport>,
+    ticker: &mut Ticker,
 ) -> Vec<ProducerReport> {
     let producers = plan.args.producers as usize;
     let mut reports = Vec::new();
-    let mut last_line = Instant::now();
-    let mut last_acknowledged = 0;
-    let mut last_consumed = 0;
-    let mut next_line = last_line + LIVE_INTERVAL;
+    let mut next_line = Instant::now() + LIVE_INTERVAL;
     while reports.len() < producers {
         match inbox.recv_timeout(next_line.saturating_duration_since(Instant::now())) {
             Ok(report) => reports.push(report),
             Err(RecvTimeoutError::Timeout) => {
-                let now = plan.clock.now_unix_ns();
-                let acknowledged = Live::get(&live.acknowledged);
-                let consumed = Live::get(&live.consumed);
-                let interval = Interval {
-                    elapsed_s: now.saturating_sub(plan.start_unix_ns) as f64
-                        / NANOS_PER_SECOND as f64,
-                    phase: if now < plan.measure_from_unix_ns {
-                        "warm-up"
-                    } else if now < plan.end_unix_ns {
-                        "measure"
-                    } else {
-                        "drain"
-                    },
-                    seconds: last_line.elapsed().as_secs_f64(),
-                    acknowledged: acknowledged - last_acknowledged,
-                    consumed: consumed - last_consumed,
-                    errors: Live::get(&live.errors),
-                    produce_latency_us: live.take_produce_latency(),
-                };
+                let interval = ticker.tick(plan, live);
                 eprintln!("{}", report::live_line(&interval, plan.args.message_bytes));
-                last_line = Instant::now();
-                last_acknowledged = acknowledged;
-                last_consumed = consumed;
-                next_line = last_line + LIVE_INTERVAL;
+                next_line = Instant::now() + LIVE_INTERVAL;
             }
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
     reports
+}
+
+/// How often the main thread looks whether a group has read everything.
+const GROUP_DRAIN_POLL: Duration = Duration::from_millis(50);
+
+/// Once the producers are done, in a group: waits until the members have read every
+/// topic-partition to its log end (printing the live line each second), then tells them to
+/// stop. Gives up (and stops them) after the consumers' `DRAIN_TIME_MAX`.
+fn drain_group(
+    plan: &Plan,
+    live: &Live,
+    driver: &dyn Driver,
+    starts: &[u64],
+    ticker: &mut Ticker,
+) -> Result<(), String> {
+    let pairs = topics::topic_partitions(plan.topics.len(), plan.partitions);
+    let deadline = Instant::now() + DRAIN_TIME_MAX;
+    let mut next_line = Instant::now() + LIVE_INTERVAL;
+    let mut ends = driver.log_ends(plan);
+    let outcome = loop {
+        let current = match &ends {
+            Ok(current) => current,
+            Err(error) => break Err(error.clone()),
+        };
+        if live.group.read_to_ends(&pairs, starts, current) {
+            // Stop only when the logs did not grow meanwhile (acks=none appends late).
+            let now = driver.log_ends(plan);
+            if now.as_ref() == Ok(current) {
+                break Ok(());
+            }
+            ends = now;
+            continue;
+        }
+        if Instant::now() >= deadline {
+            break Err(format!(
+                "the group did not read {} topic-partitions to their ends in {DRAIN_TIME_MAX:?}",
+                pairs.len()
+            ));
+        }
+        if Instant::now() >= next_line {
+            let interval = ticker.tick(plan, live);
+            eprintln!("{}", report::live_line(&interval, plan.args.message_bytes));
+            next_line = Instant::now() + LIVE_INTERVAL;
+        }
+        std::thread::sleep(GROUP_DRAIN_POLL);
+    };
+    live.group.stop.store(true, Ordering::Release);
+    outcome
+}
+
+/// Once the producers are done: prints a live line each second while the consumers read
+/// up to the log end, until every consumer has reported (into `reports`).
+fn watch_consumers(
+    plan: &Plan,
+    live: &Live,
+    inbox: &Receiver<ConsumerEvent>,
+    ticker: &mut Ticker,
+    reports: &mut Vec<ConsumerReport>,
+) {
+    let mut next_line = Instant::now() + LIVE_INTERVAL;
+    loop {
+        match inbox.recv_timeout(next_line.saturating_duration_since(Instant::now())) {
+            Ok(ConsumerEvent::Done(report)) => reports.push(*report),
+            Ok(ConsumerEvent::Ready(_)) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                let interval = ticker.tick(plan, live);
+                eprintln!("{}", report::live_line(&interval, plan.args.message_bytes));
+                next_line = Instant::now() + LIVE_INTERVAL;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
 }
 
 /// Adds the reports up and compares, per producer, the acknowledged sequences with the
@@ -201,6 +276,8 @@ fn compare(
         produce_latency_us: new_histogram(),
         end_to_end_latency_us: new_histogram(),
         checked: args.consumers > 0 && consumers.iter().all(|c| c.first_error.is_none()),
+        timeline: Vec::new(),
+        ownership_changes: 0,
     };
     for report in producers {
         results.sent += report.sent;
@@ -224,14 +301,16 @@ fn compare(
         results.foreign += report.foreign;
         results.duplicated += report.duplicated;
         results.out_of_order += report.out_of_order;
+        results.ownership_changes += report.ownership_changes;
         results
             .end_to_end_latency_us
             .add(&report.latency_us)
             .expect("every latency histogram has the same bounds");
         if let Some(error) = &report.first_error {
             results.errors.push(format!(
-                "consumer {} (partitions {:?}): {error}",
-                report.consumer, report.partitions
+                "consumer {} ({}): {error}",
+                report.consumer,
+                assignment_text(&report.partitions)
             ));
         }
     }
@@ -239,6 +318,16 @@ fn compare(
         check_delivery(&mut results, producers, consumers);
     }
     results
+}
+
+/// A consumer's partitions for an error message (a count when there are many).
+fn assignment_text(partitions: &[u32]) -> String {
+    const LISTED_MAX: usize = 16;
+    if partitions.len() <= LISTED_MAX {
+        format!("partitions {partitions:?}")
+    } else {
+        format!("{} topic-partitions", partitions.len())
+    }
 }
 
 fn check_delivery(

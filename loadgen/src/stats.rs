@@ -32,6 +32,9 @@ pub fn new_histogram() -> Histogram<u64> {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub args: Args,
+    /// The topics of the run (`--topic`, or `--topic`-0 .. N-1 with `--topics N`).
+    pub topics: Vec<String>,
+    /// Partitions of each topic.
     pub partitions: u32,
     pub clock: Clock,
     /// Producers start sending here.
@@ -60,8 +63,12 @@ pub struct Live {
     /// consumers start before it is known).
     pub measure_from_unix_ns: AtomicU64,
     pub end_unix_ns: AtomicU64,
+    /// When the producers start (Unix ns; `u64::MAX` until known).
+    pub start_unix_ns: AtomicU64,
     /// Produce-ack latency since the last live line.
     pub produce_latency_us: Mutex<Histogram<u64>>,
+    /// With `--consumer-group`: what the members read, and when they stop.
+    pub group: crate::group::GroupProgress,
 }
 
 impl Live {
@@ -73,7 +80,9 @@ impl Live {
             producers_done: AtomicBool::new(false),
             measure_from_unix_ns: AtomicU64::new(u64::MAX),
             end_unix_ns: AtomicU64::new(u64::MAX),
+            start_unix_ns: AtomicU64::new(u64::MAX),
             produce_latency_us: Mutex::new(new_histogram()),
+            group: crate::group::GroupProgress::default(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! `shardline-bench` end to end: a tiny scenario (two profiles, one 2 s run each) starts and
 //! stops real brokers, drives them with `shardline-loadgen`, and leaves a report whose
-//! markdown table agrees with its JSON, with parseable HdrHistogram files, SVG plots, and no
-//! acknowledged message lost or doubled.
+//! markdown table agrees with its JSON, with parseable HdrHistogram files, SVG and PNG plots
+//! (latency by percentile, throughput over time, throughput bars), and no acknowledged
+//! message lost or doubled.
 //!
 //! The harness and the loadgen are other packages' binaries (no `CARGO_BIN_EXE_` for them),
 //! so the test builds them with Cargo into the same target directory and profile.
@@ -160,10 +161,42 @@ fn bench_harness_runs_a_tiny_scenario_and_its_report_agrees_with_itself() {
             assert!(hgrm_total_count(&path) > 0.0, "{}", path.display());
         }
     }
-    let plots = report["plots"].as_array().expect("plots");
-    assert!(plots.len() >= 3, "{report}");
-    for plot in plots {
-        let svg = std::fs::read_to_string(out.join(plot.as_str().expect("name"))).expect("svg");
-        assert!(svg.starts_with("<svg"), "{plot}");
+    let plots: Vec<&str> = report["plots"]
+        .as_array()
+        .expect("plots")
+        .iter()
+        .map(|plot| plot.as_str().expect("name"))
+        .collect();
+    for expected in [
+        "latency-produce-rate-1000",
+        "latency-e2e-rate-1000",
+        "throughput-time-rate-1000",
+        "throughput",
+    ] {
+        for extension in ["svg", "png"] {
+            let name = format!("{expected}.{extension}");
+            assert!(plots.contains(&name.as_str()), "{name} in {plots:?}");
+        }
     }
+    for plot in plots {
+        let bytes = std::fs::read(out.join(plot)).expect("plot written");
+        if plot.ends_with(".svg") {
+            assert!(bytes.starts_with(b"<svg"), "{plot}");
+        } else {
+            assert_eq!(png_dimensions(&bytes), Some((960, 600)), "{plot}");
+            assert!(bytes.len() > 10_000, "{plot}: {} bytes", bytes.len());
+        }
+    }
+    // The timeline behind the throughput-over-time plot: about one sample a second.
+    let timeline = results[0]["timeline"].as_array().expect("timeline");
+    assert!(timeline.len() >= 2, "{timeline:?}");
+}
+
+/// Width and height from a PNG's signature and IHDR chunk.
+fn png_dimensions(png: &[u8]) -> Option<(u32, u32)> {
+    if png.get(1..4)? != b"PNG" || png.get(12..16)? != b"IHDR" {
+        return None;
+    }
+    let word = |at: usize| Some(u32::from_be_bytes(png.get(at..at + 4)?.try_into().ok()?));
+    Some((word(16)?, word(20)?))
 }

@@ -1,6 +1,7 @@
 //! `shardline-loadgen` against a real broker: a short open-loop run with two producers and
 //! one consumer exits 0, and its JSON report and HdrHistogram files are complete and say
-//! that no acknowledged message was lost or doubled.
+//! that no acknowledged message was lost or doubled; so do a run over 20 topics and a run
+//! whose consumers share the partitions through a consumer group.
 //!
 //! The loadgen is another package's binary (no `CARGO_BIN_EXE_` for it), so the test builds
 //! it with Cargo into the same target directory and profile as this test binary.
@@ -72,5 +73,122 @@ fn loadgen_open_loop_run_loses_nothing_and_writes_json_and_hdr_files() {
         let total = rows.last().expect("rows")[2];
         assert!(total > 0.0, "{name} has samples");
     }
+    assert!(broker.stop(), "broker stops cleanly");
+}
+
+/// Runs the loadgen against `broker` with `args` (plus `--json`); asserts it succeeded and
+/// checked everything with nothing lost, doubled or reordered; returns the JSON report.
+fn run_checked(broker: &Broker, args: &[&str]) -> serde_json::Value {
+    let binary = build_workspace_binaries(&["shardline-loadgen"]).join("shardline-loadgen");
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let json_path = out_dir.path().join("run.json");
+    let started = Instant::now();
+    let output = Command::new(&binary)
+        .args(["--broker", &broker.broker_arg()])
+        .args(args)
+        .arg("--json")
+        .arg(&json_path)
+        .output()
+        .expect("loadgen runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "loadgen failed ({}):\n{stdout}\n{stderr}\nbroker log:\n{}",
+        output.status,
+        broker.log()
+    );
+    assert!(started.elapsed() < LOADGEN_TIME_MAX);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("json written"))
+            .expect("json parses");
+    let results = &report["results"];
+    assert_eq!(results["integrity_checked"], true, "{report}");
+    for name in ["lost", "duplicated", "out_of_order"] {
+        assert_eq!(results[name], 0, "{name}: {report}");
+    }
+    assert!(
+        results["acknowledged"].as_u64().is_some_and(|n| n > 0),
+        "{report}"
+    );
+    assert_eq!(results["consumed"], results["acknowledged"], "{report}");
+    report
+}
+
+#[test]
+fn loadgen_over_twenty_topics_creates_them_and_loses_nothing_per_topic_partition() {
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let mut broker = Broker::start(data_dir.path(), &[]);
+    let report = run_checked(
+        &broker,
+        &[
+            "--topic",
+            "many",
+            "--topics",
+            "20",
+            "--partitions",
+            "2",
+            "--producers",
+            "2",
+            "--consumers",
+            "3",
+            "--rate",
+            "2000",
+            "--message-bytes",
+            "128",
+            "--warmup-s",
+            "0.2",
+            "--duration-s",
+            "1.5",
+        ],
+    );
+    assert_eq!(report["parameters"]["topics"], 20, "{report}");
+    let timeline = report["results"]["timeline"].as_array().expect("timeline");
+    assert!(!timeline.is_empty(), "{report}");
+    let listed = Command::new(crate::harness::shardline_binary())
+        .args(["topic", "list", "--broker", &broker.broker_arg()])
+        .output()
+        .expect("topic list runs");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    for topic in ["many-0", "many-7", "many-19"] {
+        assert!(listed.contains(topic), "{topic} in {listed}");
+    }
+    assert!(!listed.contains("many-20"), "{listed}");
+    assert!(broker.stop(), "broker stops cleanly");
+}
+
+#[test]
+fn loadgen_consumers_in_a_group_share_the_partitions_and_lose_nothing() {
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let mut broker = Broker::start(data_dir.path(), &[]);
+    let args = [
+        "--topic",
+        "grouped",
+        "--partitions",
+        "6",
+        "--producers",
+        "1",
+        "--consumers",
+        "2",
+        "--consumer-group",
+        "loadgen-test",
+        "--rate",
+        "2000",
+        "--message-bytes",
+        "128",
+        "--warmup-s",
+        "0.2",
+        "--duration-s",
+        "1.5",
+    ];
+    let report = run_checked(&broker, &args);
+    assert_eq!(
+        report["parameters"]["consumer_group"], "loadgen-test",
+        "{report}"
+    );
+    assert_eq!(report["results"]["group_ownership_changes"], 0, "{report}");
+    // Again with the same group: its committed offsets are reset to the log ends, so the
+    // first run's messages are not read again (they would count as duplicates).
+    run_checked(&broker, &args);
     assert!(broker.stop(), "broker stops cleanly");
 }

@@ -82,6 +82,18 @@ pub trait Driver {
         reports: Sender<ProducerReport>,
     ) -> JoinHandle<()>;
 
+    /// The log end of every topic-partition of the run (topic-major, as
+    /// `topics::topic_partitions`); for `--consumer-group` runs.
+    fn log_ends(&self, _plan: &Plan) -> Result<Vec<u64>, String> {
+        Err("reading log ends needs --system shardline".into())
+    }
+
+    /// Waits until the run's consumer group has every consumer as a member and is stable
+    /// (each member owns exactly what the coordinator wants it to own).
+    fn wait_group_stable(&self, _plan: &Plan) -> Result<(), String> {
+        Err("consumer groups need --system shardline".into())
+    }
+
     /// Starts consumer `consumer`'s thread; it reads the partitions
     /// `p % consumers == consumer` from their end at the start of the run.
     fn spawn_consumer(
