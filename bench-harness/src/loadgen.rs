@@ -36,6 +36,9 @@ impl RunFiles {
 pub struct Target<'a> {
     pub system: &'a str,
     pub acks: &'a str,
+    /// The tuning profile whose `[client]` producer settings the loadgen applies
+    /// (shardline runs).
+    pub profile: Option<&'a std::path::Path>,
 }
 
 /// The loadgen's command line for `run` of `scenario` against `broker`.
@@ -52,19 +55,27 @@ pub fn loadgen_args(
         .consumer_group
         .as_ref()
         .map(|group| ("--consumer-group", group.clone()));
-    let pairs = system.into_iter().chain(topics).chain(group).chain([
-        ("--broker", broker.to_string()),
-        ("--topic", topic.to_string()),
-        ("--partitions", scenario.partitions.to_string()),
-        ("--producers", scenario.producers.to_string()),
-        ("--consumers", scenario.consumers.to_string()),
-        ("--message-bytes", scenario.message_bytes.to_string()),
-        ("--keys", scenario.keys.clone()),
-        ("--acks", target.acks.to_string()),
-        ("--rate", run.rate.clone()),
-        ("--warmup-s", scenario.warmup_s(run).to_string()),
-        ("--duration-s", scenario.duration_s(run).to_string()),
-    ]);
+    let profile = target
+        .profile
+        .map(|path| ("--profile", path.display().to_string()));
+    let pairs = system
+        .into_iter()
+        .chain(topics)
+        .chain(group)
+        .chain(profile)
+        .chain([
+            ("--broker", broker.to_string()),
+            ("--topic", topic.to_string()),
+            ("--partitions", scenario.partitions.to_string()),
+            ("--producers", scenario.producers.to_string()),
+            ("--consumers", scenario.consumers.to_string()),
+            ("--message-bytes", scenario.message_bytes.to_string()),
+            ("--keys", scenario.keys.clone()),
+            ("--acks", target.acks.to_string()),
+            ("--rate", run.rate.clone()),
+            ("--warmup-s", scenario.warmup_s(run).to_string()),
+            ("--duration-s", scenario.duration_s(run).to_string()),
+        ]);
     pairs
         .flat_map(|(flag, value)| [flag.to_string(), value])
         .collect()
@@ -179,6 +190,7 @@ mod tests {
         let target = Target {
             system: "shardline",
             acks: &spike.acks,
+            profile: None,
         };
         let args = loadgen_args(&spike, &spike.runs[1], "spike-1", "127.0.0.1:9", &target);
         let text = args.join(" ");
@@ -203,9 +215,19 @@ mod tests {
         grouped.consumer_group = Some("bench".into());
         let text = loadgen_args(&grouped, &grouped.runs[0], "m", "127.0.0.1:9", &target).join(" ");
         assert!(text.contains("--consumer-group bench --broker"), "{text}");
+        let tuned = Target {
+            profile: Some(std::path::Path::new("tuning/throughput.toml")),
+            ..target
+        };
+        let text = loadgen_args(&spike, &spike.runs[1], "t", "127.0.0.1:9", &tuned).join(" ");
+        assert!(
+            text.contains("--profile tuning/throughput.toml --broker"),
+            "{text}"
+        );
         let kafka = Target {
             system: "kafka",
             acks: "leader",
+            profile: None,
         };
         let text = loadgen_args(&spike, &spike.runs[1], "t", "127.0.0.1:9", &kafka).join(" ");
         assert!(

@@ -240,9 +240,12 @@ impl Session<'_> {
     /// `result`) and reads its report into `result`.
     pub fn load(&self, result: &mut RunResult, address: &str, label: &str, run: &RunSpec) {
         let files = RunFiles::new(&result.profile, &result.run);
+        let profile_path = self.profile_path(&result.profile);
         let target = Target {
             system: &result.system,
             acks: &result.acks,
+            profile: (result.system == "shardline" && profile_path.exists())
+                .then_some(profile_path.as_path()),
         };
         let args = loadgen_args(self.scenario, run, &result.topic, address, &target);
         let time = Duration::from_secs_f64(result.warmup_s + result.duration_s);

@@ -66,12 +66,19 @@ pub struct Args {
     pub key_count: u32,
     #[arg(long, value_enum, default_value = "all")]
     pub acks: AcksArg,
-    /// Producer batch size (default: the client's default).
+    /// Producer batch size (default: the profile's `[client]`, else the client's default).
     #[arg(long)]
     pub batch_bytes: Option<usize>,
-    /// Producer linger (default: the client's default).
+    /// Producer linger (default: the profile's `[client]`, else the client's default).
     #[arg(long)]
     pub linger_us: Option<u64>,
+    /// A tuning profile (`tuning/NAME.toml`) whose `[client]` section sets the producer's
+    /// batch size, linger and buffer (flags given explicitly win).
+    #[arg(long)]
+    pub profile: Option<std::path::PathBuf>,
+    /// The `[client]` section of `--profile`, once loaded (`load_profile`).
+    #[arg(skip)]
+    pub client_profile: Option<shardline::server::ClientProfile>,
     /// Total messages per second across all producers (open loop), or `max` (closed loop
     /// with `--outstanding`).
     #[arg(long, default_value = "max")]
@@ -198,8 +205,22 @@ impl Args {
         Ok(())
     }
 
+    /// Reads `--profile`'s `[client]` section (the whole profile is checked).
+    pub fn load_profile(&mut self) -> Result<(), String> {
+        if let Some(path) = &self.profile {
+            let profile = shardline::server::Profile::load(path)?;
+            self.client_profile = Some(profile.client);
+        }
+        Ok(())
+    }
+
     pub fn producer_config(&self) -> ProducerConfig {
-        let defaults = ProducerConfig::default();
+        let mut defaults = ProducerConfig::default();
+        if let Some(client) = &self.client_profile {
+            defaults.linger = Duration::from_micros(client.linger_us);
+            defaults.batch_bytes = client.batch_bytes;
+            defaults.buffer_bytes = client.buffer_bytes;
+        }
         ProducerConfig {
             acks: self.acks.to_acks(),
             linger: self
@@ -252,5 +273,21 @@ mod tests {
             assert!(error.contains(reason), "{bad:?}: {error}");
         }
         assert!(parse(&["--topics", "many"]).is_err());
+    }
+
+    #[test]
+    fn a_profile_sets_the_producer_defaults_and_flags_still_win() {
+        let profile = concat!(env!("CARGO_MANIFEST_DIR"), "/../tuning/throughput.toml");
+        let mut args = parse(&["--profile", profile]).expect("parses");
+        args.load_profile().expect("the throughput profile loads");
+        let config = args.producer_config();
+        assert_eq!(config.batch_bytes, 1024 * 1024);
+        assert_eq!(config.linger, Duration::from_millis(5));
+        assert_eq!(config.buffer_bytes, 128 * 1024 * 1024);
+        let mut args = parse(&["--profile", profile, "--batch-bytes", "65536"]).expect("parses");
+        args.load_profile().expect("loads");
+        assert_eq!(args.producer_config().batch_bytes, 65536);
+        let mut missing = parse(&["--profile", "/nonexistent/profile.toml"]).expect("parses");
+        assert!(missing.load_profile().is_err());
     }
 }

@@ -40,8 +40,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = args::Args::parse();
-    if let Err(error) = args.check() {
+    let mut args = args::Args::parse();
+    if let Err(error) = args.load_profile().and_then(|()| args.check()) {
         eprintln!("shardline-loadgen: {error}");
         return ExitCode::FAILURE;
     }

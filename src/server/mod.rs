@@ -14,4 +14,4 @@ pub mod profile;
 pub mod work;
 
 pub use broker::{run_broker, BrokerOptions};
-pub use profile::Profile;
+pub use profile::{ClientProfile, Profile};
