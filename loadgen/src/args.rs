@@ -282,7 +282,7 @@ mod tests {
         args.load_profile().expect("the throughput profile loads");
         let config = args.producer_config();
         assert_eq!(config.batch_bytes, 1024 * 1024);
-        assert_eq!(config.linger, Duration::from_millis(5));
+        assert_eq!(config.linger, Duration::from_millis(1));
         assert_eq!(config.buffer_bytes, 128 * 1024 * 1024);
         let mut args = parse(&["--profile", profile, "--batch-bytes", "65536"]).expect("parses");
         args.load_profile().expect("loads");
