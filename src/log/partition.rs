@@ -216,6 +216,24 @@ impl PartitionLog {
     }
 
     /// The error that fenced this partition, if one did.
+    /// A one-line picture of the writer's state, for a diagnostic log line.
+    pub fn writer_state(&self) -> String {
+        let state = self.inner.state.borrow();
+        format!(
+            "next {} written {} synced {} pending {} batches / {} bytes, oldest pending {:?} ago, flusher running {}, flush now {}, writer permits {}, waiters {}",
+            state.next_offset,
+            state.written_offset,
+            state.synced_offset,
+            state.pending.len(),
+            state.pending_bytes,
+            state.first_pending_at.map(|at| at.elapsed()),
+            state.flusher_running,
+            state.flush_now,
+            self.inner.writer.available(),
+            state.waiters.len(),
+        )
+    }
+
     pub fn fenced(&self) -> Option<LogIoError> {
         self.inner.state.borrow().fenced.clone()
     }

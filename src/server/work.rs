@@ -174,10 +174,18 @@ async fn produce(
         Acks::All => with_deadline(deadline, log.wait_durable(last_offset)).await,
     };
     match waited {
-        None => Err((
-            ErrorCode::RequestTimedOut,
-            format!("not acknowledged within {timeout:?}"),
-        )),
+        None => {
+            tracing::warn!(
+                dir = %log.dir().display(),
+                last_offset,
+                state = %log.writer_state(),
+                "a produce was not acknowledged within {timeout:?}"
+            );
+            Err((
+                ErrorCode::RequestTimedOut,
+                format!("not acknowledged within {timeout:?}"),
+            ))
+        }
         Some(Err(error)) => Err((append_error_code(&error), error.to_string())),
         Some(Ok(())) => Ok(first.expect("at least one batch")),
     }
