@@ -9,7 +9,7 @@
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
 
@@ -105,9 +105,11 @@ async fn flush_round(partition: &Partition) -> Result<(), LogIoError> {
         let batches: Vec<PendingBatch> = state.pending.iter().cloned().collect();
         (batches, sync)
     };
+    let started = Instant::now();
     if !batches.is_empty() {
         write_batches(partition, &batches).await?;
     }
+    let wrote = started.elapsed();
     let written_offset = batches.last().map(|b| b.next_offset);
     if sync {
         let needs_sync = {
@@ -115,15 +117,42 @@ async fn flush_round(partition: &Partition) -> Result<(), LogIoError> {
             written_offset.is_some() || state.synced_offset < state.written_offset
         };
         if needs_sync {
-            active_file(partition).await?.sync().await?;
+            let file = active_file(partition).await?;
+            let opened = started.elapsed();
+            file.sync().await?;
             partition.state.borrow_mut().io_stats.syncs += 1;
+            slow_round(partition, "sync", started, wrote, opened);
         }
     }
     let due = publish_round(partition, &batches, written_offset, sync);
     if due {
+        let before = started.elapsed();
         write_recovery_point(partition).await?;
+        slow_round(partition, "recovery point", started, wrote, before);
     }
     Ok(())
+}
+
+/// A flush round slower than this is logged with where its time went.
+const SLOW_ROUND: Duration = Duration::from_secs(5);
+
+fn slow_round(
+    partition: &Partition,
+    step: &str,
+    started: Instant,
+    wrote: Duration,
+    before: Duration,
+) {
+    let total = started.elapsed();
+    if total >= SLOW_ROUND {
+        tracing::warn!(
+            dir = %partition.dir.display(),
+            ?wrote,
+            before_step = ?before,
+            ?total,
+            "slow flush round (ended with {step})"
+        );
+    }
 }
 
 /// After a round's IO: moves its batches from pending to the cache, advances the written and
