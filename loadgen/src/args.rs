@@ -9,7 +9,6 @@ use shardline::client::ProducerConfig;
 use shardline::protocol::Acks;
 
 use crate::driver::System;
-use crate::payload::HEADER_BYTES;
 use crate::topics::TOPICS_MAX;
 
 #[derive(Parser, Debug, Clone)]
@@ -55,9 +54,10 @@ pub struct Args {
     /// number of ownership changes); without failures there are none. Shardline only.
     #[arg(long, value_name = "G")]
     pub consumer_group: Option<String>,
-    /// Bytes in every message's value (at least the payload header).
-    #[arg(long, default_value_t = 1024)]
-    pub message_bytes: usize,
+    /// Bytes in every message's value: a size (`1024`) or a range whose sizes are equally
+    /// likely (`100-4096`); at least the payload header.
+    #[arg(long, default_value = "1024")]
+    pub message_bytes: crate::sizes::MessageSize,
     /// How messages are keyed.
     #[arg(long, value_enum, default_value = "round-robin")]
     pub keys: KeyMode,
@@ -184,11 +184,7 @@ impl Args {
         if self.producers == 0 {
             return Err("--producers must be positive".into());
         }
-        if self.message_bytes < HEADER_BYTES {
-            return Err(format!(
-                "--message-bytes must be at least {HEADER_BYTES} (the payload header)"
-            ));
-        }
+        self.message_bytes.check()?;
         if self.key_count == 0 {
             return Err("--key-count must be positive".into());
         }

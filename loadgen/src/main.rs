@@ -29,6 +29,7 @@ mod producer;
 mod report;
 mod run;
 mod schedule;
+mod sizes;
 mod stats;
 mod tally;
 mod timeline;

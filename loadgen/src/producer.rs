@@ -123,7 +123,7 @@ async fn produce(plan: Plan, producer_id: u32, live: Arc<Live>) -> ProducerRepor
         args.key_count,
         KEY_SEED_BASE + u64::from(producer_id),
     );
-    let mut value = value_template(args.message_bytes);
+    let mut value = value_template(args.message_bytes.max_bytes());
     glommio::timer::sleep(plan.clock.until(plan.start_unix_ns)).await;
     let mut sequence = 0u64;
     loop {
@@ -153,7 +153,11 @@ async fn produce(plan: Plan, producer_id: u32, live: Arc<Live>) -> ProducerRepor
         };
         header.write(&mut value);
         let topic = &plan.topics[topics::topic_of(sequence, producer_id, plan.topics.len())];
-        match producer.send(topic, keys.key(sequence), &value).await {
+        let bytes = args.message_bytes.for_message(producer_id, sequence);
+        match producer
+            .send(topic, keys.key(sequence), &value[..bytes])
+            .await
+        {
             Ok(delivery) => watch(delivery, tally.clone(), header, permit),
             Err(error) => tally.fail(1, &error.to_string()),
         }

@@ -76,7 +76,7 @@ fn per_second(count: u64, seconds: f64) -> f64 {
 }
 
 fn megabytes_per_second(count: u64, seconds: f64, args: &Args) -> f64 {
-    per_second(count, seconds) * args.message_bytes as f64 / BYTES_PER_MB
+    per_second(count, seconds) * args.message_bytes.mean_bytes() / BYTES_PER_MB
 }
 
 fn ms(value_us: u64) -> f64 {
@@ -96,7 +96,7 @@ pub struct Interval {
     pub produce_latency_us: Histogram<u64>,
 }
 
-pub fn live_line(interval: &Interval, message_bytes: usize) -> String {
+pub fn live_line(interval: &Interval, message_bytes: f64) -> String {
     let rate = interval.acknowledged as f64 / interval.seconds;
     let latency = &interval.produce_latency_us;
     format!(
@@ -104,7 +104,7 @@ pub fn live_line(interval: &Interval, message_bytes: usize) -> String {
          p99 {:>8.3} ms  consume {:>9.0} msg/s  errors {}",
         interval.elapsed_s,
         interval.phase,
-        rate * message_bytes as f64 / BYTES_PER_MB,
+        rate * message_bytes / BYTES_PER_MB,
         ms(latency.value_at_quantile(0.5)),
         ms(latency.value_at_quantile(0.99)),
         interval.consumed as f64 / interval.seconds,
@@ -288,7 +288,8 @@ pub fn report_json(results: &Results, args: &Args, started_unix_s: u64) -> Value
             "partitions": results.partitions,
             "producers": args.producers,
             "consumers": args.consumers,
-            "message_bytes": args.message_bytes,
+            "message_bytes": args.message_bytes.to_string(),
+            "message_bytes_mean": args.message_bytes.mean_bytes(),
             "keys": format!("{:?}", args.keys).to_lowercase(),
             "key_count": args.key_count,
             "acks": format!("{:?}", args.acks).to_lowercase(),

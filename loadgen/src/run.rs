@@ -167,7 +167,10 @@ fn watch_producers(
             Ok(report) => reports.push(report),
             Err(RecvTimeoutError::Timeout) => {
                 let interval = ticker.tick(plan, live);
-                eprintln!("{}", report::live_line(&interval, plan.args.message_bytes));
+                eprintln!(
+                    "{}",
+                    report::live_line(&interval, plan.args.message_bytes.mean_bytes())
+                );
                 next_line = Instant::now() + LIVE_INTERVAL;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -215,7 +218,10 @@ fn drain_group(
         }
         if Instant::now() >= next_line {
             let interval = ticker.tick(plan, live);
-            eprintln!("{}", report::live_line(&interval, plan.args.message_bytes));
+            eprintln!(
+                "{}",
+                report::live_line(&interval, plan.args.message_bytes.mean_bytes())
+            );
             next_line = Instant::now() + LIVE_INTERVAL;
         }
         std::thread::sleep(GROUP_DRAIN_POLL);
@@ -240,7 +246,10 @@ fn watch_consumers(
             Ok(ConsumerEvent::Ready(_)) => {}
             Err(RecvTimeoutError::Timeout) => {
                 let interval = ticker.tick(plan, live);
-                eprintln!("{}", report::live_line(&interval, plan.args.message_bytes));
+                eprintln!(
+                    "{}",
+                    report::live_line(&interval, plan.args.message_bytes.mean_bytes())
+                );
                 next_line = Instant::now() + LIVE_INTERVAL;
             }
             Err(RecvTimeoutError::Disconnected) => return,

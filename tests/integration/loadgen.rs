@@ -135,7 +135,7 @@ fn loadgen_over_twenty_topics_creates_them_and_loses_nothing_per_topic_partition
             "--rate",
             "2000",
             "--message-bytes",
-            "128",
+            "64-2048",
             "--warmup-s",
             "0.2",
             "--duration-s",
@@ -143,6 +143,12 @@ fn loadgen_over_twenty_topics_creates_them_and_loses_nothing_per_topic_partition
         ],
     );
     assert_eq!(report["parameters"]["topics"], 20, "{report}");
+    // Sizes drawn from a range: the report names the range and its mean.
+    assert_eq!(report["parameters"]["message_bytes"], "64-2048", "{report}");
+    assert_eq!(
+        report["parameters"]["message_bytes_mean"], 1056.0,
+        "{report}"
+    );
     let timeline = report["results"]["timeline"].as_array().expect("timeline");
     assert!(!timeline.is_empty(), "{report}");
     let listed = Command::new(crate::harness::shardline_binary())

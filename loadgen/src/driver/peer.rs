@@ -147,7 +147,7 @@ where
         args.key_count,
         KEY_SEED_BASE + u64::from(producer_id),
     );
-    let mut value = value_template(args.message_bytes);
+    let mut value = value_template(args.message_bytes.max_bytes());
     let mut dispatched = 0u64;
     while let Some(due) = due_inbox.recv().await {
         let header = Header {
@@ -159,7 +159,8 @@ where
         let key = keys.key(due.sequence);
         let partition = partition_for(key, due.sequence, plan.partitions);
         let slot = closed_loop.then(|| window_return.clone());
-        match client.send(partition, key, &value).await {
+        let bytes = args.message_bytes.for_message(producer_id, due.sequence);
+        match client.send(partition, key, &value[..bytes]).await {
             Ok(ack) => {
                 let tally = tally.clone();
                 tokio::task::spawn_local(async move {
