@@ -58,6 +58,8 @@ pub struct Results {
     pub ownership_changes: u64,
     /// The live lines' intervals (about one a second), warm-up and drain included.
     pub timeline: Vec<crate::timeline::Sample>,
+    /// Per-interval produce-ack latency, written as an HdrHistogram interval log.
+    pub produce_intervals: Vec<crate::timeline::IntervalHistogram>,
 }
 
 impl Results {
@@ -399,7 +401,39 @@ pub fn write_hdr_files(results: &Results, dir: &Path) -> Result<(), String> {
             .and_then(|()| std::fs::write(&path, &text))
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
-    Ok(())
+    let path = dir.join("produce-ack.hlog");
+    let log = interval_log(&results.produce_intervals)?;
+    std::fs::write(&path, log).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// The intervals as an HdrHistogram interval log (V2 compressed histograms, values in µs,
+/// max column in ms), which HdrHistogram's log tools (HistogramLogProcessor,
+/// HistogramLogAnalyzer) read.
+pub fn interval_log(intervals: &[crate::timeline::IntervalHistogram]) -> Result<Vec<u8>, String> {
+    use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+    use hdrhistogram::serialization::V2DeflateSerializer;
+    let mut out = Vec::new();
+    let mut serializer = V2DeflateSerializer::new();
+    let start = intervals.first().map_or(0, |i| i.start_unix_ns);
+    let start_time = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(start);
+    let mut writer = IntervalLogWriterBuilder::new()
+        .add_comment("shardline-loadgen produce-ack latency, values in microseconds")
+        .with_start_time(start_time)
+        .with_max_value_divisor(1000.0)
+        .begin_log_with(&mut out, &mut serializer)
+        .map_err(|e| format!("starting the interval log: {e}"))?;
+    for interval in intervals {
+        writer
+            .write_histogram(
+                &interval.latency_us,
+                std::time::Duration::from_nanos(interval.start_unix_ns.saturating_sub(start)),
+                std::time::Duration::from_secs_f64(interval.seconds),
+                None,
+            )
+            .map_err(|e| format!("writing the interval log: {e:?}"))?;
+    }
+    drop(writer);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -433,5 +467,41 @@ mod tests {
         assert_eq!(last[2], 10_000.0);
         assert!((last[0] - 10.0).abs() < 0.01, "max 10 ms: {text}");
         assert!(text.contains("#[Max"));
+    }
+
+    #[test]
+    fn the_interval_log_reads_back_with_hdrhistogram_s_own_parser() {
+        use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+        use hdrhistogram::serialization::Deserializer;
+        let intervals: Vec<crate::timeline::IntervalHistogram> = (0..3u64)
+            .map(|i| {
+                let mut latency_us = new_histogram();
+                for value in 1..=(100 * (i + 1)) {
+                    latency_us.record(value * 10).expect("in range");
+                }
+                crate::timeline::IntervalHistogram {
+                    start_unix_ns: 1_700_000_000_000_000_000 + i * 1_000_000_000,
+                    seconds: 1.0,
+                    latency_us,
+                }
+            })
+            .collect();
+        let log = interval_log(&intervals).expect("writes");
+        let mut counts = Vec::new();
+        let mut deserializer = Deserializer::new();
+        for entry in IntervalLogIterator::new(&log) {
+            if let LogEntry::Interval(interval) = entry.expect("a valid log line") {
+                let bytes = base64::Engine::decode(
+                    &base64::engine::general_purpose::STANDARD,
+                    interval.encoded_histogram(),
+                )
+                .expect("base64");
+                let histogram: Histogram<u64> = deserializer
+                    .deserialize(&mut std::io::Cursor::new(bytes))
+                    .expect("a V2 histogram");
+                counts.push(histogram.len());
+            }
+        }
+        assert_eq!(counts, vec![100, 200, 300]);
     }
 }

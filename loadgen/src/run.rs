@@ -125,6 +125,7 @@ pub fn run(args: &Args, driver: &dyn Driver) -> Result<Results, String> {
             .unwrap_or(0),
     );
     results.timeline = ticker.samples;
+    results.produce_intervals = ticker.produce_intervals;
     Ok(results)
 }
 
@@ -286,6 +287,7 @@ fn compare(
         end_to_end_latency_us: new_histogram(),
         checked: args.consumers > 0 && consumers.iter().all(|c| c.first_error.is_none()),
         timeline: Vec::new(),
+        produce_intervals: Vec::new(),
         ownership_changes: 0,
     };
     for report in producers {

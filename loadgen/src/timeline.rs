@@ -72,6 +72,17 @@ pub struct Ticker {
     last_acknowledged: u64,
     last_consumed: u64,
     pub samples: Vec<Sample>,
+    /// Each interval's produce-ack latency, for the HdrHistogram interval log.
+    pub produce_intervals: Vec<IntervalHistogram>,
+}
+
+/// One interval of the HdrHistogram interval log.
+#[derive(Debug, Clone)]
+pub struct IntervalHistogram {
+    /// When the interval began, in ns since the Unix epoch.
+    pub start_unix_ns: u64,
+    pub seconds: f64,
+    pub latency_us: hdrhistogram::Histogram<u64>,
 }
 
 impl Ticker {
@@ -81,6 +92,7 @@ impl Ticker {
             last_acknowledged: 0,
             last_consumed: 0,
             samples: Vec::new(),
+            produce_intervals: Vec::new(),
         }
     }
 
@@ -99,6 +111,12 @@ impl Ticker {
             produce_latency_us: live.take_produce_latency(),
         };
         self.samples.push(Sample::from_interval(&interval));
+        let seconds_ns = (interval.seconds * NANOS_PER_SECOND as f64) as u64;
+        self.produce_intervals.push(IntervalHistogram {
+            start_unix_ns: now.saturating_sub(seconds_ns),
+            seconds: interval.seconds,
+            latency_us: interval.produce_latency_us.clone(),
+        });
         self.last_tick = Instant::now();
         self.last_acknowledged = acknowledged;
         self.last_consumed = consumed;

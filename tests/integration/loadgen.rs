@@ -73,6 +73,15 @@ fn loadgen_open_loop_run_loses_nothing_and_writes_json_and_hdr_files() {
         let total = rows.last().expect("rows")[2];
         assert!(total > 0.0, "{name} has samples");
     }
+    // The interval log: a header, then one "start,length,max,histogram" line per interval.
+    let log = std::fs::read_to_string(hdr_dir.join("produce-ack.hlog")).expect("interval log");
+    assert!(log.contains("#[StartTime: "), "{log}");
+    let intervals = log
+        .lines()
+        .filter(|line| line.split(',').count() == 4 && !line.starts_with('#'))
+        .filter(|line| !line.starts_with("\"StartTimestamp\""))
+        .count();
+    assert!(intervals >= 2, "one line per second of the run: {log}");
     assert!(broker.stop(), "broker stops cleanly");
 }
 
