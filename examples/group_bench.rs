@@ -153,9 +153,8 @@ async fn rebalances(args: &Args, cluster: Rc<Cluster>, topic: &str) -> Result<Ve
                     .await
                     .map_err(|e| e.to_string())?,
             );
-            let (join_time, join_paused) =
-                wait_stable(&admin, &group, size + 1, args.partitions).await?;
-            let join_total = joined.elapsed().max(join_time);
+            let (_, join_paused) = wait_stable(&admin, &group, size + 1, args.partitions).await?;
+            let join_total = joined.elapsed();
             let left = Instant::now();
             let leaving = running.remove(0);
             stop_member(leaving).await.map_err(|e| e.to_string())?;

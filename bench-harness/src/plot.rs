@@ -177,14 +177,7 @@ pub fn latency_plot(
                     PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
                 });
         }
-        chart
-            .configure_series_labels()
-            .label_font((PLOT_FONT, LABEL_FONT_PX))
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(&error)
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft).map_err(&error)
     })
 }
 
@@ -263,15 +256,22 @@ pub fn throughput_plot(path: &Path, title: &str, results: &[RunResult]) -> Resul
                     Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled())
                 });
         }
-        chart
-            .configure_series_labels()
-            .label_font((PLOT_FONT, LABEL_FONT_PX))
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(&error)
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight).map_err(&error)
     })
+}
+
+/// Every plot's legend: the plot font, on a translucent white box with a black border.
+pub fn draw_legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    chart
+        .configure_series_labels()
+        .label_font((PLOT_FONT, LABEL_FONT_PX))
+        .position(position)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::plot::{svg_error, write_plot, LABEL_FONT_PX, TITLE_FONT_PX};
+use crate::plot::{draw_legend, svg_error, write_plot, LABEL_FONT_PX, TITLE_FONT_PX};
 use crate::render::PLOT_FONT;
 use crate::results::TimelinePoint;
 
@@ -139,14 +139,7 @@ pub fn throughput_time_plot(
                     PathElement::new(vec![(x, y), (x + 8, y)], colour.stroke_width(1))
                 });
         }
-        chart
-            .configure_series_labels()
-            .label_font((PLOT_FONT, LABEL_FONT_PX))
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(&error)
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight).map_err(&error)
     })
 }
 

@@ -185,14 +185,6 @@ impl CoordinatorLink {
     }
 }
 
-fn lists(set: &BTreeSet<TopicPartition>) -> Vec<TopicPartitions> {
-    TopicPartitions::from_set(set)
-}
-
-fn set_of(lists: &[TopicPartitions]) -> BTreeSet<TopicPartition> {
-    TopicPartitions::to_set(lists)
-}
-
 async fn join(
     link: &CoordinatorLink,
     config: &GroupConfig,
@@ -385,7 +377,7 @@ impl GroupConsumer {
     ) -> Result<Vec<(TopicPartition, Option<u64>)>, ClientError> {
         let request = Request::OffsetFetch(OffsetFetchRequest {
             group: self.config.group.clone(),
-            partitions: Some(lists(partitions)),
+            partitions: Some(TopicPartitions::from_set(partitions)),
         });
         match self.link.call(request).await? {
             Response::OffsetFetch(fetched) if fetched.error == ErrorCode::None => Ok(fetched
@@ -572,7 +564,7 @@ async fn heartbeat_loop(
                 group: config.group.clone(),
                 member_id: state.member_id.clone(),
                 generation: state.generation,
-                owned: lists(&state.owned),
+                owned: TopicPartitions::from_set(&state.owned),
                 acked_assignment: state.acked_assignment,
             }
         };
@@ -581,7 +573,7 @@ async fn heartbeat_loop(
             Ok(Response::Heartbeat(beat)) if beat.error == ErrorCode::None => {
                 let mut state = membership.borrow_mut();
                 state.generation = beat.generation;
-                state.assignment = set_of(&beat.assignment);
+                state.assignment = TopicPartitions::to_set(&beat.assignment);
                 state.assignment_generation = beat.generation;
                 state.assignment_seq = beat.assignment_seq;
                 state.settled = beat.settled;

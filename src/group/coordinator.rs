@@ -68,15 +68,6 @@ pub fn strategy_to_wire(strategy: Strategy) -> AssignmentStrategy {
     }
 }
 
-/// Topic-partition lists on the wire to a set, and back.
-pub fn partition_set(lists: &[TopicPartitions]) -> BTreeSet<TopicPartition> {
-    TopicPartitions::to_set(lists)
-}
-
-pub fn partition_lists(set: &BTreeSet<TopicPartition>) -> Vec<TopicPartitions> {
-    TopicPartitions::from_set(set)
-}
-
 /// Owned by one shard.
 pub struct Coordinator {
     groups: RefCell<HashMap<String, Group>>,
@@ -223,7 +214,7 @@ impl Coordinator {
                 message: format!("group {} has no members", request.group),
             });
         };
-        let owned = partition_set(&request.owned);
+        let owned = TopicPartitions::to_set(&request.owned);
         let session_ms = group
             .members
             .get(&request.member_id)
@@ -241,7 +232,7 @@ impl Coordinator {
                 error: ErrorCode::None,
                 message: String::new(),
                 generation: outcome.generation,
-                assignment: partition_lists(&outcome.assignment),
+                assignment: TopicPartitions::from_set(&outcome.assignment),
                 assignment_seq: outcome.assignment_seq,
                 settled: outcome.settled,
                 heartbeat_interval_ms: Self::heartbeat_interval_ms(session_ms),
@@ -257,7 +248,7 @@ impl Coordinator {
     ) -> LeaveGroupResponse {
         let mut groups = self.groups.borrow_mut();
         let result = match groups.get_mut(&request.group) {
-            Some(group) => group.leave(&request.member_id, Instant::now(), counts),
+            Some(group) => group.leave(&request.member_id, counts),
             None => Err(GroupError {
                 code: ErrorCode::UnknownMemberId,
                 message: format!("group {} has no members", request.group),
@@ -424,7 +415,7 @@ impl Coordinator {
             }
         };
         let offsets = match &request.partitions {
-            Some(lists) => partition_set(lists)
+            Some(lists) => TopicPartitions::to_set(lists)
                 .iter()
                 .map(|(topic, partition)| entry(topic, *partition))
                 .collect(),
@@ -498,8 +489,8 @@ impl Coordinator {
                         instance_id: m.instance_id.clone(),
                         client_id: m.client_id.clone(),
                         topics: m.topics.iter().cloned().collect(),
-                        target: partition_lists(&m.target),
-                        owned: partition_lists(&m.owned),
+                        target: TopicPartitions::from_set(&m.target),
+                        owned: TopicPartitions::from_set(&m.owned),
                         last_heartbeat_ms_ago: now
                             .saturating_duration_since(m.last_heartbeat)
                             .as_millis() as u64,

@@ -217,7 +217,7 @@ impl Group {
             member_id.clone(),
             Member::new(request, member_id.clone(), now),
         );
-        self.rebalance(now, partition_counts);
+        self.rebalance(partition_counts);
         Ok(member_id)
     }
 
@@ -234,7 +234,7 @@ impl Group {
         let changed = member.topics != request.topics;
         member.topics = request.topics;
         if changed {
-            self.rebalance(now, partition_counts);
+            self.rebalance(partition_counts);
         }
         Ok(request.member_id)
     }
@@ -258,7 +258,7 @@ impl Group {
         member.target = old.target;
         self.members.insert(member_id.clone(), member);
         if changed {
-            self.rebalance(now, partition_counts);
+            self.rebalance(partition_counts);
         }
         member_id
     }
@@ -321,7 +321,7 @@ impl Group {
         member.owned = owned;
         member.acked_seq = acked_assignment;
         if self.topology_changed(partition_counts) {
-            self.rebalance(now, partition_counts);
+            self.rebalance(partition_counts);
         }
         if self.revoking_all && self.members.values().all(|m| m.may_own.is_empty()) {
             self.revoking_all = false;
@@ -371,12 +371,11 @@ impl Group {
     pub fn leave(
         &mut self,
         member_id: &str,
-        now: Instant,
         partition_counts: &BTreeMap<String, u32>,
     ) -> Result<(), GroupError> {
         self.member_mut(member_id)?;
         self.members.remove(member_id);
-        self.rebalance(now, partition_counts);
+        self.rebalance(partition_counts);
         Ok(())
     }
 
@@ -403,7 +402,7 @@ impl Group {
             for member_id in &expired {
                 self.members.remove(member_id);
             }
-            self.rebalance(now, partition_counts);
+            self.rebalance(partition_counts);
         }
         expired
     }
@@ -417,7 +416,7 @@ impl Group {
     }
 
     /// A new generation and new targets.
-    fn rebalance(&mut self, _now: Instant, partition_counts: &BTreeMap<String, u32>) {
+    fn rebalance(&mut self, partition_counts: &BTreeMap<String, u32>) {
         self.generation = self.generation.wrapping_add(1).max(1);
         let subscribed = self.subscribed_topics();
         self.partition_counts = partition_counts

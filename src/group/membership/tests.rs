@@ -274,14 +274,14 @@ fn removed_and_zombie_members_cannot_commit() {
             .map_err(|e| e.code),
         Err(ErrorCode::UnknownMemberId)
     );
-    group.leave(&second, now, &counts(12)).expect("leave");
+    group.leave(&second, &counts(12)).expect("leave");
     assert_eq!(
         group
             .check_commit(&second, generation, &theirs)
             .map_err(|e| e.code),
         Err(ErrorCode::UnknownMemberId)
     );
-    group.leave(&first, now, &counts(12)).expect("leave");
+    group.leave(&first, &counts(12)).expect("leave");
     assert_eq!(group.state(), GroupState::Empty);
     assert_eq!(group.check_commit("", 0, &mine), Ok(()));
 }
