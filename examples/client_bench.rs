@@ -736,7 +736,7 @@ fn broker_profile(path: &Option<PathBuf>) -> Value {
             "flush": serde_json::to_value(profile.storage.flush).unwrap_or(Value::Null),
             "spin_before_park_us": profile.runtime.spin_before_park_us,
         }),
-        Err(error) => json!({ "path": path.display().to_string(), "error": error }),
+        Err(error) => json!({ "path": path.display().to_string(), "error": error.to_string() }),
     }
 }
 

@@ -205,6 +205,9 @@ pub const REBALANCE_TIMEOUT_MS_MAX: u32 = 600_000;
 pub const HEARTBEATS_PER_SESSION: u32 = 3;
 pub const HEARTBEAT_INTERVAL_MS_MAX: u32 = 250;
 
+/// The name the offsets log's partitions are placed under (and its directory).
+pub const OFFSETS_TOPIC_NAME: &str = "__offsets";
+
 /// The partitions of the internal offsets log (`<data>/__offsets/<n>`). A group's offsets
 /// live in partition `crc32c(group) % OFFSETS_PARTITIONS`, and its coordinator is the shard
 /// that owns that partition. Fixed: changing it would move every group.
@@ -225,3 +228,62 @@ const _: () = assert!(SESSION_TIMEOUT_MS_MIN <= SESSION_TIMEOUT_MS_MAX);
 const _: () = assert!(REBALANCE_TIMEOUT_MS_MIN <= REBALANCE_TIMEOUT_MS_MAX);
 const _: () = assert!(OFFSETS_SEGMENT_BYTES % 4096 == 0);
 const _: () = assert!(GROUP_MEMBERS_MAX <= GROUPS_PER_RESPONSE_MAX);
+
+// ---------------------------------------------------------------------------------------
+// Shard runtime: the mesh between cores
+// ---------------------------------------------------------------------------------------
+
+/// Messages one shard-to-shard channel holds before its sender waits.
+pub const MESH_CHANNEL_CAPACITY: usize = 1024;
+
+/// Messages of ordinary work (appends, reads, group and catalogue changes) a shard runs at
+/// once for one other shard; past it, it stops reading that shard's channel (backpressure).
+pub const MESH_WORK_IN_FLIGHT_PER_SOURCE: usize = 256;
+
+/// Long waits (fetches parked until data arrives) a shard holds at once for one other
+/// shard. Apart from ordinary work, so that parked fetches never starve appends.
+pub const MESH_WAITS_PER_SOURCE: usize = 4096;
+
+// ---------------------------------------------------------------------------------------
+// Timeouts and intervals (`_DEFAULT`: a tuning-profile field overrides it)
+// ---------------------------------------------------------------------------------------
+
+/// A client that has sent part of a frame must send the rest within this time.
+pub const FRAME_COMPLETION_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// A connection with nothing in flight is closed after this long without a request.
+pub const CONNECTION_IDLE_TIMEOUT_MS_DEFAULT: u64 = 600_000;
+/// A client must accept response bytes within this time, or it is disconnected.
+pub const WRITE_STALL_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// How long a graceful shutdown waits for requests in flight before it closes anyway.
+pub const SHUTDOWN_DRAIN_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+/// The longest a produce may wait for its acknowledgement, whatever the client asks.
+pub const PRODUCE_TIMEOUT_MS_MAX: u64 = 60_000;
+/// The longest a fetch may wait for data, whatever the client asks.
+pub const FETCH_WAIT_MS_MAX: u64 = 30_000;
+
+/// How often shards look at the shutdown flag.
+pub const SHUTDOWN_POLL_MS: u64 = 50;
+/// How often retention runs over a shard's partitions.
+pub const RETENTION_INTERVAL_MS: u64 = 300_000;
+/// How often a coordinator looks for group members past their timeouts.
+pub const GROUP_SWEEP_INTERVAL_MS: u64 = 100;
+/// How long an accept loop pauses after a failed accept (out of descriptors, say).
+pub const ACCEPT_RETRY_MS: u64 = 10;
+/// How often a starting shard looks whether the catalogue has arrived, and the controller
+/// whether every shard is ready; and how often shutdown looks at requests in flight.
+pub const STARTUP_POLL_MS: u64 = 1;
+/// The latency a shard's request task queue asks of the scheduler.
+pub const REQUEST_QUEUE_LATENCY_MS: u64 = 1;
+
+/// A flush round slower than this is logged with where its time went.
+pub const SLOW_FLUSH_ROUND_MS: u64 = 5_000;
+/// A partition's recovery point is written at most this often (after a sync).
+pub const RECOVERY_POINT_INTERVAL_MS: u64 = 10_000;
+/// How often an IO waiting for one of the shard's open-file slots looks again.
+pub const OPEN_FILE_SLOT_RETRY_MS: u64 = 1;
+
+/// The client's connection attempt gives up after this long.
+pub const CLIENT_CONNECT_TIMEOUT_MS: u64 = 10_000;
+
+const _: () = assert!(FRAME_COMPLETION_TIMEOUT_MS_DEFAULT <= CONNECTION_IDLE_TIMEOUT_MS_DEFAULT);

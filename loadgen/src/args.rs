@@ -78,7 +78,7 @@ pub struct Args {
     pub profile: Option<std::path::PathBuf>,
     /// The `[client]` section of `--profile`, once loaded (`load_profile`).
     #[arg(skip)]
-    pub client_profile: Option<shardline::server::ClientProfile>,
+    pub client_profile: Option<shardline::client::ClientTuning>,
     /// Total messages per second across all producers (open loop), or `max` (closed loop
     /// with `--outstanding`).
     #[arg(long, default_value = "max")]
@@ -204,8 +204,7 @@ impl Args {
     /// Reads `--profile`'s `[client]` section (the whole profile is checked).
     pub fn load_profile(&mut self) -> Result<(), String> {
         if let Some(path) = &self.profile {
-            let profile = shardline::server::Profile::load(path)?;
-            self.client_profile = Some(profile.client);
+            self.client_profile = Some(shardline::client::ClientTuning::from_profile_file(path)?);
         }
         Ok(())
     }
@@ -213,9 +212,7 @@ impl Args {
     pub fn producer_config(&self) -> ProducerConfig {
         let mut defaults = ProducerConfig::default();
         if let Some(client) = &self.client_profile {
-            defaults.linger = Duration::from_micros(client.linger_us);
-            defaults.batch_bytes = client.batch_bytes;
-            defaults.buffer_bytes = client.buffer_bytes;
+            defaults = client.apply(defaults);
         }
         ProducerConfig {
             acks: self.acks.to_acks(),

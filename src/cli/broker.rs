@@ -48,7 +48,7 @@ fn allowed_cpus() -> Vec<usize> {
 
 pub fn run(args: BrokerArgs) -> Result<(), String> {
     let profile = match &args.profile {
-        Some(path) => Profile::load(path)?,
+        Some(path) => Profile::load(path).map_err(|e| e.to_string())?,
         None => Profile::default(),
     };
     let allowed = allowed_cpus();
@@ -85,4 +85,5 @@ pub fn run(args: BrokerArgs) -> Result<(), String> {
         broker_id: args.broker_id,
         advertised_host: args.advertised_host,
     })
+    .map_err(|e| e.to_string())
 }

@@ -155,7 +155,7 @@ fn log_writer(args: LogWriterArgs) -> Result<(), String> {
             for offset in next..next + args.records {
                 let value = numbered_value(offset, args.value_bytes);
                 builder
-                    .push(crate::log::now_ms(), None, &value, &[])
+                    .push(crate::clock::system().wall_ms(), None, &value, &[])
                     .map_err(|e| e.to_string())?;
             }
             let batch = validate(builder.finish().map_err(|e| e.to_string())?)

@@ -116,7 +116,10 @@ pub fn run_tuning(command: TuningCommand) -> Result<(), String> {
 
 fn check(args: CheckArgs) -> Result<(), String> {
     let (profile, source) = match &args.profile {
-        Some(path) => (Profile::load(path)?, path.display().to_string()),
+        Some(path) => (
+            Profile::load(path).map_err(|e| e.to_string())?,
+            path.display().to_string(),
+        ),
         None => (Profile::default(), "built-in defaults".to_string()),
     };
     let shard_count = match args.cores {

@@ -14,13 +14,11 @@ use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 
 use super::error::ClientError;
+use crate::constants::CLIENT_CONNECT_TIMEOUT_MS;
 use crate::protocol::{
     decode_response, encode_request, negotiate, supported_apis, ApiKey, DecodedResponse,
     FrameReader, HandshakeRequest, NegotiatedVersions, Request, Response,
 };
-
-/// How long connecting may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Waiter = oneshot::Sender<Result<DecodedResponse, ClientError>>;
 
@@ -44,9 +42,10 @@ pub struct Connection {
 impl Connection {
     /// Connects and performs the handshake (version negotiation).
     pub async fn connect(address: SocketAddr, client_id: &str) -> Result<Connection, ClientError> {
-        let stream = TcpStream::connect_timeout(address, CONNECT_TIMEOUT)
-            .await
-            .map_err(|e| ClientError::Io(format!("connecting to {address}: {e}")))?;
+        let stream =
+            TcpStream::connect_timeout(address, Duration::from_millis(CLIENT_CONNECT_TIMEOUT_MS))
+                .await
+                .map_err(|e| ClientError::Io(format!("connecting to {address}: {e}")))?;
         let _ = stream.set_nodelay(true);
         let (reader, writer) = futures_lite::io::split(stream);
         let inner = Rc::new(Inner {

@@ -37,6 +37,7 @@ pub mod group;
 mod group_admin;
 pub mod partitioner;
 pub mod producer;
+pub mod tuning;
 
 pub use admin::Admin;
 pub use cluster::Cluster;
@@ -45,3 +46,4 @@ pub use error::ClientError;
 pub use group::{GroupConfig, GroupConsumer, OwnershipChange};
 pub use partitioner::partition_for_key;
 pub use producer::{Delivery, Producer, ProducerConfig, RecordMetadata};
+pub use tuning::ClientTuning;

@@ -42,6 +42,8 @@ pub struct ProducerConfig {
     pub retries: u32,
     pub retry_backoff: Duration,
     pub codec: Codec,
+    /// The clock message timestamps are read from.
+    pub clock: crate::clock::ClockRef,
 }
 
 impl Default for ProducerConfig {
@@ -55,6 +57,7 @@ impl Default for ProducerConfig {
             retries: 10,
             retry_backoff: Duration::from_millis(50),
             codec: Codec::None,
+            clock: crate::clock::system(),
         }
     }
 }
@@ -222,7 +225,10 @@ impl Producer {
                 reserved_bytes: 0,
                 opened_at: Instant::now(),
             });
-            if let Err(error) = batch.builder.push(crate::log::now_ms(), key, value, &[]) {
+            if let Err(error) = batch
+                .builder
+                .push(inner.config.clock.wall_ms(), key, value, &[])
+            {
                 inner.buffer.signal(reserved);
                 if batch.builder.is_empty() {
                     queue.open = None;

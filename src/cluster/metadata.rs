@@ -106,6 +106,8 @@ pub enum MetadataError {
     Open(String),
     #[error("metadata log is corrupt at offset {offset}: {reason}")]
     Corrupt { offset: u64, reason: String },
+    #[error("closing the metadata log: {0}")]
+    Close(String),
 }
 
 /// Checks a topic name: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`, not starting `__`
@@ -151,6 +153,7 @@ fn config_from(entries: &[StoredEntry]) -> Result<TopicConfig, ConfigError> {
 /// The topic catalogue. Owned by the controller shard.
 pub struct MetadataStore {
     log: PartitionLog,
+    clock: crate::clock::ClockRef,
     topics: BTreeMap<String, TopicSpec>,
     next_topic_id: u64,
 }
@@ -171,6 +174,7 @@ impl MetadataStore {
             .map_err(|e| MetadataError::Open(e.to_string()))?;
         let mut store = MetadataStore {
             log,
+            clock: shard.clock().clone(),
             topics: BTreeMap::new(),
             next_topic_id: 1,
         };
@@ -269,7 +273,7 @@ impl MetadataStore {
             rkyv::to_bytes::<rkyv::rancor::Error>(&event).map_err(|e| storage(e.to_string()))?;
         let mut builder = BatchBuilder::new(Codec::None);
         builder
-            .push(crate::log::now_ms(), None, &value, &[])
+            .push(self.clock.wall_ms(), None, &value, &[])
             .map_err(|e| storage(e.to_string()))?;
         let batch = validate(builder.finish().map_err(|e| storage(e.to_string()))?)
             .map_err(|e| storage(e.to_string()))?;
@@ -333,7 +337,7 @@ impl MetadataStore {
             topic_id: self.next_topic_id,
             partitions,
             config: stored(&config),
-            created_ms: crate::log::now_ms(),
+            created_ms: self.clock.wall_ms(),
         };
         self.commit(event).await?;
         Ok(self.topics[name].clone())
@@ -386,8 +390,11 @@ impl MetadataStore {
         Ok(self.topics[name].clone())
     }
 
-    pub async fn close(&self) -> Result<(), String> {
-        self.log.close().await.map_err(|e| e.to_string())
+    pub async fn close(&self) -> Result<(), MetadataError> {
+        self.log
+            .close()
+            .await
+            .map_err(|e| MetadataError::Close(e.to_string()))
     }
 }
 

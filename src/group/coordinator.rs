@@ -16,9 +16,11 @@ use super::assignor::{Strategy, TopicPartition};
 use super::membership::{Group, GroupError, JoinRequest};
 use super::offsets::OffsetRecord;
 use super::offsets_log::OffsetLog;
+use super::request::{CoordinatorError, OffsetLogError};
+use crate::clock::ClockRef;
 use crate::constants::{
     GROUPS_PER_SHARD_MAX, HEARTBEATS_PER_SESSION, HEARTBEAT_INTERVAL_MS_MAX, OFFSETS_PARTITIONS,
-    OFFSETS_SEGMENT_BYTES,
+    OFFSETS_SEGMENT_BYTES, OFFSETS_TOPIC_NAME,
 };
 use crate::log::{FlushPolicy, LogConfig, LogShard};
 use crate::protocol::{
@@ -27,29 +29,22 @@ use crate::protocol::{
     MemberDescription, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
     OffsetFetchResponse, TopicPartitions,
 };
-use crate::shard::shard_of;
-
-/// The name the offsets log's partitions are placed under.
-pub const OFFSETS_LOG_NAME: &str = "__offsets";
+use crate::shard::Ownership;
 
 /// Space reserved ahead of the offsets log's writer.
 const OFFSETS_PREALLOCATE_BYTES: u64 = 1024 * 1024;
 /// The offsets log's segments roll by size (a snapshot then lets the old ones go), not age.
 const OFFSETS_SEGMENT_AGE_MS: u64 = 7 * 24 * 3600 * 1000;
 
-/// The offsets partition that holds a group.
-pub fn offsets_partition(group: &str) -> u32 {
-    crc32c::crc32c(group.as_bytes()) % OFFSETS_PARTITIONS
-}
-
-/// The shard that coordinates a group.
-pub fn coordinator_shard(group: &str, shard_count: usize) -> usize {
-    shard_of(OFFSETS_LOG_NAME, offsets_partition(group), shard_count)
+fn offsets_partition(group: &str) -> u32 {
+    Ownership::offsets_partition(group)
 }
 
 /// The directory of one offsets partition.
 pub fn offsets_dir(data_dir: &Path, partition: u32) -> PathBuf {
-    data_dir.join(OFFSETS_LOG_NAME).join(partition.to_string())
+    data_dir
+        .join(OFFSETS_TOPIC_NAME)
+        .join(partition.to_string())
 }
 
 pub fn strategy_from_wire(strategy: AssignmentStrategy) -> Strategy {
@@ -76,15 +71,15 @@ pub struct Coordinator {
     next_member: Cell<u64>,
     /// Makes member ids unique across broker restarts.
     member_id_prefix: String,
+    /// Sessions, timeouts and commit times are read from it.
+    clock: ClockRef,
 }
 
 impl Coordinator {
-    pub fn new(shard_id: usize) -> Coordinator {
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_micros();
+    pub fn new(shard_id: usize, clock: ClockRef) -> Coordinator {
+        let started = clock.wall_ms();
         Coordinator {
+            clock,
             groups: RefCell::new(HashMap::new()),
             logs: RefCell::new(BTreeMap::new()),
             loaded: Cell::new(false),
@@ -103,13 +98,13 @@ impl Coordinator {
         storage: &LogShard,
         data_dir: &Path,
         flush: FlushPolicy,
+        ownership: Ownership,
         shard_id: usize,
-        shard_count: usize,
-    ) -> Result<(), String> {
+    ) -> Result<(), OffsetLogError> {
         let started = Instant::now();
         let mut entries = 0;
         for partition in 0..OFFSETS_PARTITIONS {
-            if shard_of(OFFSETS_LOG_NAME, partition, shard_count) != shard_id {
+            if ownership.offsets_partition_shard(partition) != shard_id {
                 continue;
             }
             let config = LogConfig {
@@ -178,7 +173,7 @@ impl Coordinator {
             session_timeout: Duration::from_millis(u64::from(request.session_timeout_ms)),
             rebalance_timeout: Duration::from_millis(u64::from(request.rebalance_timeout_ms)),
         };
-        match group.join(join, Instant::now(), counts, || self.new_member_id()) {
+        match group.join(join, self.clock.now(), counts, || self.new_member_id()) {
             Ok(member_id) => {
                 tracing::info!(group = %request.group, %member_id, generation = group.generation, members = group.members.len(), "member joined");
                 JoinGroupResponse {
@@ -225,7 +220,7 @@ impl Coordinator {
             request.generation,
             owned,
             request.acked_assignment,
-            Instant::now(),
+            self.clock.now(),
             counts,
         ) {
             Ok(outcome) => HeartbeatResponse {
@@ -272,7 +267,7 @@ impl Coordinator {
     /// Removes members past their timeouts, in every group; drops groups with neither
     /// members nor offsets. `counts_of` gives the partition counts of a set of topics.
     pub fn sweep(&self, counts_of: impl Fn(&BTreeSet<String>) -> BTreeMap<String, u32>) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut groups = self.groups.borrow_mut();
         for group in groups.values_mut() {
             if group.members.is_empty() {
@@ -331,7 +326,7 @@ impl Coordinator {
                 );
             }
             drop(table);
-            let now_ms = crate::log::now_ms();
+            let now_ms = self.clock.wall_ms();
             for offset in &request.offsets {
                 let key = (offset.topic.clone(), offset.partition);
                 let exists = counts
@@ -376,9 +371,9 @@ impl Coordinator {
                 });
             }
         }
-        if let Err(message) = log.commit(records).await {
-            tracing::warn!(group = %request.group, %message, "offset commit failed");
-            return refused(ErrorCode::StorageError, message);
+        if let Err(error) = log.commit(records).await {
+            tracing::warn!(group = %request.group, %error, "offset commit failed");
+            return refused(ErrorCode::StorageError, error.to_string());
         }
         if log.snapshot_due() {
             glommio::spawn_local(async move {
@@ -543,23 +538,39 @@ impl Coordinator {
         &self,
         group: &str,
         records: Vec<OffsetRecord>,
-    ) -> Result<(), (ErrorCode, String)> {
+    ) -> Result<(), CoordinatorError> {
         if self.has_members(group) {
-            return Err((
-                ErrorCode::GroupNotEmpty,
-                format!("group {group} has members: stop them first"),
-            ));
+            return Err(CoordinatorError::GroupNotEmpty {
+                group: group.to_string(),
+            });
         }
-        let log = self.log_for(group).ok_or((
-            ErrorCode::Unknown,
-            "this shard does not coordinate the group".to_string(),
-        ))?;
+        let log = self
+            .log_for(group)
+            .ok_or_else(|| CoordinatorError::NotCoordinator {
+                group: group.to_string(),
+            })?;
         log.commit(records)
             .await
-            .map_err(|message| (ErrorCode::StorageError, message))
+            .map_err(|source| CoordinatorError::Storage {
+                group: group.to_string(),
+                source,
+            })
     }
 
-    pub async fn close(&self) -> Result<(), String> {
+    /// Every group this shard coordinates, or why it cannot say yet.
+    pub fn list_if_loaded(&self) -> Result<Vec<GroupListing>, CoordinatorError> {
+        if !self.is_loaded() {
+            return Err(CoordinatorError::Loading);
+        }
+        Ok(self.list())
+    }
+
+    /// The clock the coordinator reads.
+    pub fn clock(&self) -> &ClockRef {
+        &self.clock
+    }
+
+    pub async fn close(&self) -> Result<(), CoordinatorError> {
         let logs: Vec<Rc<OffsetLog>> = self.logs.borrow().values().cloned().collect();
         let mut failures = Vec::new();
         for log in logs {
@@ -570,7 +581,7 @@ impl Coordinator {
         if failures.is_empty() {
             Ok(())
         } else {
-            Err(failures.join("; "))
+            Err(CoordinatorError::Close(failures))
         }
     }
 }
@@ -585,4 +596,39 @@ pub struct GroupSnapshot {
     pub members: Vec<MemberDescription>,
     pub committed: BTreeMap<TopicPartition, u64>,
     pub owners: BTreeMap<TopicPartition, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    /// Sessions are measured on the coordinator's clock: a test moves it past a member's
+    /// session timeout instead of waiting, and the sweeper removes the member.
+    #[test]
+    fn a_member_silent_past_its_session_on_the_coordinator_s_clock_is_removed() {
+        let clock = ManualClock::new();
+        let coordinator = Coordinator::new(0, clock.clone());
+        let counts: BTreeMap<String, u32> = [("orders".to_string(), 4)].into();
+        let joined = coordinator.join(
+            JoinGroupRequest {
+                group: "billing".into(),
+                member_id: String::new(),
+                instance_id: None,
+                client_id: "test".into(),
+                topics: vec!["orders".into()],
+                strategy: AssignmentStrategy::CooperativeSticky,
+                session_timeout_ms: 10_000,
+                rebalance_timeout_ms: 10_000,
+            },
+            &counts,
+        );
+        assert_eq!(joined.error, ErrorCode::None, "{joined:?}");
+        clock.advance(Duration::from_secs(9));
+        coordinator.sweep(|_| counts.clone());
+        assert!(coordinator.has_members("billing"), "within its session");
+        clock.advance(Duration::from_secs(2));
+        coordinator.sweep(|_| counts.clone());
+        assert!(!coordinator.has_members("billing"), "past its session");
+    }
 }

@@ -17,6 +17,7 @@ use crate::log::{LogConfig, LogShard, PartitionLog};
 use crate::record::{validate, BatchBuilder, BatchIter, Codec};
 
 use super::offsets::{OffsetRecord, OffsetTable};
+use super::request::OffsetLogError;
 
 /// The bytes read per step when replaying.
 const REPLAY_READ_BYTES: usize = 1024 * 1024;
@@ -45,11 +46,14 @@ impl OffsetLog {
         storage: &LogShard,
         dir: &Path,
         config: LogConfig,
-    ) -> Result<(OffsetLog, ReplayStats), String> {
+    ) -> Result<(OffsetLog, ReplayStats), OffsetLogError> {
         let log = storage
             .open_partition(dir, config)
             .await
-            .map_err(|e| format!("opening offsets log {}: {e}", dir.display()))?;
+            .map_err(|e| OffsetLogError::Open {
+                dir: dir.to_path_buf(),
+                reason: e.to_string(),
+            })?;
         let mut table = OffsetTable::default();
         let stats = replay(&log, &mut table).await?;
         let offsets = OffsetLog {
@@ -73,15 +77,11 @@ impl OffsetLog {
     /// Appends the records, waits until they are durable, then applies them. On error
     /// nothing is applied (what reached the log may still be replayed after a restart: a
     /// commit that failed may have happened, as with any storage).
-    pub async fn commit(&self, records: Vec<OffsetRecord>) -> Result<(), String> {
+    pub async fn commit(&self, records: Vec<OffsetRecord>) -> Result<(), OffsetLogError> {
         if records.is_empty() {
             return Ok(());
         }
-        let _shared = self
-            .gate
-            .read()
-            .await
-            .map_err(|_| "the offsets log is closed".to_string())?;
+        let _shared = self.gate.read().await.map_err(|_| self.closed())?;
         let positions = append_records(&self.log, &records).await?;
         let count = positions.len() as u64;
         let mut table = self.table.borrow_mut();
@@ -101,7 +101,7 @@ impl OffsetLog {
     }
 
     /// Writes every live entry at the tail and drops the segments wholly before it.
-    pub async fn snapshot(&self) -> Result<(), String> {
+    pub async fn snapshot(&self) -> Result<(), OffsetLogError> {
         if self.snapshot_running.replace(true) {
             return Ok(());
         }
@@ -110,12 +110,14 @@ impl OffsetLog {
         result
     }
 
-    async fn snapshot_exclusive(&self) -> Result<(), String> {
-        let _alone = self
-            .gate
-            .write()
-            .await
-            .map_err(|_| "the offsets log is closed".to_string())?;
+    fn closed(&self) -> OffsetLogError {
+        OffsetLogError::Closed {
+            dir: self.log.dir().to_path_buf(),
+        }
+    }
+
+    async fn snapshot_exclusive(&self) -> Result<(), OffsetLogError> {
+        let _alone = self.gate.write().await.map_err(|_| self.closed())?;
         let start = self.log.log_end_offset();
         let records = self.table.borrow().records();
         let count = records.len();
@@ -127,11 +129,15 @@ impl OffsetLog {
             }
         }
         self.records_since_snapshot.set(0);
-        let deleted = self
-            .log
-            .delete_segments_below(start)
-            .await
-            .map_err(|e| format!("dropping offsets segments below {start}: {e}"))?;
+        let deleted =
+            self.log
+                .delete_segments_below(start)
+                .await
+                .map_err(|e| OffsetLogError::Compact {
+                    dir: self.log.dir().to_path_buf(),
+                    offset: start,
+                    reason: e.to_string(),
+                })?;
         tracing::info!(
             dir = %self.log.dir().display(),
             entries = count,
@@ -142,15 +148,26 @@ impl OffsetLog {
         Ok(())
     }
 
-    pub async fn close(&self) -> Result<(), String> {
-        self.log.close().await.map_err(|e| e.to_string())
+    pub async fn close(&self) -> Result<(), OffsetLogError> {
+        self.log.close().await.map_err(|e| OffsetLogError::Close {
+            dir: self.log.dir().to_path_buf(),
+            reason: e.to_string(),
+        })
     }
 }
 
 /// Appends records in batches and waits until the last is durable; returns each record's
 /// log offset.
-async fn append_records(log: &PartitionLog, records: &[OffsetRecord]) -> Result<Vec<u64>, String> {
-    let now = crate::log::now_ms();
+async fn append_records(
+    log: &PartitionLog,
+    records: &[OffsetRecord],
+) -> Result<Vec<u64>, OffsetLogError> {
+    let dir = || log.dir().to_path_buf();
+    let build = |e: &dyn std::fmt::Display| OffsetLogError::Build {
+        dir: dir(),
+        reason: e.to_string(),
+    };
+    let now = log.clock().wall_ms();
     let mut positions = Vec::with_capacity(records.len());
     let mut last = None;
     for chunk in records.chunks(OFFSETS_RECORDS_PER_BATCH_MAX) {
@@ -158,32 +175,47 @@ async fn append_records(log: &PartitionLog, records: &[OffsetRecord]) -> Result<
         for record in chunk {
             builder
                 .push(now, Some(record.group.as_bytes()), &record.encode(), &[])
-                .map_err(|e| format!("building an offsets batch: {e}"))?;
+                .map_err(|e| build(&e))?;
         }
-        let bytes = builder
-            .finish()
-            .map_err(|e| format!("building an offsets batch: {e}"))?;
-        let batch = validate(bytes).map_err(|e| format!("offsets batch invalid: {e}"))?;
+        let bytes = builder.finish().map_err(|e| build(&e))?;
+        let batch = validate(bytes).map_err(|e| build(&e))?;
         let info = log
             .append(batch, 0)
             .await
-            .map_err(|e| format!("appending to the offsets log: {e}"))?;
+            .map_err(|e| OffsetLogError::Append {
+                dir: dir(),
+                reason: e.to_string(),
+            })?;
         positions.extend(info.base_offset..=info.last_offset);
         last = Some(info.last_offset);
     }
     if let Some(last) = last {
         log.wait_durable(last)
             .await
-            .map_err(|e| format!("syncing the offsets log: {e}"))?;
+            .map_err(|e| OffsetLogError::Sync {
+                dir: dir(),
+                reason: e.to_string(),
+            })?;
     }
     assert_eq!(positions.len(), records.len(), "one position per record");
     Ok(positions)
 }
 
+fn replay_error(log: &PartitionLog, offset: u64, error: &dyn std::fmt::Display) -> OffsetLogError {
+    OffsetLogError::Replay {
+        dir: log.dir().to_path_buf(),
+        offset,
+        reason: error.to_string(),
+    }
+}
+
 /// Reads the whole log into `table`. A record that does not decode is skipped with a
 /// warning (the batch around it passed its CRC, so this is a bug or a future format, not a
 /// torn write).
-async fn replay(log: &PartitionLog, table: &mut OffsetTable) -> Result<ReplayStats, String> {
+async fn replay(
+    log: &PartitionLog,
+    table: &mut OffsetTable,
+) -> Result<ReplayStats, OffsetLogError> {
     let mut stats = ReplayStats::default();
     let mut offset = log.log_start_offset();
     let end = log.log_end_offset();
@@ -192,15 +224,15 @@ async fn replay(log: &PartitionLog, table: &mut OffsetTable) -> Result<ReplaySta
         let read = log
             .read(offset, REPLAY_READ_BYTES, end)
             .await
-            .map_err(|e| format!("replaying {} at {offset}: {e}", log.dir().display()))?;
+            .map_err(|e| replay_error(log, offset, &e))?;
         if read.is_empty() {
             break;
         }
         for chunk in &read.chunks {
             for item in BatchIter::new(chunk) {
-                let (_, batch) = item.map_err(|e| format!("offsets log batch: {e}"))?;
+                let (_, batch) = item.map_err(|e| replay_error(log, offset, &e))?;
                 let records = crate::record::reader::records(batch, &mut scratch)
-                    .map_err(|e| format!("offsets log batch: {e}"))?;
+                    .map_err(|e| replay_error(log, offset, &e))?;
                 for record in records.iter().filter(|r| r.offset >= offset) {
                     stats.records += 1;
                     match OffsetRecord::decode(record.value) {

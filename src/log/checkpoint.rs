@@ -6,7 +6,7 @@
 //! invalid batch there is damage to acknowledged data: opening fails with the file and byte
 //! instead of cutting it away.
 //!
-//! Written at most once per `RECOVERY_POINT_INTERVAL` (10 s) after a sync, after a
+//! Written at most once per `RECOVERY_POINT_INTERVAL_MS` (10 s) after a sync, after a
 //! truncation, and at close; a missing
 //! or damaged file only means recovery knows less (it then cuts at the first invalid batch).
 //!
@@ -24,12 +24,11 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// How often, at most, a partition's recovery point is rewritten.
 /// Each write is a small file and an fdatasync per partition, so it stays rare; data synced
 /// since the last one is still recovered, only damage to it would be cut rather than refused.
-pub const RECOVERY_POINT_INTERVAL: Duration = Duration::from_secs(10);
+pub use crate::constants::RECOVERY_POINT_INTERVAL_MS;
 
 const FILE_NAME: &str = "recovery-point";
 const MAGIC: [u8; 4] = *b"SLRP";

@@ -24,9 +24,6 @@ struct Entry {
     last_use: u64,
 }
 
-/// How often an opener looks again when every open file is in use.
-const SLOT_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
-
 /// Owned by one shard; shared by its partitions through `Rc<RefCell<_>>`.
 pub struct OpenFiles {
     capacity: usize,
@@ -152,7 +149,10 @@ pub async fn acquire_slot(files: &std::cell::RefCell<OpenFiles>) -> glommio::syn
         }
         let evicted = files.borrow_mut().evict_one_idle();
         if !evicted {
-            glommio::timer::sleep(SLOT_RETRY).await;
+            glommio::timer::sleep(std::time::Duration::from_millis(
+                crate::constants::OPEN_FILE_SLOT_RETRY_MS,
+            ))
+            .await;
         }
     }
 }

@@ -16,12 +16,12 @@ use futures::future::try_join_all;
 use super::cache::CachedBatch;
 use super::error::LogIoError;
 use super::io::{sync_directory, write_small_file, SegmentFile};
-use super::now_ms;
 use super::partition::{Partition, PendingBatch};
 use super::segment::{
     segment_path, ActiveSegment, Segment, SegmentIndexes, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX,
 };
 use crate::constants::{IO_ALIGNMENT_BYTES, PREALLOCATE_STEP_MIN_BYTES, WRITE_BYTES_MAX};
+use crate::constants::{RECOVERY_POINT_INTERVAL_MS, SLOW_FLUSH_ROUND_MS};
 use crate::record::BatchHeader;
 
 fn align_down(value: u64) -> u64 {
@@ -133,9 +133,6 @@ async fn flush_round(partition: &Partition) -> Result<(), LogIoError> {
     Ok(())
 }
 
-/// A flush round slower than this is logged with where its time went.
-const SLOW_ROUND: Duration = Duration::from_secs(5);
-
 fn slow_round(
     partition: &Partition,
     step: &str,
@@ -144,7 +141,7 @@ fn slow_round(
     before: Duration,
 ) {
     let total = started.elapsed();
-    if total >= SLOW_ROUND {
+    if total >= Duration::from_millis(SLOW_FLUSH_ROUND_MS) {
         tracing::warn!(
             dir = %partition.dir.display(),
             ?wrote,
@@ -190,7 +187,7 @@ fn publish_round(
     state.wake_all();
     sync && state
         .recovery_point_written_at
-        .is_none_or(|at| at.elapsed() >= super::checkpoint::RECOVERY_POINT_INTERVAL)
+        .is_none_or(|at| at.elapsed() >= Duration::from_millis(RECOVERY_POINT_INTERVAL_MS))
 }
 
 /// Records how far the active segment is synced (call only right after a sync, and
@@ -275,9 +272,9 @@ fn must_roll(partition: &Partition, next_batch_bytes: u64) -> bool {
         return false;
     }
     let full = active.size + next_batch_bytes > partition.config.segment_bytes;
-    let age_ms = active
-        .first_append_time_ms
-        .map_or(0, |first| now_ms().saturating_sub(first));
+    let age_ms = active.first_append_time_ms.map_or(0, |first| {
+        partition.shard.clock.wall_ms().saturating_sub(first)
+    });
     full || age_ms >= i64::try_from(partition.config.segment_age_ms).unwrap_or(i64::MAX)
 }
 

@@ -23,6 +23,10 @@ pub struct FaultPlan {
     pub fail_syncs: Cell<bool>,
     /// While set, writes wait before they are issued (a stalled disk).
     pub stall_writes: Cell<bool>,
+    /// While set, fdatasyncs wait before they are issued (a slow cache flush).
+    pub stall_syncs: Cell<bool>,
+    /// Every file or directory removal takes this long (a slow unlink on a busy disk).
+    pub remove_delay: Cell<std::time::Duration>,
 }
 
 /// How often a stalled write looks again.
@@ -156,6 +160,11 @@ impl SegmentFile {
     }
 
     pub async fn sync(&self) -> Result<(), LogIoError> {
+        if let Some(faults) = &self.faults {
+            while faults.stall_syncs.get() {
+                glommio::timer::sleep(STALL_POLL).await;
+            }
+        }
         if self.faults.as_ref().is_some_and(|f| f.fail_syncs.get()) {
             return Err(LogIoError::new(
                 "syncing",
@@ -263,6 +272,36 @@ pub fn remove_file(path: &Path) -> Result<(), LogIoError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(LogIoError::new("removing", path, 0, e)),
     }
+}
+
+/// Removes files without blocking the shard: unlink runs on glommio's blocking thread pool
+/// (it can take milliseconds on a busy filesystem). A file already gone is not an error.
+pub async fn remove_files(
+    paths: Vec<PathBuf>,
+    faults: Option<&FaultPlan>,
+) -> Result<(), LogIoError> {
+    let delay = faults.map_or(std::time::Duration::ZERO, |f| f.remove_delay.get());
+    glommio::executor()
+        .spawn_blocking(move || {
+            std::thread::sleep(delay);
+            paths.iter().try_for_each(|path| remove_file(path))
+        })
+        .await
+}
+
+/// Removes a directory and everything in it, off the shard's thread (as [`remove_files`]).
+pub async fn remove_dir_all(path: PathBuf, faults: Option<&FaultPlan>) -> Result<(), LogIoError> {
+    let delay = faults.map_or(std::time::Duration::ZERO, |f| f.remove_delay.get());
+    glommio::executor()
+        .spawn_blocking(move || {
+            std::thread::sleep(delay);
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(LogIoError::new("removing directory", &path, 0, e)),
+            }
+        })
+        .await
 }
 
 /// Makes directory entries (created, removed files) durable.

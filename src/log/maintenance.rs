@@ -4,7 +4,7 @@
 
 use super::error::MaintenanceError;
 use super::flush::segment_file;
-use super::io::{remove_file, sync_directory};
+use super::io::{remove_files, sync_directory};
 use super::partition::PartitionLog;
 use super::read::with_indexes;
 use super::recovery::scan_file;
@@ -26,24 +26,16 @@ pub struct RetentionOutcome {
 }
 
 impl PartitionLog {
-    fn remove_segment_files(&self, base_offset: u64) -> Result<(), MaintenanceError> {
+    async fn remove_segment_files(&self, base_offset: u64) -> Result<(), MaintenanceError> {
         let partition = &self.inner;
         partition
             .shard
             .files
             .borrow_mut()
             .remove((partition.id, base_offset));
-        remove_file(&segment_path(&partition.dir, base_offset, LOG_SUFFIX))?;
-        remove_file(&segment_path(
-            &partition.dir,
-            base_offset,
-            OFFSET_INDEX_SUFFIX,
-        ))?;
-        remove_file(&segment_path(
-            &partition.dir,
-            base_offset,
-            TIME_INDEX_SUFFIX,
-        ))?;
+        let paths = [LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX]
+            .map(|suffix| segment_path(&partition.dir, base_offset, suffix));
+        remove_files(paths.to_vec(), partition.shard.faults.as_deref()).await?;
         Ok(())
     }
 
@@ -107,24 +99,20 @@ impl PartitionLog {
                 .collect()
         };
         for base in later {
-            self.remove_segment_files(base)?;
+            self.remove_segment_files(base).await?;
             let mut state = partition.state.borrow_mut();
             state.segments.remove(&base);
             state.layout_version += 1;
         }
         // A recovery point past the cut would make the cut look like damage: drop it first.
-        remove_file(&super::checkpoint::path(&partition.dir))?;
-        // The holder becomes the active segment: its index files would be stale.
-        remove_file(&segment_path(
-            &partition.dir,
-            holder_base,
-            OFFSET_INDEX_SUFFIX,
-        ))?;
-        remove_file(&segment_path(
-            &partition.dir,
-            holder_base,
-            TIME_INDEX_SUFFIX,
-        ))?;
+        // A recovery point past the cut would make the cut look like damage, and the holder
+        // becomes the active segment, so its index files would be stale: all three go.
+        let stale = vec![
+            super::checkpoint::path(&partition.dir),
+            segment_path(&partition.dir, holder_base, OFFSET_INDEX_SUFFIX),
+            segment_path(&partition.dir, holder_base, TIME_INDEX_SUFFIX),
+        ];
+        remove_files(stale, partition.shard.faults.as_deref()).await?;
         sync_directory(&partition.dir).await?;
         let file = segment_file(partition, holder_base).await?;
         file.truncate(cut_position).await?;
@@ -227,12 +215,10 @@ impl PartitionLog {
     }
 
     /// Deletes whole closed segments past the retention limits (never the active one) and
-    /// advances the log start offset. `now_ms` is the wall clock, passed in for testability.
-    pub async fn enforce_retention(
-        &self,
-        now_ms: i64,
-    ) -> Result<RetentionOutcome, MaintenanceError> {
+    /// advances the log start offset. Ages are measured on the shard's clock.
+    pub async fn enforce_retention(&self) -> Result<RetentionOutcome, MaintenanceError> {
         let partition = &self.inner;
+        let now_ms = partition.shard.clock.wall_ms();
         let _writer = partition
             .writer
             .acquire_permit(1)
@@ -327,7 +313,7 @@ impl PartitionLog {
                     .drop_below(partition.id, start);
                 outcome.log_start_offset = start;
             }
-            self.remove_segment_files(base)?;
+            self.remove_segment_files(base).await?;
             outcome.segments_deleted += 1;
             outcome.bytes_deleted += size;
         }

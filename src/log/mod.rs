@@ -157,13 +157,5 @@ impl LogConfig {
     }
 }
 
-/// Wall-clock milliseconds since the Unix epoch: the time stamped into appended batches.
-pub fn now_ms() -> i64 {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
-}
-
 #[cfg(test)]
 mod tests;

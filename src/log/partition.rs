@@ -1,6 +1,6 @@
 //! One partition's log: its state, the append path and waits for durability.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::future::poll_fn;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use super::cache::PartitionId;
 use super::error::{AppendError, LogIoError, OpenError};
 use super::segment::{segment_path, Segment, LOG_SUFFIX};
 use super::shard::ShardResources;
-use super::{now_ms, LogConfig};
+use super::LogConfig;
 use crate::constants::PARTITION_PENDING_BYTES_MAX;
 use crate::record::header::{stamp, TimestampType};
 use crate::record::ValidatedBatch;
@@ -70,6 +70,10 @@ pub(super) struct State {
     pub flusher_waker: Option<Waker>,
     /// Tasks waiting for written/synced offsets or for space; all re-check when woken.
     pub waiters: Vec<Waker>,
+    /// Appends waiting for space, in arrival order: space goes to the front one first, so
+    /// appends to a partition land in the order they were called.
+    pub space_queue: VecDeque<u64>,
+    pub next_space_ticket: u64,
     pub fenced: Option<LogIoError>,
     pub closed: bool,
     /// Bumped by every truncation, so a durability waiter that raced one can tell.
@@ -148,6 +152,24 @@ pub(super) struct Partition {
     pub writer: Semaphore,
 }
 
+/// An append's place in the queue for space; leaving the queue without being admitted (the
+/// append was cancelled, or the log closed) gives the place up to the ones behind it.
+struct SpaceTicket<'a> {
+    log: &'a PartitionLog,
+    ticket: u64,
+    admitted: Cell<bool>,
+}
+
+impl Drop for SpaceTicket<'_> {
+    fn drop(&mut self) {
+        if !self.admitted.get() {
+            let mut state = self.log.inner.state.borrow_mut();
+            state.space_queue.retain(|&t| t != self.ticket);
+            state.wake_all();
+        }
+    }
+}
+
 /// A handle to one partition's log. Owned by one shard; clones share the log.
 #[derive(Clone)]
 pub struct PartitionLog {
@@ -185,6 +207,11 @@ impl PartitionLog {
                 writer: Semaphore::new(1),
             }),
         })
+    }
+
+    /// The clock of the shard that owns this log.
+    pub fn clock(&self) -> &crate::clock::ClockRef {
+        &self.inner.shard.clock
     }
 
     pub fn dir(&self) -> &Path {
@@ -273,7 +300,7 @@ impl PartitionLog {
         let mut state = self.inner.state.borrow_mut();
         state.check_open()?;
         let base_offset = state.next_offset;
-        let append_time_ms = now_ms();
+        let append_time_ms = self.inner.shard.clock.wall_ms();
         let mut bytes = batch.into_bytes();
         stamp(&mut bytes, base_offset, leader_epoch, append_time_ms);
         let next_offset = base_offset + u64::from(header.record_count);
@@ -305,13 +332,37 @@ impl PartitionLog {
         })
     }
 
+    /// Waits until the pending bytes leave room for `length`, behind every append that
+    /// began waiting earlier (first come, first served: a small append never overtakes a
+    /// large one that waits, so appends keep their call order).
     async fn wait_for_space(&self, length: usize) -> Result<(), AppendError> {
+        let room = |state: &State| {
+            state.pending_bytes == 0 || state.pending_bytes + length <= PARTITION_PENDING_BYTES_MAX
+        };
+        let ticket = {
+            let mut state = self.inner.state.borrow_mut();
+            state.check_open()?;
+            if state.space_queue.is_empty() && room(&state) {
+                return Ok(());
+            }
+            let ticket = state.next_space_ticket;
+            state.next_space_ticket += 1;
+            state.space_queue.push_back(ticket);
+            ticket
+        };
+        let place = SpaceTicket {
+            log: self,
+            ticket,
+            admitted: Cell::new(false),
+        };
         poll_fn(|cx| {
             let mut state = self.inner.state.borrow_mut();
             state.check_open()?;
-            let room = state.pending_bytes == 0
-                || state.pending_bytes + length <= PARTITION_PENDING_BYTES_MAX;
-            if room {
+            if state.space_queue.front() == Some(&ticket) && room(&state) {
+                state.space_queue.pop_front();
+                place.admitted.set(true);
+                // The next in line may fit too.
+                state.wake_all();
                 return Poll::Ready(Ok(()));
             }
             state.waiters.push(cx.waker().clone());

@@ -289,6 +289,8 @@ pub(super) async fn recover(
         sync_requested: false,
         flusher_waker: None,
         waiters: Vec::new(),
+        space_queue: VecDeque::new(),
+        next_space_ticket: 0,
         fenced: None,
         closed: false,
         generation: 0,

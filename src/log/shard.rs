@@ -2,13 +2,15 @@
 //! and the fault plan. One `LogShard` per glommio executor; it is `!Send` by design.
 
 use std::cell::{Cell, RefCell};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use super::cache::{BatchCache, PartitionId};
+use super::error::LogIoError;
 use super::files::OpenFiles;
 use super::io::FaultPlan;
 use super::{LogConfig, OpenError, PartitionLog};
+use crate::clock::ClockRef;
 use crate::constants::{BATCH_CACHE_BYTES_DEFAULT, OPEN_SEGMENT_FILES_DEFAULT};
 
 /// Shard-wide storage settings.
@@ -22,6 +24,8 @@ pub struct ShardLogConfig {
     pub faults: Option<Rc<FaultPlan>>,
     /// The glommio task queue writers (flushes) run in; `None`: the appender's own queue.
     pub flush_queue: Option<glommio::TaskQueueHandle>,
+    /// The clock append times, segment ages and retention read.
+    pub clock: ClockRef,
 }
 
 impl Default for ShardLogConfig {
@@ -31,6 +35,7 @@ impl Default for ShardLogConfig {
             open_files_max: OPEN_SEGMENT_FILES_DEFAULT,
             faults: None,
             flush_queue: None,
+            clock: crate::clock::system(),
         }
     }
 }
@@ -42,6 +47,7 @@ pub(crate) struct ShardResources {
     pub files: RefCell<OpenFiles>,
     pub faults: Option<Rc<FaultPlan>>,
     pub flush_queue: Option<glommio::TaskQueueHandle>,
+    pub clock: ClockRef,
     next_partition_id: Cell<PartitionId>,
 }
 
@@ -83,6 +89,7 @@ impl LogShard {
                 files: RefCell::new(OpenFiles::new(config.open_files_max.max(1))),
                 faults: config.faults,
                 flush_queue: config.flush_queue,
+                clock: config.clock,
                 next_partition_id: Cell::new(0),
             }),
         }
@@ -95,6 +102,16 @@ impl LogShard {
         config: LogConfig,
     ) -> Result<PartitionLog, OpenError> {
         PartitionLog::open(self.resources.clone(), dir, config).await
+    }
+
+    /// The clock this shard's logs read.
+    pub fn clock(&self) -> &ClockRef {
+        &self.resources.clock
+    }
+
+    /// Removes a directory tree (a deleted topic's partition) off the shard's thread.
+    pub async fn remove_dir_all(&self, path: PathBuf) -> Result<(), LogIoError> {
+        super::io::remove_dir_all(path, self.resources.faults.as_deref()).await
     }
 
     /// Segment files open right now (held by the shard's table or by IO in progress).

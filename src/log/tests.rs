@@ -535,7 +535,7 @@ fn retention_deletes_whole_old_segments_and_reads_below_start_are_out_of_range()
         append_sequences(&log, 0, 400, 10, 500).await;
         let before = log.size_bytes();
         assert!(before > 600 * 1024);
-        let outcome = log.enforce_retention(now_ms()).await.unwrap();
+        let outcome = log.enforce_retention().await.unwrap();
         assert!(outcome.segments_deleted > 0);
         assert!(
             log.size_bytes() >= 600 * 1024 - config.segment_bytes,
@@ -558,16 +558,21 @@ fn retention_deletes_whole_old_segments_and_reads_below_start_are_out_of_range()
         config.retention_bytes = None;
         config.retention_ms = Some(3_600_000);
         log.close().await.unwrap();
-        let log = open(&path, config).await;
+        let clock = crate::clock::ManualClock::new();
+        let log = LogShard::new(ShardLogConfig {
+            clock: clock.clone(),
+            ..ShardLogConfig::default()
+        })
+        .open_partition(&path, config)
+        .await
+        .unwrap();
         assert_eq!(
             log.log_start_offset(),
             start,
             "the start offset survives a reopen"
         );
-        let outcome = log
-            .enforce_retention(now_ms() + 2 * 3_600_000)
-            .await
-            .unwrap();
+        clock.advance(Duration::from_secs(2 * 3600));
+        let outcome = log.enforce_retention().await.unwrap();
         assert!(outcome.segments_deleted > 0);
         assert_eq!(log.segment_count(), 1, "only the active segment is left");
         let active_base = log.log_start_offset();
@@ -831,3 +836,130 @@ fn damage_below_the_recovery_point_is_an_open_error_not_a_cut() {
         assert_dense(&read_all(&log, 0).await, 0, 6);
     });
 }
+
+/// Appends waiting for space are admitted in the order they were called: a small batch
+/// that would fit at once does not overtake a large one already waiting (two shares of one
+/// partition in one produce request, or pipelined requests, keep their order).
+#[test]
+fn appends_waiting_for_space_keep_their_call_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let faults = Rc::new(FaultPlan::default());
+        let shard = LogShard::new(ShardLogConfig {
+            faults: Some(faults.clone()),
+            ..ShardLogConfig::default()
+        });
+        let mut config = small_config(FlushPolicy::EveryBatch);
+        config.segment_bytes = 64 * 1024 * 1024;
+        let log = shard.open_partition(&path, config).await.unwrap();
+        faults.stall_writes.set(true);
+        // Three 2.4 MB batches fill 7.2 of the 8 MiB of pending bytes while the disk stalls.
+        for i in 0..3u64 {
+            log.append(batch(i * 100, 100, 24_000), 1).await.unwrap();
+        }
+        let large = {
+            let log = log.clone();
+            glommio::spawn_local(async move { log.append(batch(300, 100, 24_000), 1).await })
+        };
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        // 100 kB would fit beside the pending bytes, but the large batch waits before it.
+        let small = {
+            let log = log.clone();
+            glommio::spawn_local(async move { log.append(batch(400, 10, 10_000), 1).await })
+        };
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        assert_eq!(log.log_end_offset(), 300, "both wait while the disk stalls");
+        faults.stall_writes.set(false);
+        let large = large.await.unwrap();
+        let small = small.await.unwrap();
+        assert_eq!(large.base_offset, 300, "the large batch kept its place");
+        assert_eq!(small.base_offset, 400, "the small one came after it");
+        log.wait_durable(small.last_offset).await.unwrap();
+        assert_dense(&read_all(&log, 0).await, 0, 410);
+    });
+}
+
+/// An append that gives up waiting for space (its request timed out) leaves the queue, and
+/// the appends behind it go on.
+#[test]
+fn a_cancelled_append_gives_up_its_place_for_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let faults = Rc::new(FaultPlan::default());
+        let shard = LogShard::new(ShardLogConfig {
+            faults: Some(faults.clone()),
+            ..ShardLogConfig::default()
+        });
+        let mut config = small_config(FlushPolicy::EveryBatch);
+        config.segment_bytes = 64 * 1024 * 1024;
+        let log = shard.open_partition(&path, config).await.unwrap();
+        faults.stall_writes.set(true);
+        for i in 0..3u64 {
+            log.append(batch(i * 100, 100, 24_000), 1).await.unwrap();
+        }
+        let abandoned = {
+            let log = log.clone();
+            glommio::spawn_local(async move { log.append(batch(300, 100, 24_000), 1).await })
+        };
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        let behind = {
+            let log = log.clone();
+            glommio::spawn_local(async move { log.append(batch(300, 10, 10_000), 1).await })
+        };
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        drop(abandoned);
+        faults.stall_writes.set(false);
+        let behind = behind.await.unwrap();
+        assert_eq!(behind.base_offset, 300);
+        log.wait_durable(behind.last_offset).await.unwrap();
+        assert_dense(&read_all(&log, 0).await, 0, 310);
+    });
+}
+
+/// Deleting segments (retention, truncation) unlinks files off the shard's thread: while a
+/// slow unlink runs, the shard's other tasks keep running.
+#[test]
+fn slow_segment_removal_does_not_stall_the_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let faults = Rc::new(FaultPlan::default());
+        let shard = LogShard::new(ShardLogConfig {
+            faults: Some(faults.clone()),
+            ..ShardLogConfig::default()
+        });
+        let mut config = small_config(FlushPolicy::EveryBatch);
+        config.retention_bytes = Some(300 * 1024);
+        let log = shard.open_partition(&path, config).await.unwrap();
+        append_sequences(&log, 0, 200, 10, 500).await;
+        faults
+            .remove_delay
+            .set(Duration::from_millis(REMOVE_DELAY_MS));
+        let ticks = Rc::new(std::cell::Cell::new(0u64));
+        let ticker = {
+            let ticks = ticks.clone();
+            glommio::spawn_local(async move {
+                loop {
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                    ticks.set(ticks.get() + 1);
+                }
+            })
+        };
+        let before = ticks.get();
+        let outcome = log.enforce_retention().await.unwrap();
+        let during = ticks.get() - before;
+        drop(ticker);
+        assert!(outcome.segments_deleted >= 2, "{outcome:?}");
+        // A blocked shard would tick about never while the removals sleep.
+        let removal_ms = REMOVE_DELAY_MS * outcome.segments_deleted as u64;
+        assert!(
+            during >= removal_ms / 10,
+            "the shard ticked {during} times during {removal_ms} ms of removals"
+        );
+    });
+}
+
+/// How long each injected removal takes in `slow_segment_removal_does_not_stall_the_shard`.
+const REMOVE_DELAY_MS: u64 = 200;

@@ -12,27 +12,21 @@ use std::time::{Duration, Instant};
 use glommio::net::TcpListener;
 use glommio::{Latency, Shares};
 
-use super::catalog::Catalog;
 use super::connection;
-use super::context::{Advertised, ShardContext, ShardMessage, CONTROLLER_SHARD};
-use super::handlers::{apply_catalog, controller_handle, publish};
+use super::context::{Advertised, InFlight, ShardContext};
+use super::error::BrokerError;
 use super::listeners::{bind_listeners, SocketBuffers};
 use super::partitions::Partitions;
 use super::profile::Profile;
-use super::work;
-use crate::cluster::MetadataStore;
+use crate::cluster::{Catalog, Controller};
+use crate::constants::{
+    ACCEPT_RETRY_MS, GROUP_SWEEP_INTERVAL_MS, REQUEST_QUEUE_LATENCY_MS, RETENTION_INTERVAL_MS,
+    SHUTDOWN_POLL_MS, STARTUP_POLL_MS,
+};
 use crate::log::{LogShard, ShardLogConfig};
-use crate::shard::runtime::{io_memory_per_shard, memlock_limit_bytes, Mesh};
-use crate::shard::{run_shards, RuntimeConfig, ShardStart};
-
-/// How often shards look at the shutdown flag.
-const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
-/// How long shutdown waits for in-flight requests.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often retention runs over a shard's partitions.
-const RETENTION_INTERVAL: Duration = Duration::from_secs(300);
-/// How often a shard looks for group members past their timeouts.
-const GROUP_SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+use crate::shard::messages::{dispatch, CatalogUpdate, ShardMessage};
+use crate::shard::runtime::{io_memory_per_shard, memlock_limit_bytes, MeshEnds};
+use crate::shard::{run_shards, Mesh, Ownership, RuntimeConfig, ShardStart};
 
 /// Everything a broker is started with.
 #[derive(Debug, Clone)]
@@ -62,36 +56,42 @@ struct Shared {
 }
 
 /// Holds an exclusive lock on the data directory for the broker's lifetime.
-fn lock_data_dir(dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+fn lock_data_dir(dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>, BrokerError> {
+    let fail = |operation, source| BrokerError::DataDir {
+        operation,
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail("create", e))?;
     let path = dir.join(".lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-        format!(
-            "data directory {} is in use by another broker ({e})",
-            dir.display()
-        )
-    })
+        .map_err(|e| fail("open the lock file in", e))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+        |(_, source)| BrokerError::DataDirLocked {
+            path: dir.to_path_buf(),
+            source,
+        },
+    )
 }
 
 /// Runs a broker until it is told to stop. Returns once every shard has shut down.
-pub fn run_broker(mut options: BrokerOptions) -> Result<(), String> {
+pub fn run_broker(mut options: BrokerOptions) -> Result<(), BrokerError> {
     options.profile.check()?;
     crate::shard::runtime::tune_allocator();
     let _lock = lock_data_dir(&options.data_dir)?;
     // glommio opens directories relative to nothing: every path it sees is absolute.
-    options.data_dir = options.data_dir.canonicalize().map_err(|e| {
-        format!(
-            "cannot resolve data directory {}: {e}",
-            options.data_dir.display()
-        )
-    })?;
+    options.data_dir = options
+        .data_dir
+        .canonicalize()
+        .map_err(|source| BrokerError::DataDir {
+            operation: "resolve",
+            path: options.data_dir.clone(),
+            source,
+        })?;
     let buffers = SocketBuffers {
         send_bytes: options.profile.network.socket_send_buffer_bytes,
         receive_bytes: options.profile.network.socket_receive_buffer_bytes,
@@ -105,7 +105,7 @@ pub fn run_broker(mut options: BrokerOptions) -> Result<(), String> {
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, shutdown.clone())
-            .map_err(|e| format!("cannot handle signal {signal}: {e}"))?;
+            .map_err(|source| BrokerError::Signal { signal, source })?;
     }
     let advertised = Advertised {
         host: options
@@ -144,23 +144,25 @@ pub fn run_broker(mut options: BrokerOptions) -> Result<(), String> {
         recovered_partitions: AtomicUsize::new(0),
         started: Instant::now(),
     });
-    let results = run_shards::<ShardMessage, Result<(), String>, _, _>(&runtime, move |start| {
-        let shared = shared.clone();
-        async move {
-            let result = shard_main(start, shared.clone()).await;
-            if result.is_err() {
-                // A shard that cannot start stops the others (they may be waiting for it).
-                shared.shutdown.store(true, Ordering::SeqCst);
+    let results =
+        run_shards::<ShardMessage, Result<(), BrokerError>, _, _>(&runtime, move |start| {
+            let shared = shared.clone();
+            async move {
+                let result = shard_main(start, shared.clone()).await;
+                if result.is_err() {
+                    // A shard that cannot start stops the others (they may be waiting for it).
+                    shared.shutdown.store(true, Ordering::SeqCst);
+                }
+                result
             }
-            result
-        }
-    })?;
-    let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+        })
+        .map_err(|reason| BrokerError::ShardThread { shard: 0, reason })?;
+    let failures: Vec<BrokerError> = results.into_iter().filter_map(Result::err).collect();
     if failures.is_empty() {
         tracing::info!("broker stopped cleanly");
         Ok(())
     } else {
-        Err(failures.join("; "))
+        Err(BrokerError::Shards(failures))
     }
 }
 
@@ -175,12 +177,24 @@ fn listener_from(fd: OwnedFd) -> TcpListener {
     unsafe { std::os::fd::FromRawFd::from_raw_fd(fd.into_raw_fd()) }
 }
 
-async fn shard_main(start: ShardStart<ShardMessage>, shared: Arc<Shared>) -> Result<(), String> {
+fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+async fn shard_main(
+    start: ShardStart<ShardMessage>,
+    shared: Arc<Shared>,
+) -> Result<(), BrokerError> {
     let options = &shared.options;
+    let shard_id = start.shard_id;
+    let runtime_error = |reason: String| BrokerError::Runtime {
+        shard: shard_id,
+        reason,
+    };
     let profile = options.profile.clone();
     let requests = glommio::executor().create_task_queue(
         Shares::Static(profile.runtime.request_shares),
-        Latency::Matters(Duration::from_millis(1)),
+        Latency::Matters(millis(REQUEST_QUEUE_LATENCY_MS)),
         "requests",
     );
     let background = glommio::executor().create_task_queue(
@@ -188,28 +202,33 @@ async fn shard_main(start: ShardStart<ShardMessage>, shared: Arc<Shared>) -> Res
         Latency::NotImportant,
         "background",
     );
+    let clock = crate::clock::system();
     let storage = LogShard::new(ShardLogConfig {
         cache_bytes: profile.storage.cache_bytes,
         open_files_max: profile.storage.open_files_max,
         faults: None,
         flush_queue: Some(background),
+        clock: clock.clone(),
     });
-    let controller = if start.shard_id == CONTROLLER_SHARD {
-        let store = MetadataStore::open(&options.data_dir, &storage)
+    let ownership = Ownership::new(options.broker_id, start.shard_count);
+    let controller = if ownership.controller() == shard_id {
+        let controller = Controller::open(&options.data_dir, &storage)
             .await
-            .map_err(|e| e.to_string())?;
-        Some(glommio::sync::RwLock::new(store))
+            .map_err(|source| BrokerError::Metadata {
+                shard: shard_id,
+                source,
+            })?;
+        Some(controller)
     } else {
         None
     };
     let (senders, receivers) = match start.mesh {
-        Some(Mesh { senders, receivers }) => (Some(senders), Some(receivers)),
+        Some(MeshEnds { senders, receivers }) => (Some(senders), Some(receivers)),
         None => (None, None),
     };
     let context = Rc::new(ShardContext {
-        shard_id: start.shard_id,
-        shard_count: start.shard_count,
-        broker_id: options.broker_id,
+        shard_id,
+        ownership,
         advertised: shared.advertised.clone(),
         partitions: Partitions::new(
             options.data_dir.clone(),
@@ -219,110 +238,111 @@ async fn shard_main(start: ShardStart<ShardMessage>, shared: Arc<Shared>) -> Res
         ),
         profile,
         data_dir: options.data_dir.clone(),
+        clock: clock.clone(),
         catalog: std::cell::RefCell::new(Arc::new(Catalog::default())),
-        senders,
-        groups: crate::group::Coordinator::new(start.shard_id),
+        mesh: Mesh::new(shard_id, start.shard_count, senders),
+        groups: crate::group::Coordinator::new(shard_id, clock),
         controller,
         shutdown_requested: shared.shutdown.clone(),
         stopping: std::cell::Cell::new(false),
         open_connections: std::cell::Cell::new(0),
-        in_flight_requests: std::cell::Cell::new(0),
+        in_flight_requests: InFlight::default(),
         ready_shards: Arc::new(AtomicUsize::new(0)),
     });
-    if let Some(mut receivers) = receivers {
-        for (_, stream) in receivers.streams() {
-            let context = context.clone();
-            glommio::spawn_local_into(
-                async move {
-                    while let Some(message) = stream.recv().await {
-                        let context = context.clone();
-                        glommio::spawn_local(async move { on_message(&context, message).await })
-                            .detach();
-                    }
-                },
-                requests,
-            )
-            .map_err(|e| e.to_string())?
-            .detach();
-        }
+    if let Some(receivers) = receivers {
+        let handler = context.clone();
+        crate::shard::mesh::serve(receivers, requests, move |message| {
+            let handler = handler.clone();
+            async move { dispatch(&*handler, message).await }
+        })
+        .map_err(|e| runtime_error(e.to_string()))?;
     }
 
     // The controller publishes the catalogue; every shard then recovers what it owns.
-    if let Some(store) = &context.controller {
-        let catalog = {
-            let store = store.read().await.map_err(|e| e.to_string())?;
-            Arc::new(Catalog::new(1, store.topics().cloned()))
-        };
-        publish(&context, catalog, Vec::new()).await;
+    if let Some(controller) = &context.controller {
+        let catalog = controller.catalog().await;
+        super::controller::publish(
+            &context,
+            CatalogUpdate {
+                catalog,
+                deleted: Vec::new(),
+            },
+        )
+        .await;
     }
     while context.catalog().version == 0 {
         if context.shutdown_requested() {
-            return Err(format!(
-                "shard {} stopped before the catalogue arrived",
-                context.shard_id
-            ));
+            return Err(BrokerError::StoppedEarly { shard: shard_id });
         }
-        glommio::timer::sleep(Duration::from_millis(1)).await;
+        glommio::timer::sleep(millis(STARTUP_POLL_MS)).await;
     }
     let recovery_started = Instant::now();
     let owned = context
-        .catalog()
-        .owned_by(context.shard_id, context.shard_count);
+        .ownership
+        .partitions_of(&context.catalog(), shard_id);
     for (topic, partition) in &owned {
         context
             .partitions
             .get(topic, *partition)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| BrokerError::Partition {
+                shard: shard_id,
+                topic: topic.name.clone(),
+                partition: *partition,
+                reason: e.to_string(),
+            })?;
     }
-    tracing::info!(shard = context.shard_id, partitions = owned.len(), elapsed = ?recovery_started.elapsed(), "shard recovered its partitions");
+    tracing::info!(shard = shard_id, partitions = owned.len(), elapsed = ?recovery_started.elapsed(), "shard recovered its partitions");
     context
         .groups
         .load(
             context.partitions.storage(),
             &context.data_dir,
             context.profile.storage.flush,
-            context.shard_id,
-            context.shard_count,
+            context.ownership,
+            shard_id,
         )
-        .await?;
+        .await
+        .map_err(|source| BrokerError::Offsets {
+            shard: shard_id,
+            source,
+        })?;
     // Counted before this shard reports ready, so the controller's total is complete.
     shared
         .recovered_partitions
         .fetch_add(owned.len(), Ordering::SeqCst);
-    if context.shard_id != CONTROLLER_SHARD {
-        context
-            .send(
-                CONTROLLER_SHARD,
-                ShardMessage::Ready {
-                    shard: context.shard_id,
-                    partitions: owned.len(),
-                },
-            )
-            .await?;
+    let controller_shard = context.ownership.controller();
+    if shard_id != controller_shard {
+        let ready = ShardMessage::Ready {
+            shard: shard_id,
+            partitions: owned.len(),
+        };
+        if let Err(error) = context.mesh.tell(controller_shard, ready).await {
+            return Err(runtime_error(error.to_string()));
+        }
     }
 
     for fds in [&shared.main_fds, &shared.own_fds] {
-        let listener = listener_from(take_fd(fds, context.shard_id));
+        let listener = listener_from(take_fd(fds, shard_id));
         let context = context.clone();
         glommio::spawn_local_into(accept_loop(context, listener), requests)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| runtime_error(e.to_string()))?
             .detach();
     }
     glommio::spawn_local_into(retention_loop(context.clone()), background)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| runtime_error(e.to_string()))?
         .detach();
     glommio::spawn_local_into(group_sweep_loop(context.clone()), requests)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| runtime_error(e.to_string()))?
         .detach();
-    if context.shard_id == CONTROLLER_SHARD {
+    if context.is_controller() {
         let ready = shared.clone();
-        let shard_count = context.shard_count;
+        let shard_count = context.shard_count();
         let ready_shards = context.ready_shards.clone();
         glommio::spawn_local(async move {
             // The controller itself, plus every other shard's Ready message.
             while ready_shards.load(Ordering::SeqCst) + 1 < shard_count {
-                glommio::timer::sleep(Duration::from_millis(1)).await;
+                glommio::timer::sleep(millis(STARTUP_POLL_MS)).await;
             }
             tracing::info!(
                 "listening on {} ({} partitions recovered, ready in {:?})",
@@ -335,7 +355,7 @@ async fn shard_main(start: ShardStart<ShardMessage>, shared: Arc<Shared>) -> Res
     }
 
     while !context.shutdown_requested() {
-        glommio::timer::sleep(SHUTDOWN_POLL).await;
+        glommio::timer::sleep(millis(SHUTDOWN_POLL_MS)).await;
     }
     shut_down(&context).await
 }
@@ -343,39 +363,6 @@ async fn shard_main(start: ShardStart<ShardMessage>, shared: Arc<Shared>) -> Res
 impl Shared {
     fn advertised_address(&self) -> String {
         format!("{}:{}", self.advertised.host, self.advertised.port)
-    }
-}
-
-async fn on_message(context: &Rc<ShardContext>, message: ShardMessage) {
-    match message {
-        ShardMessage::Catalog {
-            catalog,
-            deleted,
-            applied,
-        } => {
-            apply_catalog(context, catalog, &deleted).await;
-            let _ = applied.send(());
-        }
-        ShardMessage::Admin { request, reply } => {
-            let _ = reply.send(controller_handle(context, request).await);
-        }
-        ShardMessage::Partitions { work, reply } => {
-            let outcomes =
-                futures::future::join_all(work.into_iter().map(|w| work::execute(context, w)))
-                    .await;
-            let _ = reply.send(outcomes);
-        }
-        ShardMessage::Wait { waits, wait, reply } => {
-            work::wait_for_data(context, &waits, Instant::now() + wait).await;
-            let _ = reply.send(());
-        }
-        ShardMessage::Group { request, reply } => {
-            let _ = reply.send(super::groups::coordinate(context, request).await);
-        }
-        ShardMessage::Ready { shard, partitions } => {
-            tracing::debug!(shard, partitions, "shard ready");
-            context.ready_shards.fetch_add(1, Ordering::SeqCst);
-        }
     }
 }
 
@@ -391,7 +378,7 @@ async fn accept_loop(context: Rc<ShardContext>, listener: TcpListener) {
             }
             Err(error) => {
                 tracing::warn!(%error, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                glommio::timer::sleep(millis(ACCEPT_RETRY_MS)).await;
             }
         }
     }
@@ -399,9 +386,9 @@ async fn accept_loop(context: Rc<ShardContext>, listener: TcpListener) {
 
 async fn retention_loop(context: Rc<ShardContext>) {
     loop {
-        glommio::timer::sleep(RETENTION_INTERVAL).await;
+        glommio::timer::sleep(millis(RETENTION_INTERVAL_MS)).await;
         for (_, log) in context.partitions.all() {
-            if let Err(error) = log.enforce_retention(crate::log::now_ms()).await {
+            if let Err(error) = log.enforce_retention().await {
                 tracing::warn!(dir = %log.dir().display(), %error, "retention failed");
             }
         }
@@ -411,28 +398,48 @@ async fn retention_loop(context: Rc<ShardContext>) {
 /// Removes group members past their session or rebalance timeouts.
 async fn group_sweep_loop(context: Rc<ShardContext>) {
     while !context.stopping.get() {
-        glommio::timer::sleep(GROUP_SWEEP_INTERVAL).await;
+        glommio::timer::sleep(millis(GROUP_SWEEP_INTERVAL_MS)).await;
         super::groups::sweep(&context);
     }
 }
 
-async fn shut_down(context: &Rc<ShardContext>) -> Result<(), String> {
+async fn shut_down(context: &Rc<ShardContext>) -> Result<(), BrokerError> {
+    let shard = context.shard_id;
     context.stopping.set(true);
     tracing::info!(
-        shard = context.shard_id,
+        shard,
         connections = context.open_connections.get(),
         "shutting down"
     );
     // In-flight requests finish (new ones are refused); give them a bounded time.
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while context.in_flight_requests.get() > 0 && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(1)).await;
+    let drain_timeout = context.profile.network.shutdown_drain_timeout();
+    let deadline = Instant::now() + drain_timeout;
+    while context.in_flight_requests.count() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(millis(STARTUP_POLL_MS)).await;
     }
-    let groups_closed = context.groups.close().await;
-    let closed = context.partitions.close_all().await.and(groups_closed);
-    if let Some(store) = &context.controller {
-        let store = store.read().await.map_err(|e| e.to_string())?;
-        store.close().await?;
+    match context.in_flight_requests.count() {
+        0 => tracing::info!(shard, "requests in flight drained"),
+        left => tracing::warn!(
+            shard,
+            left,
+            "requests still in flight after the drain timeout of {drain_timeout:?}: closing anyway"
+        ),
     }
-    closed
+    let groups_closed = context
+        .groups
+        .close()
+        .await
+        .map_err(|source| BrokerError::CloseGroups { shard, source });
+    let partitions_closed = context
+        .partitions
+        .close_all()
+        .await
+        .map_err(|failures| BrokerError::Close { shard, failures });
+    if let Some(controller) = &context.controller {
+        controller
+            .close()
+            .await
+            .map_err(|source| BrokerError::Metadata { shard, source })?;
+    }
+    partitions_closed.and(groups_closed)
 }

@@ -9,7 +9,7 @@
 //! closed; a whole frame with a bad body gets an error response and the connection goes on.
 
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
@@ -23,13 +23,6 @@ use super::work::with_deadline;
 use crate::protocol::{
     decode_request, encode_error_response, encode_response_head, ErrorCode, Frame, FrameReader,
 };
-
-/// A client that has sent part of a frame must send the rest within this time.
-pub const FRAME_COMPLETION_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection with nothing in flight is closed after this long without a request.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
-/// A client must accept response bytes within this time, or it is disconnected.
-pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An encoded response: header and body, then the batches.
 struct Encoded {
@@ -76,10 +69,10 @@ fn start_request(context: &Rc<ShardContext>, frame: Frame) -> glommio::Task<Enco
     let correlation_id = frame.header().correlation_id;
     let api_version = frame.header().api_version;
     let context = context.clone();
-    context
-        .in_flight_requests
-        .set(context.in_flight_requests.get() + 1);
+    // Counted out when the task ends or is dropped unfinished (its connection died).
+    let in_flight = context.in_flight_requests.enter();
     glommio::spawn_local(async move {
+        let _in_flight = in_flight;
         let encoded = match decode_request(&frame) {
             Ok(decoded) => encode(correlation_id, api_version, handle(&context, decoded).await),
             Err(error) => {
@@ -97,9 +90,6 @@ fn start_request(context: &Rc<ShardContext>, frame: Frame) -> glommio::Task<Enco
                 }
             }
         };
-        context
-            .in_flight_requests
-            .set(context.in_flight_requests.get() - 1);
         encoded
     })
 }
@@ -125,12 +115,18 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
     // wake a reader blocked on the full queue (glommio's `send` waits for room, which never
     // comes), and a client that never reads is exactly one that fills the queue.
     let (writer_alive, writer_gone) = oneshot::channel::<()>();
+    let network = &context.profile.network;
+    let (write_stall_timeout, frame_completion_timeout, idle_timeout) = (
+        network.write_stall_timeout(),
+        network.frame_completion_timeout(),
+        network.idle_timeout(),
+    );
 
     let writing = glommio::spawn_local(async move {
         let _writer_alive = writer_alive;
         while let Some(task) = responses.recv().await {
             let encoded = task.await;
-            let deadline = Instant::now() + WRITE_STALL_TIMEOUT;
+            let deadline = Instant::now() + write_stall_timeout;
             let written = with_deadline(deadline, async {
                 writer.write_all(&encoded.head).await?;
                 for piece in &encoded.trailer {
@@ -148,13 +144,13 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
 
     let mut frames = FrameReader::new();
     // When the frame partly buffered now began to arrive: it must be whole within
-    // FRAME_COMPLETION_TIMEOUT of that, however its bytes trickle in.
+    // the frame completion timeout of that, however its bytes trickle in.
     let mut frame_started: Option<Instant> = None;
     let reading = async {
         loop {
             let deadline = match frame_started {
-                Some(started) => started + FRAME_COMPLETION_TIMEOUT,
-                None => Instant::now() + IDLE_TIMEOUT,
+                Some(started) => started + frame_completion_timeout,
+                None => Instant::now() + idle_timeout,
             };
             let read = with_deadline(deadline, reader.read(frames.buffer_to_fill())).await;
             let count = match read {

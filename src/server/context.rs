@@ -1,58 +1,26 @@
-//! What one shard of a running broker holds, and how it reaches the other shards.
+//! What one shard of a running broker holds. How it reaches the other shards is the mesh
+//! (`crate::shard::mesh`); who owns what is the ownership map (`crate::shard::ownership`);
+//! what this shard does with each message from the mesh is the [`ShardHandler`] below.
 
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use futures::channel::oneshot;
-use glommio::channels::channel_mesh::Senders;
-
-use super::catalog::Catalog;
 use super::partitions::Partitions;
 use super::profile::Profile;
-use super::work::{self, PartitionOutcome, PartitionWork};
-use crate::cluster::{MetadataStore, TopicSpec};
-use crate::protocol::{Request, Response};
-use crate::shard::shard_of;
-
-/// The shard that runs the controller (the topic catalogue).
-pub const CONTROLLER_SHARD: usize = 0;
-
-/// A message from one shard to another.
-pub enum ShardMessage {
-    /// From the controller: a new catalogue. Partitions of `deleted` topics are closed and
-    /// removed; `applied` is answered once done.
-    Catalog {
-        catalog: Arc<Catalog>,
-        deleted: Vec<Arc<TopicSpec>>,
-        applied: oneshot::Sender<()>,
-    },
-    /// To the controller: a catalogue change (create, delete, alter config).
-    Admin {
-        request: Request,
-        reply: oneshot::Sender<Response>,
-    },
-    /// Partition work for the shard that owns the partitions, batched per destination.
-    Partitions {
-        work: Vec<PartitionWork>,
-        reply: oneshot::Sender<Vec<PartitionOutcome>>,
-    },
-    /// Answer once any of these partitions (owned by the receiver) has data past the offset,
-    /// or after `wait` (a long-polling fetch on another shard).
-    Wait {
-        waits: Vec<(Arc<TopicSpec>, u32, u64)>,
-        wait: std::time::Duration,
-        reply: oneshot::Sender<()>,
-    },
-    /// A group request for the group's coordinator (this shard), or a part of ListGroups.
-    Group {
-        request: Request,
-        reply: oneshot::Sender<Response>,
-    },
-    /// A shard has recovered its partitions and is serving (to the controller, for the log).
-    Ready { shard: usize, partitions: usize },
-}
+use crate::clock::ClockRef;
+use crate::cluster::{AdminRequest, Catalog, Controller};
+use crate::group::{CoordinatorError, GroupRequest};
+use crate::protocol::{
+    GroupListing, ListOffsetsPartitionResponse, ProducePartitionResponse, Response,
+};
+use crate::shard::messages::{
+    CatalogUpdate, FetchOutcome, FetchWork, ListOffsetsWork, ProduceWork, ShardHandler,
+    ShardMessage, WaitWork,
+};
+use crate::shard::{Mesh, Ownership};
 
 /// Addresses clients are told about.
 #[derive(Debug, Clone)]
@@ -62,30 +30,59 @@ pub struct Advertised {
     pub shard_ports: Vec<u16>,
 }
 
+/// Counts requests being handled; each holds an [`InFlightGuard`], which counts itself out
+/// when dropped, so a request task cancelled half-way (its connection died) is counted out
+/// too and a graceful shutdown does not wait for it.
+#[derive(Debug, Default, Clone)]
+pub struct InFlight(Rc<Cell<usize>>);
+
+/// One request in flight; dropping it counts the request out.
+#[derive(Debug)]
+pub struct InFlightGuard(Rc<Cell<usize>>);
+
+impl InFlight {
+    pub fn enter(&self) -> InFlightGuard {
+        self.0.set(self.0.get() + 1);
+        InFlightGuard(self.0.clone())
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.get()
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let count = self.0.get();
+        assert!(count > 0, "an in-flight request is counted out once");
+        self.0.set(count - 1);
+    }
+}
+
 /// One shard's state. Owned by that shard's executor; shared by its tasks through `Rc`.
 pub struct ShardContext {
     pub shard_id: usize,
-    pub shard_count: usize,
-    pub broker_id: u32,
+    pub ownership: Ownership,
     pub advertised: Advertised,
     pub profile: Profile,
     pub data_dir: PathBuf,
+    pub clock: ClockRef,
     pub partitions: Partitions,
     pub catalog: RefCell<Arc<Catalog>>,
-    pub senders: Option<Senders<ShardMessage>>,
+    pub mesh: Mesh<ShardMessage>,
     /// The consumer groups this shard coordinates.
     pub groups: crate::group::Coordinator,
-    /// The topic catalogue; present on the controller shard only.
-    pub controller: Option<glommio::sync::RwLock<MetadataStore>>,
+    /// The controller; present on the controller shard only.
+    pub controller: Option<Controller>,
     /// Set by the signal handler; every shard watches it.
     pub shutdown_requested: Arc<AtomicBool>,
     /// This shard has begun shutting down: it accepts nothing new.
     pub stopping: Cell<bool>,
     pub open_connections: Cell<usize>,
     /// Requests being handled right now (shutdown waits for them).
-    pub in_flight_requests: Cell<usize>,
+    pub in_flight_requests: InFlight,
     /// Other shards that reported ready (counted on the controller).
-    pub ready_shards: Arc<std::sync::atomic::AtomicUsize>,
+    pub ready_shards: Arc<AtomicUsize>,
 }
 
 impl ShardContext {
@@ -93,86 +90,60 @@ impl ShardContext {
         self.catalog.borrow().clone()
     }
 
-    pub fn owner_of(&self, topic: &str, partition: u32) -> usize {
-        shard_of(topic, partition, self.shard_count)
+    pub fn broker_id(&self) -> u32 {
+        self.ownership.broker_id()
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.ownership.shard_count()
     }
 
     pub fn shutdown_requested(&self) -> bool {
         self.shutdown_requested.load(Ordering::Relaxed)
     }
 
-    /// Sends a message to another shard (waits while its channel is full).
-    pub async fn send(&self, shard: usize, message: ShardMessage) -> Result<(), String> {
-        assert_ne!(shard, self.shard_id, "local work is not sent over the mesh");
-        let senders = self
-            .senders
-            .as_ref()
-            .expect("a broker with several shards has a mesh");
-        senders
-            .send_to(shard, message)
-            .await
-            .map_err(|_| format!("shard {shard} is gone"))
+    pub fn is_controller(&self) -> bool {
+        self.ownership.controller() == self.shard_id
+    }
+}
+
+impl ShardHandler for ShardContext {
+    async fn apply_catalog(&self, update: CatalogUpdate) {
+        super::controller::apply_catalog(self, update).await
     }
 
-    /// Runs every piece of work on the shard that owns its partition — locally when that is
-    /// this shard, otherwise as one message per destination shard — and returns the outcomes
-    /// in the order of `work`.
-    pub async fn route(&self, work: Vec<PartitionWork>) -> Vec<PartitionOutcome> {
-        let count = work.len();
-        let mut per_shard: Vec<Vec<(usize, PartitionWork)>> =
-            (0..self.shard_count).map(|_| Vec::new()).collect();
-        for (index, item) in work.into_iter().enumerate() {
-            let (topic, partition) = item.topic_partition();
-            let owner = self.owner_of(&topic.name, partition);
-            per_shard[owner].push((index, item));
-        }
-        let mut remote = Vec::new();
-        let mut local = Vec::new();
-        let mut unanswered: Vec<Option<PartitionOutcome>> = (0..count).map(|_| None).collect();
-        for (shard, items) in per_shard.into_iter().enumerate() {
-            if items.is_empty() {
-                continue;
-            }
-            let (indexes, items): (Vec<usize>, Vec<PartitionWork>) = items.into_iter().unzip();
-            for (&index, item) in indexes.iter().zip(&items) {
-                unanswered[index] =
-                    Some(item.failed(crate::protocol::ErrorCode::BrokerShuttingDown));
-            }
-            if shard == self.shard_id {
-                local.push((indexes, items));
-            } else {
-                let (reply, outcome) = oneshot::channel();
-                let sent = self
-                    .send(shard, ShardMessage::Partitions { work: items, reply })
-                    .await;
-                remote.push((indexes, sent.map(|()| outcome)));
-            }
-        }
-        let mut outcomes: Vec<Option<PartitionOutcome>> = (0..count).map(|_| None).collect();
-        for (indexes, items) in local {
-            let results =
-                futures::future::join_all(items.into_iter().map(|item| work::execute(self, item)))
-                    .await;
-            for (index, outcome) in indexes.into_iter().zip(results) {
-                outcomes[index] = Some(outcome);
-            }
-        }
-        for (indexes, outcome) in remote {
-            let results = match outcome {
-                Ok(receiver) => receiver.await.ok(),
-                Err(_) => None,
-            };
-            if let Some(results) = results {
-                for (index, outcome) in indexes.into_iter().zip(results) {
-                    outcomes[index] = Some(outcome);
-                }
-            }
-        }
-        // A shard that stopped answering (it is shutting down) yields a retriable error.
-        outcomes
-            .into_iter()
-            .zip(unanswered)
-            .map(|(outcome, failed)| outcome.or(failed).expect("every index has work"))
-            .collect()
+    async fn run_controller(&self, request: AdminRequest) -> Response {
+        super::controller::run(self, request).await
+    }
+
+    async fn produce(&self, work: Vec<ProduceWork>) -> Vec<ProducePartitionResponse> {
+        super::work::produce_all(self, work).await
+    }
+
+    async fn fetch(&self, work: Vec<FetchWork>) -> Vec<FetchOutcome> {
+        futures::future::join_all(work.into_iter().map(|w| super::work::fetch(self, w))).await
+    }
+
+    async fn list_offsets(&self, work: Vec<ListOffsetsWork>) -> Vec<ListOffsetsPartitionResponse> {
+        let lookups = work.into_iter().map(|w| super::work::list_offsets(self, w));
+        futures::future::join_all(lookups).await
+    }
+
+    async fn wait_for_data(&self, work: WaitWork) {
+        let deadline = self.clock.now() + work.wait;
+        super::work::wait_for_data(self, &work.waits, deadline).await
+    }
+
+    async fn coordinate(&self, request: GroupRequest) -> Response {
+        super::groups::coordinate(self, request).await
+    }
+
+    fn list_groups(&self) -> Result<Vec<GroupListing>, CoordinatorError> {
+        self.groups.list_if_loaded()
+    }
+
+    fn shard_ready(&self, shard: usize, partitions: usize) {
+        tracing::debug!(shard, partitions, "shard ready");
+        self.ready_shards.fetch_add(1, Ordering::SeqCst);
     }
 }

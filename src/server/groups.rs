@@ -4,67 +4,41 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use futures::channel::oneshot;
-
-use super::context::{ShardContext, ShardMessage};
-use super::work::{PartitionOutcome, PartitionWork};
-use crate::group::coordinator::coordinator_shard;
+use super::context::ShardContext;
+use super::route::route;
 use crate::group::offsets::OffsetRecord;
+use crate::group::GroupRequest;
 use crate::protocol::{
     DescribeGroupRequest, DescribeGroupResponse, ErrorCode, ErrorResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, GroupState, ListGroupsResponse, OffsetSpec, PartitionLag, Request,
+    FindCoordinatorResponse, GroupState, ListGroupsResponse, OffsetSpec, PartitionLag,
     ResetOffsetsRequest, ResetOffsetsResponse, ResetResult, ResetTo, Response,
 };
-
-/// The group a request names (`None` for ListGroups, which every shard answers in part).
-fn group_of(request: &Request) -> Option<&str> {
-    match request {
-        Request::JoinGroup(r) => Some(&r.group),
-        Request::Heartbeat(r) => Some(&r.group),
-        Request::LeaveGroup(r) => Some(&r.group),
-        Request::OffsetCommit(r) => Some(&r.group),
-        Request::OffsetFetch(r) => Some(&r.group),
-        Request::DescribeGroup(r) => Some(&r.group),
-        Request::ResetOffsets(r) => Some(&r.group),
-        Request::FindCoordinator(r) => Some(&r.group),
-        _ => None,
-    }
-}
+use crate::shard::messages::{ListOffsetsWork, ShardHandler, ShardMessage};
 
 fn error_response(code: ErrorCode, message: &str) -> Response {
     Response::Error(ErrorResponse::new(code, message))
 }
 
-/// Handles a group request that arrived on this shard.
-pub async fn handle(context: &ShardContext, request: Request) -> Response {
-    match &request {
-        Request::FindCoordinator(find) => return find_coordinator(context, find),
-        Request::ListGroups(_) => return list_groups(context).await,
-        _ => {}
-    }
-    let group = group_of(&request).expect("a group request names its group");
-    let coordinator = coordinator_shard(group, context.shard_count);
+/// Sends a group request to its coordinator shard (or runs it, on that shard).
+pub async fn forward(context: &ShardContext, request: GroupRequest) -> Response {
+    let coordinator = context.ownership.group_coordinator(request.group());
     if coordinator == context.shard_id {
         return coordinate(context, request).await;
     }
-    let (reply, response) = oneshot::channel();
-    let message = ShardMessage::Group { request, reply };
-    if context.send(coordinator, message).await.is_err() {
-        return error_response(
-            ErrorCode::BrokerShuttingDown,
-            "the coordinator shard is gone",
-        );
-    }
-    response.await.unwrap_or_else(|_| {
-        error_response(
-            ErrorCode::BrokerShuttingDown,
-            "the coordinator shard is gone",
-        )
-    })
+    context
+        .mesh
+        .call(coordinator, request, ShardMessage::Group)
+        .await
+        .unwrap_or_else(|error| {
+            error_response(
+                ErrorCode::BrokerShuttingDown,
+                &format!("the coordinator: {error}"),
+            )
+        })
 }
 
 /// Runs a group request on its coordinator shard (this one).
-pub async fn coordinate(context: &ShardContext, request: Request) -> Response {
+pub async fn coordinate(context: &ShardContext, request: GroupRequest) -> Response {
     let coordinator = &context.groups;
     if !coordinator.is_loaded() {
         return error_response(
@@ -73,32 +47,29 @@ pub async fn coordinate(context: &ShardContext, request: Request) -> Response {
         );
     }
     match request {
-        Request::JoinGroup(join) => {
+        GroupRequest::Join(join) => {
             let counts = partition_counts(context, join.topics.iter());
             Response::JoinGroup(coordinator.join(join, &counts))
         }
-        Request::Heartbeat(heartbeat) => {
+        GroupRequest::Heartbeat(heartbeat) => {
             let counts = group_counts(context, &heartbeat.group);
             Response::Heartbeat(coordinator.heartbeat(heartbeat, &counts))
         }
-        Request::LeaveGroup(leave) => {
+        GroupRequest::Leave(leave) => {
             let counts = group_counts(context, &leave.group);
             Response::LeaveGroup(coordinator.leave(leave, &counts))
         }
-        Request::OffsetCommit(commit) => {
+        GroupRequest::Commit(commit) => {
             let counts = partition_counts(context, commit.offsets.iter().map(|o| &o.topic));
             Response::OffsetCommit(coordinator.commit(commit, &counts).await)
         }
-        Request::OffsetFetch(fetch) => Response::OffsetFetch(coordinator.fetch_offsets(fetch)),
-        Request::DescribeGroup(describe) => {
+        GroupRequest::FetchOffsets(fetch) => {
+            Response::OffsetFetch(coordinator.fetch_offsets(fetch))
+        }
+        GroupRequest::Describe(describe) => {
             Response::DescribeGroup(describe_group(context, describe).await)
         }
-        Request::ResetOffsets(reset) => Response::ResetOffsets(reset_offsets(context, reset).await),
-        Request::ListGroups(_) => Response::ListGroups(ListGroupsResponse {
-            error: ErrorCode::None,
-            groups: coordinator.list(),
-        }),
-        other => panic!("not a group request: {:?}", other.api_key()),
+        GroupRequest::Reset(reset) => Response::ResetOffsets(reset_offsets(context, reset).await),
     }
 }
 
@@ -125,11 +96,12 @@ pub fn sweep(context: &ShardContext) {
         .sweep(|topics: &BTreeSet<String>| partition_counts(context, topics.iter()));
 }
 
-fn find_coordinator(context: &ShardContext, find: &FindCoordinatorRequest) -> Response {
-    let shard = coordinator_shard(&find.group, context.shard_count);
+/// Tells a client which shard (and port) coordinates a group; any shard answers.
+pub fn find_coordinator(context: &ShardContext, find: &FindCoordinatorRequest) -> Response {
+    let shard = context.ownership.group_coordinator(&find.group);
     Response::FindCoordinator(FindCoordinatorResponse {
         error: ErrorCode::None,
-        broker_id: context.broker_id,
+        broker_id: context.broker_id(),
         host: context.advertised.host.clone(),
         port: context.advertised.port,
         shard: shard as u16,
@@ -142,31 +114,22 @@ fn find_coordinator(context: &ShardContext, find: &FindCoordinatorRequest) -> Re
     })
 }
 
-/// Every shard's groups, merged.
-async fn list_groups(context: &ShardContext) -> Response {
+/// Every shard's groups, asked of all shards at once and merged.
+pub async fn list_groups(context: &ShardContext) -> Response {
+    let others = context.mesh.others().map(|shard| (shard, ())).collect();
+    let (here, replies) = futures::join!(
+        async { context.list_groups() },
+        context.mesh.call_each(others, ShardMessage::ListGroups)
+    );
     let mut groups = Vec::new();
-    for shard in 0..context.shard_count {
-        let part = if shard == context.shard_id {
-            coordinate(context, Request::ListGroups(Default::default())).await
-        } else {
-            let (reply, response) = oneshot::channel();
-            let request = Request::ListGroups(Default::default());
-            if context
-                .send(shard, ShardMessage::Group { request, reply })
-                .await
-                .is_err()
-            {
-                return error_response(ErrorCode::BrokerShuttingDown, "a shard is gone");
+    let parts = std::iter::once((context.shard_id, Ok(here))).chain(replies);
+    for (shard, reply) in parts {
+        match reply {
+            Ok(Ok(listed)) => groups.extend(listed),
+            Ok(Err(error)) => {
+                return error_response(error.code(), &format!("shard {shard}: {error}"))
             }
-            match response.await {
-                Ok(response) => response,
-                Err(_) => return error_response(ErrorCode::BrokerShuttingDown, "a shard is gone"),
-            }
-        };
-        match part {
-            Response::ListGroups(list) => groups.extend(list.groups),
-            error @ Response::Error(_) => return error,
-            other => panic!("list groups answered with {:?}", other.api_key()),
+            Err(error) => return error_response(ErrorCode::BrokerShuttingDown, &error.to_string()),
         }
     }
     groups.sort_by(|a, b| a.group.cmp(&b.group));
@@ -189,7 +152,7 @@ async fn lookup_offsets(
         match catalog.topic(topic).filter(|t| *partition < t.partitions) {
             Some(spec_topic) => {
                 known.push(true);
-                work.push(PartitionWork::ListOffsets {
+                work.push(ListOffsetsWork {
                     topic: spec_topic.clone(),
                     partition: *partition,
                     spec,
@@ -198,19 +161,15 @@ async fn lookup_offsets(
             None => known.push(false),
         }
     }
-    let mut outcomes = context.route(work).await.into_iter();
+    let mut outcomes = route(context, work).await.into_iter();
     known
         .into_iter()
         .map(|known| {
             if !known {
                 return None;
             }
-            match outcomes.next() {
-                Some(PartitionOutcome::ListOffsets(response)) if response.error.is_ok() => {
-                    Some(response.offset)
-                }
-                _ => None,
-            }
+            let response = outcomes.next().expect("one outcome per routed partition");
+            response.error.is_ok().then_some(response.offset)
         })
         .collect()
 }
@@ -317,7 +276,7 @@ async fn reset_offsets(
                 .collect()
         }
     };
-    let now_ms = crate::log::now_ms();
+    let now_ms = context.clock.wall_ms();
     let mut results = Vec::new();
     let mut records = Vec::new();
     for (&partition, offset) in partitions.iter().zip(resolved) {
@@ -345,8 +304,8 @@ async fn reset_offsets(
         }
     }
     if !request.dry_run {
-        if let Err((code, message)) = context.groups.store_reset(&request.group, records).await {
-            return refused(code, message);
+        if let Err(error) = context.groups.store_reset(&request.group, records).await {
+            return refused(error.code(), error.to_string());
         }
         tracing::info!(group = %request.group, topic = %request.topic, to = ?request.to, "offsets reset");
     }

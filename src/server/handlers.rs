@@ -5,27 +5,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::channel::oneshot;
 
-use super::catalog::Catalog;
-use super::context::{ShardContext, ShardMessage, CONTROLLER_SHARD};
-use super::work::{wait_for_data, PartitionOutcome, PartitionWork};
-use crate::cluster::{TopicError, TopicSpec};
-use crate::constants::FRAME_TRAILER_BYTES_MAX;
+use super::context::ShardContext;
+use super::route::route;
+use super::work::wait_for_data;
+use crate::cluster::{AdminRequest, Catalog, TopicSpec};
+use crate::constants::{FETCH_WAIT_MS_MAX, FRAME_TRAILER_BYTES_MAX, PRODUCE_TIMEOUT_MS_MAX};
+use crate::group::GroupRequest;
 use crate::protocol::{
-    supported_apis, AlterConfigsRequest, AlterConfigsResponse, AlterConfigsResult, BrokerMetadata,
-    ConfigEntry, CreateTopicResult, CreateTopicsRequest, CreateTopicsResponse, DecodedRequest,
-    DeleteTopicResult, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest,
+    supported_apis, BrokerMetadata, ConfigEntry, DecodedRequest, DescribeConfigsRequest,
     DescribeConfigsResponse, DescribedConfigEntry, ErrorCode, FetchPartitionResponse, FetchRequest,
     FetchResponse, HandshakeResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
     MetadataResponse, PartitionMetadata, ProducePartitionResponse, ProduceResponse, Request,
     Response, TopicConfigs, TopicMetadata,
 };
-
-/// The longest a produce may wait for its acknowledgement, whatever the client asks.
-const PRODUCE_TIMEOUT_MAX: Duration = Duration::from_secs(60);
-/// The longest a fetch may wait for data, whatever the client asks.
-const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
+use crate::shard::messages::{FetchWork, ListOffsetsWork, ProduceWork, ShardMessage, WaitWork};
 
 /// A response and the batches that follow it on the wire.
 pub struct Reply {
@@ -52,10 +46,12 @@ pub async fn handle(context: &ShardContext, decoded: DecodedRequest) -> Reply {
         .into();
     }
     let partition_batches = decoded.partition_batches;
+    let admin = |request| super::controller::forward(context, request);
+    let group = |request| super::groups::forward(context, request);
     match decoded.request {
         Request::Handshake(_) => Response::Handshake(HandshakeResponse {
             error: ErrorCode::None,
-            broker_id: context.broker_id,
+            broker_id: context.broker_id(),
             supported: supported_apis(),
         })
         .into(),
@@ -70,18 +66,20 @@ pub async fn handle(context: &ShardContext, decoded: DecodedRequest) -> Reply {
         Request::DescribeConfigs(request) => {
             Response::DescribeConfigs(describe_configs(context, request)).into()
         }
-        request @ (Request::CreateTopics(_)
-        | Request::DeleteTopics(_)
-        | Request::AlterConfigs(_)) => to_controller(context, request).await.into(),
-        request @ (Request::FindCoordinator(_)
-        | Request::JoinGroup(_)
-        | Request::Heartbeat(_)
-        | Request::LeaveGroup(_)
-        | Request::OffsetCommit(_)
-        | Request::OffsetFetch(_)
-        | Request::ListGroups(_)
-        | Request::DescribeGroup(_)
-        | Request::ResetOffsets(_)) => super::groups::handle(context, request).await.into(),
+        Request::CreateTopics(r) => admin(AdminRequest::CreateTopics(r)).await.into(),
+        Request::DeleteTopics(r) => admin(AdminRequest::DeleteTopics(r)).await.into(),
+        Request::AlterConfigs(r) => admin(AdminRequest::AlterConfigs(r)).await.into(),
+        Request::FindCoordinator(request) => {
+            super::groups::find_coordinator(context, &request).into()
+        }
+        Request::ListGroups(_) => super::groups::list_groups(context).await.into(),
+        Request::JoinGroup(r) => group(GroupRequest::Join(r)).await.into(),
+        Request::Heartbeat(r) => group(GroupRequest::Heartbeat(r)).await.into(),
+        Request::LeaveGroup(r) => group(GroupRequest::Leave(r)).await.into(),
+        Request::OffsetCommit(r) => group(GroupRequest::Commit(r)).await.into(),
+        Request::OffsetFetch(r) => group(GroupRequest::FetchOffsets(r)).await.into(),
+        Request::DescribeGroup(r) => group(GroupRequest::Describe(r)).await.into(),
+        Request::ResetOffsets(r) => group(GroupRequest::Reset(r)).await.into(),
     }
 }
 
@@ -94,11 +92,11 @@ fn metadata(context: &ShardContext, request: MetadataRequest) -> MetadataRespons
             .map(|partition| PartitionMetadata {
                 partition,
                 error: ErrorCode::None,
-                leader_broker: Some(context.broker_id),
-                shard: context.owner_of(&topic.name, partition) as u16,
+                leader_broker: Some(context.broker_id()),
+                shard: context.ownership.partition_shard(&topic.name, partition) as u16,
                 leader_epoch: 0,
-                replicas: vec![context.broker_id],
-                in_sync_replicas: vec![context.broker_id],
+                replicas: vec![context.broker_id()],
+                in_sync_replicas: vec![context.broker_id()],
             })
             .collect(),
         configs: topic
@@ -125,12 +123,12 @@ fn metadata(context: &ShardContext, request: MetadataRequest) -> MetadataRespons
     };
     MetadataResponse {
         brokers: vec![BrokerMetadata {
-            broker_id: context.broker_id,
+            broker_id: context.broker_id(),
             host: context.advertised.host.clone(),
             port: context.advertised.port,
             shard_ports: context.advertised.shard_ports.clone(),
         }],
-        shard_count: context.shard_count as u16,
+        shard_count: context.shard_count() as u16,
         topics,
     }
 }
@@ -150,14 +148,14 @@ async fn produce(
 ) -> ProduceResponse {
     let catalog = context.catalog();
     let acks = request.acks().unwrap_or(crate::protocol::Acks::All);
-    let timeout = Duration::from_millis(u64::from(request.timeout_ms)).min(PRODUCE_TIMEOUT_MAX);
+    let timeout = Duration::from_millis(u64::from(request.timeout_ms).min(PRODUCE_TIMEOUT_MS_MAX));
     let mut responses: Vec<Option<ProducePartitionResponse>> = Vec::new();
     let mut work = Vec::new();
     for (entry, share) in request.partitions.into_iter().zip(batches) {
         match find(&catalog, &entry.topic, entry.partition) {
             Some(topic) => {
                 responses.push(None);
-                work.push(PartitionWork::Produce {
+                work.push(ProduceWork {
                     topic,
                     partition: entry.partition,
                     batches: share,
@@ -176,14 +174,11 @@ async fn produce(
             })),
         }
     }
-    let mut outcomes = context.route(work).await.into_iter();
+    let mut outcomes = route(context, work).await.into_iter();
     let partitions = responses
         .into_iter()
         .map(|known| {
-            known.unwrap_or_else(|| match outcomes.next() {
-                Some(PartitionOutcome::Produce(response)) => response,
-                other => panic!("produce work gave {other:?}"),
-            })
+            known.unwrap_or_else(|| outcomes.next().expect("one outcome per routed share"))
         })
         .collect();
     ProduceResponse {
@@ -209,8 +204,8 @@ fn unknown_fetch(topic: String, partition: u32) -> FetchPartitionResponse {
 /// reads again.
 async fn fetch(context: &ShardContext, request: FetchRequest) -> Reply {
     let catalog = context.catalog();
-    let wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(FETCH_WAIT_MAX);
-    let deadline = Instant::now() + wait;
+    let wait = Duration::from_millis(u64::from(request.max_wait_ms).min(FETCH_WAIT_MS_MAX));
+    let deadline = context.clock.now() + wait;
     let mut known = Vec::new();
     for entry in &request.partitions {
         known.push(find(&catalog, &entry.topic, entry.partition));
@@ -225,7 +220,7 @@ async fn fetch(context: &ShardContext, request: FetchRequest) -> Reply {
         for (entry, topic) in request.partitions.iter().zip(&known) {
             if let Some(topic) = topic {
                 let max_bytes = (entry.partition_max_bytes as usize).min(share);
-                work.push(PartitionWork::Fetch {
+                work.push(FetchWork {
                     topic: topic.clone(),
                     partition: entry.partition,
                     offset: entry.fetch_offset,
@@ -233,7 +228,7 @@ async fn fetch(context: &ShardContext, request: FetchRequest) -> Reply {
                 });
             }
         }
-        let mut outcomes = context.route(work).await.into_iter();
+        let mut outcomes = route(context, work).await.into_iter();
         let mut partitions = Vec::new();
         let mut trailer = Vec::new();
         let mut total = 0usize;
@@ -243,9 +238,8 @@ async fn fetch(context: &ShardContext, request: FetchRequest) -> Reply {
                 partitions.push(unknown_fetch(entry.topic.clone(), entry.partition));
                 continue;
             }
-            let Some(PartitionOutcome::Fetch(mut response, mut chunks)) = outcomes.next() else {
-                panic!("fetch work gave another outcome");
-            };
+            let outcome = outcomes.next().expect("one outcome per routed partition");
+            let (mut response, mut chunks) = (outcome.response, outcome.chunks);
             // Whole batches only, within the budget (the first data always goes, as a read
             // always returns at least one batch); what is left out comes on the next fetch.
             let bytes = response.batch_bytes as usize;
@@ -284,34 +278,24 @@ async fn wait_anywhere(
     waits: Vec<(Arc<TopicSpec>, u32, u64)>,
     deadline: Instant,
 ) {
-    let mut per_shard: Vec<Vec<(Arc<TopicSpec>, u32, u64)>> =
-        (0..context.shard_count).map(|_| Vec::new()).collect();
-    for wait in waits {
-        let owner = context.owner_of(&wait.0.name, wait.1);
-        per_shard[owner].push(wait);
-    }
-    // Local partitions are waited on here; remote ones by a zero-byte long fetch there.
+    let grouped = context.ownership.by_shard(waits, |(topic, partition, _)| {
+        (topic.name.as_str(), *partition)
+    });
+    // Local partitions are waited on here; remote ones by a wait on their shard.
     let mut futures: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>> =
         Vec::new();
-    for (shard, waits) in per_shard.into_iter().enumerate() {
-        if waits.is_empty() {
-            continue;
-        }
+    for (shard, waits) in grouped {
+        let waits: Vec<_> = waits.into_iter().map(|(_, wait)| wait).collect();
         if shard == context.shard_id {
             futures.push(Box::pin(async move {
                 wait_for_data(context, &waits, deadline).await
             }));
         } else {
             futures.push(Box::pin(async move {
-                let (reply, woken) = oneshot::channel();
-                let wait = deadline.saturating_duration_since(Instant::now());
-                if context
-                    .send(shard, ShardMessage::Wait { waits, wait, reply })
-                    .await
-                    .is_ok()
-                {
-                    let _ = woken.await;
-                }
+                let wait = deadline.saturating_duration_since(context.clock.now());
+                let work = WaitWork { waits, wait };
+                // A shard that is gone has nothing to wait for: the fetch reads again.
+                let _ = context.mesh.call(shard, work, ShardMessage::Wait).await;
             }));
         }
     }
@@ -325,7 +309,7 @@ async fn list_offsets(context: &ShardContext, request: ListOffsetsRequest) -> Li
     for entry in &request.partitions {
         let topic = find(&catalog, &entry.topic, entry.partition);
         if let Some(topic) = &topic {
-            work.push(PartitionWork::ListOffsets {
+            work.push(ListOffsetsWork {
                 topic: topic.clone(),
                 partition: entry.partition,
                 spec: entry.spec,
@@ -333,7 +317,7 @@ async fn list_offsets(context: &ShardContext, request: ListOffsetsRequest) -> Li
         }
         known.push(topic.is_some());
     }
-    let mut outcomes = context.route(work).await.into_iter();
+    let mut outcomes = route(context, work).await.into_iter();
     let partitions = request
         .partitions
         .into_iter()
@@ -348,10 +332,7 @@ async fn list_offsets(context: &ShardContext, request: ListOffsetsRequest) -> Li
                     timestamp_ms: -1,
                 };
             }
-            match outcomes.next() {
-                Some(PartitionOutcome::ListOffsets(response)) => response,
-                other => panic!("list offsets work gave {other:?}"),
-            }
+            outcomes.next().expect("one outcome per routed partition")
         })
         .collect();
     ListOffsetsResponse { partitions }
@@ -388,176 +369,4 @@ fn describe_configs(
         })
         .collect();
     DescribeConfigsResponse { topics }
-}
-
-/// Sends a catalogue change to the controller shard (or runs it, on that shard).
-async fn to_controller(context: &ShardContext, request: Request) -> Response {
-    if context.shard_id == CONTROLLER_SHARD {
-        return controller_handle(context, request).await;
-    }
-    let (reply, response) = oneshot::channel();
-    if context
-        .send(CONTROLLER_SHARD, ShardMessage::Admin { request, reply })
-        .await
-        .is_err()
-    {
-        return shutting_down();
-    }
-    response.await.unwrap_or_else(|_| shutting_down())
-}
-
-fn shutting_down() -> Response {
-    Response::Error(crate::protocol::ErrorResponse::new(
-        ErrorCode::BrokerShuttingDown,
-        "the controller is gone",
-    ))
-}
-
-fn topic_error_code(error: &TopicError) -> ErrorCode {
-    match error {
-        TopicError::AlreadyExists(_) => ErrorCode::TopicAlreadyExists,
-        TopicError::NotFound(_) => ErrorCode::UnknownTopicOrPartition,
-        TopicError::InvalidName { .. } => ErrorCode::InvalidTopicName,
-        TopicError::InvalidPartitions(_) => ErrorCode::InvalidPartitionCount,
-        TopicError::Config(_) => ErrorCode::InvalidConfig,
-        TopicError::Storage(_) => ErrorCode::StorageError,
-    }
-}
-
-fn outcome(error: Option<&TopicError>) -> (ErrorCode, String) {
-    match error {
-        None => (ErrorCode::None, String::new()),
-        Some(error) => (topic_error_code(error), error.to_string()),
-    }
-}
-
-/// On the controller shard: applies a catalogue change, then publishes the new catalogue to
-/// every shard and waits until all have applied it, so that a client told "created" can
-/// use the topic on any shard at once.
-pub async fn controller_handle(context: &ShardContext, request: Request) -> Response {
-    let store = context
-        .controller
-        .as_ref()
-        .expect("the controller shard holds the catalogue");
-    let mut store = store.write().await.expect("catalogue lock never closed");
-    let mut deleted = Vec::new();
-    let response = match request {
-        Request::CreateTopics(CreateTopicsRequest {
-            topics,
-            validate_only,
-            ..
-        }) => {
-            let mut results = Vec::new();
-            for topic in topics {
-                let entries: Vec<(String, String)> = topic
-                    .configs
-                    .into_iter()
-                    .map(|c| (c.key, c.value))
-                    .collect();
-                let result = if topic.replication_factor > 1 {
-                    Err((
-                        ErrorCode::InvalidReplicationFactor,
-                        "this broker runs alone: replication factor must be 1".to_string(),
-                    ))
-                } else if validate_only {
-                    store
-                        .check_create(&topic.name, topic.partitions, &entries)
-                        .map(|_| ())
-                        .map_err(|e| outcome(Some(&e)))
-                } else {
-                    store
-                        .create_topic(&topic.name, topic.partitions, &entries)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| outcome(Some(&e)))
-                };
-                let (error, message) = result.err().unwrap_or((ErrorCode::None, String::new()));
-                results.push(CreateTopicResult {
-                    name: topic.name,
-                    error,
-                    message,
-                });
-            }
-            Response::CreateTopics(CreateTopicsResponse { topics: results })
-        }
-        Request::DeleteTopics(DeleteTopicsRequest { names, .. }) => {
-            let mut results = Vec::new();
-            for name in names {
-                let result = store.delete_topic(&name).await;
-                let (error, message) = outcome(result.as_ref().err());
-                if let Ok(topic) = result {
-                    deleted.push(Arc::new(topic));
-                }
-                results.push(DeleteTopicResult {
-                    name,
-                    error,
-                    message,
-                });
-            }
-            Response::DeleteTopics(DeleteTopicsResponse { topics: results })
-        }
-        Request::AlterConfigs(AlterConfigsRequest {
-            topics,
-            validate_only,
-        }) => {
-            let mut results = Vec::new();
-            for topic in topics {
-                let set: Vec<(String, String)> =
-                    topic.set.into_iter().map(|c| (c.key, c.value)).collect();
-                let result = store
-                    .alter_config(&topic.name, &set, &topic.delete, validate_only)
-                    .await;
-                let (error, message) = outcome(result.as_ref().err());
-                results.push(AlterConfigsResult {
-                    topic: topic.name,
-                    error,
-                    message,
-                });
-            }
-            Response::AlterConfigs(AlterConfigsResponse { topics: results })
-        }
-        other => panic!("not a catalogue change: {:?}", other.api_key()),
-    };
-    let version = context.catalog().version + 1;
-    let catalog = Arc::new(Catalog::new(version, store.topics().cloned()));
-    drop(store);
-    publish(context, catalog, deleted).await;
-    response
-}
-
-/// Installs a new catalogue on every shard (this one included) and waits for all.
-pub async fn publish(context: &ShardContext, catalog: Arc<Catalog>, deleted: Vec<Arc<TopicSpec>>) {
-    let mut acknowledgements = Vec::new();
-    for shard in 0..context.shard_count {
-        if shard == context.shard_id {
-            continue;
-        }
-        let (applied, done) = oneshot::channel();
-        let message = ShardMessage::Catalog {
-            catalog: catalog.clone(),
-            deleted: deleted.clone(),
-            applied,
-        };
-        if context.send(shard, message).await.is_ok() {
-            acknowledgements.push(done);
-        }
-    }
-    apply_catalog(context, catalog, &deleted).await;
-    for done in acknowledgements {
-        let _ = done.await;
-    }
-}
-
-/// Installs a catalogue on this shard and drops the partitions of deleted topics.
-pub async fn apply_catalog(
-    context: &ShardContext,
-    catalog: Arc<Catalog>,
-    deleted: &[Arc<TopicSpec>],
-) {
-    if catalog.version >= context.catalog().version {
-        *context.catalog.borrow_mut() = catalog;
-    }
-    for topic in deleted {
-        context.partitions.drop_topic(topic).await;
-    }
 }

@@ -7,6 +7,8 @@ use std::os::fd::OwnedFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::error::ListenError;
+
 /// Connections a listening socket queues before the kernel refuses more.
 const LISTEN_BACKLOG: i32 = 1024;
 
@@ -29,13 +31,17 @@ fn bind_one(
     address: SocketAddr,
     reuse_port: bool,
     buffers: SocketBuffers,
-) -> Result<Socket, String> {
+) -> Result<Socket, ListenError> {
     let domain = if address.is_ipv6() {
         Domain::IPV6
     } else {
         Domain::IPV4
     };
-    let fail = |what: &str, e: std::io::Error| format!("cannot {what} {address}: {e}");
+    let fail = |operation: &'static str, source: std::io::Error| ListenError::Socket {
+        operation,
+        address,
+        source,
+    };
     let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))
         .map_err(|e| fail("create a socket for", e))?;
     socket
@@ -66,12 +72,21 @@ fn bind_one(
     Ok(socket)
 }
 
-fn local_address(socket: &Socket) -> Result<SocketAddr, String> {
+fn local_address(socket: &Socket, bound: SocketAddr) -> Result<SocketAddr, ListenError> {
+    let fail = |source| ListenError::Socket {
+        operation: "read the local address of",
+        address: bound,
+        source,
+    };
     socket
         .local_addr()
-        .map_err(|e| format!("cannot read a bound address: {e}"))?
+        .map_err(fail)?
         .as_socket()
-        .ok_or_else(|| "bound address is not an IP address".to_string())
+        .ok_or_else(|| {
+            fail(std::io::Error::other(
+                "the bound address is not an IP address",
+            ))
+        })
 }
 
 /// Binds the main address once per shard, and one own port per shard: consecutive from
@@ -81,9 +96,9 @@ pub fn bind_listeners(
     shard_count: usize,
     first_own_port: Option<u16>,
     buffers: SocketBuffers,
-) -> Result<BoundListeners, String> {
+) -> Result<BoundListeners, ListenError> {
     let first = bind_one(main_address, true, buffers)?;
-    let main_address = local_address(&first)?;
+    let main_address = local_address(&first, main_address)?;
     let mut main = vec![OwnedFd::from(first)];
     for _ in 1..shard_count {
         main.push(OwnedFd::from(bind_one(main_address, true, buffers)?));
@@ -92,13 +107,15 @@ pub fn bind_listeners(
     let mut own_addresses = Vec::with_capacity(shard_count);
     for shard in 0..shard_count {
         let port = match first_own_port {
-            Some(first) => first
-                .checked_add(u16::try_from(shard).map_err(|_| "too many shards".to_string())?)
-                .ok_or_else(|| format!("shard ports from {first} overflow"))?,
+            Some(first) => u16::try_from(shard)
+                .ok()
+                .and_then(|shard| first.checked_add(shard))
+                .ok_or(ListenError::PortOverflow { first, shard_count })?,
             None => 0,
         };
-        let socket = bind_one(SocketAddr::new(main_address.ip(), port), false, buffers)?;
-        own_addresses.push(local_address(&socket)?);
+        let address = SocketAddr::new(main_address.ip(), port);
+        let socket = bind_one(address, false, buffers)?;
+        own_addresses.push(local_address(&socket, address)?);
         own.push(OwnedFd::from(socket));
     }
     Ok(BoundListeners {

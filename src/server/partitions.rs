@@ -106,14 +106,14 @@ impl Partitions {
             if let Err(error) = log.close().await {
                 tracing::warn!(dir = %log.dir().display(), %error, "closing a deleted topic's partition");
             }
-            if let Err(error) = std::fs::remove_dir_all(log.dir()) {
+            if let Err(error) = self.storage.remove_dir_all(log.dir().to_path_buf()).await {
                 tracing::warn!(dir = %log.dir().display(), %error, "removing a deleted topic's partition");
             }
         }
     }
 
     /// Flushes and closes every partition (graceful shutdown).
-    pub async fn close_all(&self) -> Result<(), String> {
+    pub async fn close_all(&self) -> Result<(), Vec<String>> {
         let logs: Vec<PartitionLog> = self.open.borrow_mut().drain().map(|(_, log)| log).collect();
         let mut failures = Vec::new();
         for log in logs {
@@ -124,7 +124,7 @@ impl Partitions {
         if failures.is_empty() {
             Ok(())
         } else {
-            Err(failures.join("; "))
+            Err(failures)
         }
     }
 }

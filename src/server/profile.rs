@@ -8,8 +8,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::error::ProfileError;
+use crate::client::ClientTuning;
 use crate::constants::{
-    BATCH_CACHE_BYTES_DEFAULT, OPEN_SEGMENT_FILES_DEFAULT, SEGMENT_PREALLOCATE_BYTES,
+    BATCH_CACHE_BYTES_DEFAULT, CONNECTION_IDLE_TIMEOUT_MS_DEFAULT,
+    FRAME_COMPLETION_TIMEOUT_MS_DEFAULT, OPEN_SEGMENT_FILES_DEFAULT, SEGMENT_PREALLOCATE_BYTES,
+    SHUTDOWN_DRAIN_TIMEOUT_MS_DEFAULT, WRITE_STALL_TIMEOUT_MS_DEFAULT,
 };
 use crate::log::FlushPolicy;
 
@@ -24,7 +28,7 @@ pub struct Profile {
     pub network: NetworkProfile,
     /// Producer settings that suit this profile. The broker does not use them; clients that
     /// are given the profile (the load generator, the bench harness) do.
-    pub client: ClientProfile,
+    pub client: ClientTuning,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -60,23 +64,15 @@ pub struct NetworkProfile {
     pub socket_receive_buffer_bytes: usize,
     /// Requests a connection may have in flight before the broker stops reading it.
     pub in_flight_requests_max: usize,
+    /// A connection with nothing in flight is closed after this long without a request.
+    pub idle_timeout_ms: u64,
+    /// A client that has sent part of a frame must send the rest within this time.
+    pub frame_completion_timeout_ms: u64,
+    /// A client must accept response bytes within this time, or it is disconnected.
+    pub write_stall_timeout_ms: u64,
+    /// A graceful shutdown waits this long for requests in flight, then closes anyway.
+    pub shutdown_drain_timeout_ms: u64,
 }
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClientProfile {
-    /// How long a producer batch waits for more messages.
-    pub linger_us: u64,
-    /// A producer batch is sent once it reaches this size.
-    pub batch_bytes: usize,
-    /// Bytes a producer holds accepted and not yet acknowledged.
-    pub buffer_bytes: usize,
-}
-
-/// The longest linger a profile may ask of producers.
-const CLIENT_LINGER_US_MAX: u64 = 1_000_000;
-/// The smallest producer batch a profile may ask for.
-const CLIENT_BATCH_BYTES_MIN: usize = 1024;
 
 impl Default for Profile {
     fn default() -> Self {
@@ -85,18 +81,7 @@ impl Default for Profile {
             storage: StorageProfile::default(),
             runtime: RuntimeProfile::default(),
             network: NetworkProfile::default(),
-            client: ClientProfile::default(),
-        }
-    }
-}
-
-impl Default for ClientProfile {
-    /// The client's own defaults (`ProducerConfig::default`).
-    fn default() -> Self {
-        ClientProfile {
-            linger_us: 1000,
-            batch_bytes: 256 * 1024,
-            buffer_bytes: 64 * 1024 * 1024,
+            client: ClientTuning::default(),
         }
     }
 }
@@ -129,26 +114,49 @@ impl Default for NetworkProfile {
             socket_send_buffer_bytes: 0,
             socket_receive_buffer_bytes: 0,
             in_flight_requests_max: 64,
+            idle_timeout_ms: CONNECTION_IDLE_TIMEOUT_MS_DEFAULT,
+            frame_completion_timeout_ms: FRAME_COMPLETION_TIMEOUT_MS_DEFAULT,
+            write_stall_timeout_ms: WRITE_STALL_TIMEOUT_MS_DEFAULT,
+            shutdown_drain_timeout_ms: SHUTDOWN_DRAIN_TIMEOUT_MS_DEFAULT,
         }
     }
 }
 
 impl Profile {
     /// Reads and checks a profile file; the message names the file and the problem.
-    pub fn load(path: &Path) -> Result<Profile, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read profile {}: {e}", path.display()))?;
-        let profile: Profile =
-            toml::from_str(&text).map_err(|e| format!("bad profile {}: {e}", path.display()))?;
-        profile
-            .check()
-            .map_err(|e| format!("bad profile {}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Profile, ProfileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let profile: Profile = toml::from_str(&text).map_err(|e| ProfileError::Parse {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        profile.check().map_err(|e| ProfileError::Invalid {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
         Ok(profile)
     }
 
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ProfileError> {
+        self.check_fields().map_err(ProfileError::Check)
+    }
+
+    fn check_fields(&self) -> Result<(), String> {
         if self.network.in_flight_requests_max == 0 {
             return Err("network.in_flight_requests_max must be positive".into());
+        }
+        let network = &self.network;
+        if [
+            network.idle_timeout_ms,
+            network.frame_completion_timeout_ms,
+            network.write_stall_timeout_ms,
+        ]
+        .contains(&0)
+        {
+            return Err("network timeouts must be positive".into());
         }
         if self.runtime.request_shares == 0 || self.runtime.background_shares == 0 {
             return Err("runtime shares must be positive".into());
@@ -168,31 +176,27 @@ impl Profile {
     }
 }
 
-impl ClientProfile {
-    fn check(&self) -> Result<(), String> {
-        let batch_max = crate::constants::BATCH_BYTES_MAX;
-        if !(CLIENT_BATCH_BYTES_MIN..=batch_max).contains(&self.batch_bytes) {
-            return Err(format!(
-                "client.batch_bytes {} is outside {CLIENT_BATCH_BYTES_MIN}..={batch_max}",
-                self.batch_bytes
-            ));
-        }
-        if self.buffer_bytes < self.batch_bytes {
-            return Err("client.buffer_bytes must be at least client.batch_bytes".into());
-        }
-        if self.linger_us > CLIENT_LINGER_US_MAX {
-            return Err(format!(
-                "client.linger_us {} is above {CLIENT_LINGER_US_MAX}",
-                self.linger_us
-            ));
-        }
-        Ok(())
-    }
-}
-
 impl Profile {
     pub fn spin_before_park(&self) -> Duration {
         Duration::from_micros(self.runtime.spin_before_park_us)
+    }
+}
+
+impl NetworkProfile {
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    pub fn frame_completion_timeout(&self) -> Duration {
+        Duration::from_millis(self.frame_completion_timeout_ms)
+    }
+
+    pub fn write_stall_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_stall_timeout_ms)
+    }
+
+    pub fn shutdown_drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_drain_timeout_ms)
     }
 }
 

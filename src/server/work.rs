@@ -1,10 +1,11 @@
-//! Partition work: what a request asks of one partition, carried out on the shard that owns
-//! it, whether the request arrived there or was forwarded there over the mesh.
+//! Partition work carried out on the shard that owns the partition, whether the request
+//! arrived there or was forwarded there over the mesh (`super::route`).
 //!
-//! Everything here is `Send` (it crosses shards): batches travel as `bytes::Bytes`, which
+//! Everything that crosses shards is `Send`: batches travel as `bytes::Bytes`, which
 //! cached batches already are, so a forwarded fetch served from the cache copies nothing;
 //! only batches read from disk (a glommio read buffer, bound to its shard) are copied once.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,91 +20,7 @@ use crate::protocol::{
 };
 use crate::record::header::peek_batch_length;
 use crate::record::{validate, BatchError};
-
-/// One partition's share of a request.
-#[derive(Debug)]
-pub enum PartitionWork {
-    Produce {
-        topic: Arc<TopicSpec>,
-        partition: u32,
-        batches: Bytes,
-        acks: Acks,
-        timeout: Duration,
-    },
-    Fetch {
-        topic: Arc<TopicSpec>,
-        partition: u32,
-        offset: u64,
-        max_bytes: u32,
-    },
-    ListOffsets {
-        topic: Arc<TopicSpec>,
-        partition: u32,
-        spec: OffsetSpec,
-    },
-}
-
-impl PartitionWork {
-    /// The outcome of this work when it cannot be carried out at all.
-    pub fn failed(&self, error: ErrorCode) -> PartitionOutcome {
-        let (topic, partition) = self.topic_partition();
-        let topic = topic.name.clone();
-        match self {
-            PartitionWork::Produce { .. } => PartitionOutcome::Produce(ProducePartitionResponse {
-                topic,
-                partition,
-                error,
-                base_offset: 0,
-                log_append_time_ms: -1,
-                log_start_offset: 0,
-                message: error.to_string(),
-            }),
-            PartitionWork::Fetch { .. } => PartitionOutcome::Fetch(
-                FetchPartitionResponse {
-                    topic,
-                    partition,
-                    error,
-                    high_watermark: 0,
-                    log_start_offset: 0,
-                    last_stable_offset: 0,
-                    batch_bytes: 0,
-                },
-                Vec::new(),
-            ),
-            PartitionWork::ListOffsets { .. } => {
-                PartitionOutcome::ListOffsets(ListOffsetsPartitionResponse {
-                    topic,
-                    partition,
-                    error,
-                    offset: 0,
-                    timestamp_ms: -1,
-                })
-            }
-        }
-    }
-
-    pub fn topic_partition(&self) -> (&Arc<TopicSpec>, u32) {
-        match self {
-            PartitionWork::Produce {
-                topic, partition, ..
-            }
-            | PartitionWork::Fetch {
-                topic, partition, ..
-            }
-            | PartitionWork::ListOffsets {
-                topic, partition, ..
-            } => (topic, *partition),
-        }
-    }
-}
-
-/// The outcome of one partition's work.
-#[derive(Debug)]
-pub enum PartitionOutcome {
-    Produce(ProducePartitionResponse),
-    Fetch(FetchPartitionResponse, Vec<Bytes>),
-    ListOffsets(ListOffsetsPartitionResponse),
-}
+use crate::shard::messages::{FetchOutcome, FetchWork, ListOffsetsWork, ProduceWork};
 
 fn storage_error(error: &impl std::fmt::Display) -> (ErrorCode, String) {
     (ErrorCode::StorageError, error.to_string())
@@ -146,14 +63,14 @@ fn batch_error_code(error: &BatchError) -> ErrorCode {
     }
 }
 
-async fn produce(
+/// Appends one request's share of a partition: every batch, in order. Returns the first
+/// batch's base offset and append time, and the last offset.
+async fn append_share(
     log: &PartitionLog,
     batches: &Bytes,
-    acks: Acks,
-    timeout: Duration,
-) -> Result<(u64, i64), (ErrorCode, String)> {
+    deadline: Instant,
+) -> Result<(u64, i64, u64), (ErrorCode, String)> {
     let batches = split_batches(batches).map_err(|e| (batch_error_code(&e), e.to_string()))?;
-    let deadline = Instant::now() + timeout;
     let mut first = None;
     let mut last_offset = 0;
     for batch in batches {
@@ -168,10 +85,23 @@ async fn produce(
         first.get_or_insert((info.base_offset, info.append_time_ms));
         last_offset = info.last_offset;
     }
+    let (base_offset, append_time_ms) = first.expect("a share has at least one batch");
+    Ok((base_offset, append_time_ms, last_offset))
+}
+
+/// Waits until `last_offset` is as safe as `acks` asks: `none` at once; `leader` and `all`
+/// once durable on this broker under the partition's flush policy (a single broker is the
+/// whole in-sync set).
+async fn wait_acknowledged(
+    log: &PartitionLog,
+    last_offset: u64,
+    acks: Acks,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<(), (ErrorCode, String)> {
     let waited = match acks {
         Acks::None => Some(Ok(())),
-        Acks::Leader => with_deadline(deadline, log.wait_written(last_offset)).await,
-        Acks::All => with_deadline(deadline, log.wait_durable(last_offset)).await,
+        Acks::Leader | Acks::All => with_deadline(deadline, log.wait_durable(last_offset)).await,
     };
     match waited {
         None => {
@@ -187,8 +117,101 @@ async fn produce(
             ))
         }
         Some(Err(error)) => Err((append_error_code(&error), error.to_string())),
-        Some(Ok(())) => Ok(first.expect("at least one batch")),
+        Some(Ok(())) => Ok(()),
     }
+}
+
+/// The indexes of `items` grouped by partition, each group in the order of `items`, the
+/// groups in the order of their first item.
+fn by_partition(items: &[ProduceWork]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut group_of: HashMap<(u64, u32), usize> = HashMap::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let key = (item.topic.topic_id, item.partition);
+        let group = *group_of.entry(key).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[group].push(index);
+    }
+    groups
+}
+
+/// Carries out produce work on this shard. Shares of one partition are appended strictly in
+/// request order (one after the other), then acknowledged together; different partitions
+/// proceed concurrently.
+pub async fn produce_all(
+    context: &ShardContext,
+    items: Vec<ProduceWork>,
+) -> Vec<ProducePartitionResponse> {
+    let groups = by_partition(&items);
+    let items = &items;
+    let per_partition = groups.into_iter().map(|indexes| async move {
+        let first = &items[indexes[0]];
+        let log = context.partitions.get(&first.topic, first.partition).await;
+        let log = match log {
+            Ok(log) => log,
+            Err(error) => {
+                let failure = storage_error(&error);
+                let answers = indexes.iter().map(|&i| (i, Err(failure.clone()))).collect();
+                return (answers, None);
+            }
+        };
+        let mut appended = Vec::with_capacity(indexes.len());
+        for &index in &indexes {
+            let item = &items[index];
+            let deadline = context.clock.now() + item.timeout;
+            let result = append_share(&log, &item.batches, deadline).await;
+            appended.push((index, deadline, result));
+        }
+        let acknowledged = appended.into_iter().map(|(index, deadline, result)| {
+            let log = &log;
+            async move {
+                let item = &items[index];
+                let result = match result {
+                    Ok((base, time, last)) => {
+                        wait_acknowledged(log, last, item.acks, deadline, item.timeout)
+                            .await
+                            .map(|()| (base, time))
+                    }
+                    Err(error) => Err(error),
+                };
+                (index, result)
+            }
+        });
+        let answers = futures::future::join_all(acknowledged).await;
+        (answers, Some(log.log_start_offset()))
+    });
+    let mut responses: Vec<Option<ProducePartitionResponse>> = items.iter().map(|_| None).collect();
+    for (answers, log_start_offset) in futures::future::join_all(per_partition).await {
+        for (index, result) in answers {
+            let item = &items[index];
+            let mut response = ProducePartitionResponse {
+                topic: item.topic.name.clone(),
+                partition: item.partition,
+                error: ErrorCode::None,
+                base_offset: 0,
+                log_append_time_ms: -1,
+                log_start_offset: log_start_offset.unwrap_or(0),
+                message: String::new(),
+            };
+            match result {
+                Ok((base_offset, append_time_ms)) => {
+                    response.base_offset = base_offset;
+                    response.log_append_time_ms = append_time_ms;
+                }
+                Err((error, message)) => {
+                    response.error = error;
+                    response.message = message;
+                }
+            }
+            responses[index] = Some(response);
+        }
+    }
+    responses
+        .into_iter()
+        .map(|response| response.expect("every share is answered"))
+        .collect()
 }
 
 /// Runs `future` until `deadline`; `None` if the deadline came first.
@@ -209,7 +232,7 @@ pub fn high_watermark(log: &PartitionLog) -> u64 {
     log.durable_offset()
 }
 
-async fn fetch(log: &PartitionLog, offset: u64, max_bytes: u32) -> Result<Vec<Bytes>, ReadError> {
+async fn read(log: &PartitionLog, offset: u64, max_bytes: u32) -> Result<Vec<Bytes>, ReadError> {
     if max_bytes == 0 {
         // No budget left in the response: nothing is read (a read returns at least a batch).
         return Ok(Vec::new());
@@ -238,103 +261,68 @@ async fn list_offset(log: &PartitionLog, spec: &OffsetSpec) -> Result<(u64, i64)
     })
 }
 
-/// Carries out one partition's work on this (its owning) shard.
-pub async fn execute(context: &ShardContext, work: PartitionWork) -> PartitionOutcome {
-    let (topic, partition) = work.topic_partition();
-    let (topic, partition) = (topic.clone(), partition);
-    let log = context.partitions.get(&topic, partition).await;
-    match work {
-        PartitionWork::Produce {
-            batches,
-            acks,
-            timeout,
-            ..
-        } => {
-            let mut response = ProducePartitionResponse {
-                topic: topic.name.clone(),
-                partition,
-                error: ErrorCode::None,
-                base_offset: 0,
-                log_append_time_ms: -1,
-                log_start_offset: 0,
-                message: String::new(),
+/// Reads one partition for a fetch, on this (its owning) shard.
+pub async fn fetch(context: &ShardContext, work: FetchWork) -> FetchOutcome {
+    let mut response = FetchPartitionResponse {
+        topic: work.topic.name.clone(),
+        partition: work.partition,
+        error: ErrorCode::None,
+        high_watermark: 0,
+        log_start_offset: 0,
+        last_stable_offset: 0,
+        batch_bytes: 0,
+    };
+    let log = match context.partitions.get(&work.topic, work.partition).await {
+        Ok(log) => log,
+        Err(_) => {
+            response.error = ErrorCode::StorageError;
+            return FetchOutcome {
+                response,
+                chunks: Vec::new(),
             };
-            let result = match &log {
-                Ok(log) => produce(log, &batches, acks, timeout).await,
-                Err(error) => Err(storage_error(error)),
-            };
-            match result {
-                Ok((base_offset, append_time_ms)) => {
-                    response.base_offset = base_offset;
-                    response.log_append_time_ms = append_time_ms;
-                }
-                Err((error, message)) => {
-                    response.error = error;
-                    response.message = message;
-                }
-            }
-            if let Ok(log) = &log {
-                response.log_start_offset = log.log_start_offset();
-            }
-            PartitionOutcome::Produce(response)
         }
-        PartitionWork::Fetch {
-            offset, max_bytes, ..
-        } => {
-            let mut response = FetchPartitionResponse {
-                topic: topic.name.clone(),
-                partition,
-                error: ErrorCode::None,
-                high_watermark: 0,
-                log_start_offset: 0,
-                last_stable_offset: 0,
-                batch_bytes: 0,
-            };
-            let log = match log {
-                Ok(log) => log,
-                Err(_) => {
-                    response.error = ErrorCode::StorageError;
-                    return PartitionOutcome::Fetch(response, Vec::new());
-                }
-            };
-            let chunks = match fetch(&log, offset, max_bytes).await {
-                Ok(chunks) => chunks,
-                Err(ReadError::OffsetOutOfRange { .. }) => {
-                    response.error = ErrorCode::OffsetOutOfRange;
-                    Vec::new()
-                }
-                Err(_) => {
-                    response.error = ErrorCode::StorageError;
-                    Vec::new()
-                }
-            };
-            response.high_watermark = high_watermark(&log);
-            response.last_stable_offset = response.high_watermark;
-            response.log_start_offset = log.log_start_offset();
-            response.batch_bytes = chunks.iter().map(|c| c.len() as u32).sum();
-            PartitionOutcome::Fetch(response, chunks)
+    };
+    let chunks = match read(&log, work.offset, work.max_bytes).await {
+        Ok(chunks) => chunks,
+        Err(ReadError::OffsetOutOfRange { .. }) => {
+            response.error = ErrorCode::OffsetOutOfRange;
+            Vec::new()
         }
-        PartitionWork::ListOffsets { spec, .. } => {
-            let mut response = ListOffsetsPartitionResponse {
-                topic: topic.name.clone(),
-                partition,
-                error: ErrorCode::None,
-                offset: 0,
-                timestamp_ms: -1,
-            };
-            match log {
-                Ok(log) => match list_offset(&log, &spec).await {
-                    Ok((offset, timestamp)) => {
-                        response.offset = offset;
-                        response.timestamp_ms = timestamp;
-                    }
-                    Err(_) => response.error = ErrorCode::StorageError,
-                },
-                Err(_) => response.error = ErrorCode::StorageError,
+        Err(_) => {
+            response.error = ErrorCode::StorageError;
+            Vec::new()
+        }
+    };
+    response.high_watermark = high_watermark(&log);
+    response.last_stable_offset = response.high_watermark;
+    response.log_start_offset = log.log_start_offset();
+    response.batch_bytes = chunks.iter().map(|c| c.len() as u32).sum();
+    FetchOutcome { response, chunks }
+}
+
+/// Looks an offset up in one partition, on this (its owning) shard.
+pub async fn list_offsets(
+    context: &ShardContext,
+    work: ListOffsetsWork,
+) -> ListOffsetsPartitionResponse {
+    let mut response = ListOffsetsPartitionResponse {
+        topic: work.topic.name.clone(),
+        partition: work.partition,
+        error: ErrorCode::None,
+        offset: 0,
+        timestamp_ms: -1,
+    };
+    match context.partitions.get(&work.topic, work.partition).await {
+        Ok(log) => match list_offset(&log, &work.spec).await {
+            Ok((offset, timestamp)) => {
+                response.offset = offset;
+                response.timestamp_ms = timestamp;
             }
-            PartitionOutcome::ListOffsets(response)
-        }
+            Err(_) => response.error = ErrorCode::StorageError,
+        },
+        Err(_) => response.error = ErrorCode::StorageError,
     }
+    response
 }
 
 /// Waits (up to `deadline`) until any of `offsets` on this shard's partitions has data
@@ -354,8 +342,105 @@ pub async fn wait_for_data(
         }
     }
     if futures.is_empty() {
-        glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+        glommio::timer::sleep(deadline.saturating_duration_since(context.clock.now())).await;
         return;
     }
     with_deadline(deadline, futures::future::select_all(futures)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::log::{FaultPlan, FlushPolicy, LogConfig, LogShard, ShardLogConfig};
+    use crate::record::{BatchBuilder, Codec};
+
+    /// `acks=leader` answers once the batch is durable on the leader under its flush
+    /// policy (here: synced), not merely written. (Today's log publishes a round's written
+    /// and synced offsets together, after its sync, so this pins the contract for a log
+    /// that publishes writes sooner.)
+    #[test]
+    fn acks_leader_waits_until_the_batch_is_durable_under_the_flush_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let faults = Rc::new(FaultPlan::default());
+                let shard = LogShard::new(ShardLogConfig {
+                    faults: Some(faults.clone()),
+                    ..ShardLogConfig::default()
+                });
+                let config = LogConfig {
+                    flush: FlushPolicy::EveryBatch,
+                    ..LogConfig::default()
+                };
+                let log = shard.open_partition(&path, config).await.unwrap();
+                faults.stall_syncs.set(true);
+                let mut builder = BatchBuilder::new(Codec::None);
+                builder.push(1, None, b"value", &[]).unwrap();
+                let bytes = builder.finish().unwrap().freeze();
+                let timeout = Duration::from_secs(30);
+                let deadline = Instant::now() + timeout;
+                let (_, _, last) = append_share(&log, &bytes, deadline).await.unwrap();
+                let acked = Rc::new(Cell::new(false));
+                let waiting = {
+                    let (log, acked) = (log.clone(), acked.clone());
+                    glommio::spawn_local(async move {
+                        let result =
+                            wait_acknowledged(&log, last, Acks::Leader, deadline, timeout).await;
+                        acked.set(true);
+                        result
+                    })
+                };
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                assert!(!acked.get(), "acknowledged before the batch was synced");
+                faults.stall_syncs.set(false);
+                waiting.await.unwrap();
+                assert!(log.durable_offset() > last);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    fn share(topic: &Arc<TopicSpec>, partition: u32) -> ProduceWork {
+        ProduceWork {
+            topic: topic.clone(),
+            partition,
+            batches: Bytes::new(),
+            acks: Acks::All,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// Two shares of one partition in one request are appended in request order: they are
+    /// one group, in order, whatever lies between them.
+    #[test]
+    fn shares_of_one_partition_stay_in_request_order() {
+        let topic = |name: &str, topic_id| {
+            Arc::new(TopicSpec {
+                name: name.into(),
+                topic_id,
+                partitions: 4,
+                config: Default::default(),
+                created_ms: 0,
+            })
+        };
+        let (a, b) = (topic("a", 1), topic("b", 2));
+        let items = vec![
+            share(&a, 0),
+            share(&b, 0),
+            share(&a, 1),
+            share(&a, 0),
+            share(&b, 0),
+            share(&a, 0),
+        ];
+        assert_eq!(
+            by_partition(&items),
+            vec![vec![0, 3, 5], vec![1, 4], vec![2]]
+        );
+    }
 }

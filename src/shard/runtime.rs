@@ -7,8 +7,7 @@ use std::time::Duration;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::{LocalExecutorBuilder, Placement};
 
-/// Messages one shard's mesh channel holds before senders wait (backpressure).
-pub const MESH_CHANNEL_CAPACITY: usize = 1024;
+use crate::constants::MESH_CHANNEL_CAPACITY;
 
 /// How the shards run. Built from the command line and the tuning profile.
 #[derive(Debug, Clone)]
@@ -22,8 +21,9 @@ pub struct RuntimeConfig {
     pub spin_before_park: Duration,
 }
 
-/// A shard's ends of the mesh (absent when there is a single shard).
-pub struct Mesh<T: Send + 'static> {
+/// A shard's raw ends of the mesh (absent when there is a single shard); `super::mesh`
+/// wraps them.
+pub struct MeshEnds<T: Send + 'static> {
     pub senders: Senders<T>,
     pub receivers: Receivers<T>,
 }
@@ -33,7 +33,7 @@ pub struct Mesh<T: Send + 'static> {
 pub struct ShardStart<T: Send + 'static> {
     pub shard_id: usize,
     pub shard_count: usize,
-    pub mesh: Option<Mesh<T>>,
+    pub mesh: Option<MeshEnds<T>>,
 }
 
 /// Large allocations (write buffers that do not fit glommio's registered io memory) stay
@@ -100,7 +100,7 @@ where
                     Some(builder) => {
                         let (senders, receivers) =
                             builder.join().await.expect("every shard joins the mesh");
-                        (senders.peer_id(), Some(Mesh { senders, receivers }))
+                        (senders.peer_id(), Some(MeshEnds { senders, receivers }))
                     }
                     None => (0, None),
                 };

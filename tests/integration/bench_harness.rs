@@ -9,14 +9,10 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::harness::{build_workspace_binaries, hgrm_rows, shardline_binary};
-
-/// The whole harness run (two brokers, two loadgen runs, the report) must finish within this.
-const BENCH_TIME_MAX: Duration = Duration::from_secs(40);
 
 const TINY_SCENARIO: &str = r#"
 name = "tiny"
@@ -70,7 +66,6 @@ fn bench_harness_runs_a_tiny_scenario_and_its_report_agrees_with_itself() {
     let scenario = work.path().join("tiny.toml");
     std::fs::write(&scenario, TINY_SCENARIO).expect("scenario written");
     let out = work.path().join("report");
-    let started = Instant::now();
     let output = Command::new(binaries.join("shardline-bench"))
         .arg("--scenario")
         .arg(&scenario)
@@ -93,11 +88,6 @@ fn bench_harness_runs_a_tiny_scenario_and_its_report_agrees_with_itself() {
         output.status.success(),
         "shardline-bench failed ({}):\n{stdout}\n{stderr}",
         output.status
-    );
-    assert!(
-        started.elapsed() < BENCH_TIME_MAX,
-        "took {:?}",
-        started.elapsed()
     );
     assert!(
         stdout.contains("report.md") && stdout.contains("| latency |"),

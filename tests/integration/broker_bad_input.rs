@@ -31,10 +31,9 @@ use shardline::record::header::{compute_crc, field as batch_field};
 use shardline::record::reader::records;
 use shardline::record::validate::validate_slice;
 use shardline::record::{BatchBuilder, BatchError, BatchIter, Codec};
-use shardline::server::connection::{FRAME_COMPLETION_TIMEOUT, WRITE_STALL_TIMEOUT};
 use tempfile::TempDir;
 
-use crate::harness::{on_executor, seed, Broker};
+use crate::harness::{on_executor, profile_file, seed, Broker};
 
 /// How long the broker may take to answer a request, or to close a connection it refused.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,6 +63,11 @@ const FIREHOSE_BATCHES: usize = 12;
 const PIPELINE_CHUNK_REQUESTS: usize = 64;
 /// The never-reading client counts as stalled once it could write nothing for this long.
 const PIPELINE_STALL: Duration = Duration::from_secs(1);
+/// The broker's frame completion timeout in these tests (set through the profile, so that
+/// the tests need not wait out the default 10 s).
+const FRAME_COMPLETION_TIMEOUT: Duration = Duration::from_secs(3);
+/// The broker's write stall timeout in these tests (default 30 s).
+const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(6);
 /// Interval between the bytes of the drip-feeding slowloris client.
 const DRIP_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -76,7 +80,17 @@ struct TestBroker {
 
 fn start_broker() -> TestBroker {
     let dir = tempfile::tempdir().expect("temporary data directory");
-    let broker = Broker::start(dir.path(), &[]);
+    let profile = profile_file(
+        dir.path(),
+        "short-timeouts",
+        &format!(
+            "[network]\nframe_completion_timeout_ms = {}\nwrite_stall_timeout_ms = {}\n",
+            FRAME_COMPLETION_TIMEOUT.as_millis(),
+            WRITE_STALL_TIMEOUT.as_millis()
+        ),
+    );
+    let data = dir.path().join("data");
+    let broker = Broker::start(&data, &["--profile", profile.to_str().expect("utf-8 path")]);
     TestBroker { broker, _dir: dir }
 }
 
@@ -1185,4 +1199,49 @@ fn a_client_that_never_reads_is_cut_off_without_starving_others() {
          broker RSS {rss_start} -> {rss_stalled} bytes"
     );
     assert_round_trip(broker, "after-cut-off");
+}
+
+/// A connection that dies with requests queued behind a long-polling fetch: those requests
+/// are dropped unfinished. They must be counted out of the broker's requests in flight, or
+/// a graceful shutdown would wait out its whole drain timeout for requests that are gone.
+#[test]
+fn requests_dropped_with_their_connection_do_not_hold_up_shutdown() {
+    let mut test = start_broker();
+    let broker = &mut test.broker;
+    let mut admin = RawConnection::open(broker);
+    create_topic(&mut admin, "quiet", 1);
+    drop(admin);
+
+    // Fetches that each wait for data that never comes, pipelined on one connection.
+    let mut long_poll = fetch_request("quiet", 0, 1024);
+    if let Request::Fetch(fetch) = &mut long_poll {
+        fetch.max_wait_ms = 1500;
+        fetch.min_bytes = 1;
+    }
+    let mut doomed = RawConnection::open(broker);
+    let frames: Vec<u8> = (1..=8)
+        .flat_map(|correlation_id| request_frame(correlation_id, &long_poll, &[]))
+        .collect();
+    doomed.send(&frames);
+    std::thread::sleep(Duration::from_millis(300));
+    // A reset (SO_LINGER 0): the broker's write of the first answer fails, and the requests
+    // queued behind it are dropped with the connection.
+    socket2::SockRef::from(&doomed.stream)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER");
+    drop(doomed);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_round_trip(broker, "after-reset");
+
+    assert!(broker.stop(), "graceful stop:\n{}", broker.log());
+    let log = broker.log();
+    assert!(
+        !log.contains("still in flight"),
+        "shutdown waited for requests that were dropped:\n{log}"
+    );
+    assert_eq!(
+        log.matches("requests in flight drained").count(),
+        2,
+        "both shards drained:\n{log}"
+    );
 }

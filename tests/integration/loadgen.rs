@@ -7,12 +7,8 @@
 //! it with Cargo into the same target directory and profile as this test binary.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use crate::harness::{build_workspace_binaries, hgrm_rows, Broker};
-
-/// The whole loadgen run, warm-up and drain included, must finish within this.
-const LOADGEN_TIME_MAX: Duration = Duration::from_secs(60);
 
 #[test]
 fn loadgen_open_loop_run_loses_nothing_and_writes_json_and_hdr_files() {
@@ -22,7 +18,6 @@ fn loadgen_open_loop_run_loses_nothing_and_writes_json_and_hdr_files() {
     let mut broker = Broker::start(data_dir.path(), &[]);
     let json_path = out_dir.path().join("run.json");
     let hdr_dir = out_dir.path().join("hdr");
-    let started = Instant::now();
     let output = Command::new(&binary)
         .args(["--broker", &broker.broker_arg()])
         .args(["--topic", "loadgen-test", "--partitions", "4"])
@@ -43,7 +38,6 @@ fn loadgen_open_loop_run_loses_nothing_and_writes_json_and_hdr_files() {
         output.status,
         broker.log()
     );
-    assert!(started.elapsed() < LOADGEN_TIME_MAX);
     assert!(
         stdout.contains("produce-ack") && stdout.contains("end-to-end"),
         "{stdout}"
@@ -65,6 +59,10 @@ fn loadgen_open_loop_run_loses_nothing_and_writes_json_and_hdr_files() {
     assert!(count("acknowledged") > 0, "{report}");
     assert_eq!(count("consumed"), count("acknowledged"), "{report}");
     assert!(count("measured_acknowledged") > 0, "{report}");
+    // The run went on for its duration and then ended by itself: a second of the timeline
+    // for each second of the 2.5 s measured, and no more than warm-up, run and drain.
+    let seconds = results["timeline"].as_array().map_or(0, Vec::len);
+    assert!((2..=6).contains(&seconds), "{seconds} seconds in {report}");
     assert_eq!(report["parameters"]["producers"], 2, "{report}");
     assert!(report["machine"]["nproc"].as_u64().is_some(), "{report}");
 
@@ -91,7 +89,6 @@ fn run_checked(broker: &Broker, args: &[&str]) -> serde_json::Value {
     let binary = build_workspace_binaries(&["shardline-loadgen"]).join("shardline-loadgen");
     let out_dir = tempfile::tempdir().expect("tempdir");
     let json_path = out_dir.path().join("run.json");
-    let started = Instant::now();
     let output = Command::new(&binary)
         .args(["--broker", &broker.broker_arg()])
         .args(args)
@@ -107,7 +104,6 @@ fn run_checked(broker: &Broker, args: &[&str]) -> serde_json::Value {
         output.status,
         broker.log()
     );
-    assert!(started.elapsed() < LOADGEN_TIME_MAX);
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json_path).expect("json written"))
             .expect("json parses");

@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::cluster::TopicSpec;
-use crate::shard::shard_of;
+use super::TopicSpec;
 
 /// An immutable view of every topic. Cheap to share; replaced, never mutated.
 #[derive(Debug, Default)]
@@ -38,18 +37,5 @@ impl Catalog {
 
     pub fn is_empty(&self) -> bool {
         self.topics.is_empty()
-    }
-
-    /// Every (topic, partition) that `shard` owns.
-    pub fn owned_by(&self, shard: usize, shard_count: usize) -> Vec<(Arc<TopicSpec>, u32)> {
-        let mut owned = Vec::new();
-        for topic in self.topics.values() {
-            for partition in 0..topic.partitions {
-                if shard_of(&topic.name, partition, shard_count) == shard {
-                    owned.push((topic.clone(), partition));
-                }
-            }
-        }
-        owned
     }
 }
