@@ -34,7 +34,7 @@ mod snapshot;
 
 use std::collections::{HashMap, VecDeque};
 
-pub use snapshot::SnapshotError;
+pub use snapshot::{SnapshotError, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 
 use crate::constants::{
     BATCH_RECORDS_MAX, PRODUCERS_PER_PARTITION_MAX, PRODUCER_BATCHES_REMEMBERED,

@@ -38,8 +38,12 @@ use crate::constants::{
     BATCH_RECORDS_MAX, PRODUCERS_PER_PARTITION_MAX, PRODUCER_BATCHES_REMEMBERED,
 };
 
-const MAGIC: [u8; 4] = *b"SLPS";
-const VERSION: u8 = 1;
+/// The first bytes of every producer-state snapshot.
+pub const SNAPSHOT_MAGIC: [u8; 4] = *b"SLPS";
+/// The snapshot format this build writes and reads.
+pub const SNAPSHOT_VERSION: u8 = 1;
+const MAGIC: [u8; 4] = SNAPSHOT_MAGIC;
+const VERSION: u8 = SNAPSHOT_VERSION;
 
 /// Byte offsets of the header fields, each built from the one before it.
 mod field {
