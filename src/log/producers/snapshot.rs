@@ -42,8 +42,6 @@ use crate::constants::{
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"SLPS";
 /// The snapshot format this build writes and reads.
 pub const SNAPSHOT_VERSION: u8 = 1;
-const MAGIC: [u8; 4] = SNAPSHOT_MAGIC;
-const VERSION: u8 = SNAPSHOT_VERSION;
 
 /// Byte offsets of the header fields, each built from the one before it.
 mod field {
@@ -71,15 +69,17 @@ const _: () = assert!(PRODUCER_BYTES == 20 && BATCH_BYTES == 32);
 pub enum SnapshotError {
     #[error("producer snapshot of {len} bytes is shorter than its {HEADER_BYTES}-byte header")]
     TooShort { len: usize },
-    #[error("producer snapshot has magic {found:?}, not {MAGIC:?}")]
+    #[error("producer snapshot has magic {found:?}, not {SNAPSHOT_MAGIC:?}")]
     BadMagic { found: [u8; 4] },
-    #[error("producer snapshot version {found} is not supported (this build reads {VERSION})")]
+    #[error(
+        "producer snapshot version {found} is not supported (this build reads {SNAPSHOT_VERSION})"
+    )]
     UnsupportedVersion { found: u8 },
     #[error("producer snapshot header has non-zero reserved bytes")]
     ReservedNotZero,
     #[error("producer snapshot crc32c is {stored:#010x}, its bytes give {computed:#010x}")]
     CrcMismatch { stored: u32, computed: u32 },
-    #[error("producer snapshot lists {count} producers; at most {max} fit in its {available} bytes and the partition limit")]
+    #[error("producer snapshot lists {count} producers; more than the limit of {max} or than its {available} bytes of entries can hold")]
     TooManyProducers {
         count: u32,
         max: usize,
@@ -124,8 +124,8 @@ pub(super) fn encode(table: &ProducerStateTable, up_to_offset: u64) -> Vec<u8> {
     let batches: usize = table.producers.values().map(|s| s.batches.len()).sum();
     let mut out =
         Vec::with_capacity(HEADER_BYTES + ids.len() * PRODUCER_BYTES + batches * BATCH_BYTES);
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&[VERSION, 0, 0, 0]);
+    out.extend_from_slice(&SNAPSHOT_MAGIC);
+    out.extend_from_slice(&[SNAPSHOT_VERSION, 0, 0, 0]);
     out.extend_from_slice(&[0; 4]); // crc32c, filled in below
     out.extend_from_slice(&up_to_offset.to_le_bytes());
     let count =
@@ -192,11 +192,11 @@ fn decode_header(bytes: &[u8]) -> Result<(u64, usize), SnapshotError> {
         index: 0,
     };
     let found: [u8; 4] = reader.array()?;
-    if found != MAGIC {
+    if found != SNAPSHOT_MAGIC {
         return Err(SnapshotError::BadMagic { found });
     }
     let [version] = reader.array()?;
-    if version != VERSION {
+    if version != SNAPSHOT_VERSION {
         return Err(SnapshotError::UnsupportedVersion { found: version });
     }
     if reader.array::<3>()? != [0; 3] {
@@ -403,8 +403,8 @@ mod tests {
 
     /// `body` (everything after the crc) behind a valid magic, version and crc.
     fn with_valid_crc(body: &[u8]) -> Vec<u8> {
-        let mut bytes = MAGIC.to_vec();
-        bytes.extend_from_slice(&[VERSION, 0, 0, 0]);
+        let mut bytes = SNAPSHOT_MAGIC.to_vec();
+        bytes.extend_from_slice(&[SNAPSHOT_VERSION, 0, 0, 0]);
         bytes.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
         bytes.extend_from_slice(body);
         bytes

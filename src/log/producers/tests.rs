@@ -138,9 +138,13 @@ fn the_sixth_previous_batch_is_no_longer_recognised() {
 fn a_gap_is_refused() {
     let mut leader = Leader::default();
     leader.send(header(1, 0, 0, 2)).expect("first batch");
+    let gap = leader
+        .send(header(1, 0, 3, 1))
+        .expect_err("sequence 2 is missing");
+    assert_eq!(gap, out_of_order(1, 0, 2, 3));
     assert_eq!(
-        leader.send(header(1, 0, 3, 1)),
-        Err(out_of_order(1, 0, 2, 3))
+        gap.to_string(),
+        "producer 1 epoch 0: expected sequence 2, received 3"
     );
     assert_eq!(leader.send(header(1, 0, 2, 1)), Ok(Admission::Append));
 }
