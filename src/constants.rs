@@ -287,3 +287,30 @@ pub const OPEN_FILE_SLOT_RETRY_MS: u64 = 1;
 pub const CLIENT_CONNECT_TIMEOUT_MS: u64 = 10_000;
 
 const _: () = assert!(FRAME_COMPLETION_TIMEOUT_MS_DEFAULT <= CONNECTION_IDLE_TIMEOUT_MS_DEFAULT);
+
+// ---------------------------------------------------------------------------------------
+// Idempotent producers
+// ---------------------------------------------------------------------------------------
+
+/// The most recent batches remembered per producer (and partition). A retry of one of
+/// them is answered with its original offsets; a retry of an older one is out of order.
+/// A producer keeps at most this many batches in flight per partition.
+pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
+
+/// The most producers whose state one partition keeps. Past it, the least recently active
+/// producer is forgotten (its next batch is accepted with any sequence).
+pub const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
+
+/// Default idle time after which a producer's state is dropped (1 day).
+pub const PRODUCER_IDLE_MS_DEFAULT: i64 = 24 * 3600 * 1000;
+
+// A snapshot stores a producer's batch count in one byte.
+const _: () = assert!(PRODUCER_BATCHES_REMEMBERED >= 1 && PRODUCER_BATCHES_REMEMBERED <= 255);
+const _: () =
+    assert!(PRODUCERS_PER_PARTITION_MAX >= 1 && PRODUCERS_PER_PARTITION_MAX <= u32::MAX as usize);
+// The remembered batches and one more, each at most a full batch of sequences, never go
+// round the sequence space (2^31): a range that starts at the expected sequence cannot
+// overlap a remembered batch.
+const _: () = assert!(
+    (PRODUCER_BATCHES_REMEMBERED as u64 + 1) * (BATCH_RECORDS_MAX as u64) < i32::MAX as u64
+);

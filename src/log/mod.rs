@@ -34,6 +34,7 @@ pub mod index;
 pub mod io;
 mod maintenance;
 mod partition;
+pub mod producers;
 mod read;
 mod recovery;
 pub mod segment;
