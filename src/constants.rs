@@ -283,6 +283,10 @@ pub const RECOVERY_POINT_INTERVAL_MS: u64 = 10_000;
 /// How often an IO waiting for one of the shard's open-file slots looks again.
 pub const OPEN_FILE_SLOT_RETRY_MS: u64 = 1;
 
+/// How often a producer's batch that overtook earlier ones (and was refused as out of
+/// sequence) looks whether they have settled, before it is sent again.
+pub const PRODUCER_PREDECESSOR_POLL_MS: u64 = 1;
+
 /// The client's connection attempt gives up after this long.
 pub const CLIENT_CONNECT_TIMEOUT_MS: u64 = 10_000;
 
@@ -296,6 +300,10 @@ const _: () = assert!(FRAME_COMPLETION_TIMEOUT_MS_DEFAULT <= CONNECTION_IDLE_TIM
 /// them is answered with its original offsets; a retry of an older one is out of order.
 /// A producer keeps at most this many batches in flight per partition.
 pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
+
+/// Producer ids the controller reserves in the metadata log at once (a restart skips what
+/// was left of the block).
+pub const PRODUCER_ID_BLOCK: u64 = 1000;
 
 /// The most producers whose state one partition keeps. Past it, the least recently active
 /// producer is forgotten (its next batch is accepted with any sequence).

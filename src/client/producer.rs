@@ -20,8 +20,12 @@ use glommio::sync::Semaphore;
 use super::cluster::Cluster;
 use super::error::ClientError;
 use super::partitioner::partition_for_key;
-use crate::constants::BATCH_HEADER_BYTES;
-use crate::protocol::{Acks, ErrorCode, ProducePartition, ProduceRequest, Request, Response};
+use crate::constants::{
+    BATCH_HEADER_BYTES, PRODUCER_BATCHES_REMEMBERED, PRODUCER_PREDECESSOR_POLL_MS,
+};
+use crate::protocol::{
+    Acks, ErrorCode, InitProducerIdRequest, ProducePartition, ProduceRequest, Request, Response,
+};
 use crate::record::{BatchBuilder, Codec};
 
 /// Bytes a record adds to a batch beyond its key and value (rkyv framing, deltas).
@@ -42,6 +46,9 @@ pub struct ProducerConfig {
     pub retries: u32,
     pub retry_backoff: Duration,
     pub codec: Codec,
+    /// Idempotent: the broker hands out a producer id, every batch carries it and its
+    /// per-partition sequence, and a retried batch is stored once.
+    pub idempotent: bool,
     /// The clock message timestamps are read from.
     pub clock: crate::clock::ClockRef,
 }
@@ -57,6 +64,7 @@ impl Default for ProducerConfig {
             retries: 10,
             retry_backoff: Duration::from_millis(50),
             codec: Codec::None,
+            idempotent: true,
             clock: crate::clock::system(),
         }
     }
@@ -78,10 +86,13 @@ struct Batch {
     opened_at: Instant,
 }
 
-/// One partition's queue. Batches leave one at a time, in order (so per-key order holds
-/// across retries); the single sender takes full batches first, and the open batch once its
-/// linger has run out. A batch is never closed just to wait behind another: while one is
-/// in flight, the open batch keeps growing.
+/// One partition's queue. Batches leave in order: the single sender takes full batches
+/// first, and the open batch once its linger has run out. An idempotent producer keeps up to
+/// `PRODUCER_BATCHES_REMEMBERED` batches in flight per partition (the broker refuses a batch
+/// that overtakes an earlier one, and the client sends it again once the earlier ones have
+/// settled, so per-key order holds across retries); a plain producer keeps one. A batch is
+/// never closed just to wait behind another: while the window is full, the open batch keeps
+/// growing.
 #[derive(Default)]
 struct PartitionQueue {
     open: Option<Batch>,
@@ -89,6 +100,26 @@ struct PartitionQueue {
     sending: bool,
     /// Send the open batch at once, linger or not (flush).
     flush_requested: bool,
+    /// The idempotent sequence of the next batch's first message, and the producer id it
+    /// counts for (a new id starts again at 0).
+    next_sequence: i32,
+    sequence_of: Option<i64>,
+    /// Batches in flight at once (created with the queue's first batch).
+    window: Option<Rc<Semaphore>>,
+    /// The index the next batch sent gets; batches below `settled_below` (and those in
+    /// `settled_ahead`) have been answered for good.
+    next_index: u64,
+    settled_below: u64,
+    settled_ahead: std::collections::BTreeSet<u64>,
+}
+
+impl PartitionQueue {
+    fn settle(&mut self, index: u64) {
+        self.settled_ahead.insert(index);
+        while self.settled_ahead.remove(&self.settled_below) {
+            self.settled_below += 1;
+        }
+    }
 }
 
 /// Every partition's queue, by topic then partition, so that finding a queue for a message
@@ -134,6 +165,12 @@ struct Inner {
     buffer: Semaphore,
     /// Messages accepted and not yet answered.
     unanswered: Cell<usize>,
+    /// The idempotent producer id and epoch, once the broker handed them out; cleared when
+    /// a batch failed for good (its sequence may or may not be in the log), so that the
+    /// next batch starts afresh under a new id.
+    identity: RefCell<Option<(i64, i16)>>,
+    /// Held while asking the broker for an identity (one request, not one per partition).
+    identity_gate: Semaphore,
 }
 
 /// A producer; clones share it. Runs on a glommio executor.
@@ -168,6 +205,8 @@ impl Producer {
                 sticky: RefCell::new(HashMap::new()),
                 buffer,
                 unanswered: Cell::new(0),
+                identity: RefCell::new(None),
+                identity_gate: Semaphore::new(1),
             }),
         }
     }
@@ -298,7 +337,23 @@ impl Producer {
         None
     }
 
+    /// The partition's in-flight window and the index of the batch about to leave.
+    fn window(&self, slot: &(String, u32)) -> Rc<Semaphore> {
+        let in_flight = if self.inner.config.idempotent {
+            PRODUCER_BATCHES_REMEMBERED
+        } else {
+            1
+        };
+        let mut queues = self.inner.queues.borrow_mut();
+        let queue = queues.get_or_insert(&slot.0, slot.1);
+        queue
+            .window
+            .get_or_insert_with(|| Rc::new(Semaphore::new(in_flight as u64)))
+            .clone()
+    }
+
     async fn run_sender(&self, slot: (String, u32)) {
+        let window = self.window(&slot);
         while let Some(batch) = self.next_ready(&slot) {
             // Keyless messages move on to the next partition once a batch leaves.
             if let Some(sticky) = self.inner.sticky.borrow_mut().get_mut(&slot.0) {
@@ -306,38 +361,162 @@ impl Producer {
                     *sticky = sticky.wrapping_add(1);
                 }
             }
+            let Ok(permit) = window.acquire_static_permit(1).await else {
+                return;
+            };
             let Batch {
                 builder,
                 waiters,
                 reserved_bytes,
                 ..
             } = batch;
-            let outcome = match builder.finish() {
-                Ok(bytes) => self.send_batch(&slot.0, slot.1, &bytes).await,
-                Err(error) => Err(ClientError::InvalidInput(error.to_string())),
+            // Sequences and indexes are given here, in send order.
+            let stamped = self.stamp_producer(&slot, builder).await;
+            let index = {
+                let mut queues = self.inner.queues.borrow_mut();
+                let queue = queues.get_or_insert(&slot.0, slot.1);
+                queue.next_index += 1;
+                queue.next_index - 1
             };
-            let answered = waiters.len();
-            for (index, waiter) in waiters.into_iter().enumerate() {
-                let result = outcome.clone().map(|base| RecordMetadata {
-                    partition: slot.1,
-                    offset: base + index as u64,
-                });
-                let _ = waiter.send(result);
-            }
-            self.inner.buffer.signal(reserved_bytes);
-            self.inner
-                .unanswered
-                .set(self.inner.unanswered.get() - answered);
+            let producer = self.clone();
+            let slot = slot.clone();
+            glommio::spawn_local(async move {
+                let outcome = match stamped.and_then(|b| {
+                    b.finish()
+                        .map_err(|error| ClientError::InvalidInput(error.to_string()))
+                }) {
+                    Ok(bytes) => producer.send_batch(&slot, index, &bytes).await,
+                    Err(error) => Err(error),
+                };
+                producer.answer(&slot, index, outcome, waiters, reserved_bytes);
+                drop(permit);
+            })
+            .detach();
         }
     }
 
-    /// Sends one batch, retrying retriable failures; returns its base offset.
+    /// Answers a batch's messages and marks the batch settled.
+    fn answer(
+        &self,
+        slot: &(String, u32),
+        index: u64,
+        outcome: Result<u64, ClientError>,
+        waiters: Vec<Waiter>,
+        reserved_bytes: u64,
+    ) {
+        if outcome.is_err() && self.inner.config.idempotent {
+            // The batch may or may not be in the log: its sequence cannot be reused, and
+            // the next one must not depend on it. Start afresh under a new id.
+            self.inner.identity.borrow_mut().take();
+        }
+        if let Some(queue) = self.inner.queues.borrow_mut().get_mut(&slot.0, slot.1) {
+            queue.settle(index);
+        }
+        let answered = waiters.len();
+        for (position, waiter) in waiters.into_iter().enumerate() {
+            let result = outcome.clone().map(|base| RecordMetadata {
+                partition: slot.1,
+                offset: base + position as u64,
+            });
+            let _ = waiter.send(result);
+        }
+        self.inner.buffer.signal(reserved_bytes);
+        self.inner
+            .unanswered
+            .set(self.inner.unanswered.get() - answered);
+    }
+
+    /// Whether a batch sent before `index` on this partition is still unanswered.
+    fn earlier_unsettled(&self, slot: &(String, u32), index: u64) -> bool {
+        self.inner
+            .queues
+            .borrow_mut()
+            .get_mut(&slot.0, slot.1)
+            .is_some_and(|queue| queue.settled_below < index)
+    }
+
+    /// The idempotent producer id and epoch, asked of the broker once.
+    async fn identity(&self) -> Result<(i64, i16), ClientError> {
+        if let Some(identity) = *self.inner.identity.borrow() {
+            return Ok(identity);
+        }
+        let _gate = self
+            .inner
+            .identity_gate
+            .acquire_permit(1)
+            .await
+            .map_err(|_| ClientError::Disconnected("producer closed".into()))?;
+        if let Some(identity) = *self.inner.identity.borrow() {
+            return Ok(identity);
+        }
+        let request = Request::InitProducerId(InitProducerIdRequest {
+            client_id: "shardline-producer".into(),
+        });
+        let config = &self.inner.config;
+        let mut attempt = 0;
+        let identity = loop {
+            let result = async {
+                let connection = self.inner.cluster.any_connection().await?;
+                match connection.request(&request, &[]).await?.response {
+                    Response::InitProducerId(answer) if answer.error == ErrorCode::None => {
+                        Ok((answer.producer_id, answer.producer_epoch))
+                    }
+                    Response::InitProducerId(answer) => {
+                        Err(ClientError::from_code(answer.error, answer.message))
+                    }
+                    other => Err(ClientError::Protocol(format!(
+                        "init producer id answered with {:?}",
+                        other.api_key()
+                    ))),
+                }
+            }
+            .await;
+            match result {
+                Err(error) if error.is_retriable() && attempt < config.retries => {
+                    attempt += 1;
+                    glommio::timer::sleep(config.retry_backoff * attempt).await;
+                }
+                other => break other?,
+            }
+        };
+        *self.inner.identity.borrow_mut() = Some(identity);
+        Ok(identity)
+    }
+
+    /// Gives a batch its producer id, epoch and the partition's next sequence (idempotent
+    /// producers only). Called by the partition's single sender, in send order.
+    async fn stamp_producer(
+        &self,
+        slot: &(String, u32),
+        builder: BatchBuilder,
+    ) -> Result<BatchBuilder, ClientError> {
+        if !self.inner.config.idempotent {
+            return Ok(builder);
+        }
+        let (producer_id, epoch) = self.identity().await?;
+        let mut queues = self.inner.queues.borrow_mut();
+        let queue = queues.get_or_insert(&slot.0, slot.1);
+        if queue.sequence_of != Some(producer_id) {
+            queue.sequence_of = Some(producer_id);
+            queue.next_sequence = 0;
+        }
+        let base_sequence = queue.next_sequence;
+        let count = i64::from(builder.record_count());
+        queue.next_sequence =
+            ((i64::from(base_sequence) + count) % (i64::from(i32::MAX) + 1)) as i32;
+        Ok(builder.with_producer(producer_id, epoch, base_sequence))
+    }
+
+    /// Sends one batch, retrying retriable failures; returns its base offset. A batch the
+    /// broker refuses as out of sequence while earlier ones are still unanswered overtook
+    /// them: it is sent again once they have all settled.
     async fn send_batch(
         &self,
-        topic: &str,
-        partition: u32,
+        slot: &(String, u32),
+        index: u64,
         bytes: &[u8],
     ) -> Result<u64, ClientError> {
+        let (topic, partition) = (slot.0.as_str(), slot.1);
         let config = &self.inner.config;
         let request = Request::Produce(ProduceRequest {
             acks: config.acks.as_i8(),
@@ -372,6 +551,16 @@ impl Producer {
             }
             .await;
             match result {
+                Err(ClientError::Broker {
+                    code: ErrorCode::OutOfOrderSequence,
+                    ..
+                }) if attempt < config.retries && self.earlier_unsettled(slot, index) => {
+                    attempt += 1;
+                    while self.earlier_unsettled(slot, index) {
+                        glommio::timer::sleep(Duration::from_millis(PRODUCER_PREDECESSOR_POLL_MS))
+                            .await;
+                    }
+                }
                 Err(error) if error.is_retriable() && attempt < config.retries => {
                     attempt += 1;
                     glommio::timer::sleep(config.retry_backoff * attempt).await;

@@ -12,7 +12,7 @@ use crate::log::LogShard;
 use crate::protocol::{
     AlterConfigsRequest, AlterConfigsResponse, AlterConfigsResult, CreateTopicResult,
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicResult, DeleteTopicsRequest,
-    DeleteTopicsResponse, ErrorCode, Response,
+    DeleteTopicsResponse, ErrorCode, InitProducerIdRequest, InitProducerIdResponse, Response,
 };
 
 /// A catalogue change a client asked for.
@@ -91,6 +91,32 @@ impl Controller {
             response,
             catalog,
             deleted,
+        }
+    }
+
+    /// Hands out a new idempotent producer id (epoch 0), reserved durably first.
+    pub async fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
+        let mut store = self
+            .store
+            .write()
+            .await
+            .expect("catalogue lock never closed");
+        match store.next_producer_id().await {
+            Ok(producer_id) => {
+                tracing::debug!(producer_id, client_id = %request.client_id, "producer id handed out");
+                InitProducerIdResponse {
+                    error: ErrorCode::None,
+                    message: String::new(),
+                    producer_id,
+                    producer_epoch: 0,
+                }
+            }
+            Err(error) => InitProducerIdResponse {
+                error: ErrorCode::StorageError,
+                message: error.to_string(),
+                producer_id: -1,
+                producer_epoch: -1,
+            },
         }
     }
 

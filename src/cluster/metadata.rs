@@ -51,6 +51,10 @@ pub enum MetadataEvent {
         topic_id: u64,
         config: Vec<StoredEntry>,
     },
+    /// Producer ids below `next` are handed out (or reserved): never hand them out again.
+    ProducerIdsReserved {
+        next: u64,
+    },
 }
 
 /// A topic as the catalogue knows it. Plain data.
@@ -156,6 +160,11 @@ pub struct MetadataStore {
     clock: crate::clock::ClockRef,
     topics: BTreeMap<String, TopicSpec>,
     next_topic_id: u64,
+    /// Producer ids below this are reserved in the log (durably).
+    producer_ids_reserved: u64,
+    /// The next producer id to hand out (below `producer_ids_reserved`, or a new block is
+    /// reserved first).
+    next_producer_id: u64,
 }
 
 impl MetadataStore {
@@ -177,8 +186,12 @@ impl MetadataStore {
             clock: shard.clock().clone(),
             topics: BTreeMap::new(),
             next_topic_id: 1,
+            producer_ids_reserved: 0,
+            next_producer_id: 0,
         };
         store.replay().await?;
+        // Ids reserved before a restart may have been handed out: start past them.
+        store.next_producer_id = store.producer_ids_reserved;
         Ok(store)
     }
 
@@ -261,6 +274,9 @@ impl MetadataStore {
                 {
                     topic.config = config;
                 }
+            }
+            MetadataEvent::ProducerIdsReserved { next } => {
+                self.producer_ids_reserved = self.producer_ids_reserved.max(next);
             }
         }
         Ok(())
@@ -388,6 +404,20 @@ impl MetadataStore {
         };
         self.commit(event).await?;
         Ok(self.topics[name].clone())
+    }
+
+    /// A producer id never handed out before, on this catalogue's whole history: ids are
+    /// reserved durably in blocks of `PRODUCER_ID_BLOCK`, so a restart skips the rest of a
+    /// block rather than repeat an id.
+    pub async fn next_producer_id(&mut self) -> Result<i64, TopicError> {
+        if self.next_producer_id >= self.producer_ids_reserved {
+            let next = self.next_producer_id + crate::constants::PRODUCER_ID_BLOCK;
+            self.commit(MetadataEvent::ProducerIdsReserved { next })
+                .await?;
+        }
+        let id = self.next_producer_id;
+        self.next_producer_id += 1;
+        i64::try_from(id).map_err(|_| TopicError::Storage("producer ids exhausted".into()))
     }
 
     pub async fn close(&self) -> Result<(), MetadataError> {

@@ -40,6 +40,9 @@ pub enum AppendError {
     /// The batch was appended but removed by a truncation before it became durable.
     #[error("offset {offset} was truncated before it became durable (log end is now {log_end})")]
     Truncated { offset: u64, log_end: u64 },
+    /// An idempotent producer's batch was refused (out of sequence, fenced, malformed).
+    #[error(transparent)]
+    Producer(#[from] super::producers::ProducerStateError),
 }
 
 /// Why a read failed.
@@ -99,7 +102,10 @@ impl From<AppendError> for MaintenanceError {
     fn from(error: AppendError) -> Self {
         match error {
             AppendError::Fenced(io) => MaintenanceError::Fenced(io),
-            AppendError::Closed | AppendError::Truncated { .. } => MaintenanceError::Closed,
+            // Flushes and closes append nothing, so no producer check can refuse them.
+            AppendError::Closed | AppendError::Truncated { .. } | AppendError::Producer(_) => {
+                MaintenanceError::Closed
+            }
         }
     }
 }

@@ -390,10 +390,14 @@ fn last_partial_page(tail_page: &[u8], run: &[PendingBatch], end: u64) -> Vec<u8
 pub(super) async fn roll(partition: &Partition, new_base_offset: u64) -> Result<(), LogIoError> {
     close_active_segment(partition).await?;
     let segment = create_segment(partition, new_base_offset).await?;
-    let mut state = partition.state.borrow_mut();
-    state.segments.insert(new_base_offset, segment);
-    state.io_stats.segments_rolled += 1;
-    Ok(())
+    {
+        let mut state = partition.state.borrow_mut();
+        state.segments.insert(new_base_offset, segment);
+        state.io_stats.segments_rolled += 1;
+    }
+    // Everything below the new segment is written and synced: the producer state it left
+    // is a safe point to rebuild from.
+    super::idempotence::write_snapshot(partition, new_base_offset).await
 }
 
 /// Makes the active segment a closed one: synced, trimmed to its data, indexes on disk.

@@ -104,7 +104,6 @@ impl PartitionLog {
             state.segments.remove(&base);
             state.layout_version += 1;
         }
-        // A recovery point past the cut would make the cut look like damage: drop it first.
         // A recovery point past the cut would make the cut look like damage, and the holder
         // becomes the active segment, so its index files would be stale: all three go.
         let stale = vec![
@@ -140,6 +139,7 @@ impl PartitionLog {
             state.next_offset = cut_offset;
             state.written_offset = cut_offset;
             state.synced_offset = cut_offset;
+            state.producers.truncate_to(cut_offset);
             state.generation += 1;
             state.layout_version += 1;
             let generation = state.generation;
@@ -154,8 +154,11 @@ impl PartitionLog {
                 .truncate_from(partition.id, cut_offset);
             state.wake_all();
         }
-        // The cut segment was synced above: its new end is the recovery point.
+        // The cut segment was synced above: its new end is the recovery point, and the
+        // producer state below the cut a safe point to rebuild from (a snapshot past the cut
+        // would be ignored at the next open, costing a replay of the whole log).
         super::flush::write_recovery_point(partition).await?;
+        super::idempotence::write_snapshot(partition, cut_offset).await?;
         Ok(cut_offset)
     }
 
@@ -337,6 +340,8 @@ impl PartitionLog {
         // the close are refused below (their waiters learn the log is closed).
         if flushed.is_ok() {
             super::flush::write_recovery_point(partition).await?;
+            let end = partition.state.borrow().next_offset;
+            super::idempotence::write_snapshot(partition, end).await?;
         }
         let mut state = partition.state.borrow_mut();
         state.closed = true;

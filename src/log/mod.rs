@@ -30,6 +30,7 @@ pub mod checkpoint;
 mod error;
 pub mod files;
 mod flush;
+pub mod idempotence;
 pub mod index;
 pub mod io;
 mod maintenance;

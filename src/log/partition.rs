@@ -13,6 +13,7 @@ use glommio::sync::Semaphore;
 
 use super::cache::PartitionId;
 use super::error::{AppendError, LogIoError, OpenError};
+use super::producers::{Admission, ProducerStateTable};
 use super::segment::{segment_path, Segment, LOG_SUFFIX};
 use super::shard::ShardResources;
 use super::LogConfig;
@@ -26,6 +27,9 @@ pub struct AppendInfo {
     pub base_offset: u64,
     pub last_offset: u64,
     pub append_time_ms: i64,
+    /// The batch was an idempotent producer's retry of one already in the log: nothing
+    /// was appended, and these are the original's offsets.
+    pub duplicate: bool,
 }
 
 /// Counts of the IO a partition's writer issued, for group-commit evidence and metrics.
@@ -74,6 +78,8 @@ pub(super) struct State {
     /// appends to a partition land in the order they were called.
     pub space_queue: VecDeque<u64>,
     pub next_space_ticket: u64,
+    /// Idempotent producers' last batches (see `super::idempotence`).
+    pub producers: ProducerStateTable,
     pub fenced: Option<LogIoError>,
     pub closed: bool,
     /// Bumped by every truncation, so a durability waiter that raced one can tell.
@@ -197,7 +203,7 @@ impl PartitionLog {
         config.validate()?;
         let id = shard.allocate_partition_id();
         let state = super::recovery::recover(&shard, id, dir).await?;
-        Ok(PartitionLog {
+        let log = PartitionLog {
             inner: Rc::new(Partition {
                 id,
                 dir: dir.to_path_buf(),
@@ -206,7 +212,9 @@ impl PartitionLog {
                 state: RefCell::new(state),
                 writer: Semaphore::new(1),
             }),
-        })
+        };
+        log.rebuild_producers().await?;
+        Ok(log)
     }
 
     /// The clock of the shard that owns this log.
@@ -299,6 +307,28 @@ impl PartitionLog {
         let header = *batch.header();
         let mut state = self.inner.state.borrow_mut();
         state.check_open()?;
+        let idempotent = header.producer_id >= 0;
+        if idempotent {
+            match state
+                .producers
+                .check(&header)
+                .map_err(AppendError::Producer)?
+            {
+                Admission::Append => {}
+                Admission::Duplicate {
+                    base_offset,
+                    last_offset,
+                    append_time_ms,
+                } => {
+                    return Ok(AppendInfo {
+                        base_offset,
+                        last_offset,
+                        append_time_ms,
+                        duplicate: true,
+                    })
+                }
+            }
+        }
         let base_offset = state.next_offset;
         let append_time_ms = self.inner.shard.clock.wall_ms();
         let mut bytes = batch.into_bytes();
@@ -306,6 +336,13 @@ impl PartitionLog {
         let next_offset = base_offset + u64::from(header.record_count);
         debug_assert!(header.timestamp_type() == TimestampType::Create || append_time_ms > 0);
         state.next_offset = next_offset;
+        if idempotent {
+            let recorded =
+                state
+                    .producers
+                    .record(&header, base_offset, append_time_ms, append_time_ms);
+            assert!(recorded.is_ok(), "an admitted batch records: {recorded:?}");
+        }
         state.pending.push_back(PendingBatch {
             base_offset,
             next_offset,
@@ -329,6 +366,7 @@ impl PartitionLog {
             base_offset,
             last_offset: next_offset - 1,
             append_time_ms,
+            duplicate: false,
         })
     }
 

@@ -291,6 +291,7 @@ pub(super) async fn recover(
         waiters: Vec::new(),
         space_queue: VecDeque::new(),
         next_space_ticket: 0,
+        producers: Default::default(),
         fenced: None,
         closed: false,
         generation: 0,

@@ -40,6 +40,8 @@ pub enum ApiKey {
     DeleteTopics = 6,
     DescribeConfigs = 7,
     AlterConfigs = 8,
+    /// A new idempotent producer id and epoch.
+    InitProducerId = 9,
     /// Which broker and shard coordinate a consumer group.
     FindCoordinator = 20,
     /// Become a member of a consumer group.
@@ -65,7 +67,7 @@ pub enum ApiKey {
 
 impl ApiKey {
     /// Every api a client may send, in key order.
-    pub const REQUESTS: [ApiKey; 18] = [
+    pub const REQUESTS: [ApiKey; 19] = [
         ApiKey::Handshake,
         ApiKey::Metadata,
         ApiKey::Produce,
@@ -75,6 +77,7 @@ impl ApiKey {
         ApiKey::DeleteTopics,
         ApiKey::DescribeConfigs,
         ApiKey::AlterConfigs,
+        ApiKey::InitProducerId,
         ApiKey::FindCoordinator,
         ApiKey::JoinGroup,
         ApiKey::Heartbeat,
@@ -119,6 +122,7 @@ impl ApiKey {
             | ApiKey::DeleteTopics
             | ApiKey::DescribeConfigs
             | ApiKey::AlterConfigs
+            | ApiKey::InitProducerId
             | ApiKey::FindCoordinator
             | ApiKey::JoinGroup
             | ApiKey::Heartbeat
@@ -153,6 +157,7 @@ impl ApiKey {
             ApiKey::DeleteTopics => "DeleteTopics",
             ApiKey::DescribeConfigs => "DescribeConfigs",
             ApiKey::AlterConfigs => "AlterConfigs",
+            ApiKey::InitProducerId => "InitProducerId",
             ApiKey::FindCoordinator => "FindCoordinator",
             ApiKey::JoinGroup => "JoinGroup",
             ApiKey::Heartbeat => "Heartbeat",
@@ -260,7 +265,7 @@ mod tests {
     #[test]
     fn keys_round_trip_and_request_keys_are_dense() {
         for (index, api) in ApiKey::REQUESTS.iter().enumerate() {
-            let expected = if index < 9 { index } else { index - 9 + 20 };
+            let expected = if index < 10 { index } else { index - 10 + 20 };
             assert_eq!(api.as_u16() as usize, expected);
             assert_eq!(ApiKey::from_u16(api.as_u16()), Some(*api));
             assert!(api.is_request());
@@ -268,7 +273,7 @@ mod tests {
         }
         assert_eq!(ApiKey::from_u16(0xFFFF), Some(ApiKey::Error));
         assert!(!ApiKey::Error.is_request());
-        assert_eq!(ApiKey::from_u16(9), None);
+        assert_eq!(ApiKey::from_u16(10), None);
         assert_eq!(ApiKey::from_u16(19), None);
         assert_eq!(ApiKey::from_u16(29), None);
     }

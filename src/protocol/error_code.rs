@@ -105,12 +105,22 @@ pub enum ErrorCode {
     /// The member asked for another assignment strategy than the group's members use. Not
     /// retriable.
     InconsistentGroupProtocol = 32,
-    // Next free value: 33. Retired values (never reuse): none yet.
+    /// An idempotent producer's batch does not follow its previous one on the partition (a
+    /// sequence was skipped or repeated out of order). Not retriable as such: the producer
+    /// must resend from its first unacknowledged batch.
+    OutOfOrderSequence = 33,
+    /// An idempotent producer's epoch is older than the partition has seen: another
+    /// producer with the same id took over. Not retriable.
+    ProducerFenced = 34,
+    /// A batch's producer fields are malformed (a negative sequence or epoch with a producer
+    /// id, or a sequence range no batch can have). Not retriable.
+    InvalidProducerFields = 35,
+    // Next free value: 36. Retired values (never reuse): none yet.
 }
 
 impl ErrorCode {
     /// Every code, in value order.
-    pub const ALL: [ErrorCode; 33] = [
+    pub const ALL: [ErrorCode; 36] = [
         ErrorCode::None,
         ErrorCode::Unknown,
         ErrorCode::CorruptBatch,
@@ -144,6 +154,9 @@ impl ErrorCode {
         ErrorCode::GroupMaxSizeReached,
         ErrorCode::FencedInstanceId,
         ErrorCode::InconsistentGroupProtocol,
+        ErrorCode::OutOfOrderSequence,
+        ErrorCode::ProducerFenced,
+        ErrorCode::InvalidProducerFields,
     ];
 
     /// The code with this wire value, if this build knows it.
@@ -212,6 +225,9 @@ impl ErrorCode {
             ErrorCode::GroupMaxSizeReached => "GroupMaxSizeReached",
             ErrorCode::FencedInstanceId => "FencedInstanceId",
             ErrorCode::InconsistentGroupProtocol => "InconsistentGroupProtocol",
+            ErrorCode::OutOfOrderSequence => "OutOfOrderSequence",
+            ErrorCode::ProducerFenced => "ProducerFenced",
+            ErrorCode::InvalidProducerFields => "InvalidProducerFields",
         }
     }
 }

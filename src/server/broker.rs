@@ -387,9 +387,15 @@ async fn accept_loop(context: Rc<ShardContext>, listener: TcpListener) {
 async fn retention_loop(context: Rc<ShardContext>) {
     loop {
         glommio::timer::sleep(millis(RETENTION_INTERVAL_MS)).await;
+        let producer_idle_ms =
+            i64::try_from(context.profile.storage.producer_idle_ms).unwrap_or(i64::MAX);
         for (_, log) in context.partitions.all() {
             if let Err(error) = log.enforce_retention().await {
                 tracing::warn!(dir = %log.dir().display(), %error, "retention failed");
+            }
+            let expired = log.expire_producers(producer_idle_ms);
+            if expired > 0 {
+                tracing::debug!(dir = %log.dir().display(), expired, "idle producers forgotten");
             }
         }
     }

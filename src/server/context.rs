@@ -14,7 +14,8 @@ use crate::clock::ClockRef;
 use crate::cluster::{AdminRequest, Catalog, Controller};
 use crate::group::{CoordinatorError, GroupRequest};
 use crate::protocol::{
-    GroupListing, ListOffsetsPartitionResponse, ProducePartitionResponse, Response,
+    GroupListing, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsPartitionResponse,
+    ProducePartitionResponse, Response,
 };
 use crate::shard::messages::{
     CatalogUpdate, FetchOutcome, FetchWork, ListOffsetsWork, ProduceWork, ShardHandler,
@@ -114,6 +115,14 @@ impl ShardHandler for ShardContext {
 
     async fn run_controller(&self, request: AdminRequest) -> Response {
         super::controller::run(self, request).await
+    }
+
+    async fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
+        let controller = self
+            .controller
+            .as_ref()
+            .expect("producer ids are handed out on the controller shard");
+        controller.init_producer_id(request).await
     }
 
     async fn produce(&self, work: Vec<ProduceWork>) -> Vec<ProducePartitionResponse> {

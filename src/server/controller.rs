@@ -4,7 +4,9 @@
 
 use super::context::ShardContext;
 use crate::cluster::AdminRequest;
-use crate::protocol::{ErrorCode, ErrorResponse, Response};
+use crate::protocol::{
+    ErrorCode, ErrorResponse, InitProducerIdRequest, InitProducerIdResponse, Response,
+};
 use crate::shard::messages::{CatalogUpdate, ShardHandler, ShardMessage};
 
 /// Sends an admin request to the controller shard (or runs it, on that shard).
@@ -22,6 +24,27 @@ pub async fn forward(context: &ShardContext, request: AdminRequest) -> Response 
                 ErrorCode::BrokerShuttingDown,
                 &format!("the controller: {error}"),
             ))
+        })
+}
+
+/// Asks the controller shard for a new producer id (or hands one out, on that shard).
+pub async fn init_producer_id(
+    context: &ShardContext,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let controller = context.ownership.controller();
+    if controller == context.shard_id {
+        return context.init_producer_id(request).await;
+    }
+    context
+        .mesh
+        .call(controller, request, ShardMessage::InitProducerId)
+        .await
+        .unwrap_or_else(|error| InitProducerIdResponse {
+            error: ErrorCode::BrokerShuttingDown,
+            message: format!("the controller: {error}"),
+            producer_id: -1,
+            producer_epoch: -1,
         })
 }
 

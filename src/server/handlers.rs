@@ -69,6 +69,9 @@ pub async fn handle(context: &ShardContext, decoded: DecodedRequest) -> Reply {
         Request::CreateTopics(r) => admin(AdminRequest::CreateTopics(r)).await.into(),
         Request::DeleteTopics(r) => admin(AdminRequest::DeleteTopics(r)).await.into(),
         Request::AlterConfigs(r) => admin(AdminRequest::AlterConfigs(r)).await.into(),
+        Request::InitProducerId(r) => {
+            Response::InitProducerId(super::controller::init_producer_id(context, r).await).into()
+        }
         Request::FindCoordinator(request) => {
             super::groups::find_coordinator(context, &request).into()
         }

@@ -12,8 +12,8 @@ use super::error::ProfileError;
 use crate::client::ClientTuning;
 use crate::constants::{
     BATCH_CACHE_BYTES_DEFAULT, CONNECTION_IDLE_TIMEOUT_MS_DEFAULT,
-    FRAME_COMPLETION_TIMEOUT_MS_DEFAULT, OPEN_SEGMENT_FILES_DEFAULT, SEGMENT_PREALLOCATE_BYTES,
-    SHUTDOWN_DRAIN_TIMEOUT_MS_DEFAULT, WRITE_STALL_TIMEOUT_MS_DEFAULT,
+    FRAME_COMPLETION_TIMEOUT_MS_DEFAULT, OPEN_SEGMENT_FILES_DEFAULT, PRODUCER_IDLE_MS_DEFAULT,
+    SEGMENT_PREALLOCATE_BYTES, SHUTDOWN_DRAIN_TIMEOUT_MS_DEFAULT, WRITE_STALL_TIMEOUT_MS_DEFAULT,
 };
 use crate::log::FlushPolicy;
 
@@ -42,6 +42,9 @@ pub struct StorageProfile {
     pub open_files_max: usize,
     /// Space reserved ahead of each partition's writer.
     pub preallocate_bytes: u64,
+    /// An idempotent producer silent on a partition for this long is forgotten there (a
+    /// retry after that may be stored twice).
+    pub producer_idle_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -93,6 +96,7 @@ impl Default for StorageProfile {
             cache_bytes: BATCH_CACHE_BYTES_DEFAULT,
             open_files_max: OPEN_SEGMENT_FILES_DEFAULT,
             preallocate_bytes: SEGMENT_PREALLOCATE_BYTES,
+            producer_idle_ms: PRODUCER_IDLE_MS_DEFAULT as u64,
         }
     }
 }

@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::context::ShardContext;
 use crate::cluster::TopicSpec;
+use crate::log::producers::ProducerStateError;
 use crate::log::{AppendError, PartitionLog, ReadChunk, ReadError};
 use crate::protocol::{
     Acks, ErrorCode, FetchPartitionResponse, ListOffsetsPartitionResponse, OffsetSpec,
@@ -30,6 +31,11 @@ fn append_error_code(error: &AppendError) -> ErrorCode {
     match error {
         AppendError::Fenced(_) | AppendError::Closed => ErrorCode::StorageError,
         AppendError::Truncated { .. } => ErrorCode::NotLeaderOrFollower,
+        AppendError::Producer(refused) => match refused {
+            ProducerStateError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
+            ProducerStateError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+            _ => ErrorCode::InvalidProducerFields,
+        },
     }
 }
 

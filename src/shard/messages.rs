@@ -6,6 +6,7 @@
 //!  Catalog        controller shard        every other shard          () once applied
 //!  Admin          any shard (a client's   controller shard           the admin response
 //!                 create/delete/alter)
+//!  InitProducerId any shard               controller shard           a new producer id
 //!  Produce        shard a request hit     shard owning the partitions one response per item
 //!  Fetch          "                       "                          one outcome per item
 //!  ListOffsets    "  (also group describe "                          one response per item
@@ -30,8 +31,8 @@ use super::mesh::{Call, MeshMessage, MessageClass};
 use crate::cluster::{AdminRequest, Catalog, TopicSpec};
 use crate::group::{CoordinatorError, GroupRequest};
 use crate::protocol::{
-    Acks, FetchPartitionResponse, GroupListing, ListOffsetsPartitionResponse, OffsetSpec,
-    ProducePartitionResponse, Response,
+    Acks, FetchPartitionResponse, GroupListing, InitProducerIdRequest, InitProducerIdResponse,
+    ListOffsetsPartitionResponse, OffsetSpec, ProducePartitionResponse, Response,
 };
 
 /// One partition's share of a produce request.
@@ -87,6 +88,7 @@ pub struct CatalogUpdate {
 pub enum ShardMessage {
     Catalog(Call<CatalogUpdate, ()>),
     Admin(Call<AdminRequest, Response>),
+    InitProducerId(Call<InitProducerIdRequest, InitProducerIdResponse>),
     Produce(Call<Vec<ProduceWork>, Vec<ProducePartitionResponse>>),
     Fetch(Call<Vec<FetchWork>, Vec<FetchOutcome>>),
     ListOffsets(Call<Vec<ListOffsetsWork>, Vec<ListOffsetsPartitionResponse>>),
@@ -114,6 +116,7 @@ impl MeshMessage for ShardMessage {
 pub trait ShardHandler {
     async fn apply_catalog(&self, update: CatalogUpdate);
     async fn run_controller(&self, request: AdminRequest) -> Response;
+    async fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse;
     async fn produce(&self, work: Vec<ProduceWork>) -> Vec<ProducePartitionResponse>;
     async fn fetch(&self, work: Vec<FetchWork>) -> Vec<FetchOutcome>;
     async fn list_offsets(&self, work: Vec<ListOffsetsWork>) -> Vec<ListOffsetsPartitionResponse>;
@@ -128,6 +131,7 @@ pub async fn dispatch<H: ShardHandler>(handler: &H, message: ShardMessage) {
     match message {
         ShardMessage::Catalog(call) => call.answer(|u| handler.apply_catalog(u)).await,
         ShardMessage::Admin(call) => call.answer(|r| handler.run_controller(r)).await,
+        ShardMessage::InitProducerId(call) => call.answer(|r| handler.init_producer_id(r)).await,
         ShardMessage::Produce(call) => call.answer(|w| handler.produce(w)).await,
         ShardMessage::Fetch(call) => call.answer(|w| handler.fetch(w)).await,
         ShardMessage::ListOffsets(call) => call.answer(|w| handler.list_offsets(w)).await,

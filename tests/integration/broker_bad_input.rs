@@ -836,8 +836,8 @@ fn unknown_apis_and_versions_are_answered_and_the_connection_goes_on() {
             ErrorCode::UnsupportedApi,
         ),
         (
-            "reserved api key 9",
-            with(101, &|f| put_u16(f, field::API_KEY, 9)),
+            "reserved api key 10",
+            with(101, &|f| put_u16(f, field::API_KEY, 10)),
             ErrorCode::UnsupportedApi,
         ),
         (

@@ -6,6 +6,7 @@ mod broker;
 mod broker_bad_input;
 mod groups;
 mod harness;
+mod idempotence;
 mod loadgen;
 mod log_crash;
 mod tuning;

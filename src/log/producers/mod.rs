@@ -10,7 +10,8 @@
 //!
 //! | producer state | batch | answer |
 //! |---|---|---|
-//! | unknown (new, expired, evicted) | any sequence | `Append` |
+//! | unknown (new, expired, evicted) | sequence 0 | `Append` |
+//! | unknown (new, expired, evicted) | sequence > 0 | `OutOfOrderSequence` (expected 0) |
 //! | known, batch epoch lower | any | `ProducerFenced` |
 //! | known, batch epoch higher | sequence 0 | `Append` (forgets the old epoch's batches) |
 //! | known, batch epoch higher | sequence > 0 | `OutOfOrderSequence` (expected 0) |
@@ -278,7 +279,16 @@ impl ProducerStateTable {
             return Ok(Admission::Append);
         };
         match self.producers.get(&batch.producer_id) {
-            None => Ok(Admission::Append),
+            // A producer this partition does not know starts at sequence 0: a later batch of
+            // a new producer that overtook its first one (a reordering between the client and
+            // the log) must not be taken, or the first could never follow it.
+            None if batch.first_sequence == 0 => Ok(Admission::Append),
+            None => Err(ProducerStateError::OutOfOrderSequence {
+                producer_id: batch.producer_id,
+                epoch: batch.epoch,
+                expected: 0,
+                received: batch.first_sequence,
+            }),
             Some(state) => state.admit(&batch),
         }
     }

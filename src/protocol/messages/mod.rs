@@ -12,6 +12,7 @@ mod handshake;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod producer_id;
 mod topics;
 
 pub use configs::{
@@ -43,6 +44,7 @@ pub use metadata::{
 pub use produce::{
     Acks, ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse,
 };
+pub use producer_id::{InitProducerIdRequest, InitProducerIdResponse};
 pub use topics::{
     CreatableTopic, CreateTopicResult, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicResult, DeleteTopicsRequest, DeleteTopicsResponse,
@@ -89,6 +91,7 @@ message_enum! {
         DeleteTopics(DeleteTopicsRequest),
         DescribeConfigs(DescribeConfigsRequest),
         AlterConfigs(AlterConfigsRequest),
+        InitProducerId(InitProducerIdRequest),
         FindCoordinator(FindCoordinatorRequest),
         JoinGroup(JoinGroupRequest),
         Heartbeat(HeartbeatRequest),
@@ -113,6 +116,7 @@ message_enum! {
         DeleteTopics(DeleteTopicsResponse),
         DescribeConfigs(DescribeConfigsResponse),
         AlterConfigs(AlterConfigsResponse),
+        InitProducerId(InitProducerIdResponse),
         FindCoordinator(FindCoordinatorResponse),
         JoinGroup(JoinGroupResponse),
         Heartbeat(HeartbeatResponse),

@@ -302,7 +302,7 @@ fn handshake_ranges_must_be_ordered_and_unique() {
 #[test]
 fn unknown_apis_versions_and_directions_are_refused() {
     let body = archive(&MetadataRequest { topics: None });
-    for api_key in [9, 19, 29, 39, 0xFFFE, 0xFFFF] {
+    for api_key in [10, 19, 29, 39, 0xFFFE, 0xFFFF] {
         let error = decode_request(&raw_frame(api_key, 0, false, &body, &[])).unwrap_err();
         assert_eq!(error, ProtocolError::UnsupportedApi { api_key });
         assert_eq!(error.error_code(), ErrorCode::UnsupportedApi);

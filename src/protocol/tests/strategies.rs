@@ -157,6 +157,7 @@ fn base_request() -> impl Strategy<Value = Request> {
         )),
         vec(topic(), 0..6).prop_map(|topics| Request::from(DescribeConfigsRequest { topics })),
         alter_configs_request().prop_map(Request::from),
+        text(40).prop_map(|client_id| Request::from(InitProducerIdRequest { client_id })),
     ]
 }
 
@@ -358,5 +359,15 @@ fn base_response() -> impl Strategy<Value = Response> {
         .prop_map(|topics| Response::from(AlterConfigsResponse { topics })),
         (error_code(), text(60))
             .prop_map(|(error, message)| Response::from(ErrorResponse { error, message })),
+        (error_code(), text(60), any::<i64>(), any::<i16>()).prop_map(
+            |(error, message, producer_id, producer_epoch)| Response::from(
+                InitProducerIdResponse {
+                    error,
+                    message,
+                    producer_id,
+                    producer_epoch
+                }
+            )
+        ),
     ]
 }
