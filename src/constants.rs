@@ -257,6 +257,9 @@ pub const WRITE_STALL_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// How long a graceful shutdown waits for requests in flight before it closes anyway.
 pub const SHUTDOWN_DRAIN_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 
+/// Partitions a shard closes at once during a graceful shutdown.
+pub const SHUTDOWN_CLOSE_CONCURRENCY: usize = 64;
+
 /// The longest a produce may wait for its acknowledgement, whatever the client asks.
 pub const PRODUCE_TIMEOUT_MS_MAX: u64 = 60_000;
 /// The longest a fetch may wait for data, whatever the client asks.
@@ -276,8 +279,9 @@ pub const STARTUP_POLL_MS: u64 = 1;
 /// The latency a shard's request task queue asks of the scheduler.
 pub const REQUEST_QUEUE_LATENCY_MS: u64 = 1;
 
-/// A flush round slower than this is logged with where its time went.
-pub const SLOW_FLUSH_ROUND_MS: u64 = 5_000;
+/// A flush round slower than this is counted (`IoStats::slow_rounds`) and logged with where
+/// its time went.
+pub const SLOW_FLUSH_ROUND_MS: u64 = 1_000;
 /// A partition's recovery point is written at most this often (after a sync).
 pub const RECOVERY_POINT_INTERVAL_MS: u64 = 10_000;
 /// How often an IO waiting for one of the shard's open-file slots looks again.

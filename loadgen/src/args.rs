@@ -72,6 +72,9 @@ pub struct Args {
     /// Producer linger (default: the profile's `[client]`, else the client's default).
     #[arg(long)]
     pub linger_us: Option<u64>,
+    /// Producer batches in flight per partition, 1 to 5 (default: the profile's, else 5).
+    #[arg(long)]
+    pub max_in_flight: Option<usize>,
     /// A tuning profile (`tuning/NAME.toml`) whose `[client]` section sets the producer's
     /// batch size, linger and buffer (flags given explicitly win).
     #[arg(long)]
@@ -188,6 +191,12 @@ impl Args {
         if self.key_count == 0 {
             return Err("--key-count must be positive".into());
         }
+        if self
+            .max_in_flight
+            .is_some_and(|n| !(1..=shardline::constants::PRODUCER_BATCHES_REMEMBERED).contains(&n))
+        {
+            return Err("--max-in-flight must be 1 to 5".into());
+        }
         if self.outstanding == 0 {
             return Err("--outstanding must be positive".into());
         }
@@ -220,6 +229,7 @@ impl Args {
                 .linger_us
                 .map_or(defaults.linger, Duration::from_micros),
             batch_bytes: self.batch_bytes.unwrap_or(defaults.batch_bytes),
+            max_in_flight: self.max_in_flight.unwrap_or(defaults.max_in_flight),
             ..defaults
         }
     }

@@ -49,6 +49,10 @@ pub struct ProducerConfig {
     /// Idempotent: the broker hands out a producer id, every batch carries it and its
     /// per-partition sequence, and a retried batch is stored once.
     pub idempotent: bool,
+    /// Batches in flight per partition at once: 1 to `PRODUCER_BATCHES_REMEMBERED` when
+    /// idempotent (the broker recognises retries of its last 5 batches), always 1 when not
+    /// (so that a retry cannot reorder).
+    pub max_in_flight: usize,
     /// The clock message timestamps are read from.
     pub clock: crate::clock::ClockRef,
 }
@@ -65,6 +69,7 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(50),
             codec: Codec::None,
             idempotent: true,
+            max_in_flight: PRODUCER_BATCHES_REMEMBERED,
             clock: crate::clock::system(),
         }
     }
@@ -339,8 +344,9 @@ impl Producer {
 
     /// The partition's in-flight window and the index of the batch about to leave.
     fn window(&self, slot: &(String, u32)) -> Rc<Semaphore> {
-        let in_flight = if self.inner.config.idempotent {
-            PRODUCER_BATCHES_REMEMBERED
+        let config = &self.inner.config;
+        let in_flight = if config.idempotent {
+            config.max_in_flight.clamp(1, PRODUCER_BATCHES_REMEMBERED)
         } else {
             1
         };
@@ -354,16 +360,21 @@ impl Producer {
 
     async fn run_sender(&self, slot: (String, u32)) {
         let window = self.window(&slot);
-        while let Some(batch) = self.next_ready(&slot) {
+        loop {
+            // A place in the window first, then the batch: while the window is full the
+            // open batch keeps growing.
+            let Ok(permit) = window.acquire_static_permit(1).await else {
+                return;
+            };
+            let Some(batch) = self.next_ready(&slot) else {
+                return;
+            };
             // Keyless messages move on to the next partition once a batch leaves.
             if let Some(sticky) = self.inner.sticky.borrow_mut().get_mut(&slot.0) {
                 if *sticky == slot.1 {
                     *sticky = sticky.wrapping_add(1);
                 }
             }
-            let Ok(permit) = window.acquire_static_permit(1).await else {
-                return;
-            };
             let Batch {
                 builder,
                 waiters,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::producer::ProducerConfig;
-use crate::constants::BATCH_BYTES_MAX;
+use crate::constants::{BATCH_BYTES_MAX, PRODUCER_BATCHES_REMEMBERED};
 
 /// The longest linger a profile may ask of producers.
 pub const CLIENT_LINGER_US_MAX: u64 = 1_000_000;
@@ -25,6 +25,8 @@ pub struct ClientTuning {
     pub batch_bytes: usize,
     /// Bytes a producer holds accepted and not yet acknowledged.
     pub buffer_bytes: usize,
+    /// Batches in flight per partition (1 to 5).
+    pub max_in_flight: usize,
 }
 
 impl Default for ClientTuning {
@@ -34,6 +36,7 @@ impl Default for ClientTuning {
             linger_us: u64::try_from(producer.linger.as_micros()).unwrap_or(u64::MAX),
             batch_bytes: producer.batch_bytes,
             buffer_bytes: producer.buffer_bytes,
+            max_in_flight: producer.max_in_flight,
         }
     }
 }
@@ -69,6 +72,12 @@ impl ClientTuning {
         if self.buffer_bytes < self.batch_bytes {
             return Err("client.buffer_bytes must be at least client.batch_bytes".into());
         }
+        if !(1..=PRODUCER_BATCHES_REMEMBERED).contains(&self.max_in_flight) {
+            return Err(format!(
+                "client.max_in_flight {} is outside 1..={PRODUCER_BATCHES_REMEMBERED}",
+                self.max_in_flight
+            ));
+        }
         if self.linger_us > CLIENT_LINGER_US_MAX {
             return Err(format!(
                 "client.linger_us {} is above {CLIENT_LINGER_US_MAX}",
@@ -83,6 +92,7 @@ impl ClientTuning {
         config.linger = Duration::from_micros(self.linger_us);
         config.batch_bytes = self.batch_bytes;
         config.buffer_bytes = self.buffer_bytes;
+        config.max_in_flight = self.max_in_flight;
         config
     }
 }

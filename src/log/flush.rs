@@ -109,7 +109,10 @@ async fn flush_round(partition: &Partition) -> Result<(), LogIoError> {
     if !batches.is_empty() {
         write_batches(partition, &batches).await?;
     }
-    let wrote = started.elapsed();
+    let mut timings = RoundTimings {
+        wrote: started.elapsed(),
+        ..RoundTimings::default()
+    };
     let written_offset = batches.last().map(|b| b.next_offset);
     if sync {
         let needs_sync = {
@@ -118,36 +121,41 @@ async fn flush_round(partition: &Partition) -> Result<(), LogIoError> {
         };
         if needs_sync {
             let file = active_file(partition).await?;
-            let opened = started.elapsed();
+            timings.opened = Some(started.elapsed());
             file.sync().await?;
+            timings.synced = Some(started.elapsed());
             partition.state.borrow_mut().io_stats.syncs += 1;
-            slow_round(partition, "sync", started, wrote, opened);
         }
     }
     let due = publish_round(partition, &batches, written_offset, sync);
     if due {
-        let before = started.elapsed();
         write_recovery_point(partition).await?;
-        slow_round(partition, "recovery point", started, wrote, before);
     }
+    watch_round(partition, started, &timings);
     Ok(())
 }
 
-fn slow_round(
-    partition: &Partition,
-    step: &str,
-    started: Instant,
+/// When each step of a flush round ended, from its start.
+#[derive(Debug, Default)]
+struct RoundTimings {
     wrote: Duration,
-    before: Duration,
-) {
+    opened: Option<Duration>,
+    synced: Option<Duration>,
+}
+
+/// The shard's watchdog over flush rounds: a round slower than `SLOW_FLUSH_ROUND_MS` is
+/// counted in the partition's IO stats and logged with where its time went.
+fn watch_round(partition: &Partition, started: Instant, timings: &RoundTimings) {
     let total = started.elapsed();
     if total >= Duration::from_millis(SLOW_FLUSH_ROUND_MS) {
+        partition.state.borrow_mut().io_stats.slow_rounds += 1;
         tracing::warn!(
             dir = %partition.dir.display(),
-            ?wrote,
-            before_step = ?before,
+            wrote = ?timings.wrote,
+            opened_file = ?timings.opened,
+            synced = ?timings.synced,
             ?total,
-            "slow flush round (ended with {step})"
+            "slow flush round"
         );
     }
 }

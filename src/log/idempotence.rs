@@ -31,11 +31,18 @@ pub fn snapshot_path(dir: &Path) -> PathBuf {
 pub(super) async fn write_snapshot(partition: &Partition, offset: u64) -> Result<(), LogIoError> {
     let bytes = {
         let state = partition.state.borrow();
+        if state.producer_snapshot_at == Some(offset) {
+            return Ok(());
+        }
         let mut below = state.producers.clone();
         below.truncate_to(offset);
         below.encode_snapshot(offset)
     };
-    write_small_file(&snapshot_path(&partition.dir), bytes).await
+    write_small_file(&snapshot_path(&partition.dir), bytes).await?;
+    let mut state = partition.state.borrow_mut();
+    // Current only while nothing was appended past it meanwhile.
+    state.producer_snapshot_at = (state.next_offset == offset).then_some(offset);
+    Ok(())
 }
 
 impl PartitionLog {
@@ -57,6 +64,7 @@ impl PartitionLog {
                 }
             }
         });
+        let snapshot_at = snapshot.as_ref().map(|(offset, _)| *offset);
         let (mut offset, mut table) = snapshot.unwrap_or((start, ProducerStateTable::new()));
         let now_ms = self.clock().wall_ms();
         let inconsistent = |reason: String| OpenError::Inconsistent {
@@ -89,7 +97,9 @@ impl PartitionLog {
             assert!(read.next_offset > offset, "replay makes progress");
             offset = read.next_offset;
         }
-        self.inner.state.borrow_mut().producers = table;
+        let mut state = self.inner.state.borrow_mut();
+        state.producers = table;
+        state.producer_snapshot_at = snapshot_at.filter(|&at| at == end);
         Ok(())
     }
 

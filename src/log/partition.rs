@@ -42,6 +42,8 @@ pub struct IoStats {
     pub bytes_written: u64,
     pub syncs: u64,
     pub segments_rolled: u64,
+    /// Flush rounds slower than `SLOW_FLUSH_ROUND_MS` (the watchdog's count).
+    pub slow_rounds: u64,
 }
 
 /// A stamped batch that is appended but not yet written to its segment.
@@ -80,6 +82,9 @@ pub(super) struct State {
     pub next_space_ticket: u64,
     /// Idempotent producers' last batches (see `super::idempotence`).
     pub producers: ProducerStateTable,
+    /// The offset of the producer snapshot on disk, when it is known to hold the table as
+    /// it stands (nothing appended since): a close then need not write it again.
+    pub producer_snapshot_at: Option<u64>,
     pub fenced: Option<LogIoError>,
     pub closed: bool,
     /// Bumped by every truncation, so a durability waiter that raced one can tell.

@@ -292,6 +292,7 @@ pub(super) async fn recover(
         space_queue: VecDeque::new(),
         next_space_ticket: 0,
         producers: Default::default(),
+        producer_snapshot_at: None,
         fenced: None,
         closed: false,
         generation: 0,

@@ -837,6 +837,24 @@ fn damage_below_the_recovery_point_is_an_open_error_not_a_cut() {
     });
 }
 
+/// A partition whose disk stalls (writes wait) with offsets 0-299 pending: three 2.4 MB
+/// batches, 7.2 of the 8 MiB of pending bytes it may hold.
+async fn nearly_full_behind_a_stalled_disk(path: &Path) -> (Rc<FaultPlan>, PartitionLog) {
+    let faults = Rc::new(FaultPlan::default());
+    let shard = LogShard::new(ShardLogConfig {
+        faults: Some(faults.clone()),
+        ..ShardLogConfig::default()
+    });
+    let mut config = small_config(FlushPolicy::EveryBatch);
+    config.segment_bytes = 64 * 1024 * 1024;
+    let log = shard.open_partition(path, config).await.unwrap();
+    faults.stall_writes.set(true);
+    for i in 0..3u64 {
+        log.append(batch(i * 100, 100, 24_000), 1).await.unwrap();
+    }
+    (faults, log)
+}
+
 /// Appends waiting for space are admitted in the order they were called: a small batch
 /// that would fit at once does not overtake a large one already waiting (two shares of one
 /// partition in one produce request, or pipelined requests, keep their order).
@@ -845,19 +863,7 @@ fn appends_waiting_for_space_keep_their_call_order() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let faults = Rc::new(FaultPlan::default());
-        let shard = LogShard::new(ShardLogConfig {
-            faults: Some(faults.clone()),
-            ..ShardLogConfig::default()
-        });
-        let mut config = small_config(FlushPolicy::EveryBatch);
-        config.segment_bytes = 64 * 1024 * 1024;
-        let log = shard.open_partition(&path, config).await.unwrap();
-        faults.stall_writes.set(true);
-        // Three 2.4 MB batches fill 7.2 of the 8 MiB of pending bytes while the disk stalls.
-        for i in 0..3u64 {
-            log.append(batch(i * 100, 100, 24_000), 1).await.unwrap();
-        }
+        let (faults, log) = nearly_full_behind_a_stalled_disk(&path).await;
         let large = {
             let log = log.clone();
             glommio::spawn_local(async move { log.append(batch(300, 100, 24_000), 1).await })
@@ -887,18 +893,7 @@ fn a_cancelled_append_gives_up_its_place_for_space() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let faults = Rc::new(FaultPlan::default());
-        let shard = LogShard::new(ShardLogConfig {
-            faults: Some(faults.clone()),
-            ..ShardLogConfig::default()
-        });
-        let mut config = small_config(FlushPolicy::EveryBatch);
-        config.segment_bytes = 64 * 1024 * 1024;
-        let log = shard.open_partition(&path, config).await.unwrap();
-        faults.stall_writes.set(true);
-        for i in 0..3u64 {
-            log.append(batch(i * 100, 100, 24_000), 1).await.unwrap();
-        }
+        let (faults, log) = nearly_full_behind_a_stalled_disk(&path).await;
         let abandoned = {
             let log = log.clone();
             glommio::spawn_local(async move { log.append(batch(300, 100, 24_000), 1).await })

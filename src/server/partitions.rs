@@ -113,14 +113,22 @@ impl Partitions {
     }
 
     /// Flushes and closes every partition (graceful shutdown).
+    /// Up to `SHUTDOWN_CLOSE_CONCURRENCY` partitions close at once: their flushes, syncs and
+    /// small files overlap instead of queueing one partition behind another.
     pub async fn close_all(&self) -> Result<(), Vec<String>> {
+        use futures::StreamExt;
         let logs: Vec<PartitionLog> = self.open.borrow_mut().drain().map(|(_, log)| log).collect();
-        let mut failures = Vec::new();
-        for log in logs {
-            if let Err(error) = log.close().await {
-                failures.push(format!("{}: {error}", log.dir().display()));
-            }
-        }
+        let failures: Vec<String> = futures::stream::iter(logs)
+            .map(|log| async move {
+                log.close()
+                    .await
+                    .err()
+                    .map(|error| format!("{}: {error}", log.dir().display()))
+            })
+            .buffer_unordered(crate::constants::SHUTDOWN_CLOSE_CONCURRENCY)
+            .filter_map(|failure| async move { failure })
+            .collect()
+            .await;
         if failures.is_empty() {
             Ok(())
         } else {

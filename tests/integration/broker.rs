@@ -529,3 +529,63 @@ fn a_fetch_stays_within_its_response_budget_across_partitions() {
         );
     });
 }
+
+/// Partitions of the topic in `thousands_of_partitions_stop_gracefully_keeping_every_message`.
+const MANY_PARTITIONS: u32 = 2000;
+
+/// A broker holding thousands of open partitions with acknowledged data stops on SIGTERM
+/// (every partition closes, a bounded number at once), exits 0, and after a restart every
+/// acknowledged message is there, once.
+#[test]
+fn thousands_of_partitions_stop_gracefully_keeping_every_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut broker = Broker::start(dir.path(), &[]);
+    let address = broker.broker_arg();
+    let messages = 2 * MANY_PARTITIONS as usize;
+    {
+        let address = address.clone();
+        on_executor(move || async move {
+            let cluster = Cluster::new(&address, "many-partitions", true).unwrap();
+            Admin::new(cluster.clone())
+                .create_topic("many", MANY_PARTITIONS, &[])
+                .await
+                .unwrap();
+            let producer = Producer::new(
+                cluster,
+                ProducerConfig {
+                    acks: Acks::Leader,
+                    ..ProducerConfig::default()
+                },
+            );
+            let mut deliveries = Vec::new();
+            for index in 0..messages {
+                let key = format!("key-{index}");
+                let value = format!("value-{index}");
+                deliveries.push(
+                    producer
+                        .send("many", Some(key.as_bytes()), value.as_bytes())
+                        .await
+                        .unwrap(),
+                );
+            }
+            producer.flush().await;
+            for delivery in deliveries {
+                delivery.wait().await.expect("acknowledged");
+            }
+        });
+    }
+    let stopping = Instant::now();
+    assert!(broker.stop(), "graceful stop:\n{}", broker.log());
+    eprintln!(
+        "{MANY_PARTITIONS} partitions stopped in {:?}",
+        stopping.elapsed()
+    );
+    broker.restart();
+    let consumed = consume_all(&broker.broker_arg(), "many", messages, true);
+    let mut values: Vec<&str> = consumed.iter().map(|c| c.value.as_str()).collect();
+    values.sort_unstable();
+    values.dedup();
+    assert_eq!(values.len(), messages, "every acknowledged message, once");
+    assert_eq!(consumed.len(), messages);
+    assert!(broker.stop());
+}
