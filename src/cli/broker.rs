@@ -1,20 +1,28 @@
 //! `shardline broker`: run a broker until SIGTERM or SIGINT.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
+use serde::Deserialize;
 
 use crate::server::{run_broker, BrokerOptions, Profile};
 
-#[derive(Args)]
+/// The main port when neither a flag nor the config file names one.
+const LISTEN_DEFAULT: &str = "127.0.0.1:9092";
+
+#[derive(Args, Debug, Default)]
 pub struct BrokerArgs {
+    /// A broker config file (TOML; keys as the flags below, in snake case). Flags given on
+    /// the command line override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Where the broker keeps its data (created if missing; one broker per directory).
     #[arg(long)]
-    data_dir: PathBuf,
-    /// Address of the main port, shared by every shard.
-    #[arg(long, default_value = "127.0.0.1:9092")]
-    listen: SocketAddr,
+    data_dir: Option<PathBuf>,
+    /// Address of the main port, shared by every shard [default: 127.0.0.1:9092].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
     /// A tuning profile (TOML); see tuning/.
     #[arg(long)]
     profile: Option<PathBuf>,
@@ -30,11 +38,70 @@ pub struct BrokerArgs {
     /// Shard i also listens on this port + i (default: ephemeral ports, in metadata).
     #[arg(long)]
     shard_port_base: Option<u16>,
-    #[arg(long, default_value_t = 0)]
-    broker_id: u32,
+    /// This broker's id [default: 0].
+    #[arg(long)]
+    broker_id: Option<u32>,
     /// The host clients are told to connect to (default: the listen address's IP).
     #[arg(long)]
     advertised_host: Option<String>,
+}
+
+/// The broker config file. Every key is optional; unknown keys are refused. Relative paths
+/// are relative to the file's directory.
+#[derive(Deserialize, Debug, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+struct BrokerConfigFile {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    profile: Option<PathBuf>,
+    cores: Option<usize>,
+    cpus: Option<Vec<usize>>,
+    /// `false` is `--no-pin`.
+    pin: Option<bool>,
+    shard_port_base: Option<u16>,
+    broker_id: Option<u32>,
+    advertised_host: Option<String>,
+}
+
+impl BrokerConfigFile {
+    fn load(path: &Path) -> Result<BrokerConfigFile, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read broker config {}: {e}", path.display()))?;
+        let mut file: BrokerConfigFile = toml::from_str(&text)
+            .map_err(|e| format!("bad broker config {}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for relative in [&mut file.data_dir, &mut file.profile]
+            .into_iter()
+            .flatten()
+        {
+            if relative.is_relative() {
+                *relative = base.join(&*relative);
+            }
+        }
+        Ok(file)
+    }
+}
+
+impl BrokerArgs {
+    /// The flags over the config file (when one is named): a flag given wins.
+    fn merged(mut self) -> Result<BrokerArgs, String> {
+        let Some(path) = self.config.take() else {
+            return Ok(self);
+        };
+        let file = BrokerConfigFile::load(&path)?;
+        Ok(BrokerArgs {
+            config: Some(path),
+            data_dir: self.data_dir.or(file.data_dir),
+            listen: self.listen.or(file.listen),
+            profile: self.profile.or(file.profile),
+            cores: self.cores.or(file.cores),
+            cpus: self.cpus.or(file.cpus),
+            no_pin: self.no_pin || file.pin == Some(false),
+            shard_port_base: self.shard_port_base.or(file.shard_port_base),
+            broker_id: self.broker_id.or(file.broker_id),
+            advertised_host: self.advertised_host.or(file.advertised_host),
+        })
+    }
 }
 
 fn allowed_cpus() -> Vec<usize> {
@@ -47,6 +114,15 @@ fn allowed_cpus() -> Vec<usize> {
 }
 
 pub fn run(args: BrokerArgs) -> Result<(), String> {
+    let args = args.merged()?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .ok_or("--data-dir (or data_dir in --config) is required")?;
+    let listen = match args.listen {
+        Some(listen) => listen,
+        None => LISTEN_DEFAULT.parse().expect("the default address parses"),
+    };
     let profile = match &args.profile {
         Some(path) => Profile::load(path).map_err(|e| e.to_string())?,
         None => Profile::default(),
@@ -76,14 +152,84 @@ pub fn run(args: BrokerArgs) -> Result<(), String> {
     }
     let cpus = if args.no_pin { None } else { cpus };
     run_broker(BrokerOptions {
-        data_dir: args.data_dir,
-        listen: args.listen,
+        data_dir,
+        listen,
         first_shard_port: args.shard_port_base,
         shard_count,
         cpus,
         profile,
-        broker_id: args.broker_id,
+        broker_id: args.broker_id.unwrap_or(0),
         advertised_host: args.advertised_host,
     })
     .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("broker.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_config_file_sets_what_flags_leave_out_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "data_dir = \"data\"\nlisten = \"127.0.0.1:9200\"\nprofile = \"/etc/p.toml\"\n\
+             cores = 2\npin = false\nbroker_id = 7\nshard_port_base = 9300\n",
+        );
+        let merged = BrokerArgs {
+            config: Some(path),
+            listen: Some("127.0.0.1:9999".parse().unwrap()),
+            ..BrokerArgs::default()
+        }
+        .merged()
+        .unwrap();
+        assert_eq!(
+            merged.data_dir,
+            Some(dir.path().join("data")),
+            "relative to the file"
+        );
+        assert_eq!(
+            merged.listen,
+            Some("127.0.0.1:9999".parse().unwrap()),
+            "the flag wins"
+        );
+        assert_eq!(merged.profile, Some(PathBuf::from("/etc/p.toml")));
+        assert_eq!((merged.cores, merged.no_pin), (Some(2), true));
+        assert_eq!(
+            (merged.broker_id, merged.shard_port_base),
+            (Some(7), Some(9300))
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_with_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("data_dr = \"x\"\n", "data_dr"),
+            ("listen = \"nowhere\"\n", "listen"),
+            ("shard_port_base = 70000\n", "shard_port_base"),
+            ("cores = \"two\"\n", "cores"),
+        ];
+        for (text, key) in cases {
+            let path = write(dir.path(), text);
+            let error = BrokerArgs {
+                config: Some(path),
+                ..BrokerArgs::default()
+            }
+            .merged()
+            .unwrap_err();
+            assert!(error.contains(key), "{text}: {error}");
+        }
+        let missing = BrokerArgs {
+            config: Some(dir.path().join("absent.toml")),
+            ..BrokerArgs::default()
+        };
+        assert!(missing.merged().unwrap_err().contains("absent.toml"));
+    }
 }

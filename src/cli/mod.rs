@@ -19,6 +19,21 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// What to log, as a tracing filter (`info`, `warn,shardline::log=debug`, ...); default:
+    /// `SHARDLINE_LOG`, else `RUST_LOG`, else `info`.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// How log lines look on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields).
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -48,8 +63,11 @@ enum Command {
 
 /// Parses the command line, runs the command, and turns its outcome into an exit code.
 pub fn main() -> ExitCode {
-    init_tracing();
     let cli = Cli::parse();
+    if let Err(message) = init_tracing(cli.log_level.as_deref(), cli.log_format) {
+        eprintln!("shardline: {message}");
+        return ExitCode::FAILURE;
+    }
     let outcome = match cli.command {
         Command::Broker(args) => broker::run(args),
         Command::Topic(command) => client_tools::run_topic(command),
@@ -69,15 +87,33 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SHARDLINE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+/// The log filter: the flag, else `SHARDLINE_LOG`, else `RUST_LOG`, else `info`.
+fn log_filter(flag: Option<&str>) -> Result<tracing_subscriber::EnvFilter, String> {
+    let from_env = || {
+        ["SHARDLINE_LOG", "RUST_LOG"]
+            .iter()
+            .find_map(|name| std::env::var(name).ok())
+    };
+    let directives = flag
+        .map(str::to_string)
+        .or_else(from_env)
+        .unwrap_or_else(|| "info".to_string());
+    tracing_subscriber::EnvFilter::try_new(&directives)
+        .map_err(|e| format!("bad log filter '{directives}': {e}"))
+}
+
+fn init_tracing(level: Option<&str>, format: LogFormat) -> Result<(), String> {
+    let filter = log_filter(level)?;
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
 }
 
 /// Runs `body` on one unpinned glommio executor with an io memory that fits an 8 MiB memlock.

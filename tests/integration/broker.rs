@@ -589,3 +589,98 @@ fn thousands_of_partitions_stop_gracefully_keeping_every_message() {
     assert_eq!(consumed.len(), messages);
     assert!(broker.stop());
 }
+
+/// `shardline broker --config FILE` takes its settings from the file (here the broker id
+/// and a profile, relative to the file), flags override it (the harness's `--listen`), and
+/// a file with an unknown key or a bad value stops the broker at start, naming the key.
+#[test]
+fn a_broker_config_file_is_applied_under_its_flags_and_refused_when_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    profile_file(
+        dir.path(),
+        "from-config",
+        "[network]\nin_flight_requests_max = 8\n",
+    );
+    let config = dir.path().join("broker.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:1\"\nbroker_id = 7\nprofile = \"from-config.toml\"\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let mut broker = Broker::start(&data, &["--config", config.to_str().unwrap()]);
+    assert!(
+        broker.log().contains("profile=from-config"),
+        "{}",
+        broker.log()
+    );
+    let address = broker.broker_arg();
+    let broker_id = on_executor(move || async move {
+        let cluster = Cluster::new(&address, "config-test", true).unwrap();
+        cluster.metadata().await.unwrap().brokers[0].broker_id
+    });
+    assert_eq!(broker_id, 7);
+    assert!(broker.stop());
+
+    for (text, key) in [
+        ("listen = \"127.0.0.1:0\"\nbroker_idd = 1\n", "broker_idd"),
+        ("listen = \"127.0.0.1:0\"\ncores = \"two\"\n", "cores"),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let out = cli(
+            &[
+                "broker",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert!(!out.status.success(), "{text}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(key), "{text}: {stderr}");
+    }
+}
+
+/// `--log-format json` writes one JSON object per line (the harness still finds the address
+/// in the message); `--log-level` takes a tracing filter per module; a bad filter is an error.
+#[test]
+fn logs_are_json_lines_on_request_with_levels_per_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(
+        dir.path(),
+        &[
+            "--log-format",
+            "json",
+            "--log-level",
+            "warn,shardline::server::broker=info",
+        ],
+    );
+    assert!(broker.stop());
+    let log = broker.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert!(
+            value["level"].is_string() && value["fields"].is_object(),
+            "{line}"
+        );
+        assert_eq!(value["target"], "shardline::server::broker", "{line}");
+    }
+    let out = cli(
+        &[
+            "--log-level",
+            "shardline=[[",
+            "topic",
+            "list",
+            "--broker",
+            "127.0.0.1:1",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad log filter"));
+}
