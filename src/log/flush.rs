@@ -55,7 +55,7 @@ pub(super) async fn run_flusher(partition: Rc<Partition>) {
                 state.wake_all();
                 return;
             }
-            let policy = partition.config.flush;
+            let policy = partition.config.borrow().flush;
             let due_now = state.flush_now || state.pending_bytes >= policy.bytes_trigger();
             let started = state.first_pending_at.unwrap_or_else(Instant::now);
             (!due_now).then(|| started + policy.delay())
@@ -100,7 +100,7 @@ async fn flush_round(partition: &Partition) -> Result<(), LogIoError> {
         let mut state = partition.state.borrow_mut();
         state.flush_now = false;
         state.first_pending_at = None;
-        let sync = partition.config.flush.syncs() || state.sync_requested;
+        let sync = partition.config.borrow().flush.syncs() || state.sync_requested;
         state.sync_requested = false;
         let batches: Vec<PendingBatch> = state.pending.iter().cloned().collect();
         (batches, sync)
@@ -255,10 +255,8 @@ async fn write_batches(partition: &Partition, batches: &[PendingBatch]) -> Resul
         }
         let room = {
             let state = partition.state.borrow();
-            partition
-                .config
-                .segment_bytes
-                .saturating_sub(state.active().size)
+            let segment_bytes = partition.config.borrow().segment_bytes;
+            segment_bytes.saturating_sub(state.active().size)
         };
         // Take batches while they fit (a lone batch always goes, into an empty segment).
         let mut end = next + 1;
@@ -279,11 +277,11 @@ fn must_roll(partition: &Partition, next_batch_bytes: u64) -> bool {
     if active.is_empty() {
         return false;
     }
-    let full = active.size + next_batch_bytes > partition.config.segment_bytes;
+    let full = active.size + next_batch_bytes > partition.config.borrow().segment_bytes;
     let age_ms = active.first_append_time_ms.map_or(0, |first| {
         partition.shard.clock.wall_ms().saturating_sub(first)
     });
-    full || age_ms >= i64::try_from(partition.config.segment_age_ms).unwrap_or(i64::MAX)
+    full || age_ms >= i64::try_from(partition.config.borrow().segment_age_ms).unwrap_or(i64::MAX)
 }
 
 /// Writes a run of batches that fits in the active segment, in aligned chunks.
@@ -310,7 +308,8 @@ async fn write_run(partition: &Partition, run: &[PendingBatch]) -> Result<(), Lo
     let write_to = align_up(end);
     let mut new_preallocated_to = preallocated_to;
     if write_to > preallocated_to {
-        new_preallocated_to = preallocation_target(write_to, partition.config.preallocate_bytes);
+        new_preallocated_to =
+            preallocation_target(write_to, partition.config.borrow().preallocate_bytes);
         file.preallocate(new_preallocated_to).await?;
     }
 

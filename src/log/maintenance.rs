@@ -232,7 +232,7 @@ impl PartitionLog {
             if state.closed {
                 return Err(MaintenanceError::Closed);
             }
-            let config = &partition.config;
+            let config = partition.config.borrow().clone();
             let expired_before = config
                 .retention_ms
                 .map(|ms| now_ms.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX)));

@@ -156,7 +156,8 @@ impl State {
 pub(super) struct Partition {
     pub id: PartitionId,
     pub dir: PathBuf,
-    pub config: LogConfig,
+    /// Replaced whole by `reconfigure` (a topic config change applies without a restart).
+    pub config: RefCell<LogConfig>,
     pub shard: Rc<ShardResources>,
     pub state: RefCell<State>,
     /// Held by whoever changes segments: the flusher, roll, truncation, retention, close.
@@ -212,7 +213,7 @@ impl PartitionLog {
             inner: Rc::new(Partition {
                 id,
                 dir: dir.to_path_buf(),
-                config,
+                config: RefCell::new(config),
                 shard,
                 state: RefCell::new(state),
                 writer: Semaphore::new(1),
@@ -231,8 +232,20 @@ impl PartitionLog {
         &self.inner.dir
     }
 
-    pub fn config(&self) -> &LogConfig {
-        &self.inner.config
+    pub fn config(&self) -> LogConfig {
+        self.inner.config.borrow().clone()
+    }
+
+    /// Applies a new configuration at once: the next flush round uses its flush policy, the
+    /// next append its segment size and age, the next retention run its limits.
+    pub fn reconfigure(&self, config: LogConfig) -> Result<(), OpenError> {
+        config.validate()?;
+        if *self.inner.config.borrow() == config {
+            return Ok(());
+        }
+        *self.inner.config.borrow_mut() = config;
+        self.inner.state.borrow_mut().wake_flusher();
+        Ok(())
     }
 
     /// The first offset still in the log.
@@ -248,7 +261,7 @@ impl PartitionLog {
     /// Every offset below this is durable under the flush policy (see the module doc).
     pub fn durable_offset(&self) -> u64 {
         let state = self.inner.state.borrow();
-        if self.inner.config.flush.syncs() {
+        if self.inner.config.borrow().flush.syncs() {
             state.synced_offset
         } else {
             state.written_offset
@@ -358,7 +371,7 @@ impl PartitionLog {
         let start_flusher = !state.flusher_running;
         if start_flusher {
             state.flusher_running = true;
-        } else if state.pending_bytes >= self.inner.config.flush.bytes_trigger() {
+        } else if state.pending_bytes >= self.inner.config.borrow().flush.bytes_trigger() {
             state.wake_flusher();
         }
         drop(state);
@@ -417,7 +430,7 @@ impl PartitionLog {
     /// Waits until every offset up to and including `offset` is durable under the flush
     /// policy. Fails if the partition is fenced first, or if a truncation removed the offset.
     pub async fn wait_durable(&self, offset: u64) -> Result<(), AppendError> {
-        let syncs = self.inner.config.flush.syncs();
+        let syncs = self.inner.config.borrow().flush.syncs();
         self.wait_for(offset, move |state| {
             if syncs {
                 state.synced_offset

@@ -87,7 +87,18 @@ pub async fn publish(context: &ShardContext, update: CatalogUpdate) {
 
 /// Installs a catalogue on this shard and drops the partitions of deleted topics.
 pub async fn apply_catalog(context: &ShardContext, update: CatalogUpdate) {
-    if update.catalog.version >= context.catalog().version {
+    let current = context.catalog();
+    if update.catalog.version >= current.version {
+        // Topic configs apply at once: the open partitions of a changed topic take the new
+        // configuration (flush policy, segment size and age, retention).
+        for topic in update.catalog.topics() {
+            let changed = current
+                .topic(&topic.name)
+                .is_some_and(|old| old.topic_id == topic.topic_id && old.config != topic.config);
+            if changed {
+                context.partitions.reconfigure_topic(topic);
+            }
+        }
         *context.catalog.borrow_mut() = update.catalog;
     }
     for topic in &update.deleted {

@@ -82,6 +82,26 @@ impl Partitions {
         Ok(log)
     }
 
+    /// Gives every open partition of `topic` the topic's current configuration.
+    pub fn reconfigure_topic(&self, topic: &TopicSpec) {
+        let config = topic
+            .config
+            .log_config(self.profile_flush, self.preallocate_bytes);
+        let logs: Vec<PartitionLog> = self
+            .open
+            .borrow()
+            .iter()
+            .filter(|((topic_id, _), _)| *topic_id == topic.topic_id)
+            .map(|(_, log)| log.clone())
+            .collect();
+        for log in logs {
+            if let Err(error) = log.reconfigure(config.clone()) {
+                // The controller checked the config; a refusal here is a bug, not input.
+                tracing::error!(dir = %log.dir().display(), %error, "topic config not applied");
+            }
+        }
+    }
+
     /// Every open log (for shutdown, retention, metrics).
     pub fn all(&self) -> Vec<(PartitionKey, PartitionLog)> {
         self.open

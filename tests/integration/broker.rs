@@ -684,3 +684,67 @@ fn logs_are_json_lines_on_request_with_levels_per_module() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad log filter"));
 }
+
+/// A topic config change applies to the open partitions at once, without a restart: after
+/// `segment.bytes` drops to 64 KiB, the next megabyte of data rolls many segments (with the
+/// default 1 GiB it would stay in one).
+#[test]
+fn topic_config_changes_apply_to_open_partitions_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path(), &[]);
+    let address = broker.broker_arg();
+    on_executor(move || async move {
+        let cluster = Cluster::new(&address, "live-config", true).unwrap();
+        let admin = Admin::new(cluster.clone());
+        admin.create_topic("live", 1, &[]).await.unwrap();
+        let producer = Producer::new(
+            cluster,
+            ProducerConfig {
+                batch_bytes: 16 * 1024,
+                ..ProducerConfig::default()
+            },
+        );
+        let value = vec![b'x'; 1024];
+        // The partition is open and writing before the change.
+        producer
+            .send("live", None, &value)
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        admin
+            .alter_configs("live", &[("segment.bytes".into(), "65536".into())], &[])
+            .await
+            .unwrap();
+        let mut deliveries = Vec::new();
+        for _ in 0..1000 {
+            deliveries.push(producer.send("live", None, &value).await.unwrap());
+        }
+        producer.flush().await;
+        for delivery in deliveries {
+            delivery.wait().await.unwrap();
+        }
+    });
+    assert!(broker.stop());
+    let partition_dir = dir
+        .path()
+        .join("topics")
+        .read_dir()
+        .unwrap()
+        .flatten()
+        .find(|entry| entry.file_name().to_string_lossy().starts_with("live."))
+        .expect("the topic's directory")
+        .path()
+        .join("0");
+    let segments = std::fs::read_dir(&partition_dir)
+        .unwrap()
+        .flatten()
+        .filter(|entry| entry.path().extension().is_some_and(|e| e == "log"))
+        .count();
+    assert!(
+        segments >= 8,
+        "{segments} segments in {}",
+        partition_dir.display()
+    );
+}
