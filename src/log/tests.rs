@@ -855,6 +855,15 @@ async fn nearly_full_behind_a_stalled_disk(path: &Path) -> (Rc<FaultPlan>, Parti
     (faults, log)
 }
 
+/// Appends `batch` in a task of its own (it may wait for space).
+fn spawn_append(
+    log: &PartitionLog,
+    batch: ValidatedBatch,
+) -> glommio::Task<Result<AppendInfo, AppendError>> {
+    let log = log.clone();
+    glommio::spawn_local(async move { log.append(batch, 1).await })
+}
+
 /// Appends waiting for space are admitted in the order they were called: a small batch
 /// that would fit at once does not overtake a large one already waiting (two shares of one
 /// partition in one produce request, or pipelined requests, keep their order).
@@ -864,16 +873,10 @@ fn appends_waiting_for_space_keep_their_call_order() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let (faults, log) = nearly_full_behind_a_stalled_disk(&path).await;
-        let large = {
-            let log = log.clone();
-            glommio::spawn_local(async move { log.append(batch(300, 100, 24_000), 1).await })
-        };
+        let large = spawn_append(&log, batch(300, 100, 24_000));
         glommio::timer::sleep(Duration::from_millis(20)).await;
         // 100 kB would fit beside the pending bytes, but the large batch waits before it.
-        let small = {
-            let log = log.clone();
-            glommio::spawn_local(async move { log.append(batch(400, 10, 10_000), 1).await })
-        };
+        let small = spawn_append(&log, batch(400, 10, 10_000));
         glommio::timer::sleep(Duration::from_millis(20)).await;
         assert_eq!(log.log_end_offset(), 300, "both wait while the disk stalls");
         faults.stall_writes.set(false);
@@ -894,15 +897,9 @@ fn a_cancelled_append_gives_up_its_place_for_space() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let (faults, log) = nearly_full_behind_a_stalled_disk(&path).await;
-        let abandoned = {
-            let log = log.clone();
-            glommio::spawn_local(async move { log.append(batch(300, 100, 24_000), 1).await })
-        };
+        let abandoned = spawn_append(&log, batch(300, 100, 24_000));
         glommio::timer::sleep(Duration::from_millis(20)).await;
-        let behind = {
-            let log = log.clone();
-            glommio::spawn_local(async move { log.append(batch(300, 10, 10_000), 1).await })
-        };
+        let behind = spawn_append(&log, batch(300, 10, 10_000));
         glommio::timer::sleep(Duration::from_millis(20)).await;
         drop(abandoned);
         faults.stall_writes.set(false);
