@@ -325,14 +325,18 @@ impl Producer {
 
     /// Takes the next batch that is ready to leave: a full one, else the open one once its
     /// linger has run out (or a flush asked for it).
-    fn next_ready(&self, slot: &(String, u32)) -> Option<Batch> {
+    /// Full batches use the whole window; a batch that is not full leaves only when no
+    /// other batch of the partition is in flight (`alone`), or on a flush. A trickle of
+    /// messages thus gathers into batches while one is in flight (as with a window of 1),
+    /// and only a partition that fills batches pipelines them.
+    fn next_ready(&self, slot: &(String, u32), alone: bool) -> Option<Batch> {
         let mut queues = self.inner.queues.borrow_mut();
         let queue = queues.get_mut(&slot.0, slot.1)?;
         if let Some(full) = queue.full.pop_front() {
             return Some(full);
         }
         let lingered = queue.open.as_ref().is_some_and(|b| {
-            queue.flush_requested || b.opened_at.elapsed() >= self.inner.config.linger
+            queue.flush_requested || (alone && b.opened_at.elapsed() >= self.inner.config.linger)
         });
         if lingered {
             queue.flush_requested = false;
@@ -342,8 +346,8 @@ impl Producer {
         None
     }
 
-    /// The partition's in-flight window and the index of the batch about to leave.
-    fn window(&self, slot: &(String, u32)) -> Rc<Semaphore> {
+    /// The partition's in-flight window and its size.
+    fn window(&self, slot: &(String, u32)) -> (Rc<Semaphore>, u64) {
         let config = &self.inner.config;
         let in_flight = if config.idempotent {
             config.max_in_flight.clamp(1, PRODUCER_BATCHES_REMEMBERED)
@@ -352,21 +356,23 @@ impl Producer {
         };
         let mut queues = self.inner.queues.borrow_mut();
         let queue = queues.get_or_insert(&slot.0, slot.1);
-        queue
+        let window = queue
             .window
             .get_or_insert_with(|| Rc::new(Semaphore::new(in_flight as u64)))
-            .clone()
+            .clone();
+        (window, in_flight as u64)
     }
 
     async fn run_sender(&self, slot: (String, u32)) {
-        let window = self.window(&slot);
+        let (window, size) = self.window(&slot);
         loop {
             // A place in the window first, then the batch: while the window is full the
             // open batch keeps growing.
             let Ok(permit) = window.acquire_static_permit(1).await else {
                 return;
             };
-            let Some(batch) = self.next_ready(&slot) else {
+            let alone = window.available() + 1 == size;
+            let Some(batch) = self.next_ready(&slot, alone) else {
                 return;
             };
             // Keyless messages move on to the next partition once a batch leaves.
@@ -401,6 +407,16 @@ impl Producer {
                 };
                 producer.answer(&slot, index, outcome, waiters, reserved_bytes);
                 drop(permit);
+                // A batch that waited for this one to be alone in flight may leave now.
+                let waiting = producer
+                    .inner
+                    .queues
+                    .borrow_mut()
+                    .get_mut(&slot.0, slot.1)
+                    .is_some_and(|queue| queue.open.is_some() || !queue.full.is_empty());
+                if waiting {
+                    producer.start_sender(slot);
+                }
             })
             .detach();
         }
