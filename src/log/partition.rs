@@ -388,6 +388,15 @@ impl PartitionLog {
         })
     }
 
+    /// Whether an append of `length` bytes would be admitted at once (nothing waits before
+    /// it and the pending bytes leave room): the caller need not arm a timeout for it.
+    pub fn has_room_for(&self, length: usize) -> bool {
+        let state = self.inner.state.borrow();
+        state.space_queue.is_empty()
+            && (state.pending_bytes == 0
+                || state.pending_bytes + length <= PARTITION_PENDING_BYTES_MAX)
+    }
+
     /// Waits until the pending bytes leave room for `length`, behind every append that
     /// began waiting earlier (first come, first served: a small append never overtakes a
     /// large one that waits, so appends keep their call order).

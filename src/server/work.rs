@@ -80,14 +80,16 @@ async fn append_share(
     let mut first = None;
     let mut last_offset = 0;
     for batch in batches {
-        let append = log.append(batch, 0);
-        let info = with_deadline(deadline, append)
-            .await
-            .ok_or((
+        // A timer only for an append that has to wait for space.
+        let appended = if log.has_room_for(batch.len()) {
+            log.append(batch, 0).await
+        } else {
+            with_deadline(deadline, log.append(batch, 0)).await.ok_or((
                 ErrorCode::Backpressure,
                 "the partition's write queue stayed full".to_string(),
             ))?
-            .map_err(|e| (append_error_code(&e), e.to_string()))?;
+        };
+        let info = appended.map_err(|e| (append_error_code(&e), e.to_string()))?;
         first.get_or_insert((info.base_offset, info.append_time_ms));
         last_offset = info.last_offset;
     }
