@@ -291,6 +291,11 @@ pub const OPEN_FILE_SLOT_RETRY_MS: u64 = 1;
 /// sequence) looks whether they have settled, before it is sent again.
 pub const PRODUCER_PREDECESSOR_POLL_MS: u64 = 1;
 
+/// A metrics scrape must send its request within this time (and take the answer).
+pub const METRICS_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// The longest request head the metrics endpoint reads.
+pub const METRICS_REQUEST_BYTES_MAX: usize = 8 * 1024;
+
 /// The client's connection attempt gives up after this long.
 pub const CLIENT_CONNECT_TIMEOUT_MS: u64 = 10_000;
 

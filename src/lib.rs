@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod constants;
 pub mod group;
 pub mod log;
+pub mod metrics;
 pub mod protocol;
 pub mod record;
 pub mod server;

@@ -44,6 +44,9 @@ pub struct BrokerArgs {
     /// The host clients are told to connect to (default: the listen address's IP).
     #[arg(long)]
     advertised_host: Option<String>,
+    /// Serve Prometheus metrics over HTTP on this address (`GET /metrics`).
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// The broker config file. Every key is optional; unknown keys are refused. Relative paths
@@ -61,6 +64,7 @@ struct BrokerConfigFile {
     shard_port_base: Option<u16>,
     broker_id: Option<u32>,
     advertised_host: Option<String>,
+    metrics_listen: Option<SocketAddr>,
 }
 
 impl BrokerConfigFile {
@@ -100,6 +104,7 @@ impl BrokerArgs {
             shard_port_base: self.shard_port_base.or(file.shard_port_base),
             broker_id: self.broker_id.or(file.broker_id),
             advertised_host: self.advertised_host.or(file.advertised_host),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
         })
     }
 }
@@ -160,6 +165,7 @@ pub fn run(args: BrokerArgs) -> Result<(), String> {
         profile,
         broker_id: args.broker_id.unwrap_or(0),
         advertised_host: args.advertised_host,
+        metrics_listen: args.metrics_listen,
     })
     .map_err(|e| e.to_string())
 }

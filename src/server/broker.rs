@@ -14,7 +14,7 @@ use glommio::{Latency, Shares};
 
 use super::connection;
 use super::context::{Advertised, InFlight, ShardContext};
-use super::error::BrokerError;
+use super::error::{BrokerError, ListenError};
 use super::listeners::{bind_listeners, SocketBuffers};
 use super::partitions::Partitions;
 use super::profile::Profile;
@@ -42,6 +42,8 @@ pub struct BrokerOptions {
     pub broker_id: u32,
     /// The host name clients are told to use (default: the listen address's IP).
     pub advertised_host: Option<String>,
+    /// Serve Prometheus metrics over HTTP here (`GET /metrics`).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// What every shard is started with.
@@ -53,6 +55,8 @@ struct Shared {
     shutdown: Arc<AtomicBool>,
     recovered_partitions: AtomicUsize,
     started: Instant,
+    /// The metrics listener, taken by the controller shard.
+    metrics_fd: Mutex<Option<OwnedFd>>,
 }
 
 /// Holds an exclusive lock on the data directory for the broker's lifetime.
@@ -102,6 +106,20 @@ pub fn run_broker(mut options: BrokerOptions) -> Result<(), BrokerError> {
         options.first_shard_port,
         buffers,
     )?;
+    let metrics_fd = match options.metrics_listen {
+        Some(address) => {
+            let listener =
+                std::net::TcpListener::bind(address).map_err(|source| ListenError::Socket {
+                    operation: "bind the metrics listener on",
+                    address,
+                    source,
+                })?;
+            let bound = listener.local_addr().unwrap_or(address);
+            tracing::info!("metrics on http://{bound}/metrics");
+            Some(OwnedFd::from(listener))
+        }
+        None => None,
+    };
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, shutdown.clone())
@@ -143,6 +161,7 @@ pub fn run_broker(mut options: BrokerOptions) -> Result<(), BrokerError> {
         shutdown,
         recovered_partitions: AtomicUsize::new(0),
         started: Instant::now(),
+        metrics_fd: Mutex::new(metrics_fd),
     });
     let results =
         run_shards::<ShardMessage, Result<(), BrokerError>, _, _>(&runtime, move |start| {
@@ -336,6 +355,15 @@ async fn shard_main(
         .map_err(|e| runtime_error(e.to_string()))?
         .detach();
     if context.is_controller() {
+        let metrics = shared.metrics_fd.lock().expect("metrics fd lock").take();
+        if let Some(fd) = metrics {
+            glommio::spawn_local_into(
+                super::metrics::serve(context.clone(), listener_from(fd)),
+                background,
+            )
+            .map_err(|e| runtime_error(e.to_string()))?
+            .detach();
+        }
         let ready = shared.clone();
         let shard_count = context.shard_count();
         let ready_shards = context.ready_shards.clone();

@@ -13,6 +13,7 @@ use super::profile::Profile;
 use crate::clock::ClockRef;
 use crate::cluster::{AdminRequest, Catalog, Controller};
 use crate::group::{CoordinatorError, GroupRequest};
+use crate::metrics::{PartitionStats, ShardStats};
 use crate::protocol::{
     GroupListing, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsPartitionResponse,
     ProducePartitionResponse, Response,
@@ -149,6 +150,47 @@ impl ShardHandler for ShardContext {
 
     fn list_groups(&self) -> Result<Vec<GroupListing>, CoordinatorError> {
         self.groups.list_if_loaded()
+    }
+
+    fn stats(&self) -> ShardStats {
+        let catalog = self.catalog();
+        let names: std::collections::HashMap<u64, &str> = catalog
+            .topics()
+            .map(|topic| (topic.topic_id, topic.name.as_str()))
+            .collect();
+        let partitions = self
+            .partitions
+            .all()
+            .into_iter()
+            .filter_map(|((topic_id, partition), log)| {
+                let topic = names.get(&topic_id)?;
+                let io = log.io_stats();
+                Some(PartitionStats {
+                    topic: topic.to_string(),
+                    partition,
+                    log_start_offset: log.log_start_offset(),
+                    log_end_offset: log.log_end_offset(),
+                    high_watermark: super::work::high_watermark(&log),
+                    size_bytes: log.size_bytes(),
+                    writes: io.writes,
+                    bytes_written: io.bytes_written,
+                    syncs: io.syncs,
+                    write_rounds: io.write_rounds,
+                    slow_flush_rounds: io.slow_rounds,
+                    segments_rolled: io.segments_rolled,
+                    producers: log.producer_count(),
+                })
+            })
+            .collect();
+        let storage = self.partitions.storage();
+        ShardStats {
+            shard: self.shard_id,
+            open_connections: self.open_connections.get(),
+            requests_in_flight: self.in_flight_requests.count(),
+            cache_bytes: storage.cache_bytes(),
+            open_files: storage.open_files(),
+            partitions,
+        }
     }
 
     fn shard_ready(&self, shard: usize, partitions: usize) {

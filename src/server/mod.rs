@@ -10,6 +10,7 @@ pub mod error;
 pub mod groups;
 pub mod handlers;
 pub mod listeners;
+pub mod metrics;
 pub mod partitions;
 pub mod profile;
 pub mod route;

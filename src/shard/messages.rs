@@ -15,6 +15,8 @@
 //!  Group          any shard               the group's coordinator    the group response
 //!  ListGroups     the shard a ListGroups  every other shard          that shard's groups
 //!                 hit (fan-out)
+//!  Stats          the metrics endpoint's  every other shard          that shard's numbers
+//!                 shard (fan-out)
 //!  Ready          every shard at start    controller shard           none (one-way)
 //! ```
 //!
@@ -30,6 +32,7 @@ use bytes::Bytes;
 use super::mesh::{Call, MeshMessage, MessageClass};
 use crate::cluster::{AdminRequest, Catalog, TopicSpec};
 use crate::group::{CoordinatorError, GroupRequest};
+use crate::metrics::ShardStats;
 use crate::protocol::{
     Acks, FetchPartitionResponse, GroupListing, InitProducerIdRequest, InitProducerIdResponse,
     ListOffsetsPartitionResponse, OffsetSpec, ProducePartitionResponse, Response,
@@ -95,6 +98,7 @@ pub enum ShardMessage {
     Wait(Call<WaitWork, ()>),
     Group(Call<GroupRequest, Response>),
     ListGroups(Call<(), Result<Vec<GroupListing>, CoordinatorError>>),
+    Stats(Call<(), ShardStats>),
     /// A shard has recovered its partitions and is serving (to the controller, for the log).
     Ready {
         shard: usize,
@@ -123,6 +127,7 @@ pub trait ShardHandler {
     async fn wait_for_data(&self, work: WaitWork);
     async fn coordinate(&self, request: GroupRequest) -> Response;
     fn list_groups(&self) -> Result<Vec<GroupListing>, CoordinatorError>;
+    fn stats(&self) -> ShardStats;
     fn shard_ready(&self, shard: usize, partitions: usize);
 }
 
@@ -138,6 +143,7 @@ pub async fn dispatch<H: ShardHandler>(handler: &H, message: ShardMessage) {
         ShardMessage::Wait(call) => call.answer(|w| handler.wait_for_data(w)).await,
         ShardMessage::Group(call) => call.answer(|r| handler.coordinate(r)).await,
         ShardMessage::ListGroups(call) => call.answer(|()| async { handler.list_groups() }).await,
+        ShardMessage::Stats(call) => call.answer(|()| async { handler.stats() }).await,
         ShardMessage::Ready { shard, partitions } => handler.shard_ready(shard, partitions),
     }
 }

@@ -748,3 +748,73 @@ fn topic_config_changes_apply_to_open_partitions_without_a_restart() {
         partition_dir.display()
     );
 }
+
+/// Sends one HTTP request to `address` and returns the whole response.
+fn http(address: std::net::SocketAddr, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// `--metrics-listen` serves the Prometheus text format: the messages appended per partition
+/// add up to what was produced, every shard reports, other paths get 404 and garbage 400.
+#[test]
+fn the_metrics_endpoint_counts_what_was_produced() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let metrics_arg = metrics.to_string();
+    let mut broker = Broker::start(dir.path(), &["--metrics-listen", &metrics_arg]);
+    let address = broker.broker_arg();
+    on_executor(move || async move {
+        let cluster = Cluster::new(&address, "metrics-test", true).unwrap();
+        Admin::new(cluster.clone())
+            .create_topic("counted", 4, &[])
+            .await
+            .unwrap();
+        let producer = Producer::new(cluster, ProducerConfig::default());
+        let mut deliveries = Vec::new();
+        for index in 0..500 {
+            let key = format!("key-{index}");
+            deliveries.push(
+                producer
+                    .send("counted", Some(key.as_bytes()), b"value")
+                    .await
+                    .unwrap(),
+            );
+        }
+        producer.flush().await;
+        for delivery in deliveries {
+            delivery.wait().await.unwrap();
+        }
+    });
+    let response = http(metrics, "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n");
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    let appended: u64 = response
+        .lines()
+        .filter(|line| {
+            line.starts_with("shardline_partition_messages_appended_total{topic=\"counted\"")
+        })
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(appended, 500, "{response}");
+    for shard in ["0", "1"] {
+        assert!(
+            response.contains(&format!("shardline_shard_partitions{{shard=\"{shard}\"}}")),
+            "{response}"
+        );
+    }
+    let missing = http(metrics, "GET /nothing HTTP/1.1\r\n\r\n");
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    let garbage = http(metrics, "\u{1}\u{2}\r\n\r\n");
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage}");
+    assert!(broker.stop());
+}
