@@ -291,6 +291,10 @@ pub const OPEN_FILE_SLOT_RETRY_MS: u64 = 1;
 /// sequence) looks whether they have settled, before it is sent again.
 pub const PRODUCER_PREDECESSOR_POLL_MS: u64 = 1;
 
+/// Bytes read per step when a log is replayed at open (producer state, group offsets, the
+/// metadata catalogue).
+pub const LOG_REPLAY_READ_BYTES: usize = 1024 * 1024;
+
 /// A metrics scrape must send its request within this time (and take the answer).
 pub const METRICS_REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// The longest request head the metrics endpoint reads.

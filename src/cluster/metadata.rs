@@ -22,8 +22,6 @@ use crate::record::{validate, BatchBuilder, BatchIter, Codec};
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// The most partitions one topic may have.
 pub const TOPIC_PARTITIONS_MAX: u32 = 10_000;
-/// Read size while replaying the metadata log.
-const REPLAY_READ_BYTES: usize = 1 << 20;
 
 /// A configuration entry as stored.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -203,7 +201,7 @@ impl MetadataStore {
             let corrupt = |offset, reason: String| MetadataError::Corrupt { offset, reason };
             let read = self
                 .log
-                .read(offset, REPLAY_READ_BYTES, u64::MAX)
+                .read(offset, crate::constants::LOG_REPLAY_READ_BYTES, u64::MAX)
                 .await
                 .map_err(|e| corrupt(offset, e.to_string()))?;
             if read.is_empty() {

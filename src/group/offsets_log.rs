@@ -19,9 +19,6 @@ use crate::record::{validate, BatchBuilder, BatchIter, Codec};
 use super::offsets::{OffsetRecord, OffsetTable};
 use super::request::OffsetLogError;
 
-/// The bytes read per step when replaying.
-const REPLAY_READ_BYTES: usize = 1024 * 1024;
-
 /// Owned by the coordinator's shard.
 pub struct OffsetLog {
     log: PartitionLog,
@@ -222,7 +219,7 @@ async fn replay(
     let mut scratch = Vec::new();
     while offset < end {
         let read = log
-            .read(offset, REPLAY_READ_BYTES, end)
+            .read(offset, crate::constants::LOG_REPLAY_READ_BYTES, end)
             .await
             .map_err(|e| replay_error(log, offset, &e))?;
         if read.is_empty() {

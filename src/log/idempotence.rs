@@ -16,12 +16,11 @@ use super::error::{LogIoError, OpenError};
 use super::io::{read_small_file, write_small_file};
 use super::partition::{Partition, PartitionLog};
 use super::producers::ProducerStateTable;
+use crate::constants::LOG_REPLAY_READ_BYTES;
 use crate::record::BatchIter;
 
 /// The snapshot file in a partition directory.
 pub const PRODUCER_SNAPSHOT_FILE: &str = "producers.snapshot";
-/// Bytes read per step while replaying headers.
-const REPLAY_READ_BYTES: usize = 1024 * 1024;
 
 pub fn snapshot_path(dir: &Path) -> PathBuf {
     dir.join(PRODUCER_SNAPSHOT_FILE)
@@ -73,7 +72,7 @@ impl PartitionLog {
         };
         while offset < end {
             let read = self
-                .read(offset, REPLAY_READ_BYTES, end)
+                .read(offset, LOG_REPLAY_READ_BYTES, end)
                 .await
                 .map_err(|e| inconsistent(format!("replaying producer state at {offset}: {e}")))?;
             if read.is_empty() {

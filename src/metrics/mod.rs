@@ -88,50 +88,100 @@ fn counters<
     registry.register(name, help, family);
 }
 
+/// A metric read off a shard or a partition: name (after the `shardline_` prefix), help,
+/// and how to read it.
+type Reading<T> = (&'static str, &'static str, fn(&T) -> u64);
+
+const SHARD_GAUGES: [Reading<ShardStats>; 5] = [
+    (
+        "shard_open_connections",
+        "Client connections open on the shard",
+        |s| s.open_connections as u64,
+    ),
+    (
+        "shard_requests_in_flight",
+        "Requests the shard is handling",
+        |s| s.requests_in_flight as u64,
+    ),
+    (
+        "shard_cache_bytes",
+        "Bytes in the shard's cache of recent batches",
+        |s| s.cache_bytes as u64,
+    ),
+    (
+        "shard_open_files",
+        "Segment files the shard holds open",
+        |s| s.open_files as u64,
+    ),
+    ("shard_partitions", "Partitions the shard has open", |s| {
+        s.partitions.len() as u64
+    }),
+];
+
+const PARTITION_GAUGES: [Reading<PartitionStats>; 4] = [
+    (
+        "partition_log_start_offset",
+        "The first offset still in the partition",
+        |p| p.log_start_offset,
+    ),
+    (
+        "partition_high_watermark",
+        "The offset below which consumers may read",
+        |p| p.high_watermark,
+    ),
+    (
+        "partition_size_bytes",
+        "Bytes of the partition's segments",
+        |p| p.size_bytes,
+    ),
+    (
+        "partition_producers",
+        "Idempotent producers the partition remembers",
+        |p| p.producers as u64,
+    ),
+];
+
+const PARTITION_COUNTERS: [Reading<PartitionStats>; 7] = [
+    (
+        "partition_messages_appended",
+        "Messages appended to the partition (its log end offset)",
+        |p| p.log_end_offset,
+    ),
+    ("partition_writes", "Direct-IO writes issued", |p| p.writes),
+    (
+        "partition_written_bytes",
+        "Bytes written to segment files",
+        |p| p.bytes_written,
+    ),
+    ("partition_syncs", "fdatasyncs issued", |p| p.syncs),
+    (
+        "partition_flush_rounds",
+        "Flush rounds that wrote at least one batch",
+        |p| p.write_rounds,
+    ),
+    (
+        "partition_slow_flush_rounds",
+        "Flush rounds slower than the watchdog's threshold",
+        |p| p.slow_flush_rounds,
+    ),
+    ("partition_segments_rolled", "Segments rolled", |p| {
+        p.segments_rolled
+    }),
+];
+
 /// The Prometheus text exposition of every shard's numbers.
 pub fn encode(shards: &[ShardStats]) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix("shardline");
-    let shard = |s: &ShardStats| ShardLabels {
-        shard: s.shard.to_string(),
-    };
-    gauges(
-        &mut registry,
-        "shard_open_connections",
-        "Client connections open on the shard",
-        shards
-            .iter()
-            .map(|s| (shard(s), to_i64(s.open_connections))),
-    );
-    gauges(
-        &mut registry,
-        "shard_requests_in_flight",
-        "Requests the shard is handling",
-        shards
-            .iter()
-            .map(|s| (shard(s), to_i64(s.requests_in_flight))),
-    );
-    gauges(
-        &mut registry,
-        "shard_cache_bytes",
-        "Bytes in the shard's cache of recent batches",
-        shards.iter().map(|s| (shard(s), to_i64(s.cache_bytes))),
-    );
-    gauges(
-        &mut registry,
-        "shard_open_files",
-        "Segment files the shard holds open",
-        shards.iter().map(|s| (shard(s), to_i64(s.open_files))),
-    );
-    gauges(
-        &mut registry,
-        "shard_partitions",
-        "Partitions the shard has open",
-        shards
-            .iter()
-            .map(|s| (shard(s), to_i64(s.partitions.len()))),
-    );
-
-    let partitions: Vec<(PartitionLabels, &PartitionStats)> = shards
+    let shard_labels: Vec<(ShardLabels, &ShardStats)> = shards
+        .iter()
+        .map(|s| {
+            let labels = ShardLabels {
+                shard: s.shard.to_string(),
+            };
+            (labels, s)
+        })
+        .collect();
+    let partition_labels: Vec<(PartitionLabels, &PartitionStats)> = shards
         .iter()
         .flat_map(|s| s.partitions.iter())
         .map(|p| {
@@ -142,77 +192,22 @@ pub fn encode(shards: &[ShardStats]) -> Result<String, std::fmt::Error> {
             (labels, p)
         })
         .collect();
-    let each = |f: fn(&PartitionStats) -> u64| {
-        partitions
+    for (name, help, read) in SHARD_GAUGES {
+        let values = shard_labels
             .iter()
-            .map(move |(labels, p)| (labels.clone(), f(p)))
-    };
-    counters(
-        &mut registry,
-        "partition_messages_appended",
-        "Messages appended to the partition (its log end offset)",
-        each(|p| p.log_end_offset),
-    );
-    gauges(
-        &mut registry,
-        "partition_log_start_offset",
-        "The first offset still in the partition",
-        each(|p| p.log_start_offset).map(|(l, v)| (l, to_i64(v))),
-    );
-    gauges(
-        &mut registry,
-        "partition_high_watermark",
-        "The offset below which consumers may read",
-        each(|p| p.high_watermark).map(|(l, v)| (l, to_i64(v))),
-    );
-    gauges(
-        &mut registry,
-        "partition_size_bytes",
-        "Bytes of the partition's segments",
-        each(|p| p.size_bytes).map(|(l, v)| (l, to_i64(v))),
-    );
-    counters(
-        &mut registry,
-        "partition_writes",
-        "Direct-IO writes issued",
-        each(|p| p.writes),
-    );
-    counters(
-        &mut registry,
-        "partition_written_bytes",
-        "Bytes written to segment files",
-        each(|p| p.bytes_written),
-    );
-    counters(
-        &mut registry,
-        "partition_syncs",
-        "fdatasyncs issued",
-        each(|p| p.syncs),
-    );
-    counters(
-        &mut registry,
-        "partition_flush_rounds",
-        "Flush rounds that wrote at least one batch",
-        each(|p| p.write_rounds),
-    );
-    counters(
-        &mut registry,
-        "partition_slow_flush_rounds",
-        "Flush rounds slower than the watchdog's threshold",
-        each(|p| p.slow_flush_rounds),
-    );
-    counters(
-        &mut registry,
-        "partition_segments_rolled",
-        "Segments rolled",
-        each(|p| p.segments_rolled),
-    );
-    gauges(
-        &mut registry,
-        "partition_producers",
-        "Idempotent producers the partition remembers",
-        each(|p| p.producers as u64).map(|(l, v)| (l, to_i64(v))),
-    );
+            .map(|(l, s)| (l.clone(), to_i64(read(s))));
+        gauges(&mut registry, name, help, values);
+    }
+    for (name, help, read) in PARTITION_GAUGES {
+        let values = partition_labels
+            .iter()
+            .map(|(l, p)| (l.clone(), to_i64(read(p))));
+        gauges(&mut registry, name, help, values);
+    }
+    for (name, help, read) in PARTITION_COUNTERS {
+        let values = partition_labels.iter().map(|(l, p)| (l.clone(), read(p)));
+        counters(&mut registry, name, help, values);
+    }
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)?;
     Ok(text)

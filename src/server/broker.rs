@@ -344,7 +344,7 @@ async fn shard_main(
     for fds in [&shared.main_fds, &shared.own_fds] {
         let listener = listener_from(take_fd(fds, shard_id));
         let context = context.clone();
-        glommio::spawn_local_into(accept_loop(context, listener), requests)
+        glommio::spawn_local_into(accept_loop(context, listener, connection::serve), requests)
             .map_err(|e| runtime_error(e.to_string()))?
             .detach();
     }
@@ -358,7 +358,7 @@ async fn shard_main(
         let metrics = shared.metrics_fd.lock().expect("metrics fd lock").take();
         if let Some(fd) = metrics {
             glommio::spawn_local_into(
-                super::metrics::serve(context.clone(), listener_from(fd)),
+                accept_loop(context.clone(), listener_from(fd), super::metrics::answer),
                 background,
             )
             .map_err(|e| runtime_error(e.to_string()))?
@@ -394,7 +394,15 @@ impl Shared {
     }
 }
 
-async fn accept_loop(context: Rc<ShardContext>, listener: TcpListener) {
+/// Accepts connections until the shard stops, serving each with `serve` in a task of its
+/// own (client connections, metrics scrapes).
+pub(super) async fn accept_loop<Fut>(
+    context: Rc<ShardContext>,
+    listener: TcpListener,
+    serve: fn(Rc<ShardContext>, glommio::net::TcpStream) -> Fut,
+) where
+    Fut: std::future::Future<Output = ()> + 'static,
+{
     loop {
         let accepted = listener.accept().await;
         if context.stopping.get() {
@@ -402,7 +410,7 @@ async fn accept_loop(context: Rc<ShardContext>, listener: TcpListener) {
         }
         match accepted {
             Ok(stream) => {
-                glommio::spawn_local(connection::serve(context.clone(), stream)).detach();
+                glommio::spawn_local(serve(context.clone(), stream)).detach();
             }
             Err(error) => {
                 tracing::warn!(%error, "accept failed");

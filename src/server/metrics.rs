@@ -8,11 +8,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpStream;
 
 use super::context::ShardContext;
 use super::work::with_deadline;
-use crate::constants::{ACCEPT_RETRY_MS, METRICS_REQUEST_BYTES_MAX, METRICS_REQUEST_TIMEOUT_MS};
+use crate::constants::{METRICS_REQUEST_BYTES_MAX, METRICS_REQUEST_TIMEOUT_MS};
 use crate::metrics::ShardStats;
 use crate::shard::messages::{ShardHandler, ShardMessage};
 
@@ -27,25 +27,6 @@ pub async fn gather(context: &ShardContext) -> Vec<ShardStats> {
     shards.push(context.stats());
     shards.sort_by_key(|stats| stats.shard);
     shards
-}
-
-/// Accepts scrapes until the broker stops.
-pub async fn serve(context: Rc<ShardContext>, listener: TcpListener) {
-    loop {
-        let accepted = listener.accept().await;
-        if context.stopping.get() {
-            return;
-        }
-        match accepted {
-            Ok(stream) => {
-                glommio::spawn_local(answer(context.clone(), stream)).detach();
-            }
-            Err(error) => {
-                tracing::warn!(%error, "metrics accept failed");
-                glommio::timer::sleep(Duration::from_millis(ACCEPT_RETRY_MS)).await;
-            }
-        }
-    }
 }
 
 /// Reads the request head (up to the blank line), bounded in bytes and time.
@@ -65,7 +46,8 @@ async fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
     Some(head)
 }
 
-async fn answer(context: Rc<ShardContext>, mut stream: TcpStream) {
+/// Answers one scrape (or refuses it) and closes the connection.
+pub async fn answer(context: Rc<ShardContext>, mut stream: TcpStream) {
     let response = match read_head(&mut stream).await {
         None => response("400 Bad Request", "text/plain", "bad request\n".into()),
         Some(head) => {
