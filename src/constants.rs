@@ -335,3 +335,31 @@ const _: () =
 const _: () = assert!(
     (PRODUCER_BATCHES_REMEMBERED as u64 + 1) * (BATCH_RECORDS_MAX as u64) < i32::MAX as u64
 );
+
+// ---- The cluster: controller (Raft) and replication ----
+
+/// How often the controller's Raft node ticks.
+pub const CONTROLLER_TICK_MS: u64 = 100;
+/// Ticks without a leader's word before a follower campaigns (1 s; raft randomizes it up
+/// to twice that).
+pub const CONTROLLER_ELECTION_TICKS: usize = 10;
+/// Ticks between the leader's heartbeats.
+pub const CONTROLLER_HEARTBEAT_TICKS: usize = 2;
+/// How long a proposal may take to be committed and applied.
+pub const CONTROLLER_PROPOSAL_TIMEOUT_MS: u64 = 5_000;
+/// Applied entries between two controller snapshots (each compacts the log).
+pub const CONTROLLER_SNAPSHOT_EVERY_ENTRIES: u64 = 1_000;
+/// How often each broker heartbeats the controller leader.
+pub const BROKER_HEARTBEAT_INTERVAL_MS: u64 = 500;
+/// A broker whose heartbeats stop for this long is fenced (shown dead).
+pub const BROKER_SESSION_TIMEOUT_MS: u64 = 6_000;
+/// The most Raft messages queued for one peer; more are dropped (Raft resends).
+pub const CONTROLLER_PEER_QUEUE_MAX: usize = 4_096;
+/// The largest frame on the internal (controller) listener.
+pub const INTERNAL_FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// How long a controller call forwarded to the leader may take.
+pub const CONTROLLER_CALL_TIMEOUT_MS: u64 = 10_000;
+/// Attempts a forwarded controller call makes while leadership settles.
+pub const CONTROLLER_CALL_ATTEMPTS: usize = 20;
+/// Pause between attempts of a forwarded controller call.
+pub const CONTROLLER_CALL_RETRY_MS: u64 = 100;

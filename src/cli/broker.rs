@@ -13,6 +13,20 @@ const LISTEN_DEFAULT: &str = "127.0.0.1:9092";
 
 #[derive(Args, Debug, Default)]
 pub struct BrokerArgs {
+    /// This broker's node id in the cluster (the same as --broker-id).
+    #[arg(long, conflicts_with = "broker_id")]
+    node_id: Option<u32>,
+    /// The controller's voters, `ID@HOST:PORT,...` (the internal listener of each; this
+    /// node binds its own entry). Leave out for a one-node cluster.
+    #[arg(long, value_delimiter = ',')]
+    controller_voters: Option<Vec<String>>,
+    /// The address clients are told to use, `HOST:PORT` (default: the listen address).
+    #[arg(long)]
+    advertised_listener: Option<String>,
+    /// Replicas of topics created without a replication factor (default: the smaller of 3
+    /// and the number of voters).
+    #[arg(long)]
+    default_replication_factor: Option<u32>,
     /// A broker config file (TOML; keys as the flags below, in snake case). Flags given on
     /// the command line override it.
     #[arg(long)]
@@ -54,6 +68,10 @@ pub struct BrokerArgs {
 #[derive(Deserialize, Debug, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 struct BrokerConfigFile {
+    node_id: Option<u32>,
+    controller_voters: Option<Vec<String>>,
+    advertised_listener: Option<String>,
+    default_replication_factor: Option<u32>,
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
     profile: Option<PathBuf>,
@@ -94,6 +112,12 @@ impl BrokerArgs {
         };
         let file = BrokerConfigFile::load(&path)?;
         Ok(BrokerArgs {
+            node_id: self.node_id.or(file.node_id),
+            controller_voters: self.controller_voters.or(file.controller_voters),
+            advertised_listener: self.advertised_listener.or(file.advertised_listener),
+            default_replication_factor: self
+                .default_replication_factor
+                .or(file.default_replication_factor),
             config: Some(path),
             data_dir: self.data_dir.or(file.data_dir),
             listen: self.listen.or(file.listen),
@@ -107,6 +131,50 @@ impl BrokerArgs {
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
         })
     }
+}
+
+/// Parses `ID@HOST:PORT` voters; ids unique.
+fn parse_voters(entries: &[String]) -> Result<Vec<(u32, SocketAddr)>, String> {
+    use std::net::ToSocketAddrs;
+    let mut voters: Vec<(u32, SocketAddr)> = Vec::new();
+    for entry in entries {
+        let (id, address) = entry
+            .split_once('@')
+            .ok_or_else(|| format!("controller voter '{entry}': expected ID@HOST:PORT"))?;
+        let id: u32 = id
+            .parse()
+            .map_err(|_| format!("controller voter '{entry}': '{id}' is not a node id"))?;
+        let address = address
+            .to_socket_addrs()
+            .map_err(|e| format!("controller voter '{entry}': {e}"))?
+            .next()
+            .ok_or_else(|| format!("controller voter '{entry}': resolves to nothing"))?;
+        if voters.iter().any(|(known, _)| *known == id) {
+            return Err(format!("controller voter {id} is listed twice"));
+        }
+        voters.push((id, address));
+    }
+    if !voters.is_empty() && !matches!(voters.len(), 1 | 3 | 5) {
+        return Err(format!(
+            "{} controller voters: a controller quorum has 1, 3 or 5 voters",
+            voters.len()
+        ));
+    }
+    Ok(voters)
+}
+
+/// Splits `HOST:PORT`.
+fn parse_listener(text: &str) -> Result<(String, u16), String> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("advertised listener '{text}': expected HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("advertised listener '{text}': '{port}' is not a port"))?;
+    if host.is_empty() {
+        return Err(format!("advertised listener '{text}': no host"));
+    }
+    Ok((host.trim_matches(['[', ']']).to_string(), port))
 }
 
 fn allowed_cpus() -> Vec<usize> {
@@ -156,15 +224,26 @@ pub fn run(args: BrokerArgs) -> Result<(), String> {
         return Err("no CPU to run a shard on".into());
     }
     let cpus = if args.no_pin { None } else { cpus };
+    let controller_voters = parse_voters(args.controller_voters.as_deref().unwrap_or(&[]))?;
+    let (advertised_host, advertised_port) = match &args.advertised_listener {
+        Some(listener) => {
+            let (host, port) = parse_listener(listener)?;
+            (Some(host), Some(port))
+        }
+        None => (args.advertised_host.clone(), None),
+    };
     run_broker(BrokerOptions {
+        controller_voters,
+        default_replication_factor: args.default_replication_factor.unwrap_or(0),
+        advertised_port,
         data_dir,
         listen,
         first_shard_port: args.shard_port_base,
         shard_count,
         cpus,
         profile,
-        broker_id: args.broker_id.unwrap_or(0),
-        advertised_host: args.advertised_host,
+        broker_id: args.node_id.or(args.broker_id).unwrap_or(0),
+        advertised_host,
         metrics_listen: args.metrics_listen,
     })
     .map_err(|e| e.to_string())

@@ -4,12 +4,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::metadata::{BrokerRecord, MetadataImage};
 use super::TopicSpec;
 
 /// An immutable view of every topic. Cheap to share; replaced, never mutated.
 #[derive(Debug, Default)]
 pub struct Catalog {
     topics: BTreeMap<String, Arc<TopicSpec>>,
+    brokers: BTreeMap<u32, BrokerRecord>,
     /// Bumped with every change, so shards can tell which snapshot is newer.
     pub version: u64,
 }
@@ -20,7 +22,26 @@ impl Catalog {
             .into_iter()
             .map(|t| (t.name.clone(), Arc::new(t)))
             .collect();
-        Catalog { topics, version }
+        Catalog {
+            topics,
+            brokers: BTreeMap::new(),
+            version,
+        }
+    }
+
+    /// The catalogue of a metadata image.
+    pub fn from_image(version: u64, image: &MetadataImage) -> Catalog {
+        let mut catalog = Catalog::new(version, image.topics().cloned());
+        catalog.brokers = image.brokers().map(|b| (b.broker, b.clone())).collect();
+        catalog
+    }
+
+    pub fn brokers(&self) -> impl Iterator<Item = &BrokerRecord> {
+        self.brokers.values()
+    }
+
+    pub fn broker(&self, broker: u32) -> Option<&BrokerRecord> {
+        self.brokers.get(&broker)
     }
 
     pub fn topic(&self, name: &str) -> Option<&Arc<TopicSpec>> {

@@ -1,134 +1,121 @@
-//! The controller: the one writer of the topic catalogue. It runs on the controller shard
-//! (`crate::shard::ownership`), applies admin changes (create, delete, alter config) to the
-//! durable metadata store, and returns the new catalogue for the server to publish to every
-//! shard. It knows the store and the protocol's admin messages, not the network or the mesh.
+//! The controller: the one writer of the cluster's metadata. It runs on the controller
+//! shard of every voter (`crate::shard::ownership`); the voter that leads the Raft group
+//! (`super::raft`) takes every change, checks it against the metadata image, proposes it
+//! and answers once it is committed and applied. The others answer `NotLeader` and the
+//! server forwards to the leader. It knows the image, the Raft node and the protocol's
+//! admin messages, not the network or the mesh.
+//!
+//! It also keeps brokers' liveness: every broker heartbeats the leader; one silent for
+//! `BROKER_SESSION_TIMEOUT_MS` is fenced in the log (and unfenced when it returns).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rkyv::{Archive, Deserialize, Serialize};
 
 use super::catalog::Catalog;
-use super::metadata::{MetadataError, MetadataStore, TopicError, TopicSpec};
-use crate::log::LogShard;
+use super::metadata::{MetadataEvent, MetadataImage, TopicError};
+use super::raft::{ControllerNode, ProposeError};
+use crate::constants::{BROKER_SESSION_TIMEOUT_MS, PRODUCER_ID_BLOCK};
 use crate::protocol::{
     AlterConfigsRequest, AlterConfigsResponse, AlterConfigsResult, CreateTopicResult,
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicResult, DeleteTopicsRequest,
-    DeleteTopicsResponse, ErrorCode, InitProducerIdRequest, InitProducerIdResponse, Response,
+    DeleteTopicsResponse, ErrorCode, InitProducerIdRequest, InitProducerIdResponse,
 };
 
 /// A catalogue change a client asked for.
-#[derive(Debug)]
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
 pub enum AdminRequest {
     CreateTopics(CreateTopicsRequest),
     DeleteTopics(DeleteTopicsRequest),
     AlterConfigs(AlterConfigsRequest),
 }
 
-/// What a change produced: the answer for the client, and the catalogue every shard must
-/// install (with the topics whose partitions they must drop) before the client hears it.
-pub struct AdminOutcome {
-    pub response: Response,
-    pub catalog: Arc<Catalog>,
-    pub deleted: Vec<Arc<TopicSpec>>,
+/// A broker's heartbeat: who it is and where clients reach it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct BrokerHeartbeat {
+    pub broker: u32,
+    pub host: String,
+    pub port: u16,
+    pub shard_ports: Vec<u16>,
 }
 
-/// The controller. Owned by the controller shard.
-pub struct Controller {
-    store: glommio::sync::RwLock<MetadataStore>,
-    /// The version of the last catalogue handed out.
-    version: Cell<u64>,
+/// A partition leader's request to change the in-sync set (it shrank or grew).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AlterPartition {
+    pub topic_id: u64,
+    pub partition: u32,
+    /// The leader asking, and the epoch it leads at: a stale leader's request is refused.
+    pub leader: u32,
+    pub leader_epoch: u32,
+    pub in_sync: Vec<u32>,
 }
 
-impl Controller {
-    /// Opens (replaying) the durable catalogue in `<data_dir>/__metadata`.
-    pub async fn open(
-        data_dir: &std::path::Path,
-        storage: &LogShard,
-    ) -> Result<Controller, MetadataError> {
-        let store = MetadataStore::open(data_dir, storage).await?;
-        Ok(Controller {
-            store: glommio::sync::RwLock::new(store),
-            version: Cell::new(0),
-        })
-    }
+/// Move a partition's leadership (a clean handover) to `to`, or to the next in-sync
+/// replica after the current leader.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ElectLeader {
+    pub topic: String,
+    pub partition: u32,
+    pub to: Option<u32>,
+}
 
-    /// The catalogue as it stands, as a new version (published at start).
-    pub async fn catalog(&self) -> Arc<Catalog> {
-        let store = self
-            .store
-            .read()
-            .await
-            .expect("catalogue lock never closed");
-        self.next_catalog(&store)
-    }
+/// Everything the controller leader is asked.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
+pub enum ControllerCall {
+    Admin(AdminRequest),
+    InitProducerId(InitProducerIdRequest),
+    Heartbeat(BrokerHeartbeat),
+    AlterPartition(AlterPartition),
+    ElectLeader(ElectLeader),
+}
 
-    fn next_catalog(&self, store: &MetadataStore) -> Arc<Catalog> {
-        self.version.set(self.version.get() + 1);
-        Arc::new(Catalog::new(self.version.get(), store.topics().cloned()))
-    }
+/// The controller's answers.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
+pub enum ControllerReply {
+    CreateTopics(CreateTopicsResponse),
+    DeleteTopics(DeleteTopicsResponse),
+    AlterConfigs(AlterConfigsResponse),
+    InitProducerId(InitProducerIdResponse),
+    /// For heartbeats, partition changes and elections.
+    Done {
+        error: ErrorCode,
+        message: String,
+    },
+    /// This voter does not lead; ask `leader` (a node id) if known.
+    NotLeader {
+        leader: Option<u64>,
+    },
+}
 
-    /// Applies one admin request; the outcome's catalogue must be published before the
-    /// response is sent, so that a client told "created" can use the topic on any shard.
-    pub async fn handle(&self, request: AdminRequest) -> AdminOutcome {
-        let mut store = self
-            .store
-            .write()
-            .await
-            .expect("catalogue lock never closed");
-        let mut deleted = Vec::new();
-        let response = match request {
-            AdminRequest::CreateTopics(request) => {
-                Response::CreateTopics(create_topics(&mut store, request).await)
-            }
-            AdminRequest::DeleteTopics(request) => {
-                Response::DeleteTopics(delete_topics(&mut store, request, &mut deleted).await)
-            }
-            AdminRequest::AlterConfigs(request) => {
-                Response::AlterConfigs(alter_configs(&mut store, request).await)
-            }
-        };
-        let catalog = self.next_catalog(&store);
-        AdminOutcome {
-            response,
-            catalog,
-            deleted,
-        }
-    }
-
-    /// Hands out a new idempotent producer id (epoch 0), reserved durably first.
-    pub async fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
-        let mut store = self
-            .store
-            .write()
-            .await
-            .expect("catalogue lock never closed");
-        match store.next_producer_id().await {
-            Ok(producer_id) => {
-                tracing::debug!(producer_id, client_id = %request.client_id, "producer id handed out");
-                InitProducerIdResponse {
-                    error: ErrorCode::None,
-                    message: String::new(),
-                    producer_id,
-                    producer_epoch: 0,
-                }
-            }
-            Err(error) => InitProducerIdResponse {
-                error: ErrorCode::StorageError,
-                message: error.to_string(),
-                producer_id: -1,
-                producer_epoch: -1,
+impl ControllerReply {
+    fn done(result: Result<(), (ErrorCode, String)>) -> ControllerReply {
+        match result {
+            Ok(()) => ControllerReply::Done {
+                error: ErrorCode::None,
+                message: String::new(),
             },
+            Err((error, message)) => ControllerReply::Done { error, message },
         }
     }
+}
 
-    /// Flushes and closes the metadata log (graceful shutdown).
-    pub async fn close(&self) -> Result<(), MetadataError> {
-        let store = self
-            .store
-            .read()
-            .await
-            .expect("catalogue lock never closed");
-        store.close().await
-    }
+/// The controller of one voter. Owned by the controller shard.
+pub struct Controller {
+    node: Rc<ControllerNode>,
+    /// Changes are checked and proposed one at a time, so each is checked against an
+    /// image that holds every change before it.
+    changes: glommio::sync::Semaphore,
+    /// The next producer id to hand out, and the term it belongs to: a new leader starts
+    /// past every id reserved before it.
+    next_producer_id: Cell<(u64, u64)>,
+    /// When each broker was last heard from (on the leader), and the term that started
+    /// the clock (a new leader gives every broker a fresh session).
+    heard: RefCell<(u64, HashMap<u32, Instant>)>,
+    default_replication_factor: u32,
 }
 
 fn topic_error_code(error: &TopicError) -> ErrorCode {
@@ -137,93 +124,403 @@ fn topic_error_code(error: &TopicError) -> ErrorCode {
         TopicError::NotFound(_) => ErrorCode::UnknownTopicOrPartition,
         TopicError::InvalidName { .. } => ErrorCode::InvalidTopicName,
         TopicError::InvalidPartitions(_) => ErrorCode::InvalidPartitionCount,
+        TopicError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
         TopicError::Config(_) => ErrorCode::InvalidConfig,
         TopicError::Storage(_) => ErrorCode::StorageError,
     }
 }
 
-fn outcome(error: Option<&TopicError>) -> (ErrorCode, String) {
-    match error {
-        None => (ErrorCode::None, String::new()),
-        Some(error) => (topic_error_code(error), error.to_string()),
-    }
+fn propose_error(error: ProposeError) -> (ErrorCode, String) {
+    let code = match error {
+        ProposeError::NotLeader { .. } => ErrorCode::NotController,
+        ProposeError::TimedOut(_) => ErrorCode::RequestTimedOut,
+        ProposeError::Refused(_) => ErrorCode::InvalidRequest,
+        ProposeError::Stopped(_) => ErrorCode::StorageError,
+    };
+    (code, error.to_string())
 }
 
-async fn create_topics(
-    store: &mut MetadataStore,
-    request: CreateTopicsRequest,
-) -> CreateTopicsResponse {
-    let mut results = Vec::new();
-    for topic in request.topics {
-        let entries: Vec<(String, String)> = topic
-            .configs
-            .into_iter()
-            .map(|c| (c.key, c.value))
-            .collect();
-        let result = if topic.replication_factor > 1 {
-            Err((
-                ErrorCode::InvalidReplicationFactor,
-                "this broker runs alone: replication factor must be 1".to_string(),
-            ))
-        } else if request.validate_only {
-            store
-                .check_create(&topic.name, topic.partitions, &entries)
-                .map(|_| ())
-                .map_err(|e| outcome(Some(&e)))
-        } else {
-            store
-                .create_topic(&topic.name, topic.partitions, &entries)
-                .await
-                .map(|_| ())
-                .map_err(|e| outcome(Some(&e)))
-        };
-        let (error, message) = result.err().unwrap_or((ErrorCode::None, String::new()));
-        results.push(CreateTopicResult {
-            name: topic.name,
-            error,
-            message,
-        });
-    }
-    CreateTopicsResponse { topics: results }
-}
-
-async fn delete_topics(
-    store: &mut MetadataStore,
-    request: DeleteTopicsRequest,
-    deleted: &mut Vec<Arc<TopicSpec>>,
-) -> DeleteTopicsResponse {
-    let mut results = Vec::new();
-    for name in request.names {
-        let result = store.delete_topic(&name).await;
-        let (error, message) = outcome(result.as_ref().err());
-        if let Ok(topic) = result {
-            deleted.push(Arc::new(topic));
+impl Controller {
+    pub fn new(node: Rc<ControllerNode>, default_replication_factor: u32) -> Controller {
+        Controller {
+            node,
+            changes: glommio::sync::Semaphore::new(1),
+            next_producer_id: Cell::new((0, 0)),
+            heard: RefCell::new((0, HashMap::new())),
+            default_replication_factor,
         }
-        results.push(DeleteTopicResult {
-            name,
-            error,
-            message,
-        });
     }
-    DeleteTopicsResponse { topics: results }
+
+    pub fn node(&self) -> &Rc<ControllerNode> {
+        &self.node
+    }
+
+    /// The catalogue every shard serves from, as of the image now.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        Arc::new(Catalog::from_image(self.node.version(), &self.node.image()))
+    }
+
+    /// Answers a call on the leader; `NotLeader` elsewhere.
+    pub async fn call(&self, call: ControllerCall) -> ControllerReply {
+        if !self.node.is_leader() {
+            return ControllerReply::NotLeader {
+                leader: self.node.leader(),
+            };
+        }
+        let _one_at_a_time = self
+            .changes
+            .acquire_permit(1)
+            .await
+            .expect("the change gate is never closed");
+        match call {
+            ControllerCall::Admin(AdminRequest::CreateTopics(request)) => {
+                ControllerReply::CreateTopics(self.create_topics(request).await)
+            }
+            ControllerCall::Admin(AdminRequest::DeleteTopics(request)) => {
+                ControllerReply::DeleteTopics(self.delete_topics(request).await)
+            }
+            ControllerCall::Admin(AdminRequest::AlterConfigs(request)) => {
+                ControllerReply::AlterConfigs(self.alter_configs(request).await)
+            }
+            ControllerCall::InitProducerId(request) => {
+                ControllerReply::InitProducerId(self.init_producer_id(request).await)
+            }
+            ControllerCall::Heartbeat(heartbeat) => {
+                ControllerReply::done(self.heartbeat(heartbeat).await)
+            }
+            ControllerCall::AlterPartition(change) => {
+                ControllerReply::done(self.alter_partition(change).await)
+            }
+            ControllerCall::ElectLeader(elect) => {
+                ControllerReply::done(self.elect_leader(elect).await)
+            }
+        }
+    }
+
+    async fn propose(&self, event: MetadataEvent) -> Result<(), (ErrorCode, String)> {
+        self.node.propose(&event).await.map_err(propose_error)
+    }
+
+    async fn create_topics(&self, request: CreateTopicsRequest) -> CreateTopicsResponse {
+        let mut results = Vec::new();
+        for topic in request.topics {
+            let entries: Vec<(String, String)> = topic
+                .configs
+                .into_iter()
+                .map(|c| (c.key, c.value))
+                .collect();
+            let factor = match topic.replication_factor {
+                0 => self.default_replication_factor,
+                factor => u32::from(factor),
+            };
+            let planned = self.node.image().plan_create(
+                &topic.name,
+                topic.partitions,
+                factor,
+                &entries,
+                crate::clock::system().wall_ms(),
+            );
+            let result = match planned {
+                Err(error) => Err((topic_error_code(&error), error.to_string())),
+                Ok(_) if request.validate_only => Ok(()),
+                Ok(event) => self.propose(event).await,
+            };
+            let (error, message) = result.err().unwrap_or((ErrorCode::None, String::new()));
+            results.push(CreateTopicResult {
+                name: topic.name,
+                error,
+                message,
+            });
+        }
+        CreateTopicsResponse { topics: results }
+    }
+
+    async fn delete_topics(&self, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+        let mut results = Vec::new();
+        for name in request.names {
+            let planned = self.node.image().plan_delete(&name);
+            let result = match planned {
+                Err(error) => Err((topic_error_code(&error), error.to_string())),
+                Ok(event) => self.propose(event).await,
+            };
+            let (error, message) = result.err().unwrap_or((ErrorCode::None, String::new()));
+            results.push(DeleteTopicResult {
+                name,
+                error,
+                message,
+            });
+        }
+        DeleteTopicsResponse { topics: results }
+    }
+
+    async fn alter_configs(&self, request: AlterConfigsRequest) -> AlterConfigsResponse {
+        let mut results = Vec::new();
+        for topic in request.topics {
+            let set: Vec<(String, String)> =
+                topic.set.into_iter().map(|c| (c.key, c.value)).collect();
+            let planned = self
+                .node
+                .image()
+                .plan_alter(&topic.name, &set, &topic.delete);
+            let result = match planned {
+                Err(error) => Err((topic_error_code(&error), error.to_string())),
+                Ok(_) if request.validate_only => Ok(()),
+                Ok(event) => self.propose(event).await,
+            };
+            let (error, message) = result.err().unwrap_or((ErrorCode::None, String::new()));
+            results.push(AlterConfigsResult {
+                topic: topic.name,
+                error,
+                message,
+            });
+        }
+        AlterConfigsResponse { topics: results }
+    }
+
+    /// Hands out a new idempotent producer id (epoch 0), reserved durably first: ids are
+    /// reserved in the log in blocks, so neither a restart nor a new leader repeats one.
+    async fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
+        let term = self.node.term();
+        let (mut next, at_term) = self.next_producer_id.get();
+        let reserved = self.node.image().producer_ids_reserved();
+        if at_term != term {
+            next = reserved;
+        }
+        let result = if next >= reserved {
+            self.propose(MetadataEvent::ProducerIdsReserved {
+                next: next + PRODUCER_ID_BLOCK,
+            })
+            .await
+        } else {
+            Ok(())
+        };
+        match result.and_then(|()| {
+            i64::try_from(next)
+                .map_err(|_| (ErrorCode::StorageError, "producer ids exhausted".into()))
+        }) {
+            Ok(producer_id) => {
+                self.next_producer_id.set((next + 1, term));
+                tracing::debug!(producer_id, client_id = %request.client_id, "producer id handed out");
+                InitProducerIdResponse {
+                    error: ErrorCode::None,
+                    message: String::new(),
+                    producer_id,
+                    producer_epoch: 0,
+                }
+            }
+            Err((error, message)) => InitProducerIdResponse {
+                error,
+                message,
+                producer_id: -1,
+                producer_epoch: -1,
+            },
+        }
+    }
+
+    async fn heartbeat(&self, heartbeat: BrokerHeartbeat) -> Result<(), (ErrorCode, String)> {
+        self.note_heard(heartbeat.broker);
+        let known = self.node.image().broker(heartbeat.broker).cloned();
+        let changed = known.as_ref().is_none_or(|b| {
+            b.host != heartbeat.host
+                || b.port != heartbeat.port
+                || b.shard_ports != heartbeat.shard_ports
+        });
+        if changed {
+            tracing::info!(broker = heartbeat.broker, host = %heartbeat.host, port = heartbeat.port, "broker registered");
+            self.propose(MetadataEvent::BrokerRegistered {
+                broker: heartbeat.broker,
+                host: heartbeat.host,
+                port: heartbeat.port,
+                shard_ports: heartbeat.shard_ports,
+            })
+            .await?;
+        }
+        if known.is_some_and(|b| b.fenced) {
+            tracing::info!(broker = heartbeat.broker, "broker is back: unfenced");
+            self.propose(MetadataEvent::BrokerFenced {
+                broker: heartbeat.broker,
+                fenced: false,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn note_heard(&self, broker: u32) {
+        let term = self.node.term();
+        let mut heard = self.heard.borrow_mut();
+        if heard.0 != term {
+            // A new leader: every broker starts a fresh session now.
+            let now = Instant::now();
+            let brokers: Vec<u32> = self.node.image().brokers().map(|b| b.broker).collect();
+            heard.0 = term;
+            heard.1 = brokers.into_iter().map(|b| (b, now)).collect();
+        }
+        heard.1.insert(broker, Instant::now());
+    }
+
+    /// On the leader: fences brokers whose heartbeats stopped. Called periodically.
+    pub async fn fence_silent_brokers(&self) {
+        if !self.node.is_leader() {
+            return;
+        }
+        self.note_heard_nobody();
+        let session = Duration::from_millis(BROKER_SESSION_TIMEOUT_MS);
+        let silent: Vec<u32> = {
+            let heard = self.heard.borrow();
+            self.node
+                .image()
+                .brokers()
+                .filter(|b| !b.fenced)
+                .filter(|b| {
+                    heard
+                        .1
+                        .get(&b.broker)
+                        .is_none_or(|at| at.elapsed() > session)
+                })
+                .map(|b| b.broker)
+                .collect()
+        };
+        for broker in silent {
+            let _gate = self
+                .changes
+                .acquire_permit(1)
+                .await
+                .expect("the change gate is never closed");
+            tracing::warn!(broker, "broker missed its session: fenced");
+            if let Err((_, error)) = self
+                .propose(MetadataEvent::BrokerFenced {
+                    broker,
+                    fenced: true,
+                })
+                .await
+            {
+                tracing::warn!(broker, %error, "fencing a broker failed");
+            }
+        }
+    }
+
+    fn note_heard_nobody(&self) {
+        let term = self.node.term();
+        if self.heard.borrow().0 != term {
+            let now = Instant::now();
+            let brokers: Vec<u32> = self.node.image().brokers().map(|b| b.broker).collect();
+            *self.heard.borrow_mut() = (term, brokers.into_iter().map(|b| (b, now)).collect());
+        }
+    }
+
+    /// Whether the leader heard from `broker` within its session (for `cluster status`).
+    pub fn is_alive(&self, broker: u32) -> Option<bool> {
+        if !self.node.is_leader() {
+            return None;
+        }
+        let session = Duration::from_millis(BROKER_SESSION_TIMEOUT_MS);
+        Some(
+            self.heard
+                .borrow()
+                .1
+                .get(&broker)
+                .is_some_and(|at| at.elapsed() <= session),
+        )
+    }
+
+    async fn alter_partition(&self, change: AlterPartition) -> Result<(), (ErrorCode, String)> {
+        let current = {
+            let image = self.node.image();
+            let topic = image.topic_by_id(change.topic_id).ok_or((
+                ErrorCode::UnknownTopicOrPartition,
+                format!("no topic with id {}", change.topic_id),
+            ))?;
+            topic.partition(change.partition).cloned().ok_or((
+                ErrorCode::UnknownTopicOrPartition,
+                format!("{} has no partition {}", topic.name, change.partition),
+            ))?
+        };
+        if current.leader != Some(change.leader) || current.leader_epoch != change.leader_epoch {
+            return Err((
+                ErrorCode::FencedLeaderEpoch,
+                format!(
+                    "broker {} at epoch {} does not lead (leader {:?} at epoch {})",
+                    change.leader, change.leader_epoch, current.leader, current.leader_epoch
+                ),
+            ));
+        }
+        if !change.in_sync.contains(&change.leader)
+            || !change.in_sync.iter().all(|b| current.replicas.contains(b))
+        {
+            return Err((
+                ErrorCode::InvalidRequest,
+                "the in-sync set must hold the leader and only replicas".into(),
+            ));
+        }
+        if current.in_sync == change.in_sync {
+            return Ok(());
+        }
+        tracing::info!(topic_id = change.topic_id, partition = change.partition, from = ?current.in_sync, to = ?change.in_sync, "in-sync set changed");
+        self.propose(MetadataEvent::PartitionChanged {
+            topic_id: change.topic_id,
+            partition: change.partition,
+            leader: current.leader,
+            leader_epoch: current.leader_epoch,
+            in_sync: change.in_sync,
+        })
+        .await
+    }
+
+    async fn elect_leader(&self, elect: ElectLeader) -> Result<(), (ErrorCode, String)> {
+        let (topic_id, current) = {
+            let image = self.node.image();
+            let topic = image.topic(&elect.topic).ok_or((
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic '{}' does not exist", elect.topic),
+            ))?;
+            let state = topic.partition(elect.partition).cloned().ok_or((
+                ErrorCode::UnknownTopicOrPartition,
+                format!("{} has no partition {}", elect.topic, elect.partition),
+            ))?;
+            (topic.topic_id, state)
+        };
+        let live = |b: &u32| self.node.image().broker(*b).is_some_and(|r| !r.fenced);
+        let to = match elect.to {
+            Some(to) => to,
+            None => {
+                // The next in-sync replica after the current leader, in replica order.
+                let at = current
+                    .leader
+                    .and_then(|l| current.replicas.iter().position(|&r| r == l))
+                    .unwrap_or(0);
+                let n = current.replicas.len();
+                (1..=n)
+                    .map(|i| current.replicas[(at + i) % n])
+                    .find(|b| current.in_sync.contains(b) && live(b) && Some(*b) != current.leader)
+                    .ok_or((
+                        ErrorCode::NotEnoughReplicas,
+                        "no other live in-sync replica to lead".to_string(),
+                    ))?
+            }
+        };
+        if !current.in_sync.contains(&to) || !live(&to) {
+            return Err((
+                ErrorCode::NotEnoughReplicas,
+                format!("broker {to} is not a live in-sync replica of the partition"),
+            ));
+        }
+        if current.leader == Some(to) {
+            return Ok(());
+        }
+        tracing::info!(topic = %elect.topic, partition = elect.partition, from = ?current.leader, to, epoch = current.leader_epoch + 1, "leader handed over");
+        self.propose(MetadataEvent::PartitionChanged {
+            topic_id,
+            partition: elect.partition,
+            leader: Some(to),
+            leader_epoch: current.leader_epoch + 1,
+            in_sync: current.in_sync,
+        })
+        .await
+    }
 }
 
-async fn alter_configs(
-    store: &mut MetadataStore,
-    request: AlterConfigsRequest,
-) -> AlterConfigsResponse {
-    let mut results = Vec::new();
-    for topic in request.topics {
-        let set: Vec<(String, String)> = topic.set.into_iter().map(|c| (c.key, c.value)).collect();
-        let result = store
-            .alter_config(&topic.name, &set, &topic.delete, request.validate_only)
-            .await;
-        let (error, message) = outcome(result.as_ref().err());
-        results.push(AlterConfigsResult {
-            topic: topic.name,
-            error,
-            message,
-        });
-    }
-    AlterConfigsResponse { topics: results }
+/// The image as a catalogue (also used by tests of the catalogue).
+pub fn catalog_of(version: u64, image: &MetadataImage) -> Catalog {
+    Catalog::from_image(version, image)
 }

@@ -1,12 +1,14 @@
-//! The durable topic catalogue of a broker.
+//! The cluster's metadata: the state machine the controller's Raft log drives.
 //!
-//! Every change is one event — topic created, deleted, configuration replaced — appended as a
-//! one-record batch to an internal partition log (`<data dir>/__metadata`) with the
-//! every-batch flush policy, and acknowledged only once durable. On start the log is
-//! replayed. The value of each record is an rkyv archive of a [`MetadataEvent`], read back
-//! with checked access (it comes from disk, so it is outside input).
+//! Every change is one [`MetadataEvent`] — a broker registered or fenced, a topic created
+//! (with its replicas placed), deleted or reconfigured, a partition's leader or in-sync set
+//! changed, producer ids reserved. The controller proposes events to its Raft group
+//! (`super::raft`); once an event is committed, every voter applies it to its
+//! [`MetadataImage`] in log order, so every voter holds the same image. Events are rkyv
+//! archives, read back with checked access (from the network and the disk alike).
 //!
-//! Owned by one shard (the controller shard); other shards learn of changes by message.
+//! `apply` is deterministic and total: an event that no longer fits the image (a topic
+//! deleted meanwhile, say) changes nothing, and never fails half-way.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,9 +16,6 @@ use std::path::Path;
 use rkyv::{Archive, Deserialize, Serialize};
 
 use super::topic_config::{ConfigError, TopicConfig};
-use crate::log::{FlushPolicy, LogConfig, LogShard, PartitionLog};
-use crate::record::reader::records;
-use crate::record::{validate, BatchBuilder, BatchIter, Codec};
 
 /// The longest topic name.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
@@ -30,7 +29,7 @@ pub struct StoredEntry {
     pub value: String,
 }
 
-/// One change to the catalogue, as stored in the metadata log.
+/// One change to the metadata, as stored in the controller's log.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum MetadataEvent {
     TopicCreated {
@@ -39,6 +38,8 @@ pub enum MetadataEvent {
         partitions: u32,
         config: Vec<StoredEntry>,
         created_ms: i64,
+        /// The replicas of each partition (broker ids, the first the preferred leader).
+        replicas: Vec<Vec<u32>>,
     },
     TopicDeleted {
         name: String,
@@ -53,6 +54,53 @@ pub enum MetadataEvent {
     ProducerIdsReserved {
         next: u64,
     },
+    /// A broker announced itself (or its addresses changed).
+    BrokerRegistered {
+        broker: u32,
+        host: String,
+        port: u16,
+        shard_ports: Vec<u16>,
+    },
+    /// A broker stopped (or resumed) heartbeating the controller.
+    BrokerFenced {
+        broker: u32,
+        fenced: bool,
+    },
+    /// A partition's leader, leader epoch or in-sync set changed.
+    PartitionChanged {
+        topic_id: u64,
+        partition: u32,
+        leader: Option<u32>,
+        leader_epoch: u32,
+        in_sync: Vec<u32>,
+    },
+    /// Topic ids below `next` are used: a snapshot carries this, as ids are never reused.
+    TopicIdsUsed {
+        next: u64,
+    },
+}
+
+/// Where one partition's replicas are and who leads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    /// Broker ids; the first is the preferred leader.
+    pub replicas: Vec<u32>,
+    pub leader: Option<u32>,
+    /// Bumped with every leader change.
+    pub leader_epoch: u32,
+    /// The replicas caught up with the leader (the leader included).
+    pub in_sync: Vec<u32>,
+}
+
+/// A broker as the metadata knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerRecord {
+    pub broker: u32,
+    pub host: String,
+    pub port: u16,
+    pub shard_ports: Vec<u16>,
+    /// It stopped heartbeating: it leads nothing new and gets no new replicas.
+    pub fenced: bool,
 }
 
 /// A topic as the catalogue knows it. Plain data.
@@ -65,9 +113,21 @@ pub struct TopicSpec {
     pub partitions: u32,
     pub config: TopicConfig,
     pub created_ms: i64,
+    /// One entry per partition.
+    pub placement: Vec<PartitionState>,
 }
 
 impl TopicSpec {
+    /// The replication factor (replicas of partition 0; every partition has as many).
+    pub fn replication_factor(&self) -> usize {
+        self.placement.first().map_or(1, |p| p.replicas.len())
+    }
+
+    /// Partition `partition`'s placement, if it exists.
+    pub fn partition(&self, partition: u32) -> Option<&PartitionState> {
+        self.placement.get(partition as usize)
+    }
+
     /// The directory of one of the topic's partitions under `data_dir`.
     pub fn partition_dir(&self, data_dir: &Path, partition: u32) -> std::path::PathBuf {
         data_dir
@@ -95,6 +155,8 @@ pub enum TopicError {
     InvalidName { name: String, reason: &'static str },
     #[error("invalid partition count {0}: must be within 1..={TOPIC_PARTITIONS_MAX}")]
     InvalidPartitions(u32),
+    #[error("replication factor {factor} needs as many live brokers; {live} are live")]
+    InvalidReplicationFactor { factor: u32, live: usize },
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("metadata storage failed: {0}")]
@@ -152,85 +214,37 @@ fn config_from(entries: &[StoredEntry]) -> Result<TopicConfig, ConfigError> {
     TopicConfig::from_entries(entries.iter().map(|e| (e.key.as_str(), e.value.as_str())))
 }
 
-/// The topic catalogue. Owned by the controller shard.
-pub struct MetadataStore {
-    log: PartitionLog,
-    clock: crate::clock::ClockRef,
+/// The cluster's metadata as of some applied index of the controller log. Owned by the
+/// controller shard of each voter.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataImage {
     topics: BTreeMap<String, TopicSpec>,
+    /// Topic id → name, for events that name a topic by id.
+    names: BTreeMap<u64, String>,
+    brokers: BTreeMap<u32, BrokerRecord>,
     next_topic_id: u64,
-    /// Producer ids below this are reserved in the log (durably).
+    /// Producer ids below this are reserved in the log.
     producer_ids_reserved: u64,
-    /// The next producer id to hand out (below `producer_ids_reserved`, or a new block is
-    /// reserved first).
-    next_producer_id: u64,
 }
 
-impl MetadataStore {
-    /// Opens (replaying) the catalogue kept in `<data_dir>/__metadata`.
-    pub async fn open(data_dir: &Path, shard: &LogShard) -> Result<MetadataStore, MetadataError> {
-        let config = LogConfig {
-            segment_bytes: 64 * 1024 * 1024,
-            retention_ms: None,
-            flush: FlushPolicy::EveryBatch,
-            preallocate_bytes: 1024 * 1024,
-            ..LogConfig::default()
-        };
-        let log = shard
-            .open_partition(&data_dir.join("__metadata"), config)
-            .await
-            .map_err(|e| MetadataError::Open(e.to_string()))?;
-        let mut store = MetadataStore {
-            log,
-            clock: shard.clock().clone(),
-            topics: BTreeMap::new(),
+/// The snapshot format: the events that rebuild the image.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+struct ImageSnapshot {
+    events: Vec<MetadataEvent>,
+}
+
+impl MetadataImage {
+    pub fn new() -> MetadataImage {
+        MetadataImage {
             next_topic_id: 1,
-            producer_ids_reserved: 0,
-            next_producer_id: 0,
-        };
-        store.replay().await?;
-        // Ids reserved before a restart may have been handed out: start past them.
-        store.next_producer_id = store.producer_ids_reserved;
-        Ok(store)
-    }
-
-    async fn replay(&mut self) -> Result<(), MetadataError> {
-        let mut offset = self.log.log_start_offset();
-        let end = self.log.log_end_offset();
-        let mut scratch = Vec::new();
-        while offset < end {
-            let corrupt = |offset, reason: String| MetadataError::Corrupt { offset, reason };
-            let read = self
-                .log
-                .read(offset, crate::constants::LOG_REPLAY_READ_BYTES, u64::MAX)
-                .await
-                .map_err(|e| corrupt(offset, e.to_string()))?;
-            if read.is_empty() {
-                return Err(corrupt(
-                    offset,
-                    "no batch readable below the log end".into(),
-                ));
-            }
-            for chunk in &read.chunks {
-                for item in BatchIter::new(chunk) {
-                    let (_, batch) = item.map_err(|e| corrupt(offset, e.to_string()))?;
-                    let batch_records =
-                        records(batch, &mut scratch).map_err(|e| corrupt(offset, e.to_string()))?;
-                    for record in batch_records.iter() {
-                        let event =
-                            rkyv::from_bytes::<MetadataEvent, rkyv::rancor::Error>(record.value)
-                                .map_err(|e| corrupt(record.offset, e.to_string()))?;
-                        self.apply(event)
-                            .map_err(|e| corrupt(record.offset, e.to_string()))?;
-                    }
-                }
-            }
-            offset = read.next_offset;
+            ..MetadataImage::default()
         }
-        Ok(())
     }
 
-    /// Applies an event to the in-memory catalogue (replay and live changes alike).
-    fn apply(&mut self, event: MetadataEvent) -> Result<(), TopicError> {
+    /// Applies a committed event. Deterministic: every voter gets the same image from the
+    /// same events. An event that does not fit the image (its topic is gone) changes
+    /// nothing and is not an error; an event no honest controller writes is refused whole.
+    pub fn apply(&mut self, event: MetadataEvent) -> Result<(), TopicError> {
         match event {
             MetadataEvent::TopicCreated {
                 name,
@@ -238,16 +252,37 @@ impl MetadataStore {
                 partitions,
                 config,
                 created_ms,
+                replicas,
             } => {
                 let config = config_from(&config)?;
+                if replicas.len() != partitions as usize || replicas.iter().any(|r| r.is_empty()) {
+                    return Err(TopicError::Storage(format!(
+                        "topic {name}: {} placements for {partitions} partitions",
+                        replicas.len()
+                    )));
+                }
+                if self.topics.contains_key(&name) {
+                    return Ok(());
+                }
                 self.next_topic_id = self.next_topic_id.max(topic_id + 1);
+                let placement = replicas
+                    .into_iter()
+                    .map(|replicas| PartitionState {
+                        leader: replicas.first().copied(),
+                        leader_epoch: 0,
+                        in_sync: replicas.clone(),
+                        replicas,
+                    })
+                    .collect();
                 let spec = TopicSpec {
                     name: name.clone(),
                     topic_id,
                     partitions,
                     config,
                     created_ms,
+                    placement,
                 };
+                self.names.insert(topic_id, name.clone());
                 self.topics.insert(name, spec);
             }
             MetadataEvent::TopicDeleted { name, topic_id } => {
@@ -257,6 +292,7 @@ impl MetadataStore {
                     .is_some_and(|t| t.topic_id == topic_id)
                 {
                     self.topics.remove(&name);
+                    self.names.remove(&topic_id);
                 }
             }
             MetadataEvent::TopicConfigReplaced {
@@ -276,31 +312,57 @@ impl MetadataStore {
             MetadataEvent::ProducerIdsReserved { next } => {
                 self.producer_ids_reserved = self.producer_ids_reserved.max(next);
             }
+            MetadataEvent::TopicIdsUsed { next } => {
+                self.next_topic_id = self.next_topic_id.max(next);
+            }
+            MetadataEvent::BrokerRegistered {
+                broker,
+                host,
+                port,
+                shard_ports,
+            } => {
+                let fenced = self.brokers.get(&broker).is_some_and(|b| b.fenced);
+                self.brokers.insert(
+                    broker,
+                    BrokerRecord {
+                        broker,
+                        host,
+                        port,
+                        shard_ports,
+                        fenced,
+                    },
+                );
+            }
+            MetadataEvent::BrokerFenced { broker, fenced } => {
+                if let Some(record) = self.brokers.get_mut(&broker) {
+                    record.fenced = fenced;
+                }
+            }
+            MetadataEvent::PartitionChanged {
+                topic_id,
+                partition,
+                leader,
+                leader_epoch,
+                in_sync,
+            } => {
+                let Some(name) = self.names.get(&topic_id) else {
+                    return Ok(());
+                };
+                let topic = self.topics.get_mut(name).expect("names and topics agree");
+                if let Some(state) = topic.placement.get_mut(partition as usize) {
+                    let known = |b: &u32| state.replicas.contains(b);
+                    if leader.as_ref().is_some_and(|l| !known(l)) || !in_sync.iter().all(known) {
+                        return Err(TopicError::Storage(format!(
+                            "partition {name}/{partition}: leader or in-sync replica outside its replicas"
+                        )));
+                    }
+                    state.leader = leader;
+                    state.leader_epoch = leader_epoch;
+                    state.in_sync = in_sync;
+                }
+            }
         }
         Ok(())
-    }
-
-    /// Appends an event and waits until it is durable, then applies it.
-    async fn commit(&mut self, event: MetadataEvent) -> Result<(), TopicError> {
-        let storage = |e: String| TopicError::Storage(e);
-        let value =
-            rkyv::to_bytes::<rkyv::rancor::Error>(&event).map_err(|e| storage(e.to_string()))?;
-        let mut builder = BatchBuilder::new(Codec::None);
-        builder
-            .push(self.clock.wall_ms(), None, &value, &[])
-            .map_err(|e| storage(e.to_string()))?;
-        let batch = validate(builder.finish().map_err(|e| storage(e.to_string()))?)
-            .map_err(|e| storage(e.to_string()))?;
-        let info = self
-            .log
-            .append(batch, 0)
-            .await
-            .map_err(|e| storage(e.to_string()))?;
-        self.log
-            .wait_durable(info.last_offset)
-            .await
-            .map_err(|e| storage(e.to_string()))?;
-        self.apply(event)
     }
 
     pub fn topics(&self) -> impl Iterator<Item = &TopicSpec> {
@@ -311,6 +373,10 @@ impl MetadataStore {
         self.topics.get(name)
     }
 
+    pub fn topic_by_id(&self, topic_id: u64) -> Option<&TopicSpec> {
+        self.names.get(&topic_id).and_then(|n| self.topics.get(n))
+    }
+
     pub fn len(&self) -> usize {
         self.topics.len()
     }
@@ -319,13 +385,28 @@ impl MetadataStore {
         self.topics.is_empty()
     }
 
-    /// Checks a creation without making it.
-    pub fn check_create(
+    pub fn brokers(&self) -> impl Iterator<Item = &BrokerRecord> {
+        self.brokers.values()
+    }
+
+    pub fn broker(&self, broker: u32) -> Option<&BrokerRecord> {
+        self.brokers.get(&broker)
+    }
+
+    pub fn producer_ids_reserved(&self) -> u64 {
+        self.producer_ids_reserved
+    }
+
+    /// Checks a creation and places its replicas, without making it: each partition's
+    /// replicas are `factor` distinct live brokers, the leaders spread round the brokers.
+    pub fn plan_create(
         &self,
         name: &str,
         partitions: u32,
+        factor: u32,
         entries: &[(String, String)],
-    ) -> Result<TopicConfig, TopicError> {
+        created_ms: i64,
+    ) -> Result<MetadataEvent, TopicError> {
         validate_topic_name(name)?;
         if partitions == 0 || partitions > TOPIC_PARTITIONS_MAX {
             return Err(TopicError::InvalidPartitions(partitions));
@@ -335,55 +416,61 @@ impl MetadataStore {
         if self.topics.contains_key(name) {
             return Err(TopicError::AlreadyExists(name.into()));
         }
-        Ok(config)
-    }
-
-    /// Creates a topic durably and returns it.
-    pub async fn create_topic(
-        &mut self,
-        name: &str,
-        partitions: u32,
-        entries: &[(String, String)],
-    ) -> Result<TopicSpec, TopicError> {
-        let config = self.check_create(name, partitions, entries)?;
-        let event = MetadataEvent::TopicCreated {
+        let live: Vec<u32> = self
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.broker)
+            .collect();
+        if factor == 0 || factor as usize > live.len() {
+            return Err(TopicError::InvalidReplicationFactor {
+                factor,
+                live: live.len(),
+            });
+        }
+        // Start each topic's round at a different broker, so that many small topics do
+        // not all lead on the first one.
+        let first = crc32c::crc32c(name.as_bytes()) as usize;
+        let replicas = (0..partitions as usize)
+            .map(|p| {
+                (0..factor as usize)
+                    .map(|r| live[(first + p + r) % live.len()])
+                    .collect()
+            })
+            .collect();
+        Ok(MetadataEvent::TopicCreated {
             name: name.into(),
             topic_id: self.next_topic_id,
             partitions,
             config: stored(&config),
-            created_ms: self.clock.wall_ms(),
-        };
-        self.commit(event).await?;
-        Ok(self.topics[name].clone())
+            created_ms,
+            replicas,
+        })
     }
 
-    /// Deletes a topic durably and returns what it was (its data is the caller's to remove).
-    pub async fn delete_topic(&mut self, name: &str) -> Result<TopicSpec, TopicError> {
+    /// The event that deletes a topic.
+    pub fn plan_delete(&self, name: &str) -> Result<MetadataEvent, TopicError> {
         let topic = self
             .topics
             .get(name)
-            .cloned()
             .ok_or_else(|| TopicError::NotFound(name.into()))?;
-        self.commit(MetadataEvent::TopicDeleted {
+        Ok(MetadataEvent::TopicDeleted {
             name: name.into(),
             topic_id: topic.topic_id,
         })
-        .await?;
-        Ok(topic)
     }
 
-    /// Sets and resets configuration entries of a topic durably; all or nothing.
-    pub async fn alter_config(
-        &mut self,
+    /// The event that sets and resets configuration entries of a topic; all or nothing.
+    /// With `validate_only` the checked result is returned and no event.
+    pub fn plan_alter(
+        &self,
         name: &str,
         set: &[(String, String)],
         reset: &[String],
-        validate_only: bool,
-    ) -> Result<TopicSpec, TopicError> {
+    ) -> Result<MetadataEvent, TopicError> {
         let topic = self
             .topics
             .get(name)
-            .cloned()
             .ok_or_else(|| TopicError::NotFound(name.into()))?;
         let mut config = topic.config.clone();
         for (key, value) in set {
@@ -392,57 +479,112 @@ impl MetadataStore {
         for key in reset {
             config.reset(key)?;
         }
-        if validate_only {
-            return Ok(TopicSpec { config, ..topic });
-        }
-        let event = MetadataEvent::TopicConfigReplaced {
+        Ok(MetadataEvent::TopicConfigReplaced {
             name: name.into(),
             topic_id: topic.topic_id,
             config: stored(&config),
-        };
-        self.commit(event).await?;
-        Ok(self.topics[name].clone())
+        })
     }
 
-    /// A producer id never handed out before, on this catalogue's whole history: ids are
-    /// reserved durably in blocks of `PRODUCER_ID_BLOCK`, so a restart skips the rest of a
-    /// block rather than repeat an id.
-    pub async fn next_producer_id(&mut self) -> Result<i64, TopicError> {
-        if self.next_producer_id >= self.producer_ids_reserved {
-            let next = self.next_producer_id + crate::constants::PRODUCER_ID_BLOCK;
-            self.commit(MetadataEvent::ProducerIdsReserved { next })
-                .await?;
+    /// The events that rebuild this image from nothing.
+    fn events(&self) -> Vec<MetadataEvent> {
+        let mut events = vec![
+            MetadataEvent::ProducerIdsReserved {
+                next: self.producer_ids_reserved,
+            },
+            MetadataEvent::TopicIdsUsed {
+                next: self.next_topic_id,
+            },
+        ];
+        for broker in self.brokers.values() {
+            events.push(MetadataEvent::BrokerRegistered {
+                broker: broker.broker,
+                host: broker.host.clone(),
+                port: broker.port,
+                shard_ports: broker.shard_ports.clone(),
+            });
+            if broker.fenced {
+                events.push(MetadataEvent::BrokerFenced {
+                    broker: broker.broker,
+                    fenced: true,
+                });
+            }
         }
-        let id = self.next_producer_id;
-        self.next_producer_id += 1;
-        i64::try_from(id).map_err(|_| TopicError::Storage("producer ids exhausted".into()))
+        for topic in self.topics.values() {
+            events.push(MetadataEvent::TopicCreated {
+                name: topic.name.clone(),
+                topic_id: topic.topic_id,
+                partitions: topic.partitions,
+                config: stored(&topic.config),
+                created_ms: topic.created_ms,
+                replicas: topic.placement.iter().map(|p| p.replicas.clone()).collect(),
+            });
+            for (partition, state) in topic.placement.iter().enumerate() {
+                let fresh = state.leader == state.replicas.first().copied()
+                    && state.leader_epoch == 0
+                    && state.in_sync == state.replicas;
+                if !fresh {
+                    events.push(MetadataEvent::PartitionChanged {
+                        topic_id: topic.topic_id,
+                        partition: partition as u32,
+                        leader: state.leader,
+                        leader_epoch: state.leader_epoch,
+                        in_sync: state.in_sync.clone(),
+                    });
+                }
+            }
+        }
+        events
     }
 
-    pub async fn close(&self) -> Result<(), MetadataError> {
-        self.log
-            .close()
-            .await
-            .map_err(|e| MetadataError::Close(e.to_string()))
+    /// The image as snapshot bytes.
+    pub fn to_snapshot(&self) -> Vec<u8> {
+        let snapshot = ImageSnapshot {
+            events: self.events(),
+        };
+        rkyv::to_bytes::<rkyv::rancor::Error>(&snapshot)
+            .expect("serializing to memory")
+            .to_vec()
     }
+
+    /// An image from snapshot bytes (empty bytes: the empty image).
+    pub fn from_snapshot(bytes: &[u8]) -> Result<MetadataImage, MetadataError> {
+        let mut image = MetadataImage::new();
+        if bytes.is_empty() {
+            return Ok(image);
+        }
+        let snapshot =
+            rkyv::from_bytes::<ImageSnapshot, rkyv::rancor::Error>(bytes).map_err(|e| {
+                MetadataError::Corrupt {
+                    offset: 0,
+                    reason: format!("metadata snapshot: {e}"),
+                }
+            })?;
+        for event in snapshot.events {
+            image.apply(event).map_err(|e| MetadataError::Corrupt {
+                offset: 0,
+                reason: format!("metadata snapshot: {e}"),
+            })?;
+        }
+        Ok(image)
+    }
+}
+
+/// Decodes an event from a committed Raft entry (checked: it came from a peer or the disk).
+pub fn decode_event(bytes: &[u8]) -> Result<MetadataEvent, String> {
+    rkyv::from_bytes::<MetadataEvent, rkyv::rancor::Error>(bytes).map_err(|e| e.to_string())
+}
+
+/// Encodes an event for a Raft proposal.
+pub fn encode_event(event: &MetadataEvent) -> Vec<u8> {
+    rkyv::to_bytes::<rkyv::rancor::Error>(event)
+        .expect("serializing to memory")
+        .to_vec()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::ShardLogConfig;
-
-    fn run<F, Fut>(body: F)
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = ()> + 'static,
-    {
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(1 << 20)
-            .spawn(body)
-            .unwrap()
-            .join()
-            .unwrap();
-    }
 
     fn entries(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -451,136 +593,160 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn topics_and_their_configs_survive_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().to_path_buf();
-        run(move || async move {
-            let shard = LogShard::new(ShardLogConfig::default());
-            let mut store = MetadataStore::open(&path, &shard).await.unwrap();
-            let orders = store
-                .create_topic("orders", 8, &entries(&[("retention.ms", "60000")]))
-                .await
+    fn with_brokers(ids: &[u32]) -> MetadataImage {
+        let mut image = MetadataImage::new();
+        for &broker in ids {
+            image
+                .apply(MetadataEvent::BrokerRegistered {
+                    broker,
+                    host: "127.0.0.1".into(),
+                    port: 9000 + broker as u16,
+                    shard_ports: vec![],
+                })
                 .unwrap();
-            store.create_topic("gone", 1, &[]).await.unwrap();
-            store.create_topic("payments", 3, &[]).await.unwrap();
-            store.delete_topic("gone").await.unwrap();
-            store
-                .alter_config(
-                    "payments",
-                    &entries(&[("flush.mode", "every-batch")]),
-                    &[],
-                    false,
-                )
-                .await
-                .unwrap();
-            assert!(matches!(
-                store.create_topic("orders", 2, &[]).await,
-                Err(TopicError::AlreadyExists(_))
-            ));
-            store.close().await.unwrap();
+        }
+        image
+    }
 
-            let shard = LogShard::new(ShardLogConfig::default());
-            let mut store = MetadataStore::open(&path, &shard).await.unwrap();
-            let names: Vec<_> = store.topics().map(|t| t.name.clone()).collect();
-            assert_eq!(names, ["orders", "payments"]);
-            assert_eq!(store.topic("orders").unwrap(), &orders);
-            assert_eq!(
-                store
-                    .topic("payments")
-                    .unwrap()
-                    .config
-                    .get("flush.mode")
-                    .unwrap(),
-                "every-batch"
-            );
-            // A re-created topic gets a new id (new directories).
-            let again = store.create_topic("gone", 1, &[]).await.unwrap();
-            assert!(again.topic_id > orders.topic_id);
-        });
+    fn create(image: &mut MetadataImage, name: &str, partitions: u32, factor: u32) -> TopicSpec {
+        let event = image.plan_create(name, partitions, factor, &[], 1).unwrap();
+        image.apply(event).unwrap();
+        image.topic(name).unwrap().clone()
     }
 
     #[test]
-    fn bad_topic_requests_are_refused_and_change_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().to_path_buf();
-        run(move || async move {
-            let shard = LogShard::new(ShardLogConfig::default());
-            let mut store = MetadataStore::open(&path, &shard).await.unwrap();
-            for name in [
-                "",
-                ".",
-                "..",
-                "__internal",
-                "has space",
-                "slash/name",
-                &"x".repeat(250),
-            ] {
-                assert!(
-                    matches!(
-                        store.create_topic(name, 1, &[]).await,
-                        Err(TopicError::InvalidName { .. })
-                    ),
-                    "{name:?}"
-                );
-            }
-            assert!(matches!(
-                store.create_topic("t", 0, &[]).await,
-                Err(TopicError::InvalidPartitions(0))
-            ));
-            assert!(matches!(
-                store.create_topic("t", TOPIC_PARTITIONS_MAX + 1, &[]).await,
-                Err(TopicError::InvalidPartitions(_))
-            ));
-            assert!(matches!(
-                store
-                    .create_topic("t", 1, &entries(&[("bogus", "1")]))
-                    .await,
-                Err(TopicError::Config(_))
-            ));
-            assert!(matches!(
-                store.delete_topic("t").await,
-                Err(TopicError::NotFound(_))
-            ));
-            assert!(store.is_empty());
-            store.create_topic("t", 1, &[]).await.unwrap();
-            let refused = store
-                .alter_config(
-                    "t",
-                    &entries(&[("segment.ms", "1"), ("segment.bytes", "5")]),
-                    &[],
-                    false,
-                )
-                .await;
-            assert!(refused.is_err());
-            assert_eq!(
-                store.topic("t").unwrap().config,
-                TopicConfig::default(),
-                "all or nothing"
-            );
-        });
+    fn replicas_are_placed_on_distinct_live_brokers_and_leaders_spread() {
+        let mut image = with_brokers(&[1, 2, 3]);
+        let topic = create(&mut image, "orders", 6, 3);
+        let mut leaders = std::collections::BTreeMap::new();
+        for state in &topic.placement {
+            let mut distinct = state.replicas.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct, [1, 2, 3]);
+            assert_eq!(state.in_sync, state.replicas);
+            *leaders.entry(state.leader.unwrap()).or_insert(0) += 1;
+        }
+        assert_eq!(leaders.values().copied().collect::<Vec<_>>(), [2, 2, 2]);
+        assert!(matches!(
+            image.plan_create("more", 1, 4, &[], 1),
+            Err(TopicError::InvalidReplicationFactor { factor: 4, live: 3 })
+        ));
+        image
+            .apply(MetadataEvent::BrokerFenced {
+                broker: 3,
+                fenced: true,
+            })
+            .unwrap();
+        assert!(image.plan_create("more", 1, 3, &[], 1).is_err());
+        let two = create(&mut image, "two", 4, 2);
+        assert!(two.placement.iter().all(|p| !p.replicas.contains(&3)));
     }
 
     #[test]
-    fn ten_thousand_topics_replay_quickly() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().to_path_buf();
-        run(move || async move {
-            let shard = LogShard::new(ShardLogConfig::default());
-            let mut store = MetadataStore::open(&path, &shard).await.unwrap();
-            for i in 0..10_000 {
-                store
-                    .create_topic(&format!("topic-{i:05}"), 1, &[])
-                    .await
-                    .unwrap();
-            }
-            store.close().await.unwrap();
-            let started = std::time::Instant::now();
-            let store = MetadataStore::open(&path, &LogShard::new(ShardLogConfig::default()))
-                .await
-                .unwrap();
-            assert_eq!(store.len(), 10_000);
-            eprintln!("replayed 10,000 topics in {:?}", started.elapsed());
-        });
+    fn the_image_survives_a_snapshot() {
+        let mut image = with_brokers(&[1, 2, 3]);
+        let orders = create(&mut image, "orders", 8, 3);
+        create(&mut image, "gone", 1, 1);
+        let delete = image.plan_delete("gone").unwrap();
+        image.apply(delete).unwrap();
+        let alter = image
+            .plan_alter("orders", &entries(&[("retention.ms", "60000")]), &[])
+            .unwrap();
+        image.apply(alter).unwrap();
+        image
+            .apply(MetadataEvent::PartitionChanged {
+                topic_id: orders.topic_id,
+                partition: 2,
+                leader: Some(orders.placement[2].replicas[1]),
+                leader_epoch: 1,
+                in_sync: orders.placement[2].replicas[1..].to_vec(),
+            })
+            .unwrap();
+        image
+            .apply(MetadataEvent::ProducerIdsReserved { next: 2000 })
+            .unwrap();
+        image
+            .apply(MetadataEvent::BrokerFenced {
+                broker: 2,
+                fenced: true,
+            })
+            .unwrap();
+        let back = MetadataImage::from_snapshot(&image.to_snapshot()).unwrap();
+        assert_eq!(
+            back.topics().collect::<Vec<_>>(),
+            image.topics().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            back.brokers().collect::<Vec<_>>(),
+            image.brokers().collect::<Vec<_>>()
+        );
+        assert_eq!(back.producer_ids_reserved(), 2000);
+        // Topic ids are never reused, even for a topic deleted before the snapshot.
+        let again = back.plan_create("gone", 1, 1, &[], 1).unwrap();
+        let MetadataEvent::TopicCreated { topic_id, .. } = again else {
+            unreachable!()
+        };
+        assert!(topic_id > orders.topic_id + 1);
+        assert!(MetadataImage::from_snapshot(b"not a snapshot").is_err());
+    }
+
+    #[test]
+    fn bad_topic_requests_are_refused() {
+        let image = with_brokers(&[1]);
+        for name in [
+            "",
+            ".",
+            "..",
+            "__internal",
+            "has space",
+            "slash/name",
+            &"x".repeat(250),
+        ] {
+            assert!(
+                matches!(
+                    image.plan_create(name, 1, 1, &[], 1),
+                    Err(TopicError::InvalidName { .. })
+                ),
+                "{name:?}"
+            );
+        }
+        assert!(matches!(
+            image.plan_create("t", 0, 1, &[], 1),
+            Err(TopicError::InvalidPartitions(0))
+        ));
+        assert!(matches!(
+            image.plan_create("t", TOPIC_PARTITIONS_MAX + 1, 1, &[], 1),
+            Err(TopicError::InvalidPartitions(_))
+        ));
+        assert!(matches!(
+            image.plan_create("t", 1, 1, &entries(&[("bogus", "1")]), 1),
+            Err(TopicError::Config(_))
+        ));
+        assert!(matches!(
+            image.plan_delete("t"),
+            Err(TopicError::NotFound(_))
+        ));
+        let mut image = image;
+        create(&mut image, "t", 1, 1);
+        assert!(image
+            .plan_alter(
+                "t",
+                &entries(&[("segment.ms", "1"), ("segment.bytes", "5")]),
+                &[]
+            )
+            .is_err());
+        // An event naming a replica outside the partition's replicas is refused whole.
+        let topic_id = image.topic("t").unwrap().topic_id;
+        assert!(image
+            .apply(MetadataEvent::PartitionChanged {
+                topic_id,
+                partition: 0,
+                leader: Some(9),
+                leader_epoch: 1,
+                in_sync: vec![9],
+            })
+            .is_err());
+        assert_eq!(image.topic("t").unwrap().placement[0].leader, Some(1));
     }
 }

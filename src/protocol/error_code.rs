@@ -115,12 +115,19 @@ pub enum ErrorCode {
     /// A batch's producer fields are malformed (a negative sequence or epoch with a producer
     /// id, or a sequence range no batch can have). Not retriable.
     InvalidProducerFields = 35,
-    // Next free value: 36. Retired values (never reuse): none yet.
+    /// The controller voter asked does not lead the controller's Raft group (an election
+    /// is under way, or another voter leads). Retriable: the broker forwards to the leader
+    /// and retries while leadership settles.
+    NotController = 36,
+    /// The request names an older leader epoch than the partition is at: the sender's
+    /// view of leadership is stale. Not retriable as is: refresh metadata first.
+    FencedLeaderEpoch = 37,
+    // Next free value: 38. Retired values (never reuse): none yet.
 }
 
 impl ErrorCode {
     /// Every code, in value order.
-    pub const ALL: [ErrorCode; 36] = [
+    pub const ALL: [ErrorCode; 38] = [
         ErrorCode::None,
         ErrorCode::Unknown,
         ErrorCode::CorruptBatch,
@@ -157,6 +164,8 @@ impl ErrorCode {
         ErrorCode::OutOfOrderSequence,
         ErrorCode::ProducerFenced,
         ErrorCode::InvalidProducerFields,
+        ErrorCode::NotController,
+        ErrorCode::FencedLeaderEpoch,
     ];
 
     /// The code with this wire value, if this build knows it.
@@ -186,6 +195,7 @@ impl ErrorCode {
                 | ErrorCode::WrongShard
                 | ErrorCode::TopicDeletionInProgress
                 | ErrorCode::CoordinatorLoading
+                | ErrorCode::NotController
         )
     }
 
@@ -228,6 +238,8 @@ impl ErrorCode {
             ErrorCode::OutOfOrderSequence => "OutOfOrderSequence",
             ErrorCode::ProducerFenced => "ProducerFenced",
             ErrorCode::InvalidProducerFields => "InvalidProducerFields",
+            ErrorCode::NotController => "NotController",
+            ErrorCode::FencedLeaderEpoch => "FencedLeaderEpoch",
         }
     }
 }
@@ -293,6 +305,7 @@ mod tests {
                 ErrorCode::WrongShard,
                 ErrorCode::TopicDeletionInProgress,
                 ErrorCode::CoordinatorLoading,
+                ErrorCode::NotController,
             ]
         );
     }

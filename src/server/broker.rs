@@ -42,8 +42,29 @@ pub struct BrokerOptions {
     pub broker_id: u32,
     /// The host name clients are told to use (default: the listen address's IP).
     pub advertised_host: Option<String>,
+    /// The port clients are told to use (default: the main listener's).
+    pub advertised_port: Option<u16>,
     /// Serve Prometheus metrics over HTTP here (`GET /metrics`).
     pub metrics_listen: Option<SocketAddr>,
+    /// The controller's voters: node id and internal listener. Empty: this broker alone
+    /// is the cluster (a one-voter controller, no internal listener).
+    pub controller_voters: Vec<(u32, SocketAddr)>,
+    /// The replication factor of topics created without one (0: the smaller of 3 and the
+    /// number of voters).
+    pub default_replication_factor: u32,
+}
+
+impl BrokerOptions {
+    /// This broker's internal listener, if it is one of several voters.
+    pub fn internal_listen(&self) -> Option<SocketAddr> {
+        if self.controller_voters.len() <= 1 {
+            return None;
+        }
+        self.controller_voters
+            .iter()
+            .find(|(node, _)| *node == self.broker_id)
+            .map(|(_, address)| *address)
+    }
 }
 
 /// What every shard is started with.
@@ -57,6 +78,8 @@ struct Shared {
     started: Instant,
     /// The metrics listener, taken by the controller shard.
     metrics_fd: Mutex<Option<OwnedFd>>,
+    /// The internal (controller) listener, taken by the controller shard.
+    internal_fd: Mutex<Option<OwnedFd>>,
 }
 
 /// Holds an exclusive lock on the data directory for the broker's lifetime.
@@ -120,6 +143,38 @@ pub fn run_broker(mut options: BrokerOptions) -> Result<(), BrokerError> {
         }
         None => None,
     };
+    if !options.controller_voters.is_empty()
+        && !options
+            .controller_voters
+            .iter()
+            .any(|(node, _)| *node == options.broker_id)
+    {
+        return Err(BrokerError::Cluster(format!(
+            "node {} is not among the controller voters {:?}: every broker must be a voter in this version",
+            options.broker_id,
+            options.controller_voters.iter().map(|(n, _)| *n).collect::<Vec<_>>()
+        )));
+    }
+    if options.data_dir.join("__metadata").exists() && !options.data_dir.join("controller").exists()
+    {
+        return Err(BrokerError::Cluster(format!(
+            "{} holds a catalogue from before the Raft controller (__metadata); this version keeps metadata in controller/ and cannot read it: start on a new data directory",
+            options.data_dir.display()
+        )));
+    }
+    let internal_fd = match options.internal_listen() {
+        Some(address) => {
+            let listener =
+                std::net::TcpListener::bind(address).map_err(|source| ListenError::Socket {
+                    operation: "bind the internal (controller) listener on",
+                    address,
+                    source,
+                })?;
+            tracing::info!("controller listener on {address}");
+            Some(OwnedFd::from(listener))
+        }
+        None => None,
+    };
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, shutdown.clone())
@@ -130,7 +185,7 @@ pub fn run_broker(mut options: BrokerOptions) -> Result<(), BrokerError> {
             .advertised_host
             .clone()
             .unwrap_or_else(|| bound.main_address.ip().to_string()),
-        port: bound.main_address.port(),
+        port: options.advertised_port.unwrap_or(bound.main_address.port()),
         shard_ports: bound.own_addresses.iter().map(|a| a.port()).collect(),
     };
     tracing::info!(
@@ -162,6 +217,7 @@ pub fn run_broker(mut options: BrokerOptions) -> Result<(), BrokerError> {
         recovered_partitions: AtomicUsize::new(0),
         started: Instant::now(),
         metrics_fd: Mutex::new(metrics_fd),
+        internal_fd: Mutex::new(internal_fd),
     });
     let results =
         run_shards::<ShardMessage, Result<(), BrokerError>, _, _>(&runtime, move |start| {
@@ -200,6 +256,49 @@ fn millis(ms: u64) -> Duration {
     Duration::from_millis(ms)
 }
 
+/// Opens this voter's controller: its Raft log, its node (driven by a task of its own until
+/// shutdown) and its peers' senders.
+async fn open_controller(
+    options: &BrokerOptions,
+    shutdown: Arc<AtomicBool>,
+) -> Result<(Controller, Rc<super::internal::Peers>), crate::cluster::raft::RaftStorageError> {
+    use super::internal::{raft_id, Peers};
+    let me = raft_id(options.broker_id);
+    let voters: Vec<(u64, SocketAddr)> = if options.controller_voters.is_empty() {
+        vec![(me, options.listen)]
+    } else {
+        options
+            .controller_voters
+            .iter()
+            .map(|(node, address)| (raft_id(*node), *address))
+            .collect()
+    };
+    let peers = Peers::new(&voters, me);
+    let raft_options = crate::cluster::raft::RaftOptions {
+        node_id: me,
+        voters: voters.iter().map(|(id, _)| *id).collect(),
+    };
+    let sender = peers.clone();
+    let node = crate::cluster::raft::ControllerNode::open(
+        &options.data_dir.join("controller"),
+        &raft_options,
+        Box::new(move |to, message| sender.send(to, message)),
+    )
+    .await?;
+    let node = Rc::new(node);
+    let stop = {
+        let shutdown = shutdown.clone();
+        Rc::new(move || shutdown.load(Ordering::Relaxed)) as Rc<dyn Fn() -> bool>
+    };
+    peers.start(stop.clone());
+    glommio::spawn_local(node.clone().run(move || stop())).detach();
+    let factor = match options.default_replication_factor {
+        0 => voters.len().min(3) as u32,
+        factor => factor,
+    };
+    Ok((Controller::new(node, factor), peers))
+}
+
 async fn shard_main(
     start: ShardStart<ShardMessage>,
     shared: Arc<Shared>,
@@ -230,16 +329,16 @@ async fn shard_main(
         clock: clock.clone(),
     });
     let ownership = Ownership::new(options.broker_id, start.shard_count);
-    let controller = if ownership.controller() == shard_id {
-        let controller = Controller::open(&options.data_dir, &storage)
+    let (controller, peers) = if ownership.controller() == shard_id {
+        let (controller, peers) = open_controller(options, shared.shutdown.clone())
             .await
-            .map_err(|source| BrokerError::Metadata {
+            .map_err(|source| BrokerError::Controller {
                 shard: shard_id,
                 source,
             })?;
-        Some(controller)
+        (Some(controller), Some(peers))
     } else {
-        None
+        (None, None)
     };
     let (senders, receivers) = match start.mesh {
         Some(MeshEnds { senders, receivers }) => (Some(senders), Some(receivers)),
@@ -262,6 +361,7 @@ async fn shard_main(
         mesh: Mesh::new(shard_id, start.shard_count, senders),
         groups: crate::group::Coordinator::new(shard_id, clock),
         controller,
+        peers,
         shutdown_requested: shared.shutdown.clone(),
         stopping: std::cell::Cell::new(false),
         open_connections: std::cell::Cell::new(0),
@@ -279,15 +379,56 @@ async fn shard_main(
 
     // The controller publishes the catalogue; every shard then recovers what it owns.
     if let Some(controller) = &context.controller {
-        let catalog = controller.catalog().await;
+        // What this voter committed before it stopped is applied before anything is served.
+        let node = controller.node().clone();
+        let committed = node.status().committed;
+        while node.status().applied < committed {
+            if context.shutdown_requested() {
+                return Err(BrokerError::StoppedEarly { shard: shard_id });
+            }
+            glommio::timer::sleep(millis(STARTUP_POLL_MS)).await;
+        }
+        let fd = shared.internal_fd.lock().expect("internal fd lock").take();
+        if let Some(fd) = fd {
+            glommio::spawn_local_into(
+                accept_loop(context.clone(), listener_from(fd), super::internal::serve),
+                requests,
+            )
+            .map_err(|e| runtime_error(e.to_string()))?
+            .detach();
+        }
         super::controller::publish(
             &context,
             CatalogUpdate {
-                catalog,
+                catalog: controller.catalog(),
                 deleted: Vec::new(),
             },
         )
         .await;
+        glommio::spawn_local_into(
+            super::controller::publish_changes(context.clone()),
+            requests,
+        )
+        .map_err(|e| runtime_error(e.to_string()))?
+        .detach();
+        glommio::spawn_local_into(super::controller::heartbeat_loop(context.clone()), requests)
+            .map_err(|e| runtime_error(e.to_string()))?
+            .detach();
+        if options.controller_voters.len() <= 1 {
+            // Alone, this broker is the controller leader at once: it registers before it
+            // says it is ready, so a topic can be created as soon as it listens.
+            while controller
+                .node()
+                .image()
+                .broker(options.broker_id)
+                .is_none()
+            {
+                if context.shutdown_requested() {
+                    return Err(BrokerError::StoppedEarly { shard: shard_id });
+                }
+                glommio::timer::sleep(millis(STARTUP_POLL_MS)).await;
+            }
+        }
     }
     while context.catalog().version == 0 {
         if context.shutdown_requested() {
@@ -477,11 +618,5 @@ async fn shut_down(context: &Rc<ShardContext>) -> Result<(), BrokerError> {
         .close_all()
         .await
         .map_err(|failures| BrokerError::Close { shard, failures });
-    if let Some(controller) = &context.controller {
-        controller
-            .close()
-            .await
-            .map_err(|source| BrokerError::Metadata { shard, source })?;
-    }
     partitions_closed.and(groups_closed)
 }

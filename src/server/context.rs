@@ -76,6 +76,9 @@ pub struct ShardContext {
     pub groups: crate::group::Coordinator,
     /// The controller; present on the controller shard only.
     pub controller: Option<Controller>,
+    /// The controller's peers (voters and their internal listeners); on the controller
+    /// shard only.
+    pub peers: Option<std::rc::Rc<super::internal::Peers>>,
     /// Set by the signal handler; every shard watches it.
     pub shutdown_requested: Arc<AtomicBool>,
     /// This shard has begun shutting down: it accepts nothing new.
@@ -119,11 +122,14 @@ impl ShardHandler for ShardContext {
     }
 
     async fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
-        let controller = self
-            .controller
-            .as_ref()
-            .expect("producer ids are handed out on the controller shard");
-        controller.init_producer_id(request).await
+        super::controller::init_producer_id_here(self, request).await
+    }
+
+    async fn call_controller(
+        &self,
+        call: crate::cluster::controller::ControllerCall,
+    ) -> Result<(crate::cluster::controller::ControllerReply, u64), String> {
+        super::internal::call_leader(self, call).await
     }
 
     async fn produce(&self, work: Vec<ProduceWork>) -> Vec<ProducePartitionResponse> {

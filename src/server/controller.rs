@@ -1,9 +1,14 @@
 //! The server's side of the controller (`crate::cluster::Controller`): admin requests reach
-//! the controller shard over the mesh, and each new catalogue is published to every shard
-//! before the client is answered.
+//! the controller shard over the mesh, go to the controller leader (here or on another
+//! voter, `super::internal`), and each new catalogue is published to every shard before
+//! the client is answered.
+
+use std::time::Duration;
 
 use super::context::ShardContext;
+use crate::cluster::controller::{ControllerCall, ControllerReply};
 use crate::cluster::AdminRequest;
+use crate::constants::BROKER_HEARTBEAT_INTERVAL_MS;
 use crate::protocol::{
     ErrorCode, ErrorResponse, InitProducerIdRequest, InitProducerIdResponse, Response,
 };
@@ -27,6 +32,22 @@ pub async fn forward(context: &ShardContext, request: AdminRequest) -> Response 
         })
 }
 
+/// Runs a call on the controller leader from any shard (through the controller shard).
+pub async fn call(
+    context: &ShardContext,
+    call: ControllerCall,
+) -> Result<(ControllerReply, u64), String> {
+    let controller = context.ownership.controller();
+    if controller == context.shard_id {
+        return context.call_controller(call).await;
+    }
+    context
+        .mesh
+        .call(controller, call, ShardMessage::Controller)
+        .await
+        .unwrap_or_else(|error| Err(format!("the controller shard: {error}")))
+}
+
 /// Asks the controller shard for a new producer id (or hands one out, on that shard).
 pub async fn init_producer_id(
     context: &ShardContext,
@@ -48,22 +69,60 @@ pub async fn init_producer_id(
         })
 }
 
-/// On the controller shard: applies the change, publishes the new catalogue, answers.
+/// On the controller shard: a producer id from the controller leader.
+pub async fn init_producer_id_here(
+    context: &ShardContext,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    match super::internal::call_leader(context, ControllerCall::InitProducerId(request)).await {
+        Ok((ControllerReply::InitProducerId(response), _)) => response,
+        Ok((other, _)) => InitProducerIdResponse {
+            error: ErrorCode::Unknown,
+            message: format!("the controller answered {other:?}"),
+            producer_id: -1,
+            producer_epoch: -1,
+        },
+        Err(message) => InitProducerIdResponse {
+            error: ErrorCode::NotController,
+            message,
+            producer_id: -1,
+            producer_epoch: -1,
+        },
+    }
+}
+
+/// On the controller shard: has the leader apply the change, waits until this voter has
+/// applied it too, publishes the new catalogue, answers.
 pub async fn run(context: &ShardContext, request: AdminRequest) -> Response {
+    let answer = super::internal::call_leader(context, ControllerCall::Admin(request)).await;
+    let (reply, applied) = match answer {
+        Ok(answer) => answer,
+        Err(message) => {
+            return Response::Error(ErrorResponse::new(ErrorCode::NotController, &message))
+        }
+    };
     let controller = context
         .controller
         .as_ref()
         .expect("admin requests are only run on the controller shard");
-    let outcome = controller.handle(request).await;
+    super::internal::wait_applied(controller.node(), applied).await;
     publish(
         context,
         CatalogUpdate {
-            catalog: outcome.catalog,
-            deleted: outcome.deleted,
+            catalog: controller.catalog(),
+            deleted: Vec::new(),
         },
     )
     .await;
-    outcome.response
+    match reply {
+        ControllerReply::CreateTopics(response) => Response::CreateTopics(response),
+        ControllerReply::DeleteTopics(response) => Response::DeleteTopics(response),
+        ControllerReply::AlterConfigs(response) => Response::AlterConfigs(response),
+        other => Response::Error(ErrorResponse::new(
+            ErrorCode::Unknown,
+            &format!("the controller answered {other:?}"),
+        )),
+    }
 }
 
 /// Installs a new catalogue on every shard (this one included) and waits for all, so that
@@ -85,23 +144,99 @@ pub async fn publish(context: &ShardContext, update: CatalogUpdate) {
     }
 }
 
-/// Installs a catalogue on this shard and drops the partitions of deleted topics.
-pub async fn apply_catalog(context: &ShardContext, update: CatalogUpdate) {
-    let current = context.catalog();
-    if update.catalog.version >= current.version {
-        // Topic configs apply at once: the open partitions of a changed topic take the new
-        // configuration (flush policy, segment size and age, retention).
-        for topic in update.catalog.topics() {
-            let changed = current
-                .topic(&topic.name)
-                .is_some_and(|old| old.topic_id == topic.topic_id && old.config != topic.config);
-            if changed {
-                context.partitions.reconfigure_topic(topic);
+/// On the controller shard: publishes every change the controller applies (changes made
+/// on other voters, in-sync set changes, fencing), until the shard stops.
+pub async fn publish_changes(context: std::rc::Rc<ShardContext>) {
+    let controller = context.controller.as_ref().expect("the controller shard");
+    let node = controller.node().clone();
+    let mut seen = node.version();
+    while !context.stopping.get() {
+        crate::server::work::with_deadline(
+            std::time::Instant::now() + Duration::from_millis(500),
+            node.changed(seen),
+        )
+        .await;
+        if node.version() == seen {
+            continue;
+        }
+        seen = node.version();
+        publish(
+            &context,
+            CatalogUpdate {
+                catalog: controller.catalog(),
+                deleted: Vec::new(),
+            },
+        )
+        .await;
+    }
+}
+
+/// On the controller shard: heartbeats the controller leader (registering this broker
+/// and its addresses), and on the leader fences brokers that went silent.
+pub async fn heartbeat_loop(context: std::rc::Rc<ShardContext>) {
+    let controller = context.controller.as_ref().expect("the controller shard");
+    let heartbeat = crate::cluster::controller::BrokerHeartbeat {
+        broker: context.broker_id(),
+        host: context.advertised.host.clone(),
+        port: context.advertised.port,
+        shard_ports: context.advertised.shard_ports.clone(),
+    };
+    let mut failing = false;
+    while !context.stopping.get() {
+        match super::internal::call_leader(&context, ControllerCall::Heartbeat(heartbeat.clone()))
+            .await
+        {
+            Ok((ControllerReply::Done { error, message }, _)) if error != ErrorCode::None => {
+                tracing::warn!(%error, %message, "the controller refused a heartbeat");
+            }
+            Ok(_) => {
+                if failing {
+                    tracing::info!("heartbeats reach the controller again");
+                }
+                failing = false;
+            }
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(%error, "heartbeat failed");
+                }
+                failing = true;
             }
         }
-        *context.catalog.borrow_mut() = update.catalog;
+        controller.fence_silent_brokers().await;
+        glommio::timer::sleep(Duration::from_millis(BROKER_HEARTBEAT_INTERVAL_MS)).await;
     }
-    for topic in &update.deleted {
+}
+
+/// Installs a catalogue on this shard and drops the partitions of deleted topics (topics
+/// of the current catalogue missing from the new one).
+pub async fn apply_catalog(context: &ShardContext, update: CatalogUpdate) {
+    let current = context.catalog();
+    if update.catalog.version <= current.version && current.version != 0 {
+        return;
+    }
+    // Topic configs apply at once: the open partitions of a changed topic take the new
+    // configuration (flush policy, segment size and age, retention).
+    for topic in update.catalog.topics() {
+        let changed = current
+            .topic(&topic.name)
+            .is_some_and(|old| old.topic_id == topic.topic_id && old.config != topic.config);
+        if changed {
+            context.partitions.reconfigure_topic(topic);
+        }
+    }
+    let deleted: Vec<_> = current
+        .topics()
+        .filter(|old| {
+            update
+                .catalog
+                .topic(&old.name)
+                .is_none_or(|new| new.topic_id != old.topic_id)
+        })
+        .cloned()
+        .collect();
+    *context.catalog.borrow_mut() = update.catalog.clone();
+    for topic in deleted.iter().chain(update.deleted.iter()) {
         context.partitions.drop_topic(topic).await;
     }
+    // REPLICATION-HOOK crate::replication::catalog_changed(context, &current, &update.catalog).await;
 }

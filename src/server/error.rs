@@ -59,6 +59,13 @@ pub enum BrokerError {
     Runtime { shard: usize, reason: String },
     #[error("shard {shard}: the catalogue: {source}")]
     Metadata { shard: usize, source: MetadataError },
+    #[error("shard {shard}: the controller: {source}")]
+    Controller {
+        shard: usize,
+        source: crate::cluster::raft::RaftStorageError,
+    },
+    #[error("cluster configuration: {0}")]
+    Cluster(String),
     #[error("shard {shard}: opening partition {topic}/{partition}: {reason}")]
     Partition {
         shard: usize,

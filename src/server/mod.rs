@@ -9,6 +9,7 @@ pub mod controller;
 pub mod error;
 pub mod groups;
 pub mod handlers;
+pub mod internal;
 pub mod listeners;
 pub mod metrics;
 pub mod partitions;

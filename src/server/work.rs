@@ -435,6 +435,7 @@ mod tests {
                 partitions: 4,
                 config: Default::default(),
                 created_ms: 0,
+                placement: Vec::new(),
             })
         };
         let (a, b) = (topic("a", 1), topic("b", 2));

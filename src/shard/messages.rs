@@ -30,6 +30,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::mesh::{Call, MeshMessage, MessageClass};
+use crate::cluster::controller::{ControllerCall, ControllerReply};
 use crate::cluster::{AdminRequest, Catalog, TopicSpec};
 use crate::group::{CoordinatorError, GroupRequest};
 use crate::metrics::ShardStats;
@@ -92,6 +93,8 @@ pub enum ShardMessage {
     Catalog(Call<CatalogUpdate, ()>),
     Admin(Call<AdminRequest, Response>),
     InitProducerId(Call<InitProducerIdRequest, InitProducerIdResponse>),
+    /// A call for the controller leader (in-sync set changes from partition leaders).
+    Controller(Call<ControllerCall, Result<(ControllerReply, u64), String>>),
     Produce(Call<Vec<ProduceWork>, Vec<ProducePartitionResponse>>),
     Fetch(Call<Vec<FetchWork>, Vec<FetchOutcome>>),
     ListOffsets(Call<Vec<ListOffsetsWork>, Vec<ListOffsetsPartitionResponse>>),
@@ -121,6 +124,8 @@ pub trait ShardHandler {
     async fn apply_catalog(&self, update: CatalogUpdate);
     async fn run_controller(&self, request: AdminRequest) -> Response;
     async fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse;
+    async fn call_controller(&self, call: ControllerCall)
+        -> Result<(ControllerReply, u64), String>;
     async fn produce(&self, work: Vec<ProduceWork>) -> Vec<ProducePartitionResponse>;
     async fn fetch(&self, work: Vec<FetchWork>) -> Vec<FetchOutcome>;
     async fn list_offsets(&self, work: Vec<ListOffsetsWork>) -> Vec<ListOffsetsPartitionResponse>;
@@ -137,6 +142,7 @@ pub async fn dispatch<H: ShardHandler>(handler: &H, message: ShardMessage) {
         ShardMessage::Catalog(call) => call.answer(|u| handler.apply_catalog(u)).await,
         ShardMessage::Admin(call) => call.answer(|r| handler.run_controller(r)).await,
         ShardMessage::InitProducerId(call) => call.answer(|r| handler.init_producer_id(r)).await,
+        ShardMessage::Controller(call) => call.answer(|c| handler.call_controller(c)).await,
         ShardMessage::Produce(call) => call.answer(|w| handler.produce(w)).await,
         ShardMessage::Fetch(call) => call.answer(|w| handler.fetch(w)).await,
         ShardMessage::ListOffsets(call) => call.answer(|w| handler.list_offsets(w)).await,
