@@ -363,3 +363,14 @@ pub const CONTROLLER_CALL_TIMEOUT_MS: u64 = 10_000;
 pub const CONTROLLER_CALL_ATTEMPTS: usize = 20;
 /// Pause between attempts of a forwarded controller call.
 pub const CONTROLLER_CALL_RETRY_MS: u64 = 100;
+/// How long a follower's data fetch may wait at the leader for new batches.
+pub const REPLICA_FETCH_WAIT_MS: u32 = 500;
+/// The most trailer bytes one replica fetch asks for (bounds a session's memory).
+pub const REPLICA_FETCH_BYTES_MAX: u32 = 8 * 1024 * 1024;
+/// The most trailer bytes one partition of a replica fetch asks for.
+pub const REPLICA_FETCH_PARTITION_BYTES_MAX: u32 = 4 * 1024 * 1024;
+/// How long a follower leaves a partition alone after its leader refused it, and waits
+/// before reconnecting.
+pub const REPLICA_FETCH_BACKOFF_MS: u64 = 200;
+/// How often a leader checks its followers' lag for the in-sync set.
+pub const IN_SYNC_CHECK_INTERVAL_MS: u64 = 250;

@@ -13,5 +13,6 @@ pub mod log;
 pub mod metrics;
 pub mod protocol;
 pub mod record;
+pub mod replication;
 pub mod server;
 pub mod shard;

@@ -32,6 +32,10 @@ pub enum TopicCommand {
         topic: String,
         #[arg(long, default_value_t = 1)]
         partitions: u32,
+        /// Replicas per partition, on distinct brokers (default: the cluster's, the
+        /// smaller of 3 and the number of controller voters).
+        #[arg(long, default_value_t = 0)]
+        replication_factor: u16,
         /// A topic config entry `key=value` (repeatable), e.g. retention.ms=3600000.
         #[arg(long = "config", value_parser = parse_entry)]
         configs: Vec<(String, String)>,
@@ -154,13 +158,14 @@ pub fn run_topic(command: TopicCommand) -> Result<(), String> {
                 broker,
                 topic,
                 partitions,
+                replication_factor,
                 configs,
             } => {
                 let admin = Admin::new(
                     Cluster::new(&broker.broker, "shardline-cli", false).map_err(error_text)?,
                 );
                 admin
-                    .create_topic(&topic, partitions, &configs)
+                    .create_topic_replicated(&topic, partitions, replication_factor, &configs)
                     .await
                     .map_err(error_text)?;
                 println!("created topic {topic} with {partitions} partitions");
@@ -206,7 +211,13 @@ async fn describe(broker: &str, name: &str) -> Result<(), String> {
     let admin = Admin::new(cluster.clone());
     let topic = cluster.topic(name).await.map_err(error_text)?;
     println!("topic {name}: {} partitions", topic.partitions.len());
-    println!("partition\tshard\tstart\tend");
+    println!("partition\tleader\tepoch\treplicas\tin-sync\tshard\tstart\thigh-watermark");
+    let list = |ids: &[u32]| {
+        ids.iter()
+            .map(|id| id.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     for partition in &topic.partitions {
         let start = admin
             .list_offset(name, partition.partition, OffsetSpec::Earliest)
@@ -216,9 +227,16 @@ async fn describe(broker: &str, name: &str) -> Result<(), String> {
             .list_offset(name, partition.partition, OffsetSpec::Latest)
             .await
             .map_err(error_text)?;
+        let leader = partition
+            .leader_broker
+            .map_or_else(|| "none".to_string(), |l| l.to_string());
         println!(
-            "{}\t{}\t{start}\t{end}",
-            partition.partition, partition.shard
+            "{}\t{leader}\t{}\t{}\t{}\t{}\t{start}\t{end}",
+            partition.partition,
+            partition.leader_epoch,
+            list(&partition.replicas),
+            list(&partition.in_sync_replicas),
+            partition.shard
         );
     }
     println!("config:");

@@ -41,17 +41,31 @@ impl Admin {
         Ok(connection.request(&request, &[]).await?.response)
     }
 
+    /// Creates a topic with the cluster's default replication factor.
     pub async fn create_topic(
         &self,
         name: &str,
         partitions: u32,
         configs: &[(String, String)],
     ) -> Result<(), ClientError> {
+        self.create_topic_replicated(name, partitions, 0, configs)
+            .await
+    }
+
+    /// Creates a topic with `replication_factor` replicas per partition (0: the cluster's
+    /// default).
+    pub async fn create_topic_replicated(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u16,
+        configs: &[(String, String)],
+    ) -> Result<(), ClientError> {
         let request = Request::CreateTopics(CreateTopicsRequest {
             topics: vec![CreatableTopic {
                 name: name.to_string(),
                 partitions,
-                replication_factor: 1,
+                replication_factor,
                 configs: configs
                     .iter()
                     .map(|(k, v)| ConfigEntry::new(k.clone(), v.clone()))

@@ -14,7 +14,8 @@ use crate::protocol::{
 
 /// Owned by the client's executor; shared by its producer, consumer and admin by `Rc`.
 pub struct Cluster {
-    bootstrap: SocketAddr,
+    /// The brokers to ask first (any of them; tried in turn).
+    bootstrap: Vec<SocketAddr>,
     client_id: String,
     /// Connect straight to the shard that owns a partition (its own port from metadata).
     shard_aware: bool,
@@ -23,20 +24,33 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// `bootstrap`: one broker address, or several separated by commas.
     pub fn new(
         bootstrap: &str,
         client_id: &str,
         shard_aware: bool,
     ) -> Result<Rc<Cluster>, ClientError> {
-        let bootstrap = bootstrap
-            .to_socket_addrs()
-            .map_err(|e| ClientError::InvalidInput(format!("broker address '{bootstrap}': {e}")))?
-            .next()
-            .ok_or_else(|| {
-                ClientError::InvalidInput(format!(
-                    "broker address '{bootstrap}' resolves to nothing"
-                ))
-            })?;
+        let mut addresses = Vec::new();
+        for one in bootstrap
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
+            let address = one
+                .to_socket_addrs()
+                .map_err(|e| ClientError::InvalidInput(format!("broker address '{one}': {e}")))?
+                .next()
+                .ok_or_else(|| {
+                    ClientError::InvalidInput(format!("broker address '{one}' resolves to nothing"))
+                })?;
+            addresses.push(address);
+        }
+        if addresses.is_empty() {
+            return Err(ClientError::InvalidInput(format!(
+                "no broker address in '{bootstrap}'"
+            )));
+        }
+        let bootstrap = addresses;
         Ok(Rc::new(Cluster {
             bootstrap,
             client_id: client_id.to_string(),
@@ -67,9 +81,16 @@ impl Cluster {
         Ok(connection)
     }
 
-    /// The bootstrap (main port) connection.
+    /// A connection to a bootstrap broker's main port: the first that answers.
     pub async fn any_connection(&self) -> Result<Connection, ClientError> {
-        self.connection(self.bootstrap).await
+        let mut last = None;
+        for &address in &self.bootstrap {
+            match self.connection(address).await {
+                Ok(connection) => return Ok(connection),
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.expect("at least one bootstrap address"))
     }
 
     /// Fetches metadata for every topic and caches it.
@@ -173,7 +194,7 @@ impl Cluster {
             .to_socket_addrs()
             .ok()
             .and_then(|mut a| a.next());
-        Ok(host.unwrap_or_else(|| SocketAddr::new(self.bootstrap.ip(), port)))
+        Ok(host.unwrap_or_else(|| SocketAddr::new(self.bootstrap[0].ip(), port)))
     }
 
     /// The connection for a partition's requests.

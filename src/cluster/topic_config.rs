@@ -9,6 +9,12 @@
 //! | `flush.mode` | `default` (the broker's tuning profile), `every-batch`, `bytes`, `interval`, `never` | default |
 //! | `flush.bytes` | with `flush.mode=bytes`: pending bytes that start a write and fdatasync | 1048576 |
 //! | `flush.interval.us` | with `interval`: the interval; with `bytes`/`never`: the longest delay | 1000 |
+//! | `min.insync.replicas` | in-sync replicas (the leader included) an `acks=all` write needs; below it such writes are refused and the high watermark stands still | 1 |
+//! | `replica.lag.time.max.ms` | a follower not caught up with the leader for this long leaves the in-sync set | 10000 |
+//!
+//! Every key applies live: a change reaches the open partitions at once (flush, segment and
+//! retention keys through the log's reconfiguration; the replication keys are read on each
+//! write and each in-sync check).
 
 use std::collections::BTreeMap;
 
@@ -20,6 +26,8 @@ use crate::log::{FlushPolicy, LogConfig};
 
 const FLUSH_BYTES_DEFAULT: u64 = 1024 * 1024;
 const FLUSH_INTERVAL_US_DEFAULT: u64 = 1000;
+const MIN_INSYNC_REPLICAS_DEFAULT: u64 = 1;
+const REPLICA_LAG_TIME_MAX_MS_DEFAULT: u64 = 10_000;
 
 /// Why a configuration entry was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +53,8 @@ pub struct TopicConfig {
     pub flush_mode: Option<FlushMode>,
     pub flush_bytes: u64,
     pub flush_interval_us: u64,
+    pub min_insync_replicas: u64,
+    pub replica_lag_time_max_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,12 +75,14 @@ impl Default for TopicConfig {
             flush_mode: None,
             flush_bytes: FLUSH_BYTES_DEFAULT,
             flush_interval_us: FLUSH_INTERVAL_US_DEFAULT,
+            min_insync_replicas: MIN_INSYNC_REPLICAS_DEFAULT,
+            replica_lag_time_max_ms: REPLICA_LAG_TIME_MAX_MS_DEFAULT,
         }
     }
 }
 
 /// Every key, in display order.
-pub const KEYS: [&str; 7] = [
+pub const KEYS: [&str; 9] = [
     "retention.ms",
     "retention.bytes",
     "segment.bytes",
@@ -78,6 +90,8 @@ pub const KEYS: [&str; 7] = [
     "flush.mode",
     "flush.bytes",
     "flush.interval.us",
+    "min.insync.replicas",
+    "replica.lag.time.max.ms",
 ];
 
 fn bad(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
@@ -141,6 +155,8 @@ impl TopicConfig {
             }
             "flush.bytes" => self.flush_bytes = parse_positive(key, value)?,
             "flush.interval.us" => self.flush_interval_us = parse_positive(key, value)?,
+            "min.insync.replicas" => self.min_insync_replicas = parse_positive(key, value)?,
+            "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = parse_positive(key, value)?,
             _ => return Err(ConfigError::UnknownKey(key.into())),
         }
         Ok(())
@@ -172,6 +188,8 @@ impl TopicConfig {
             .to_string(),
             "flush.bytes" => self.flush_bytes.to_string(),
             "flush.interval.us" => self.flush_interval_us.to_string(),
+            "min.insync.replicas" => self.min_insync_replicas.to_string(),
+            "replica.lag.time.max.ms" => self.replica_lag_time_max_ms.to_string(),
             _ => return None,
         })
     }

@@ -43,6 +43,10 @@ pub enum AppendError {
     /// An idempotent producer's batch was refused (out of sequence, fenced, malformed).
     #[error(transparent)]
     Producer(#[from] super::producers::ProducerStateError),
+    /// A replicated batch does not start where the log ends (a follower appends the
+    /// leader's batches exactly in order).
+    #[error("a replicated batch starts at {got}, the log ends at {expected}")]
+    NotContiguous { expected: u64, got: u64 },
 }
 
 /// Why a read failed.
@@ -103,9 +107,10 @@ impl From<AppendError> for MaintenanceError {
         match error {
             AppendError::Fenced(io) => MaintenanceError::Fenced(io),
             // Flushes and closes append nothing, so no producer check can refuse them.
-            AppendError::Closed | AppendError::Truncated { .. } | AppendError::Producer(_) => {
-                MaintenanceError::Closed
-            }
+            AppendError::Closed
+            | AppendError::Truncated { .. }
+            | AppendError::Producer(_)
+            | AppendError::NotContiguous { .. } => MaintenanceError::Closed,
         }
     }
 }

@@ -38,6 +38,7 @@ mod partition;
 pub mod producers;
 mod read;
 mod recovery;
+mod replica;
 pub mod segment;
 mod shard;
 

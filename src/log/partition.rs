@@ -94,6 +94,10 @@ pub(super) struct State {
     /// Recent truncations as (generation after it, offset cut back to), oldest first.
     pub truncations: VecDeque<(u64, u64)>,
     pub io_stats: IoStats,
+    /// Replication's bound on the high watermark: on a leader, the lowest offset every
+    /// other in-sync replica holds; on a follower, the leader's high watermark. `None`
+    /// when the partition has no other replicas (its high watermark is what it holds).
+    pub high_watermark_cap: Option<u64>,
     /// When the recovery point was last written (see `checkpoint`).
     pub recovery_point_written_at: Option<Instant>,
 }
@@ -361,12 +365,29 @@ impl PartitionLog {
                     .record(&header, base_offset, append_time_ms, append_time_ms);
             assert!(recorded.is_ok(), "an admitted batch records: {recorded:?}");
         }
+        self.enqueue(state, base_offset, next_offset, bytes.freeze());
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next_offset - 1,
+            append_time_ms,
+            duplicate: false,
+        })
+    }
+
+    /// Queues a stamped batch for the writer (starting it if idle).
+    pub(super) fn enqueue(
+        &self,
+        mut state: std::cell::RefMut<'_, State>,
+        base_offset: u64,
+        next_offset: u64,
+        bytes: Bytes,
+    ) {
+        state.pending_bytes += bytes.len();
         state.pending.push_back(PendingBatch {
             base_offset,
             next_offset,
-            bytes: bytes.freeze(),
+            bytes,
         });
-        state.pending_bytes += length;
         state.first_pending_at.get_or_insert_with(Instant::now);
         let start_flusher = !state.flusher_running;
         if start_flusher {
@@ -380,12 +401,6 @@ impl PartitionLog {
                 .shard
                 .spawn_flusher(super::flush::run_flusher(self.inner.clone()));
         }
-        Ok(AppendInfo {
-            base_offset,
-            last_offset: next_offset - 1,
-            append_time_ms,
-            duplicate: false,
-        })
     }
 
     /// Whether an append of `length` bytes would be admitted at once (nothing waits before
@@ -400,7 +415,7 @@ impl PartitionLog {
     /// Waits until the pending bytes leave room for `length`, behind every append that
     /// began waiting earlier (first come, first served: a small append never overtakes a
     /// large one that waits, so appends keep their call order).
-    async fn wait_for_space(&self, length: usize) -> Result<(), AppendError> {
+    pub(super) async fn wait_for_space(&self, length: usize) -> Result<(), AppendError> {
         let room = |state: &State| {
             state.pending_bytes == 0 || state.pending_bytes + length <= PARTITION_PENDING_BYTES_MAX
         };
@@ -488,7 +503,7 @@ impl PartitionLog {
 
     /// Waits until `reached(state) > offset`, failing on a fence, a close, or a truncation
     /// (after the wait began) that removed `offset`.
-    async fn wait_for(
+    pub(super) async fn wait_for(
         &self,
         offset: u64,
         reached: impl Fn(&State) -> u64,

@@ -299,6 +299,7 @@ pub(super) async fn recover(
         layout_version: 0,
         truncations: VecDeque::new(),
         io_stats: Default::default(),
+        high_watermark_cap: None,
         recovery_point_written_at: None,
     })
 }

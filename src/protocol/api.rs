@@ -60,6 +60,8 @@ pub enum ApiKey {
     DescribeGroup = 27,
     /// Move an empty group's offsets (earliest, latest, time, offset).
     ResetOffsets = 28,
+    /// A follower's fetch from the leader shard (batches out in the trailer, like Fetch).
+    ReplicaFetch = 40,
     /// The answer to a request that could not be decoded (unknown api, unsupported version,
     /// invalid body): an `ErrorResponse` with the request's correlation id. Response-only.
     Error = 0xFFFF,
@@ -67,7 +69,7 @@ pub enum ApiKey {
 
 impl ApiKey {
     /// Every api a client may send, in key order.
-    pub const REQUESTS: [ApiKey; 19] = [
+    pub const REQUESTS: [ApiKey; 20] = [
         ApiKey::Handshake,
         ApiKey::Metadata,
         ApiKey::Produce,
@@ -87,6 +89,7 @@ impl ApiKey {
         ApiKey::ListGroups,
         ApiKey::DescribeGroup,
         ApiKey::ResetOffsets,
+        ApiKey::ReplicaFetch,
     ];
 
     /// The key with this wire value, if this build knows it (including the response-only
@@ -132,6 +135,7 @@ impl ApiKey {
             | ApiKey::ListGroups
             | ApiKey::DescribeGroup
             | ApiKey::ResetOffsets
+            | ApiKey::ReplicaFetch
             | ApiKey::Error => VersionRange { min: 0, max: 0 },
         }
     }
@@ -143,7 +147,7 @@ impl ApiKey {
 
     /// Whether responses of this api carry record batches in the frame trailer.
     pub fn response_has_trailer(self) -> bool {
-        self == ApiKey::Fetch
+        matches!(self, ApiKey::Fetch | ApiKey::ReplicaFetch)
     }
 
     pub fn name(self) -> &'static str {
@@ -167,6 +171,7 @@ impl ApiKey {
             ApiKey::ListGroups => "ListGroups",
             ApiKey::DescribeGroup => "DescribeGroup",
             ApiKey::ResetOffsets => "ResetOffsets",
+            ApiKey::ReplicaFetch => "ReplicaFetch",
             ApiKey::Error => "Error",
         }
     }
@@ -265,7 +270,11 @@ mod tests {
     #[test]
     fn keys_round_trip_and_request_keys_are_dense() {
         for (index, api) in ApiKey::REQUESTS.iter().enumerate() {
-            let expected = if index < 10 { index } else { index - 10 + 20 };
+            let expected = match index {
+                0..=9 => index,
+                10..=18 => index - 10 + 20,
+                _ => index - 19 + 40,
+            };
             assert_eq!(api.as_u16() as usize, expected);
             assert_eq!(ApiKey::from_u16(api.as_u16()), Some(*api));
             assert!(api.is_request());

@@ -83,6 +83,9 @@ impl DecodedResponse {
     ) -> Option<impl Iterator<Item = (&FetchPartitionResponse, &Bytes)> + '_> {
         match &self.response {
             Response::Fetch(fetch) => Some(fetch.partitions.iter().zip(&self.partition_batches)),
+            Response::ReplicaFetch(fetch) => {
+                Some(fetch.partitions.iter().zip(&self.partition_batches))
+            }
             _ => None,
         }
     }
@@ -172,6 +175,7 @@ pub fn encode_request_head(
         Request::ListGroups(body) => encode_frame(out, head, body),
         Request::DescribeGroup(body) => encode_frame(out, head, body),
         Request::ResetOffsets(body) => encode_frame(out, head, body),
+        Request::ReplicaFetch(body) => encode_frame(out, head, body),
     }
 }
 
@@ -228,6 +232,7 @@ pub fn encode_response_head(
         Response::ListGroups(body) => encode_frame(out, head, body),
         Response::DescribeGroup(body) => encode_frame(out, head, body),
         Response::ResetOffsets(body) => encode_frame(out, head, body),
+        Response::ReplicaFetch(body) => encode_frame(out, head, body),
         Response::Error(body) => encode_frame(out, head, body),
     }
 }
@@ -406,6 +411,7 @@ pub fn decode_request(frame: &Frame) -> Result<DecodedRequest, ProtocolError> {
         ApiKey::ListGroups => decode_body(api, frame, Request::ListGroups)?,
         ApiKey::DescribeGroup => decode_body(api, frame, Request::DescribeGroup)?,
         ApiKey::ResetOffsets => decode_body(api, frame, Request::ResetOffsets)?,
+        ApiKey::ReplicaFetch => decode_body(api, frame, Request::ReplicaFetch)?,
         ApiKey::Error => unreachable!("check_frame refuses Error as a request"),
     };
     Ok(DecodedRequest {
@@ -438,6 +444,7 @@ pub fn decode_response(frame: &Frame) -> Result<DecodedResponse, ProtocolError> 
         ApiKey::ListGroups => decode_body(api, frame, Response::ListGroups)?,
         ApiKey::DescribeGroup => decode_body(api, frame, Response::DescribeGroup)?,
         ApiKey::ResetOffsets => decode_body(api, frame, Response::ResetOffsets)?,
+        ApiKey::ReplicaFetch => decode_body(api, frame, Response::ReplicaFetch)?,
         ApiKey::Error => decode_body(api, frame, Response::Error)?,
     };
     Ok(DecodedResponse {

@@ -360,6 +360,7 @@ async fn shard_main(
         catalog: std::cell::RefCell::new(Arc::new(Catalog::default())),
         mesh: Mesh::new(shard_id, start.shard_count, senders),
         groups: crate::group::Coordinator::new(shard_id, clock),
+        replication: Default::default(),
         controller,
         peers,
         shutdown_requested: shared.shutdown.clone(),
@@ -492,6 +493,15 @@ async fn shard_main(
     glommio::spawn_local_into(retention_loop(context.clone()), background)
         .map_err(|e| runtime_error(e.to_string()))?
         .detach();
+    glommio::spawn_local_into(
+        crate::replication::leader::watch_in_sync(
+            context.clone(),
+            millis(crate::constants::IN_SYNC_CHECK_INTERVAL_MS),
+        ),
+        requests,
+    )
+    .map_err(|e| runtime_error(e.to_string()))?
+    .detach();
     glommio::spawn_local_into(group_sweep_loop(context.clone()), requests)
         .map_err(|e| runtime_error(e.to_string()))?
         .detach();

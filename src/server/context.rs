@@ -72,6 +72,8 @@ pub struct ShardContext {
     pub partitions: Partitions,
     pub catalog: RefCell<Arc<Catalog>>,
     pub mesh: Mesh<ShardMessage>,
+    /// The replicas this shard leads and follows.
+    pub replication: crate::replication::Replication,
     /// The consumer groups this shard coordinates.
     pub groups: crate::group::Coordinator,
     /// The controller; present on the controller shard only.

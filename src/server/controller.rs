@@ -238,5 +238,5 @@ pub async fn apply_catalog(context: &ShardContext, update: CatalogUpdate) {
     for topic in deleted.iter().chain(update.deleted.iter()) {
         context.partitions.drop_topic(topic).await;
     }
-    // REPLICATION-HOOK crate::replication::catalog_changed(context, &current, &update.catalog).await;
+    crate::replication::catalog_changed(context, &current, &update.catalog).await;
 }

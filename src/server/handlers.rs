@@ -83,6 +83,14 @@ pub async fn handle(context: &ShardContext, decoded: DecodedRequest) -> Reply {
         Request::OffsetFetch(r) => group(GroupRequest::FetchOffsets(r)).await.into(),
         Request::DescribeGroup(r) => group(GroupRequest::Describe(r)).await.into(),
         Request::ResetOffsets(r) => group(GroupRequest::Reset(r)).await.into(),
+        Request::ReplicaFetch(request) => {
+            let (response, trailer) =
+                crate::replication::leader::answer_fetch(context, request).await;
+            Reply {
+                response: Response::ReplicaFetch(response),
+                trailer,
+            }
+        }
     }
 }
 
@@ -92,14 +100,28 @@ fn metadata(context: &ShardContext, request: MetadataRequest) -> MetadataRespons
         name: topic.name.clone(),
         error: ErrorCode::None,
         partitions: (0..topic.partitions)
-            .map(|partition| PartitionMetadata {
-                partition,
-                error: ErrorCode::None,
-                leader_broker: Some(context.broker_id()),
-                shard: context.ownership.partition_shard(&topic.name, partition) as u16,
-                leader_epoch: 0,
-                replicas: vec![context.broker_id()],
-                in_sync_replicas: vec![context.broker_id()],
+            .map(|partition| {
+                let state = topic.partition(partition);
+                let leader = state.and_then(|s| s.leader);
+                let shard = match leader {
+                    Some(leader) if leader != context.broker_id() => {
+                        crate::replication::owning_shard(&catalog, leader, &topic.name, partition)
+                    }
+                    _ => context.ownership.partition_shard(&topic.name, partition),
+                };
+                PartitionMetadata {
+                    partition,
+                    error: if leader.is_some() {
+                        ErrorCode::None
+                    } else {
+                        ErrorCode::NotLeaderOrFollower
+                    },
+                    leader_broker: leader,
+                    shard: shard as u16,
+                    leader_epoch: state.map_or(0, |s| s.leader_epoch),
+                    replicas: state.map_or_else(Vec::new, |s| s.replicas.clone()),
+                    in_sync_replicas: state.map_or_else(Vec::new, |s| s.in_sync.clone()),
+                }
             })
             .collect(),
         configs: topic
@@ -124,13 +146,25 @@ fn metadata(context: &ShardContext, request: MetadataRequest) -> MetadataRespons
             })
             .collect(),
     };
-    MetadataResponse {
-        brokers: vec![BrokerMetadata {
+    let mut brokers: Vec<BrokerMetadata> = catalog
+        .brokers()
+        .map(|b| BrokerMetadata {
+            broker_id: b.broker,
+            host: b.host.clone(),
+            port: b.port,
+            shard_ports: b.shard_ports.clone(),
+        })
+        .collect();
+    if !brokers.iter().any(|b| b.broker_id == context.broker_id()) {
+        brokers.push(BrokerMetadata {
             broker_id: context.broker_id(),
             host: context.advertised.host.clone(),
             port: context.advertised.port,
             shard_ports: context.advertised.shard_ports.clone(),
-        }],
+        });
+    }
+    MetadataResponse {
+        brokers,
         shard_count: context.shard_count() as u16,
         topics,
     }

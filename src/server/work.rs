@@ -21,16 +21,15 @@ use crate::protocol::{
 };
 use crate::record::header::peek_batch_length;
 use crate::record::{validate, BatchError};
+use crate::replication::Leadership;
 use crate::shard::messages::{FetchOutcome, FetchWork, ListOffsetsWork, ProduceWork};
-
-fn storage_error(error: &impl std::fmt::Display) -> (ErrorCode, String) {
-    (ErrorCode::StorageError, error.to_string())
-}
 
 fn append_error_code(error: &AppendError) -> ErrorCode {
     match error {
         AppendError::Fenced(_) | AppendError::Closed => ErrorCode::StorageError,
-        AppendError::Truncated { .. } => ErrorCode::NotLeaderOrFollower,
+        AppendError::Truncated { .. } | AppendError::NotContiguous { .. } => {
+            ErrorCode::NotLeaderOrFollower
+        }
         AppendError::Producer(refused) => match refused {
             ProducerStateError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
             ProducerStateError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
@@ -97,9 +96,32 @@ async fn append_share(
     Ok((base_offset, append_time_ms, last_offset))
 }
 
-/// Waits until `last_offset` is as safe as `acks` asks: `none` at once; `leader` and `all`
-/// once durable on this broker under the partition's flush policy (a single broker is the
-/// whole in-sync set).
+/// This shard's leadership of a partition, or why it cannot take its writes and reads.
+pub fn leadership_of(
+    context: &ShardContext,
+    topic: &TopicSpec,
+    partition: u32,
+) -> Result<std::rc::Rc<Leadership>, (ErrorCode, String)> {
+    context
+        .replication
+        .leadership((topic.topic_id, partition))
+        .ok_or_else(|| {
+            let leader = topic.partition(partition).and_then(|p| p.leader);
+            (
+                ErrorCode::NotLeaderOrFollower,
+                format!(
+                    "broker {} does not lead {}/{partition} (leader: {leader:?})",
+                    context.broker_id(),
+                    topic.name
+                ),
+            )
+        })
+}
+
+/// Waits until `last_offset` is as safe as `acks` asks: `none` at once; `leader` once
+/// durable on this broker under the partition's flush policy; `all` once below the high
+/// watermark, that is durable on every in-sync replica (with one replica, the same as
+/// `leader`).
 async fn wait_acknowledged(
     log: &PartitionLog,
     last_offset: u64,
@@ -109,7 +131,8 @@ async fn wait_acknowledged(
 ) -> Result<(), (ErrorCode, String)> {
     let waited = match acks {
         Acks::None => Some(Ok(())),
-        Acks::Leader | Acks::All => with_deadline(deadline, log.wait_durable(last_offset)).await,
+        Acks::Leader => with_deadline(deadline, log.wait_durable(last_offset)).await,
+        Acks::All => with_deadline(deadline, log.wait_high_watermark(last_offset)).await,
     };
     match waited {
         None => {
@@ -156,15 +179,26 @@ pub async fn produce_all(
     let items = &items;
     let per_partition = groups.into_iter().map(|indexes| async move {
         let first = &items[indexes[0]];
-        let log = context.partitions.get(&first.topic, first.partition).await;
-        let log = match log {
-            Ok(log) => log,
-            Err(error) => {
-                let failure = storage_error(&error);
-                let answers = indexes.iter().map(|&i| (i, Err(failure.clone()))).collect();
-                return (answers, None);
-            }
+        let refuse = |failure: (ErrorCode, String)| {
+            let answers = indexes.iter().map(|&i| (i, Err(failure.clone()))).collect();
+            (answers, None)
         };
+        let leadership = match leadership_of(context, &first.topic, first.partition) {
+            Ok(leadership) => leadership,
+            Err(failure) => return refuse(failure),
+        };
+        if indexes.iter().any(|&i| items[i].acks == Acks::All) && !leadership.enough_in_sync() {
+            return refuse((
+                ErrorCode::NotEnoughReplicas,
+                format!(
+                    "{} in-sync replicas {:?}, min.insync.replicas is {}",
+                    leadership.in_sync().len(),
+                    leadership.in_sync(),
+                    leadership.min_in_sync()
+                ),
+            ));
+        }
+        let log = leadership.log.clone();
         let mut appended = Vec::with_capacity(indexes.len());
         for &index in &indexes {
             let item = &items[index];
@@ -235,9 +269,10 @@ pub async fn with_deadline<T>(
     .await
 }
 
-/// The offset up to which consumers may read: what is durable under the flush policy.
+/// The offset up to which consumers may read: what every in-sync replica holds durably
+/// under its flush policy.
 pub fn high_watermark(log: &PartitionLog) -> u64 {
-    log.durable_offset()
+    log.high_watermark()
 }
 
 async fn read(log: &PartitionLog, offset: u64, max_bytes: u32) -> Result<Vec<Bytes>, ReadError> {
@@ -280,10 +315,10 @@ pub async fn fetch(context: &ShardContext, work: FetchWork) -> FetchOutcome {
         last_stable_offset: 0,
         batch_bytes: 0,
     };
-    let log = match context.partitions.get(&work.topic, work.partition).await {
-        Ok(log) => log,
-        Err(_) => {
-            response.error = ErrorCode::StorageError;
+    let log = match leadership_of(context, &work.topic, work.partition) {
+        Ok(leadership) => leadership.log.clone(),
+        Err((error, _)) => {
+            response.error = error;
             return FetchOutcome {
                 response,
                 chunks: Vec::new(),
@@ -320,15 +355,15 @@ pub async fn list_offsets(
         offset: 0,
         timestamp_ms: -1,
     };
-    match context.partitions.get(&work.topic, work.partition).await {
-        Ok(log) => match list_offset(&log, &work.spec).await {
+    match leadership_of(context, &work.topic, work.partition) {
+        Ok(leadership) => match list_offset(&leadership.log, &work.spec).await {
             Ok((offset, timestamp)) => {
                 response.offset = offset;
                 response.timestamp_ms = timestamp;
             }
             Err(_) => response.error = ErrorCode::StorageError,
         },
-        Err(_) => response.error = ErrorCode::StorageError,
+        Err((error, _)) => response.error = error,
     }
     response
 }
@@ -342,10 +377,11 @@ pub async fn wait_for_data(
 ) {
     let mut futures = Vec::new();
     for (topic, partition, offset) in waits {
-        if let Ok(log) = context.partitions.get(topic, *partition).await {
+        if let Ok(leadership) = leadership_of(context, topic, *partition) {
+            let log = leadership.log.clone();
             let offset = *offset;
             futures.push(Box::pin(async move {
-                let _ = log.wait_durable(offset).await;
+                let _ = log.wait_high_watermark(offset).await;
             }));
         }
     }

@@ -4,9 +4,10 @@
 //! ```text
 //!  what                      owner                         how it is decided
 //!  ───────────────────────   ───────────────────────────   ────────────────────────────────────
-//!  partition (topic, p)      broker + shard                shard = (crc32c(topic) + p) % shards
-//!                                                          (broker: this one, until the cluster
-//!                                                          places replicas on other brokers)
+//!  partition replica         broker + shard                broker: the controller's placement
+//!  (topic, p)                                              (replicas, leader, in `Catalog`);
+//!                                                          shard = (crc32c(topic) + p) % that
+//!                                                          broker's shard count
 //!  consumer group g          the shard owning __offsets/n  n = crc32c(g) % OFFSETS_PARTITIONS,
 //!                                                          then placed like any partition
 //!  controller (catalogue)    shard CONTROLLER_SHARD        fixed
@@ -89,12 +90,16 @@ impl Ownership {
         CONTROLLER_SHARD
     }
 
-    /// Every (topic, partition) of `catalog` that `shard` owns.
+    /// Every (topic, partition) of `catalog` with a replica on this broker that `shard`
+    /// owns.
     pub fn partitions_of(&self, catalog: &Catalog, shard: usize) -> Vec<(Arc<TopicSpec>, u32)> {
         let mut owned = Vec::new();
         for topic in catalog.topics() {
             for partition in 0..topic.partitions {
-                if self.partition_shard(&topic.name, partition) == shard {
+                let here = topic
+                    .partition(partition)
+                    .is_none_or(|p| p.replicas.contains(&self.broker_id));
+                if here && self.partition_shard(&topic.name, partition) == shard {
                     owned.push((topic.clone(), partition));
                 }
             }

@@ -13,6 +13,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod producer_id;
+mod replica_fetch;
 mod topics;
 
 pub use configs::{
@@ -45,6 +46,7 @@ pub use produce::{
     Acks, ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse,
 };
 pub use producer_id::{InitProducerIdRequest, InitProducerIdResponse};
+pub use replica_fetch::{ReplicaFetchPartition, ReplicaFetchRequest, ReplicaFetchResponse};
 pub use topics::{
     CreatableTopic, CreateTopicResult, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicResult, DeleteTopicsRequest, DeleteTopicsResponse,
@@ -101,6 +103,7 @@ message_enum! {
         ListGroups(ListGroupsRequest),
         DescribeGroup(DescribeGroupRequest),
         ResetOffsets(ResetOffsetsRequest),
+        ReplicaFetch(ReplicaFetchRequest),
     }
 }
 
@@ -126,6 +129,7 @@ message_enum! {
         ListGroups(ListGroupsResponse),
         DescribeGroup(DescribeGroupResponse),
         ResetOffsets(ResetOffsetsResponse),
+        ReplicaFetch(ReplicaFetchResponse),
         Error(ErrorResponse),
     }
 }

@@ -1,0 +1,95 @@
+//! What replication needs of a partition log: appending the leader's batches as they are
+//! (offsets, epochs and append times already stamped), and the high watermark.
+//!
+//! The high watermark is the lowest of what this replica holds durably (under its flush
+//! policy) and the cap replication sets (`set_high_watermark_cap`): on a leader, the lowest
+//! offset every other in-sync replica holds; on a follower, the leader's high watermark.
+//! A partition without other replicas has no cap, and its high watermark is what it holds.
+
+use bytes::Bytes;
+
+use super::error::AppendError;
+use super::partition::{AppendInfo, PartitionLog, State};
+use crate::record::ValidatedBatch;
+
+fn high_watermark_of(state: &State, syncs: bool) -> u64 {
+    let held = if syncs {
+        state.synced_offset
+    } else {
+        state.written_offset
+    };
+    state.high_watermark_cap.map_or(held, |cap| held.min(cap))
+}
+
+impl PartitionLog {
+    /// Appends a batch from the leader exactly as it is: it must start where this log ends.
+    /// Idempotent producers' state follows the batch headers, as on the leader.
+    pub async fn append_replicated(
+        &self,
+        batch: ValidatedBatch,
+    ) -> Result<AppendInfo, AppendError> {
+        self.wait_for_space(batch.len()).await?;
+        let header = *batch.header();
+        let mut state = self.inner.state.borrow_mut();
+        state.check_open()?;
+        if header.base_offset != state.next_offset {
+            return Err(AppendError::NotContiguous {
+                expected: state.next_offset,
+                got: header.base_offset,
+            });
+        }
+        let base_offset = header.base_offset;
+        let next_offset = base_offset + u64::from(header.record_count);
+        state.next_offset = next_offset;
+        if header.producer_id >= 0 {
+            if let Err(error) = state.producers.record(
+                &header,
+                base_offset,
+                header.append_time_ms,
+                header.append_time_ms,
+            ) {
+                tracing::warn!(dir = %self.dir().display(), %error, "a replicated batch's producer state did not follow");
+            }
+        }
+        let bytes: Bytes = batch.into_bytes().freeze();
+        self.enqueue(state, base_offset, next_offset, bytes);
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next_offset - 1,
+            append_time_ms: header.append_time_ms,
+            duplicate: false,
+        })
+    }
+
+    /// Offsets below this are held by every in-sync replica: consumers read below it.
+    pub fn high_watermark(&self) -> u64 {
+        let syncs = self.config().flush.syncs();
+        high_watermark_of(&self.inner.state.borrow(), syncs)
+    }
+
+    /// Sets replication's cap on the high watermark (`None`: no other replicas) and wakes
+    /// whoever waits on it.
+    pub fn set_high_watermark_cap(&self, cap: Option<u64>) {
+        let mut state = self.inner.state.borrow_mut();
+        if state.high_watermark_cap != cap {
+            state.high_watermark_cap = cap;
+            state.wake_all();
+        }
+    }
+
+    pub fn high_watermark_cap(&self) -> Option<u64> {
+        self.inner.state.borrow().high_watermark_cap
+    }
+
+    /// Waits until the high watermark passes `offset` (`acks=all`, consumers' long polls).
+    pub async fn wait_high_watermark(&self, offset: u64) -> Result<(), AppendError> {
+        let syncs = self.config().flush.syncs();
+        self.wait_for(offset, move |state| high_watermark_of(state, syncs))
+            .await
+    }
+
+    /// Waits until the log ends past `offset` (a leader's long poll for a follower).
+    pub async fn wait_appended(&self, offset: u64) -> Result<(), AppendError> {
+        self.wait_for(offset, |state| state.next_offset).await
+    }
+}

@@ -1,0 +1,401 @@
+//! The follower's side: one replica-fetch session per (leader broker, leader shard), run
+//! by the shard that owns the followed replicas.
+//!
+//! A session keeps at most one data fetch in flight (a long poll for everything it follows
+//! from that shard) and at most one progress report (a fetch that asks for no bytes and
+//! does not wait, sent when what it holds durably has grown since it last told the
+//! leader). The leader moves the high watermark on either. Batches are validated (checksum)
+//! and appended exactly as received; a batch already held is skipped, and one that does not
+//! start where the log ends stops that partition's share (the next fetch asks again).
+//! Memory is bounded by one fetch's `REPLICA_FETCH_BYTES_MAX`, and the appends' own
+//! backpressure (pending bytes per partition) holds the next fetch back.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+
+use crate::client::connection::Connection;
+use crate::cluster::{Catalog, TopicSpec};
+use crate::constants::{
+    REPLICA_FETCH_BACKOFF_MS, REPLICA_FETCH_BYTES_MAX, REPLICA_FETCH_PARTITION_BYTES_MAX,
+    REPLICA_FETCH_WAIT_MS,
+};
+use crate::log::PartitionLog;
+use crate::protocol::{
+    DecodedResponse, ErrorCode, ReplicaFetchPartition, ReplicaFetchRequest, Request,
+};
+use crate::record::header::{peek_batch_length, BatchHeader};
+use crate::record::validate;
+use crate::server::context::ShardContext;
+use crate::server::partitions::PartitionKey;
+
+/// A followed partition.
+struct Followed {
+    topic: Arc<TopicSpec>,
+    partition: u32,
+    epoch: u32,
+    log: PartitionLog,
+    /// Not asked for again before this (after an error).
+    backoff_until: Option<Instant>,
+}
+
+/// One session: the partitions followed from one leader shard.
+pub struct Session {
+    leader: u32,
+    shard: usize,
+    partitions: RefCell<HashMap<PartitionKey, Followed>>,
+    closed: Cell<bool>,
+}
+
+/// Follows `partition` of `topic` from `leader` at `epoch`.
+pub fn follow(
+    context: &ShardContext,
+    catalog: &Catalog,
+    topic: &Arc<TopicSpec>,
+    partition: u32,
+    leader: u32,
+    epoch: u32,
+    log: PartitionLog,
+) {
+    let shard = super::owning_shard(catalog, leader, &topic.name, partition);
+    let key = (topic.topic_id, partition);
+    let followed = Followed {
+        topic: topic.clone(),
+        partition,
+        epoch,
+        log,
+        backoff_until: None,
+    };
+    let existing = context
+        .replication
+        .sessions
+        .borrow()
+        .get(&(leader, shard))
+        .cloned();
+    if let Some(session) = existing {
+        session.partitions.borrow_mut().insert(key, followed);
+        return;
+    }
+    let Some(address) = leader_address(catalog, leader, shard) else {
+        tracing::warn!(
+            leader,
+            "the leader's address is not known yet: following later"
+        );
+        return;
+    };
+    let session = Rc::new(Session {
+        leader,
+        shard,
+        partitions: RefCell::new(HashMap::from([(key, followed)])),
+        closed: Cell::new(false),
+    });
+    context
+        .replication
+        .sessions
+        .borrow_mut()
+        .insert((leader, shard), session.clone());
+    tracing::info!(leader, shard, %address, "replica-fetch session started");
+    glommio::spawn_local(run(
+        session,
+        context.broker_id(),
+        address,
+        context.shutdown_requested.clone(),
+    ))
+    .detach();
+}
+
+/// Stops following a partition (its session ends with its last partition).
+pub fn unfollow(context: &ShardContext, key: PartitionKey) {
+    let mut sessions = context.replication.sessions.borrow_mut();
+    let mut emptied = Vec::new();
+    for (id, session) in sessions.iter() {
+        let mut partitions = session.partitions.borrow_mut();
+        if partitions.remove(&key).is_some() && partitions.is_empty() {
+            session.closed.set(true);
+            emptied.push(*id);
+        }
+    }
+    for id in emptied {
+        sessions.remove(&id);
+    }
+}
+
+fn leader_address(catalog: &Catalog, leader: u32, shard: usize) -> Option<SocketAddr> {
+    let broker = catalog.broker(leader)?;
+    let port = broker
+        .shard_ports
+        .get(shard)
+        .copied()
+        .unwrap_or(broker.port);
+    (broker.host.as_str(), port).to_socket_addrs().ok()?.next()
+}
+
+type Pending = LocalBoxFuture<'static, (bool, Vec<PartitionKey>, Result<DecodedResponse, String>)>;
+
+/// Builds a fetch of every partition not backing off; `report` asks for no bytes and no
+/// wait (a progress report).
+fn fetch(
+    session: &Session,
+    connection: &Connection,
+    me: u32,
+    report: bool,
+    reported: &mut HashMap<PartitionKey, u64>,
+) -> Option<Pending> {
+    let now = Instant::now();
+    let mut keys = Vec::new();
+    let mut entries = Vec::new();
+    for (key, followed) in session.partitions.borrow().iter() {
+        if followed.backoff_until.is_some_and(|until| until > now) {
+            continue;
+        }
+        let durable = followed.log.durable_offset();
+        reported.insert(*key, durable);
+        keys.push(*key);
+        entries.push(ReplicaFetchPartition {
+            topic: followed.topic.name.clone(),
+            partition: followed.partition,
+            leader_epoch: followed.epoch,
+            fetch_offset: followed.log.log_end_offset(),
+            durable_offset: durable,
+            partition_max_bytes: if report {
+                0
+            } else {
+                REPLICA_FETCH_PARTITION_BYTES_MAX
+            },
+        });
+    }
+    if entries.is_empty() {
+        return None;
+    }
+    let request = Request::ReplicaFetch(ReplicaFetchRequest {
+        replica: me,
+        max_wait_ms: if report { 0 } else { REPLICA_FETCH_WAIT_MS },
+        max_bytes: if report { 0 } else { REPLICA_FETCH_BYTES_MAX },
+        partitions: entries,
+    });
+    let connection = connection.clone();
+    Some(
+        async move {
+            let answer = connection
+                .request(&request, &[])
+                .await
+                .map_err(|e| e.to_string());
+            (report, keys, answer)
+        }
+        .boxed_local(),
+    )
+}
+
+/// Resolves when some followed partition holds more durably than it last reported.
+async fn durable_progress(session: &Session, reported: &HashMap<PartitionKey, u64>) {
+    let waits: Vec<_> = session
+        .partitions
+        .borrow()
+        .iter()
+        .map(|(key, followed)| {
+            let log = followed.log.clone();
+            let from = reported.get(key).copied().unwrap_or(0);
+            async move {
+                if log.wait_durable(from).await.is_err() {
+                    // Truncated or closed under us: report, but not in a tight loop.
+                    glommio::timer::sleep(Duration::from_millis(REPLICA_FETCH_BACKOFF_MS)).await;
+                }
+            }
+            .boxed_local()
+        })
+        .collect();
+    if waits.is_empty() {
+        std::future::pending::<()>().await;
+    }
+    futures::future::select_all(waits).await;
+}
+
+async fn run(session: Rc<Session>, me: u32, address: SocketAddr, shutdown: Arc<AtomicBool>) {
+    let backoff = Duration::from_millis(REPLICA_FETCH_BACKOFF_MS);
+    let mut connection: Option<Connection> = None;
+    let mut data: Option<Pending> = None;
+    let mut report: Option<Pending> = None;
+    let mut reported: HashMap<PartitionKey, u64> = HashMap::new();
+    let mut warned = false;
+    while !session.closed.get() && !shutdown.load(Ordering::Relaxed) {
+        let live = match &connection {
+            Some(c) if !c.is_broken() => c.clone(),
+            _ => {
+                data = None;
+                report = None;
+                match Connection::connect(address, &format!("replica-{me}")).await {
+                    Ok(c) => {
+                        if warned {
+                            tracing::info!(leader = session.leader, %address, "leader reachable again");
+                        }
+                        warned = false;
+                        connection = Some(c.clone());
+                        c
+                    }
+                    Err(error) => {
+                        if !warned {
+                            tracing::warn!(leader = session.leader, %address, %error, "cannot reach the leader");
+                            warned = true;
+                        }
+                        glommio::timer::sleep(backoff).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        if data.is_none() {
+            data = fetch(&session, &live, me, false, &mut reported);
+            if data.is_none() {
+                // Everything backs off (or nothing is followed yet).
+                glommio::timer::sleep(backoff).await;
+                continue;
+            }
+        }
+        enum Event {
+            Answer((bool, Vec<PartitionKey>, Result<DecodedResponse, String>)),
+            Progress,
+        }
+        let reporting = report.is_some();
+        let event = {
+            let data_future = data.as_mut().expect("set above");
+            let answer = async {
+                match report.as_mut() {
+                    Some(report_future) => {
+                        futures_lite::future::or(data_future, report_future).await
+                    }
+                    None => data_future.await,
+                }
+            };
+            if !reporting {
+                futures_lite::future::or(answer.map(Event::Answer), async {
+                    durable_progress(&session, &reported).await;
+                    Event::Progress
+                })
+                .await
+            } else {
+                Event::Answer(answer.await)
+            }
+        };
+        match event {
+            Event::Progress => {
+                report = fetch(&session, &live, me, true, &mut reported);
+            }
+            Event::Answer((was_report, keys, answer)) => {
+                if was_report {
+                    report = None;
+                } else {
+                    data = None;
+                }
+                match answer {
+                    Ok(response) => apply(&session, &keys, &response).await,
+                    Err(error) => {
+                        tracing::debug!(leader = session.leader, %error, "replica fetch failed");
+                        connection = None;
+                        glommio::timer::sleep(backoff).await;
+                    }
+                }
+            }
+        }
+    }
+    tracing::debug!(
+        leader = session.leader,
+        shard = session.shard,
+        "replica-fetch session ended"
+    );
+}
+
+/// Appends what a response brought and takes the leader's high watermark.
+async fn apply(session: &Session, keys: &[PartitionKey], response: &DecodedResponse) {
+    let Some(partitions) = response.fetch_partitions() else {
+        tracing::warn!(
+            leader = session.leader,
+            "a replica fetch answered with another api"
+        );
+        return;
+    };
+    for (index, (entry, batches)) in partitions.enumerate() {
+        let Some(key) = keys.get(index).copied() else {
+            break;
+        };
+        let followed = session
+            .partitions
+            .borrow()
+            .get(&key)
+            .map(|f| (f.log.clone(), f.epoch, f.topic.name.clone(), f.partition));
+        let Some((log, _epoch, topic, partition)) = followed else {
+            continue;
+        };
+        match entry.error {
+            ErrorCode::None => {}
+            ErrorCode::OffsetOutOfRange => {
+                let leader_end = entry.last_stable_offset;
+                if log.log_end_offset() > leader_end && leader_end >= log.log_start_offset() {
+                    tracing::warn!(%topic, partition, ours = log.log_end_offset(), leader_end, "this replica is ahead of its leader: truncating");
+                    let _ = log.truncate_to(leader_end).await;
+                } else {
+                    back_off(session, key);
+                }
+                continue;
+            }
+            error => {
+                tracing::debug!(%topic, partition, %error, "the leader refused a partition");
+                back_off(session, key);
+                continue;
+            }
+        }
+        if let Err(reason) = append_all(&log, batches).await {
+            tracing::warn!(%topic, partition, %reason, "replicated batches not appended");
+            back_off(session, key);
+        }
+        log.set_high_watermark_cap(Some(entry.high_watermark));
+    }
+}
+
+fn back_off(session: &Session, key: PartitionKey) {
+    if let Some(followed) = session.partitions.borrow_mut().get_mut(&key) {
+        followed.backoff_until =
+            Some(Instant::now() + Duration::from_millis(REPLICA_FETCH_BACKOFF_MS));
+    }
+}
+
+/// Appends a share of batches as received: skips those held, stops at a gap.
+async fn append_all(log: &PartitionLog, batches: &Bytes) -> Result<(), String> {
+    let mut rest = batches.clone();
+    while !rest.is_empty() {
+        let length = peek_batch_length(&rest)
+            .map(|l| l as usize)
+            .filter(|&l| l > 0 && l <= rest.len())
+            .ok_or("a batch length runs past the share")?;
+        let one = rest.split_to(length);
+        let header = BatchHeader::decode(&one).ok_or("an undecodable batch header")?;
+        let last = header.base_offset + u64::from(header.last_offset_delta);
+        let end = log.log_end_offset();
+        if last < end {
+            continue;
+        }
+        if header.base_offset != end {
+            if header.base_offset < end {
+                // Our batches and the leader's do not line up: ours past this point are
+                // not the leader's. Cut them and fetch again.
+                tracing::warn!(dir = %log.dir().display(), leader_base = header.base_offset, ours = end, "diverged from the leader: truncating");
+                log.truncate_to(header.base_offset)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            return Ok(());
+        }
+        let batch = validate(BytesMut::from(&one[..])).map_err(|e| e.to_string())?;
+        log.append_replicated(batch)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,415 @@
+//! The leader's side: what each follower has, the high watermark, the in-sync set, and the
+//! answer to a follower's fetch.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::cluster::controller::{AlterPartition, ControllerCall, ControllerReply};
+use crate::cluster::{PartitionState, TopicSpec};
+use crate::log::{PartitionLog, ReadChunk};
+use crate::protocol::{
+    ErrorCode, FetchPartitionResponse, ReplicaFetchRequest, ReplicaFetchResponse,
+};
+use crate::server::context::ShardContext;
+use crate::server::work::with_deadline;
+
+/// What the leader knows of one follower.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    /// The follower's log end offset, from its last fetch.
+    log_end: u64,
+    /// What it holds durably.
+    durable: u64,
+    /// When it last held everything the leader held.
+    caught_up_at: Instant,
+    /// The leader's log end at the follower's previous fetch, and when that was.
+    previous_leader_end: u64,
+    previous_fetch_at: Instant,
+}
+
+/// This shard leads a partition at `epoch`.
+pub struct Leadership {
+    pub topic: RefCell<Arc<TopicSpec>>,
+    pub partition: u32,
+    pub epoch: u32,
+    pub me: u32,
+    pub log: PartitionLog,
+    replicas: RefCell<Vec<u32>>,
+    in_sync: RefCell<Vec<u32>>,
+    followers: RefCell<HashMap<u32, Progress>>,
+    /// An in-sync change is on its way to the controller.
+    change_in_flight: Cell<bool>,
+    /// A caught-up follower's wish to join the in-sync set, sent by the watcher.
+    wanted: RefCell<Option<Vec<u32>>>,
+}
+
+impl Leadership {
+    pub fn new(
+        topic: Arc<TopicSpec>,
+        partition: u32,
+        me: u32,
+        state: &PartitionState,
+        log: PartitionLog,
+    ) -> Leadership {
+        let now = Instant::now();
+        // A new leader gives every follower a fresh lag clock.
+        let followers = state
+            .replicas
+            .iter()
+            .filter(|&&b| b != me)
+            .map(|&b| {
+                (
+                    b,
+                    Progress {
+                        log_end: 0,
+                        durable: 0,
+                        caught_up_at: now,
+                        previous_leader_end: 0,
+                        previous_fetch_at: now,
+                    },
+                )
+            })
+            .collect();
+        Leadership {
+            topic: RefCell::new(topic),
+            partition,
+            epoch: state.leader_epoch,
+            me,
+            log,
+            replicas: RefCell::new(state.replicas.clone()),
+            in_sync: RefCell::new(state.in_sync.clone()),
+            followers: RefCell::new(followers),
+            change_in_flight: Cell::new(false),
+            wanted: RefCell::new(None),
+        }
+    }
+
+    /// Takes a new catalogue's view of the partition (same leader, same epoch).
+    pub fn update(&self, topic: &Arc<TopicSpec>, state: &PartitionState) {
+        *self.topic.borrow_mut() = topic.clone();
+        *self.replicas.borrow_mut() = state.replicas.clone();
+        *self.in_sync.borrow_mut() = state.in_sync.clone();
+        self.change_in_flight.set(false);
+        self.recompute_high_watermark();
+    }
+
+    pub fn in_sync(&self) -> Vec<u32> {
+        self.in_sync.borrow().clone()
+    }
+
+    pub fn replicas(&self) -> Vec<u32> {
+        self.replicas.borrow().clone()
+    }
+
+    pub fn min_in_sync(&self) -> usize {
+        self.topic.borrow().config.min_insync_replicas as usize
+    }
+
+    fn lag_max(&self) -> Duration {
+        Duration::from_millis(self.topic.borrow().config.replica_lag_time_max_ms)
+    }
+
+    /// Whether an `acks=all` write may be taken: enough replicas are in sync.
+    pub fn enough_in_sync(&self) -> bool {
+        self.in_sync.borrow().len() >= self.min_in_sync()
+    }
+
+    /// Followers' log ends (for `topic describe` and metrics).
+    pub fn follower_log_ends(&self) -> Vec<(u32, u64)> {
+        let mut ends: Vec<(u32, u64)> = self
+            .followers
+            .borrow()
+            .iter()
+            .map(|(b, p)| (*b, p.log_end))
+            .collect();
+        ends.sort_unstable();
+        ends
+    }
+
+    /// Sets the log's high-watermark cap from the in-sync followers' durable offsets. The
+    /// high watermark never moves back, and stands still below `min.insync.replicas`.
+    pub fn recompute_high_watermark(&self) {
+        if self.replicas.borrow().len() <= 1 {
+            self.log.set_high_watermark_cap(None);
+            return;
+        }
+        let current = self.log.high_watermark();
+        let in_sync = self.in_sync.borrow();
+        let followers = self.followers.borrow();
+        let floor = in_sync
+            .iter()
+            .filter(|&&b| b != self.me)
+            .map(|b| followers.get(b).map_or(0, |p| p.durable))
+            .min();
+        let cap = if in_sync.len() < self.min_in_sync() {
+            current
+        } else {
+            floor.unwrap_or(u64::MAX)
+        };
+        self.log.set_high_watermark_cap(Some(cap.max(current)));
+    }
+
+    /// Records a follower's fetch. Returns the in-sync set to ask the controller for, if
+    /// the follower caught up and should join it.
+    fn fetched(&self, replica: u32, fetch_offset: u64, durable: u64) -> Option<Vec<u32>> {
+        let now = Instant::now();
+        let leader_end = self.log.log_end_offset();
+        {
+            let mut followers = self.followers.borrow_mut();
+            let progress = followers.entry(replica).or_insert(Progress {
+                log_end: 0,
+                durable: 0,
+                caught_up_at: now,
+                previous_leader_end: 0,
+                previous_fetch_at: now,
+            });
+            progress.log_end = fetch_offset;
+            progress.durable = durable;
+            if fetch_offset >= leader_end {
+                progress.caught_up_at = now;
+            } else if fetch_offset >= progress.previous_leader_end {
+                progress.caught_up_at = progress.caught_up_at.max(progress.previous_fetch_at);
+            }
+            progress.previous_leader_end = leader_end;
+            progress.previous_fetch_at = now;
+        }
+        self.recompute_high_watermark();
+        let in_sync = self.in_sync.borrow();
+        let joins = !in_sync.contains(&replica)
+            && fetch_offset >= self.log.high_watermark()
+            && fetch_offset >= leader_end.min(self.log.high_watermark());
+        if joins && !self.change_in_flight.get() {
+            let mut grown = in_sync.clone();
+            grown.push(replica);
+            grown.sort_unstable();
+            return Some(grown);
+        }
+        None
+    }
+
+    /// The in-sync set without followers that lagged longer than the lag time, if any did.
+    fn shrunk(&self) -> Option<Vec<u32>> {
+        if self.change_in_flight.get() {
+            return None;
+        }
+        let lag_max = self.lag_max();
+        let followers = self.followers.borrow();
+        let in_sync = self.in_sync.borrow();
+        let kept: Vec<u32> = in_sync
+            .iter()
+            .copied()
+            .filter(|b| {
+                *b == self.me
+                    || followers
+                        .get(b)
+                        .is_some_and(|p| p.caught_up_at.elapsed() <= lag_max)
+            })
+            .collect();
+        (kept.len() < in_sync.len()).then_some(kept)
+    }
+
+    fn alter(&self, in_sync: Vec<u32>) -> AlterPartition {
+        AlterPartition {
+            topic_id: self.topic.borrow().topic_id,
+            partition: self.partition,
+            leader: self.me,
+            leader_epoch: self.epoch,
+            in_sync,
+        }
+    }
+}
+
+/// Asks the controller for an in-sync change, in a task of its own.
+fn request_change(context: &Rc<ShardContext>, leadership: &Rc<Leadership>, in_sync: Vec<u32>) {
+    leadership.change_in_flight.set(true);
+    let change = leadership.alter(in_sync);
+    let context = context.clone();
+    let leadership = leadership.clone();
+    glommio::spawn_local(async move {
+        let answer = crate::server::controller::call(
+            &context,
+            ControllerCall::AlterPartition(change.clone()),
+        )
+        .await;
+        match answer {
+            Ok((ControllerReply::Done { error, .. }, _)) if error == ErrorCode::None => {
+                // The new set arrives with the catalogue (`Leadership::update`).
+            }
+            Ok((reply, _)) => {
+                tracing::warn!(?change, ?reply, "the controller refused an in-sync change");
+                leadership.change_in_flight.set(false);
+            }
+            Err(error) => {
+                tracing::warn!(?change, %error, "an in-sync change did not reach the controller");
+                leadership.change_in_flight.set(false);
+            }
+        }
+    })
+    .detach();
+}
+
+/// Every `interval`, drops followers that lag too long from the in-sync sets this shard
+/// leads. Runs until the shard stops.
+pub async fn watch_in_sync(context: Rc<ShardContext>, interval: Duration) {
+    while !context.stopping.get() {
+        glommio::timer::sleep(interval).await;
+        for leadership in context.replication.leaderships() {
+            let wanted = leadership.wanted.borrow_mut().take();
+            if let Some(grown) = wanted.filter(|_| !leadership.change_in_flight.get()) {
+                request_change(&context, &leadership, grown);
+                continue;
+            }
+            if let Some(kept) = leadership.shrunk() {
+                tracing::warn!(
+                    topic = %leadership.topic.borrow().name,
+                    partition = leadership.partition,
+                    from = ?leadership.in_sync(),
+                    to = ?kept,
+                    "a follower lags: leaving the in-sync set"
+                );
+                request_change(&context, &leadership, kept);
+            }
+        }
+    }
+}
+
+fn refused(topic: &str, partition: u32, error: ErrorCode) -> FetchPartitionResponse {
+    FetchPartitionResponse {
+        topic: topic.to_string(),
+        partition,
+        error,
+        high_watermark: 0,
+        log_start_offset: 0,
+        last_stable_offset: 0,
+        batch_bytes: 0,
+    }
+}
+
+/// Answers a follower's fetch on this (the owning) shard.
+pub async fn answer_fetch(
+    context: &ShardContext,
+    request: ReplicaFetchRequest,
+) -> (ReplicaFetchResponse, Vec<Bytes>) {
+    let catalog = context.catalog();
+    let deadline = Instant::now()
+        + Duration::from_millis(
+            u64::from(request.max_wait_ms).min(crate::constants::FETCH_WAIT_MS_MAX),
+        );
+    // Which entries this shard may serve, with their leadership.
+    let mut served: Vec<Option<Rc<Leadership>>> = Vec::with_capacity(request.partitions.len());
+    let mut responses = Vec::with_capacity(request.partitions.len());
+    for entry in &request.partitions {
+        let topic = catalog
+            .topic(&entry.topic)
+            .filter(|t| entry.partition < t.partitions);
+        let Some(topic) = topic else {
+            responses.push(refused(
+                &entry.topic,
+                entry.partition,
+                ErrorCode::UnknownTopicOrPartition,
+            ));
+            served.push(None);
+            continue;
+        };
+        let leadership = context
+            .replication
+            .leadership((topic.topic_id, entry.partition));
+        let error = match &leadership {
+            None => Some(ErrorCode::NotLeaderOrFollower),
+            Some(l) if entry.leader_epoch < l.epoch => Some(ErrorCode::FencedLeaderEpoch),
+            Some(l) if entry.leader_epoch > l.epoch => Some(ErrorCode::NotLeaderOrFollower),
+            Some(l) if !l.replicas().contains(&request.replica) || request.replica == l.me => {
+                Some(ErrorCode::NotLeaderOrFollower)
+            }
+            Some(_) => None,
+        };
+        if let Some(error) = error {
+            responses.push(refused(&entry.topic, entry.partition, error));
+            served.push(None);
+            continue;
+        }
+        let leadership = leadership.expect("checked above");
+        if let Some(grown) =
+            leadership.fetched(request.replica, entry.fetch_offset, entry.durable_offset)
+        {
+            tracing::info!(topic = %entry.topic, partition = entry.partition, replica = request.replica, "a follower caught up: joining the in-sync set");
+            *leadership.wanted.borrow_mut() = Some(grown);
+        }
+        responses.push(refused(&entry.topic, entry.partition, ErrorCode::None));
+        served.push(Some(leadership));
+    }
+    // Long poll: wait until any served partition has something past the follower's end.
+    let has_data = |served: &[Option<Rc<Leadership>>]| {
+        served.iter().zip(&request.partitions).any(|(l, e)| {
+            l.as_ref()
+                .is_some_and(|l| l.log.log_end_offset() > e.fetch_offset)
+        })
+    };
+    if !has_data(&served) && request.max_wait_ms > 0 {
+        let waits: Vec<_> = served
+            .iter()
+            .zip(&request.partitions)
+            .filter_map(|(l, e)| {
+                let log = l.as_ref()?.log.clone();
+                let offset = e.fetch_offset;
+                Some(Box::pin(async move {
+                    let _ = log.wait_appended(offset).await;
+                }))
+            })
+            .collect();
+        if !waits.is_empty() {
+            with_deadline(deadline, futures::future::select_all(waits)).await;
+        }
+    }
+    let mut budget = request.max_bytes as usize;
+    let mut trailer = Vec::new();
+    for ((response, leadership), entry) in
+        responses.iter_mut().zip(&served).zip(&request.partitions)
+    {
+        let Some(leadership) = leadership else {
+            continue;
+        };
+        let log = &leadership.log;
+        response.high_watermark = log.high_watermark();
+        response.log_start_offset = log.log_start_offset();
+        response.last_stable_offset = log.log_end_offset();
+        let max = (entry.partition_max_bytes as usize).min(budget);
+        if max == 0 || entry.fetch_offset >= log.log_end_offset() {
+            if entry.fetch_offset > log.log_end_offset() {
+                response.error = ErrorCode::OffsetOutOfRange;
+            }
+            continue;
+        }
+        match log.read(entry.fetch_offset, max, u64::MAX).await {
+            Ok(read) => {
+                for chunk in read.chunks {
+                    let bytes = match chunk {
+                        ReadChunk::Memory(bytes) => bytes,
+                        ReadChunk::Disk(read) => Bytes::copy_from_slice(&read),
+                    };
+                    response.batch_bytes += bytes.len() as u32;
+                    budget = budget.saturating_sub(bytes.len());
+                    trailer.push(bytes);
+                }
+            }
+            Err(crate::log::ReadError::OffsetOutOfRange { .. }) => {
+                response.error = ErrorCode::OffsetOutOfRange;
+            }
+            Err(error) => {
+                tracing::warn!(topic = %entry.topic, partition = entry.partition, %error, "a replica fetch read failed");
+                response.error = ErrorCode::StorageError;
+            }
+        }
+    }
+    (
+        ReplicaFetchResponse {
+            partitions: responses,
+        },
+        trailer,
+    )
+}

@@ -1,0 +1,216 @@
+//! Data replication: leader → followers, pulled by the followers, shard to shard.
+//!
+//! ```text
+//!  follower broker, shard f                      leader broker, shard l (owns the partition)
+//!  ┌──────────────────────────┐  ReplicaFetch    ┌──────────────────────────────────────┐
+//!  │ session (leader, l):     │ ───────────────▶ │ Leadership per partition:            │
+//!  │  every partition it      │  fetch offsets,  │  followers' log ends and durable     │
+//!  │  follows from there, one │  durable offsets │  offsets → high watermark cap        │
+//!  │  request, 2 in flight    │ ◀─────────────── │  caught-up times → in-sync set       │
+//!  │  batches appended as     │  batches as      │  (changes go to the controller)      │
+//!  │  received                │  stored, leader  └──────────────────────────────────────┘
+//!  └──────────────────────────┘  high watermark
+//! ```
+//!
+//! Roles come from the catalogue (the controller's placement: replicas, leader, epoch,
+//! in-sync set); every catalogue change re-derives them (`catalog_changed`). The
+//! follower's shard owns its replica and the leader's shard owns the leader's, and the
+//! follower talks to that shard's own port: no core is crossed on either side.
+//!
+//! `acks=all` waits for the high watermark: the lowest offset every in-sync replica holds
+//! durably under its flush policy. Below `min.insync.replicas` in-sync replicas, `acks=all`
+//! writes are refused (`NotEnoughReplicas`) and the high watermark stands still.
+//!
+//! Not yet (the failover issue): leader epochs per batch range and truncation by epoch. A
+//! replica that stops leading cuts its log back to its high watermark before it follows,
+//! which is exact for a clean handover; after a crash of a leader, a replica is trusted up
+//! to what it holds.
+
+pub mod follower;
+pub mod leader;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::cluster::{Catalog, TopicSpec};
+use crate::server::context::ShardContext;
+use crate::server::partitions::PartitionKey;
+
+pub use leader::Leadership;
+
+/// What this shard is for one partition replica it holds.
+#[derive(Clone)]
+pub enum Role {
+    Leader(Rc<Leadership>),
+    Follower { leader: Option<u32>, epoch: u32 },
+}
+
+/// One shard's replication state.
+#[derive(Default)]
+pub struct Replication {
+    roles: RefCell<HashMap<PartitionKey, Role>>,
+    sessions: RefCell<HashMap<(u32, usize), Rc<follower::Session>>>,
+}
+
+impl Replication {
+    pub fn role(&self, key: PartitionKey) -> Option<Role> {
+        self.roles.borrow().get(&key).cloned()
+    }
+
+    pub fn leadership(&self, key: PartitionKey) -> Option<Rc<Leadership>> {
+        match self.roles.borrow().get(&key) {
+            Some(Role::Leader(leadership)) => Some(leadership.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn leaderships(&self) -> Vec<Rc<Leadership>> {
+        self.roles
+            .borrow()
+            .values()
+            .filter_map(|role| match role {
+                Role::Leader(leadership) => Some(leadership.clone()),
+                Role::Follower { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Partitions this shard follows: (key, leader, epoch).
+    pub fn followed(&self) -> Vec<(PartitionKey, Option<u32>, u32)> {
+        self.roles
+            .borrow()
+            .iter()
+            .filter_map(|(key, role)| match role {
+                Role::Follower { leader, epoch } => Some((*key, *leader, *epoch)),
+                Role::Leader(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// Whether this broker leads `partition` of `topic` (from the catalogue).
+pub fn leads(context: &ShardContext, topic: &TopicSpec, partition: u32) -> bool {
+    topic
+        .partition(partition)
+        .is_some_and(|p| p.leader == Some(context.broker_id()))
+}
+
+/// The shard of `broker` that owns `partition` of `topic`.
+pub fn owning_shard(catalog: &Catalog, broker: u32, topic: &str, partition: u32) -> usize {
+    let shards = catalog
+        .broker(broker)
+        .map_or(1, |b| b.shard_ports.len().max(1));
+    crate::shard::placement::shard_of(topic, partition, shards)
+}
+
+/// Re-derives this shard's roles after a catalogue change: leads what the catalogue says
+/// it leads, follows the rest of what it holds, forgets what it no longer holds.
+pub async fn catalog_changed(context: &ShardContext, old: &Catalog, new: &Arc<Catalog>) {
+    let _ = old;
+    let me = context.broker_id();
+    let mut held: Vec<(Arc<TopicSpec>, u32)> = Vec::new();
+    for topic in new.topics() {
+        for (partition, state) in topic.placement.iter().enumerate() {
+            let partition = partition as u32;
+            if state.replicas.contains(&me)
+                && context.ownership.partition_shard(&topic.name, partition) == context.shard_id
+            {
+                held.push((topic.clone(), partition));
+            }
+        }
+    }
+    let held_keys: std::collections::HashSet<PartitionKey> =
+        held.iter().map(|(t, p)| (t.topic_id, *p)).collect();
+    // Forget what is no longer held (a deleted topic).
+    let gone: Vec<PartitionKey> = context
+        .replication
+        .roles
+        .borrow()
+        .keys()
+        .filter(|key| !held_keys.contains(key))
+        .copied()
+        .collect();
+    for key in gone {
+        context.replication.roles.borrow_mut().remove(&key);
+        follower::unfollow(context, key);
+    }
+    for (topic, partition) in held {
+        let state = topic
+            .partition(partition)
+            .expect("held partitions exist")
+            .clone();
+        let key = (topic.topic_id, partition);
+        let current = context.replication.role(key);
+        let log = match context.partitions.get(&topic, partition).await {
+            Ok(log) => log,
+            Err(error) => {
+                tracing::error!(topic = %topic.name, partition, %error, "cannot open a replica");
+                continue;
+            }
+        };
+        if state.leader == Some(me) {
+            match current {
+                Some(Role::Leader(leadership)) if leadership.epoch == state.leader_epoch => {
+                    leadership.update(&topic, &state);
+                }
+                _ => {
+                    follower::unfollow(context, key);
+                    let leadership = Rc::new(Leadership::new(
+                        topic.clone(),
+                        partition,
+                        me,
+                        &state,
+                        log.clone(),
+                    ));
+                    leadership.recompute_high_watermark();
+                    tracing::info!(topic = %topic.name, partition, epoch = state.leader_epoch, "leading");
+                    context
+                        .replication
+                        .roles
+                        .borrow_mut()
+                        .insert(key, Role::Leader(leadership));
+                }
+            }
+        } else {
+            let was_leader = matches!(current, Some(Role::Leader(_)));
+            let same = matches!(current, Some(Role::Follower { leader, epoch }) if leader == state.leader && epoch == state.leader_epoch);
+            if same {
+                continue;
+            }
+            if was_leader {
+                // A clean handover: what this replica held above the high watermark was
+                // never acknowledged to an `acks=all` producer; the new leader may not
+                // have it. Cut back to the high watermark and follow.
+                let high_watermark = log.high_watermark();
+                if high_watermark < log.log_end_offset() {
+                    tracing::info!(topic = %topic.name, partition, from = log.log_end_offset(), to = high_watermark, "truncating to the high watermark to follow a new leader");
+                    if let Err(error) = log.truncate_to(high_watermark).await {
+                        tracing::error!(topic = %topic.name, partition, %error, "truncation failed");
+                    }
+                }
+            }
+            context.replication.roles.borrow_mut().insert(
+                key,
+                Role::Follower {
+                    leader: state.leader,
+                    epoch: state.leader_epoch,
+                },
+            );
+            follower::unfollow(context, key);
+            if let Some(leader) = state.leader {
+                tracing::info!(topic = %topic.name, partition, leader, epoch = state.leader_epoch, "following");
+                follower::follow(
+                    context,
+                    new,
+                    &topic,
+                    partition,
+                    leader,
+                    state.leader_epoch,
+                    log,
+                );
+            }
+        }
+    }
+}
