@@ -52,6 +52,18 @@ pub enum TopicCommand {
         #[arg(long)]
         topic: String,
     },
+    /// Move a partition's leadership to another in-sync replica (a clean handover).
+    Elect {
+        #[command(flatten)]
+        broker: BrokerArg,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: u32,
+        /// The broker to lead (default: the next live in-sync replica).
+        #[arg(long)]
+        to: Option<u32>,
+    },
     /// Delete a topic and its data.
     Delete {
         #[command(flatten)]
@@ -179,6 +191,21 @@ pub fn run_topic(command: TopicCommand) -> Result<(), String> {
                 }
             }
             TopicCommand::Describe { broker, topic } => describe(&broker.broker, &topic).await?,
+            TopicCommand::Elect {
+                broker,
+                topic,
+                partition,
+                to,
+            } => {
+                let admin = Admin::new(
+                    Cluster::new(&broker.broker, "shardline-cli", false).map_err(error_text)?,
+                );
+                admin
+                    .elect_leader(&topic, partition, to)
+                    .await
+                    .map_err(error_text)?;
+                println!("leadership of {topic}/{partition} moved");
+            }
             TopicCommand::Delete { broker, topic } => {
                 let admin = Admin::new(
                     Cluster::new(&broker.broker, "shardline-cli", false).map_err(error_text)?,

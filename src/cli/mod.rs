@@ -2,6 +2,7 @@
 
 mod broker;
 mod client_tools;
+mod cluster_tools;
 mod group_tools;
 mod log_tools;
 mod tuning;
@@ -50,6 +51,9 @@ enum Command {
     Produce(client_tools::ProduceArgs),
     /// Print messages of a topic.
     Consume(client_tools::ConsumeArgs),
+    /// The cluster: its status, or a local cluster for trying things out.
+    #[command(subcommand)]
+    Cluster(cluster_tools::ClusterCommand),
     /// Work with partition log directories directly (offline; the broker must not be using them).
     #[command(subcommand)]
     Log(log_tools::LogCommand),
@@ -74,6 +78,7 @@ pub fn main() -> ExitCode {
         Command::Group(command) => group_tools::run_group(command),
         Command::Produce(args) => client_tools::run_produce(args),
         Command::Consume(args) => client_tools::run_consume(args),
+        Command::Cluster(command) => cluster_tools::run_cluster(command),
         Command::Log(command) => log_tools::run_log(command),
         Command::Tuning(command) => tuning::run_tuning(command),
         Command::Debug(command) => log_tools::run_debug(command),

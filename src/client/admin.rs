@@ -6,7 +6,7 @@ use super::cluster::Cluster;
 use super::error::ClientError;
 use crate::protocol::{
     AlterConfigsRequest, AlterTopicConfigs, ConfigEntry, CreatableTopic, CreateTopicsRequest,
-    DeleteTopicsRequest, DescribeConfigsRequest, DescribedConfigEntry, ErrorCode,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeClusterResponse, ElectLeaderRequest, DescribeConfigsRequest, DescribedConfigEntry, ErrorCode,
     ListOffsetsPartition, ListOffsetsRequest, OffsetSpec, Request, Response, TopicMetadata,
 };
 
@@ -214,6 +214,39 @@ impl Admin {
                     .ok_or_else(|| ClientError::Protocol("empty list offsets response".into()))?;
                 check(entry.error, topic)?;
                 Ok(entry.offset)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The controller quorum and the brokers, as the asked broker sees them.
+    pub async fn describe_cluster(&self) -> Result<DescribeClusterResponse, ClientError> {
+        match self
+            .call(Request::DescribeCluster(DescribeClusterRequest {}))
+            .await?
+        {
+            Response::DescribeCluster(response) => Ok(response),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Moves a partition's leadership to `to` (or the next live in-sync replica).
+    pub async fn elect_leader(
+        &self,
+        topic: &str,
+        partition: u32,
+        to: Option<u32>,
+    ) -> Result<(), ClientError> {
+        let request = Request::ElectLeader(ElectLeaderRequest {
+            topic: topic.to_string(),
+            partition,
+            to,
+        });
+        match self.call(request).await? {
+            Response::ElectLeader(response) => {
+                check(response.error, &response.message)?;
+                self.cluster.invalidate_metadata();
+                Ok(())
             }
             other => Err(unexpected(&other)),
         }

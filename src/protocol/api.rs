@@ -62,6 +62,10 @@ pub enum ApiKey {
     ResetOffsets = 28,
     /// A follower's fetch from the leader shard (batches out in the trailer, like Fetch).
     ReplicaFetch = 40,
+    /// The controller quorum and the brokers' liveness.
+    DescribeCluster = 41,
+    /// Move a partition's leadership to another in-sync replica.
+    ElectLeader = 42,
     /// The answer to a request that could not be decoded (unknown api, unsupported version,
     /// invalid body): an `ErrorResponse` with the request's correlation id. Response-only.
     Error = 0xFFFF,
@@ -69,7 +73,7 @@ pub enum ApiKey {
 
 impl ApiKey {
     /// Every api a client may send, in key order.
-    pub const REQUESTS: [ApiKey; 20] = [
+    pub const REQUESTS: [ApiKey; 22] = [
         ApiKey::Handshake,
         ApiKey::Metadata,
         ApiKey::Produce,
@@ -90,6 +94,8 @@ impl ApiKey {
         ApiKey::DescribeGroup,
         ApiKey::ResetOffsets,
         ApiKey::ReplicaFetch,
+        ApiKey::DescribeCluster,
+        ApiKey::ElectLeader,
     ];
 
     /// The key with this wire value, if this build knows it (including the response-only
@@ -136,6 +142,8 @@ impl ApiKey {
             | ApiKey::DescribeGroup
             | ApiKey::ResetOffsets
             | ApiKey::ReplicaFetch
+            | ApiKey::DescribeCluster
+            | ApiKey::ElectLeader
             | ApiKey::Error => VersionRange { min: 0, max: 0 },
         }
     }
@@ -172,6 +180,8 @@ impl ApiKey {
             ApiKey::DescribeGroup => "DescribeGroup",
             ApiKey::ResetOffsets => "ResetOffsets",
             ApiKey::ReplicaFetch => "ReplicaFetch",
+            ApiKey::DescribeCluster => "DescribeCluster",
+            ApiKey::ElectLeader => "ElectLeader",
             ApiKey::Error => "Error",
         }
     }

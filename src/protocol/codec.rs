@@ -176,6 +176,8 @@ pub fn encode_request_head(
         Request::DescribeGroup(body) => encode_frame(out, head, body),
         Request::ResetOffsets(body) => encode_frame(out, head, body),
         Request::ReplicaFetch(body) => encode_frame(out, head, body),
+        Request::DescribeCluster(body) => encode_frame(out, head, body),
+        Request::ElectLeader(body) => encode_frame(out, head, body),
     }
 }
 
@@ -233,6 +235,8 @@ pub fn encode_response_head(
         Response::DescribeGroup(body) => encode_frame(out, head, body),
         Response::ResetOffsets(body) => encode_frame(out, head, body),
         Response::ReplicaFetch(body) => encode_frame(out, head, body),
+        Response::DescribeCluster(body) => encode_frame(out, head, body),
+        Response::ElectLeader(body) => encode_frame(out, head, body),
         Response::Error(body) => encode_frame(out, head, body),
     }
 }
@@ -412,6 +416,8 @@ pub fn decode_request(frame: &Frame) -> Result<DecodedRequest, ProtocolError> {
         ApiKey::DescribeGroup => decode_body(api, frame, Request::DescribeGroup)?,
         ApiKey::ResetOffsets => decode_body(api, frame, Request::ResetOffsets)?,
         ApiKey::ReplicaFetch => decode_body(api, frame, Request::ReplicaFetch)?,
+        ApiKey::DescribeCluster => decode_body(api, frame, Request::DescribeCluster)?,
+        ApiKey::ElectLeader => decode_body(api, frame, Request::ElectLeader)?,
         ApiKey::Error => unreachable!("check_frame refuses Error as a request"),
     };
     Ok(DecodedRequest {
@@ -445,6 +451,8 @@ pub fn decode_response(frame: &Frame) -> Result<DecodedResponse, ProtocolError> 
         ApiKey::DescribeGroup => decode_body(api, frame, Response::DescribeGroup)?,
         ApiKey::ResetOffsets => decode_body(api, frame, Response::ResetOffsets)?,
         ApiKey::ReplicaFetch => decode_body(api, frame, Response::ReplicaFetch)?,
+        ApiKey::DescribeCluster => decode_body(api, frame, Response::DescribeCluster)?,
+        ApiKey::ElectLeader => decode_body(api, frame, Response::ElectLeader)?,
         ApiKey::Error => decode_body(api, frame, Response::Error)?,
     };
     Ok(DecodedResponse {

@@ -127,6 +127,10 @@ impl ShardHandler for ShardContext {
         super::controller::init_producer_id_here(self, request).await
     }
 
+    fn describe_cluster(&self) -> crate::protocol::DescribeClusterResponse {
+        super::controller::describe_cluster_here(self)
+    }
+
     async fn call_controller(
         &self,
         call: crate::cluster::controller::ControllerCall,

@@ -69,6 +69,105 @@ pub async fn init_producer_id(
         })
 }
 
+/// What this broker's controller voter knows of the cluster (from any shard).
+pub async fn describe_cluster(context: &ShardContext) -> crate::protocol::DescribeClusterResponse {
+    let controller = context.ownership.controller();
+    if controller == context.shard_id {
+        return describe_cluster_here(context);
+    }
+    match context
+        .mesh
+        .call(controller, (), ShardMessage::DescribeCluster)
+        .await
+    {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(%error, "the controller shard did not answer");
+            crate::protocol::DescribeClusterResponse {
+                answered_by: context.broker_id(),
+                controller_leader: None,
+                controller_term: 0,
+                committed_index: 0,
+                applied_index: 0,
+                snapshot_index: 0,
+                log_entries: 0,
+                log_bytes: 0,
+                nodes: Vec::new(),
+            }
+        }
+    }
+}
+
+/// On the controller shard: the cluster as this voter sees it.
+pub fn describe_cluster_here(context: &ShardContext) -> crate::protocol::DescribeClusterResponse {
+    use super::internal::{node_of, raft_id};
+    let controller = context.controller.as_ref().expect("the controller shard");
+    let status = controller.node().status();
+    let voters: Vec<u32> = context
+        .peers
+        .as_ref()
+        .map(|p| p.voters().map(|(id, _)| node_of(id)).collect())
+        .unwrap_or_default();
+    let image = controller.node().image();
+    let mut nodes: Vec<crate::protocol::NodeStatus> = image
+        .brokers()
+        .map(|b| crate::protocol::NodeStatus {
+            node: b.broker,
+            host: b.host.clone(),
+            port: b.port,
+            voter: voters.contains(&b.broker),
+            registered: true,
+            alive: !b.fenced,
+        })
+        .collect();
+    for &voter in &voters {
+        if !nodes.iter().any(|n| n.node == voter) {
+            let address = context.peers.as_ref().and_then(|p| p.address(raft_id(voter)));
+            nodes.push(crate::protocol::NodeStatus {
+                node: voter,
+                host: address.map_or_else(String::new, |a| a.ip().to_string()),
+                port: 0,
+                voter: true,
+                registered: false,
+                alive: false,
+            });
+        }
+    }
+    nodes.sort_by_key(|n| n.node);
+    crate::protocol::DescribeClusterResponse {
+        answered_by: context.broker_id(),
+        controller_leader: status.leader.map(node_of),
+        controller_term: status.term,
+        committed_index: status.committed,
+        applied_index: status.applied,
+        snapshot_index: status.snapshot_index,
+        log_entries: status.log_entries as u64,
+        log_bytes: status.disk_bytes,
+        nodes,
+    }
+}
+
+/// Moves a partition's leadership through the controller leader (from any shard).
+pub async fn elect_leader(
+    context: &ShardContext,
+    request: crate::protocol::ElectLeaderRequest,
+) -> crate::protocol::ElectLeaderResponse {
+    let elect = crate::cluster::controller::ElectLeader {
+        topic: request.topic,
+        partition: request.partition,
+        to: request.to,
+    };
+    let (error, message) = match call(context, ControllerCall::ElectLeader(elect)).await {
+        Ok((ControllerReply::Done { error, message }, _)) => (error, message),
+        Ok((other, _)) => (
+            ErrorCode::Unknown,
+            format!("the controller answered {other:?}"),
+        ),
+        Err(message) => (ErrorCode::NotController, message),
+    };
+    crate::protocol::ElectLeaderResponse { error, message }
+}
+
 /// On the controller shard: a producer id from the controller leader.
 pub async fn init_producer_id_here(
     context: &ShardContext,

@@ -83,6 +83,12 @@ pub async fn handle(context: &ShardContext, decoded: DecodedRequest) -> Reply {
         Request::OffsetFetch(r) => group(GroupRequest::FetchOffsets(r)).await.into(),
         Request::DescribeGroup(r) => group(GroupRequest::Describe(r)).await.into(),
         Request::ResetOffsets(r) => group(GroupRequest::Reset(r)).await.into(),
+        Request::DescribeCluster(_) => {
+            Response::DescribeCluster(super::controller::describe_cluster(context).await).into()
+        }
+        Request::ElectLeader(request) => {
+            Response::ElectLeader(super::controller::elect_leader(context, request).await).into()
+        }
         Request::ReplicaFetch(request) => {
             let (response, trailer) =
                 crate::replication::leader::answer_fetch(context, request).await;

@@ -93,6 +93,8 @@ pub enum ShardMessage {
     Catalog(Call<CatalogUpdate, ()>),
     Admin(Call<AdminRequest, Response>),
     InitProducerId(Call<InitProducerIdRequest, InitProducerIdResponse>),
+    /// What this broker's controller voter knows of the cluster.
+    DescribeCluster(Call<(), crate::protocol::DescribeClusterResponse>),
     /// A call for the controller leader (in-sync set changes from partition leaders).
     Controller(Call<ControllerCall, Result<(ControllerReply, u64), String>>),
     Produce(Call<Vec<ProduceWork>, Vec<ProducePartitionResponse>>),
@@ -124,6 +126,7 @@ pub trait ShardHandler {
     async fn apply_catalog(&self, update: CatalogUpdate);
     async fn run_controller(&self, request: AdminRequest) -> Response;
     async fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse;
+    fn describe_cluster(&self) -> crate::protocol::DescribeClusterResponse;
     async fn call_controller(&self, call: ControllerCall)
         -> Result<(ControllerReply, u64), String>;
     async fn produce(&self, work: Vec<ProduceWork>) -> Vec<ProducePartitionResponse>;
@@ -143,6 +146,9 @@ pub async fn dispatch<H: ShardHandler>(handler: &H, message: ShardMessage) {
         ShardMessage::Admin(call) => call.answer(|r| handler.run_controller(r)).await,
         ShardMessage::InitProducerId(call) => call.answer(|r| handler.init_producer_id(r)).await,
         ShardMessage::Controller(call) => call.answer(|c| handler.call_controller(c)).await,
+        ShardMessage::DescribeCluster(call) => {
+            call.answer(|()| async { handler.describe_cluster() }).await
+        }
         ShardMessage::Produce(call) => call.answer(|w| handler.produce(w)).await,
         ShardMessage::Fetch(call) => call.answer(|w| handler.fetch(w)).await,
         ShardMessage::ListOffsets(call) => call.answer(|w| handler.list_offsets(w)).await,

@@ -4,6 +4,7 @@
 //! derives their archived forms, whose layouts are the wire format of version 0 of each api.
 //! Each archived form has a `CheckArchived` impl with the semantic limits it must meet.
 
+mod cluster;
 mod configs;
 mod error_response;
 mod fetch;
@@ -46,6 +47,10 @@ pub use produce::{
     Acks, ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse,
 };
 pub use producer_id::{InitProducerIdRequest, InitProducerIdResponse};
+pub use cluster::{
+    DescribeClusterRequest, DescribeClusterResponse, ElectLeaderRequest, ElectLeaderResponse,
+    NodeStatus,
+};
 pub use replica_fetch::{ReplicaFetchPartition, ReplicaFetchRequest, ReplicaFetchResponse};
 pub use topics::{
     CreatableTopic, CreateTopicResult, CreateTopicsRequest, CreateTopicsResponse,
@@ -104,6 +109,8 @@ message_enum! {
         DescribeGroup(DescribeGroupRequest),
         ResetOffsets(ResetOffsetsRequest),
         ReplicaFetch(ReplicaFetchRequest),
+        DescribeCluster(DescribeClusterRequest),
+        ElectLeader(ElectLeaderRequest),
     }
 }
 
@@ -130,6 +137,8 @@ message_enum! {
         DescribeGroup(DescribeGroupResponse),
         ResetOffsets(ResetOffsetsResponse),
         ReplicaFetch(ReplicaFetchResponse),
+        DescribeCluster(DescribeClusterResponse),
+        ElectLeader(ElectLeaderResponse),
         Error(ErrorResponse),
     }
 }
