@@ -27,6 +27,10 @@ pub struct BrokerArgs {
     /// and the number of voters).
     #[arg(long)]
     default_replication_factor: Option<u32>,
+    /// Applied controller log entries between two controller snapshots (each compacts
+    /// the log; a voter that fell behind past one catches up from it) [default: 1000].
+    #[arg(long)]
+    controller_snapshot_every: Option<u64>,
     /// A broker config file (TOML; keys as the flags below, in snake case). Flags given on
     /// the command line override it.
     #[arg(long)]
@@ -72,6 +76,7 @@ struct BrokerConfigFile {
     controller_voters: Option<Vec<String>>,
     advertised_listener: Option<String>,
     default_replication_factor: Option<u32>,
+    controller_snapshot_every: Option<u64>,
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
     profile: Option<PathBuf>,
@@ -118,6 +123,9 @@ impl BrokerArgs {
             default_replication_factor: self
                 .default_replication_factor
                 .or(file.default_replication_factor),
+            controller_snapshot_every: self
+                .controller_snapshot_every
+                .or(file.controller_snapshot_every),
             config: Some(path),
             data_dir: self.data_dir.or(file.data_dir),
             listen: self.listen.or(file.listen),
@@ -235,6 +243,9 @@ pub fn run(args: BrokerArgs) -> Result<(), String> {
     run_broker(BrokerOptions {
         controller_voters,
         default_replication_factor: args.default_replication_factor.unwrap_or(0),
+        controller_snapshot_every: args
+            .controller_snapshot_every
+            .unwrap_or(crate::constants::CONTROLLER_SNAPSHOT_EVERY_ENTRIES),
         advertised_port,
         data_dir,
         listen,

@@ -81,9 +81,9 @@ struct NodeReport {
 
 pub fn run_cluster(command: ClusterCommand) -> Result<(), String> {
     match command {
-        ClusterCommand::Status { broker, format } => super::run_on_executor(move || async move {
-            status(&broker.broker, format).await
-        }),
+        ClusterCommand::Status { broker, format } => {
+            super::run_on_executor(move || async move { status(&broker.broker, format).await })
+        }
         ClusterCommand::Local(args) => local(args),
     }
 }
@@ -140,9 +140,10 @@ async fn status(broker: &str, format: FormatArg) -> Result<(), String> {
         );
         return Ok(());
     }
-    let leader = report
-        .controller_leader
-        .map_or_else(|| "none (election under way?)".to_string(), |l| l.to_string());
+    let leader = report.controller_leader.map_or_else(
+        || "none (election under way?)".to_string(),
+        |l| l.to_string(),
+    );
     println!(
         "controller leader: node {leader}, term {} (answered by node {}; committed {}, applied {}, snapshot at {})",
         report.controller_term,
@@ -171,7 +172,10 @@ async fn status(broker: &str, format: FormatArg) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(",")
     };
-    println!("under-replicated partitions: {}", report.under_replicated.len());
+    println!(
+        "under-replicated partitions: {}",
+        report.under_replicated.len()
+    );
     for p in &report.under_replicated {
         println!(
             "  {}/{}: replicas {}, in sync {}",
@@ -217,7 +221,10 @@ fn local(args: LocalArgs) -> Result<(), String> {
     }
     let last = u32::from(args.base_port) + 100 + args.brokers;
     if last > u32::from(u16::MAX) {
-        return Err(format!("--base-port {} leaves no room for the ports", args.base_port));
+        return Err(format!(
+            "--base-port {} leaves no room for the ports",
+            args.base_port
+        ));
     }
     let program = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let voters: Vec<String> = (0..args.brokers)

@@ -6,8 +6,9 @@ use super::cluster::Cluster;
 use super::error::ClientError;
 use crate::protocol::{
     AlterConfigsRequest, AlterTopicConfigs, ConfigEntry, CreatableTopic, CreateTopicsRequest,
-    DeleteTopicsRequest, DescribeClusterRequest, DescribeClusterResponse, ElectLeaderRequest, DescribeConfigsRequest, DescribedConfigEntry, ErrorCode,
-    ListOffsetsPartition, ListOffsetsRequest, OffsetSpec, Request, Response, TopicMetadata,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
+    DescribedConfigEntry, ElectLeaderRequest, ErrorCode, ListOffsetsPartition, ListOffsetsRequest,
+    OffsetSpec, Request, Response, TopicMetadata,
 };
 
 /// How long the broker may take over a topic change.

@@ -237,7 +237,13 @@ fn request_change(context: &Rc<ShardContext>, leadership: &Rc<Leadership>, in_sy
         )
         .await;
         match answer {
-            Ok((ControllerReply::Done { error, .. }, _)) if error == ErrorCode::None => {
+            Ok((
+                ControllerReply::Done {
+                    error: ErrorCode::None,
+                    ..
+                },
+                _,
+            )) => {
                 // The new set arrives with the catalogue (`Leadership::update`).
             }
             Ok((reply, _)) => {

@@ -52,6 +52,8 @@ pub struct BrokerOptions {
     /// The replication factor of topics created without one (0: the smaller of 3 and the
     /// number of voters).
     pub default_replication_factor: u32,
+    /// Applied controller entries between two controller snapshots.
+    pub controller_snapshot_every: u64,
 }
 
 impl BrokerOptions {
@@ -277,6 +279,7 @@ async fn open_controller(
     let raft_options = crate::cluster::raft::RaftOptions {
         node_id: me,
         voters: voters.iter().map(|(id, _)| *id).collect(),
+        snapshot_every: options.controller_snapshot_every,
     };
     let sender = peers.clone();
     let node = crate::cluster::raft::ControllerNode::open(

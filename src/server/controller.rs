@@ -122,7 +122,10 @@ pub fn describe_cluster_here(context: &ShardContext) -> crate::protocol::Describ
         .collect();
     for &voter in &voters {
         if !nodes.iter().any(|n| n.node == voter) {
-            let address = context.peers.as_ref().and_then(|p| p.address(raft_id(voter)));
+            let address = context
+                .peers
+                .as_ref()
+                .and_then(|p| p.address(raft_id(voter)));
             nodes.push(crate::protocol::NodeStatus {
                 node: voter,
                 host: address.map_or_else(String::new, |a| a.ip().to_string()),

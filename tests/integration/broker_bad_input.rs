@@ -1245,3 +1245,67 @@ fn requests_dropped_with_their_connection_do_not_hold_up_shutdown() {
         "both shards drained:\n{log}"
     );
 }
+
+/// What a broker answered to a malformed replica fetch and to one for a partition it does
+/// not lead (error names), for the cluster tests.
+pub struct ReplicaFetchAnswers {
+    pub malformed: String,
+    pub not_leader: String,
+}
+
+/// Sends the two replica fetches to `address` on a raw connection.
+pub fn replica_fetch_exchange(
+    address: std::net::SocketAddr,
+    topic: &str,
+    partition: u32,
+    epoch: u32,
+) -> ReplicaFetchAnswers {
+    use shardline::protocol::{ReplicaFetchPartition, ReplicaFetchRequest};
+    let stream = TcpStream::connect(address).expect("connect to the broker");
+    stream.set_nodelay(true).expect("TCP_NODELAY");
+    let mut connection = RawConnection {
+        stream,
+        frames: FrameReader::new(),
+    };
+    let request = |fetch_offset: u64, durable_offset: u64| {
+        Request::ReplicaFetch(ReplicaFetchRequest {
+            replica: 99,
+            max_wait_ms: 0,
+            max_bytes: 1 << 20,
+            partitions: vec![ReplicaFetchPartition {
+                topic: topic.to_string(),
+                partition,
+                leader_epoch: epoch,
+                fetch_offset,
+                durable_offset,
+                partition_max_bytes: 1 << 20,
+            }],
+        })
+    };
+    // A valid frame whose body starts with garbage (the topic name's bytes are no longer
+    // UTF-8 and the archive no longer checks out).
+    let mut malformed = request_frame(1, &request(0, 0), &[]);
+    let honest = malformed.clone();
+    let body_start = FRAME_HEADER_BYTES;
+    for byte in &mut malformed[body_start..body_start + 8] {
+        *byte = 0xFF;
+    }
+    assert_ne!(malformed, honest);
+    connection.send(&malformed);
+    let first = connection.receive();
+    let malformed = match &first.response {
+        Response::Error(error) => error.error.name().to_string(),
+        other => format!("{other:?}"),
+    };
+    connection.send(&request_frame(2, &request(0, 0), &[]));
+    let second = connection.receive();
+    let not_leader = match &second.response {
+        Response::ReplicaFetch(response) => response.partitions[0].error.name().to_string(),
+        Response::Error(error) => error.error.name().to_string(),
+        other => format!("{other:?}"),
+    };
+    ReplicaFetchAnswers {
+        malformed,
+        not_leader,
+    }
+}

@@ -80,6 +80,26 @@ impl Broker {
         broker
     }
 
+    /// Starts a broker with exactly `args` (after `--data-dir`), and waits until it
+    /// listens.
+    pub fn start_exact(data_dir: &Path, args: &[String]) -> Broker {
+        let mut broker = Broker {
+            child: None,
+            address: "127.0.0.1:1".parse().unwrap(),
+            data_dir: data_dir.to_path_buf(),
+            args: args.to_vec(),
+            log: Arc::new((Mutex::new(String::new()), Condvar::new())),
+        };
+        broker.launch();
+        broker
+    }
+
+    /// Sends `signal` to the broker process (SIGSTOP, SIGCONT ...).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = self.pid().expect("the broker runs");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("signal");
+    }
+
     fn launch(&mut self) {
         let mut child = Command::new(shardline_binary())
             .arg("broker")

@@ -4,6 +4,7 @@
 mod bench_harness;
 mod broker;
 mod broker_bad_input;
+mod cluster;
 mod groups;
 mod harness;
 mod idempotence;

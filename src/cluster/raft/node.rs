@@ -23,7 +23,7 @@ use crate::cluster::metadata::{
 };
 use crate::constants::{
     CONTROLLER_ELECTION_TICKS, CONTROLLER_HEARTBEAT_TICKS, CONTROLLER_PROPOSAL_TIMEOUT_MS,
-    CONTROLLER_SNAPSHOT_EVERY_ENTRIES, CONTROLLER_TICK_MS,
+    CONTROLLER_TICK_MS,
 };
 
 /// How a voter is set up.
@@ -33,6 +33,8 @@ pub struct RaftOptions {
     pub node_id: u64,
     /// Every voter's id, this one included.
     pub voters: Vec<u64>,
+    /// Applied entries between two snapshots.
+    pub snapshot_every: u64,
 }
 
 /// Why a proposal did not take effect.
@@ -87,6 +89,7 @@ pub struct ControllerNode {
     /// Where messages for peers go (the transport).
     send: Box<dyn Fn(u64, WireMessage)>,
     stopped: RefCell<Option<String>>,
+    snapshot_every: u64,
 }
 
 fn proposal_context(node_id: u64, sequence: u64) -> Vec<u8> {
@@ -216,6 +219,7 @@ impl ControllerNode {
             next_proposal: Cell::new(1),
             send,
             stopped: RefCell::new(None),
+            snapshot_every: options.snapshot_every.max(1),
         };
         if options.voters == [options.node_id] {
             // Alone: no one to wait for.
@@ -508,7 +512,7 @@ impl ControllerNode {
 
     async fn maybe_compact(&self) -> Result<(), RaftStorageError> {
         let applied = self.applied.get();
-        if applied < self.store.snapshot_index() + CONTROLLER_SNAPSHOT_EVERY_ENTRIES {
+        if applied < self.store.snapshot_index() + self.snapshot_every {
             return Ok(());
         }
         self.snapshot_now().await

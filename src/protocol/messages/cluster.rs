@@ -83,6 +83,10 @@ impl CheckArchived for ArchivedElectLeaderRequest {
 
 impl CheckArchived for ArchivedElectLeaderResponse {
     fn check(&self) -> Result<(), ProtocolError> {
-        limits::string("message", &self.message, crate::constants::ERROR_MESSAGE_BYTES_MAX)
+        limits::string(
+            "message",
+            &self.message,
+            crate::constants::ERROR_MESSAGE_BYTES_MAX,
+        )
     }
 }

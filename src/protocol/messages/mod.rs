@@ -17,6 +17,10 @@ mod producer_id;
 mod replica_fetch;
 mod topics;
 
+pub use cluster::{
+    DescribeClusterRequest, DescribeClusterResponse, ElectLeaderRequest, ElectLeaderResponse,
+    NodeStatus,
+};
 pub use configs::{
     AlterConfigsRequest, AlterConfigsResponse, AlterConfigsResult, AlterTopicConfigs,
     ArchivedConfigEntry, ConfigEntry, DescribeConfigsRequest, DescribeConfigsResponse,
@@ -47,10 +51,6 @@ pub use produce::{
     Acks, ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse,
 };
 pub use producer_id::{InitProducerIdRequest, InitProducerIdResponse};
-pub use cluster::{
-    DescribeClusterRequest, DescribeClusterResponse, ElectLeaderRequest, ElectLeaderResponse,
-    NodeStatus,
-};
 pub use replica_fetch::{ReplicaFetchPartition, ReplicaFetchRequest, ReplicaFetchResponse};
 pub use topics::{
     CreatableTopic, CreateTopicResult, CreateTopicsRequest, CreateTopicsResponse,

@@ -1,0 +1,610 @@
+//! Clusters of real brokers on loopback, each on its own 127.0.0.x address: replication
+//! across a leader handover, the high watermark under paused followers, the controller
+//! through the loss of a voter, and bad input on the cluster's own listeners.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::harness::{cli, Broker};
+
+/// The controller listener's port on each broker's own address.
+const CONTROLLER_PORT: u16 = 9093;
+
+struct TestCluster {
+    brokers: Vec<Broker>,
+    _dir: tempfile::TempDir,
+}
+
+fn ip(subnet: u8, node: usize) -> String {
+    format!("127.0.{subnet}.{}", node + 1)
+}
+
+impl TestCluster {
+    /// `n` brokers (1 shard each), node i on 127.0.`subnet`.(i+1): clients on an ephemeral
+    /// port, the controller on `CONTROLLER_PORT`. Every test uses its own `subnet`.
+    fn start(subnet: u8, n: usize, extra: &[&str]) -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let voters: Vec<String> = (0..n)
+            .map(|i| format!("{i}@{}:{CONTROLLER_PORT}", ip(subnet, i)))
+            .collect();
+        let brokers = (0..n)
+            .map(|i| {
+                let mut args: Vec<String> = vec![
+                    "--listen".into(),
+                    format!("{}:0", ip(subnet, i)),
+                    "--cores".into(),
+                    "1".into(),
+                    "--no-pin".into(),
+                    "--node-id".into(),
+                    i.to_string(),
+                    "--controller-voters".into(),
+                    voters.join(","),
+                ];
+                args.extend(extra.iter().map(|s| s.to_string()));
+                Broker::start_exact(&dir.path().join(format!("node-{i}")), &args)
+            })
+            .collect();
+        let cluster = TestCluster { brokers, _dir: dir };
+        cluster.wait_for_status(Duration::from_secs(30), |status| {
+            status.contains("controller leader: node") && status.matches("\talive").count() == n
+        });
+        cluster
+    }
+
+    fn bootstrap(&self) -> String {
+        self.brokers
+            .iter()
+            .filter(|b| b.pid().is_some())
+            .map(|b| b.broker_arg())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn status(&self) -> String {
+        let output = cli(&["cluster", "status", "--broker", &self.bootstrap()], None);
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn wait_for_status(&self, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status();
+            if done(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not get there; status:\n{status}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `topic describe` rows: partition → (leader, epoch, replicas, in-sync, high watermark).
+    fn describe(&self, topic: &str) -> BTreeMap<u32, Row> {
+        let output = cli(
+            &[
+                "topic",
+                "describe",
+                "--broker",
+                &self.bootstrap(),
+                "--topic",
+                topic,
+            ],
+            None,
+        );
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('\t').collect();
+                let partition: u32 = cells.first()?.parse().ok()?;
+                let ids = |cell: &str| -> Vec<u32> {
+                    cell.split(',').filter_map(|id| id.parse().ok()).collect()
+                };
+                Some((
+                    partition,
+                    Row {
+                        leader: cells[1].parse().ok(),
+                        epoch: cells[2].parse().unwrap(),
+                        replicas: ids(cells[3]),
+                        in_sync: ids(cells[4]),
+                        high_watermark: cells[7].parse().unwrap(),
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    fn wait_for_partitions(
+        &self,
+        topic: &str,
+        timeout: Duration,
+        done: impl Fn(&BTreeMap<u32, Row>) -> bool,
+    ) -> BTreeMap<u32, Row> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let rows = self.describe(topic);
+            if done(&rows) {
+                return rows;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "partitions of {topic} did not get there: {rows:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Row {
+    leader: Option<u32>,
+    epoch: u32,
+    replicas: Vec<u32>,
+    in_sync: Vec<u32>,
+    high_watermark: u64,
+}
+
+fn create_topic(bootstrap: &str, topic: &str, partitions: u32, factor: u32, configs: &[&str]) {
+    let partitions = partitions.to_string();
+    let factor = factor.to_string();
+    let mut args = vec![
+        "topic",
+        "create",
+        "--broker",
+        bootstrap,
+        "--topic",
+        topic,
+        "--partitions",
+        &partitions,
+        "--replication-factor",
+        &factor,
+    ];
+    for config in configs {
+        args.push("--config");
+        args.push(config);
+    }
+    let output = cli(&args, None);
+    assert!(output.status.success(), "{output:?}");
+}
+
+fn produce(bootstrap: &str, topic: &str, acks: &str, lines: &str) -> std::process::Output {
+    cli(
+        &[
+            "produce",
+            "--broker",
+            bootstrap,
+            "--topic",
+            topic,
+            "--acks",
+            acks,
+            "--key-separator",
+            ":",
+        ],
+        Some(lines.as_bytes()),
+    )
+}
+
+/// Every message of a topic as (partition, offset, key, value), read from the leaders.
+fn consume_all(bootstrap: &str, topic: &str, expected: usize) -> Vec<(u32, u64, String, String)> {
+    let expected = expected.to_string();
+    let output = cli(
+        &[
+            "consume",
+            "--broker",
+            bootstrap,
+            "--topic",
+            topic,
+            "--format",
+            "json",
+            "--max-messages",
+            &expected,
+            "--idle-timeout-ms",
+            "5000",
+        ],
+        None,
+    );
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).expect("a json line");
+            (
+                value["partition"].as_u64().unwrap() as u32,
+                value["offset"].as_u64().unwrap(),
+                value["key"].as_str().unwrap_or_default().to_string(),
+                value["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Checks that `read` holds every `sent` (key, value) once, and each key's values in the
+/// order sent (values are `v<n>`, n increasing per key).
+fn check_once_in_order(sent: &[(String, String)], read: &[(u32, u64, String, String)]) {
+    let mut by_key: HashMap<&str, Vec<(u32, u64, u64)>> = HashMap::new();
+    for (partition, offset, key, value) in read {
+        let n: u64 = value[1..].parse().unwrap();
+        by_key
+            .entry(key)
+            .or_default()
+            .push((*partition, *offset, n));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (_, _, _, value) in read {
+        assert!(seen.insert(value.clone()), "{value} read twice");
+    }
+    assert_eq!(read.len(), sent.len(), "every message once");
+    for (key, mut entries) in by_key {
+        let partitions: std::collections::HashSet<u32> = entries.iter().map(|e| e.0).collect();
+        assert_eq!(partitions.len(), 1, "key {key} stays on one partition");
+        entries.sort_by_key(|e| e.1);
+        let values: Vec<u64> = entries.iter().map(|e| e.2).collect();
+        let mut sorted = values.clone();
+        sorted.sort_unstable();
+        assert_eq!(values, sorted, "key {key} is read in the order it was sent");
+    }
+}
+
+/// The partition's segment files of one replica, concatenated in offset order.
+fn replica_bytes(data_dir: &Path, topic: &str, partition: u32) -> Vec<u8> {
+    let topics = data_dir.join("topics");
+    let topic_dir: PathBuf = std::fs::read_dir(&topics)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("{topic}."))
+        })
+        .expect("the topic's directory");
+    let dir = topic_dir.join(partition.to_string());
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    segments.sort();
+    let mut bytes = Vec::new();
+    for segment in segments {
+        bytes.extend(std::fs::read(segment).unwrap());
+    }
+    // Preallocated space past the last batch reads as zeros.
+    while bytes.last() == Some(&0) {
+        bytes.pop();
+    }
+    bytes
+}
+
+#[test]
+fn replication_factor_three_keeps_every_acknowledged_write_across_leader_handovers() {
+    let mut cluster = TestCluster::start(71, 3, &[]);
+    let bootstrap = cluster.bootstrap();
+    create_topic(&bootstrap, "orders", 4, 3, &["min.insync.replicas=2"]);
+    let mut sent: Vec<(String, String)> = Vec::new();
+    fn round(cluster: &TestCluster, sent: &mut Vec<(String, String)>, first: usize, count: usize) {
+        let mut lines = String::new();
+        for n in first..first + count {
+            let key = format!("k{}", n % 37);
+            let value = format!("v{n}");
+            lines.push_str(&format!("{key}:{value}\n"));
+            sent.push((key, value));
+        }
+        let output = produce(&cluster.bootstrap(), "orders", "all", &lines);
+        assert!(output.status.success(), "{output:?}");
+    }
+    round(&cluster, &mut sent, 0, 3000);
+    let before = cluster.describe("orders");
+    // Hand every partition's leadership to each of its other replicas in turn, writing
+    // between handovers, and read everything back from each new leader.
+    for step in 1..=2 {
+        for (partition, row) in &before {
+            let to = row.replicas[step % row.replicas.len()];
+            let output = cli(
+                &[
+                    "topic",
+                    "elect",
+                    "--broker",
+                    &cluster.bootstrap(),
+                    "--topic",
+                    "orders",
+                    "--partition",
+                    &partition.to_string(),
+                    "--to",
+                    &to.to_string(),
+                ],
+                None,
+            );
+            assert!(output.status.success(), "{output:?}");
+        }
+        let expected_leaders: BTreeMap<u32, Option<u32>> = before
+            .iter()
+            .map(|(p, row)| (*p, Some(row.replicas[step % row.replicas.len()])))
+            .collect();
+        cluster.wait_for_partitions("orders", Duration::from_secs(20), |rows| {
+            rows.iter()
+                .all(|(p, r)| r.leader == expected_leaders[p] && r.epoch == step as u32)
+        });
+        round(&cluster, &mut sent, step * 3000, 3000);
+        let read = consume_all(&cluster.bootstrap(), "orders", sent.len());
+        check_once_in_order(&sent, &read);
+    }
+    // Every replica in sync and at the same high watermark, then byte for byte the same.
+    let rows = cluster.wait_for_partitions("orders", Duration::from_secs(20), |rows| {
+        rows.values().all(|r| r.in_sync.len() == 3)
+    });
+    let total: u64 = rows.values().map(|r| r.high_watermark).sum();
+    assert_eq!(total, sent.len() as u64);
+    // Let followers fetch the last high watermark, then stop everyone cleanly.
+    std::thread::sleep(Duration::from_secs(1));
+    for broker in &mut cluster.brokers {
+        assert!(broker.stop(), "a clean stop:\n{}", broker.log());
+    }
+    for partition in rows.keys() {
+        let copies: Vec<Vec<u8>> = cluster
+            .brokers
+            .iter()
+            .map(|b| replica_bytes(&b.data_dir, "orders", *partition))
+            .collect();
+        assert!(!copies[0].is_empty());
+        for copy in &copies[1..] {
+            assert!(copy == &copies[0], "partition {partition}: replicas differ");
+        }
+    }
+}
+
+#[test]
+fn paused_followers_leave_the_in_sync_set_and_below_min_insync_writes_are_refused() {
+    // Five voters, so that the controller keeps a majority with two brokers paused.
+    let cluster = TestCluster::start(72, 5, &[]);
+    let bootstrap = cluster.bootstrap();
+    create_topic(
+        &bootstrap,
+        "guarded",
+        1,
+        3,
+        &["min.insync.replicas=2", "replica.lag.time.max.ms=1500"],
+    );
+    let row = cluster.describe("guarded")[&0].clone();
+    let leader = row.leader.unwrap();
+    let followers: Vec<u32> = row
+        .replicas
+        .iter()
+        .copied()
+        .filter(|&b| b != leader)
+        .collect();
+    let lines = |from: usize| {
+        (from..from + 50)
+            .map(|n| format!("k:v{n}\n"))
+            .collect::<String>()
+    };
+    assert!(produce(&bootstrap, "guarded", "all", &lines(0))
+        .status
+        .success());
+
+    cluster.brokers[followers[0] as usize].signal(Signal::SIGSTOP);
+    cluster.wait_for_partitions("guarded", Duration::from_secs(20), |rows| {
+        rows[&0].in_sync.len() == 2 && !rows[&0].in_sync.contains(&followers[0])
+    });
+    let bootstrap = cluster
+        .brokers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i as u32 != followers[0])
+        .map(|(_, b)| b.broker_arg())
+        .collect::<Vec<_>>()
+        .join(",");
+    let output = produce(&bootstrap, "guarded", "all", &lines(50));
+    assert!(
+        output.status.success(),
+        "writes go on with one follower paused: {output:?}"
+    );
+
+    cluster.brokers[followers[1] as usize].signal(Signal::SIGSTOP);
+    let bootstrap = cluster
+        .brokers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !followers.contains(&(*i as u32)))
+        .map(|(_, b)| b.broker_arg())
+        .collect::<Vec<_>>()
+        .join(",");
+    let shrunk = cluster_describe_via(&bootstrap, "guarded", Duration::from_secs(20), |row| {
+        row.in_sync == vec![leader]
+    });
+    let high_watermark = shrunk.high_watermark;
+    assert_eq!(high_watermark, 100);
+    let refused = produce(&bootstrap, "guarded", "all", &lines(100));
+    assert!(
+        !refused.status.success(),
+        "acks=all must be refused: {refused:?}"
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("NotEnoughReplicas"), "{stderr}");
+    // A write the leader alone takes (acks=leader) stays above the high watermark: no
+    // consumer sees it.
+    let alone = produce(&bootstrap, "guarded", "leader", "k:alone\n");
+    assert!(alone.status.success(), "{alone:?}");
+    let row = cluster_describe_via(&bootstrap, "guarded", Duration::from_secs(5), |_| true);
+    assert_eq!(
+        row.high_watermark, high_watermark,
+        "the high watermark stands still"
+    );
+    let read = consume_all(&bootstrap, "guarded", 1000);
+    assert_eq!(
+        read.len(),
+        100,
+        "nothing above the high watermark is visible"
+    );
+    assert!(read.iter().all(|r| r.3 != "alone"));
+
+    for &follower in &followers {
+        cluster.brokers[follower as usize].signal(Signal::SIGCONT);
+    }
+    let row = cluster_describe_via(&bootstrap, "guarded", Duration::from_secs(30), |row| {
+        row.in_sync.len() == 3
+    });
+    assert_eq!(
+        row.high_watermark, 101,
+        "the leader-only write is replicated once they return"
+    );
+}
+
+fn cluster_describe_via(
+    bootstrap: &str,
+    topic: &str,
+    timeout: Duration,
+    done: impl Fn(&Row) -> bool,
+) -> Row {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let output = cli(
+            &["topic", "describe", "--broker", bootstrap, "--topic", topic],
+            None,
+        );
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let row = text.lines().find_map(|line| {
+            let cells: Vec<&str> = line.split('\t').collect();
+            (cells.first() == Some(&"0")).then(|| Row {
+                leader: cells[1].parse().ok(),
+                epoch: cells[2].parse().unwrap(),
+                replicas: cells[3].split(',').filter_map(|c| c.parse().ok()).collect(),
+                in_sync: cells[4].split(',').filter_map(|c| c.parse().ok()).collect(),
+                high_watermark: cells[7].parse().unwrap(),
+            })
+        });
+        if let Some(row) = row.filter(|r| done(r)) {
+            return row;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic}/0 did not get there:\n{text}\n{output:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_controller_survives_a_dead_voter_which_catches_up_from_a_snapshot() {
+    let mut cluster = TestCluster::start(73, 3, &["--controller-snapshot-every", "16"]);
+    create_topic(&cluster.bootstrap(), "before", 2, 3, &[]);
+    // Kill the controller leader itself.
+    let status = cluster.status();
+    let leader: usize = status
+        .split("controller leader: node ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|id| id.parse().ok())
+        .expect("a controller leader");
+    cluster.brokers[leader].kill();
+    let status = cluster.wait_for_status(Duration::from_secs(30), |status| {
+        status.contains("controller leader: node")
+            && !status.contains("controller leader: node none")
+            && status.contains("dead (fenced)")
+    });
+    assert!(
+        status.contains(&format!("{leader}\t")) && status.contains("dead (fenced)"),
+        "{status}"
+    );
+    // Topics can still be created: enough of them that the leader snapshots past the dead
+    // voter's log.
+    for i in 0..24 {
+        create_topic(&cluster.bootstrap(), &format!("while-down-{i}"), 1, 2, &[]);
+    }
+    cluster.brokers[leader].restart();
+    let status = cluster.wait_for_status(Duration::from_secs(30), |status| {
+        status.matches("\talive").count() == 3
+    });
+    assert!(!status.contains("dead"), "{status}");
+    let log = cluster.brokers[leader].log();
+    assert!(
+        log.contains("installed a controller snapshot from the leader"),
+        "the restarted voter caught up from a snapshot:\n{log}"
+    );
+    // It knows every topic: ask it alone.
+    let output = cli(
+        &[
+            "topic",
+            "list",
+            "--broker",
+            &cluster.brokers[leader].broker_arg(),
+        ],
+        None,
+    );
+    let listed = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(listed.lines().count(), 25, "{listed}");
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut bytes = (body.len() as u32).to_le_bytes().to_vec();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// Whether the peer closed the connection (read returns 0 or an error) within `timeout`.
+fn closed_within(stream: &mut TcpStream, timeout: Duration) -> bool {
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    let mut byte = [0u8; 1];
+    matches!(stream.read(&mut byte), Ok(0) | Err(_))
+}
+
+#[test]
+fn bad_input_on_the_cluster_listeners_is_refused_without_effect() {
+    let cluster = TestCluster::start(74, 3, &[]);
+    let bootstrap = cluster.bootstrap();
+    create_topic(&bootstrap, "kept", 1, 3, &[]);
+    assert!(produce(&bootstrap, "kept", "all", "k:v0\nk:v1\n")
+        .status
+        .success());
+    let before = cluster.describe("kept");
+
+    // The controller listener: garbage, an oversized length, a truncated frame.
+    let controller: SocketAddr = format!("{}:{CONTROLLER_PORT}", ip(74, 0)).parse().unwrap();
+    for bytes in [
+        frame(b"certainly not an rkyv archive"),
+        u32::MAX.to_le_bytes().to_vec(),
+        frame(&[0u8; 3]),
+    ] {
+        let mut stream = TcpStream::connect(controller).unwrap();
+        stream.write_all(&bytes).unwrap();
+        assert!(
+            closed_within(&mut stream, Duration::from_secs(5)),
+            "the controller listener closes a connection that sent garbage"
+        );
+    }
+
+    // The replica-fetch api on a shard port: a malformed body, and a fetch for a
+    // partition the asked broker does not lead.
+    let row = &before[&0];
+    let follower = *row
+        .replicas
+        .iter()
+        .find(|&&b| Some(b) != row.leader)
+        .unwrap();
+    let address = cluster.brokers[follower as usize].address;
+    let answers = super::broker_bad_input::replica_fetch_exchange(address, "kept", 0, row.epoch);
+    assert!(
+        ["InvalidRequest", "InvalidTopicName"].contains(&answers.malformed.as_str()),
+        "a malformed replica fetch is refused: {}",
+        answers.malformed
+    );
+    assert_eq!(
+        answers.not_leader, "NotLeaderOrFollower",
+        "a fetch from a broker that does not lead is refused"
+    );
+
+    // Nothing changed: same leaders, epochs, in-sync sets and high watermarks, and the
+    // cluster still serves.
+    assert_eq!(cluster.describe("kept"), before);
+    assert!(produce(&bootstrap, "kept", "all", "k:v2\n")
+        .status
+        .success());
+    assert_eq!(consume_all(&bootstrap, "kept", 3).len(), 3);
+}
