@@ -374,3 +374,6 @@ pub const REPLICA_FETCH_PARTITION_BYTES_MAX: u32 = 4 * 1024 * 1024;
 pub const REPLICA_FETCH_BACKOFF_MS: u64 = 200;
 /// How often a leader checks its followers' lag for the in-sync set.
 pub const IN_SYNC_CHECK_INTERVAL_MS: u64 = 250;
+/// How long a consumer waits before fetching again after a retriable error (a leader
+/// moved, a broker away).
+pub const CONSUMER_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);

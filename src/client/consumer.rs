@@ -333,6 +333,14 @@ impl Consumer {
                 }
                 return Ok(Fetched::default());
             }
+            Err(error) if error.is_retriable() => {
+                // Leadership moved or a broker is away: learn where the partitions are now
+                // and try again next poll.
+                tracing::debug!(%error, "fetch failed; refreshing metadata");
+                self.cluster.invalidate_metadata();
+                glommio::timer::sleep(crate::constants::CONSUMER_RETRY_BACKOFF).await;
+                return Ok(Fetched::default());
+            }
             Err(error) => return Err(error),
         };
         for part in &fetched.partitions {
