@@ -215,6 +215,8 @@ pub const OFFSETS_PARTITIONS: u32 = 8;
 
 /// Segment size of the offsets log: small, so that a snapshot lets old segments go soon.
 pub const OFFSETS_SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
+/// The offsets log's segments roll by size (a snapshot then lets the old ones go), not age.
+pub const OFFSETS_SEGMENT_AGE_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// An offsets partition writes a snapshot of its live offsets (and drops the segments
 /// below it) once it has appended this many commit records since the last one, or twice

@@ -35,6 +35,8 @@ const HEARTBEAT_TICK: Duration = Duration::from_millis(5);
 const UNSETTLED_RETRY: Duration = Duration::from_millis(50);
 /// The pause after a failed heartbeat or join before the next try.
 const RETRY_BACKOFF: Duration = Duration::from_millis(200);
+/// Attempts at the first join while the coordinator moves or loads.
+const JOIN_ATTEMPTS: u32 = 100;
 /// How long `poll` waits for an assignment when the member owns nothing.
 const IDLE_POLL_WAIT: Duration = Duration::from_millis(50);
 
@@ -178,11 +180,37 @@ impl CoordinatorLink {
             Ok(connection.request(&request, &[]).await?.response)
         }
         .await;
-        if result.is_err() {
+        let moved = match &result {
+            Err(_) => true,
+            Ok(response) => group_response_error(response).is_some_and(|code| {
+                matches!(
+                    code,
+                    ErrorCode::NotCoordinator | ErrorCode::CoordinatorLoading
+                )
+            }),
+        };
+        if moved {
+            // The coordinator moved (or is not there yet): look it up again next time.
             *self.address.borrow_mut() = None;
         }
         result
     }
+}
+
+/// The error code a group response carries, if any.
+fn group_response_error(response: &Response) -> Option<ErrorCode> {
+    let code = match response {
+        Response::JoinGroup(r) => r.error,
+        Response::Heartbeat(r) => r.error,
+        Response::LeaveGroup(r) => r.error,
+        Response::OffsetCommit(r) => r.error,
+        Response::OffsetFetch(r) => r.error,
+        Response::DescribeGroup(r) => r.error,
+        Response::ResetOffsets(r) => r.error,
+        Response::Error(r) => r.error,
+        _ => return None,
+    };
+    (code != ErrorCode::None).then_some(code)
 }
 
 async fn join(
@@ -232,7 +260,18 @@ impl GroupConsumer {
             group: config.group.clone(),
             address: RefCell::new(None),
         });
-        let (member_id, generation, interval) = join(&link, &config, "").await?;
+        // The coordinator may be moving or still loading: retry for a while.
+        let mut attempt = 0;
+        let (member_id, generation, interval) = loop {
+            match join(&link, &config, "").await {
+                Err(error) if error.is_retriable() && attempt < JOIN_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::debug!(%error, attempt, "join refused; retrying");
+                    glommio::timer::sleep(RETRY_BACKOFF).await;
+                }
+                other => break other?,
+            }
+        };
         tracing::info!(group = %config.group, %member_id, generation, "joined");
         let membership = Rc::new(RefCell::new(Membership {
             member_id,

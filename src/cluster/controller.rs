@@ -19,7 +19,10 @@ use rkyv::{Archive, Deserialize, Serialize};
 use super::catalog::Catalog;
 use super::metadata::{MetadataEvent, MetadataImage, TopicError};
 use super::raft::{ControllerNode, ProposeError};
-use crate::constants::{BROKER_SESSION_TIMEOUT_MS, PRODUCER_ID_BLOCK};
+use crate::constants::{
+    BROKER_SESSION_TIMEOUT_MS, OFFSETS_PARTITIONS, OFFSETS_SEGMENT_AGE_MS, OFFSETS_SEGMENT_BYTES,
+    OFFSETS_TOPIC_NAME, PRODUCER_ID_BLOCK,
+};
 use crate::protocol::{
     AlterConfigsRequest, AlterConfigsResponse, AlterConfigsResult, CreateTopicResult,
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicResult, DeleteTopicsRequest,
@@ -343,7 +346,44 @@ impl Controller {
             })
             .await?;
         }
-        Ok(())
+        self.create_offsets_log().await
+    }
+
+    /// Creates the offsets log (the internal topic that holds consumer groups' offsets)
+    /// once enough brokers are live to give it the default replication factor.
+    async fn create_offsets_log(&self) -> Result<(), (ErrorCode, String)> {
+        let planned = {
+            let image = self.node.image();
+            if image.topic(OFFSETS_TOPIC_NAME).is_some() {
+                return Ok(());
+            }
+            let live = image.brokers().filter(|b| !b.fenced).count();
+            if live < self.default_replication_factor as usize {
+                return Ok(());
+            }
+            let entries: Vec<(String, String)> = [
+                ("segment.bytes", OFFSETS_SEGMENT_BYTES.to_string()),
+                ("segment.ms", OFFSETS_SEGMENT_AGE_MS.to_string()),
+                ("retention.ms", "-1".to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            image.plan_create_internal(
+                OFFSETS_TOPIC_NAME,
+                OFFSETS_PARTITIONS,
+                self.default_replication_factor,
+                &entries,
+                crate::clock::system().wall_ms(),
+            )
+        };
+        let event = planned.map_err(|e| (topic_error_code(&e), e.to_string()))?;
+        tracing::info!(
+            partitions = OFFSETS_PARTITIONS,
+            replication_factor = self.default_replication_factor,
+            "creating the offsets log"
+        );
+        self.propose(event).await
     }
 
     fn note_heard(&self, broker: u32) {

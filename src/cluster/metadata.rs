@@ -202,6 +202,17 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
+/// Internal topics (`__` names) are the broker's own: clients neither delete nor alter them.
+fn refuse_internal(name: &str) -> Result<(), TopicError> {
+    if name.starts_with("__") {
+        return Err(TopicError::InvalidName {
+            name: name.into(),
+            reason: "internal topics cannot be changed by clients",
+        });
+    }
+    Ok(())
+}
+
 fn stored(config: &TopicConfig) -> Vec<StoredEntry> {
     config
         .overrides()
@@ -408,6 +419,30 @@ impl MetadataImage {
         created_ms: i64,
     ) -> Result<MetadataEvent, TopicError> {
         validate_topic_name(name)?;
+        self.plan_create_any(name, partitions, factor, entries, created_ms)
+    }
+
+    /// As `plan_create`, for an internal topic (a `__` name, which clients may not use).
+    pub fn plan_create_internal(
+        &self,
+        name: &str,
+        partitions: u32,
+        factor: u32,
+        entries: &[(String, String)],
+        created_ms: i64,
+    ) -> Result<MetadataEvent, TopicError> {
+        assert!(name.starts_with("__"), "internal topics have '__' names");
+        self.plan_create_any(name, partitions, factor, entries, created_ms)
+    }
+
+    fn plan_create_any(
+        &self,
+        name: &str,
+        partitions: u32,
+        factor: u32,
+        entries: &[(String, String)],
+        created_ms: i64,
+    ) -> Result<MetadataEvent, TopicError> {
         if partitions == 0 || partitions > TOPIC_PARTITIONS_MAX {
             return Err(TopicError::InvalidPartitions(partitions));
         }
@@ -448,8 +483,9 @@ impl MetadataImage {
         })
     }
 
-    /// The event that deletes a topic.
+    /// The event that deletes a topic (never an internal one).
     pub fn plan_delete(&self, name: &str) -> Result<MetadataEvent, TopicError> {
+        refuse_internal(name)?;
         let topic = self
             .topics
             .get(name)
@@ -468,6 +504,7 @@ impl MetadataImage {
         set: &[(String, String)],
         reset: &[String],
     ) -> Result<MetadataEvent, TopicError> {
+        refuse_internal(name)?;
         let topic = self
             .topics
             .get(name)

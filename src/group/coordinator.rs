@@ -8,7 +8,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -18,11 +17,8 @@ use super::offsets::OffsetRecord;
 use super::offsets_log::OffsetLog;
 use super::request::{CoordinatorError, OffsetLogError};
 use crate::clock::ClockRef;
-use crate::constants::{
-    GROUPS_PER_SHARD_MAX, HEARTBEATS_PER_SESSION, HEARTBEAT_INTERVAL_MS_MAX, OFFSETS_PARTITIONS,
-    OFFSETS_SEGMENT_BYTES, OFFSETS_TOPIC_NAME,
-};
-use crate::log::{FlushPolicy, LogConfig, LogShard};
+use crate::constants::{GROUPS_PER_SHARD_MAX, HEARTBEATS_PER_SESSION, HEARTBEAT_INTERVAL_MS_MAX};
+use crate::log::PartitionLog;
 use crate::protocol::{
     AssignmentStrategy, CommitResult, CommittedOffset, ErrorCode, GroupListing, HeartbeatRequest,
     HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
@@ -31,20 +27,8 @@ use crate::protocol::{
 };
 use crate::shard::Ownership;
 
-/// Space reserved ahead of the offsets log's writer.
-const OFFSETS_PREALLOCATE_BYTES: u64 = 1024 * 1024;
-/// The offsets log's segments roll by size (a snapshot then lets the old ones go), not age.
-const OFFSETS_SEGMENT_AGE_MS: u64 = 7 * 24 * 3600 * 1000;
-
 fn offsets_partition(group: &str) -> u32 {
     Ownership::offsets_partition(group)
-}
-
-/// The directory of one offsets partition.
-pub fn offsets_dir(data_dir: &Path, partition: u32) -> PathBuf {
-    data_dir
-        .join(OFFSETS_TOPIC_NAME)
-        .join(partition.to_string())
 }
 
 pub fn strategy_from_wire(strategy: AssignmentStrategy) -> Strategy {
@@ -92,40 +76,40 @@ impl Coordinator {
         self.loaded.get()
     }
 
-    /// Opens and replays every offsets partition this shard owns.
-    pub async fn load(
-        &self,
-        storage: &LogShard,
-        data_dir: &Path,
-        flush: FlushPolicy,
-        ownership: Ownership,
-        shard_id: usize,
-    ) -> Result<(), OffsetLogError> {
+    /// Takes over partition `partition` of the offsets log, which this shard now leads:
+    /// replays it into the offset table. Groups of that partition are coordinated here
+    /// from now on (members join again: membership is not in the log).
+    pub async fn adopt(&self, partition: u32, log: PartitionLog) -> Result<(), OffsetLogError> {
         let started = Instant::now();
-        let mut entries = 0;
-        for partition in 0..OFFSETS_PARTITIONS {
-            if ownership.offsets_partition_shard(partition) != shard_id {
-                continue;
-            }
-            let config = LogConfig {
-                segment_bytes: OFFSETS_SEGMENT_BYTES,
-                segment_age_ms: OFFSETS_SEGMENT_AGE_MS,
-                retention_ms: None,
-                retention_bytes: None,
-                flush,
-                preallocate_bytes: OFFSETS_PREALLOCATE_BYTES,
-            };
-            let dir = offsets_dir(data_dir, partition);
-            let (log, stats) = OffsetLog::open(storage, &dir, config).await?;
-            entries += stats.entries;
-            if stats.skipped > 0 {
-                tracing::warn!(partition, skipped = stats.skipped, "offset records skipped");
-            }
-            self.logs.borrow_mut().insert(partition, Rc::new(log));
+        self.abandon(partition);
+        let (log, stats) = OffsetLog::adopt(log).await?;
+        if stats.skipped > 0 {
+            tracing::warn!(partition, skipped = stats.skipped, "offset records skipped");
         }
-        self.loaded.set(true);
-        tracing::info!(shard = shard_id, entries, elapsed = ?started.elapsed(), "group offsets loaded");
+        self.logs.borrow_mut().insert(partition, Rc::new(log));
+        tracing::info!(partition, entries = stats.entries, elapsed = ?started.elapsed(), "coordinating the groups of an offsets partition");
         Ok(())
+    }
+
+    /// Gives up partition `partition` of the offsets log (another broker leads it now):
+    /// its groups are forgotten here.
+    pub fn abandon(&self, partition: u32) {
+        if self.logs.borrow_mut().remove(&partition).is_some() {
+            self.groups
+                .borrow_mut()
+                .retain(|name, _| offsets_partition(name) != partition);
+            tracing::info!(partition, "no longer coordinating an offsets partition");
+        }
+    }
+
+    /// Whether this shard coordinates `group` (leads its offsets partition).
+    pub fn coordinates(&self, group: &str) -> bool {
+        self.log_for(group).is_some()
+    }
+
+    /// The shard has applied its first catalogue: it knows what it coordinates.
+    pub fn mark_loaded(&self) {
+        self.loaded.set(true);
     }
 
     fn log_for(&self, group: &str) -> Option<Rc<OffsetLog>> {
@@ -302,7 +286,7 @@ impl Coordinator {
         };
         let Some(log) = self.log_for(&request.group) else {
             return refused(
-                ErrorCode::Unknown,
+                ErrorCode::NotCoordinator,
                 "this shard does not coordinate the group".into(),
             );
         };
@@ -393,7 +377,7 @@ impl Coordinator {
     pub fn fetch_offsets(&self, request: OffsetFetchRequest) -> OffsetFetchResponse {
         let Some(log) = self.log_for(&request.group) else {
             return OffsetFetchResponse {
-                error: ErrorCode::Unknown,
+                error: ErrorCode::NotCoordinator,
                 message: "this shard does not coordinate the group".into(),
                 offsets: Vec::new(),
             };
@@ -570,19 +554,12 @@ impl Coordinator {
         &self.clock
     }
 
+    /// Forgets every group; the offsets logs are partitions of the shard and close with
+    /// them.
     pub async fn close(&self) -> Result<(), CoordinatorError> {
-        let logs: Vec<Rc<OffsetLog>> = self.logs.borrow().values().cloned().collect();
-        let mut failures = Vec::new();
-        for log in logs {
-            if let Err(error) = log.close().await {
-                failures.push(error);
-            }
-        }
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(CoordinatorError::Close(failures))
-        }
+        self.logs.borrow_mut().clear();
+        self.groups.borrow_mut().clear();
+        Ok(())
     }
 }
 

@@ -38,6 +38,20 @@ pub struct ReplayStats {
 }
 
 impl OffsetLog {
+    /// Takes an open partition log (the shard leads it) and replays it into the table.
+    pub async fn adopt(log: PartitionLog) -> Result<(OffsetLog, ReplayStats), OffsetLogError> {
+        let mut table = OffsetTable::default();
+        let stats = replay(&log, &mut table).await?;
+        let offsets = OffsetLog {
+            log,
+            table: RefCell::new(table),
+            gate: glommio::sync::RwLock::new(()),
+            records_since_snapshot: Cell::new(stats.records),
+            snapshot_running: Cell::new(false),
+        };
+        Ok((offsets, stats))
+    }
+
     /// Opens (recovers) the partition and replays it into the table.
     pub async fn open(
         storage: &LogShard,
@@ -187,7 +201,7 @@ async fn append_records(
         last = Some(info.last_offset);
     }
     if let Some(last) = last {
-        log.wait_durable(last)
+        log.wait_high_watermark(last)
             .await
             .map_err(|e| OffsetLogError::Sync {
                 dir: dir(),

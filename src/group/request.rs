@@ -87,7 +87,7 @@ impl CoordinatorError {
     pub fn code(&self) -> ErrorCode {
         match self {
             CoordinatorError::Loading => ErrorCode::CoordinatorLoading,
-            CoordinatorError::NotCoordinator { .. } => ErrorCode::Unknown,
+            CoordinatorError::NotCoordinator { .. } => ErrorCode::NotCoordinator,
             CoordinatorError::GroupNotEmpty { .. } => ErrorCode::GroupNotEmpty,
             CoordinatorError::Storage { .. } | CoordinatorError::Close(_) => {
                 ErrorCode::StorageError

@@ -122,12 +122,16 @@ pub enum ErrorCode {
     /// The request names an older leader epoch than the partition is at: the sender's
     /// view of leadership is stale. Not retriable as is: refresh metadata first.
     FencedLeaderEpoch = 37,
-    // Next free value: 38. Retired values (never reuse): none yet.
+    /// This broker (or shard) does not coordinate the group: the partition of the offsets
+    /// log that holds it is led elsewhere (or leadership just moved). Retriable: find the
+    /// coordinator again.
+    NotCoordinator = 38,
+    // Next free value: 39. Retired values (never reuse): none yet.
 }
 
 impl ErrorCode {
     /// Every code, in value order.
-    pub const ALL: [ErrorCode; 38] = [
+    pub const ALL: [ErrorCode; 39] = [
         ErrorCode::None,
         ErrorCode::Unknown,
         ErrorCode::CorruptBatch,
@@ -166,6 +170,7 @@ impl ErrorCode {
         ErrorCode::InvalidProducerFields,
         ErrorCode::NotController,
         ErrorCode::FencedLeaderEpoch,
+        ErrorCode::NotCoordinator,
     ];
 
     /// The code with this wire value, if this build knows it.
@@ -196,6 +201,7 @@ impl ErrorCode {
                 | ErrorCode::TopicDeletionInProgress
                 | ErrorCode::CoordinatorLoading
                 | ErrorCode::NotController
+                | ErrorCode::NotCoordinator
         )
     }
 
@@ -240,6 +246,7 @@ impl ErrorCode {
             ErrorCode::InvalidProducerFields => "InvalidProducerFields",
             ErrorCode::NotController => "NotController",
             ErrorCode::FencedLeaderEpoch => "FencedLeaderEpoch",
+            ErrorCode::NotCoordinator => "NotCoordinator",
         }
     }
 }
@@ -306,6 +313,7 @@ mod tests {
                 ErrorCode::TopicDeletionInProgress,
                 ErrorCode::CoordinatorLoading,
                 ErrorCode::NotController,
+                ErrorCode::NotCoordinator,
             ]
         );
     }

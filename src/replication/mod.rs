@@ -136,6 +136,9 @@ pub async fn catalog_changed(context: &ShardContext, old: &Catalog, new: &Arc<Ca
         context.replication.roles.borrow_mut().remove(&key);
         follower::unfollow(context, key);
     }
+    let offsets_id = new
+        .topic(crate::constants::OFFSETS_TOPIC_NAME)
+        .map(|t| t.topic_id);
     for (topic, partition) in held {
         let state = topic
             .partition(partition)
@@ -171,6 +174,12 @@ pub async fn catalog_changed(context: &ShardContext, old: &Catalog, new: &Arc<Ca
                         .roles
                         .borrow_mut()
                         .insert(key, Role::Leader(leadership));
+                    if Some(topic.topic_id) == offsets_id {
+                        // This shard now coordinates the groups of this offsets partition.
+                        if let Err(error) = context.groups.adopt(partition, log.clone()).await {
+                            tracing::error!(partition, %error, "cannot load an offsets partition");
+                        }
+                    }
                 }
             }
         } else {
@@ -178,6 +187,9 @@ pub async fn catalog_changed(context: &ShardContext, old: &Catalog, new: &Arc<Ca
             let same = matches!(current, Some(Role::Follower { leader, epoch }) if leader == state.leader && epoch == state.leader_epoch);
             if same {
                 continue;
+            }
+            if was_leader && Some(topic.topic_id) == offsets_id {
+                context.groups.abandon(partition);
             }
             if was_leader {
                 // A clean handover: what this replica held above the high watermark was

@@ -419,14 +419,15 @@ async fn shard_main(
             .map_err(|e| runtime_error(e.to_string()))?
             .detach();
         if options.controller_voters.len() <= 1 {
-            // Alone, this broker is the controller leader at once: it registers before it
-            // says it is ready, so a topic can be created as soon as it listens.
-            while controller
-                .node()
-                .image()
-                .broker(options.broker_id)
-                .is_none()
-            {
+            // Alone, this broker is the controller leader at once: it registers (and the
+            // offsets log is created) before it says it is ready, so a topic can be created
+            // and a group joined as soon as it listens.
+            let ready = || {
+                let image = controller.node().image();
+                image.broker(options.broker_id).is_some()
+                    && image.topic(crate::constants::OFFSETS_TOPIC_NAME).is_some()
+            };
+            while !ready() {
                 if context.shutdown_requested() {
                     return Err(BrokerError::StoppedEarly { shard: shard_id });
                 }
@@ -457,20 +458,8 @@ async fn shard_main(
             })?;
     }
     tracing::info!(shard = shard_id, partitions = owned.len(), elapsed = ?recovery_started.elapsed(), "shard recovered its partitions");
-    context
-        .groups
-        .load(
-            context.partitions.storage(),
-            &context.data_dir,
-            context.profile.storage.flush,
-            context.ownership,
-            shard_id,
-        )
-        .await
-        .map_err(|source| BrokerError::Offsets {
-            shard: shard_id,
-            source,
-        })?;
+    // The offsets partitions this shard leads were adopted with the catalogue.
+    context.groups.mark_loaded();
     // Counted before this shard reports ready, so the controller's total is complete.
     shared
         .recovered_partitions

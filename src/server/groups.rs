@@ -46,6 +46,17 @@ pub async fn coordinate(context: &ShardContext, request: GroupRequest) -> Respon
             "the coordinator is loading offsets",
         );
     }
+    if !coordinator.coordinates(request.group()) {
+        return error_response(
+            ErrorCode::NotCoordinator,
+            &format!(
+                "broker {} shard {} does not coordinate group '{}' (its offsets partition is led elsewhere)",
+                context.broker_id(),
+                context.shard_id,
+                request.group()
+            ),
+        );
+    }
     match request {
         GroupRequest::Join(join) => {
             let counts = partition_counts(context, join.topics.iter());
@@ -96,21 +107,34 @@ pub fn sweep(context: &ShardContext) {
         .sweep(|topics: &BTreeSet<String>| partition_counts(context, topics.iter()));
 }
 
-/// Tells a client which shard (and port) coordinates a group; any shard answers.
+/// Tells a client which broker and shard coordinate a group: the leader of the group's
+/// partition of the offsets log, and its owning shard there. Any shard answers.
 pub fn find_coordinator(context: &ShardContext, find: &FindCoordinatorRequest) -> Response {
-    let shard = context.ownership.group_coordinator(&find.group);
+    let catalog = context.catalog();
+    let partition = crate::shard::Ownership::offsets_partition(&find.group);
+    let leader = catalog
+        .topic(crate::constants::OFFSETS_TOPIC_NAME)
+        .and_then(|topic| topic.partition(partition))
+        .and_then(|state| state.leader);
+    let Some(broker) = leader.and_then(|leader| catalog.broker(leader)) else {
+        return error_response(
+            ErrorCode::CoordinatorLoading,
+            "the offsets log has no leader yet (the cluster is starting, or its brokers are away)",
+        );
+    };
+    let shard = crate::replication::owning_shard(
+        &catalog,
+        broker.broker,
+        crate::constants::OFFSETS_TOPIC_NAME,
+        partition,
+    );
     Response::FindCoordinator(FindCoordinatorResponse {
         error: ErrorCode::None,
-        broker_id: context.broker_id(),
-        host: context.advertised.host.clone(),
-        port: context.advertised.port,
+        broker_id: broker.broker,
+        host: broker.host.clone(),
+        port: broker.port,
         shard: shard as u16,
-        shard_port: context
-            .advertised
-            .shard_ports
-            .get(shard)
-            .copied()
-            .unwrap_or(0),
+        shard_port: broker.shard_ports.get(shard).copied().unwrap_or(0),
     })
 }
 

@@ -138,7 +138,12 @@ fn metadata(context: &ShardContext, request: MetadataRequest) -> MetadataRespons
             .collect(),
     };
     let topics = match request.topics {
-        None => catalog.topics().map(|t| describe(t)).collect(),
+        // Internal topics (the offsets log) are listed only when asked for by name.
+        None => catalog
+            .topics()
+            .filter(|t| !t.name.starts_with("__"))
+            .map(|t| describe(t))
+            .collect(),
         Some(names) => names
             .into_iter()
             .map(|name| match catalog.topic(&name) {
