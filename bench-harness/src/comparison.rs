@@ -32,7 +32,7 @@ pub fn run_all(session: &Session, peers: &[Peer], install: &PeerInstall) -> Vec<
                 let mut result = session.empty_result_labelled(name, &label, run, &scenario.topic);
                 result.durability = Some(class.name().into());
                 if let Some(peer) = system {
-                    result.system = peer.name().into();
+                    result.system = peer.system().into();
                     result.acks = PEER_ACKS.into();
                     match peer_setting(peer, class) {
                         Ok(setting) => result.durability_setting = Some(setting),
@@ -110,8 +110,9 @@ pub fn resolve_rate(run: &RunSpec, earlier: &[RunResult]) -> Result<RunSpec, Str
     })
 }
 
-/// One peer run into `result` (whose setting for `class` is known): a fresh server, one
-/// loadgen run, the server's usage, a stop.
+/// One peer run into `result` (whose setting for `class` is known): a fresh server (every
+/// node of it), its topic when the harness makes it (the Kafka cluster's replicated one),
+/// one loadgen run against every node's address, the server's usage, a stop.
 fn peer_run(
     session: &Session,
     result: &mut RunResult,
@@ -152,8 +153,21 @@ fn peer_run(
             return;
         }
     };
+    match server.create_topic(&result.topic, session.scenario.partitions, install) {
+        Ok(Some(description)) => session.progress(&format!(
+            "{label} run {}: topic {} on {} nodes:\n{}",
+            result.run,
+            result.topic,
+            server.node_count(),
+            description.trim_end()
+        )),
+        Ok(None) => {}
+        Err(error) => result.errors.push(error),
+    }
     let address = server.address.clone();
-    session.load(result, &address, &label, run);
+    if result.errors.is_empty() {
+        session.load(result, &address, &label, run);
+    }
     match server.usage() {
         Ok(usage) => set_usage(result, None, usage),
         Err(error) => result.errors.push(error),
@@ -203,6 +217,27 @@ mod tests {
         let error = resolve_rate(&spec(HALF_MAX_RATE), &[max]).expect_err("failed max");
         assert!(error.contains("did not succeed"), "{error}");
         assert!(resolve_rate(&spec(HALF_MAX_RATE), &[]).is_err());
+    }
+
+    #[test]
+    fn every_peer_setting_that_names_its_acks_names_the_acks_peers_ask_for() {
+        let acks = format!("acks={PEER_ACKS}");
+        for peer in Peer::ALL {
+            for class in [Durability::Fsync, Durability::NoFsync] {
+                let Ok(setting) = peer_setting(peer, class) else {
+                    continue;
+                };
+                if setting.contains("acks=") {
+                    assert!(setting.contains(&acks), "{setting}");
+                }
+            }
+            if let Some(deployment) = peer.kafka_deployment("4.1.1") {
+                assert!(
+                    !deployment.contains("acks=") || deployment.contains(&acks),
+                    "{deployment}"
+                );
+            }
+        }
     }
 
     #[test]

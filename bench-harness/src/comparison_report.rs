@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use crate::peers::Peer;
 use crate::report::latency_ms;
 use crate::results::RunResult;
 
@@ -251,9 +252,12 @@ pub fn peer_section(results: &[RunResult], kafka_version: Option<&str>) -> Strin
          half of each system's own max (target ≤ 0.5).",
     );
     if let Some(version) = kafka_version {
-        text.push_str(&format!(
-            " Kafka {version}, KRaft, one combined broker and controller."
-        ));
+        let ran = |peer: &Peer| results.iter().any(|r| r.profile == peer.name());
+        for peer in Peer::ALL.iter().filter(|peer| ran(peer)) {
+            if let Some(deployment) = peer.kafka_deployment(version) {
+                text.push_str(&format!(" `{}`: {deployment}.", peer.name()));
+            }
+        }
     }
     text.push_str("\n\n");
     for class in &ratios {
@@ -406,7 +410,28 @@ mod tests {
             text.contains("redis 40000 msg/s is 2.25x (target ≥ 2x: met)"),
             "{text}"
         );
-        assert!(text.contains("Kafka 4.1.1"), "{text}");
+        assert!(
+            text.contains(" `kafka`: Kafka 4.1.1, KRaft, one combined broker and controller."),
+            "{text}"
+        );
+        assert!(!text.contains("kafka-cluster"), "{text}");
         assert!(peer_section(&[run_result("latency", "max", 1)], None).is_empty());
+    }
+
+    #[test]
+    fn the_section_says_how_the_kafka_cluster_replicates_when_it_ran() {
+        let mut cluster = result("kafka", "fsync", MAX_RUN, 20_000.0, 80_000);
+        cluster.profile = "kafka-cluster".into();
+        let mut results = fixture();
+        results.push(cluster);
+        let text = peer_section(&results, Some("4.1.1"));
+        assert!(
+            text.contains(
+                " `kafka-cluster`: Kafka 4.1.1, KRaft, 3 brokers, replication factor 3, \
+                 acks=all, min.insync.replicas=2 ("
+            ),
+            "{text}"
+        );
+        assert!(text.contains("| kafka-cluster | 4.50x |"), "{text}");
     }
 }

@@ -5,9 +5,10 @@
 //! run's loadgen JSON and HdrHistogram files.
 //!
 //! The harness drives the broker from outside, through its binaries only. Scenarios with
-//! `[[comparisons]]` (the built-in `peers`) also run peer brokers (Kafka, NATS JetStream,
-//! Redis Streams; installed by `bench-harness/peers/install.sh`) at equal durability and
-//! report shardline's ratio to each.
+//! `[[comparisons]]` (the built-in `peers`) also run peer brokers (Kafka with one node or a
+//! replicating cluster of three, NATS JetStream, Redis Streams; installed by
+//! `bench-harness/peers/install.sh`) at equal durability and report shardline's ratio to
+//! each.
 
 mod broker;
 mod comparison;
@@ -43,8 +44,10 @@ pub struct Args {
     /// Only these of the scenario's profiles, comma separated.
     #[arg(long, value_delimiter = ',')]
     pub profiles: Option<Vec<String>>,
-    /// The peers of a comparison scenario, comma separated (kafka, nats, redis; `none`
-    /// for shardline alone), instead of the scenario's list.
+    /// The peers of a comparison scenario, comma separated (kafka, kafka-cluster, nats,
+    /// redis; `none` for shardline alone), instead of the scenario's list. `kafka-cluster`
+    /// is three Kafka nodes replicating every partition three times (acks=all,
+    /// min.insync.replicas=2).
     #[arg(long, value_delimiter = ',')]
     pub peers: Option<Vec<String>>,
     /// The Kafka release installed by `bench-harness/peers/install.sh` (its KAFKA_VERSION).

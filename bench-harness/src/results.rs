@@ -79,7 +79,8 @@ impl TimelinePoint {
 /// Everything measured in one (profile, run).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RunResult {
-    /// The system driven: `shardline`, or a peer (`kafka`, `nats`, `redis`).
+    /// The system driven: `shardline`, or a peer's loadgen `--system` (`kafka`, `nats`,
+    /// `redis`; `kafka` for both Kafka peers).
     #[serde(default)]
     pub system: String,
     /// shardline: the tuning profile (`shardline-<profile>` in comparisons); a peer: its
@@ -115,9 +116,11 @@ pub struct RunResult {
     pub out_of_order: u64,
     pub produce_errors: u64,
     /// Broker CPU seconds (user + system) during this run (for phases sharing a broker:
-    /// the difference between the readings before and after the phase).
+    /// the difference between the readings before and after the phase; for a peer of
+    /// several nodes, the sum over its nodes).
     pub broker_cpu_s: Option<f64>,
-    /// The broker's peak RSS so far (VmHWM).
+    /// The broker's peak RSS so far (VmHWM; for a peer of several nodes, the sum of each
+    /// node's peak).
     pub broker_peak_rss_mib: Option<f64>,
     pub loadgen_exit_code: Option<i32>,
     /// Messages/s second by second (warm-up and drain included).

@@ -70,7 +70,7 @@ pub struct Scenario {
     /// and acks, then each peer of `peers` in the comparison's durability class.
     #[serde(default)]
     pub comparisons: Vec<Comparison>,
-    /// The peers of the comparisons (kafka, nats, redis), in run order.
+    /// The peers of the comparisons (kafka, kafka-cluster, nats, redis), in run order.
     #[serde(default)]
     pub peers: Vec<String>,
 }

@@ -116,7 +116,8 @@ pub fn run(args: &Args) -> Result<bool, String> {
     let context = ReportContext {
         scenario: &scenario,
         kafka_version: peers
-            .contains(&crate::peers::Peer::Kafka)
+            .iter()
+            .any(|peer| peer.is_kafka())
             .then(|| install.kafka_version.clone()),
         machine: report::machine(&allowed_cpus),
         placement: session.placement_json(),

@@ -1,70 +1,103 @@
-//! Peer brokers measured beside shardline: Apache Kafka (KRaft, one combined broker and
-//! controller, jars from Maven Central), NATS JetStream (Debian's `nats-server`, file
-//! storage) and Redis Streams (Debian's `redis-server`, append-only file). They are
-//! installed by `bench-harness/peers/install.sh`; the harness starts each on loopback, on
-//! a free port, with its data in a temporary directory, and stops it after the run.
+//! Peer brokers measured beside shardline: Apache Kafka (KRaft, jars from Maven Central;
+//! one combined broker and controller, or a cluster of three replicating every partition),
+//! NATS JetStream (Debian's `nats-server`, file storage) and Redis Streams (Debian's
+//! `redis-server`, append-only file). They are installed by
+//! `bench-harness/peers/install.sh`; the harness starts each on loopback, on free ports,
+//! with its data in a temporary directory, and stops it after the run (`process`).
 //!
 //! Each peer runs in a *durability class* that shardline is compared in:
 //!
-//! | class | what an acknowledgement means | shardline | Kafka | NATS 2.9 | Redis |
+//! | class | what an acknowledgement means | shardline | Kafka (1 node, and 3 nodes) | NATS 2.9 | Redis |
 //! |---|---|---|---|---|---|
-//! | `fsync` | on stable storage (fsync before the ack) | `acks=all`, a profile that fdatasyncs before acking | `log.flush.interval.messages=1` | not available | `appendfsync always` |
+//! | `fsync` | on stable storage (fsync before the ack) | `acks=all`, a profile that fdatasyncs before acking | `log.flush.interval.messages=1` (on every node) | not available | `appendfsync always` |
 //! | `no-fsync` | written to the OS or device, not synced: survives `kill -9`, not power loss | `acks=leader` | default (no flush) | default (sync every 2 min) | `appendfsync everysec` |
+//!
+//! The 3-node Kafka (`kafka-cluster`) adds replication on top of its class: replication
+//! factor 3, `min.insync.replicas=2`, producers with `acks=all`, so an acknowledged
+//! message is also on every in-sync replica (at least 2).
 //!
 //! NATS JetStream's `sync_interval: always` arrived in nats-server 2.10; Debian's 2.9.10
 //! refuses the field, so NATS has no fsync-class run (the report says so).
 
 mod kafka;
+mod kafka_topic;
 mod nats;
+mod process;
 mod redis;
 
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::broker::{process_usage, ProcessUsage};
-
 pub use kafka::KAFKA_VERSION_DEFAULT;
-
-/// How long a peer may take to accept connections.
-const PEER_START_TIMEOUT: Duration = Duration::from_secs(90);
-const PEER_START_POLL: Duration = Duration::from_millis(100);
-/// How long a peer may take to exit after SIGTERM.
-const PEER_STOP_TIMEOUT: Duration = Duration::from_secs(30);
-const PEER_STOP_POLL: Duration = Duration::from_millis(50);
-/// Log lines of a failed peer quoted in an error.
-const LOG_TAIL_LINES: usize = 20;
+pub use process::PeerProcess;
+use process::{find_program, spawn_logged, NodeLaunch};
 
 /// The peer brokers the harness can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Peer {
+    /// One Kafka node, topics of one replica.
     Kafka,
+    /// Three Kafka nodes, topics of three replicas, two of them in sync for `acks=all`.
+    KafkaCluster,
     Nats,
     Redis,
 }
 
 impl Peer {
-    pub const ALL: [Peer; 3] = [Peer::Kafka, Peer::Nats, Peer::Redis];
+    pub const ALL: [Peer; 4] = [Peer::Kafka, Peer::KafkaCluster, Peer::Nats, Peer::Redis];
 
-    /// Also the loadgen's `--system`.
+    /// The name in scenarios, `--peers` and the report.
     pub fn name(self) -> &'static str {
         match self {
             Peer::Kafka => "kafka",
+            Peer::KafkaCluster => "kafka-cluster",
             Peer::Nats => "nats",
             Peer::Redis => "redis",
         }
+    }
+
+    /// The loadgen's `--system` for this peer.
+    pub fn system(self) -> &'static str {
+        match self {
+            Peer::Kafka | Peer::KafkaCluster => "kafka",
+            Peer::Nats => "nats",
+            Peer::Redis => "redis",
+        }
+    }
+
+    pub fn is_kafka(self) -> bool {
+        self.system() == "kafka"
     }
 
     pub fn parse(name: &str) -> Result<Peer, String> {
         Peer::ALL
             .into_iter()
             .find(|peer| peer.name() == name)
-            .ok_or_else(|| format!("no peer '{name}' (kafka, nats, redis)"))
+            .ok_or_else(|| {
+                let names: Vec<&str> = Peer::ALL.iter().map(|peer| peer.name()).collect();
+                format!("no peer '{name}' ({})", names.join(", "))
+            })
+    }
+
+    /// How a Kafka peer is deployed, for the report (`None` for the other peers).
+    pub fn kafka_deployment(self, kafka_version: &str) -> Option<String> {
+        match self {
+            Peer::Kafka => Some(format!(
+                "Kafka {kafka_version}, KRaft, one combined broker and controller"
+            )),
+            Peer::KafkaCluster => Some(format!(
+                "Kafka {kafka_version}, KRaft, {} brokers, replication factor {}, acks=all, \
+                 min.insync.replicas={} (each node a combined broker and controller, all {} \
+                 voters of the metadata quorum)",
+                kafka::CLUSTER_NODES,
+                kafka::CLUSTER_REPLICATION_FACTOR,
+                kafka::CLUSTER_MIN_INSYNC_REPLICAS,
+                kafka::CLUSTER_NODES,
+            )),
+            Peer::Nats | Peer::Redis => None,
+        }
     }
 }
 
@@ -109,6 +142,19 @@ pub fn peer_setting(peer: Peer, durability: Durability) -> Result<String, String
             "Kafka (KRaft): default flush (page cache, no fsync), producer acks=all, 1 replica"
                 .into(),
         ),
+        (Peer::KafkaCluster, Durability::Fsync) => Ok(format!(
+            "Kafka (KRaft), {}: log.flush.interval.messages=1 on every node (each replica \
+             fsyncs each append; acks=all answers once every in-sync replica, at least {}, \
+             has appended it)",
+            cluster_replication(),
+            kafka::CLUSTER_MIN_INSYNC_REPLICAS
+        )),
+        (Peer::KafkaCluster, Durability::NoFsync) => Ok(format!(
+            "Kafka (KRaft), {}: default flush (page cache, no fsync; acks=all answers once \
+             every in-sync replica, at least {}, has written it to its log)",
+            cluster_replication(),
+            kafka::CLUSTER_MIN_INSYNC_REPLICAS
+        )),
         (Peer::Nats, Durability::Fsync) => Err(
             "nats-server 2.9.10 (Debian) has no fsync-per-write setting: `sync_interval: \
              always` arrived in 2.10 and 2.9 refuses the field"
@@ -130,6 +176,16 @@ pub fn peer_setting(peer: Peer, durability: Durability) -> Result<String, String
                 .into(),
         ),
     }
+}
+
+/// The `kafka-cluster` peer's replication, as its settings state it.
+fn cluster_replication() -> String {
+    format!(
+        "{} brokers, replication factor {}, min.insync.replicas={}, producer acks=all",
+        kafka::CLUSTER_NODES,
+        kafka::CLUSTER_REPLICATION_FACTOR,
+        kafka::CLUSTER_MIN_INSYNC_REPLICAS
+    )
 }
 
 /// Where a peer's installation is expected (Kafka's jars; the others are on PATH).
@@ -154,167 +210,6 @@ impl PeerInstall {
             cache_dir,
         }
     }
-}
-
-/// A running peer; killed on drop if not stopped.
-pub struct PeerProcess {
-    pub peer: Peer,
-    pub address: String,
-    child: Option<Child>,
-    log_path: PathBuf,
-}
-
-impl PeerProcess {
-    /// Starts `peer` in `durability` with its data under `dir` (which must exist) and its
-    /// output appended to `log_path`, and waits until it accepts connections.
-    pub fn start(
-        peer: Peer,
-        durability: Durability,
-        dir: &Path,
-        log_path: &Path,
-        install: &PeerInstall,
-    ) -> Result<PeerProcess, String> {
-        peer_setting(peer, durability)?;
-        let port = free_port()?;
-        let log_path = log_path.to_path_buf();
-        let command = match peer {
-            Peer::Kafka => kafka::prepare(dir, port, durability, install, &log_path)?,
-            Peer::Nats => nats::prepare(dir, port)?,
-            Peer::Redis => redis::prepare(dir, port, durability)?,
-        };
-        let address = format!("127.0.0.1:{port}");
-        let child = spawn_logged(command, &log_path)?;
-        let mut process = PeerProcess {
-            peer,
-            address,
-            child: Some(child),
-            log_path,
-        };
-        process.wait_until_accepting()?;
-        Ok(process)
-    }
-
-    fn wait_until_accepting(&mut self) -> Result<(), String> {
-        let address: SocketAddr = self.address.parse().map_err(|e| format!("{e}"))?;
-        let deadline = Instant::now() + PEER_START_TIMEOUT;
-        loop {
-            if TcpStream::connect_timeout(&address, PEER_START_POLL).is_ok() {
-                return Ok(());
-            }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!(
-                        "{} exited with {status} before accepting connections:\n{}",
-                        self.peer.name(),
-                        self.log_tail()
-                    ));
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "{} did not accept connections on {} within {PEER_START_TIMEOUT:?}:\n{}",
-                    self.peer.name(),
-                    self.address,
-                    self.log_tail()
-                ));
-            }
-            std::thread::sleep(PEER_START_POLL);
-        }
-    }
-
-    /// The last lines of the peer's log.
-    pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
-    }
-
-    pub fn usage(&self) -> Result<ProcessUsage, String> {
-        let pid = self.child.as_ref().map(Child::id);
-        process_usage(pid.ok_or("peer is not running")?)
-    }
-
-    /// SIGTERM, then waits (SIGKILL after `PEER_STOP_TIMEOUT`). A peer's exit status on
-    /// SIGTERM varies (the JVM exits 143), so only a kill is an error.
-    pub fn stop(&mut self) -> Result<(), String> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        let pid = libc::pid_t::try_from(child.id()).map_err(|e| e.to_string())?;
-        // SAFETY: kill(2) on our own child, which has not been reaped yet.
-        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
-            return Err(format!(
-                "SIGTERM to {} {pid}: {}",
-                self.peer.name(),
-                std::io::Error::last_os_error()
-            ));
-        }
-        let deadline = Instant::now() + PEER_STOP_TIMEOUT;
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => return Ok(()),
-                Ok(None) => {}
-                Err(error) => return Err(format!("waiting for {}: {error}", self.peer.name())),
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{} ignored SIGTERM for {PEER_STOP_TIMEOUT:?}; killed",
-                    self.peer.name()
-                ));
-            }
-            std::thread::sleep(PEER_STOP_POLL);
-        }
-    }
-}
-
-impl Drop for PeerProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Starts `command` with stdout and stderr appended to `log_path`.
-fn spawn_logged(mut command: Command, log_path: &Path) -> Result<Child, String> {
-    let open = || {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log_path)
-            .map_err(|e| format!("opening {}: {e}", log_path.display()))
-    };
-    let mut log = open()?;
-    writeln!(log, "$ {command:?}").map_err(|e| format!("writing {}: {e}", log_path.display()))?;
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(open()?))
-        .spawn()
-        .map_err(|e| format!("starting {:?}: {e}", command.get_program()))
-}
-
-/// A port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> Result<u16, String> {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}"))?;
-    listener
-        .local_addr()
-        .map(|address| address.port())
-        .map_err(|e| format!("finding a free port: {e}"))
-}
-
-/// `program` on PATH, or an error saying how to install it.
-fn find_program(program: &str) -> Result<PathBuf, String> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(|| format!("{program} is not installed: run bench-harness/peers/install.sh"))
 }
 
 #[cfg(test)]
@@ -346,7 +241,41 @@ mod tests {
     }
 
     #[test]
-    fn a_free_port_is_a_real_port() {
-        assert!(free_port().expect("a port") > 0);
+    fn kafka_cluster_is_a_kafka_peer_that_replicates_three_times() {
+        let cluster = Peer::parse("kafka-cluster").expect("known");
+        assert_eq!(cluster, Peer::KafkaCluster);
+        assert_eq!((cluster.system(), cluster.is_kafka()), ("kafka", true));
+        assert_eq!(
+            serde_json::to_value(cluster).expect("serializes"),
+            serde_json::json!("kafka-cluster")
+        );
+        for class in [Durability::Fsync, Durability::NoFsync] {
+            let setting = peer_setting(cluster, class).expect("both classes");
+            assert!(
+                setting.contains(
+                    "3 brokers, replication factor 3, min.insync.replicas=2, producer acks=all"
+                ),
+                "{setting}"
+            );
+            assert_eq!(
+                setting.contains("log.flush.interval.messages=1"),
+                class == Durability::Fsync,
+                "{setting}"
+            );
+        }
+        let deployment = cluster.kafka_deployment("4.1.1").expect("a Kafka peer");
+        assert!(
+            deployment.starts_with(
+                "Kafka 4.1.1, KRaft, 3 brokers, replication factor 3, acks=all, \
+                 min.insync.replicas=2"
+            ),
+            "{deployment}"
+        );
+        assert!(Peer::Redis.kafka_deployment("4.1.1").is_none());
+        let error = Peer::parse("kafka-clusters").expect_err("unknown");
+        assert!(
+            error.contains("kafka, kafka-cluster, nats, redis"),
+            "{error}"
+        );
     }
 }
