@@ -37,6 +37,10 @@ impl Admin {
         Admin { cluster }
     }
 
+    pub(crate) fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
     pub(crate) async fn call(&self, request: Request) -> Result<Response, ClientError> {
         let connection = self.cluster.any_connection().await?;
         Ok(connection.request(&request, &[]).await?.response)

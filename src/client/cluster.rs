@@ -126,8 +126,26 @@ impl Cluster {
         }
     }
 
-    /// A topic's metadata (refreshing once if it is not known yet).
+    /// A topic's metadata (refreshing once if it is not known yet). Internal topics (`__`
+    /// names), which full listings leave out, are asked for by name.
     pub async fn topic(&self, name: &str) -> Result<TopicMetadata, ClientError> {
+        if name.starts_with("__") {
+            let connection = self.any_connection().await?;
+            let request = Request::Metadata(MetadataRequest {
+                topics: Some(vec![name.to_string()]),
+            });
+            if let Response::Metadata(metadata) = connection.request(&request, &[]).await?.response
+            {
+                if let Some(topic) = metadata
+                    .topics
+                    .into_iter()
+                    .find(|t| t.name == name && t.error == ErrorCode::None)
+                {
+                    return Ok(topic);
+                }
+            }
+            return Err(ClientError::UnknownTopic(name.to_string()));
+        }
         for refresh in [false, true] {
             let metadata = if refresh {
                 self.refresh_metadata().await?
@@ -195,6 +213,16 @@ impl Cluster {
             .ok()
             .and_then(|mut a| a.next());
         Ok(host.unwrap_or_else(|| SocketAddr::new(self.bootstrap[0].ip(), port)))
+    }
+
+    /// A broker's main port (the bootstrap IP stands in for a host this client cannot
+    /// resolve).
+    pub fn broker_address(&self, broker: &crate::protocol::BrokerMetadata) -> SocketAddr {
+        (broker.host.as_str(), broker.port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .unwrap_or_else(|| SocketAddr::new(self.bootstrap[0].ip(), broker.port))
     }
 
     /// The connection for a partition's requests.

@@ -125,7 +125,10 @@ pub struct GroupConsumer {
 
 /// The address of the group's coordinator shard (its own port when shard-aware), or the
 /// bootstrap address, which forwards.
-async fn coordinator_address(cluster: &Cluster, group: &str) -> Result<SocketAddr, ClientError> {
+pub(crate) async fn coordinator_address(
+    cluster: &Cluster,
+    group: &str,
+) -> Result<SocketAddr, ClientError> {
     let connection = cluster.any_connection().await?;
     let request = Request::FindCoordinator(FindCoordinatorRequest {
         group: group.to_string(),

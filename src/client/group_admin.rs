@@ -8,6 +8,10 @@ use crate::protocol::{
     Response,
 };
 
+/// Attempts at a group request while its coordinator moves or loads.
+const COORDINATOR_ATTEMPTS: u32 = 50;
+const COORDINATOR_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(200);
+
 fn refused(code: ErrorCode, message: String) -> ClientError {
     ClientError::from_code(code, message)
 }
@@ -17,14 +21,61 @@ fn unexpected(what: &str, response: &Response) -> ClientError {
 }
 
 impl Admin {
-    /// Every group the broker coordinates.
-    pub async fn list_groups(&self) -> Result<Vec<GroupListing>, ClientError> {
-        match self.call(Request::ListGroups(ListGroupsRequest {})).await? {
-            Response::ListGroups(list) if list.error == ErrorCode::None => Ok(list.groups),
-            Response::ListGroups(list) => Err(refused(list.error, "list groups".into())),
-            Response::Error(error) => Err(refused(error.error, error.message)),
-            other => Err(unexpected("list groups", &other)),
+    /// Sends a group request to the group's coordinator (found first), retrying while the
+    /// coordinator moves or loads.
+    async fn call_coordinator(
+        &self,
+        group: &str,
+        request: Request,
+    ) -> Result<Response, ClientError> {
+        let mut attempt = 0;
+        loop {
+            let answer = async {
+                let address = super::group::coordinator_address(self.cluster(), group).await?;
+                let connection = self.cluster().connection(address).await?;
+                Ok::<_, ClientError>(connection.request(&request, &[]).await?.response)
+            }
+            .await;
+            let retriable = match &answer {
+                Err(error) => error.is_retriable(),
+                Ok(Response::Error(error)) => matches!(
+                    error.error,
+                    ErrorCode::NotCoordinator | ErrorCode::CoordinatorLoading
+                ),
+                Ok(_) => false,
+            };
+            if !retriable || attempt >= COORDINATOR_ATTEMPTS {
+                return answer;
+            }
+            attempt += 1;
+            glommio::timer::sleep(COORDINATOR_RETRY_BACKOFF).await;
         }
+    }
+
+    /// Every group the cluster's brokers coordinate (each broker is asked).
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>, ClientError> {
+        let metadata = self.cluster().refresh_metadata().await?;
+        let mut groups = Vec::new();
+        for broker in &metadata.brokers {
+            let address = self.cluster().broker_address(broker);
+            let connection = self.cluster().connection(address).await?;
+            let response = connection
+                .request(&Request::ListGroups(ListGroupsRequest {}), &[])
+                .await?
+                .response;
+            match response {
+                Response::ListGroups(list) if list.error == ErrorCode::None => {
+                    groups.extend(list.groups)
+                }
+                Response::ListGroups(list) => {
+                    return Err(refused(list.error, "list groups".into()))
+                }
+                Response::Error(error) => return Err(refused(error.error, error.message)),
+                other => return Err(unexpected("list groups", &other)),
+            }
+        }
+        groups.sort_by(|a, b| a.group.cmp(&b.group));
+        Ok(groups)
     }
 
     /// A group's state, members, assignments, committed offsets and lag.
@@ -32,7 +83,7 @@ impl Admin {
         let request = Request::DescribeGroup(DescribeGroupRequest {
             group: group.to_string(),
         });
-        match self.call(request).await? {
+        match self.call_coordinator(group, request).await? {
             Response::DescribeGroup(described) if described.error == ErrorCode::None => {
                 Ok(described)
             }
@@ -48,7 +99,7 @@ impl Admin {
             group: group.to_string(),
             partitions: None,
         });
-        match self.call(request).await? {
+        match self.call_coordinator(group, request).await? {
             Response::OffsetFetch(fetched) if fetched.error == ErrorCode::None => {
                 Ok(fetched.offsets)
             }
@@ -75,7 +126,7 @@ impl Admin {
             to,
             dry_run,
         });
-        match self.call(request).await? {
+        match self.call_coordinator(group, request).await? {
             Response::ResetOffsets(reset) if reset.error == ErrorCode::None => Ok(reset.partitions),
             Response::ResetOffsets(reset) => Err(refused(reset.error, reset.message)),
             Response::Error(error) => Err(refused(error.error, error.message)),

@@ -185,17 +185,67 @@ async fn lookup_offsets(
             None => known.push(false),
         }
     }
-    let mut outcomes = route(context, work).await.into_iter();
+    let outcomes = route(context, work).await;
+    // Partitions led by other brokers are asked of their leaders.
+    let mut answers: Vec<Option<u64>> = Vec::with_capacity(outcomes.len());
+    for response in outcomes {
+        let answer = match response.error {
+            ErrorCode::None => Some(response.offset),
+            ErrorCode::NotLeaderOrFollower => {
+                remote_offset(context, &catalog, &response.topic, response.partition, spec).await
+            }
+            _ => None,
+        };
+        answers.push(answer);
+    }
+    let mut answers = answers.into_iter();
     known
         .into_iter()
         .map(|known| {
             if !known {
                 return None;
             }
-            let response = outcomes.next().expect("one outcome per routed partition");
-            response.error.is_ok().then_some(response.offset)
+            answers.next().expect("one outcome per routed partition")
         })
         .collect()
+}
+
+/// Asks a partition's leader broker for an offset (group lag in a cluster).
+async fn remote_offset(
+    context: &ShardContext,
+    catalog: &crate::cluster::Catalog,
+    topic: &str,
+    partition: u32,
+    spec: OffsetSpec,
+) -> Option<u64> {
+    use std::net::ToSocketAddrs;
+    let leader = catalog.topic(topic)?.partition(partition)?.leader?;
+    if leader == context.broker_id() {
+        return None;
+    }
+    let broker = catalog.broker(leader)?;
+    let address = (broker.host.as_str(), broker.port)
+        .to_socket_addrs()
+        .ok()?
+        .next()?;
+    let connection = crate::client::connection::Connection::connect(address, "group-lag")
+        .await
+        .ok()?;
+    let request = crate::protocol::Request::ListOffsets(crate::protocol::ListOffsetsRequest {
+        partitions: vec![crate::protocol::ListOffsetsPartition {
+            topic: topic.to_string(),
+            partition,
+            spec,
+        }],
+    });
+    match connection.request(&request, &[]).await.ok()?.response {
+        Response::ListOffsets(answer) => answer
+            .partitions
+            .first()
+            .filter(|p| p.error == ErrorCode::None)
+            .map(|p| p.offset),
+        _ => None,
+    }
 }
 
 async fn describe_group(

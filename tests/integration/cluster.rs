@@ -608,3 +608,170 @@ fn bad_input_on_the_cluster_listeners_is_refused_without_effect() {
         .success());
     assert_eq!(consume_all(&bootstrap, "kept", 3).len(), 3);
 }
+
+/// Values a group member read (`consume --group ... --format json`).
+fn consume_group(bootstrap: &str, topic: &str, group: &str, count: usize) -> Vec<String> {
+    let count = count.to_string();
+    let output = cli(
+        &[
+            "consume",
+            "--broker",
+            bootstrap,
+            "--topic",
+            topic,
+            "--group",
+            group,
+            "--format",
+            "json",
+            "--max-messages",
+            &count,
+            "--idle-timeout-ms",
+            "10000",
+        ],
+        None,
+    );
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).expect("a json line");
+            value["value"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn group_offsets_are_replicated_and_kept_across_a_coordinator_handover() {
+    let cluster = TestCluster::start(75, 3, &[]);
+    let bootstrap = cluster.bootstrap();
+    create_topic(&bootstrap, "work", 3, 3, &[]);
+    let lines: String = (0..300).map(|n| format!("k{}:v{n}\n", n % 11)).collect();
+    assert!(produce(&bootstrap, "work", "all", &lines).status.success());
+
+    let first = consume_group(&bootstrap, "work", "workers", 120);
+    assert_eq!(first.len(), 120);
+
+    // Hand the group's offsets partition to another replica: a new coordinator.
+    let partition = shardline::shard::Ownership::offsets_partition("workers");
+    let offsets = cluster.describe("__offsets");
+    let row = &offsets[&partition];
+    assert_eq!(
+        row.replicas.len(),
+        3,
+        "the offsets log is replicated: {row:?}"
+    );
+    let to = *row
+        .replicas
+        .iter()
+        .find(|&&b| Some(b) != row.leader)
+        .unwrap();
+    let output = cli(
+        &[
+            "topic",
+            "elect",
+            "--broker",
+            &bootstrap,
+            "--topic",
+            "__offsets",
+            "--partition",
+            &partition.to_string(),
+            "--to",
+            &to.to_string(),
+        ],
+        None,
+    );
+    assert!(output.status.success(), "{output:?}");
+    cluster.wait_for_partitions("__offsets", Duration::from_secs(20), |rows| {
+        rows[&partition].leader == Some(to)
+    });
+
+    // The new coordinator knows what was committed: the group goes on where it stopped.
+    let second = consume_group(&bootstrap, "work", "workers", 180);
+    let mut all: Vec<String> = first.iter().chain(&second).cloned().collect();
+    let total = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), total, "nothing read twice across the handover");
+    assert_eq!(total, 300, "everything read once");
+    let described = cli(
+        &[
+            "group", "describe", "--broker", &bootstrap, "--group", "workers", "--format", "json",
+        ],
+        None,
+    );
+    assert!(described.status.success(), "{described:?}");
+    let described: serde_json::Value = serde_json::from_slice(&described.stdout).unwrap();
+    let lag: i64 = described["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["lag"].as_i64().unwrap())
+        .sum();
+    assert_eq!(lag, 0, "{described}");
+}
+
+#[test]
+fn cluster_local_starts_three_brokers_that_replicate_and_stop_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(super::harness::shardline_binary())
+        .args([
+            "cluster",
+            "local",
+            "--brokers",
+            "3",
+            "--base-port",
+            "19460",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("SHARDLINE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let bootstrap = loop {
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0);
+        if let Some(list) = line.strip_prefix("bootstrap brokers: ") {
+            break list.trim().to_string();
+        }
+    };
+    assert_eq!(bootstrap, "127.0.0.1:19460,127.0.0.1:19461,127.0.0.1:19462");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = cli(&["cluster", "status", "--broker", &bootstrap], None);
+        let text = String::from_utf8_lossy(&status.stdout);
+        if text.matches("\talive").count() == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    create_topic(&bootstrap, "local", 2, 3, &[]);
+    assert!(produce(&bootstrap, "local", "all", "a:1\nb:2\nc:3\n")
+        .status
+        .success());
+    assert_eq!(consume_all(&bootstrap, "local", 3).len(), 3);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGINT,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "cluster local did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    let mut rest = String::new();
+    let _ = stdout.read_to_string(&mut rest);
+    assert_eq!(
+        rest.matches("stopped (exit status: 0)").count(),
+        3,
+        "{rest}"
+    );
+}
