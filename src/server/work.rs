@@ -74,6 +74,7 @@ async fn append_share(
     log: &PartitionLog,
     batches: &Bytes,
     deadline: Instant,
+    leader_epoch: u32,
 ) -> Result<(u64, i64, u64), (ErrorCode, String)> {
     let batches = split_batches(batches).map_err(|e| (batch_error_code(&e), e.to_string()))?;
     let mut first = None;
@@ -81,12 +82,14 @@ async fn append_share(
     for batch in batches {
         // A timer only for an append that has to wait for space.
         let appended = if log.has_room_for(batch.len()) {
-            log.append(batch, 0).await
+            log.append(batch, leader_epoch).await
         } else {
-            with_deadline(deadline, log.append(batch, 0)).await.ok_or((
-                ErrorCode::Backpressure,
-                "the partition's write queue stayed full".to_string(),
-            ))?
+            with_deadline(deadline, log.append(batch, leader_epoch))
+                .await
+                .ok_or((
+                    ErrorCode::Backpressure,
+                    "the partition's write queue stayed full".to_string(),
+                ))?
         };
         let info = appended.map_err(|e| (append_error_code(&e), e.to_string()))?;
         first.get_or_insert((info.base_offset, info.append_time_ms));
@@ -203,7 +206,7 @@ pub async fn produce_all(
         for &index in &indexes {
             let item = &items[index];
             let deadline = context.clock.now() + item.timeout;
-            let result = append_share(&log, &item.batches, deadline).await;
+            let result = append_share(&log, &item.batches, deadline, leadership.epoch).await;
             appended.push((index, deadline, result));
         }
         let acknowledged = appended.into_iter().map(|(index, deadline, result)| {
