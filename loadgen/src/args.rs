@@ -23,7 +23,8 @@ pub struct Args {
     /// (kafka, nats, redis: built only with the cargo feature `peers`).
     #[arg(long, value_enum, default_value = "shardline")]
     pub system: System,
-    /// The broker's main address (for redis and nats too: HOST:PORT).
+    /// The broker's main address, HOST:PORT; for shardline and kafka, several bootstrap
+    /// brokers of a cluster may be given, comma separated (redis and nats: one).
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub broker: String,
     /// The topic to use (created when missing); with --topics, the topics' name prefix.
