@@ -51,6 +51,7 @@ struct Followed {
 pub struct Session {
     leader: u32,
     shard: usize,
+    address: SocketAddr,
     partitions: RefCell<HashMap<PartitionKey, Followed>>,
     closed: Cell<bool>,
 }
@@ -94,6 +95,7 @@ pub fn follow(
     let session = Rc::new(Session {
         leader,
         shard,
+        address,
         partitions: RefCell::new(HashMap::from([(key, followed)])),
         closed: Cell::new(false),
     });
@@ -126,6 +128,26 @@ pub fn unfollow(context: &ShardContext, key: PartitionKey) {
     for id in emptied {
         sessions.remove(&id);
     }
+}
+
+/// Ends the sessions whose leader moved to another address (it restarted elsewhere) and
+/// returns the partitions they followed, to be followed again.
+pub fn readdress(context: &ShardContext, catalog: &Catalog) -> Vec<PartitionKey> {
+    let mut sessions = context.replication.sessions.borrow_mut();
+    let moved: Vec<(u32, usize)> = sessions
+        .iter()
+        .filter(|(_, s)| leader_address(catalog, s.leader, s.shard).is_some_and(|a| a != s.address))
+        .map(|(id, _)| *id)
+        .collect();
+    let mut keys = Vec::new();
+    for id in moved {
+        if let Some(session) = sessions.remove(&id) {
+            tracing::info!(leader = session.leader, old = %session.address, "the leader moved: following it at its new address");
+            session.closed.set(true);
+            keys.extend(session.partitions.borrow().keys().copied());
+        }
+    }
+    keys
 }
 
 fn leader_address(catalog: &Catalog, leader: u32, shard: usize) -> Option<SocketAddr> {

@@ -48,13 +48,33 @@ pub enum Role {
 }
 
 /// One shard's replication state.
-#[derive(Default)]
 pub struct Replication {
     roles: RefCell<HashMap<PartitionKey, Role>>,
     sessions: RefCell<HashMap<(u32, usize), Rc<follower::Session>>>,
+    /// Catalogue changes are taken one at a time, in order.
+    changing: glommio::sync::Semaphore,
+    /// The version of the last catalogue whose roles are in place.
+    settled: std::cell::Cell<u64>,
+}
+
+impl Default for Replication {
+    fn default() -> Self {
+        Replication {
+            roles: RefCell::default(),
+            sessions: RefCell::default(),
+            changing: glommio::sync::Semaphore::new(1),
+            settled: std::cell::Cell::new(0),
+        }
+    }
 }
 
 impl Replication {
+    /// The version of the last catalogue whose roles are in place (0: none yet). A shard
+    /// serves only once its first catalogue has settled.
+    pub fn settled_version(&self) -> u64 {
+        self.settled.get()
+    }
+
     pub fn role(&self, key: PartitionKey) -> Option<Role> {
         self.roles.borrow().get(&key).cloned()
     }
@@ -109,6 +129,20 @@ pub fn owning_shard(catalog: &Catalog, broker: u32, topic: &str, partition: u32)
 /// it leads, follows the rest of what it holds, forgets what it no longer holds.
 pub async fn catalog_changed(context: &ShardContext, old: &Catalog, new: &Arc<Catalog>) {
     let _ = old;
+    let _one_at_a_time = context
+        .replication
+        .changing
+        .acquire_permit(1)
+        .await
+        .expect("the catalogue gate is never closed");
+    if new.version <= context.replication.settled.get() {
+        return;
+    }
+    settle(context, new).await;
+    context.replication.settled.set(new.version);
+}
+
+async fn settle(context: &ShardContext, new: &Arc<Catalog>) {
     let me = context.broker_id();
     let mut held: Vec<(Arc<TopicSpec>, u32)> = Vec::new();
     for topic in new.topics() {
@@ -135,6 +169,10 @@ pub async fn catalog_changed(context: &ShardContext, old: &Catalog, new: &Arc<Ca
     for key in gone {
         context.replication.roles.borrow_mut().remove(&key);
         follower::unfollow(context, key);
+    }
+    // Partitions whose leader came back on another address are followed again below.
+    for key in follower::readdress(context, new) {
+        context.replication.roles.borrow_mut().remove(&key);
     }
     let offsets_id = new
         .topic(crate::constants::OFFSETS_TOPIC_NAME)

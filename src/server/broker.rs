@@ -435,7 +435,8 @@ async fn shard_main(
             }
         }
     }
-    while context.catalog().version == 0 {
+    // The first catalogue is in place, and with it this shard's leader and follower roles.
+    while context.catalog().version == 0 || context.replication.settled_version() == 0 {
         if context.shutdown_requested() {
             return Err(BrokerError::StoppedEarly { shard: shard_id });
         }

@@ -431,7 +431,7 @@ mod tests {
                 let bytes = builder.finish().unwrap().freeze();
                 let timeout = Duration::from_secs(30);
                 let deadline = Instant::now() + timeout;
-                let (_, _, last) = append_share(&log, &bytes, deadline).await.unwrap();
+                let (_, _, last) = append_share(&log, &bytes, deadline, 0).await.unwrap();
                 let acked = Rc::new(Cell::new(false));
                 let waiting = {
                     let (log, acked) = (log.clone(), acked.clone());

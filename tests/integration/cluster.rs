@@ -494,7 +494,13 @@ fn cluster_describe_via(
 #[test]
 fn the_controller_survives_a_dead_voter_which_catches_up_from_a_snapshot() {
     let mut cluster = TestCluster::start(73, 3, &["--controller-snapshot-every", "16"]);
-    create_topic(&cluster.bootstrap(), "before", 2, 3, &[]);
+    create_topic(
+        &cluster.bootstrap(),
+        "before",
+        3,
+        3,
+        &["replica.lag.time.max.ms=1500"],
+    );
     // Kill the controller leader itself.
     let status = cluster.status();
     let leader: usize = status
@@ -523,23 +529,47 @@ fn the_controller_survives_a_dead_voter_which_catches_up_from_a_snapshot() {
         status.matches("\talive").count() == 3
     });
     assert!(!status.contains("dead"), "{status}");
-    let log = cluster.brokers[leader].log();
+    // It catches up from the leader's snapshot (its log is compacted past where this voter
+    // stopped), and then knows every topic: ask it alone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = cluster.brokers[leader].log();
+        let output = cli(
+            &[
+                "topic",
+                "list",
+                "--broker",
+                &cluster.brokers[leader].broker_arg(),
+            ],
+            None,
+        );
+        let listed = String::from_utf8_lossy(&output.stdout).into_owned();
+        if log.contains("installed a controller snapshot from the leader")
+            && listed.lines().count() == 25
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted voter did not catch up from a snapshot:\n{listed}\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // It came back on a new client port: replication to and from it resumes (followers of
+    // the partitions it leads find it at its new address) and stays in sync.
+    let lines: String = (0..30).map(|n| format!("k{n}:v{n}\n")).collect();
+    let output = produce(&cluster.bootstrap(), "before", "all", &lines);
+    assert!(output.status.success(), "{output:?}");
+    cluster.wait_for_partitions("before", Duration::from_secs(20), |rows| {
+        rows.values().all(|r| r.in_sync.len() == 3)
+            && rows.values().map(|r| r.high_watermark).sum::<u64>() == 30
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let rows = cluster.describe("before");
     assert!(
-        log.contains("installed a controller snapshot from the leader"),
-        "the restarted voter caught up from a snapshot:\n{log}"
+        rows.values().all(|r| r.in_sync.len() == 3),
+        "every replica stays in sync past the lag time: {rows:?}"
     );
-    // It knows every topic: ask it alone.
-    let output = cli(
-        &[
-            "topic",
-            "list",
-            "--broker",
-            &cluster.brokers[leader].broker_arg(),
-        ],
-        None,
-    );
-    let listed = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(listed.lines().count(), 25, "{listed}");
 }
 
 fn frame(body: &[u8]) -> Vec<u8> {
