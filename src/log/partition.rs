@@ -117,6 +117,15 @@ impl State {
             .expect("a log always has an active segment")
     }
 
+    /// Registers a task to be woken on the next change, once: a future polled again and
+    /// again before anything changes (a long-lived waiter on an idle partition) must not
+    /// pile up clones of its waker, each of which holds a reference to its task.
+    pub fn add_waiter(&mut self, waker: &Waker) {
+        if !self.waiters.iter().any(|known| known.will_wake(waker)) {
+            self.waiters.push(waker.clone());
+        }
+    }
+
     pub fn wake_all(&mut self) {
         for waker in self.waiters.drain(..) {
             waker.wake();
@@ -445,7 +454,7 @@ impl PartitionLog {
                 state.wake_all();
                 return Poll::Ready(Ok(()));
             }
-            state.waiters.push(cx.waker().clone());
+            state.add_waiter(cx.waker());
             Poll::Pending
         })
         .await
@@ -521,7 +530,7 @@ impl PartitionLog {
                 return Poll::Ready(Ok(()));
             }
             state.check_open()?;
-            state.waiters.push(cx.waker().clone());
+            state.add_waiter(cx.waker());
             Poll::Pending
         })
         .await

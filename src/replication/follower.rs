@@ -4,7 +4,7 @@
 //! A session keeps at most one data fetch in flight (a long poll for everything it follows
 //! from that shard) and at most one progress report (a fetch that asks for no bytes and
 //! does not wait, sent when what it holds durably has grown since it last told the
-//! leader). The leader moves the high watermark on either. Batches are validated (checksum)
+//! leader, on a second connection so that it never queues behind the long poll). The leader moves the high watermark on either. Batches are validated (checksum)
 //! and appended exactly as received; a batch already held is skipped, and one that does not
 //! start where the log ends stops that partition's share (the next fetch asks again).
 //! Memory is bounded by one fetch's `REPLICA_FETCH_BYTES_MAX`, and the appends' own
@@ -243,6 +243,9 @@ async fn durable_progress(session: &Session, reported: &HashMap<PartitionKey, u6
 async fn run(session: Rc<Session>, me: u32, address: SocketAddr, shutdown: Arc<AtomicBool>) {
     let backoff = Duration::from_millis(REPLICA_FETCH_BACKOFF_MS);
     let mut connection: Option<Connection> = None;
+    // Progress reports go on a connection of their own: a broker answers a connection's
+    // requests in order, and a report queued behind the data long poll would wait for it.
+    let mut report_connection: Option<Connection> = None;
     let mut data: Option<Pending> = None;
     let mut report: Option<Pending> = None;
     let mut reported: HashMap<PartitionKey, u64> = HashMap::new();
@@ -253,6 +256,7 @@ async fn run(session: Rc<Session>, me: u32, address: SocketAddr, shutdown: Arc<A
             _ => {
                 data = None;
                 report = None;
+                report_connection = None;
                 match Connection::connect(address, &format!("replica-{me}")).await {
                     Ok(c) => {
                         if warned {
@@ -308,7 +312,15 @@ async fn run(session: Rc<Session>, me: u32, address: SocketAddr, shutdown: Arc<A
         };
         match event {
             Event::Progress => {
-                report = fetch(&session, &live, me, true, &mut reported);
+                let reporter = match &report_connection {
+                    Some(c) if !c.is_broken() => Some(c.clone()),
+                    _ => Connection::connect(address, &format!("replica-report-{me}"))
+                        .await
+                        .ok(),
+                };
+                report_connection = reporter.clone();
+                let reporter = reporter.unwrap_or_else(|| live.clone());
+                report = fetch(&session, &reporter, me, true, &mut reported);
             }
             Event::Answer((was_report, keys, answer)) => {
                 if was_report {
