@@ -189,8 +189,19 @@ fn table(header: &[&str], rows: &[Vec<String>], text_columns: usize) -> String {
     text
 }
 
+/// A ratio with two decimals, or three significant digits when below 1 (a cluster at 1 %
+/// of the baseline reads 0.00972x, not 0.01x).
 fn times(value: Option<f64>) -> String {
-    value.map_or("-".into(), |v| format!("{v:.2}x"))
+    const SIGNIFICANT_DIGITS: i32 = 3;
+    const DECIMALS_MAX: i32 = 8;
+    value.map_or("-".into(), |v| {
+        let decimals = if v >= 1.0 || v <= 0.0 {
+            2
+        } else {
+            (SIGNIFICANT_DIGITS - 1 - v.log10().floor() as i32).clamp(2, DECIMALS_MAX) as usize
+        };
+        format!("{v:.decimals$}x")
+    })
 }
 
 /// The markdown replication section of `results` (empty when no run went to a cluster).
@@ -313,6 +324,15 @@ mod tests {
     }
 
     #[test]
+    fn small_ratios_keep_three_significant_digits() {
+        assert_eq!(times(Some(0.009_716)), "0.00972x");
+        assert_eq!(times(Some(0.25)), "0.250x");
+        assert_eq!(times(Some(4.0)), "4.00x");
+        assert_eq!(times(Some(109.96)), "109.96x");
+        assert_eq!(times(None), "-");
+    }
+
+    #[test]
     fn a_failed_run_gives_no_ratio() {
         let mut results = fixture();
         results[2].lost = 1;
@@ -337,13 +357,13 @@ mod tests {
         );
         assert!(
             text.contains(
-                "| rate-max | balanced-3-brokers-rf3 ÷ balanced-1-broker-rf1 | 0.25x | 4.00x | \
+                "| rate-max | balanced-3-brokers-rf3 ÷ balanced-1-broker-rf1 | 0.250x | 4.00x | \
                  4.00x |"
             ),
             "{text}"
         );
         assert!(
-            text.contains("| rate-half-max | balanced-3-brokers-rf3 ÷ balanced-1-broker-rf1 | 0.25x | 5.00x |"),
+            text.contains("| rate-half-max | balanced-3-brokers-rf3 ÷ balanced-1-broker-rf1 | 0.250x | 5.00x |"),
             "{text}"
         );
         assert!(replication_section(&[run_result("latency", "max", 1)]).is_empty());
