@@ -161,7 +161,7 @@ pub fn run_loadgen(
 }
 
 /// Runs the child on `cpus` only (sched_setaffinity between fork and exec).
-fn pin_to(command: &mut Command, cpus: &[usize]) {
+pub fn pin_to(command: &mut Command, cpus: &[usize]) {
     use std::os::unix::process::CommandExt;
     // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };

@@ -8,9 +8,12 @@
 //! `[[comparisons]]` (the built-in `peers`) also run peer brokers (Kafka with one node or a
 //! replicating cluster of three, NATS JetStream, Redis Streams; installed by
 //! `bench-harness/peers/install.sh`) at equal durability and report shardline's ratio to
-//! each.
+//! each. Scenarios with `[replication]` (the built-in `replicated`) run each load on
+//! clusters of shardline brokers (`shardline cluster local`) and report each cluster's
+//! ratio to the first.
 
 mod broker;
+mod cluster;
 mod comparison;
 mod comparison_report;
 mod figures;
@@ -18,7 +21,10 @@ mod loadgen;
 mod peers;
 mod plot;
 mod plot_time;
+mod process_group;
 mod render;
+mod replicated;
+mod replicated_report;
 mod report;
 mod results;
 mod scenario;
@@ -38,7 +44,7 @@ use clap::Parser;
 )]
 pub struct Args {
     /// A built-in scenario (quick, omb-1-topic-100-partitions-1kb, spike, many-topics,
-    /// peers) or a scenario file.
+    /// peers, replicated) or a scenario file.
     #[arg(long, default_value = "quick")]
     pub scenario: String,
     /// Only these of the scenario's profiles, comma separated.

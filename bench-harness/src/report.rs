@@ -8,6 +8,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::comparison_report;
+use crate::replicated_report;
 use crate::results::{Percentiles, RunResult};
 use crate::scenario::Scenario;
 
@@ -151,6 +152,7 @@ pub fn report_json(context: &ReportContext, results: &[RunResult]) -> Value {
         "scenario": context.scenario,
         "results": results,
         "comparisons": comparison_report::class_ratios(results),
+        "replication_ratios": replicated_report::cluster_ratios(results),
         "kafka_version": context.kafka_version,
         "plots": context.plots,
         "png": PNG_NOTE,
@@ -190,6 +192,8 @@ pub fn report_markdown(context: &ReportContext, results: &[RunResult]) -> String
         scenario.duration_s,
         if scenario.broker_per_profile {
             "; the runs are consecutive phases against one broker per profile"
+        } else if scenario.replication.is_some() {
+            "; a fresh cluster per run (below)"
         } else {
             "; a fresh broker per run"
         },
@@ -205,6 +209,7 @@ pub fn report_markdown(context: &ReportContext, results: &[RunResult]) -> String
         results,
         context.kafka_version.as_deref(),
     ));
+    text.push_str(&replicated_report::replication_section(results));
     let failures: Vec<String> = results
         .iter()
         .filter(|result| result.skipped.is_none() && !result.succeeded())
@@ -238,6 +243,11 @@ pub fn report_markdown(context: &ReportContext, results: &[RunResult]) -> String
 /// The peer section alone (printed after the table).
 pub fn peer_section(results: &[RunResult]) -> String {
     comparison_report::peer_section(results, None)
+}
+
+/// The replication section alone (printed after the table).
+pub fn replication_section(results: &[RunResult]) -> String {
+    replicated_report::replication_section(results)
 }
 
 pub fn write(dir: &Path, name: &str, contents: &str) -> Result<(), String> {

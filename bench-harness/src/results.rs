@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::scenario::ClusterSpec;
+
 /// Latency percentiles in µs, as the load generator reports them (`None`: no samples).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct Percentiles {
@@ -76,6 +78,21 @@ impl TimelinePoint {
     }
 }
 
+/// A run against a cluster started with `shardline cluster local`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ClusterRun {
+    /// The tuning profile of every broker (and the loadgen's `[client]` settings).
+    pub tuning_profile: String,
+    pub spec: ClusterSpec,
+    pub cores_per_broker: usize,
+    /// Where the loadgen connected: every broker's client address, comma separated.
+    pub bootstrap: String,
+    /// CPU seconds (user + system) of each broker during the load, node 0 first.
+    pub node_cpu_s: Vec<f64>,
+    /// CPU seconds of the load generator (its producers and consumers) during the load.
+    pub loadgen_cpu_s: Option<f64>,
+}
+
 /// Everything measured in one (profile, run).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RunResult {
@@ -98,6 +115,10 @@ pub struct RunResult {
     /// Why the run did not happen, when the system cannot meet the class.
     #[serde(default)]
     pub skipped: Option<String>,
+    /// In a replicated scenario: the cluster the run went to (`profile` is then the
+    /// cluster's label).
+    #[serde(default)]
+    pub cluster: Option<ClusterRun>,
     pub run: String,
     pub rate: String,
     pub warmup_s: f64,

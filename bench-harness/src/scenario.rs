@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::peers::{Durability, Peer};
 
 /// The scenarios that ship with the harness, by name.
-pub const BUILT_IN: [(&str, &str); 5] = [
+pub const BUILT_IN: [(&str, &str); 6] = [
     ("quick", include_str!("../scenarios/quick.toml")),
     (
         "omb-1-topic-100-partitions-1kb",
@@ -18,6 +18,7 @@ pub const BUILT_IN: [(&str, &str); 5] = [
     ("spike", include_str!("../scenarios/spike.toml")),
     ("many-topics", include_str!("../scenarios/many-topics.toml")),
     ("peers", include_str!("../scenarios/peers.toml")),
+    ("replicated", include_str!("../scenarios/replicated.toml")),
 ];
 
 /// A run's rate that is half of what the same system measured in the scenario's `max` run
@@ -29,6 +30,11 @@ const KEY_MODES: [&str; 4] = ["none", "round-robin", "random", "zipf"];
 const ACKS: [&str; 3] = ["none", "leader", "all"];
 /// The most topics a scenario may spread over (the loadgen's own limit).
 const TOPICS_MAX: u32 = 100_000;
+/// The cluster sizes `shardline cluster local --brokers` accepts (a controller quorum of
+/// 1, 3 or 5 voters).
+const CLUSTER_BROKERS_ALLOWED: [u32; 3] = [1, 3, 5];
+/// The most shards per broker a replicated scenario may ask for.
+const CORES_PER_BROKER_MAX: usize = 64;
 
 /// One workload against every listed profile.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -73,6 +79,101 @@ pub struct Scenario {
     /// The peers of the comparisons (kafka, kafka-cluster, nats, redis), in run order.
     #[serde(default)]
     pub peers: Vec<String>,
+    /// When present, every run goes to clusters started with `shardline cluster local`
+    /// (each cluster in turn, a fresh one per run) instead of the embedded broker, and the
+    /// report compares each cluster with the first.
+    #[serde(default)]
+    pub replication: Option<Replication>,
+}
+
+/// The clusters of a replicated scenario and what they share.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Replication {
+    /// Shards of every broker (`cluster local --cores`), the same in every cluster so that
+    /// only the broker count and the replication differ.
+    pub cores_per_broker: usize,
+    /// In run order; the first is the baseline of the ratios.
+    pub clusters: Vec<ClusterSpec>,
+}
+
+/// One cluster: how many brokers, and the topic the harness creates on it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    pub brokers: u32,
+    /// Replicas of every partition of the scenario's topic (`topic create
+    /// --replication-factor`).
+    pub replication_factor: u16,
+    /// The topic's `min.insync.replicas`.
+    pub min_insync_replicas: u16,
+}
+
+impl ClusterSpec {
+    /// The cluster's label in tables, plots and file names, under tuning `profile`:
+    /// `balanced-3-brokers-rf3`.
+    pub fn label(&self, profile: &str) -> String {
+        let brokers = if self.brokers == 1 {
+            "broker"
+        } else {
+            "brokers"
+        };
+        format!(
+            "{profile}-{}-{brokers}-rf{}",
+            self.brokers, self.replication_factor
+        )
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !CLUSTER_BROKERS_ALLOWED.contains(&self.brokers) {
+            return Err(format!(
+                "a cluster of {} brokers: `cluster local` starts {CLUSTER_BROKERS_ALLOWED:?}",
+                self.brokers
+            ));
+        }
+        if self.replication_factor == 0 || u32::from(self.replication_factor) > self.brokers {
+            return Err(format!(
+                "replication factor {} on {} brokers: it must be 1 to the broker count",
+                self.replication_factor, self.brokers
+            ));
+        }
+        if self.min_insync_replicas == 0 || self.min_insync_replicas > self.replication_factor {
+            return Err(format!(
+                "min.insync.replicas {} with replication factor {}: it must be 1 to the factor",
+                self.min_insync_replicas, self.replication_factor
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Replication {
+    fn check(&self, scenario: &Scenario) -> Result<(), String> {
+        if self.clusters.is_empty() {
+            return Err("replication lists no clusters".into());
+        }
+        if self.cores_per_broker == 0 || self.cores_per_broker > CORES_PER_BROKER_MAX {
+            return Err(format!(
+                "cores_per_broker must be 1 to {CORES_PER_BROKER_MAX}"
+            ));
+        }
+        for cluster in &self.clusters {
+            cluster.check()?;
+        }
+        let mut labels: Vec<String> = self.clusters.iter().map(|c| c.label("p")).collect();
+        labels.sort();
+        labels.dedup();
+        if labels.len() != self.clusters.len() {
+            return Err("two clusters have the same brokers and replication factor".into());
+        }
+        if !scenario.comparisons.is_empty() || !scenario.peers.is_empty() {
+            return Err("replication and peer comparisons do not mix".into());
+        }
+        if scenario.broker_per_profile {
+            return Err("replication starts a fresh cluster per run: no broker_per_profile".into());
+        }
+        Ok(())
+    }
 }
 
 /// One durability class, and how shardline meets it.
@@ -239,6 +340,12 @@ impl Scenario {
         if !self.comparisons.is_empty() && (self.topics != 1 || self.consumer_group.is_some()) {
             return Err("comparisons with peers use one topic and no consumer group".into());
         }
+        if let Some(replication) = &self.replication {
+            replication.check(self)?;
+            if self.topics != 1 {
+                return Err("replication creates one topic: topics must be 1".into());
+            }
+        }
         Ok(())
     }
 
@@ -285,7 +392,9 @@ impl Scenario {
             .iter()
             .map(|run| self.warmup_s(run) + self.duration_s(run))
             .sum();
-        if self.comparisons.is_empty() {
+        if let Some(replication) = &self.replication {
+            per_system * (self.profiles.len() * replication.clusters.len()) as f64
+        } else if self.comparisons.is_empty() {
             per_system * self.profiles.len() as f64
         } else {
             per_system * (self.comparisons.len() * (1 + self.peers.len())) as f64
@@ -302,7 +411,7 @@ mod tests {
         for (name, text) in BUILT_IN {
             let scenario = Scenario::parse(text, name).expect("parses");
             assert_eq!(scenario.name, name);
-            if scenario.comparisons.is_empty() {
+            if scenario.comparisons.is_empty() && scenario.replication.is_none() {
                 assert_eq!(scenario.profiles.len(), 4, "{name}");
             }
         }
@@ -449,6 +558,97 @@ mod tests {
         assert!(error.contains("comparisons"), "{error}");
         let mut tiny = Scenario::parse(TINY, "test").expect("parses");
         assert!(tiny.set_peers(&["redis".into()]).is_err());
+    }
+
+    #[test]
+    fn replicated_runs_one_broker_then_three_at_max_and_half_max_in_minutes() {
+        let scenario = Scenario::load("replicated").expect("built in");
+        let replication = scenario.replication.as_ref().expect("clusters");
+        let clusters: Vec<(u32, u16, u16)> = replication
+            .clusters
+            .iter()
+            .map(|c| (c.brokers, c.replication_factor, c.min_insync_replicas))
+            .collect();
+        assert_eq!(clusters, [(1, 1, 1), (3, 3, 2)]);
+        assert_eq!(replication.cores_per_broker, 1);
+        assert_eq!(scenario.profiles, ["balanced"]);
+        assert_eq!(
+            (scenario.message_bytes, scenario.acks.as_str()),
+            (1024, "all")
+        );
+        let rates: Vec<&str> = scenario.runs.iter().map(|r| r.rate.as_str()).collect();
+        assert_eq!(rates, ["max", HALF_MAX_RATE]);
+        // 2 clusters x 2 runs x (5 s + 10 s).
+        assert_eq!(scenario.load_seconds(), 60.0);
+        assert_eq!(
+            replication.clusters[1].label("balanced"),
+            "balanced-3-brokers-rf3"
+        );
+        assert_eq!(
+            replication.clusters[0].label("durable"),
+            "durable-1-broker-rf1"
+        );
+    }
+
+    #[test]
+    fn bad_replication_is_refused_with_the_reason() {
+        let replicated = format!(
+            "{TINY}\n[replication]\ncores_per_broker = 1\n\
+             [[replication.clusters]]\nbrokers = 1\nreplication_factor = 1\n\
+             min_insync_replicas = 1\n\
+             [[replication.clusters]]\nbrokers = 3\nreplication_factor = 3\n\
+             min_insync_replicas = 2\n"
+        );
+        let scenario = Scenario::parse(&replicated, "test").expect("parses");
+        assert_eq!(scenario.load_seconds(), 2.5 * 2.0 * 2.0);
+        let cases = [
+            (
+                replicated.replace("brokers = 3", "brokers = 2"),
+                "`cluster local`",
+            ),
+            (
+                replicated.replace("replication_factor = 3", "replication_factor = 4"),
+                "replication factor 4 on 3 brokers",
+            ),
+            (
+                replicated.replace("min_insync_replicas = 2", "min_insync_replicas = 4"),
+                "min.insync.replicas 4 with replication factor 3",
+            ),
+            (
+                replicated.replace("min_insync_replicas = 1", "min_insync_replicas = 0"),
+                "min.insync.replicas 0",
+            ),
+            (
+                replicated.replace("cores_per_broker = 1", "cores_per_broker = 0"),
+                "cores_per_broker",
+            ),
+            (
+                replicated.replace(
+                    "brokers = 3\nreplication_factor = 3\nmin_insync_replicas = 2",
+                    "brokers = 1\nreplication_factor = 1\nmin_insync_replicas = 1",
+                ),
+                "same brokers",
+            ),
+            (
+                replicated.replace("topic = \"t\"", "topic = \"t\"\nbroker_per_profile = true"),
+                "broker_per_profile",
+            ),
+            (
+                replicated.replace("topic = \"t\"", "topic = \"t\"\ntopics = 2"),
+                "topics must be 1",
+            ),
+            (
+                format!(
+                    "{replicated}\n[[comparisons]]\ndurability = \"fsync\"\n\
+                     profile = \"latency\"\nacks = \"all\"\n"
+                ),
+                "do not mix",
+            ),
+        ];
+        for (text, reason) in cases {
+            let error = Scenario::parse(&text, "test").expect_err(reason);
+            assert!(error.contains(reason), "{reason}: {error}");
+        }
     }
 
     #[test]

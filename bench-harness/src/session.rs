@@ -10,6 +10,7 @@ use crate::comparison;
 use crate::figures;
 use crate::loadgen::{loadgen_args, run_loadgen, RunFiles, Target};
 use crate::peers::PeerInstall;
+use crate::replicated;
 use crate::report::{self, ReportContext};
 use crate::results::RunResult;
 use crate::scenario::{RunSpec, Scenario};
@@ -86,31 +87,25 @@ pub fn run(args: &Args) -> Result<bool, String> {
             return Err(format!("profile {profile}: no file {}", path.display()));
         }
     }
+    let clusters = scenario.replication.as_ref().map_or(String::new(), |r| {
+        format!(" x {} clusters", r.clusters.len())
+    });
     eprintln!(
-        "shardline-bench: scenario {} ({} profiles x {} runs, about {:.0} s of load), report in {}",
+        "shardline-bench: scenario {} ({} profiles{clusters} x {} runs, about {:.0} s of load), \
+         report in {}",
         scenario.name,
         scenario.profiles.len(),
         scenario.runs.len(),
         scenario.load_seconds(),
         session.out.display()
     );
-    let mut results = Vec::new();
-    if !scenario.comparisons.is_empty() {
-        results = comparison::run_all(&session, &peers, &install);
-    }
-    for (index, profile) in scenario.profiles.iter().enumerate() {
-        if !scenario.comparisons.is_empty() {
-            break;
-        }
-        let label = format!("{profile} ({}/{})", index + 1, scenario.profiles.len());
-        if scenario.broker_per_profile {
-            results.extend(session.profile_with_one_broker(profile, &label));
-        } else {
-            for run in &scenario.runs {
-                results.push(session.run_with_own_broker(profile, &label, run));
-            }
-        }
-    }
+    let results = if let Some(replication) = &scenario.replication {
+        replicated::run_all(&session, replication)
+    } else if !scenario.comparisons.is_empty() {
+        comparison::run_all(&session, &peers, &install)
+    } else {
+        session.every_profile()
+    };
     let _ = std::fs::remove_dir_all(&session.data_parent);
     let plots = figures::write_plots(&session.out, &results, scenario.broker_per_profile);
     let context = ReportContext {
@@ -139,12 +134,45 @@ pub fn run(args: &Args) -> Result<bool, String> {
     if !peer_text.is_empty() {
         println!("{peer_text}");
     }
+    let replication_text = report::replication_section(&results);
+    if !replication_text.is_empty() {
+        println!("{replication_text}");
+    }
     Ok(results.iter().all(|r| r.skipped.is_some() || r.succeeded()))
 }
 
 impl Session<'_> {
-    fn profile_path(&self, profile: &str) -> PathBuf {
+    /// The file of tuning profile `profile`.
+    pub fn profile_path(&self, profile: &str) -> PathBuf {
         self.tuning_dir.join(format!("{profile}.toml"))
+    }
+
+    /// The `shardline` binary.
+    pub fn shardline(&self) -> &Path {
+        &self.shardline
+    }
+
+    /// Where the broker side runs (a cluster's brokers inherit it from their launcher).
+    pub fn broker_placement(&self) -> &Placement {
+        &self.broker_placement
+    }
+
+    /// Every profile of the scenario, each run on a fresh broker (or, with
+    /// `broker_per_profile`, all runs of a profile on one).
+    fn every_profile(&self) -> Vec<RunResult> {
+        let profiles = &self.scenario.profiles;
+        let mut results = Vec::new();
+        for (index, profile) in profiles.iter().enumerate() {
+            let label = format!("{profile} ({}/{})", index + 1, profiles.len());
+            if self.scenario.broker_per_profile {
+                results.extend(self.profile_with_one_broker(profile, &label));
+            } else {
+                for run in &self.scenario.runs {
+                    results.push(self.run_with_own_broker(profile, &label, run));
+                }
+            }
+        }
+        results
     }
 
     pub fn progress(&self, message: &str) {
@@ -241,7 +269,14 @@ impl Session<'_> {
     /// `result`) and reads its report into `result`.
     pub fn load(&self, result: &mut RunResult, address: &str, label: &str, run: &RunSpec) {
         let files = RunFiles::new(&result.profile, &result.run);
-        let profile_path = self.profile_path(&result.profile);
+        // A cluster's label is not a profile: its brokers' profile is.
+        let tuning_profile = result
+            .cluster
+            .as_ref()
+            .map_or(result.profile.as_str(), |cluster| {
+                cluster.tuning_profile.as_str()
+            });
+        let profile_path = self.profile_path(tuning_profile);
         let target = Target {
             system: &result.system,
             acks: &result.acks,
@@ -329,6 +364,9 @@ impl Session<'_> {
     }
 
     fn placement_json(&self) -> serde_json::Value {
+        if let Some(replication) = &self.scenario.replication {
+            return self.cluster_placement_json(replication.cores_per_broker);
+        }
         let description = match (&self.broker_placement, &self.loadgen_cpus) {
             (Placement::Pinned(broker), Some(loadgen)) => format!(
                 "{} shards pinned to CPUs {broker:?}, loadgen on CPUs {loadgen:?}",
@@ -346,6 +384,35 @@ impl Session<'_> {
         };
         json!({
             "broker_shards": broker::BROKER_SHARDS,
+            "broker_cpus": broker_cpus,
+            "loadgen_cpus": self.loadgen_cpus,
+            "description": description,
+            "shardline": self.shardline.display().to_string(),
+            "loadgen": self.loadgen.display().to_string(),
+            "tuning_dir": self.tuning_dir.display().to_string(),
+        })
+    }
+
+    /// Where a replicated scenario's brokers and loadgen run.
+    fn cluster_placement_json(&self, cores_per_broker: usize) -> serde_json::Value {
+        let description = match (&self.broker_placement, &self.loadgen_cpus) {
+            (Placement::Pinned(brokers), Some(loadgen)) => format!(
+                "every broker of a cluster unpinned with {cores_per_broker} shard(s) \
+                 (`shardline cluster local --cores {cores_per_broker}`) inside CPUs \
+                 {brokers:?} (the launcher's affinity, inherited), loadgen on CPUs {loadgen:?}"
+            ),
+            _ => format!(
+                "every broker of a cluster unpinned with {cores_per_broker} shard(s) \
+                 (`shardline cluster local --cores {cores_per_broker}`): the brokers and the \
+                 loadgen share the CPUs"
+            ),
+        };
+        let broker_cpus = match &self.broker_placement {
+            Placement::Pinned(cpus) => Some(cpus.clone()),
+            Placement::Unpinned => None,
+        };
+        json!({
+            "cores_per_broker": cores_per_broker,
             "broker_cpus": broker_cpus,
             "loadgen_cpus": self.loadgen_cpus,
             "description": description,

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::rc::Rc;
 
+use shardline::client::connection::Connection;
 use shardline::client::{ClientError, Cluster};
 use shardline::protocol::{
     CreatableTopic, CreateTopicsRequest, ErrorCode, ListOffsetsPartition, ListOffsetsRequest,
@@ -184,12 +185,13 @@ pub async fn ensure_topics(
     Ok(count)
 }
 
-async fn log_ends_chunk(
-    cluster: Rc<Cluster>,
+/// One ListOffsets request for `partitions` on `connection`: their log ends, in order.
+async fn list_log_ends(
+    connection: &Connection,
     partitions: Vec<ListOffsetsPartition>,
 ) -> Result<Vec<u64>, String> {
+    let asked = partitions.len();
     let request = Request::ListOffsets(ListOffsetsRequest { partitions });
-    let connection = cluster.any_connection().await.map_err(|e| e.to_string())?;
     let response = connection
         .request(&request, &[])
         .await
@@ -197,6 +199,12 @@ async fn log_ends_chunk(
     let Response::ListOffsets(listed) = response.response else {
         return Err("list offsets: unexpected response".into());
     };
+    if listed.partitions.len() != asked {
+        return Err(format!(
+            "list offsets answered {} of {asked} partitions",
+            listed.partitions.len()
+        ));
+    }
     listed
         .partitions
         .into_iter()
@@ -208,6 +216,53 @@ async fn log_ends_chunk(
             )),
         })
         .collect()
+}
+
+/// The indexes of `addresses` grouped by address, groups in order of first appearance.
+pub fn group_by_address<A: PartialEq + Copy>(addresses: &[A]) -> Vec<(A, Vec<usize>)> {
+    let mut groups: Vec<(A, Vec<usize>)> = Vec::new();
+    for (index, &address) in addresses.iter().enumerate() {
+        match groups.iter_mut().find(|(a, _)| *a == address) {
+            Some((_, indexes)) => indexes.push(index),
+            None => groups.push((address, vec![index])),
+        }
+    }
+    groups
+}
+
+/// The log ends of `partitions`, in order. In a cluster only a partition's leader answers
+/// for it, so the partitions are asked of their leaders, one request per leader; one
+/// broker answers for all of them.
+async fn log_ends_chunk(
+    cluster: Rc<Cluster>,
+    partitions: Vec<ListOffsetsPartition>,
+) -> Result<Vec<u64>, String> {
+    let metadata = cluster.metadata().await.map_err(|e| e.to_string())?;
+    if metadata.brokers.len() <= 1 {
+        let connection = cluster.any_connection().await.map_err(|e| e.to_string())?;
+        return list_log_ends(&connection, partitions).await;
+    }
+    let mut addresses = Vec::with_capacity(partitions.len());
+    for entry in &partitions {
+        let address = cluster
+            .address_for(&entry.topic, entry.partition)
+            .await
+            .map_err(|e| format!("the leader of {}/{}: {e}", entry.topic, entry.partition))?;
+        addresses.push(address);
+    }
+    let mut ends = vec![0; partitions.len()];
+    for (address, indexes) in group_by_address(&addresses) {
+        let connection = cluster
+            .connection(address)
+            .await
+            .map_err(|e| format!("connecting to {address}: {e}"))?;
+        let share = indexes.iter().map(|&i| partitions[i].clone()).collect();
+        let listed = list_log_ends(&connection, share).await?;
+        for (&index, end) in indexes.iter().zip(listed) {
+            ends[index] = end;
+        }
+    }
+    Ok(ends)
 }
 
 /// The log end (high watermark) of each of `pairs`, in order.
@@ -244,6 +299,17 @@ pub async fn log_ends(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partitions_group_by_their_leaders_address_in_first_seen_order() {
+        let groups = group_by_address(&["b", "a", "b", "c", "a", "b"]);
+        assert_eq!(
+            groups,
+            [("b", vec![0, 2, 5]), ("a", vec![1, 4]), ("c", vec![3])]
+        );
+        assert!(group_by_address::<u16>(&[]).is_empty());
+        assert_eq!(group_by_address(&[7, 7]), [(7, vec![0, 1])]);
+    }
 
     #[test]
     fn topic_names_are_the_prefix_alone_or_numbered_from_zero() {

@@ -29,9 +29,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::process_group::spawn_logged;
 pub use kafka::KAFKA_VERSION_DEFAULT;
 pub use process::PeerProcess;
-use process::{find_program, spawn_logged, NodeLaunch};
+use process::{find_program, NodeLaunch};
 
 /// The peer brokers the harness can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,16 +5,18 @@
 //! the harness dies first (`PR_SET_PDEATHSIG`: a process group of its own no longer gets
 //! the terminal's Ctrl-C).
 
-use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use super::kafka::{self, KraftLayout, Replication, CLUSTER_NODES};
 use super::{kafka_topic, nats, peer_setting, redis, Durability, Peer, PeerInstall};
 use crate::broker::{process_usage, ProcessUsage};
+use crate::process_group::{kill_and_reap, signal_group, spawn_group_leader};
+
+/// The signal a peer's server gets from the kernel should the harness die first.
+const PEER_PARENT_DEATH_SIGNAL: libc::c_int = libc::SIGKILL;
 
 /// How long a peer may take until every node accepts connections.
 const PEER_START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -110,7 +112,8 @@ impl PeerProcess {
                 format!("{} node {}", peer.name(), index + 1)
             };
             // On an error here, `process` drops and kills the nodes started so far.
-            let child = spawn_server(launch.command, &launch.log_path)?;
+            let child =
+                spawn_group_leader(launch.command, &launch.log_path, PEER_PARENT_DEATH_SIGNAL)?;
             process.nodes.push(PeerNode {
                 label,
                 address: launch.address,
@@ -311,75 +314,6 @@ fn kraft_layout(peer: Peer) -> Result<KraftLayout, String> {
     Ok(KraftLayout::single([ports[0], ports[1]]))
 }
 
-/// `signal` to the process group that `child` leads (`spawn_server` made it a leader).
-fn signal_group(child: &Child, signal: libc::c_int) -> Result<(), String> {
-    let pid = libc::pid_t::try_from(child.id()).map_err(|e| e.to_string())?;
-    // SAFETY: kill(2) on the group of our own child, which has not been reaped yet, so the
-    // group id cannot have been reused.
-    if unsafe { libc::kill(-pid, signal) } != 0 {
-        return Err(std::io::Error::last_os_error().to_string());
-    }
-    Ok(())
-}
-
-/// SIGKILL to `child`'s process group (and to `child` itself, should the group be gone),
-/// then reaps it.
-fn kill_and_reap(child: &mut Child) {
-    let _ = signal_group(child, libc::SIGKILL);
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// Opens `log_path` for appending and writes the command line of `command` to it.
-fn open_log(command: &Command, log_path: &Path) -> Result<std::fs::File, String> {
-    let open = || {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log_path)
-            .map_err(|e| format!("opening {}: {e}", log_path.display()))
-    };
-    let mut log = open()?;
-    writeln!(log, "$ {command:?}").map_err(|e| format!("writing {}: {e}", log_path.display()))?;
-    Ok(log)
-}
-
-/// Starts `command` with stdout and stderr appended to `log_path`.
-pub fn spawn_logged(mut command: Command, log_path: &Path) -> Result<Child, String> {
-    let log = open_log(&command, log_path)?;
-    let log_err = log
-        .try_clone()
-        .map_err(|e| format!("opening {}: {e}", log_path.display()))?;
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log_err))
-        .spawn()
-        .map_err(|e| format!("starting {:?}: {e}", command.get_program()))
-}
-
-/// As `spawn_logged`, for a server: the child leads a process group of its own (stopped
-/// as a group), and the kernel kills it should the harness die before stopping it.
-fn spawn_server(mut command: Command, log_path: &Path) -> Result<Child, String> {
-    // SAFETY: getpid(2) only reads our own pid.
-    let harness = unsafe { libc::getpid() };
-    command.process_group(0);
-    // SAFETY: the closure makes only async-signal-safe system calls and does not allocate.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The harness died between fork and prctl: the signal will never come.
-            if libc::getppid() != harness {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
-    spawn_logged(command, log_path)
-}
-
 /// `count` distinct ports on 127.0.0.1 that were free a moment ago (all bound at once, so
 /// none is handed out twice).
 pub fn free_ports(count: usize) -> Result<Vec<u16>, String> {
@@ -515,7 +449,8 @@ mod tests {
         // A shell that leaves a child in its group, as a launcher script would.
         let mut command = Command::new("sh");
         command.args(["-c", "sleep 300 & echo child $!; wait"]);
-        let child = spawn_server(command, &log_path).expect("starts");
+        let child =
+            spawn_group_leader(command, &log_path, PEER_PARENT_DEATH_SIGNAL).expect("starts");
         let leader = child.id();
         let mut process = PeerProcess {
             peer: Peer::Redis,
