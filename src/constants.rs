@@ -379,3 +379,5 @@ pub const IN_SYNC_CHECK_INTERVAL_MS: u64 = 250;
 /// How long a consumer waits before fetching again after a retriable error (a leader
 /// moved, a broker away).
 pub const CONSUMER_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+/// Replicas a shard opens (recovers) at once when a catalogue gives it new ones.
+pub const REPLICAS_OPENED_AT_ONCE: usize = 64;

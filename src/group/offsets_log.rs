@@ -65,16 +65,7 @@ impl OffsetLog {
                 dir: dir.to_path_buf(),
                 reason: e.to_string(),
             })?;
-        let mut table = OffsetTable::default();
-        let stats = replay(&log, &mut table).await?;
-        let offsets = OffsetLog {
-            log,
-            table: RefCell::new(table),
-            gate: glommio::sync::RwLock::new(()),
-            records_since_snapshot: Cell::new(stats.records),
-            snapshot_running: Cell::new(false),
-        };
-        Ok((offsets, stats))
+        OffsetLog::adopt(log).await
     }
 
     pub fn table(&self) -> std::cell::Ref<'_, OffsetTable> {

@@ -75,6 +75,15 @@ impl Replication {
         self.settled.get()
     }
 
+    /// Waits until a catalogue change that is settling now has settled.
+    pub async fn wait_settled(&self) {
+        let _turn = self
+            .changing
+            .acquire_permit(1)
+            .await
+            .expect("the catalogue gate is never closed");
+    }
+
     pub fn role(&self, key: PartitionKey) -> Option<Role> {
         self.roles.borrow().get(&key).cloned()
     }
@@ -177,14 +186,25 @@ async fn settle(context: &ShardContext, new: &Arc<Catalog>) {
     let offsets_id = new
         .topic(crate::constants::OFFSETS_TOPIC_NAME)
         .map(|t| t.topic_id);
-    for (topic, partition) in held {
+    // Open (recover) the replicas not open yet, many at a time: a broker starting with
+    // thousands of partitions does not recover them one by one.
+    use futures::StreamExt;
+    let opened: Vec<_> = futures::stream::iter(held)
+        .map(|(topic, partition)| async move {
+            let log = context.partitions.get(&topic, partition).await;
+            (topic, partition, log)
+        })
+        .buffered(crate::constants::REPLICAS_OPENED_AT_ONCE)
+        .collect()
+        .await;
+    for (topic, partition, log) in opened {
         let state = topic
             .partition(partition)
             .expect("held partitions exist")
             .clone();
         let key = (topic.topic_id, partition);
         let current = context.replication.role(key);
-        let log = match context.partitions.get(&topic, partition).await {
+        let log = match log {
             Ok(log) => log,
             Err(error) => {
                 tracing::error!(topic = %topic.name, partition, %error, "cannot open a replica");
@@ -206,7 +226,7 @@ async fn settle(context: &ShardContext, new: &Arc<Catalog>) {
                         log.clone(),
                     ));
                     leadership.recompute_high_watermark();
-                    tracing::info!(topic = %topic.name, partition, epoch = state.leader_epoch, "leading");
+                    tracing::debug!(topic = %topic.name, partition, epoch = state.leader_epoch, "leading");
                     context
                         .replication
                         .roles
@@ -250,7 +270,7 @@ async fn settle(context: &ShardContext, new: &Arc<Catalog>) {
             );
             follower::unfollow(context, key);
             if let Some(leader) = state.leader {
-                tracing::info!(topic = %topic.name, partition, leader, epoch = state.leader_epoch, "following");
+                tracing::debug!(topic = %topic.name, partition, leader, epoch = state.leader_epoch, "following");
                 follower::follow(
                     context,
                     new,

@@ -384,9 +384,17 @@ async fn shard_main(
     // The controller publishes the catalogue; every shard then recovers what it owns.
     if let Some(controller) = &context.controller {
         // What this voter committed before it stopped is applied before anything is served.
+        // Alone, it leads at once and commits everything it holds: wait for all of it, so
+        // that the first catalogue is the whole one.
         let node = controller.node().clone();
         let committed = node.status().committed;
-        while node.status().applied < committed {
+        let alone = options.controller_voters.len() <= 1;
+        let caught_up = || {
+            let status = node.status();
+            status.applied >= committed
+                && (!alone || (node.is_leader() && status.applied >= status.last_index))
+        };
+        while !caught_up() {
             if context.shutdown_requested() {
                 return Err(BrokerError::StoppedEarly { shard: shard_id });
             }
@@ -419,13 +427,18 @@ async fn shard_main(
             .map_err(|e| runtime_error(e.to_string()))?
             .detach();
         if options.controller_voters.len() <= 1 {
-            // Alone, this broker is the controller leader at once: it registers (and the
-            // offsets log is created) before it says it is ready, so a topic can be created
-            // and a group joined as soon as it listens.
+            // Alone, this broker is the controller leader at once: it registers its current
+            // addresses (and the offsets log is created) before it says it is ready, so a
+            // topic can be created and a group joined as soon as it listens.
+            let advertised = &context.advertised;
             let ready = || {
                 let image = controller.node().image();
-                image.broker(options.broker_id).is_some()
-                    && image.topic(crate::constants::OFFSETS_TOPIC_NAME).is_some()
+                let registered = image.broker(options.broker_id).is_some_and(|b| {
+                    b.host == advertised.host
+                        && b.port == advertised.port
+                        && b.shard_ports == advertised.shard_ports
+                });
+                registered && image.topic(crate::constants::OFFSETS_TOPIC_NAME).is_some()
             };
             while !ready() {
                 if context.shutdown_requested() {
@@ -433,6 +446,16 @@ async fn shard_main(
                 }
                 glommio::timer::sleep(millis(STARTUP_POLL_MS)).await;
             }
+            // Every shard takes the catalogue with this registration before the broker says
+            // it listens.
+            super::controller::publish(
+                &context,
+                CatalogUpdate {
+                    catalog: controller.catalog(),
+                    deleted: Vec::new(),
+                },
+            )
+            .await;
         }
     }
     // The first catalogue is in place, and with it this shard's leader and follower roles.

@@ -314,6 +314,9 @@ pub async fn heartbeat_loop(context: std::rc::Rc<ShardContext>) {
 pub async fn apply_catalog(context: &ShardContext, update: CatalogUpdate) {
     let current = context.catalog();
     if update.catalog.version <= current.version && current.version != 0 {
+        // Already installed, perhaps still settling (another publish of the same version
+        // got here first): answer only once its roles are in place.
+        context.replication.wait_settled().await;
         return;
     }
     // Topic configs apply at once: the open partitions of a changed topic take the new

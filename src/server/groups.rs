@@ -128,13 +128,20 @@ pub fn find_coordinator(context: &ShardContext, find: &FindCoordinatorRequest) -
         crate::constants::OFFSETS_TOPIC_NAME,
         partition,
     );
+    // This broker's own addresses are the live ones (the catalogue may hold older ones).
+    let (host, port, shard_ports) = if broker.broker == context.broker_id() {
+        let advertised = &context.advertised;
+        (&advertised.host, advertised.port, &advertised.shard_ports)
+    } else {
+        (&broker.host, broker.port, &broker.shard_ports)
+    };
     Response::FindCoordinator(FindCoordinatorResponse {
         error: ErrorCode::None,
         broker_id: broker.broker,
-        host: broker.host.clone(),
-        port: broker.port,
+        host: host.clone(),
+        port,
         shard: shard as u16,
-        shard_port: broker.shard_ports.get(shard).copied().unwrap_or(0),
+        shard_port: shard_ports.get(shard).copied().unwrap_or(0),
     })
 }
 

@@ -157,8 +157,11 @@ fn metadata(context: &ShardContext, request: MetadataRequest) -> MetadataRespons
             })
             .collect(),
     };
+    // This broker's own addresses are the live ones: the catalogue may still hold those
+    // of before a restart until the next heartbeat registers the new ones.
     let mut brokers: Vec<BrokerMetadata> = catalog
         .brokers()
+        .filter(|b| b.broker != context.broker_id())
         .map(|b| BrokerMetadata {
             broker_id: b.broker,
             host: b.host.clone(),
@@ -166,14 +169,13 @@ fn metadata(context: &ShardContext, request: MetadataRequest) -> MetadataRespons
             shard_ports: b.shard_ports.clone(),
         })
         .collect();
-    if !brokers.iter().any(|b| b.broker_id == context.broker_id()) {
-        brokers.push(BrokerMetadata {
-            broker_id: context.broker_id(),
-            host: context.advertised.host.clone(),
-            port: context.advertised.port,
-            shard_ports: context.advertised.shard_ports.clone(),
-        });
-    }
+    brokers.push(BrokerMetadata {
+        broker_id: context.broker_id(),
+        host: context.advertised.host.clone(),
+        port: context.advertised.port,
+        shard_ports: context.advertised.shard_ports.clone(),
+    });
+    brokers.sort_by_key(|b| b.broker_id);
     MetadataResponse {
         brokers,
         shard_count: context.shard_count() as u16,

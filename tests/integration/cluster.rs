@@ -87,38 +87,9 @@ impl TestCluster {
 
     /// `topic describe` rows: partition → (leader, epoch, replicas, in-sync, high watermark).
     fn describe(&self, topic: &str) -> BTreeMap<u32, Row> {
-        let output = cli(
-            &[
-                "topic",
-                "describe",
-                "--broker",
-                &self.bootstrap(),
-                "--topic",
-                topic,
-            ],
-            None,
-        );
+        let (rows, output) = describe_rows(&self.bootstrap(), topic);
         assert!(output.status.success(), "{output:?}");
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter_map(|line| {
-                let cells: Vec<&str> = line.split('\t').collect();
-                let partition: u32 = cells.first()?.parse().ok()?;
-                let ids = |cell: &str| -> Vec<u32> {
-                    cell.split(',').filter_map(|id| id.parse().ok()).collect()
-                };
-                Some((
-                    partition,
-                    Row {
-                        leader: cells[1].parse().ok(),
-                        epoch: cells[2].parse().unwrap(),
-                        replicas: ids(cells[3]),
-                        in_sync: ids(cells[4]),
-                        high_watermark: cells[7].parse().unwrap(),
-                    },
-                ))
-            })
-            .collect()
+        rows
     }
 
     fn wait_for_partitions(
@@ -465,30 +436,45 @@ fn cluster_describe_via(
 ) -> Row {
     let deadline = Instant::now() + timeout;
     loop {
-        let output = cli(
-            &["topic", "describe", "--broker", bootstrap, "--topic", topic],
-            None,
-        );
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        let row = text.lines().find_map(|line| {
-            let cells: Vec<&str> = line.split('\t').collect();
-            (cells.first() == Some(&"0")).then(|| Row {
-                leader: cells[1].parse().ok(),
-                epoch: cells[2].parse().unwrap(),
-                replicas: cells[3].split(',').filter_map(|c| c.parse().ok()).collect(),
-                in_sync: cells[4].split(',').filter_map(|c| c.parse().ok()).collect(),
-                high_watermark: cells[7].parse().unwrap(),
-            })
-        });
-        if let Some(row) = row.filter(|r| done(r)) {
-            return row;
+        let (rows, output) = describe_rows(bootstrap, topic);
+        if let Some(row) = rows.get(&0).filter(|r| done(r)) {
+            return row.clone();
         }
         assert!(
             Instant::now() < deadline,
-            "{topic}/0 did not get there:\n{text}\n{output:?}"
+            "{topic}/0 did not get there: {rows:?}\n{output:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The rows of `topic describe` (and the command's output, for failures).
+fn describe_rows(bootstrap: &str, topic: &str) -> (BTreeMap<u32, Row>, std::process::Output) {
+    let output = cli(
+        &["topic", "describe", "--broker", bootstrap, "--topic", topic],
+        None,
+    );
+    let rows = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('\t').collect();
+            let partition: u32 = cells.first()?.parse().ok()?;
+            let ids = |cell: &str| -> Vec<u32> {
+                cell.split(',').filter_map(|id| id.parse().ok()).collect()
+            };
+            Some((
+                partition,
+                Row {
+                    leader: cells[1].parse().ok(),
+                    epoch: cells[2].parse().ok()?,
+                    replicas: ids(cells[3]),
+                    in_sync: ids(cells[4]),
+                    high_watermark: cells[7].parse().ok()?,
+                },
+            ))
+        })
+        .collect();
+    (rows, output)
 }
 
 #[test]

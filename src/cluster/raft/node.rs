@@ -59,6 +59,8 @@ pub struct RaftStatus {
     pub role: &'static str,
     pub committed: u64,
     pub applied: u64,
+    /// The last entry this voter holds (committed or not).
+    pub last_index: u64,
     pub snapshot_index: u64,
     pub log_entries: usize,
     pub disk_bytes: u64,
@@ -260,6 +262,7 @@ impl ControllerNode {
             },
             committed: raw.raft.raft_log.committed,
             applied: self.applied.get(),
+            last_index: raw.raft.raft_log.last_index(),
             snapshot_index: self.store.snapshot_index(),
             log_entries: self.store.entry_count(),
             disk_bytes: self.disk.size_bytes(),
@@ -428,6 +431,16 @@ impl ControllerNode {
         let mut light = self.raw.borrow_mut().advance(ready);
         if let Some(commit) = light.commit_index() {
             self.store.set_commit(commit);
+            // Not needed for safety (a restarted voter learns the commit index again), but
+            // a restart then applies everything committed before it serves.
+            let hard_state = self.store.hard_state();
+            self.disk
+                .append(vec![LogRecord::HardState {
+                    term: hard_state.term,
+                    vote: hard_state.vote,
+                    commit,
+                }])
+                .await?;
         }
         self.send_all(light.take_messages());
         self.apply(light.take_committed_entries());
