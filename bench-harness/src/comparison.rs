@@ -146,7 +146,7 @@ fn peer_run(
             return;
         }
     }
-    let mut server = match PeerProcess::start(peer, class, &data.0, &log_path, install) {
+    let mut server = match PeerProcess::start(peer, class, &data.0, &log_path, install, None) {
         Ok(server) => server,
         Err(error) => {
             result.errors.push(error);

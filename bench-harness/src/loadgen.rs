@@ -11,6 +11,8 @@ use crate::scenario::{RunSpec, Scenario};
 /// Time a run may take beyond its warm-up and duration (start-up, topic creation, drain).
 const LOADGEN_GRACE: Duration = Duration::from_secs(90);
 const LOADGEN_POLL: Duration = Duration::from_millis(50);
+/// How to build a loadgen that drives the peers.
+const PEER_LOADGEN_BUILD: &str = "cargo build --release -p shardline-loadgen --features peers";
 
 /// Where a run's files go, relative to the report directory.
 pub struct RunFiles {
@@ -160,6 +162,32 @@ pub fn run_loadgen(
     Ok(status)
 }
 
+/// Whether the loadgen at `binary` can drive `system` (the peers need a build with the
+/// feature `peers`), asked with `--list-systems`; else why not and how to get one that can.
+pub fn loadgen_drives(binary: &Path, system: &str) -> Result<(), String> {
+    let output = Command::new(binary)
+        .arg("--list-systems")
+        .output()
+        .map_err(|e| format!("starting {} --list-systems: {e}", binary.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "{} does not answer --list-systems (built before that flag?): rebuild it with \
+             `{PEER_LOADGEN_BUILD}`",
+            binary.display()
+        ));
+    }
+    if stdout.lines().any(|line| line.trim() == system) {
+        return Ok(());
+    }
+    Err(format!(
+        "{} cannot drive {system} (it drives: {}): it was built without the peer drivers; \
+         rebuild it with `{PEER_LOADGEN_BUILD}`",
+        binary.display(),
+        stdout.split_whitespace().collect::<Vec<_>>().join(", ")
+    ))
+}
+
 /// Runs the child on `cpus` only (sched_setaffinity between fork and exec).
 pub fn pin_to(command: &mut Command, cpus: &[usize]) {
     use std::os::unix::process::CommandExt;
@@ -235,5 +263,38 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("--acks leader"), "{text}");
+    }
+
+    /// An executable shell script `body` in `dir`, standing in for a loadgen.
+    fn fake_loadgen(dir: &Path, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("script written");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("executable");
+        path
+    }
+
+    #[test]
+    fn a_loadgen_drives_a_peer_only_when_it_lists_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let with_peers = fake_loadgen(
+            dir.path(),
+            "with-peers",
+            "[ \"$1\" = --list-systems ] && printf 'shardline\\nkafka\\nnats\\nredis\\n'",
+        );
+        assert_eq!(loadgen_drives(&with_peers, "kafka"), Ok(()));
+        let without = fake_loadgen(dir.path(), "without", "echo shardline");
+        let error = loadgen_drives(&without, "kafka").expect_err("no kafka");
+        assert!(
+            error.contains("cannot drive kafka (it drives: shardline)")
+                && error.contains("--features peers"),
+            "{error}"
+        );
+        let old = fake_loadgen(dir.path(), "old", "echo 'unexpected argument' >&2; exit 2");
+        let error = loadgen_drives(&old, "kafka").expect_err("no --list-systems");
+        assert!(error.contains("does not answer --list-systems"), "{error}");
+        let missing = loadgen_drives(&dir.path().join("absent"), "kafka").expect_err("absent");
+        assert!(missing.contains("starting"), "{missing}");
     }
 }

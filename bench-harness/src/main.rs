@@ -10,7 +10,8 @@
 //! `bench-harness/peers/install.sh`) at equal durability and report shardline's ratio to
 //! each. Scenarios with `[replication]` (the built-in `replicated`) run each load on
 //! clusters of shardline brokers (`shardline cluster local`) and report each cluster's
-//! ratio to the first.
+//! ratio to the first; with `--peers kafka-cluster` also on Kafka's 3-broker cluster at the
+//! same setting, and report shardline's 3 brokers ÷ Kafka's 3.
 
 mod broker;
 mod cluster;
@@ -24,6 +25,8 @@ mod plot_time;
 mod process_group;
 mod render;
 mod replicated;
+mod replicated_peer;
+mod replicated_peer_report;
 mod replicated_report;
 mod report;
 mod results;
@@ -53,7 +56,8 @@ pub struct Args {
     /// The peers of a comparison scenario, comma separated (kafka, kafka-cluster, nats,
     /// redis; `none` for shardline alone), instead of the scenario's list. `kafka-cluster`
     /// is three Kafka nodes replicating every partition three times (acks=all,
-    /// min.insync.replicas=2).
+    /// min.insync.replicas=2); with `--scenario replicated` it runs beside shardline's
+    /// 3-broker cluster (the only peer that scenario takes).
     #[arg(long, value_delimiter = ',')]
     pub peers: Option<Vec<String>>,
     /// The Kafka release installed by `bench-harness/peers/install.sh` (its KAFKA_VERSION).

@@ -2,21 +2,30 @@
 //! (one broker with topics of one replica, three brokers with three ...), every run on a
 //! fresh `shardline cluster local` with the scenario's topic created by the harness with
 //! the cluster's replication factor and `min.insync.replicas`. A `half-max` run takes half
-//! of what the same cluster reached in its `max` run.
+//! of what the same cluster reached in its `max` run. Then each peer cluster of the
+//! scenario (`--peers kafka-cluster`) gets the same runs (`replicated_peer`).
 
 use std::path::Path;
 
-use crate::broker::{DataDir, Placement, ProcessUsage};
+use crate::broker::{DataDir, ProcessUsage};
 use crate::cluster::{admin, ClusterLaunch, LocalCluster};
 use crate::comparison::resolve_rate;
+use crate::peers::{Peer, PeerInstall};
+use crate::replicated_peer;
 use crate::results::{ClusterRun, RunResult};
 use crate::scenario::{ClusterSpec, Replication, RunSpec};
 use crate::session::Session;
 
 const MICROS_PER_SECOND: f64 = 1_000_000.0;
 
-/// Every (profile, cluster, run) of the session's replicated scenario, in that order.
-pub fn run_all(session: &Session, replication: &Replication) -> Vec<RunResult> {
+/// Every (profile, cluster, run) of the session's replicated scenario, in that order, then
+/// every run of each of `peers` (peer clusters, each once whatever the profiles).
+pub fn run_all(
+    session: &Session,
+    replication: &Replication,
+    peers: &[Peer],
+    install: &PeerInstall,
+) -> Vec<RunResult> {
     let scenario = session.scenario;
     let mut results = Vec::new();
     for profile in &scenario.profiles {
@@ -44,12 +53,15 @@ pub fn run_all(session: &Session, replication: &Replication) -> Vec<RunResult> {
             }
         }
     }
+    for &peer in peers {
+        results.extend(replicated_peer::run_all(session, peer, install));
+    }
     results
 }
 
 /// User plus system CPU seconds of this process's children that have been waited for
 /// (the loadgen, once it exited), from getrusage(RUSAGE_CHILDREN).
-fn waited_children_cpu_s() -> f64 {
+pub fn waited_children_cpu_s() -> f64 {
     // SAFETY: a zeroed rusage is a valid value for getrusage to fill.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `usage` is a valid rusage.
@@ -96,10 +108,7 @@ fn cluster_run(session: &Session, result: &mut RunResult, run: &RunSpec) {
         cores_per_broker: cluster_run.cores_per_broker,
         profile: session.profile_path(&cluster_run.tuning_profile),
     };
-    let cpus = match session.broker_placement() {
-        Placement::Pinned(cpus) => Some(cpus.as_slice()),
-        Placement::Unpinned => None,
-    };
+    let cpus = session.broker_cpus();
     let admin_log = run_dir.join("cluster-admin.log");
     let mut cluster = match LocalCluster::start(
         session.shardline(),
@@ -121,7 +130,8 @@ fn cluster_run(session: &Session, result: &mut RunResult, run: &RunSpec) {
     if let Err(error) = topic {
         result.errors.push(error);
     } else {
-        measure_load(session, &cluster, result, &label, run);
+        let usage = || cluster.usage();
+        measure_load(session, &cluster.bootstrap, usage, result, &label, run);
     }
     if !result.errors.is_empty() {
         result
@@ -162,19 +172,21 @@ fn create_topic(
     Ok(())
 }
 
-/// One loadgen run against `cluster`, with every broker's CPU and the loadgen's over it.
-fn measure_load(
+/// One loadgen run against the cluster at `bootstrap`, with every node's CPU (`usage`, node
+/// by node) and the loadgen's over it.
+pub fn measure_load(
     session: &Session,
-    cluster: &LocalCluster,
+    bootstrap: &str,
+    usage: impl Fn() -> Result<Vec<ProcessUsage>, String>,
     result: &mut RunResult,
     label: &str,
     run: &RunSpec,
 ) {
-    let before = cluster.usage();
+    let before = usage();
     let loadgen_before = waited_children_cpu_s();
-    session.load(result, &cluster.bootstrap, label, run);
+    session.load(result, bootstrap, label, run);
     let loadgen_cpu_s = waited_children_cpu_s() - loadgen_before;
-    match (before, cluster.usage()) {
+    match (before, usage()) {
         (Ok(before), Ok(after)) => set_cluster_usage(result, &before, &after, loadgen_cpu_s),
         (Err(error), _) | (_, Err(error)) => result.errors.push(error),
     }

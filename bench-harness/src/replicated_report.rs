@@ -1,11 +1,12 @@
-//! The report's replication section: per cluster and run, throughput and produce-ack and
-//! end-to-end p50, p99 and p99.9, the brokers' and the loadgen's CPU; then, for each
-//! cluster after the first (the baseline, one broker in the built-in scenario) and each
-//! run, the ratios cluster ÷ baseline of throughput and of p99.9 (produce-ack and
-//! end-to-end).
+//! The report's replication section: per shardline cluster and run, throughput and
+//! produce-ack and end-to-end p50, p99 and p99.9, the brokers' and the loadgen's CPU; then,
+//! for each cluster after the first (the baseline, one broker in the built-in scenario) and
+//! each run, the ratios cluster ÷ baseline of throughput and of p99.9 (produce-ack and
+//! end-to-end); then any peer cluster beside shardline's (`replicated_peer_report`).
 
 use serde::Serialize;
 
+use crate::replicated_peer_report;
 use crate::report::latency_ms;
 use crate::results::RunResult;
 
@@ -29,7 +30,7 @@ pub struct ClusterRatio {
 }
 
 /// `results`' distinct values of `key` (skipping `None`), in order of appearance.
-fn distinct(results: &[RunResult], key: impl Fn(&RunResult) -> Option<String>) -> Vec<String> {
+pub fn distinct(results: &[RunResult], key: impl Fn(&RunResult) -> Option<String>) -> Vec<String> {
     let mut seen: Vec<String> = Vec::new();
     for value in results.iter().filter_map(key) {
         if !seen.contains(&value) {
@@ -39,21 +40,35 @@ fn distinct(results: &[RunResult], key: impl Fn(&RunResult) -> Option<String>) -
     seen
 }
 
-fn tuning_profile(result: &RunResult) -> Option<String> {
-    result.cluster.as_ref().map(|c| c.tuning_profile.clone())
+/// The tuning profile of a shardline cluster's run (`None`: not one).
+pub fn tuning_profile(result: &RunResult) -> Option<String> {
+    result
+        .cluster
+        .as_ref()
+        .filter(|_| is_shardline_cluster(result))
+        .map(|c| c.tuning_profile.clone())
+}
+
+/// Whether `result` is a run on a shardline cluster.
+pub fn is_shardline_cluster(result: &RunResult) -> bool {
+    result.system == "shardline" && result.cluster.is_some()
 }
 
 fn brokers(result: &RunResult) -> u32 {
     result.cluster.as_ref().map_or(0, |c| c.spec.brokers)
 }
 
-/// `mine ÷ theirs` when both runs succeeded and both values are positive.
-fn ratio(mine: &RunResult, theirs: &RunResult, value: impl Fn(&RunResult) -> f64) -> Option<f64> {
+/// `mine ÷ theirs` when both values are positive.
+pub fn ratio(
+    mine: &RunResult,
+    theirs: &RunResult,
+    value: impl Fn(&RunResult) -> f64,
+) -> Option<f64> {
     let (mine, theirs) = (value(mine), value(theirs));
     (mine > 0.0 && theirs > 0.0).then(|| mine / theirs)
 }
 
-fn micros(latency: Option<u64>) -> f64 {
+pub fn micros(latency: Option<u64>) -> f64 {
     latency.map_or(0.0, |us| us as f64)
 }
 
@@ -105,7 +120,7 @@ pub fn cluster_ratios(results: &[RunResult]) -> Vec<ClusterRatio> {
     ratios
 }
 
-const CLUSTER_TABLE_HEADER: [&str; 16] = [
+pub const CLUSTER_TABLE_HEADER: [&str; 16] = [
     "cluster",
     "replication",
     "run",
@@ -124,7 +139,7 @@ const CLUSTER_TABLE_HEADER: [&str; 16] = [
     "loadgen CPU s",
 ];
 
-fn cluster_row(result: &RunResult) -> Vec<String> {
+pub fn cluster_row(result: &RunResult) -> Vec<String> {
     let (replication, per_broker, loadgen) = match &result.cluster {
         Some(cluster) => (
             format!(
@@ -177,7 +192,7 @@ fn cluster_row(result: &RunResult) -> Vec<String> {
 }
 
 /// A markdown table; the first `text_columns` columns left-aligned, the rest right.
-fn table(header: &[&str], rows: &[Vec<String>], text_columns: usize) -> String {
+pub fn table(header: &[&str], rows: &[Vec<String>], text_columns: usize) -> String {
     let mut text = format!("| {} |\n", header.join(" | "));
     let align: Vec<&str> = (0..header.len())
         .map(|i| if i < text_columns { "---" } else { "---:" })
@@ -191,7 +206,7 @@ fn table(header: &[&str], rows: &[Vec<String>], text_columns: usize) -> String {
 
 /// A ratio with two decimals, or three significant digits when below 1 (a cluster at 1 %
 /// of the baseline reads 0.00972x, not 0.01x).
-fn times(value: Option<f64>) -> String {
+pub fn times(value: Option<f64>) -> String {
     const SIGNIFICANT_DIGITS: i32 = 3;
     const DECIMALS_MAX: i32 = 8;
     value.map_or("-".into(), |v| {
@@ -204,9 +219,10 @@ fn times(value: Option<f64>) -> String {
     })
 }
 
-/// The markdown replication section of `results` (empty when no run went to a cluster).
-pub fn replication_section(results: &[RunResult]) -> String {
-    let clustered: Vec<&RunResult> = results.iter().filter(|r| r.cluster.is_some()).collect();
+/// The markdown replication section of `results` (empty when no run went to a cluster);
+/// `kafka_version` names the release of a Kafka peer cluster.
+pub fn replication_section(results: &[RunResult], kafka_version: Option<&str>) -> String {
+    let clustered: Vec<&RunResult> = results.iter().filter(|r| is_shardline_cluster(r)).collect();
     if clustered.is_empty() {
         return String::new();
     }
@@ -255,17 +271,23 @@ pub fn replication_section(results: &[RunResult]) -> String {
         ));
     }
     text.push('\n');
+    text.push_str(&replicated_peer_report::peer_cluster_section(
+        results,
+        kafka_version,
+    ));
     text
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
     use crate::results::tests::run_result;
     use crate::results::ClusterRun;
     use crate::scenario::ClusterSpec;
 
-    fn result(brokers: u32, run: &str, msg_per_s: f64, p99_9_ms: u64) -> RunResult {
+    /// A run of shardline's balanced cluster of `brokers` (end-to-end p99.9 twice the
+    /// produce one).
+    pub fn result(brokers: u32, run: &str, msg_per_s: f64, p99_9_ms: u64) -> RunResult {
         let spec = ClusterSpec {
             brokers,
             replication_factor: brokers as u16,
@@ -286,7 +308,8 @@ mod tests {
         result
     }
 
-    fn fixture() -> Vec<RunResult> {
+    /// One broker and three, each at max and half of max.
+    pub fn fixture() -> Vec<RunResult> {
         vec![
             result(1, "rate-max", 100_000.0, 10),
             result(1, "rate-half-max", 50_000.0, 4),
@@ -346,7 +369,7 @@ mod tests {
 
     #[test]
     fn the_section_has_a_row_per_run_and_a_ratio_row_per_cluster_and_run() {
-        let text = replication_section(&fixture());
+        let text = replication_section(&fixture(), None);
         assert!(
             text.contains(
                 "| balanced-3-brokers-rf3 | 3 broker(s), factor 3, min.insync.replicas 2 | \
@@ -366,6 +389,29 @@ mod tests {
             text.contains("| rate-half-max | balanced-3-brokers-rf3 ÷ balanced-1-broker-rf1 | 0.250x | 5.00x |"),
             "{text}"
         );
-        assert!(replication_section(&[run_result("latency", "max", 1)]).is_empty());
+        assert!(replication_section(&[run_result("latency", "max", 1)], None).is_empty());
+    }
+
+    #[test]
+    fn a_peer_cluster_is_neither_a_cluster_row_nor_in_the_ratios_to_the_baseline() {
+        let mut results = fixture();
+        let mut kafka = result(3, "rate-max", 30_000.0, 50);
+        kafka.system = "kafka".into();
+        kafka.profile = "kafka-cluster".into();
+        if let Some(cluster) = kafka.cluster.as_mut() {
+            cluster.tuning_profile = String::new();
+        }
+        results.push(kafka);
+        assert_eq!(cluster_ratios(&results), cluster_ratios(&fixture()));
+        let text = replication_section(&results, None);
+        let first_table = text
+            .split("\n\nRatios cluster")
+            .next()
+            .expect("a first part");
+        assert!(!first_table.contains("| kafka-cluster |"), "{text}");
+        assert!(
+            text.contains("| kafka-cluster | 3 broker(s), factor 3"),
+            "the peer part lists it: {text}"
+        );
     }
 }

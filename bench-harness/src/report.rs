@@ -8,6 +8,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::comparison_report;
+use crate::replicated_peer_report;
 use crate::replicated_report;
 use crate::results::{Percentiles, RunResult};
 use crate::scenario::Scenario;
@@ -153,6 +154,7 @@ pub fn report_json(context: &ReportContext, results: &[RunResult]) -> Value {
         "results": results,
         "comparisons": comparison_report::class_ratios(results),
         "replication_ratios": replicated_report::cluster_ratios(results),
+        "peer_cluster_ratios": replicated_peer_report::peer_cluster_ratios(results),
         "kafka_version": context.kafka_version,
         "plots": context.plots,
         "png": PNG_NOTE,
@@ -209,7 +211,10 @@ pub fn report_markdown(context: &ReportContext, results: &[RunResult]) -> String
         results,
         context.kafka_version.as_deref(),
     ));
-    text.push_str(&replicated_report::replication_section(results));
+    text.push_str(&replicated_report::replication_section(
+        results,
+        context.kafka_version.as_deref(),
+    ));
     let failures: Vec<String> = results
         .iter()
         .filter(|result| result.skipped.is_none() && !result.succeeded())
@@ -247,7 +252,7 @@ pub fn peer_section(results: &[RunResult]) -> String {
 
 /// The replication section alone (printed after the table).
 pub fn replication_section(results: &[RunResult]) -> String {
-    replicated_report::replication_section(results)
+    replicated_report::replication_section(results, None)
 }
 
 pub fn write(dir: &Path, name: &str, contents: &str) -> Result<(), String> {

@@ -78,16 +78,20 @@ impl TimelinePoint {
     }
 }
 
-/// A run against a cluster started with `shardline cluster local`.
+/// A run against a cluster: one started with `shardline cluster local`, or a peer's
+/// (`kafka-cluster` in a replicated scenario; the result's `system` says which).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ClusterRun {
-    /// The tuning profile of every broker (and the loadgen's `[client]` settings).
+    /// The tuning profile of every broker (and the loadgen's `[client]` settings); empty
+    /// for a peer's cluster.
     pub tuning_profile: String,
+    /// The brokers, and the replication of the topic the harness created on them.
     pub spec: ClusterSpec,
+    /// Shards of every shardline broker; 0 for a peer's cluster (no shards).
     pub cores_per_broker: usize,
     /// Where the loadgen connected: every broker's client address, comma separated.
     pub bootstrap: String,
-    /// CPU seconds (user + system) of each broker during the load, node 0 first.
+    /// CPU seconds (user + system) of each broker during the load, in node order.
     pub node_cpu_s: Vec<f64>,
     /// CPU seconds of the load generator (its producers and consumers) during the load.
     pub loadgen_cpu_s: Option<f64>,
@@ -229,6 +233,7 @@ pub mod tests {
 
     pub fn run_result(profile: &str, run: &str, p50_us: u64) -> RunResult {
         let mut result = RunResult {
+            system: "shardline".into(),
             profile: profile.into(),
             run: run.into(),
             rate: "20000".into(),

@@ -21,6 +21,9 @@ pub const BUILT_IN: [(&str, &str); 6] = [
     ("replicated", include_str!("../scenarios/replicated.toml")),
 ];
 
+/// The acks a peer cluster's producers ask for, and so a replicated scenario with peers.
+pub const PEER_CLUSTER_ACKS: &str = "all";
+
 /// A run's rate that is half of what the same system measured in the scenario's `max` run
 /// (in the same comparison): where latency is compared.
 pub const HALF_MAX_RATE: &str = "half-max";
@@ -76,12 +79,16 @@ pub struct Scenario {
     /// and acks, then each peer of `peers` in the comparison's durability class.
     #[serde(default)]
     pub comparisons: Vec<Comparison>,
-    /// The peers of the comparisons (kafka, kafka-cluster, nats, redis), in run order.
+    /// The peers of the comparisons (kafka, kafka-cluster, nats, redis), in run order. In a
+    /// replicated scenario: peer clusters run after shardline's clusters, each beside the
+    /// shardline cluster of its shape (`kafka-cluster` beside 3 brokers, replication factor
+    /// 3, `min.insync.replicas=2`).
     #[serde(default)]
     pub peers: Vec<String>,
     /// When present, every run goes to clusters started with `shardline cluster local`
     /// (each cluster in turn, a fresh one per run) instead of the embedded broker, and the
-    /// report compares each cluster with the first.
+    /// report compares each cluster with the first, and shardline's cluster with each peer
+    /// cluster of the same shape.
     #[serde(default)]
     pub replication: Option<Replication>,
 }
@@ -148,6 +155,35 @@ impl ClusterSpec {
 }
 
 impl Replication {
+    /// Whether `peer` can stand beside one of the clusters: it replicates, a cluster has
+    /// its shape, and the producers ask for the acks it is measured with.
+    fn check_peer(&self, peer: Peer, acks: &str) -> Result<(), String> {
+        let Some(shape) = peer.cluster_spec() else {
+            return Err(format!(
+                "peer {} does not replicate: a replicated scenario compares shardline's \
+                 clusters with a peer cluster of the same setting (kafka-cluster)",
+                peer.name()
+            ));
+        };
+        if acks != PEER_CLUSTER_ACKS {
+            return Err(format!(
+                "peer {} produces with acks={PEER_CLUSTER_ACKS}; the scenario's acks are {acks}",
+                peer.name()
+            ));
+        }
+        if !self.clusters.contains(&shape) {
+            return Err(format!(
+                "peer {} stands beside a shardline cluster of {} brokers, replication factor \
+                 {}, min.insync.replicas {}; the scenario has none",
+                peer.name(),
+                shape.brokers,
+                shape.replication_factor,
+                shape.min_insync_replicas
+            ));
+        }
+        Ok(())
+    }
+
     fn check(&self, scenario: &Scenario) -> Result<(), String> {
         if self.clusters.is_empty() {
             return Err("replication lists no clusters".into());
@@ -166,8 +202,11 @@ impl Replication {
         if labels.len() != self.clusters.len() {
             return Err("two clusters have the same brokers and replication factor".into());
         }
-        if !scenario.comparisons.is_empty() || !scenario.peers.is_empty() {
-            return Err("replication and peer comparisons do not mix".into());
+        if !scenario.comparisons.is_empty() {
+            return Err("replication and peer comparisons ([[comparisons]]) do not mix".into());
+        }
+        for name in &scenario.peers {
+            self.check_peer(Peer::parse(name)?, &scenario.acks)?;
         }
         if scenario.broker_per_profile {
             return Err("replication starts a fresh cluster per run: no broker_per_profile".into());
@@ -328,8 +367,8 @@ impl Scenario {
         for peer in &self.peers {
             Peer::parse(peer)?;
         }
-        if !self.peers.is_empty() && self.comparisons.is_empty() {
-            return Err("peers need at least one [[comparisons]] entry".into());
+        if !self.peers.is_empty() && self.comparisons.is_empty() && self.replication.is_none() {
+            return Err("peers need at least one [[comparisons]] entry, or [replication]".into());
         }
         if self.topics > TOPICS_MAX {
             return Err(format!("topics must be at most {TOPICS_MAX}"));
@@ -375,11 +414,19 @@ impl Scenario {
         for name in wanted {
             Peer::parse(name)?;
         }
-        if self.comparisons.is_empty() && !wanted.is_empty() {
+        if self.comparisons.is_empty() && self.replication.is_none() && !wanted.is_empty() {
             return Err(format!(
-                "scenario {} has no [[comparisons]]; peers run with the 'peers' scenario",
+                "scenario {} has neither [[comparisons]] nor [replication]; peers run with \
+                 the 'peers' scenario, a peer cluster beside shardline's with 'replicated'",
                 self.name
             ));
+        }
+        if let Some(replication) = &self.replication {
+            for name in wanted {
+                replication
+                    .check_peer(Peer::parse(name)?, &self.acks)
+                    .map_err(|e| format!("scenario {}: {e}", self.name))?;
+            }
         }
         self.peers = wanted.to_vec();
         Ok(())
@@ -393,7 +440,9 @@ impl Scenario {
             .map(|run| self.warmup_s(run) + self.duration_s(run))
             .sum();
         if let Some(replication) = &self.replication {
-            per_system * (self.profiles.len() * replication.clusters.len()) as f64
+            // Every profile on every cluster, then each peer cluster once.
+            per_system
+                * (self.profiles.len() * replication.clusters.len() + self.peers.len()) as f64
         } else if self.comparisons.is_empty() {
             per_system * self.profiles.len() as f64
         } else {
@@ -643,6 +692,62 @@ mod tests {
                      profile = \"latency\"\nacks = \"all\"\n"
                 ),
                 "do not mix",
+            ),
+        ];
+        for (text, reason) in cases {
+            let error = Scenario::parse(&text, "test").expect_err(reason);
+            assert!(error.contains(reason), "{reason}: {error}");
+        }
+    }
+
+    #[test]
+    fn replicated_takes_the_kafka_cluster_beside_its_three_brokers_and_no_other_peer() {
+        let mut scenario = Scenario::load("replicated").expect("built in");
+        assert!(scenario.peers.is_empty(), "no peer unless asked");
+        scenario
+            .set_peers(&["kafka-cluster".into()])
+            .expect("the 3-broker cluster has its shape");
+        assert_eq!(scenario.peer_list(), Ok(vec![Peer::KafkaCluster]));
+        // 2 clusters and the peer, each 2 runs x (5 s + 10 s).
+        assert_eq!(scenario.load_seconds(), 90.0);
+        for single in ["kafka", "nats", "redis"] {
+            let error = scenario
+                .clone()
+                .set_peers(&[single.into()])
+                .expect_err(single);
+            assert!(error.contains("does not replicate"), "{error}");
+        }
+        scenario.set_peers(&[]).expect("none");
+        assert!(scenario.peers.is_empty());
+        let mut quick = Scenario::load("quick").expect("built in");
+        let error = quick
+            .set_peers(&["kafka-cluster".into()])
+            .expect_err("no clusters, no comparisons");
+        assert!(error.contains("'replicated'"), "{error}");
+    }
+
+    #[test]
+    fn a_peer_cluster_needs_acks_all_and_a_shardline_cluster_of_its_shape() {
+        let text = include_str!("../scenarios/replicated.toml");
+        let with_peer = text.replace(
+            "topic = \"replicated\"",
+            "topic = \"replicated\"\npeers = [\"kafka-cluster\"]",
+        );
+        let scenario = Scenario::parse(&with_peer, "test").expect("parses");
+        assert_eq!(scenario.peers, ["kafka-cluster"]);
+        let cases = [
+            (
+                with_peer.replace("acks = \"all\"", "acks = \"leader\""),
+                "produces with acks=all",
+            ),
+            (
+                with_peer.replace("min_insync_replicas = 2", "min_insync_replicas = 3"),
+                "stands beside a shardline cluster of 3 brokers, replication factor 3, \
+                 min.insync.replicas 2",
+            ),
+            (
+                with_peer.replace("kafka-cluster", "kafka"),
+                "does not replicate",
             ),
         ];
         for (text, reason) in cases {

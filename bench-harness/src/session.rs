@@ -88,7 +88,11 @@ pub fn run(args: &Args) -> Result<bool, String> {
         }
     }
     let clusters = scenario.replication.as_ref().map_or(String::new(), |r| {
-        format!(" x {} clusters", r.clusters.len())
+        let peers = match scenario.peers.len() {
+            0 => String::new(),
+            _ => format!(", then peer cluster(s) {}", scenario.peers.join(", ")),
+        };
+        format!(" x {} clusters{peers}", r.clusters.len())
     });
     eprintln!(
         "shardline-bench: scenario {} ({} profiles{clusters} x {} runs, about {:.0} s of load), \
@@ -100,7 +104,7 @@ pub fn run(args: &Args) -> Result<bool, String> {
         session.out.display()
     );
     let results = if let Some(replication) = &scenario.replication {
-        replicated::run_all(&session, replication)
+        replicated::run_all(&session, replication, &peers, &install)
     } else if !scenario.comparisons.is_empty() {
         comparison::run_all(&session, &peers, &install)
     } else {
@@ -152,9 +156,18 @@ impl Session<'_> {
         &self.shardline
     }
 
-    /// Where the broker side runs (a cluster's brokers inherit it from their launcher).
-    pub fn broker_placement(&self) -> &Placement {
-        &self.broker_placement
+    /// The CPUs the broker side is confined to, when it is pinned (a cluster's brokers
+    /// inherit them from their launcher; a peer cluster's nodes get them too).
+    pub fn broker_cpus(&self) -> Option<&[usize]> {
+        match &self.broker_placement {
+            Placement::Pinned(cpus) => Some(cpus.as_slice()),
+            Placement::Unpinned => None,
+        }
+    }
+
+    /// The load generator.
+    pub fn loadgen(&self) -> &Path {
+        &self.loadgen
     }
 
     /// Every profile of the scenario, each run on a fresh broker (or, with
@@ -395,7 +408,7 @@ impl Session<'_> {
 
     /// Where a replicated scenario's brokers and loadgen run.
     fn cluster_placement_json(&self, cores_per_broker: usize) -> serde_json::Value {
-        let description = match (&self.broker_placement, &self.loadgen_cpus) {
+        let mut description = match (&self.broker_placement, &self.loadgen_cpus) {
             (Placement::Pinned(brokers), Some(loadgen)) => format!(
                 "every broker of a cluster unpinned with {cores_per_broker} shard(s) \
                  (`shardline cluster local --cores {cores_per_broker}`) inside CPUs \
@@ -407,6 +420,12 @@ impl Session<'_> {
                  loadgen share the CPUs"
             ),
         };
+        if !self.scenario.peers.is_empty() {
+            description.push_str(&format!(
+                "; the nodes of a peer cluster ({}) where the brokers are",
+                self.scenario.peers.join(", ")
+            ));
+        }
         let broker_cpus = match &self.broker_placement {
             Placement::Pinned(cpus) => Some(cpus.clone()),
             Placement::Unpinned => None,

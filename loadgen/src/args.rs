@@ -105,6 +105,11 @@ pub struct Args {
     /// Write each histogram's percentile distribution (HdrHistogram text format) here.
     #[arg(long)]
     pub hdr_dir: Option<PathBuf>,
+    /// Print the systems this binary can drive (`--system`), one per line, and exit: the
+    /// peers (kafka, nats, redis) appear only in a build with the cargo feature `peers`.
+    /// The bench harness asks before it starts a peer.
+    #[arg(long)]
+    pub list_systems: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -17,7 +17,8 @@
 //! JSON report has the live lines' per-second throughput as `results.timeline`.
 //!
 //! `--system kafka|nats|redis` drives a peer broker the same way (see `driver/`); those
-//! drivers are built with the cargo feature `peers` only.
+//! drivers are built with the cargo feature `peers` only (`--list-systems` says which
+//! this binary has).
 
 mod args;
 mod consumer;
@@ -42,6 +43,12 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let mut args = args::Args::parse();
+    if args.list_systems {
+        for system in driver::built_systems() {
+            println!("{}", system.name());
+        }
+        return ExitCode::SUCCESS;
+    }
     if let Err(error) = args.load_profile().and_then(|()| args.check()) {
         eprintln!("shardline-loadgen: {error}");
         return ExitCode::FAILURE;

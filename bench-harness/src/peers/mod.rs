@@ -30,6 +30,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::process_group::spawn_logged;
+use crate::scenario::ClusterSpec;
 pub use kafka::KAFKA_VERSION_DEFAULT;
 pub use process::PeerProcess;
 use process::{find_program, NodeLaunch};
@@ -70,6 +71,19 @@ impl Peer {
 
     pub fn is_kafka(self) -> bool {
         self.system() == "kafka"
+    }
+
+    /// A peer that replicates, as the shardline cluster of the same shape: its nodes, its
+    /// topics' replication factor and `min.insync.replicas` (`None`: one node).
+    pub fn cluster_spec(self) -> Option<ClusterSpec> {
+        match self {
+            Peer::KafkaCluster => Some(ClusterSpec {
+                brokers: kafka::CLUSTER_NODES as u32,
+                replication_factor: kafka::CLUSTER_REPLICATION_FACTOR as u16,
+                min_insync_replicas: kafka::CLUSTER_MIN_INSYNC_REPLICAS as u16,
+            }),
+            Peer::Kafka | Peer::Nats | Peer::Redis => None,
+        }
     }
 
     pub fn parse(name: &str) -> Result<Peer, String> {
@@ -211,6 +225,16 @@ impl PeerInstall {
             cache_dir,
         }
     }
+
+    /// Whether `peer`'s server is installed (Kafka: `java` and the jars of this version;
+    /// the others: their program on PATH), else how to install it.
+    pub fn check(&self, peer: Peer) -> Result<(), String> {
+        match peer {
+            Peer::Kafka | Peer::KafkaCluster => kafka::java_and_classpath(self).map(drop),
+            Peer::Nats => find_program("nats-server").map(drop),
+            Peer::Redis => find_program("redis-server").map(drop),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -231,6 +255,18 @@ mod tests {
         let nats = peer_setting(Peer::Nats, Durability::Fsync).expect_err("2.9 cannot");
         assert!(nats.contains("2.10"), "{nats}");
         assert!(Peer::parse("pulsar").is_err());
+    }
+
+    #[test]
+    fn a_missing_kafka_install_is_found_before_anything_starts() {
+        let install = PeerInstall {
+            kafka_version: "4.1.1".into(),
+            cache_dir: PathBuf::from("/nonexistent"),
+        };
+        for peer in [Peer::Kafka, Peer::KafkaCluster] {
+            let error = install.check(peer).expect_err("not installed");
+            assert!(error.contains("install.sh kafka"), "{error}");
+        }
     }
 
     #[test]
@@ -273,6 +309,17 @@ mod tests {
             "{deployment}"
         );
         assert!(Peer::Redis.kafka_deployment("4.1.1").is_none());
+        assert_eq!(
+            cluster.cluster_spec(),
+            Some(ClusterSpec {
+                brokers: 3,
+                replication_factor: 3,
+                min_insync_replicas: 2
+            })
+        );
+        for single in [Peer::Kafka, Peer::Nats, Peer::Redis] {
+            assert_eq!(single.cluster_spec(), None, "{single:?}");
+        }
         let error = Peer::parse("kafka-clusters").expect_err("unknown");
         assert!(
             error.contains("kafka, kafka-cluster, nats, redis"),

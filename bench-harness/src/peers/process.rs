@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::kafka::{self, KraftLayout, Replication, CLUSTER_NODES};
 use super::{kafka_topic, nats, peer_setting, redis, Durability, Peer, PeerInstall};
 use crate::broker::{process_usage, ProcessUsage};
+use crate::loadgen::pin_to;
 use crate::process_group::{kill_and_reap, signal_group, spawn_group_leader};
 
 /// The signal a peer's server gets from the kernel should the harness die first.
@@ -62,13 +63,15 @@ pub struct PeerProcess {
 impl PeerProcess {
     /// Starts `peer` in `durability` with its data under `dir` (which must exist) and its
     /// output appended to `log_path` (a cluster's nodes: `<stem>-node<id>.log` beside it),
-    /// and waits until every node accepts connections.
+    /// every node on `cpus` only when given, and waits until every node accepts
+    /// connections.
     pub fn start(
         peer: Peer,
         durability: Durability,
         dir: &Path,
         log_path: &Path,
         install: &PeerInstall,
+        cpus: Option<&[usize]>,
     ) -> Result<PeerProcess, String> {
         peer_setting(peer, durability)?;
         let single = |command: Command, port: u16| NodeLaunch {
@@ -105,7 +108,10 @@ impl PeerProcess {
             log_path: log_path.to_path_buf(),
         };
         let node_count = launches.len();
-        for (index, launch) in launches.into_iter().enumerate() {
+        for (index, mut launch) in launches.into_iter().enumerate() {
+            if let Some(cpus) = cpus {
+                pin_to(&mut launch.command, cpus);
+            }
             let label = if node_count == 1 {
                 peer.name().to_string()
             } else {
@@ -236,14 +242,22 @@ impl PeerProcess {
             cpu_s: 0.0,
             peak_rss_mib: 0.0,
         };
-        for node in &self.nodes {
-            let pid = node.child.as_ref().map(Child::id);
-            let usage =
-                process_usage(pid.ok_or_else(|| format!("{} is not running", node.label))?)?;
+        for usage in self.node_usage()? {
             total.cpu_s += usage.cpu_s;
             total.peak_rss_mib += usage.peak_rss_mib;
         }
         Ok(total)
+    }
+
+    /// CPU seconds and peak RSS of every node so far, in node order.
+    pub fn node_usage(&self) -> Result<Vec<ProcessUsage>, String> {
+        self.nodes
+            .iter()
+            .map(|node| {
+                let pid = node.child.as_ref().map(Child::id);
+                process_usage(pid.ok_or_else(|| format!("{} is not running", node.label))?)
+            })
+            .collect()
     }
 
     /// SIGTERM to every node's process group, then waits for all (SIGKILL to the groups
@@ -376,6 +390,7 @@ mod tests {
             &data,
             &log_path,
             &install,
+            None,
         )
         .expect("the cluster starts");
         eprintln!(
@@ -411,6 +426,9 @@ mod tests {
         );
         let usage = cluster.usage().expect("usage");
         assert!(usage.peak_rss_mib > 0.0 && usage.cpu_s > 0.0, "{usage:?}");
+        let nodes = cluster.node_usage().expect("usage per node");
+        assert_eq!(nodes.len(), CLUSTER_NODES);
+        assert!(nodes.iter().all(|node| node.cpu_s > 0.0), "{nodes:?}");
         let pids: Vec<u32> = cluster
             .nodes
             .iter()

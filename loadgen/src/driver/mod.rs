@@ -125,6 +125,16 @@ pub fn driver(system: System) -> Result<Box<dyn Driver>, String> {
     }
 }
 
+/// The systems this binary has a driver for, in `--system`'s order (shardline always; the
+/// peers only with the `peers` feature).
+pub fn built_systems() -> Vec<System> {
+    System::value_variants()
+        .iter()
+        .copied()
+        .filter(|&system| driver(system).is_ok())
+        .collect()
+}
+
 /// The client settings a run uses on `args.system`, as (name, value) pairs: the Kafka
 /// driver configures librdkafka from exactly these, and the report prints them. An
 /// `--acks` the system cannot honour is an error.
@@ -311,6 +321,24 @@ mod tests {
         }
         let shardline = client_settings(&args(&[])).expect("default system");
         assert_eq!(setting(&shardline, "acks"), "all");
+    }
+
+    #[test]
+    fn the_built_systems_are_shardline_and_the_peers_only_with_the_feature() {
+        let built = built_systems();
+        if cfg!(feature = "peers") {
+            assert_eq!(
+                built,
+                [
+                    System::Shardline,
+                    System::Kafka,
+                    System::Nats,
+                    System::Redis
+                ]
+            );
+        } else {
+            assert_eq!(built, [System::Shardline]);
+        }
     }
 
     #[test]
