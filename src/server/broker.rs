@@ -24,7 +24,7 @@ use crate::constants::{
     SHUTDOWN_POLL_MS, STARTUP_POLL_MS,
 };
 use crate::log::{LogShard, ShardLogConfig};
-use crate::shard::messages::{dispatch, CatalogUpdate, ShardMessage};
+use crate::shard::messages::{dispatch, ShardMessage};
 use crate::shard::runtime::{io_memory_per_shard, memlock_limit_bytes, MeshEnds};
 use crate::shard::{run_shards, Mesh, Ownership, RuntimeConfig, ShardStart};
 
@@ -409,14 +409,7 @@ async fn shard_main(
             .map_err(|e| runtime_error(e.to_string()))?
             .detach();
         }
-        super::controller::publish(
-            &context,
-            CatalogUpdate {
-                catalog: controller.catalog(),
-                deleted: Vec::new(),
-            },
-        )
-        .await;
+        super::controller::publish_current(&context).await;
         glommio::spawn_local_into(
             super::controller::publish_changes(context.clone()),
             requests,
@@ -448,14 +441,7 @@ async fn shard_main(
             }
             // Every shard takes the catalogue with this registration before the broker says
             // it listens.
-            super::controller::publish(
-                &context,
-                CatalogUpdate {
-                    catalog: controller.catalog(),
-                    deleted: Vec::new(),
-                },
-            )
-            .await;
+            super::controller::publish_current(&context).await;
         }
     }
     // The first catalogue is in place, and with it this shard's leader and follower roles.

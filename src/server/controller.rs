@@ -246,6 +246,19 @@ pub async fn publish(context: &ShardContext, update: CatalogUpdate) {
     }
 }
 
+/// On the controller shard: publishes the catalogue as the controller's image stands.
+pub async fn publish_current(context: &ShardContext) {
+    let controller = context.controller.as_ref().expect("the controller shard");
+    publish(
+        context,
+        CatalogUpdate {
+            catalog: controller.catalog(),
+            deleted: Vec::new(),
+        },
+    )
+    .await;
+}
+
 /// On the controller shard: publishes every change the controller applies (changes made
 /// on other voters, in-sync set changes, fencing), until the shard stops.
 pub async fn publish_changes(context: std::rc::Rc<ShardContext>) {
@@ -262,14 +275,7 @@ pub async fn publish_changes(context: std::rc::Rc<ShardContext>) {
             continue;
         }
         seen = node.version();
-        publish(
-            &context,
-            CatalogUpdate {
-                catalog: controller.catalog(),
-                deleted: Vec::new(),
-            },
-        )
-        .await;
+        publish_current(&context).await;
     }
 }
 

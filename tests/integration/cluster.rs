@@ -164,28 +164,9 @@ fn produce(bootstrap: &str, topic: &str, acks: &str, lines: &str) -> std::proces
 
 /// Every message of a topic as (partition, offset, key, value), read from the leaders.
 fn consume_all(bootstrap: &str, topic: &str, expected: usize) -> Vec<(u32, u64, String, String)> {
-    let expected = expected.to_string();
-    let output = cli(
-        &[
-            "consume",
-            "--broker",
-            bootstrap,
-            "--topic",
-            topic,
-            "--format",
-            "json",
-            "--max-messages",
-            &expected,
-            "--idle-timeout-ms",
-            "5000",
-        ],
-        None,
-    );
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| {
-            let value: serde_json::Value = serde_json::from_str(line).expect("a json line");
+    consume_json(bootstrap, topic, None, expected, 5000)
+        .into_iter()
+        .map(|value| {
             (
                 value["partition"].as_u64().unwrap() as u32,
                 value["offset"].as_u64().unwrap(),
@@ -193,6 +174,36 @@ fn consume_all(bootstrap: &str, topic: &str, expected: usize) -> Vec<(u32, u64, 
                 value["value"].as_str().unwrap().to_string(),
             )
         })
+        .collect()
+}
+
+/// `consume --format json` (as a member of `group` when given) until `count` messages, or
+/// `idle_ms` without one; one JSON object a message.
+fn consume_json(
+    bootstrap: &str,
+    topic: &str,
+    group: Option<&str>,
+    count: usize,
+    idle_ms: u64,
+) -> Vec<serde_json::Value> {
+    let (count, idle_ms) = (count.to_string(), idle_ms.to_string());
+    let mut args = vec!["consume", "--broker", bootstrap, "--topic", topic];
+    if let Some(group) = group {
+        args.extend(["--group", group]);
+    }
+    args.extend([
+        "--format",
+        "json",
+        "--max-messages",
+        &count,
+        "--idle-timeout-ms",
+        &idle_ms,
+    ]);
+    let output = cli(&args, None);
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a json line"))
         .collect()
 }
 
@@ -627,32 +638,9 @@ fn bad_input_on_the_cluster_listeners_is_refused_without_effect() {
 
 /// Values a group member read (`consume --group ... --format json`).
 fn consume_group(bootstrap: &str, topic: &str, group: &str, count: usize) -> Vec<String> {
-    let count = count.to_string();
-    let output = cli(
-        &[
-            "consume",
-            "--broker",
-            bootstrap,
-            "--topic",
-            topic,
-            "--group",
-            group,
-            "--format",
-            "json",
-            "--max-messages",
-            &count,
-            "--idle-timeout-ms",
-            "10000",
-        ],
-        None,
-    );
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| {
-            let value: serde_json::Value = serde_json::from_str(line).expect("a json line");
-            value["value"].as_str().unwrap().to_string()
-        })
+    consume_json(bootstrap, topic, Some(group), count, 10_000)
+        .into_iter()
+        .map(|value| value["value"].as_str().unwrap().to_string())
         .collect()
 }
 
