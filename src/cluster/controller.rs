@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use rkyv::{Archive, Deserialize, Serialize};
 
 use super::catalog::Catalog;
-use super::metadata::{MetadataEvent, MetadataImage, TopicError};
+use super::metadata::{MetadataEvent, TopicError};
 use super::raft::{ControllerNode, ProposeError};
 use crate::constants::{
     BROKER_SESSION_TIMEOUT_MS, OFFSETS_PARTITIONS, OFFSETS_SEGMENT_AGE_MS, OFFSETS_SEGMENT_BYTES,
@@ -449,21 +449,6 @@ impl Controller {
         }
     }
 
-    /// Whether the leader heard from `broker` within its session (for `cluster status`).
-    pub fn is_alive(&self, broker: u32) -> Option<bool> {
-        if !self.node.is_leader() {
-            return None;
-        }
-        let session = Duration::from_millis(BROKER_SESSION_TIMEOUT_MS);
-        Some(
-            self.heard
-                .borrow()
-                .1
-                .get(&broker)
-                .is_some_and(|at| at.elapsed() <= session),
-        )
-    }
-
     async fn alter_partition(&self, change: AlterPartition) -> Result<(), (ErrorCode, String)> {
         let current = {
             let image = self.node.image();
@@ -558,9 +543,4 @@ impl Controller {
         })
         .await
     }
-}
-
-/// The image as a catalogue (also used by tests of the catalogue).
-pub fn catalog_of(version: u64, image: &MetadataImage) -> Catalog {
-    Catalog::from_image(version, image)
 }

@@ -77,10 +77,6 @@ impl PartitionLog {
         }
     }
 
-    pub fn high_watermark_cap(&self) -> Option<u64> {
-        self.inner.state.borrow().high_watermark_cap
-    }
-
     /// Waits until the high watermark passes `offset` (`acks=all`, consumers' long polls).
     pub async fn wait_high_watermark(&self, offset: u64) -> Result<(), AppendError> {
         let syncs = self.config().flush.syncs();

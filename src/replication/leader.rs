@@ -119,18 +119,6 @@ impl Leadership {
         self.in_sync.borrow().len() >= self.min_in_sync()
     }
 
-    /// Followers' log ends (for `topic describe` and metrics).
-    pub fn follower_log_ends(&self) -> Vec<(u32, u64)> {
-        let mut ends: Vec<(u32, u64)> = self
-            .followers
-            .borrow()
-            .iter()
-            .map(|(b, p)| (*b, p.log_end))
-            .collect();
-        ends.sort_unstable();
-        ends
-    }
-
     /// Sets the log's high-watermark cap from the in-sync followers' durable offsets. The
     /// high watermark never moves back, and stands still below `min.insync.replicas`.
     pub fn recompute_high_watermark(&self) {

@@ -105,25 +105,6 @@ impl Replication {
             })
             .collect()
     }
-
-    /// Partitions this shard follows: (key, leader, epoch).
-    pub fn followed(&self) -> Vec<(PartitionKey, Option<u32>, u32)> {
-        self.roles
-            .borrow()
-            .iter()
-            .filter_map(|(key, role)| match role {
-                Role::Follower { leader, epoch } => Some((*key, *leader, *epoch)),
-                Role::Leader(_) => None,
-            })
-            .collect()
-    }
-}
-
-/// Whether this broker leads `partition` of `topic` (from the catalogue).
-pub fn leads(context: &ShardContext, topic: &TopicSpec, partition: u32) -> bool {
-    topic
-        .partition(partition)
-        .is_some_and(|p| p.leader == Some(context.broker_id()))
 }
 
 /// The shard of `broker` that owns `partition` of `topic`.
@@ -136,8 +117,7 @@ pub fn owning_shard(catalog: &Catalog, broker: u32, topic: &str, partition: u32)
 
 /// Re-derives this shard's roles after a catalogue change: leads what the catalogue says
 /// it leads, follows the rest of what it holds, forgets what it no longer holds.
-pub async fn catalog_changed(context: &ShardContext, old: &Catalog, new: &Arc<Catalog>) {
-    let _ = old;
+pub async fn catalog_changed(context: &ShardContext, new: &Arc<Catalog>) {
     let _one_at_a_time = context
         .replication
         .changing

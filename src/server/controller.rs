@@ -13,23 +13,38 @@ use crate::protocol::{
     ErrorCode, ErrorResponse, InitProducerIdRequest, InitProducerIdResponse, Response,
 };
 use crate::shard::messages::{CatalogUpdate, ShardHandler, ShardMessage};
+use crate::shard::Call;
 
-/// Sends an admin request to the controller shard (or runs it, on that shard).
-pub async fn forward(context: &ShardContext, request: AdminRequest) -> Response {
+/// Runs `here` on the controller shard: at once when this is it, else as one mesh call;
+/// `lost` answers when the controller shard cannot (it is stopping).
+async fn on_controller_shard<Req, Rep, Fut>(
+    context: &ShardContext,
+    request: Req,
+    wrap: fn(Call<Req, Rep>) -> ShardMessage,
+    here: impl FnOnce(Req) -> Fut,
+    lost: impl FnOnce(String) -> Rep,
+) -> Rep
+where
+    Fut: std::future::Future<Output = Rep>,
+{
     let controller = context.ownership.controller();
     if controller == context.shard_id {
-        return context.run_controller(request).await;
+        return here(request).await;
     }
     context
         .mesh
-        .call(controller, request, ShardMessage::Admin)
+        .call(controller, request, wrap)
         .await
-        .unwrap_or_else(|error| {
-            Response::Error(ErrorResponse::new(
-                ErrorCode::BrokerShuttingDown,
-                &format!("the controller: {error}"),
-            ))
-        })
+        .unwrap_or_else(|error| lost(format!("the controller shard: {error}")))
+}
+
+/// Sends an admin request to the controller shard (or runs it, on that shard).
+pub async fn forward(context: &ShardContext, request: AdminRequest) -> Response {
+    let here = |request| context.run_controller(request);
+    on_controller_shard(context, request, ShardMessage::Admin, here, |message| {
+        Response::Error(ErrorResponse::new(ErrorCode::BrokerShuttingDown, &message))
+    })
+    .await
 }
 
 /// Runs a call on the controller leader from any shard (through the controller shard).
@@ -37,15 +52,8 @@ pub async fn call(
     context: &ShardContext,
     call: ControllerCall,
 ) -> Result<(ControllerReply, u64), String> {
-    let controller = context.ownership.controller();
-    if controller == context.shard_id {
-        return context.call_controller(call).await;
-    }
-    context
-        .mesh
-        .call(controller, call, ShardMessage::Controller)
-        .await
-        .unwrap_or_else(|error| Err(format!("the controller shard: {error}")))
+    let here = |call| context.call_controller(call);
+    on_controller_shard(context, call, ShardMessage::Controller, here, Err).await
 }
 
 /// Asks the controller shard for a new producer id (or hands one out, on that shard).
@@ -53,49 +61,40 @@ pub async fn init_producer_id(
     context: &ShardContext,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
-    let controller = context.ownership.controller();
-    if controller == context.shard_id {
-        return context.init_producer_id(request).await;
-    }
-    context
-        .mesh
-        .call(controller, request, ShardMessage::InitProducerId)
-        .await
-        .unwrap_or_else(|error| InitProducerIdResponse {
+    let here = |request| context.init_producer_id(request);
+    on_controller_shard(
+        context,
+        request,
+        ShardMessage::InitProducerId,
+        here,
+        |message| InitProducerIdResponse {
             error: ErrorCode::BrokerShuttingDown,
-            message: format!("the controller: {error}"),
+            message,
             producer_id: -1,
             producer_epoch: -1,
-        })
+        },
+    )
+    .await
 }
 
 /// What this broker's controller voter knows of the cluster (from any shard).
 pub async fn describe_cluster(context: &ShardContext) -> crate::protocol::DescribeClusterResponse {
-    let controller = context.ownership.controller();
-    if controller == context.shard_id {
-        return describe_cluster_here(context);
-    }
-    match context
-        .mesh
-        .call(controller, (), ShardMessage::DescribeCluster)
-        .await
-    {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::warn!(%error, "the controller shard did not answer");
-            crate::protocol::DescribeClusterResponse {
-                answered_by: context.broker_id(),
-                controller_leader: None,
-                controller_term: 0,
-                committed_index: 0,
-                applied_index: 0,
-                snapshot_index: 0,
-                log_entries: 0,
-                log_bytes: 0,
-                nodes: Vec::new(),
-            }
+    let here = |()| async { describe_cluster_here(context) };
+    on_controller_shard(context, (), ShardMessage::DescribeCluster, here, |error| {
+        tracing::warn!(%error, "the controller shard did not answer");
+        crate::protocol::DescribeClusterResponse {
+            answered_by: context.broker_id(),
+            controller_leader: None,
+            controller_term: 0,
+            committed_index: 0,
+            applied_index: 0,
+            snapshot_index: 0,
+            log_entries: 0,
+            log_bytes: 0,
+            nodes: Vec::new(),
         }
-    }
+    })
+    .await
 }
 
 /// On the controller shard: the cluster as this voter sees it.
@@ -349,5 +348,5 @@ pub async fn apply_catalog(context: &ShardContext, update: CatalogUpdate) {
     for topic in deleted.iter().chain(update.deleted.iter()) {
         context.partitions.drop_topic(topic).await;
     }
-    crate::replication::catalog_changed(context, &current, &update.catalog).await;
+    crate::replication::catalog_changed(context, &update.catalog).await;
 }

@@ -236,8 +236,7 @@ impl ControllerNode {
 
     /// The leader this voter knows of.
     pub fn leader(&self) -> Option<u64> {
-        let leader = self.raw.borrow().raft.leader_id;
-        (leader != raft::INVALID_ID).then_some(leader)
+        self.leader_of(&self.raw.borrow())
     }
 
     pub fn is_leader(&self) -> bool {
