@@ -166,8 +166,7 @@ async fn settle(context: &ShardContext, new: &Arc<Catalog>) {
     let offsets_id = new
         .topic(crate::constants::OFFSETS_TOPIC_NAME)
         .map(|t| t.topic_id);
-    // Open (recover) the replicas not open yet, many at a time: a broker starting with
-    // thousands of partitions does not recover them one by one.
+    // Open (recover) the replicas not open yet, `REPLICAS_OPENED_AT_ONCE` at a time.
     use futures::StreamExt;
     let opened: Vec<_> = futures::stream::iter(held)
         .map(|(topic, partition)| async move {
