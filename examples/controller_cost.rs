@@ -69,6 +69,7 @@ fn main() {
                         host: "127.0.0.1".into(),
                         port: 9092 + broker as u16,
                         shard_ports: vec![19000 + broker as u16],
+                        incarnation: 1,
                     },
                 )
                 .await;

@@ -31,6 +31,10 @@ pub struct BrokerArgs {
     /// the log; a voter that fell behind past one catches up from it) [default: 1000].
     #[arg(long)]
     controller_snapshot_every: Option<u64>,
+    /// How long a broker may go without heartbeating the controller before it is fenced
+    /// and the partitions it leads fail over [default: 6000].
+    #[arg(long)]
+    broker_session_timeout_ms: Option<u64>,
     /// A broker config file (TOML; keys as the flags below, in snake case). Flags given on
     /// the command line override it.
     #[arg(long)]
@@ -77,6 +81,7 @@ struct BrokerConfigFile {
     advertised_listener: Option<String>,
     default_replication_factor: Option<u32>,
     controller_snapshot_every: Option<u64>,
+    broker_session_timeout_ms: Option<u64>,
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
     profile: Option<PathBuf>,
@@ -126,6 +131,9 @@ impl BrokerArgs {
             controller_snapshot_every: self
                 .controller_snapshot_every
                 .or(file.controller_snapshot_every),
+            broker_session_timeout_ms: self
+                .broker_session_timeout_ms
+                .or(file.broker_session_timeout_ms),
             config: Some(path),
             data_dir: self.data_dir.or(file.data_dir),
             listen: self.listen.or(file.listen),
@@ -246,6 +254,16 @@ pub fn run(args: BrokerArgs) -> Result<(), String> {
         controller_snapshot_every: args
             .controller_snapshot_every
             .unwrap_or(crate::constants::CONTROLLER_SNAPSHOT_EVERY_ENTRIES),
+        broker_session_timeout_ms: match args.broker_session_timeout_ms {
+            Some(ms) if ms < 2 * crate::constants::BROKER_HEARTBEAT_INTERVAL_MS => {
+                return Err(format!(
+                    "--broker-session-timeout-ms {ms}: must be at least twice the heartbeat interval ({} ms)",
+                    crate::constants::BROKER_HEARTBEAT_INTERVAL_MS
+                ))
+            }
+            Some(ms) => ms,
+            None => crate::constants::BROKER_SESSION_TIMEOUT_MS,
+        },
         advertised_port,
         data_dir,
         listen,

@@ -186,6 +186,16 @@ impl Cluster {
         topic: &str,
         partition: u32,
     ) -> Result<SocketAddr, ClientError> {
+        Ok(self.leader_for(topic, partition).await?.0)
+    }
+
+    /// The address for a partition's requests (see `address_for`) and the leader epoch
+    /// the metadata gives, which requests carry so that a stale leader refuses them.
+    pub async fn leader_for(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(SocketAddr, u32), ClientError> {
         let metadata = self.metadata().await?;
         let topic_metadata = self.topic(topic).await?;
         let entry = topic_metadata
@@ -212,7 +222,8 @@ impl Cluster {
             .to_socket_addrs()
             .ok()
             .and_then(|mut a| a.next());
-        Ok(host.unwrap_or_else(|| SocketAddr::new(self.bootstrap[0].ip(), port)))
+        let address = host.unwrap_or_else(|| SocketAddr::new(self.bootstrap[0].ip(), port));
+        Ok((address, entry.leader_epoch))
     }
 
     /// A broker's main port (the bootstrap IP stands in for a host this client cannot

@@ -133,7 +133,7 @@ async fn fetch_round(
 ) -> Result<Fetched, ClientError> {
     let mut per_address: BTreeMap<std::net::SocketAddr, Vec<FetchPartition>> = BTreeMap::new();
     for ((topic, partition), &offset) in &positions {
-        let address = cluster.address_for(topic, *partition).await?;
+        let (address, epoch) = cluster.leader_for(topic, *partition).await?;
         per_address
             .entry(address)
             .or_default()
@@ -142,6 +142,7 @@ async fn fetch_round(
                 partition: *partition,
                 fetch_offset: offset,
                 partition_max_bytes: config.partition_max_bytes,
+                leader_epoch: Some(epoch),
             });
     }
     for partitions in per_address.values_mut() {

@@ -545,19 +545,22 @@ impl Producer {
     ) -> Result<u64, ClientError> {
         let (topic, partition) = (slot.0.as_str(), slot.1);
         let config = &self.inner.config;
-        let request = Request::Produce(ProduceRequest {
-            acks: config.acks.as_i8(),
-            timeout_ms: u32::try_from(config.request_timeout.as_millis()).unwrap_or(u32::MAX),
-            partitions: vec![ProducePartition {
-                topic: topic.to_string(),
-                partition,
-                batch_bytes: bytes.len() as u32,
-            }],
-        });
         let mut attempt = 0;
         loop {
             let result = async {
-                let connection = self.inner.cluster.connection_for(topic, partition).await?;
+                let (address, epoch) = self.inner.cluster.leader_for(topic, partition).await?;
+                let connection = self.inner.cluster.connection(address).await?;
+                let request = Request::Produce(ProduceRequest {
+                    acks: config.acks.as_i8(),
+                    timeout_ms: u32::try_from(config.request_timeout.as_millis())
+                        .unwrap_or(u32::MAX),
+                    partitions: vec![ProducePartition {
+                        topic: topic.to_string(),
+                        partition,
+                        batch_bytes: bytes.len() as u32,
+                        leader_epoch: Some(epoch),
+                    }],
+                });
                 let response = connection.request(&request, &[bytes]).await?;
                 match response.response {
                     Response::Produce(produce) => {

@@ -6,7 +6,7 @@
 //! admin messages, not the network or the mesh.
 //!
 //! It also keeps brokers' liveness: every broker heartbeats the leader; one silent for
-//! `BROKER_SESSION_TIMEOUT_MS` is fenced in the log (and unfenced when it returns).
+//! its session timeout (`--broker-session-timeout-ms`) is fenced in the log (and unfenced when it returns).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -20,8 +20,8 @@ use super::catalog::Catalog;
 use super::metadata::{MetadataEvent, TopicError};
 use super::raft::{ControllerNode, ProposeError};
 use crate::constants::{
-    BROKER_SESSION_TIMEOUT_MS, OFFSETS_PARTITIONS, OFFSETS_SEGMENT_AGE_MS, OFFSETS_SEGMENT_BYTES,
-    OFFSETS_TOPIC_NAME, PRODUCER_ID_BLOCK,
+    OFFSETS_PARTITIONS, OFFSETS_SEGMENT_AGE_MS, OFFSETS_SEGMENT_BYTES, OFFSETS_TOPIC_NAME,
+    PRODUCER_ID_BLOCK,
 };
 use crate::protocol::{
     AlterConfigsRequest, AlterConfigsResponse, AlterConfigsResult, CreateTopicResult,
@@ -44,6 +44,8 @@ pub struct BrokerHeartbeat {
     pub host: String,
     pub port: u16,
     pub shard_ports: Vec<u16>,
+    /// A new value at every start of the broker.
+    pub incarnation: u64,
 }
 
 /// A partition leader's request to change the in-sync set (it shrank or grew).
@@ -119,6 +121,7 @@ pub struct Controller {
     /// the clock (a new leader gives every broker a fresh session).
     heard: RefCell<(u64, HashMap<u32, Instant>)>,
     default_replication_factor: u32,
+    session_timeout: Duration,
 }
 
 fn topic_error_code(error: &TopicError) -> ErrorCode {
@@ -144,13 +147,18 @@ fn propose_error(error: ProposeError) -> (ErrorCode, String) {
 }
 
 impl Controller {
-    pub fn new(node: Rc<ControllerNode>, default_replication_factor: u32) -> Controller {
+    pub fn new(
+        node: Rc<ControllerNode>,
+        default_replication_factor: u32,
+        session_timeout_ms: u64,
+    ) -> Controller {
         Controller {
             node,
             changes: glommio::sync::Semaphore::new(1),
             next_producer_id: Cell::new((0, 0)),
             heard: RefCell::new((0, HashMap::new())),
             default_replication_factor,
+            session_timeout: Duration::from_millis(session_timeout_ms),
         }
     }
 
@@ -327,6 +335,7 @@ impl Controller {
             b.host != heartbeat.host
                 || b.port != heartbeat.port
                 || b.shard_ports != heartbeat.shard_ports
+                || b.incarnation != heartbeat.incarnation
         });
         if changed {
             tracing::info!(broker = heartbeat.broker, host = %heartbeat.host, port = heartbeat.port, "broker registered");
@@ -335,6 +344,7 @@ impl Controller {
                 host: heartbeat.host,
                 port: heartbeat.port,
                 shard_ports: heartbeat.shard_ports,
+                incarnation: heartbeat.incarnation,
             })
             .await?;
         }
@@ -405,7 +415,7 @@ impl Controller {
             return;
         }
         self.note_heard_nobody();
-        let session = Duration::from_millis(BROKER_SESSION_TIMEOUT_MS);
+        let session = self.session_timeout;
         let silent: Vec<u32> = {
             let heard = self.heard.borrow();
             self.node

@@ -10,12 +10,44 @@
 //! `apply` is deterministic and total: an event that no longer fits the image (a topic
 //! deleted meanwhile, say) changes nothing, and never fails half-way.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use rkyv::{Archive, Deserialize, Serialize};
 
 use super::topic_config::{ConfigError, TopicConfig};
+
+/// Gives a partition whose leader is gone (fenced, or none) a new leader: the first live
+/// replica of its in-sync set, which then drops the old leader; else, with `unclean`, the
+/// first live replica, alone in the in-sync set; else none. The in-sync set a partition
+/// keeps without a leader is its last one: only those replicas hold every acknowledged
+/// write, and the first of them to return leads. Any change bumps the leader epoch.
+fn elect(state: &mut PartitionState, live: &BTreeSet<u32>, unclean: bool) {
+    let old = state.leader;
+    let from_in_sync = state
+        .replicas
+        .iter()
+        .copied()
+        .find(|b| live.contains(b) && state.in_sync.contains(b));
+    match from_in_sync {
+        Some(leader) => {
+            state.leader = Some(leader);
+            if let Some(old) = old {
+                state.in_sync.retain(|&b| b != old);
+            }
+        }
+        None => match state.replicas.iter().copied().find(|b| live.contains(b)) {
+            Some(leader) if unclean => {
+                state.leader = Some(leader);
+                state.in_sync = vec![leader];
+            }
+            _ => state.leader = None,
+        },
+    }
+    if state.leader != old {
+        state.leader_epoch += 1;
+    }
+}
 
 /// The longest topic name.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
@@ -54,14 +86,20 @@ pub enum MetadataEvent {
     ProducerIdsReserved {
         next: u64,
     },
-    /// A broker announced itself (or its addresses changed).
+    /// A broker announced itself (or its addresses changed, or it restarted: a new
+    /// `incarnation`). A restarted broker may have lost what it had not synced, so the
+    /// partitions it leads move to a new leader epoch (it leads them again there, and its
+    /// followers cut what it no longer holds).
     BrokerRegistered {
         broker: u32,
         host: String,
         port: u16,
         shard_ports: Vec<u16>,
+        incarnation: u64,
     },
-    /// A broker stopped (or resumed) heartbeating the controller.
+    /// A broker stopped (or resumed) heartbeating the controller. Fencing moves the
+    /// leadership of the partitions it leads to a live in-sync replica (`elect`); a broker
+    /// that returns takes the partitions left without a leader whose in-sync set holds it.
     BrokerFenced {
         broker: u32,
         fenced: bool,
@@ -99,8 +137,10 @@ pub struct BrokerRecord {
     pub host: String,
     pub port: u16,
     pub shard_ports: Vec<u16>,
-    /// It stopped heartbeating: it leads nothing new and gets no new replicas.
+    /// It stopped heartbeating: it leads nothing and gets no new replicas.
     pub fenced: bool,
+    /// Which run of the broker registered last (a new one at every start).
+    pub incarnation: u64,
 }
 
 /// A topic as the catalogue knows it. Plain data.
@@ -331,8 +371,11 @@ impl MetadataImage {
                 host,
                 port,
                 shard_ports,
+                incarnation,
             } => {
-                let fenced = self.brokers.get(&broker).is_some_and(|b| b.fenced);
+                let known = self.brokers.get(&broker);
+                let fenced = known.is_some_and(|b| b.fenced);
+                let restarted = known.is_some_and(|b| b.incarnation != incarnation);
                 self.brokers.insert(
                     broker,
                     BrokerRecord {
@@ -341,13 +384,34 @@ impl MetadataImage {
                         port,
                         shard_ports,
                         fenced,
+                        incarnation,
                     },
                 );
+                if restarted {
+                    self.each_partition(|_, state| {
+                        if state.leader == Some(broker) {
+                            state.leader_epoch += 1;
+                        }
+                    });
+                }
             }
             MetadataEvent::BrokerFenced { broker, fenced } => {
-                if let Some(record) = self.brokers.get_mut(&broker) {
-                    record.fenced = fenced;
-                }
+                let Some(record) = self.brokers.get_mut(&broker) else {
+                    return Ok(());
+                };
+                record.fenced = fenced;
+                let live: BTreeSet<u32> = self
+                    .brokers
+                    .values()
+                    .filter(|b| !b.fenced)
+                    .map(|b| b.broker)
+                    .collect();
+                self.each_partition(|config, state| {
+                    let leaderless = state.leader.is_none_or(|l| !live.contains(&l));
+                    if leaderless {
+                        elect(state, &live, config.unclean_leader_election);
+                    }
+                });
             }
             MetadataEvent::PartitionChanged {
                 topic_id,
@@ -374,6 +438,15 @@ impl MetadataImage {
             }
         }
         Ok(())
+    }
+
+    /// Calls `change` with every partition's state (and its topic's config).
+    fn each_partition(&mut self, mut change: impl FnMut(&TopicConfig, &mut PartitionState)) {
+        for topic in self.topics.values_mut() {
+            for state in topic.placement.iter_mut() {
+                change(&topic.config, state);
+            }
+        }
     }
 
     pub fn topics(&self) -> impl Iterator<Item = &TopicSpec> {
@@ -539,6 +612,7 @@ impl MetadataImage {
                 host: broker.host.clone(),
                 port: broker.port,
                 shard_ports: broker.shard_ports.clone(),
+                incarnation: broker.incarnation,
             });
             if broker.fenced {
                 events.push(MetadataEvent::BrokerFenced {
@@ -639,10 +713,135 @@ mod tests {
                     host: "127.0.0.1".into(),
                     port: 9000 + broker as u16,
                     shard_ports: vec![],
+                    incarnation: 1,
                 })
                 .unwrap();
         }
         image
+    }
+
+    fn fence(image: &mut MetadataImage, broker: u32, fenced: bool) {
+        image
+            .apply(MetadataEvent::BrokerFenced { broker, fenced })
+            .unwrap();
+    }
+
+    fn state(image: &MetadataImage, name: &str) -> PartitionState {
+        image.topic(name).unwrap().placement[0].clone()
+    }
+
+    #[test]
+    fn a_fenced_leader_is_replaced_from_the_in_sync_set_and_the_last_one_standing_returns() {
+        let mut image = with_brokers(&[0, 1, 2]);
+        let spec = create(&mut image, "t", 1, 3);
+        let first = spec.placement[0].clone();
+        let leader = first.leader.unwrap();
+        fence(&mut image, leader, true);
+        let after = state(&image, "t");
+        let second = after.leader.unwrap();
+        assert_ne!(second, leader);
+        assert_eq!(after.leader_epoch, first.leader_epoch + 1);
+        assert!(!after.in_sync.contains(&leader), "{after:?}");
+        // The next leader goes too: the third replica leads alone.
+        fence(&mut image, second, true);
+        let third = state(&image, "t");
+        assert_eq!(third.in_sync.len(), 1);
+        assert_eq!(third.leader_epoch, first.leader_epoch + 2);
+        let last = third.leader.unwrap();
+        // The last one standing goes: no leader, and it stays the only eligible one.
+        fence(&mut image, last, true);
+        let offline = state(&image, "t");
+        assert_eq!(offline.leader, None);
+        assert_eq!(offline.in_sync, vec![last]);
+        // The first leader returns: it may lack acknowledged writes, so it does not lead.
+        fence(&mut image, leader, false);
+        assert_eq!(state(&image, "t").leader, None);
+        // The last in-sync replica returns: it leads at a new epoch.
+        fence(&mut image, last, false);
+        let back = state(&image, "t");
+        assert_eq!(back.leader, Some(last));
+        assert_eq!(back.leader_epoch, offline.leader_epoch + 1);
+    }
+
+    #[test]
+    fn an_unclean_election_needs_the_topic_to_allow_it() {
+        let mut image = with_brokers(&[0, 1]);
+        let event = image
+            .plan_create(
+                "u",
+                1,
+                2,
+                &entries(&[("unclean.leader.election.enable", "true")]),
+                1,
+            )
+            .unwrap();
+        image.apply(event).unwrap();
+        let spec = image.topic("u").unwrap().clone();
+        let leader = spec.placement[0].leader.unwrap();
+        let other = spec.placement[0]
+            .replicas
+            .iter()
+            .copied()
+            .find(|&b| b != leader)
+            .unwrap();
+        // The follower left the in-sync set, then the leader died.
+        image
+            .apply(MetadataEvent::PartitionChanged {
+                topic_id: spec.topic_id,
+                partition: 0,
+                leader: Some(leader),
+                leader_epoch: 0,
+                in_sync: vec![leader],
+            })
+            .unwrap();
+        fence(&mut image, leader, true);
+        let after = state(&image, "u");
+        assert_eq!(
+            (after.leader, after.in_sync.clone()),
+            (Some(other), vec![other])
+        );
+        // The same without the topic's consent leaves the partition without a leader.
+        let mut image = with_brokers(&[0, 1]);
+        let spec = create(&mut image, "c", 1, 2);
+        let leader = spec.placement[0].leader.unwrap();
+        image
+            .apply(MetadataEvent::PartitionChanged {
+                topic_id: spec.topic_id,
+                partition: 0,
+                leader: Some(leader),
+                leader_epoch: 0,
+                in_sync: vec![leader],
+            })
+            .unwrap();
+        fence(&mut image, leader, true);
+        assert_eq!(state(&image, "c").leader, None);
+    }
+
+    #[test]
+    fn a_restarted_leader_leads_at_a_new_epoch() {
+        let mut image = with_brokers(&[0, 1, 2]);
+        let spec = create(&mut image, "r", 1, 3);
+        let leader = spec.placement[0].leader.unwrap();
+        let record = image.broker(leader).unwrap().clone();
+        let register = |incarnation| MetadataEvent::BrokerRegistered {
+            broker: leader,
+            host: record.host.clone(),
+            port: record.port,
+            shard_ports: vec![],
+            incarnation,
+        };
+        image.apply(register(1)).unwrap();
+        assert_eq!(
+            state(&image, "r").leader_epoch,
+            0,
+            "the same run: no new epoch"
+        );
+        image.apply(register(2)).unwrap();
+        let after = state(&image, "r");
+        assert_eq!((after.leader, after.leader_epoch), (Some(leader), 1));
+        // A snapshot rebuilds the same image.
+        let again = MetadataImage::from_snapshot(&image.to_snapshot()).unwrap();
+        assert_eq!(state(&again, "r"), after);
     }
 
     fn create(image: &mut MetadataImage, name: &str, partitions: u32, factor: u32) -> TopicSpec {

@@ -11,6 +11,7 @@
 //! | `flush.interval.us` | with `interval`: the interval; with `bytes`/`never`: the longest delay | 1000 |
 //! | `min.insync.replicas` | in-sync replicas (the leader included) an `acks=all` write needs; below it such writes are refused and the high watermark stands still | 1 |
 //! | `replica.lag.time.max.ms` | a follower not caught up with the leader for this long leaves the in-sync set | 10000 |
+//! | `unclean.leader.election.enable` | when no in-sync replica is live, elect any live replica (it may lack acknowledged writes: they are lost) | false |
 //!
 //! Every key applies live: a change reaches the open partitions at once (flush, segment and
 //! retention keys through the log's reconfiguration; the replication keys are read on each
@@ -55,6 +56,7 @@ pub struct TopicConfig {
     pub flush_interval_us: u64,
     pub min_insync_replicas: u64,
     pub replica_lag_time_max_ms: u64,
+    pub unclean_leader_election: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,12 +79,13 @@ impl Default for TopicConfig {
             flush_interval_us: FLUSH_INTERVAL_US_DEFAULT,
             min_insync_replicas: MIN_INSYNC_REPLICAS_DEFAULT,
             replica_lag_time_max_ms: REPLICA_LAG_TIME_MAX_MS_DEFAULT,
+            unclean_leader_election: false,
         }
     }
 }
 
 /// Every key, in display order.
-pub const KEYS: [&str; 9] = [
+pub const KEYS: [&str; 10] = [
     "retention.ms",
     "retention.bytes",
     "segment.bytes",
@@ -92,6 +95,7 @@ pub const KEYS: [&str; 9] = [
     "flush.interval.us",
     "min.insync.replicas",
     "replica.lag.time.max.ms",
+    "unclean.leader.election.enable",
 ];
 
 fn bad(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
@@ -157,6 +161,13 @@ impl TopicConfig {
             "flush.interval.us" => self.flush_interval_us = parse_positive(key, value)?,
             "min.insync.replicas" => self.min_insync_replicas = parse_positive(key, value)?,
             "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = parse_positive(key, value)?,
+            "unclean.leader.election.enable" => {
+                self.unclean_leader_election = match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(bad(key, value, "true or false")),
+                }
+            }
             _ => return Err(ConfigError::UnknownKey(key.into())),
         }
         Ok(())
@@ -190,6 +201,7 @@ impl TopicConfig {
             "flush.interval.us" => self.flush_interval_us.to_string(),
             "min.insync.replicas" => self.min_insync_replicas.to_string(),
             "replica.lag.time.max.ms" => self.replica_lag_time_max_ms.to_string(),
+            "unclean.leader.election.enable" => self.unclean_leader_election.to_string(),
             _ => return None,
         })
     }

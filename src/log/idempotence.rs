@@ -9,9 +9,13 @@
 //! crash that loses unwritten batches above `n` leaves nothing in it that the log does not
 //! hold. A snapshot whose offset lies past the recovered log end (or below its start) is
 //! ignored.
+//!
+//! The leader-epoch cache (`super::epochs`) is saved beside the snapshot, at the same
+//! offset, and rebuilt by the same replay.
 
 use std::path::{Path, PathBuf};
 
+use super::epochs::EpochCache;
 use super::error::{LogIoError, OpenError};
 use super::io::{read_small_file, write_small_file};
 use super::partition::{Partition, PartitionLog};
@@ -35,8 +39,12 @@ pub(super) async fn write_snapshot(partition: &Partition, offset: u64) -> Result
         }
         let mut below = state.producers.clone();
         below.truncate_to(offset);
-        below.encode_snapshot(offset)
+        let mut epochs = state.epochs.clone();
+        epochs.truncate_to(offset);
+        (below.encode_snapshot(offset), epochs.encode(offset))
     };
+    let (bytes, epochs) = bytes;
+    write_small_file(&super::epochs::path(&partition.dir), epochs).await?;
     write_small_file(&snapshot_path(&partition.dir), bytes).await?;
     let mut state = partition.state.borrow_mut();
     // Current only while nothing was appended past it meanwhile.
@@ -64,7 +72,9 @@ impl PartitionLog {
             }
         });
         let snapshot_at = snapshot.as_ref().map(|(offset, _)| *offset);
-        let (mut offset, mut table) = snapshot.unwrap_or((start, ProducerStateTable::new()));
+        let (producers_from, mut table) = snapshot.unwrap_or((start, ProducerStateTable::new()));
+        let (epochs_from, mut epochs) = self.saved_epochs(start, end);
+        let mut offset = producers_from.min(epochs_from);
         let now_ms = self.clock().wall_ms();
         let inconsistent = |reason: String| OpenError::Inconsistent {
             path: self.dir().to_path_buf(),
@@ -83,7 +93,13 @@ impl PartitionLog {
                     let (header, _) = item.map_err(|e| {
                         inconsistent(format!("replaying producer state at {offset}: {e}"))
                     })?;
-                    if header.base_offset < offset || header.producer_id < 0 {
+                    if header.base_offset < offset {
+                        continue;
+                    }
+                    if header.base_offset >= epochs_from {
+                        epochs.note(header.leader_epoch, header.base_offset);
+                    }
+                    if header.base_offset < producers_from || header.producer_id < 0 {
                         continue;
                     }
                     if let Err(error) =
@@ -98,8 +114,47 @@ impl PartitionLog {
         }
         let mut state = self.inner.state.borrow_mut();
         state.producers = table;
+        state.epochs = epochs;
         state.producer_snapshot_at = snapshot_at.filter(|&at| at == end);
         Ok(())
+    }
+
+    /// The leader-epoch cache as saved, and the offset it holds up to (the log start and
+    /// an empty cache when there is no usable one).
+    fn saved_epochs(&self, start: u64, end: u64) -> (u64, EpochCache) {
+        let path = super::epochs::path(self.dir());
+        let saved = match read_small_file(&path) {
+            Ok(Some(bytes)) => EpochCache::decode(&bytes),
+            Ok(None) => return (start, EpochCache::default()),
+            Err(error) => Err(error.to_string()),
+        };
+        match saved {
+            Ok((upto, cache)) if (start..=end).contains(&upto) => (upto, cache),
+            Ok((upto, _)) => {
+                tracing::info!(path = %path.display(), upto, start, end, "leader epochs are outside the log: replaying the log");
+                (start, EpochCache::default())
+            }
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "leader epochs unreadable: replaying the log");
+                (start, EpochCache::default())
+            }
+        }
+    }
+
+    /// The epoch of the last batch in the log.
+    pub fn last_epoch(&self) -> Option<u32> {
+        self.inner.state.borrow().epochs.last_epoch()
+    }
+
+    /// The largest epoch at or below `epoch` this log holds, and where it ends here.
+    pub fn end_of_epoch(&self, epoch: u32) -> (Option<u32>, u64) {
+        let state = self.inner.state.borrow();
+        state.epochs.end_of(epoch, state.next_offset)
+    }
+
+    /// The leader-epoch cache (for reconciling with a leader).
+    pub fn epochs(&self) -> EpochCache {
+        self.inner.state.borrow().epochs.clone()
     }
 
     /// Drops producers idle for longer than `idle_ms`; returns how many.

@@ -140,6 +140,7 @@ impl PartitionLog {
             state.written_offset = cut_offset;
             state.synced_offset = cut_offset;
             state.producers.truncate_to(cut_offset);
+            state.epochs.truncate_to(cut_offset);
             state.generation += 1;
             state.layout_version += 1;
             let generation = state.generation;

@@ -27,6 +27,7 @@
 
 pub mod cache;
 pub mod checkpoint;
+pub mod epochs;
 mod error;
 pub mod files;
 mod flush;

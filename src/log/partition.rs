@@ -85,6 +85,8 @@ pub(super) struct State {
     /// The offset of the producer snapshot on disk, when it is known to hold the table as
     /// it stands (nothing appended since): a close then need not write it again.
     pub producer_snapshot_at: Option<u64>,
+    /// Where each leader epoch's batches start (see `super::epochs`).
+    pub epochs: super::epochs::EpochCache,
     pub fenced: Option<LogIoError>,
     pub closed: bool,
     /// Bumped by every truncation, so a durability waiter that raced one can tell.
@@ -367,6 +369,7 @@ impl PartitionLog {
         let next_offset = base_offset + u64::from(header.record_count);
         debug_assert!(header.timestamp_type() == TimestampType::Create || append_time_ms > 0);
         state.next_offset = next_offset;
+        state.epochs.note(leader_epoch, base_offset);
         if idempotent {
             let recorded =
                 state

@@ -293,6 +293,7 @@ pub(super) async fn recover(
         next_space_ticket: 0,
         producers: Default::default(),
         producer_snapshot_at: None,
+        epochs: Default::default(),
         fenced: None,
         closed: false,
         generation: 0,

@@ -41,6 +41,9 @@ impl PartitionLog {
         let base_offset = header.base_offset;
         let next_offset = base_offset + u64::from(header.record_count);
         state.next_offset = next_offset;
+        if !state.epochs.note(header.leader_epoch, base_offset) {
+            tracing::warn!(dir = %self.dir().display(), epoch = header.leader_epoch, base_offset, "a replicated batch of an older epoch than the last");
+        }
         if header.producer_id >= 0 {
             if let Err(error) = state.producers.record(
                 &header,

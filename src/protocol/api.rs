@@ -66,6 +66,8 @@ pub enum ApiKey {
     DescribeCluster = 41,
     /// Move a partition's leadership to another in-sync replica.
     ElectLeader = 42,
+    /// Where a follower's last leader epoch ends on the leader (truncation after failover).
+    OffsetsForLeaderEpoch = 43,
     /// The answer to a request that could not be decoded (unknown api, unsupported version,
     /// invalid body): an `ErrorResponse` with the request's correlation id. Response-only.
     Error = 0xFFFF,
@@ -73,7 +75,7 @@ pub enum ApiKey {
 
 impl ApiKey {
     /// Every api a client may send, in key order.
-    pub const REQUESTS: [ApiKey; 22] = [
+    pub const REQUESTS: [ApiKey; 23] = [
         ApiKey::Handshake,
         ApiKey::Metadata,
         ApiKey::Produce,
@@ -96,6 +98,7 @@ impl ApiKey {
         ApiKey::ReplicaFetch,
         ApiKey::DescribeCluster,
         ApiKey::ElectLeader,
+        ApiKey::OffsetsForLeaderEpoch,
     ];
 
     /// The key with this wire value, if this build knows it (including the response-only
@@ -144,6 +147,7 @@ impl ApiKey {
             | ApiKey::ReplicaFetch
             | ApiKey::DescribeCluster
             | ApiKey::ElectLeader
+            | ApiKey::OffsetsForLeaderEpoch
             | ApiKey::Error => VersionRange { min: 0, max: 0 },
         }
     }
@@ -182,6 +186,7 @@ impl ApiKey {
             ApiKey::ReplicaFetch => "ReplicaFetch",
             ApiKey::DescribeCluster => "DescribeCluster",
             ApiKey::ElectLeader => "ElectLeader",
+            ApiKey::OffsetsForLeaderEpoch => "OffsetsForLeaderEpoch",
             ApiKey::Error => "Error",
         }
     }

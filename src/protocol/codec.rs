@@ -178,6 +178,7 @@ pub fn encode_request_head(
         Request::ReplicaFetch(body) => encode_frame(out, head, body),
         Request::DescribeCluster(body) => encode_frame(out, head, body),
         Request::ElectLeader(body) => encode_frame(out, head, body),
+        Request::OffsetsForLeaderEpoch(body) => encode_frame(out, head, body),
     }
 }
 
@@ -237,6 +238,7 @@ pub fn encode_response_head(
         Response::ReplicaFetch(body) => encode_frame(out, head, body),
         Response::DescribeCluster(body) => encode_frame(out, head, body),
         Response::ElectLeader(body) => encode_frame(out, head, body),
+        Response::OffsetsForLeaderEpoch(body) => encode_frame(out, head, body),
         Response::Error(body) => encode_frame(out, head, body),
     }
 }
@@ -418,6 +420,7 @@ pub fn decode_request(frame: &Frame) -> Result<DecodedRequest, ProtocolError> {
         ApiKey::ReplicaFetch => decode_body(api, frame, Request::ReplicaFetch)?,
         ApiKey::DescribeCluster => decode_body(api, frame, Request::DescribeCluster)?,
         ApiKey::ElectLeader => decode_body(api, frame, Request::ElectLeader)?,
+        ApiKey::OffsetsForLeaderEpoch => decode_body(api, frame, Request::OffsetsForLeaderEpoch)?,
         ApiKey::Error => unreachable!("check_frame refuses Error as a request"),
     };
     Ok(DecodedRequest {
@@ -453,6 +456,7 @@ pub fn decode_response(frame: &Frame) -> Result<DecodedResponse, ProtocolError> 
         ApiKey::ReplicaFetch => decode_body(api, frame, Response::ReplicaFetch)?,
         ApiKey::DescribeCluster => decode_body(api, frame, Response::DescribeCluster)?,
         ApiKey::ElectLeader => decode_body(api, frame, Response::ElectLeader)?,
+        ApiKey::OffsetsForLeaderEpoch => decode_body(api, frame, Response::OffsetsForLeaderEpoch)?,
         ApiKey::Error => decode_body(api, frame, Response::Error)?,
     };
     Ok(DecodedResponse {

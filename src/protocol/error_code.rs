@@ -120,18 +120,21 @@ pub enum ErrorCode {
     /// and retries while leadership settles.
     NotController = 36,
     /// The request names an older leader epoch than the partition is at: the sender's
-    /// view of leadership is stale. Not retriable as is: refresh metadata first.
+    /// view of leadership is stale. Retriable after a metadata refresh.
     FencedLeaderEpoch = 37,
     /// This broker (or shard) does not coordinate the group: the partition of the offsets
     /// log that holds it is led elsewhere (or leadership just moved). Retriable: find the
     /// coordinator again.
     NotCoordinator = 38,
-    // Next free value: 39. Retired values (never reuse): none yet.
+    /// The request names a newer leader epoch than this broker knows: its own view is
+    /// behind (a catalogue change on its way). Retriable after a short wait.
+    UnknownLeaderEpoch = 39,
+    // Next free value: 40. Retired values (never reuse): none yet.
 }
 
 impl ErrorCode {
     /// Every code, in value order.
-    pub const ALL: [ErrorCode; 39] = [
+    pub const ALL: [ErrorCode; 40] = [
         ErrorCode::None,
         ErrorCode::Unknown,
         ErrorCode::CorruptBatch,
@@ -171,6 +174,7 @@ impl ErrorCode {
         ErrorCode::NotController,
         ErrorCode::FencedLeaderEpoch,
         ErrorCode::NotCoordinator,
+        ErrorCode::UnknownLeaderEpoch,
     ];
 
     /// The code with this wire value, if this build knows it.
@@ -202,6 +206,8 @@ impl ErrorCode {
                 | ErrorCode::CoordinatorLoading
                 | ErrorCode::NotController
                 | ErrorCode::NotCoordinator
+                | ErrorCode::FencedLeaderEpoch
+                | ErrorCode::UnknownLeaderEpoch
         )
     }
 
@@ -247,6 +253,7 @@ impl ErrorCode {
             ErrorCode::NotController => "NotController",
             ErrorCode::FencedLeaderEpoch => "FencedLeaderEpoch",
             ErrorCode::NotCoordinator => "NotCoordinator",
+            ErrorCode::UnknownLeaderEpoch => "UnknownLeaderEpoch",
         }
     }
 }
@@ -313,7 +320,9 @@ mod tests {
                 ErrorCode::TopicDeletionInProgress,
                 ErrorCode::CoordinatorLoading,
                 ErrorCode::NotController,
+                ErrorCode::FencedLeaderEpoch,
                 ErrorCode::NotCoordinator,
+                ErrorCode::UnknownLeaderEpoch,
             ]
         );
     }

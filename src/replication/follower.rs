@@ -28,9 +28,11 @@ use crate::constants::{
     REPLICA_FETCH_BACKOFF_MS, REPLICA_FETCH_BYTES_MAX, REPLICA_FETCH_PARTITION_BYTES_MAX,
     REPLICA_FETCH_WAIT_MS,
 };
+use crate::log::epochs::follower_cut;
 use crate::log::PartitionLog;
 use crate::protocol::{
-    DecodedResponse, ErrorCode, ReplicaFetchPartition, ReplicaFetchRequest, Request,
+    DecodedResponse, EpochQuery, ErrorCode, OffsetsForLeaderEpochRequest, ReplicaFetchPartition,
+    ReplicaFetchRequest, Request, Response,
 };
 use crate::record::header::{peek_batch_length, BatchHeader};
 use crate::record::validate;
@@ -45,6 +47,8 @@ struct Followed {
     log: PartitionLog,
     /// Not asked for again before this (after an error).
     backoff_until: Option<Instant>,
+    /// Its divergent suffix (if any) is cut: batches may be fetched.
+    reconciled: bool,
 }
 
 /// One session: the partitions followed from one leader shard.
@@ -74,6 +78,7 @@ pub fn follow(
         epoch,
         log,
         backoff_until: None,
+        reconciled: false,
     };
     let existing = context
         .replication
@@ -160,7 +165,10 @@ fn leader_address(catalog: &Catalog, leader: u32, shard: usize) -> Option<Socket
     (broker.host.as_str(), port).to_socket_addrs().ok()?.next()
 }
 
-type Pending = LocalBoxFuture<'static, (bool, Vec<PartitionKey>, Result<DecodedResponse, String>)>;
+/// A fetched partition and the epoch it was fetched at.
+type Fetched = (PartitionKey, u32);
+
+type Pending = LocalBoxFuture<'static, (bool, Vec<Fetched>, Result<DecodedResponse, String>)>;
 
 /// Builds a fetch of every partition not backing off; `report` asks for no bytes and no
 /// wait (a progress report).
@@ -175,12 +183,12 @@ fn fetch(
     let mut keys = Vec::new();
     let mut entries = Vec::new();
     for (key, followed) in session.partitions.borrow().iter() {
-        if followed.backoff_until.is_some_and(|until| until > now) {
+        if !followed.reconciled || followed.backoff_until.is_some_and(|until| until > now) {
             continue;
         }
         let durable = followed.log.durable_offset();
         reported.insert(*key, durable);
-        keys.push(*key);
+        keys.push((*key, followed.epoch));
         entries.push(ReplicaFetchPartition {
             topic: followed.topic.name.clone(),
             partition: followed.partition,
@@ -277,6 +285,11 @@ async fn run(session: Rc<Session>, me: u32, address: SocketAddr, shutdown: Arc<A
                 }
             }
         };
+        if let Err(error) = reconcile(&session, address, me).await {
+            tracing::debug!(leader = session.leader, %error, "leader epochs not reconciled");
+            glommio::timer::sleep(backoff).await;
+            continue;
+        }
         if data.is_none() {
             data = fetch(&session, &live, me, false, &mut reported);
             if data.is_none() {
@@ -286,7 +299,7 @@ async fn run(session: Rc<Session>, me: u32, address: SocketAddr, shutdown: Arc<A
             }
         }
         enum Event {
-            Answer((bool, Vec<PartitionKey>, Result<DecodedResponse, String>)),
+            Answer((bool, Vec<Fetched>, Result<DecodedResponse, String>)),
             Progress,
         }
         let reporting = report.is_some();
@@ -347,7 +360,7 @@ async fn run(session: Rc<Session>, me: u32, address: SocketAddr, shutdown: Arc<A
 }
 
 /// Appends what a response brought and takes the leader's high watermark.
-async fn apply(session: &Session, keys: &[PartitionKey], response: &DecodedResponse) {
+async fn apply(session: &Session, keys: &[Fetched], response: &DecodedResponse) {
     let Some(partitions) = response.fetch_partitions() else {
         tracing::warn!(
             leader = session.leader,
@@ -356,15 +369,18 @@ async fn apply(session: &Session, keys: &[PartitionKey], response: &DecodedRespo
         return;
     };
     for (index, (entry, batches)) in partitions.enumerate() {
-        let Some(key) = keys.get(index).copied() else {
+        let Some((key, fetched_at)) = keys.get(index).copied() else {
             break;
         };
+        // Only for the same following (a partition followed anew since must reconcile
+        // before it takes batches).
         let followed = session
             .partitions
             .borrow()
             .get(&key)
-            .map(|f| (f.log.clone(), f.epoch, f.topic.name.clone(), f.partition));
-        let Some((log, _epoch, topic, partition)) = followed else {
+            .filter(|f| f.reconciled && f.epoch == fetched_at)
+            .map(|f| (f.log.clone(), f.topic.name.clone(), f.partition));
+        let Some((log, topic, partition)) = followed else {
             continue;
         };
         match entry.error {
@@ -390,6 +406,95 @@ async fn apply(session: &Session, keys: &[PartitionKey], response: &DecodedRespo
             back_off(session, key);
         }
         log.set_high_watermark_cap(Some(entry.high_watermark));
+    }
+}
+
+/// Cuts the divergent suffix of every partition followed anew: asks the leader where each
+/// one's last epoch ends there and cuts (`crate::log::epochs::follower_cut`), again until
+/// the epochs agree. A partition the leader refuses backs off and is asked again later.
+async fn reconcile(session: &Session, address: SocketAddr, me: u32) -> Result<(), String> {
+    let mut connection: Option<Connection> = None;
+    loop {
+        let now = Instant::now();
+        let pending: Vec<(PartitionKey, EpochQuery, PartitionLog)> = {
+            let mut partitions = session.partitions.borrow_mut();
+            let mut pending = Vec::new();
+            for (key, followed) in partitions.iter_mut() {
+                if followed.reconciled || followed.backoff_until.is_some_and(|u| u > now) {
+                    continue;
+                }
+                match followed.log.last_epoch() {
+                    // An empty log shares everything it holds.
+                    None => followed.reconciled = true,
+                    Some(epoch) => pending.push((
+                        *key,
+                        EpochQuery {
+                            topic: followed.topic.name.clone(),
+                            partition: followed.partition,
+                            leader_epoch: followed.epoch,
+                            epoch,
+                        },
+                        followed.log.clone(),
+                    )),
+                }
+            }
+            pending
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let live = match &connection {
+            Some(c) => c.clone(),
+            None => {
+                let c = Connection::connect(address, &format!("replica-epochs-{me}"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                connection = Some(c.clone());
+                c
+            }
+        };
+        let request = Request::OffsetsForLeaderEpoch(OffsetsForLeaderEpochRequest {
+            replica: me,
+            partitions: pending.iter().map(|(_, q, _)| q.clone()).collect(),
+        });
+        let answer = live
+            .request(&request, &[])
+            .await
+            .map_err(|e| e.to_string())?;
+        let Response::OffsetsForLeaderEpoch(answer) = answer.response else {
+            return Err("the leader answered epochs with another api".into());
+        };
+        for ((key, query, log), answer) in pending.into_iter().zip(answer.partitions) {
+            let still = session
+                .partitions
+                .borrow()
+                .get(&key)
+                .is_some_and(|f| !f.reconciled && f.epoch == query.leader_epoch);
+            if !still {
+                continue;
+            }
+            if answer.error != ErrorCode::None {
+                tracing::debug!(topic = %query.topic, partition = query.partition, error = %answer.error, "the leader refused an epoch query");
+                back_off(session, key);
+                continue;
+            }
+            let end = log.log_end_offset();
+            let (cut, done) = follower_cut(&log.epochs(), end, (answer.epoch, answer.end_offset));
+            let cut = cut.max(log.log_start_offset());
+            if cut < end {
+                tracing::info!(topic = %query.topic, partition = query.partition, from = end, to = cut, our_epoch = query.epoch, leader_epoch = ?answer.epoch, "cutting the suffix that diverges from the leader");
+                if let Err(error) = log.truncate_to(cut).await {
+                    tracing::error!(topic = %query.topic, partition = query.partition, %error, "truncation failed");
+                    back_off(session, key);
+                    continue;
+                }
+            }
+            if done || log.last_epoch().is_none() {
+                if let Some(followed) = session.partitions.borrow_mut().get_mut(&key) {
+                    followed.reconciled = true;
+                }
+            }
+        }
     }
 }
 

@@ -13,7 +13,8 @@ use crate::cluster::controller::{AlterPartition, ControllerCall, ControllerReply
 use crate::cluster::{PartitionState, TopicSpec};
 use crate::log::{PartitionLog, ReadChunk};
 use crate::protocol::{
-    ErrorCode, FetchPartitionResponse, ReplicaFetchRequest, ReplicaFetchResponse,
+    EpochAnswer, ErrorCode, FetchPartitionResponse, OffsetsForLeaderEpochRequest,
+    OffsetsForLeaderEpochResponse, ReplicaFetchRequest, ReplicaFetchResponse,
 };
 use crate::server::context::ShardContext;
 use crate::server::work::with_deadline;
@@ -316,7 +317,7 @@ pub async fn answer_fetch(
         let error = match &leadership {
             None => Some(ErrorCode::NotLeaderOrFollower),
             Some(l) if entry.leader_epoch < l.epoch => Some(ErrorCode::FencedLeaderEpoch),
-            Some(l) if entry.leader_epoch > l.epoch => Some(ErrorCode::NotLeaderOrFollower),
+            Some(l) if entry.leader_epoch > l.epoch => Some(ErrorCode::UnknownLeaderEpoch),
             Some(l) if !l.replicas().contains(&request.replica) || request.replica == l.me => {
                 Some(ErrorCode::NotLeaderOrFollower)
             }
@@ -406,4 +407,48 @@ pub async fn answer_fetch(
         },
         trailer,
     )
+}
+
+/// Answers a follower's leader-epoch queries on this (the owning) shard: where the
+/// follower's last epoch ends here.
+pub fn answer_epochs(
+    context: &ShardContext,
+    request: OffsetsForLeaderEpochRequest,
+) -> OffsetsForLeaderEpochResponse {
+    let catalog = context.catalog();
+    let partitions = request
+        .partitions
+        .into_iter()
+        .map(|query| {
+            let leadership = catalog
+                .topic(&query.topic)
+                .filter(|t| query.partition < t.partitions)
+                .and_then(|t| {
+                    context
+                        .replication
+                        .leadership((t.topic_id, query.partition))
+                });
+            let error = match &leadership {
+                None => ErrorCode::NotLeaderOrFollower,
+                Some(l) if query.leader_epoch < l.epoch => ErrorCode::FencedLeaderEpoch,
+                Some(l) if query.leader_epoch > l.epoch => ErrorCode::UnknownLeaderEpoch,
+                Some(l) if !l.replicas().contains(&request.replica) => {
+                    ErrorCode::NotLeaderOrFollower
+                }
+                Some(_) => ErrorCode::None,
+            };
+            let (epoch, end_offset) = match (&leadership, error) {
+                (Some(l), ErrorCode::None) => l.log.end_of_epoch(query.epoch),
+                _ => (None, 0),
+            };
+            EpochAnswer {
+                topic: query.topic,
+                partition: query.partition,
+                error,
+                epoch,
+                end_offset,
+            }
+        })
+        .collect();
+    OffsetsForLeaderEpochResponse { partitions }
 }

@@ -21,10 +21,15 @@
 //! durably under its flush policy. Below `min.insync.replicas` in-sync replicas, `acks=all`
 //! writes are refused (`NotEnoughReplicas`) and the high watermark stands still.
 //!
-//! Not yet (the failover issue): leader epochs per batch range and truncation by epoch. A
-//! replica that stops leading cuts its log back to its high watermark before it follows,
-//! which is exact for a clean handover; after a crash of a leader, a replica is trusted up
-//! to what it holds.
+//! Failover: the controller moves a fenced leader's partitions to a live in-sync replica
+//! at a new leader epoch (`crate::cluster::metadata`). Every batch carries the epoch it was
+//! appended at, and each log keeps where its epochs start (`crate::log::epochs`). A replica
+//! that starts following (after a failover, a handover or its own restart) first asks the
+//! leader where its last epoch ends there (`OffsetsForLeaderEpoch`) and cuts exactly the
+//! suffix that diverges, before it fetches. A leader refuses fetches and produces that
+//! name another epoch (`FencedLeaderEpoch` for an older one, `UnknownLeaderEpoch` for a
+//! newer), so an old leader cut off from the others cannot move its high watermark: no
+//! follower fetches from it at its epoch.
 
 pub mod follower;
 pub mod leader;
@@ -190,6 +195,24 @@ async fn settle(context: &ShardContext, new: &Arc<Catalog>) {
                 continue;
             }
         };
+        // A restarted broker leads only once the controller knows this run (its
+        // registration moved what it leads to a new epoch, so no replica can take a batch
+        // of this run for one of the run before).
+        let registered = new
+            .broker(me)
+            .is_some_and(|b| b.incarnation == context.advertised.incarnation);
+        if state.leader == Some(me) && !registered {
+            tracing::debug!(topic = %topic.name, partition, "leading once this run is registered");
+            follower::unfollow(context, key);
+            context.replication.roles.borrow_mut().insert(
+                key,
+                Role::Follower {
+                    leader: None,
+                    epoch: state.leader_epoch,
+                },
+            );
+            continue;
+        }
         if state.leader == Some(me) {
             match current {
                 Some(Role::Leader(leadership)) if leadership.epoch == state.leader_epoch => {
@@ -227,18 +250,6 @@ async fn settle(context: &ShardContext, new: &Arc<Catalog>) {
             }
             if was_leader && Some(topic.topic_id) == offsets_id {
                 context.groups.abandon(partition);
-            }
-            if was_leader {
-                // A clean handover: what this replica held above the high watermark was
-                // never acknowledged to an `acks=all` producer; the new leader may not
-                // have it. Cut back to the high watermark and follow.
-                let high_watermark = log.high_watermark();
-                if high_watermark < log.log_end_offset() {
-                    tracing::info!(topic = %topic.name, partition, from = log.log_end_offset(), to = high_watermark, "truncating to the high watermark to follow a new leader");
-                    if let Err(error) = log.truncate_to(high_watermark).await {
-                        tracing::error!(topic = %topic.name, partition, %error, "truncation failed");
-                    }
-                }
             }
             context.replication.roles.borrow_mut().insert(
                 key,

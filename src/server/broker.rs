@@ -54,6 +54,8 @@ pub struct BrokerOptions {
     pub default_replication_factor: u32,
     /// Applied controller entries between two controller snapshots.
     pub controller_snapshot_every: u64,
+    /// Silence after which the controller fences a broker.
+    pub broker_session_timeout_ms: u64,
 }
 
 impl BrokerOptions {
@@ -189,6 +191,10 @@ pub fn run_broker(mut options: BrokerOptions) -> Result<(), BrokerError> {
             .unwrap_or_else(|| bound.main_address.ip().to_string()),
         port: options.advertised_port.unwrap_or(bound.main_address.port()),
         shard_ports: bound.own_addresses.iter().map(|a| a.port()).collect(),
+        // The start time in nanoseconds: a new value at every start.
+        incarnation: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
     };
     tracing::info!(
         profile = %options.profile.name,
@@ -299,7 +305,10 @@ async fn open_controller(
         0 => voters.len().min(3) as u32,
         factor => factor,
     };
-    Ok((Controller::new(node, factor), peers))
+    Ok((
+        Controller::new(node, factor, options.broker_session_timeout_ms),
+        peers,
+    ))
 }
 
 async fn shard_main(
@@ -430,6 +439,7 @@ async fn shard_main(
                     b.host == advertised.host
                         && b.port == advertised.port
                         && b.shard_ports == advertised.shard_ports
+                        && b.incarnation == advertised.incarnation
                 });
                 registered && image.topic(crate::constants::OFFSETS_TOPIC_NAME).is_some()
             };

@@ -30,6 +30,8 @@ pub struct Advertised {
     pub host: String,
     pub port: u16,
     pub shard_ports: Vec<u16>,
+    /// This run of the broker (see `MetadataEvent::BrokerRegistered`).
+    pub incarnation: u64,
 }
 
 /// Counts requests being handled; each holds an [`InFlightGuard`], which counts itself out

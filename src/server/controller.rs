@@ -287,6 +287,7 @@ pub async fn heartbeat_loop(context: std::rc::Rc<ShardContext>) {
         host: context.advertised.host.clone(),
         port: context.advertised.port,
         shard_ports: context.advertised.shard_ports.clone(),
+        incarnation: context.advertised.incarnation,
     };
     let mut failing = false;
     while !context.stopping.get() {

@@ -89,6 +89,10 @@ pub async fn handle(context: &ShardContext, decoded: DecodedRequest) -> Reply {
         Request::ElectLeader(request) => {
             Response::ElectLeader(super::controller::elect_leader(context, request).await).into()
         }
+        Request::OffsetsForLeaderEpoch(request) => Response::OffsetsForLeaderEpoch(
+            crate::replication::leader::answer_epochs(context, request),
+        )
+        .into(),
         Request::ReplicaFetch(request) => {
             let (response, trailer) =
                 crate::replication::leader::answer_fetch(context, request).await;
@@ -211,6 +215,7 @@ async fn produce(
                     batches: share,
                     acks,
                     timeout,
+                    leader_epoch: entry.leader_epoch,
                 });
             }
             None => responses.push(Some(ProducePartitionResponse {
@@ -275,6 +280,7 @@ async fn fetch(context: &ShardContext, request: FetchRequest) -> Reply {
                     partition: entry.partition,
                     offset: entry.fetch_offset,
                     max_bytes: max_bytes as u32,
+                    leader_epoch: entry.leader_epoch,
                 });
             }
         }

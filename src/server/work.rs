@@ -100,12 +100,14 @@ async fn append_share(
 }
 
 /// This shard's leadership of a partition, or why it cannot take its writes and reads.
+/// `epoch` is the leader epoch the client believes in, when it says.
 pub fn leadership_of(
     context: &ShardContext,
     topic: &TopicSpec,
     partition: u32,
+    epoch: Option<u32>,
 ) -> Result<std::rc::Rc<Leadership>, (ErrorCode, String)> {
-    context
+    let leadership = context
         .replication
         .leadership((topic.topic_id, partition))
         .ok_or_else(|| {
@@ -118,7 +120,24 @@ pub fn leadership_of(
                     topic.name
                 ),
             )
-        })
+        })?;
+    match epoch {
+        Some(epoch) if epoch != leadership.epoch => {
+            let code = if epoch < leadership.epoch {
+                ErrorCode::FencedLeaderEpoch
+            } else {
+                ErrorCode::UnknownLeaderEpoch
+            };
+            Err((
+                code,
+                format!(
+                    "{}/{partition} is led at epoch {} here, not {epoch}",
+                    topic.name, leadership.epoch
+                ),
+            ))
+        }
+        _ => Ok(leadership),
+    }
 }
 
 /// Waits until `last_offset` is as safe as `acks` asks: `none` at once; `leader` once
@@ -186,10 +205,11 @@ pub async fn produce_all(
             let answers = indexes.iter().map(|&i| (i, Err(failure.clone()))).collect();
             (answers, None)
         };
-        let leadership = match leadership_of(context, &first.topic, first.partition) {
-            Ok(leadership) => leadership,
-            Err(failure) => return refuse(failure),
-        };
+        let leadership =
+            match leadership_of(context, &first.topic, first.partition, first.leader_epoch) {
+                Ok(leadership) => leadership,
+                Err(failure) => return refuse(failure),
+            };
         if indexes.iter().any(|&i| items[i].acks == Acks::All) && !leadership.enough_in_sync() {
             return refuse((
                 ErrorCode::NotEnoughReplicas,
@@ -318,7 +338,7 @@ pub async fn fetch(context: &ShardContext, work: FetchWork) -> FetchOutcome {
         last_stable_offset: 0,
         batch_bytes: 0,
     };
-    let log = match leadership_of(context, &work.topic, work.partition) {
+    let log = match leadership_of(context, &work.topic, work.partition, work.leader_epoch) {
         Ok(leadership) => leadership.log.clone(),
         Err((error, _)) => {
             response.error = error;
@@ -358,7 +378,7 @@ pub async fn list_offsets(
         offset: 0,
         timestamp_ms: -1,
     };
-    match leadership_of(context, &work.topic, work.partition) {
+    match leadership_of(context, &work.topic, work.partition, None) {
         Ok(leadership) => match list_offset(&leadership.log, &work.spec).await {
             Ok((offset, timestamp)) => {
                 response.offset = offset;
@@ -380,7 +400,7 @@ pub async fn wait_for_data(
 ) {
     let mut futures = Vec::new();
     for (topic, partition, offset) in waits {
-        if let Ok(leadership) = leadership_of(context, topic, *partition) {
+        if let Ok(leadership) = leadership_of(context, topic, *partition, None) {
             let log = leadership.log.clone();
             let offset = *offset;
             futures.push(Box::pin(async move {
@@ -460,6 +480,7 @@ mod tests {
             batches: Bytes::new(),
             acks: Acks::All,
             timeout: Duration::from_secs(1),
+            leader_epoch: None,
         }
     }
 

@@ -48,6 +48,8 @@ pub struct ProduceWork {
     pub batches: Bytes,
     pub acks: Acks,
     pub timeout: Duration,
+    /// The leader epoch the client believes in, when it says.
+    pub leader_epoch: Option<u32>,
 }
 
 /// One partition's share of a fetch request.
@@ -57,6 +59,8 @@ pub struct FetchWork {
     pub partition: u32,
     pub offset: u64,
     pub max_bytes: u32,
+    /// The leader epoch the client believes in, when it says.
+    pub leader_epoch: Option<u32>,
 }
 
 /// What a fetch of one partition returns: the response and the batches behind it.

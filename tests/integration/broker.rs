@@ -511,6 +511,7 @@ fn a_fetch_stays_within_its_response_budget_across_partitions() {
                     partition,
                     fetch_offset: 0,
                     partition_max_bytes: 1 << 20,
+                    leader_epoch: None,
                 })
                 .collect(),
         });

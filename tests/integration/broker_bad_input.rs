@@ -436,6 +436,7 @@ fn produce_request(topic: &str, shares: &[(u32, &[u8])]) -> Request {
                 topic: topic.to_string(),
                 partition: *partition,
                 batch_bytes: share.len() as u32,
+                leader_epoch: None,
             })
             .collect(),
     })
@@ -504,6 +505,7 @@ fn fetch_request(topic: &str, partition: u32, max_bytes: u32) -> Request {
             partition,
             fetch_offset: 0,
             partition_max_bytes: max_bytes,
+            leader_epoch: None,
         }],
     })
 }

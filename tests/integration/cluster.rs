@@ -15,19 +15,19 @@ use super::harness::{cli, Broker};
 /// The controller listener's port on each broker's own address.
 const CONTROLLER_PORT: u16 = 9093;
 
-struct TestCluster {
-    brokers: Vec<Broker>,
+pub(super) struct TestCluster {
+    pub(super) brokers: Vec<Broker>,
     _dir: tempfile::TempDir,
 }
 
-fn ip(subnet: u8, node: usize) -> String {
+pub(super) fn ip(subnet: u8, node: usize) -> String {
     format!("127.0.{subnet}.{}", node + 1)
 }
 
 impl TestCluster {
     /// `n` brokers (1 shard each), node i on 127.0.`subnet`.(i+1): clients on an ephemeral
     /// port, the controller on `CONTROLLER_PORT`. Every test uses its own `subnet`.
-    fn start(subnet: u8, n: usize, extra: &[&str]) -> TestCluster {
+    pub(super) fn start(subnet: u8, n: usize, extra: &[&str]) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let voters: Vec<String> = (0..n)
             .map(|i| format!("{i}@{}:{CONTROLLER_PORT}", ip(subnet, i)))
@@ -56,7 +56,7 @@ impl TestCluster {
         cluster
     }
 
-    fn bootstrap(&self) -> String {
+    pub(super) fn bootstrap(&self) -> String {
         self.brokers
             .iter()
             .filter(|b| b.pid().is_some())
@@ -65,12 +65,12 @@ impl TestCluster {
             .join(",")
     }
 
-    fn status(&self) -> String {
+    pub(super) fn status(&self) -> String {
         let output = cli(&["cluster", "status", "--broker", &self.bootstrap()], None);
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
-    fn wait_for_status(&self, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
+    pub(super) fn wait_for_status(&self, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let status = self.status();
@@ -86,13 +86,13 @@ impl TestCluster {
     }
 
     /// `topic describe` rows: partition → (leader, epoch, replicas, in-sync, high watermark).
-    fn describe(&self, topic: &str) -> BTreeMap<u32, Row> {
+    pub(super) fn describe(&self, topic: &str) -> BTreeMap<u32, Row> {
         let (rows, output) = describe_rows(&self.bootstrap(), topic);
         assert!(output.status.success(), "{output:?}");
         rows
     }
 
-    fn wait_for_partitions(
+    pub(super) fn wait_for_partitions(
         &self,
         topic: &str,
         timeout: Duration,
@@ -114,15 +114,21 @@ impl TestCluster {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Row {
-    leader: Option<u32>,
-    epoch: u32,
-    replicas: Vec<u32>,
-    in_sync: Vec<u32>,
-    high_watermark: u64,
+pub(super) struct Row {
+    pub(super) leader: Option<u32>,
+    pub(super) epoch: u32,
+    pub(super) replicas: Vec<u32>,
+    pub(super) in_sync: Vec<u32>,
+    pub(super) high_watermark: u64,
 }
 
-fn create_topic(bootstrap: &str, topic: &str, partitions: u32, factor: u32, configs: &[&str]) {
+pub(super) fn create_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: u32,
+    factor: u32,
+    configs: &[&str],
+) {
     let partitions = partitions.to_string();
     let factor = factor.to_string();
     let mut args = vec![
@@ -235,7 +241,7 @@ fn check_once_in_order(sent: &[(String, String)], read: &[(u32, u64, String, Str
 }
 
 /// The partition's segment files of one replica, concatenated in offset order.
-fn replica_bytes(data_dir: &Path, topic: &str, partition: u32) -> Vec<u8> {
+pub(super) fn replica_bytes(data_dir: &Path, topic: &str, partition: u32) -> Vec<u8> {
     let topics = data_dir.join("topics");
     let topic_dir: PathBuf = std::fs::read_dir(&topics)
         .unwrap()

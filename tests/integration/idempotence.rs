@@ -166,6 +166,7 @@ async fn produce_raw(cluster: &Rc<Cluster>, topic: &str, batch: &[u8]) -> (Error
             topic: topic.to_string(),
             partition: 0,
             batch_bytes: batch.len() as u32,
+            leader_epoch: None,
         }],
     });
     let connection = cluster.connection_for(topic, 0).await.unwrap();

@@ -48,6 +48,9 @@ pub struct FetchPartition {
     pub fetch_offset: u64,
     /// The most trailer bytes for this partition.
     pub partition_max_bytes: u32,
+    /// The leader epoch the client believes in (`None`: not checked). An older one gets
+    /// `FencedLeaderEpoch`, a newer one `UnknownLeaderEpoch`.
+    pub leader_epoch: Option<u32>,
 }
 
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -51,7 +51,10 @@ pub use produce::{
     Acks, ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse,
 };
 pub use producer_id::{InitProducerIdRequest, InitProducerIdResponse};
-pub use replica_fetch::{ReplicaFetchPartition, ReplicaFetchRequest, ReplicaFetchResponse};
+pub use replica_fetch::{
+    EpochAnswer, EpochQuery, OffsetsForLeaderEpochRequest, OffsetsForLeaderEpochResponse,
+    ReplicaFetchPartition, ReplicaFetchRequest, ReplicaFetchResponse,
+};
 pub use topics::{
     CreatableTopic, CreateTopicResult, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicResult, DeleteTopicsRequest, DeleteTopicsResponse,
@@ -111,6 +114,7 @@ message_enum! {
         ReplicaFetch(ReplicaFetchRequest),
         DescribeCluster(DescribeClusterRequest),
         ElectLeader(ElectLeaderRequest),
+        OffsetsForLeaderEpoch(OffsetsForLeaderEpochRequest),
     }
 }
 
@@ -139,6 +143,7 @@ message_enum! {
         ReplicaFetch(ReplicaFetchResponse),
         DescribeCluster(DescribeClusterResponse),
         ElectLeader(ElectLeaderResponse),
+        OffsetsForLeaderEpoch(OffsetsForLeaderEpochResponse),
         Error(ErrorResponse),
     }
 }

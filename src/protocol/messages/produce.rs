@@ -73,6 +73,9 @@ pub struct ProducePartition {
     pub partition: u32,
     /// Trailer bytes for this partition: one or more whole batches, at least one header long.
     pub batch_bytes: u32,
+    /// The leader epoch the client believes in (`None`: not checked). An older one gets
+    /// `FencedLeaderEpoch`, a newer one `UnknownLeaderEpoch`.
+    pub leader_epoch: Option<u32>,
 }
 
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -83,3 +83,58 @@ impl CheckArchived for ArchivedReplicaFetchResponse {
             .map(|partition| partition.batch_bytes.to_native())
     }
 }
+
+/// OffsetsForLeaderEpoch (api 43): before a follower fetches a partition from a new
+/// leader, it asks where its own last epoch ends on the leader, and cuts its log there
+/// (see `crate::log::epochs`). Sent to the leader's owning shard, like ReplicaFetch.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct OffsetsForLeaderEpochRequest {
+    /// The follower's broker id.
+    pub replica: u32,
+    pub partitions: Vec<EpochQuery>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct EpochQuery {
+    pub topic: String,
+    pub partition: u32,
+    /// The leader epoch the follower follows (a leader at another epoch refuses).
+    pub leader_epoch: u32,
+    /// The epoch of the follower's last batch.
+    pub epoch: u32,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct OffsetsForLeaderEpochResponse {
+    /// One per query, in request order.
+    pub partitions: Vec<EpochAnswer>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct EpochAnswer {
+    pub topic: String,
+    pub partition: u32,
+    pub error: super::super::ErrorCode,
+    /// The leader's largest epoch at or below the one asked about (`None`: it holds no
+    /// epoch that old).
+    pub epoch: Option<u32>,
+    /// Where that epoch ends on the leader (the start of its first epoch when `epoch` is
+    /// `None`).
+    pub end_offset: u64,
+}
+
+impl CheckArchived for ArchivedOffsetsForLeaderEpochRequest {
+    fn check(&self) -> Result<(), ProtocolError> {
+        limits::partition_list("leader epoch queries", &self.partitions, |p| &p.topic)
+    }
+}
+
+impl CheckArchived for ArchivedOffsetsForLeaderEpochResponse {
+    fn check(&self) -> Result<(), ProtocolError> {
+        limits::partition_list("leader epoch answers", &self.partitions, |p| &p.topic)
+    }
+}

@@ -57,6 +57,7 @@ fn produce(partitions: Vec<(&str, u32)>) -> ProduceRequest {
                 topic: topic.into(),
                 partition: 0,
                 batch_bytes,
+                leader_epoch: None,
             })
             .collect(),
     }
@@ -74,6 +75,7 @@ fn fetch(count: usize, topic: &str) -> FetchRequest {
                 partition: partition as u32,
                 fetch_offset: 0,
                 partition_max_bytes: 1,
+                leader_epoch: Some(3),
             })
             .collect(),
     }

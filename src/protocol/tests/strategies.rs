@@ -61,13 +61,14 @@ fn handshake_request() -> impl Strategy<Value = HandshakeRequest> {
 }
 
 fn produce_request() -> impl Strategy<Value = ProduceRequest> {
-    let partition = (topic(), any::<u32>(), 80u32..400).prop_map(|(topic, partition, bytes)| {
-        ProducePartition {
+    let partition = (topic(), any::<u32>(), 80u32..400, any::<Option<u32>>()).prop_map(
+        |(topic, partition, bytes, leader_epoch)| ProducePartition {
             topic,
             partition,
             batch_bytes: bytes,
-        }
-    });
+            leader_epoch,
+        },
+    );
     (select(vec![-1i8, 0, 1]), any::<u32>(), vec(partition, 0..6)).prop_map(
         |(acks, timeout_ms, partitions)| ProduceRequest {
             acks,
@@ -78,14 +79,22 @@ fn produce_request() -> impl Strategy<Value = ProduceRequest> {
 }
 
 fn fetch_request() -> impl Strategy<Value = FetchRequest> {
-    let partition = (topic(), any::<u32>(), any::<u64>(), any::<u32>()).prop_map(
-        |(topic, partition, fetch_offset, partition_max_bytes)| FetchPartition {
-            topic,
-            partition,
-            fetch_offset,
-            partition_max_bytes,
-        },
-    );
+    let partition = (
+        topic(),
+        any::<u32>(),
+        any::<u64>(),
+        any::<u32>(),
+        any::<Option<u32>>(),
+    )
+        .prop_map(
+            |(topic, partition, fetch_offset, partition_max_bytes, leader_epoch)| FetchPartition {
+                topic,
+                partition,
+                fetch_offset,
+                partition_max_bytes,
+                leader_epoch,
+            },
+        );
     (any::<[u32; 3]>(), vec(partition, 0..6)).prop_map(|([wait, min, max], partitions)| {
         FetchRequest {
             max_wait_ms: wait,
