@@ -28,6 +28,12 @@ impl TestCluster {
     /// `n` brokers (1 shard each), node i on 127.0.`subnet`.(i+1): clients on an ephemeral
     /// port, the controller on `CONTROLLER_PORT`. Every test uses its own `subnet`.
     pub(super) fn start(subnet: u8, n: usize, extra: &[&str]) -> TestCluster {
+        TestCluster::start_on(subnet, n, 0, extra)
+    }
+
+    /// As `start`, with clients on `port` of each broker's address (0: ephemeral); a fixed
+    /// port keeps the bootstrap list valid across restarts.
+    pub(super) fn start_on(subnet: u8, n: usize, port: u16, extra: &[&str]) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let voters: Vec<String> = (0..n)
             .map(|i| format!("{i}@{}:{CONTROLLER_PORT}", ip(subnet, i)))
@@ -36,7 +42,7 @@ impl TestCluster {
             .map(|i| {
                 let mut args: Vec<String> = vec![
                     "--listen".into(),
-                    format!("{}:0", ip(subnet, i)),
+                    format!("{}:{port}", ip(subnet, i)),
                     "--cores".into(),
                     "1".into(),
                     "--no-pin".into(),
@@ -100,8 +106,9 @@ impl TestCluster {
     ) -> BTreeMap<u32, Row> {
         let deadline = Instant::now() + timeout;
         loop {
-            let rows = self.describe(topic);
-            if done(&rows) {
+            // A describe may fail while leadership moves (a leader not yet serving).
+            let (rows, output) = describe_rows(&self.bootstrap(), topic);
+            if output.status.success() && done(&rows) {
                 return rows;
             }
             assert!(
