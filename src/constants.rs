@@ -304,6 +304,11 @@ pub const METRICS_REQUEST_BYTES_MAX: usize = 8 * 1024;
 
 /// The client's connection attempt gives up after this long.
 pub const CLIENT_CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// How long a client waits for one bootstrap broker's metadata before it asks the next.
+pub const CLIENT_METADATA_TIMEOUT_MS: u64 = 3_000;
+/// How long an admin request (topic and group administration, offset lookups) may wait
+/// for its answer before the connection is given up.
+pub const ADMIN_REQUEST_TIMEOUT_MS: u64 = 15_000;
 
 const _: () = assert!(FRAME_COMPLETION_TIMEOUT_MS_DEFAULT <= CONNECTION_IDLE_TIMEOUT_MS_DEFAULT);
 

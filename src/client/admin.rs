@@ -32,6 +32,10 @@ fn unexpected(response: &Response) -> ClientError {
     ClientError::Protocol(format!("unexpected response {:?}", response.api_key()))
 }
 
+fn admin_timeout() -> std::time::Duration {
+    std::time::Duration::from_millis(crate::constants::ADMIN_REQUEST_TIMEOUT_MS)
+}
+
 impl Admin {
     pub fn new(cluster: Rc<Cluster>) -> Admin {
         Admin { cluster }
@@ -41,9 +45,32 @@ impl Admin {
         &self.cluster
     }
 
+    /// Sends an admin request to a bootstrap broker: the next one when one does not
+    /// answer within `ADMIN_REQUEST_TIMEOUT_MS`.
     pub(crate) async fn call(&self, request: Request) -> Result<Response, ClientError> {
-        let connection = self.cluster.any_connection().await?;
-        Ok(connection.request(&request, &[]).await?.response)
+        let timeout = admin_timeout();
+        let mut last = None;
+        for &address in self.cluster.bootstrap() {
+            let asked = super::connection::within(timeout, async {
+                let connection = self.cluster.connection(address).await?;
+                connection.request_within(&request, &[], timeout).await
+            })
+            .await
+            .unwrap_or_else(|| {
+                Err(ClientError::Timeout(format!(
+                    "{address}: no answer within {timeout:?}"
+                )))
+            });
+            match asked {
+                Ok(answer) => return Ok(answer.response),
+                Err(error @ (ClientError::Timeout(_) | ClientError::Disconnected(_))) => {
+                    last = Some(error)
+                }
+                Err(ClientError::Io(error)) => last = Some(ClientError::Io(error)),
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last.expect("at least one bootstrap address"))
     }
 
     /// Creates a topic with the cluster's default replication factor.
@@ -211,7 +238,11 @@ impl Admin {
                 spec,
             }],
         });
-        match connection.request(&request, &[]).await?.response {
+        match connection
+            .request_within(&request, &[], admin_timeout())
+            .await?
+            .response
+        {
             Response::ListOffsets(response) => {
                 let entry = response
                     .partitions

@@ -60,6 +60,11 @@ impl Cluster {
         }))
     }
 
+    /// The bootstrap brokers' addresses, in the order given.
+    pub fn bootstrap(&self) -> &[SocketAddr] {
+        &self.bootstrap
+    }
+
     pub fn shard_aware(&self) -> bool {
         self.shard_aware
     }
@@ -81,6 +86,12 @@ impl Cluster {
         Ok(connection)
     }
 
+    /// Drops the connection to `address` (it stopped answering): the next use connects
+    /// again.
+    fn forget(&self, address: SocketAddr) {
+        self.connections.borrow_mut().remove(&address);
+    }
+
     /// A connection to a bootstrap broker's main port: the first that answers.
     pub async fn any_connection(&self) -> Result<Connection, ClientError> {
         let mut last = None;
@@ -93,12 +104,34 @@ impl Cluster {
         Err(last.expect("at least one bootstrap address"))
     }
 
-    /// Fetches metadata for every topic and caches it.
+    /// Fetches metadata for every topic and caches it: from the first bootstrap broker
+    /// that answers within `CLIENT_METADATA_TIMEOUT_MS`.
     pub async fn refresh_metadata(&self) -> Result<Rc<MetadataResponse>, ClientError> {
-        let connection = self.any_connection().await?;
-        let response = connection
-            .request(&Request::Metadata(MetadataRequest { topics: None }), &[])
-            .await?;
+        let request = Request::Metadata(MetadataRequest { topics: None });
+        let timeout =
+            std::time::Duration::from_millis(crate::constants::CLIENT_METADATA_TIMEOUT_MS);
+        let mut answer = None;
+        for &address in &self.bootstrap {
+            let asked = super::connection::within(timeout, async {
+                let connection = self.connection(address).await?;
+                connection.request_within(&request, &[], timeout).await
+            })
+            .await
+            .unwrap_or_else(|| {
+                self.forget(address);
+                Err(ClientError::Timeout(format!(
+                    "{address}: no metadata within {timeout:?}"
+                )))
+            });
+            match asked {
+                Ok(response) => {
+                    answer = Some(Ok(response));
+                    break;
+                }
+                Err(error) => answer = Some(Err(error)),
+            }
+        }
+        let response = answer.expect("at least one bootstrap address")?;
         match response.response {
             Response::Metadata(metadata) => {
                 let metadata = Rc::new(metadata);

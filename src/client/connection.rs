@@ -65,7 +65,12 @@ impl Connection {
             client_software_version: env!("CARGO_PKG_VERSION").to_string(),
             supported: supported_apis(),
         });
-        match connection.request(&handshake, &[]).await?.response {
+        let timeout = Duration::from_millis(CLIENT_CONNECT_TIMEOUT_MS);
+        match connection
+            .request_within(&handshake, &[], timeout)
+            .await?
+            .response
+        {
             Response::Handshake(response) => {
                 let versions = negotiate(&supported_apis(), &response.supported);
                 *connection.inner.versions.borrow_mut() = Some(versions);
@@ -161,6 +166,40 @@ impl Connection {
         }
         Ok(decoded)
     }
+
+    /// `request`, given up after `timeout`: the connection is then broken (a broker that
+    /// stopped answering, a paused process) and every request on it fails, so the caller
+    /// connects again, perhaps elsewhere.
+    pub async fn request_within(
+        &self,
+        request: &Request,
+        trailer: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<DecodedResponse, ClientError> {
+        within(timeout, self.request(request, trailer))
+            .await
+            .unwrap_or_else(|| {
+                let message = format!(
+                    "{}: no answer to {} within {timeout:?}",
+                    self.inner.address,
+                    request.api_key()
+                );
+                self.inner.broken.replace(Some(message.clone()));
+                for (_, waiter) in self.inner.pending.borrow_mut().drain() {
+                    let _ = waiter.send(Err(ClientError::Disconnected(message.clone())));
+                }
+                Err(ClientError::Timeout(message))
+            })
+    }
+}
+
+/// `work`'s output, or `None` when it takes longer than `timeout` (it is then dropped).
+pub async fn within<T>(timeout: Duration, work: impl std::future::Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(work.await) }, async {
+        glommio::timer::sleep(timeout).await;
+        None
+    })
+    .await
 }
 
 async fn read_responses(inner: std::rc::Weak<Inner>, mut reader: ReadHalf<TcpStream>) {

@@ -168,12 +168,14 @@ pub fn run_broker(mut options: BrokerOptions) -> Result<(), BrokerError> {
     }
     let internal_fd = match options.internal_listen() {
         Some(address) => {
-            let listener =
-                std::net::TcpListener::bind(address).map_err(|source| ListenError::Socket {
-                    operation: "bind the internal (controller) listener on",
-                    address,
-                    source,
-                })?;
+            let listener = super::listeners::bind_one(
+                address,
+                true,
+                super::listeners::SocketBuffers {
+                    send_bytes: 0,
+                    receive_bytes: 0,
+                },
+            )?;
             tracing::info!("controller listener on {address}");
             Some(OwnedFd::from(listener))
         }

@@ -27,7 +27,9 @@ pub struct SocketBuffers {
     pub receive_bytes: usize,
 }
 
-fn bind_one(
+/// A listening socket on `address` with SO_REUSEADDR (a broker restarted after `kill -9`
+/// binds again while its old connections linger in TIME_WAIT).
+pub(crate) fn bind_one(
     address: SocketAddr,
     reuse_port: bool,
     buffers: SocketBuffers,

@@ -94,7 +94,9 @@ impl Jepsen {
     fn leader_of(&self, partition: u32) -> usize {
         let rows = self
             .cluster
-            .wait_for_partitions(TOPIC, HEAL_TIMEOUT, |rows| rows[&partition].leader.is_some());
+            .wait_for_partitions(TOPIC, HEAL_TIMEOUT, |rows| {
+                rows[&partition].leader.is_some()
+            });
         rows[&partition].leader.expect("waited for") as usize
     }
 
@@ -197,7 +199,10 @@ impl Jepsen {
             if healed(&rows) && last.as_ref() == Some(&marks) {
                 break;
             }
-            assert!(Instant::now() < deadline, "the cluster did not settle: {rows:?}");
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not settle: {rows:?}"
+            );
             last = Some(marks);
             std::thread::sleep(Duration::from_secs(1));
         }
@@ -621,5 +626,7 @@ fn a_randomized_fault_schedule() {
         jepsen.wait_healed();
     }
     let summary = jepsen.finish();
-    eprintln!("randomized schedule (seed {seed}, {seconds} s): survived {faults} faults; {summary}");
+    eprintln!(
+        "randomized schedule (seed {seed}, {seconds} s): survived {faults} faults; {summary}"
+    );
 }
