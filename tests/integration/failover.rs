@@ -630,3 +630,93 @@ fn a_randomized_fault_schedule() {
         "randomized schedule (seed {seed}, {seconds} s): survived {faults} faults; {summary}"
     );
 }
+
+/// Group coordinators and idempotent producers fail over with their partitions: kill -9
+/// the coordinator of a group between two of its consumers' runs, and the leader of a
+/// partition between an acknowledged batch and its retry.
+#[test]
+fn committed_offsets_and_producer_state_survive_a_leaders_kill() {
+    use super::cluster::{consume_group, produce};
+    use super::idempotence::{idempotent_batch, log_end, produce_raw};
+    use shardline::protocol::{ErrorCode, InitProducerIdRequest, Request, Response};
+
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = TestCluster::start_on(
+        88,
+        BROKERS,
+        CLIENT_PORT,
+        &["--broker-session-timeout-ms", SESSION_MS],
+    );
+    let bootstrap = bootstrap_of(88);
+    create_topic(&bootstrap, "work", 3, 3, &["min.insync.replicas=2"]);
+    let lines: String = (0..300).map(|n| format!("k{}:v{n}\n", n % 11)).collect();
+    assert!(produce(&bootstrap, "work", "all", &lines).status.success());
+    let first = consume_group(&bootstrap, "work", "workers", 120);
+    assert_eq!(first.len(), 120);
+    // Kill the coordinator: the leader of the group's offsets partition.
+    let partition = shardline::shard::Ownership::offsets_partition("workers");
+    let coordinator = cluster
+        .wait_for_partitions("__offsets", HEAL_TIMEOUT, |rows| {
+            rows[&partition].leader.is_some()
+        })[&partition]
+        .leader
+        .unwrap();
+    cluster.brokers[coordinator as usize].kill();
+    cluster.wait_for_partitions("__offsets", HEAL_TIMEOUT, |rows| {
+        rows[&partition].leader.is_some_and(|l| l != coordinator)
+    });
+    let second = consume_group(&bootstrap, "work", "workers", 180);
+    let mut all: Vec<String> = first.iter().chain(&second).cloned().collect();
+    let total = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), total, "nothing read twice across the coordinator's death");
+    assert_eq!(total, 300, "everything read once");
+    cluster.brokers[coordinator as usize].restart();
+    cluster.wait_for_partitions("work", HEAL_TIMEOUT, |rows| healed(rows));
+
+    // An idempotent batch, acknowledged; its leader dies; the retry to the new leader is
+    // recognised (same offset, stored once) and a batch past a gap is refused.
+    create_topic(&bootstrap, "idem", 1, 3, &["min.insync.replicas=2"]);
+    let rows = cluster.wait_for_partitions("idem", HEAL_TIMEOUT, |rows| {
+        rows[&0].leader.is_some() && rows[&0].in_sync.len() == BROKERS
+    });
+    let leader = rows[&0].leader.unwrap() as usize;
+    let (batch, gap) = {
+        let bootstrap = bootstrap.clone();
+        super::harness::on_executor(move || async move {
+            let cluster = Cluster::new(&bootstrap, "idem", true).unwrap();
+            let connection = cluster.connection_for("idem", 0).await.unwrap();
+            let request = Request::InitProducerId(InitProducerIdRequest {
+                client_id: "idem".into(),
+            });
+            let producer_id = match connection.request(&request, &[]).await.unwrap().response {
+                Response::InitProducerId(answer) => answer.producer_id,
+                other => panic!("init producer id answered with {other:?}"),
+            };
+            let batch = idempotent_batch(producer_id, 0, 0, 3);
+            assert_eq!(
+                produce_raw(&cluster, "idem", &batch).await,
+                (ErrorCode::None, 0)
+            );
+            (batch, idempotent_batch(producer_id, 0, 7, 1))
+        })
+    };
+    cluster.brokers[leader].kill();
+    cluster.wait_for_partitions("idem", HEAL_TIMEOUT, |rows| {
+        rows[&0].leader.is_some_and(|l| l as usize != leader)
+    });
+    super::harness::on_executor(move || async move {
+        let cluster = Cluster::new(&bootstrap, "idem-retry", true).unwrap();
+        assert_eq!(
+            produce_raw(&cluster, "idem", &batch).await,
+            (ErrorCode::None, 0),
+            "the retry gets the original offset back"
+        );
+        assert_eq!(
+            produce_raw(&cluster, "idem", &gap).await.0,
+            ErrorCode::OutOfOrderSequence
+        );
+        assert_eq!(log_end(&cluster, "idem").await, 3, "the batch is stored once");
+    });
+}

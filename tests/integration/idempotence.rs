@@ -148,7 +148,7 @@ fn produces_retried_after_their_request_timed_out_are_stored_once() {
 }
 
 /// A batch of `count` records stamped with producer fields.
-fn idempotent_batch(producer_id: i64, epoch: i16, sequence: i32, count: usize) -> Vec<u8> {
+pub(super) fn idempotent_batch(producer_id: i64, epoch: i16, sequence: i32, count: usize) -> Vec<u8> {
     let mut builder = BatchBuilder::new(Codec::None).with_producer(producer_id, epoch, sequence);
     for index in 0..count {
         let value = format!("p{producer_id}-e{epoch}-s{}", sequence as usize + index);
@@ -158,7 +158,7 @@ fn idempotent_batch(producer_id: i64, epoch: i16, sequence: i32, count: usize) -
 }
 
 /// Sends one batch to partition 0 of `topic`; returns the error code and base offset.
-async fn produce_raw(cluster: &Rc<Cluster>, topic: &str, batch: &[u8]) -> (ErrorCode, u64) {
+pub(super) async fn produce_raw(cluster: &Rc<Cluster>, topic: &str, batch: &[u8]) -> (ErrorCode, u64) {
     let request = Request::Produce(ProduceRequest {
         acks: Acks::All.as_i8(),
         timeout_ms: 10_000,
@@ -184,7 +184,7 @@ async fn produce_raw(cluster: &Rc<Cluster>, topic: &str, batch: &[u8]) -> (Error
     }
 }
 
-async fn log_end(cluster: &Rc<Cluster>, topic: &str) -> u64 {
+pub(super) async fn log_end(cluster: &Rc<Cluster>, topic: &str) -> u64 {
     let request = Request::ListOffsets(ListOffsetsRequest {
         partitions: vec![ListOffsetsPartition {
             topic: topic.to_string(),
