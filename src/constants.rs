@@ -269,6 +269,9 @@ pub const FETCH_WAIT_MS_MAX: u64 = 30_000;
 
 /// How often shards look at the shutdown flag.
 pub const SHUTDOWN_POLL_MS: u64 = 50;
+/// How long a graceful stop waits for the controller to move this broker's leaderships
+/// (a controlled shutdown) before it stops anyway.
+pub const CONTROLLED_SHUTDOWN_MS: u64 = 5_000;
 /// How often retention runs over a shard's partitions.
 pub const RETENTION_INTERVAL_MS: u64 = 300_000;
 /// How often a coordinator looks for group members past their timeouts.

@@ -68,6 +68,15 @@ pub struct ElectLeader {
     pub to: Option<u32>,
 }
 
+/// A broker stopping gracefully asks to be fenced first (a controlled shutdown): the
+/// partitions it leads move to other in-sync replicas at once, instead of after its
+/// session times out. Its heartbeats from the same run no longer unfence it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Leaving {
+    pub broker: u32,
+    pub incarnation: u64,
+}
+
 /// Everything the controller leader is asked.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone)]
 pub enum ControllerCall {
@@ -76,6 +85,7 @@ pub enum ControllerCall {
     Heartbeat(BrokerHeartbeat),
     AlterPartition(AlterPartition),
     ElectLeader(ElectLeader),
+    ControlledShutdown(Leaving),
 }
 
 /// The controller's answers.
@@ -120,6 +130,8 @@ pub struct Controller {
     /// When each broker was last heard from (on the leader), and the term that started
     /// the clock (a new leader gives every broker a fresh session).
     heard: RefCell<(u64, HashMap<u32, Instant>)>,
+    /// Runs of brokers that are shutting down (see `Leaving`).
+    leaving: RefCell<std::collections::HashSet<(u32, u64)>>,
     default_replication_factor: u32,
     session_timeout: Duration,
 }
@@ -157,6 +169,7 @@ impl Controller {
             changes: glommio::sync::Semaphore::new(1),
             next_producer_id: Cell::new((0, 0)),
             heard: RefCell::new((0, HashMap::new())),
+            leaving: RefCell::default(),
             default_replication_factor,
             session_timeout: Duration::from_millis(session_timeout_ms),
         }
@@ -204,6 +217,9 @@ impl Controller {
             }
             ControllerCall::ElectLeader(elect) => {
                 ControllerReply::done(self.elect_leader(elect).await)
+            }
+            ControllerCall::ControlledShutdown(leaving) => {
+                ControllerReply::done(self.controlled_shutdown(leaving).await)
             }
         }
     }
@@ -348,7 +364,11 @@ impl Controller {
             })
             .await?;
         }
-        if known.is_some_and(|b| b.fenced) {
+        let leaving = self
+            .leaving
+            .borrow()
+            .contains(&(heartbeat.broker, heartbeat.incarnation));
+        if known.is_some_and(|b| b.fenced) && !leaving {
             tracing::info!(broker = heartbeat.broker, "broker is back: unfenced");
             self.propose(MetadataEvent::BrokerFenced {
                 broker: heartbeat.broker,
@@ -498,6 +518,29 @@ impl Controller {
             leader: current.leader,
             leader_epoch: current.leader_epoch,
             in_sync: change.in_sync,
+        })
+        .await
+    }
+
+    async fn controlled_shutdown(&self, leaving: Leaving) -> Result<(), (ErrorCode, String)> {
+        self.leaving
+            .borrow_mut()
+            .insert((leaving.broker, leaving.incarnation));
+        let fenced = self
+            .node
+            .image()
+            .broker(leaving.broker)
+            .is_none_or(|b| b.fenced);
+        if fenced {
+            return Ok(());
+        }
+        tracing::info!(
+            broker = leaving.broker,
+            "controlled shutdown: fenced, its partitions move"
+        );
+        self.propose(MetadataEvent::BrokerFenced {
+            broker: leaving.broker,
+            fenced: true,
         })
         .await
     }

@@ -18,28 +18,44 @@ use rkyv::{Archive, Deserialize, Serialize};
 use super::topic_config::{ConfigError, TopicConfig};
 
 /// Gives a partition whose leader is gone (fenced, or none) a new leader: the first live
-/// replica of its in-sync set, which then drops the old leader; else, with `unclean`, the
-/// first live replica, alone in the in-sync set; else none. The in-sync set a partition
-/// keeps without a leader is its last one: only those replicas hold every acknowledged
-/// write, and the first of them to return leads. Any change bumps the leader epoch.
-fn elect(state: &mut PartitionState, live: &BTreeSet<u32>, unclean: bool) {
+/// replica of its in-sync set, which then drops the old leader; else the first live
+/// eligible replica (see `PartitionState::eligible`), alone in the in-sync set; else,
+/// with `unclean.leader.election.enable`, the first live replica, alone; else none. The
+/// in-sync set a partition keeps without a leader is its last one: only those replicas
+/// (and the eligible ones) hold every acknowledged write, and the first of them to return
+/// leads. Any change bumps the leader epoch.
+fn elect(state: &mut PartitionState, live: &BTreeSet<u32>, config: &TopicConfig) {
     let old = state.leader;
-    let from_in_sync = state
-        .replicas
-        .iter()
-        .copied()
-        .find(|b| live.contains(b) && state.in_sync.contains(b));
-    match from_in_sync {
+    let first_live = |among: &[u32]| {
+        state
+            .replicas
+            .iter()
+            .copied()
+            .find(|b| live.contains(b) && among.contains(b))
+    };
+    let min_in_sync = config.min_insync_replicas;
+    match first_live(&state.in_sync) {
         Some(leader) => {
             state.leader = Some(leader);
-            if let Some(old) = old {
-                state.in_sync.retain(|&b| b != old);
+            if let Some(old) = old.filter(|&old| old != leader) {
+                let kept = state
+                    .in_sync
+                    .iter()
+                    .copied()
+                    .filter(|&b| b != old)
+                    .collect();
+                state.set_in_sync(kept, min_in_sync);
             }
         }
-        None => match state.replicas.iter().copied().find(|b| live.contains(b)) {
-            Some(leader) if unclean => {
+        None => match (first_live(&state.eligible), first_live(&state.replicas)) {
+            (Some(leader), _) => {
+                state.leader = Some(leader);
+                state.set_in_sync(vec![leader], min_in_sync);
+            }
+            (None, Some(leader)) if config.unclean_leader_election => {
                 state.leader = Some(leader);
                 state.in_sync = vec![leader];
+                state.eligible.clear();
             }
             _ => state.leader = None,
         },
@@ -116,6 +132,13 @@ pub enum MetadataEvent {
     TopicIdsUsed {
         next: u64,
     },
+    /// A partition's eligible replicas (see `PartitionState::eligible`): written only in
+    /// snapshots, as every other change derives them.
+    PartitionEligible {
+        topic_id: u64,
+        partition: u32,
+        eligible: Vec<u32>,
+    },
 }
 
 /// Where one partition's replicas are and who leads them.
@@ -128,6 +151,29 @@ pub struct PartitionState {
     pub leader_epoch: u32,
     /// The replicas caught up with the leader (the leader included).
     pub in_sync: Vec<u32>,
+    /// Eligible leader replicas (in the spirit of Kafka's KIP-966): replicas that left
+    /// the in-sync set while it was below `min.insync.replicas`. The high watermark
+    /// stands still below that size, so they hold every acknowledged write, and may lead
+    /// cleanly when no in-sync replica is live. Emptied once the in-sync set is back at
+    /// `min.insync.replicas`.
+    pub eligible: Vec<u32>,
+}
+
+impl PartitionState {
+    /// Takes a new in-sync set, keeping the eligible replicas in step.
+    fn set_in_sync(&mut self, in_sync: Vec<u32>, min_in_sync: u64) {
+        if in_sync.len() as u64 >= min_in_sync {
+            self.eligible.clear();
+        } else {
+            for gone in self.in_sync.iter().filter(|b| !in_sync.contains(b)) {
+                if !self.eligible.contains(gone) {
+                    self.eligible.push(*gone);
+                }
+            }
+            self.eligible.retain(|b| !in_sync.contains(b));
+        }
+        self.in_sync = in_sync;
+    }
 }
 
 /// A broker as the metadata knows it.
@@ -322,6 +368,7 @@ impl MetadataImage {
                         leader: replicas.first().copied(),
                         leader_epoch: 0,
                         in_sync: replicas.clone(),
+                        eligible: Vec::new(),
                         replicas,
                     })
                     .collect();
@@ -409,7 +456,17 @@ impl MetadataImage {
                 self.each_partition(|config, state| {
                     let leaderless = state.leader.is_none_or(|l| !live.contains(&l));
                     if leaderless {
-                        elect(state, &live, config.unclean_leader_election);
+                        elect(state, &live, config);
+                    } else if fenced && state.in_sync.contains(&broker) {
+                        // A fenced follower leaves the in-sync set at once: the leader's
+                        // high watermark no longer waits for it.
+                        let kept = state
+                            .in_sync
+                            .iter()
+                            .copied()
+                            .filter(|&b| b != broker)
+                            .collect();
+                        state.set_in_sync(kept, config.min_insync_replicas);
                     }
                 });
             }
@@ -424,6 +481,7 @@ impl MetadataImage {
                     return Ok(());
                 };
                 let topic = self.topics.get_mut(name).expect("names and topics agree");
+                let min_in_sync = topic.config.min_insync_replicas;
                 if let Some(state) = topic.placement.get_mut(partition as usize) {
                     let known = |b: &u32| state.replicas.contains(b);
                     if leader.as_ref().is_some_and(|l| !known(l)) || !in_sync.iter().all(known) {
@@ -433,7 +491,25 @@ impl MetadataImage {
                     }
                     state.leader = leader;
                     state.leader_epoch = leader_epoch;
-                    state.in_sync = in_sync;
+                    state.set_in_sync(in_sync, min_in_sync);
+                }
+            }
+            MetadataEvent::PartitionEligible {
+                topic_id,
+                partition,
+                eligible,
+            } => {
+                let Some(name) = self.names.get(&topic_id) else {
+                    return Ok(());
+                };
+                let topic = self.topics.get_mut(name).expect("names and topics agree");
+                if let Some(state) = topic.placement.get_mut(partition as usize) {
+                    if !eligible.iter().all(|b| state.replicas.contains(b)) {
+                        return Err(TopicError::Storage(format!(
+                            "partition {name}/{partition}: eligible replica outside its replicas"
+                        )));
+                    }
+                    state.eligible = eligible;
                 }
             }
         }
@@ -643,6 +719,14 @@ impl MetadataImage {
                         in_sync: state.in_sync.clone(),
                     });
                 }
+                // After its `PartitionChanged`, which derives eligible replicas of its own.
+                if !fresh || !state.eligible.is_empty() {
+                    events.push(MetadataEvent::PartitionEligible {
+                        topic_id: topic.topic_id,
+                        partition: partition as u32,
+                        eligible: state.eligible.clone(),
+                    });
+                }
             }
         }
         events
@@ -761,6 +845,63 @@ mod tests {
         let back = state(&image, "t");
         assert_eq!(back.leader, Some(last));
         assert_eq!(back.leader_epoch, offline.leader_epoch + 1);
+    }
+
+    #[test]
+    fn replicas_that_left_below_min_insync_stay_eligible_and_fenced_followers_leave() {
+        let mut image = with_brokers(&[0, 1, 2]);
+        let event = image
+            .plan_create("e", 1, 3, &entries(&[("min.insync.replicas", "2")]), 1)
+            .unwrap();
+        image.apply(event).unwrap();
+        let first = state(&image, "e");
+        let leader = first.leader.unwrap();
+        let followers: Vec<u32> = first
+            .replicas
+            .iter()
+            .copied()
+            .filter(|&b| b != leader)
+            .collect();
+        // A fenced follower leaves the in-sync set; it was not needed: not eligible.
+        fence(&mut image, followers[0], true);
+        let one_gone = state(&image, "e");
+        assert_eq!(one_gone.leader, Some(leader));
+        assert!(!one_gone.in_sync.contains(&followers[0]));
+        assert!(one_gone.eligible.is_empty());
+        // The next leaves the set below min.insync.replicas: it stays eligible.
+        fence(&mut image, followers[1], true);
+        let below = state(&image, "e");
+        assert_eq!(below.in_sync, vec![leader]);
+        assert_eq!(below.eligible, vec![followers[1]]);
+        // The leader dies too: nobody leads; the eligible one returns and leads alone,
+        // and the old leader becomes eligible in turn.
+        fence(&mut image, leader, true);
+        assert_eq!(state(&image, "e").leader, None);
+        fence(&mut image, followers[0], false);
+        assert_eq!(
+            state(&image, "e").leader,
+            None,
+            "a replica that was not needed"
+        );
+        fence(&mut image, followers[1], false);
+        let back = state(&image, "e");
+        assert_eq!(back.leader, Some(followers[1]));
+        assert_eq!(back.in_sync, vec![followers[1]]);
+        assert_eq!(back.eligible, vec![leader]);
+        // A snapshot keeps the eligible replicas.
+        let again = MetadataImage::from_snapshot(&image.to_snapshot()).unwrap();
+        assert_eq!(state(&again, "e"), back);
+        // The in-sync set back at min.insync.replicas clears them.
+        image
+            .apply(MetadataEvent::PartitionChanged {
+                topic_id: image.topic("e").unwrap().topic_id,
+                partition: 0,
+                leader: back.leader,
+                leader_epoch: back.leader_epoch,
+                in_sync: vec![followers[1], followers[0]],
+            })
+            .unwrap();
+        assert!(state(&image, "e").eligible.is_empty());
     }
 
     #[test]

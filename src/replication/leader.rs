@@ -47,6 +47,9 @@ pub struct Leadership {
     change_in_flight: Cell<bool>,
     /// A caught-up follower's wish to join the in-sync set, sent by the watcher.
     wanted: RefCell<Option<Vec<u32>>>,
+    /// This shard no longer leads at this epoch; and who waits to learn it.
+    deposed: Cell<bool>,
+    deposed_waiters: RefCell<Vec<std::task::Waker>>,
 }
 
 impl Leadership {
@@ -87,7 +90,32 @@ impl Leadership {
             followers: RefCell::new(followers),
             change_in_flight: Cell::new(false),
             wanted: RefCell::new(None),
+            deposed: Cell::new(false),
+            deposed_waiters: RefCell::new(Vec::new()),
         }
+    }
+
+    /// This leadership ended (another leader, another epoch, or the topic is gone).
+    pub fn depose(&self) {
+        self.deposed.set(true);
+        for waker in self.deposed_waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Resolves once the leadership ended.
+    pub async fn wait_deposed(&self) {
+        std::future::poll_fn(|cx| {
+            if self.deposed.get() {
+                return std::task::Poll::Ready(());
+            }
+            let mut waiters = self.deposed_waiters.borrow_mut();
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+            std::task::Poll::Pending
+        })
+        .await
     }
 
     /// Takes a new catalogue's view of the partition (same leader, same epoch).

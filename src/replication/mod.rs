@@ -89,6 +89,21 @@ impl Replication {
             .expect("the catalogue gate is never closed");
     }
 
+    /// Sets (or, with `None`, forgets) a partition's role. A leadership replaced by
+    /// anything else is deposed: its waiting `acks=all` writes are answered at once.
+    fn set_role(&self, key: PartitionKey, role: Option<Role>) {
+        let old = match role {
+            Some(role) => self.roles.borrow_mut().insert(key, role),
+            None => self.roles.borrow_mut().remove(&key),
+        };
+        if let Some(Role::Leader(old)) = old {
+            let kept = matches!(self.roles.borrow().get(&key), Some(Role::Leader(new)) if Rc::ptr_eq(new, &old));
+            if !kept {
+                old.depose();
+            }
+        }
+    }
+
     pub fn role(&self, key: PartitionKey) -> Option<Role> {
         self.roles.borrow().get(&key).cloned()
     }
@@ -161,12 +176,12 @@ async fn settle(context: &ShardContext, new: &Arc<Catalog>) {
         .copied()
         .collect();
     for key in gone {
-        context.replication.roles.borrow_mut().remove(&key);
+        context.replication.set_role(key, None);
         follower::unfollow(context, key);
     }
     // Partitions whose leader came back on another address are followed again below.
     for key in follower::readdress(context, new) {
-        context.replication.roles.borrow_mut().remove(&key);
+        context.replication.set_role(key, None);
     }
     let offsets_id = new
         .topic(crate::constants::OFFSETS_TOPIC_NAME)
@@ -204,12 +219,12 @@ async fn settle(context: &ShardContext, new: &Arc<Catalog>) {
         if state.leader == Some(me) && !registered {
             tracing::debug!(topic = %topic.name, partition, "leading once this run is registered");
             follower::unfollow(context, key);
-            context.replication.roles.borrow_mut().insert(
+            context.replication.set_role(
                 key,
-                Role::Follower {
+                Some(Role::Follower {
                     leader: None,
                     epoch: state.leader_epoch,
-                },
+                }),
             );
             continue;
         }
@@ -231,9 +246,7 @@ async fn settle(context: &ShardContext, new: &Arc<Catalog>) {
                     tracing::debug!(topic = %topic.name, partition, epoch = state.leader_epoch, "leading");
                     context
                         .replication
-                        .roles
-                        .borrow_mut()
-                        .insert(key, Role::Leader(leadership));
+                        .set_role(key, Some(Role::Leader(leadership)));
                     if Some(topic.topic_id) == offsets_id {
                         // This shard now coordinates the groups of this offsets partition.
                         if let Err(error) = context.groups.adopt(partition, log.clone()).await {
@@ -251,12 +264,12 @@ async fn settle(context: &ShardContext, new: &Arc<Catalog>) {
             if was_leader && Some(topic.topic_id) == offsets_id {
                 context.groups.abandon(partition);
             }
-            context.replication.roles.borrow_mut().insert(
+            context.replication.set_role(
                 key,
-                Role::Follower {
+                Some(Role::Follower {
                     leader: state.leader,
                     epoch: state.leader_epoch,
-                },
+                }),
             );
             follower::unfollow(context, key);
             if let Some(leader) = state.leader {

@@ -78,6 +78,9 @@ struct Shared {
     own_fds: Mutex<Vec<Option<OwnedFd>>>,
     advertised: Advertised,
     shutdown: Arc<AtomicBool>,
+    /// Stops the controller's Raft node and peers: set once the controlled shutdown is
+    /// over (a stopping broker's voter still votes and commits until then).
+    controller_stopped: Arc<AtomicBool>,
     recovered_partitions: AtomicUsize,
     started: Instant,
     /// The metrics listener, taken by the controller shard.
@@ -224,6 +227,7 @@ pub fn run_broker(mut options: BrokerOptions) -> Result<(), BrokerError> {
         own_fds: Mutex::new(bound.own.into_iter().map(Some).collect()),
         advertised,
         shutdown,
+        controller_stopped: Arc::new(AtomicBool::new(false)),
         recovered_partitions: AtomicUsize::new(0),
         started: Instant::now(),
         metrics_fd: Mutex::new(metrics_fd),
@@ -267,7 +271,7 @@ fn millis(ms: u64) -> Duration {
 }
 
 /// Opens this voter's controller: its Raft log, its node (driven by a task of its own until
-/// shutdown) and its peers' senders.
+/// `shutdown` is set) and its peers' senders.
 async fn open_controller(
     options: &BrokerOptions,
     shutdown: Arc<AtomicBool>,
@@ -344,7 +348,7 @@ async fn shard_main(
     });
     let ownership = Ownership::new(options.broker_id, start.shard_count);
     let (controller, peers) = if ownership.controller() == shard_id {
-        let (controller, peers) = open_controller(options, shared.shutdown.clone())
+        let (controller, peers) = open_controller(options, shared.controller_stopped.clone())
             .await
             .map_err(|source| BrokerError::Controller {
                 shard: shard_id,
@@ -378,6 +382,7 @@ async fn shard_main(
         controller,
         peers,
         shutdown_requested: shared.shutdown.clone(),
+        controller_stopped: shared.controller_stopped.clone(),
         stopping: std::cell::Cell::new(false),
         open_connections: std::cell::Cell::new(0),
         in_flight_requests: InFlight::default(),
@@ -442,6 +447,7 @@ async fn shard_main(
                         && b.port == advertised.port
                         && b.shard_ports == advertised.shard_ports
                         && b.incarnation == advertised.incarnation
+                        && !b.fenced
                 });
                 registered && image.topic(crate::constants::OFFSETS_TOPIC_NAME).is_some()
             };
@@ -612,6 +618,8 @@ async fn group_sweep_loop(context: Rc<ShardContext>) {
 
 async fn shut_down(context: &Rc<ShardContext>) -> Result<(), BrokerError> {
     let shard = context.shard_id;
+    super::controller::controlled_shutdown(context).await;
+    context.controller_stopped.store(true, Ordering::SeqCst);
     context.stopping.set(true);
     tracing::info!(
         shard,

@@ -85,6 +85,8 @@ pub struct ShardContext {
     pub peers: Option<std::rc::Rc<super::internal::Peers>>,
     /// Set by the signal handler; every shard watches it.
     pub shutdown_requested: Arc<AtomicBool>,
+    /// Set once this broker's controlled shutdown is over: its Raft node and peers stop.
+    pub controller_stopped: Arc<AtomicBool>,
     /// This shard has begun shutting down: it accepts nothing new.
     pub stopping: Cell<bool>,
     pub open_connections: Cell<usize>,

@@ -278,6 +278,49 @@ pub async fn publish_changes(context: std::rc::Rc<ShardContext>) {
     }
 }
 
+/// Before a graceful stop, while still serving: when other live brokers can take over,
+/// the controller shard asks to be fenced (`Leaving`), and every shard waits (a bounded
+/// time) until its catalogue says so, by which time the partitions this broker led have
+/// new leaders. Writes then move at once, instead of after the session timeout.
+pub async fn controlled_shutdown(context: &ShardContext) {
+    let me = context.broker_id();
+    let catalog = context.catalog();
+    let others = catalog.brokers().any(|b| b.broker != me && !b.fenced);
+    let fenced = |context: &ShardContext| context.catalog().broker(me).is_none_or(|b| b.fenced);
+    if !others || fenced(context) {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_millis(crate::constants::CONTROLLED_SHUTDOWN_MS);
+    if context.controller.is_some() {
+        let leaving = ControllerCall::ControlledShutdown(crate::cluster::controller::Leaving {
+            broker: me,
+            incarnation: context.advertised.incarnation,
+        });
+        let asked = crate::client::connection::within(
+            deadline.saturating_duration_since(std::time::Instant::now()),
+            super::internal::call_leader(context, leaving),
+        )
+        .await;
+        match asked {
+            Some(Ok((ControllerReply::Done { error, .. }, _))) if error == ErrorCode::None => {}
+            other => {
+                tracing::warn!(answer = ?other.map(|a| a.map(|r| r.0)), "controlled shutdown refused: stopping without it");
+                return;
+            }
+        }
+    }
+    while !fenced(context) && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(crate::constants::SHUTDOWN_POLL_MS)).await;
+    }
+    tracing::info!(
+        shard = context.shard_id,
+        moved = fenced(context),
+        took = ?started.elapsed(),
+        "controlled shutdown"
+    );
+}
+
 /// On the controller shard: heartbeats the controller leader (registering this broker
 /// and its addresses), and on the leader fences brokers that went silent.
 pub async fn heartbeat_loop(context: std::rc::Rc<ShardContext>) {

@@ -230,12 +230,24 @@ pub async fn produce_all(
             appended.push((index, deadline, result));
         }
         let acknowledged = appended.into_iter().map(|(index, deadline, result)| {
-            let log = &log;
+            let (log, leadership) = (&log, &leadership);
             async move {
                 let item = &items[index];
                 let result = match result {
                     Ok((base, time, last)) => {
-                        wait_acknowledged(log, last, item.acks, deadline, item.timeout)
+                        // A leader deposed meanwhile answers at once: the client retries
+                        // at the new leader (an idempotent retry of a batch the new
+                        // leader holds gets its offset back).
+                        let acknowledged =
+                            wait_acknowledged(log, last, item.acks, deadline, item.timeout);
+                        let deposed = async {
+                            leadership.wait_deposed().await;
+                            Err((
+                                ErrorCode::NotLeaderOrFollower,
+                                "leadership moved before the write was acknowledged".into(),
+                            ))
+                        };
+                        futures_lite::future::or(acknowledged, deposed)
                             .await
                             .map(|()| (base, time))
                     }

@@ -158,7 +158,12 @@ pub(super) fn create_topic(
     assert!(output.status.success(), "{output:?}");
 }
 
-pub(super) fn produce(bootstrap: &str, topic: &str, acks: &str, lines: &str) -> std::process::Output {
+pub(super) fn produce(
+    bootstrap: &str,
+    topic: &str,
+    acks: &str,
+    lines: &str,
+) -> std::process::Output {
     cli(
         &[
             "produce",
@@ -650,7 +655,12 @@ fn bad_input_on_the_cluster_listeners_is_refused_without_effect() {
 }
 
 /// Values a group member read (`consume --group ... --format json`).
-pub(super) fn consume_group(bootstrap: &str, topic: &str, group: &str, count: usize) -> Vec<String> {
+pub(super) fn consume_group(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    count: usize,
+) -> Vec<String> {
     consume_json(bootstrap, topic, Some(group), count, 10_000)
         .into_iter()
         .map(|value| value["value"].as_str().unwrap().to_string())

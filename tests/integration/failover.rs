@@ -655,10 +655,9 @@ fn committed_offsets_and_producer_state_survive_a_leaders_kill() {
     assert_eq!(first.len(), 120);
     // Kill the coordinator: the leader of the group's offsets partition.
     let partition = shardline::shard::Ownership::offsets_partition("workers");
-    let coordinator = cluster
-        .wait_for_partitions("__offsets", HEAL_TIMEOUT, |rows| {
-            rows[&partition].leader.is_some()
-        })[&partition]
+    let coordinator = cluster.wait_for_partitions("__offsets", HEAL_TIMEOUT, |rows| {
+        rows[&partition].leader.is_some()
+    })[&partition]
         .leader
         .unwrap();
     cluster.brokers[coordinator as usize].kill();
@@ -670,7 +669,11 @@ fn committed_offsets_and_producer_state_survive_a_leaders_kill() {
     let total = all.len();
     all.sort();
     all.dedup();
-    assert_eq!(all.len(), total, "nothing read twice across the coordinator's death");
+    assert_eq!(
+        all.len(),
+        total,
+        "nothing read twice across the coordinator's death"
+    );
     assert_eq!(total, 300, "everything read once");
     cluster.brokers[coordinator as usize].restart();
     cluster.wait_for_partitions("work", HEAL_TIMEOUT, |rows| healed(rows));
@@ -717,6 +720,43 @@ fn committed_offsets_and_producer_state_survive_a_leaders_kill() {
             produce_raw(&cluster, "idem", &gap).await.0,
             ErrorCode::OutOfOrderSequence
         );
-        assert_eq!(log_end(&cluster, "idem").await, 3, "the batch is stored once");
+        assert_eq!(
+            log_end(&cluster, "idem").await,
+            3,
+            "the batch is stored once"
+        );
     });
+}
+
+/// A rolling restart: each broker in turn stops gracefully (a controlled shutdown moves
+/// its leaderships first) and starts again; `acks=all` writes keep flowing apart from
+/// the moves.
+#[test]
+fn a_rolling_restart_keeps_writes_flowing() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut jepsen = Jepsen::start(83);
+    let started = Instant::now();
+    for broker in 0..BROKERS {
+        jepsen.note(format!("graceful stop of broker {broker}"));
+        assert!(
+            jepsen.cluster.brokers[broker].stop(),
+            "a graceful stop:\n{}",
+            jepsen.cluster.brokers[broker].log()
+        );
+        for line in jepsen.cluster.brokers[broker].log().lines() {
+            if line.contains("controlled shutdown") || line.contains("drain") {
+                eprintln!("broker {broker}: {line}");
+            }
+        }
+        jepsen.restart(broker);
+        jepsen.wait_healed();
+    }
+    jepsen.wait_for_acks(Instant::now(), HEAL_TIMEOUT);
+    let gaps: Vec<Duration> = (0..PARTITIONS)
+        .map(|p| jepsen.recorder.longest_ack_gap_after(started, p))
+        .collect();
+    eprintln!(
+        "rolling restart of {BROKERS} brokers: the longest time without an acknowledged write, per partition: {gaps:?}"
+    );
+    jepsen.finish();
 }

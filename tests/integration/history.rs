@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Anomalies a report prints with their histories; the rest are only counted.
 const REPORT_ANOMALIES_SHOWN_MAX: usize = 10;
@@ -220,6 +220,25 @@ impl History {
     }
 
     /// The history's counts, or every anomaly it holds.
+    /// The longest time between two acknowledgements on `partition` after `since`.
+    pub fn longest_ack_gap_after(&self, since: Instant, partition: u32) -> Duration {
+        let times = self.events.iter().filter_map(|(at, event)| match event {
+            Event::Ack(sighting) if *at > since && sighting.place.partition == partition => {
+                Some(*at)
+            }
+            _ => None,
+        });
+        let mut longest = Duration::ZERO;
+        let mut previous: Option<Instant> = None;
+        for at in times {
+            if let Some(before) = previous {
+                longest = longest.max(at - before);
+            }
+            previous = Some(at);
+        }
+        longest
+    }
+
     /// When the first acknowledgement after `since` on `partition` came.
     pub fn first_ack_after(&self, since: Instant, partition: u32) -> Option<Instant> {
         self.events.iter().find_map(|(at, event)| match event {
@@ -694,6 +713,11 @@ impl Recorder {
 
     pub fn check(&self) -> Result<Summary, Report> {
         self.history().check()
+    }
+
+    /// The longest time between two acknowledgements on `partition` after `since`.
+    pub fn longest_ack_gap_after(&self, since: Instant, partition: u32) -> Duration {
+        self.history().longest_ack_gap_after(since, partition)
     }
 
     /// When the first acknowledgement after `since` on `partition` came (failover time).

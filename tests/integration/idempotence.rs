@@ -148,7 +148,12 @@ fn produces_retried_after_their_request_timed_out_are_stored_once() {
 }
 
 /// A batch of `count` records stamped with producer fields.
-pub(super) fn idempotent_batch(producer_id: i64, epoch: i16, sequence: i32, count: usize) -> Vec<u8> {
+pub(super) fn idempotent_batch(
+    producer_id: i64,
+    epoch: i16,
+    sequence: i32,
+    count: usize,
+) -> Vec<u8> {
     let mut builder = BatchBuilder::new(Codec::None).with_producer(producer_id, epoch, sequence);
     for index in 0..count {
         let value = format!("p{producer_id}-e{epoch}-s{}", sequence as usize + index);
@@ -158,7 +163,11 @@ pub(super) fn idempotent_batch(producer_id: i64, epoch: i16, sequence: i32, coun
 }
 
 /// Sends one batch to partition 0 of `topic`; returns the error code and base offset.
-pub(super) async fn produce_raw(cluster: &Rc<Cluster>, topic: &str, batch: &[u8]) -> (ErrorCode, u64) {
+pub(super) async fn produce_raw(
+    cluster: &Rc<Cluster>,
+    topic: &str,
+    batch: &[u8],
+) -> (ErrorCode, u64) {
     let request = Request::Produce(ProduceRequest {
         acks: Acks::All.as_i8(),
         timeout_ms: 10_000,
