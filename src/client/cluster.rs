@@ -21,6 +21,11 @@ pub struct Cluster {
     shard_aware: bool,
     metadata: RefCell<Option<Rc<MetadataResponse>>>,
     connections: RefCell<HashMap<SocketAddr, Connection>>,
+    /// The newest leader epoch seen per partition: metadata older than it (from a broker
+    /// cut off from the controller) is passed over for another broker's.
+    epochs: RefCell<HashMap<(String, u32), u32>>,
+    /// Where the next metadata refresh starts in `bootstrap` (each starts one further).
+    next_bootstrap: std::cell::Cell<usize>,
 }
 
 impl Cluster {
@@ -57,6 +62,8 @@ impl Cluster {
             shard_aware,
             metadata: RefCell::new(None),
             connections: RefCell::new(HashMap::new()),
+            epochs: RefCell::new(HashMap::new()),
+            next_bootstrap: std::cell::Cell::new(0),
         }))
     }
 
@@ -86,6 +93,21 @@ impl Cluster {
         Ok(connection)
     }
 
+    /// Whether a metadata answer names an older leader epoch than seen for some partition.
+    fn older_than_seen(&self, response: &Response) -> bool {
+        let Response::Metadata(metadata) = response else {
+            return false;
+        };
+        let epochs = self.epochs.borrow();
+        metadata.topics.iter().any(|topic| {
+            topic.partitions.iter().any(|p| {
+                epochs
+                    .get(&(topic.name.clone(), p.partition))
+                    .is_some_and(|&seen| p.leader_epoch < seen)
+            })
+        })
+    }
+
     /// Drops the connection to `address` (it stopped answering): the next use connects
     /// again.
     fn forget(&self, address: SocketAddr) {
@@ -105,13 +127,20 @@ impl Cluster {
     }
 
     /// Fetches metadata for every topic and caches it: from the first bootstrap broker
-    /// that answers within `CLIENT_METADATA_TIMEOUT_MS`.
+    /// that answers within `CLIENT_METADATA_TIMEOUT_MS` with no leader epoch older than
+    /// this client has seen (a broker cut off from the controller answers with what it
+    /// last knew). Each refresh starts one broker further along the bootstrap list.
     pub async fn refresh_metadata(&self) -> Result<Rc<MetadataResponse>, ClientError> {
         let request = Request::Metadata(MetadataRequest { topics: None });
         let timeout =
             std::time::Duration::from_millis(crate::constants::CLIENT_METADATA_TIMEOUT_MS);
+        let start = self.next_bootstrap.get();
+        self.next_bootstrap.set(start.wrapping_add(1));
+        let count = self.bootstrap.len();
         let mut answer = None;
-        for &address in &self.bootstrap {
+        let mut stale = None;
+        for index in 0..count {
+            let address = self.bootstrap[(start + index) % count];
             let asked = super::connection::within(timeout, async {
                 let connection = self.connection(address).await?;
                 connection.request_within(&request, &[], timeout).await
@@ -124,6 +153,9 @@ impl Cluster {
                 )))
             });
             match asked {
+                Ok(response) if self.older_than_seen(&response.response) => {
+                    stale = Some(response);
+                }
                 Ok(response) => {
                     answer = Some(Ok(response));
                     break;
@@ -131,7 +163,23 @@ impl Cluster {
                 Err(error) => answer = Some(Err(error)),
             }
         }
-        let response = answer.expect("at least one bootstrap address")?;
+        let response = match (answer, stale) {
+            (Some(Ok(response)), _) => response,
+            // Only stale answers: better than none.
+            (_, Some(response)) => response,
+            (answer, None) => answer.expect("at least one bootstrap address")?,
+        };
+        if let Response::Metadata(metadata) = &response.response {
+            let mut epochs = self.epochs.borrow_mut();
+            for topic in &metadata.topics {
+                for partition in &topic.partitions {
+                    let seen = epochs
+                        .entry((topic.name.clone(), partition.partition))
+                        .or_insert(0);
+                    *seen = (*seen).max(partition.leader_epoch);
+                }
+            }
+        }
         match response.response {
             Response::Metadata(metadata) => {
                 let metadata = Rc::new(metadata);

@@ -31,6 +31,11 @@ impl TestCluster {
         TestCluster::start_on(subnet, n, 0, extra)
     }
 
+    /// A cluster of brokers started elsewhere (in network namespaces, say), on `dir`.
+    pub(super) fn from_parts(brokers: Vec<Broker>, dir: tempfile::TempDir) -> TestCluster {
+        TestCluster { brokers, _dir: dir }
+    }
+
     /// As `start`, with clients on `port` of each broker's address (0: ephemeral); a fixed
     /// port keeps the bootstrap list valid across restarts.
     pub(super) fn start_on(subnet: u8, n: usize, port: u16, extra: &[&str]) -> TestCluster {
@@ -478,7 +483,10 @@ fn cluster_describe_via(
 }
 
 /// The rows of `topic describe` (and the command's output, for failures).
-fn describe_rows(bootstrap: &str, topic: &str) -> (BTreeMap<u32, Row>, std::process::Output) {
+pub(super) fn describe_rows(
+    bootstrap: &str,
+    topic: &str,
+) -> (BTreeMap<u32, Row>, std::process::Output) {
     let output = cli(
         &["topic", "describe", "--broker", bootstrap, "--topic", topic],
         None,

@@ -12,4 +12,5 @@ mod history;
 mod idempotence;
 mod loadgen;
 mod log_crash;
+mod netns;
 mod tuning;
