@@ -64,6 +64,21 @@ pub enum TopicCommand {
         #[arg(long)]
         to: Option<u32>,
     },
+    /// Move a partition's replicas to other brokers: the new replicas catch up, then the
+    /// set switches (a leader outside it hands over). Returns once started; `topic
+    /// describe` shows the replicas.
+    Reassign {
+        #[command(flatten)]
+        broker: BrokerArg,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: u32,
+        /// The brokers to hold the partition, comma separated; the first leads by
+        /// preference.
+        #[arg(long, value_delimiter = ',', required = true)]
+        replicas: Vec<u32>,
+    },
     /// Delete a topic and its data.
     Delete {
         #[command(flatten)]
@@ -205,6 +220,21 @@ pub fn run_topic(command: TopicCommand) -> Result<(), String> {
                     .await
                     .map_err(error_text)?;
                 println!("leadership of {topic}/{partition} moved");
+            }
+            TopicCommand::Reassign {
+                broker,
+                topic,
+                partition,
+                replicas,
+            } => {
+                let admin = Admin::new(
+                    Cluster::new(&broker.broker, "shardline-cli", false).map_err(error_text)?,
+                );
+                admin
+                    .reassign_partition(&topic, partition, &replicas)
+                    .await
+                    .map_err(error_text)?;
+                println!("{topic}/{partition} is moving to replicas {replicas:?}");
             }
             TopicCommand::Delete { broker, topic } => {
                 let admin = Admin::new(

@@ -8,7 +8,7 @@ use crate::protocol::{
     AlterConfigsRequest, AlterTopicConfigs, ConfigEntry, CreatableTopic, CreateTopicsRequest,
     DeleteTopicsRequest, DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
     DescribedConfigEntry, ElectLeaderRequest, ErrorCode, ListOffsetsPartition, ListOffsetsRequest,
-    OffsetSpec, Request, Response, TopicMetadata,
+    OffsetSpec, ReassignPartitionRequest, Request, Response, TopicMetadata,
 };
 
 /// How long the broker may take over a topic change.
@@ -280,6 +280,29 @@ impl Admin {
         });
         match self.call(request).await? {
             Response::ElectLeader(response) => {
+                check(response.error, &response.message)?;
+                self.cluster.invalidate_metadata();
+                Ok(())
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Starts moving a partition's replicas to `replicas` (the first the preferred
+    /// leader); the switch happens once the new ones are in sync.
+    pub async fn reassign_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        replicas: &[u32],
+    ) -> Result<(), ClientError> {
+        let request = Request::ReassignPartition(ReassignPartitionRequest {
+            topic: topic.to_string(),
+            partition,
+            replicas: replicas.to_vec(),
+        });
+        match self.call(request).await? {
+            Response::ReassignPartition(response) => {
                 check(response.error, &response.message)?;
                 self.cluster.invalidate_metadata();
                 Ok(())

@@ -68,6 +68,14 @@ pub struct ElectLeader {
     pub to: Option<u32>,
 }
 
+/// Move a partition's replicas to `replicas` (see `MetadataEvent::ReassignmentStarted`).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Reassign {
+    pub topic: String,
+    pub partition: u32,
+    pub replicas: Vec<u32>,
+}
+
 /// A broker stopping gracefully asks to be fenced first (a controlled shutdown): the
 /// partitions it leads move to other in-sync replicas at once, instead of after its
 /// session times out. Its heartbeats from the same run no longer unfence it.
@@ -86,6 +94,7 @@ pub enum ControllerCall {
     AlterPartition(AlterPartition),
     ElectLeader(ElectLeader),
     ControlledShutdown(Leaving),
+    Reassign(Reassign),
 }
 
 /// The controller's answers.
@@ -220,6 +229,9 @@ impl Controller {
             }
             ControllerCall::ControlledShutdown(leaving) => {
                 ControllerReply::done(self.controlled_shutdown(leaving).await)
+            }
+            ControllerCall::Reassign(reassign) => {
+                ControllerReply::done(self.reassign(reassign).await)
             }
         }
     }
@@ -519,7 +531,115 @@ impl Controller {
             leader_epoch: current.leader_epoch,
             in_sync: change.in_sync,
         })
-        .await
+        .await?;
+        self.complete_reassignments_now().await
+    }
+
+    async fn reassign(&self, reassign: Reassign) -> Result<(), (ErrorCode, String)> {
+        let (topic_id, state) = {
+            let image = self.node.image();
+            let topic = image.topic(&reassign.topic).ok_or((
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic '{}' does not exist", reassign.topic),
+            ))?;
+            let state = topic.partition(reassign.partition).cloned().ok_or((
+                ErrorCode::UnknownTopicOrPartition,
+                format!("{} has no partition {}", reassign.topic, reassign.partition),
+            ))?;
+            let mut distinct = reassign.replicas.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            if reassign.replicas.is_empty() || distinct.len() != reassign.replicas.len() {
+                return Err((
+                    ErrorCode::InvalidReplicationFactor,
+                    format!(
+                        "replicas {:?}: one or more distinct brokers",
+                        reassign.replicas
+                    ),
+                ));
+            }
+            if let Some(unknown) = reassign
+                .replicas
+                .iter()
+                .find(|&&b| image.broker(b).is_none_or(|r| r.fenced))
+            {
+                return Err((
+                    ErrorCode::InvalidRequest,
+                    format!("broker {unknown} is not a live registered broker"),
+                ));
+            }
+            if state.target.is_some() {
+                return Err((
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "{}/{} is already moving to {:?}",
+                        reassign.topic,
+                        reassign.partition,
+                        state.target.unwrap_or_default()
+                    ),
+                ));
+            }
+            (topic.topic_id, state)
+        };
+        if state.replicas == reassign.replicas {
+            return Ok(());
+        }
+        tracing::info!(topic = %reassign.topic, partition = reassign.partition, from = ?state.replicas, to = ?reassign.replicas, "reassignment started");
+        self.propose(MetadataEvent::ReassignmentStarted {
+            topic_id,
+            partition: reassign.partition,
+            target: reassign.replicas,
+        })
+        .await?;
+        self.complete_reassignments_now().await
+    }
+
+    /// Completes every reassignment whose target replicas are all in sync.
+    async fn complete_reassignments_now(&self) -> Result<(), (ErrorCode, String)> {
+        let done: Vec<(u64, u32)> = {
+            let image = self.node.image();
+            image
+                .topics()
+                .flat_map(|topic| {
+                    topic
+                        .placement
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, state)| {
+                            state
+                                .target
+                                .as_ref()
+                                .is_some_and(|t| t.iter().all(|b| state.in_sync.contains(b)))
+                        })
+                        .map(move |(partition, _)| (topic.topic_id, partition as u32))
+                })
+                .collect()
+        };
+        for (topic_id, partition) in done {
+            tracing::info!(topic_id, partition, "reassignment complete");
+            self.propose(MetadataEvent::ReassignmentCompleted {
+                topic_id,
+                partition,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// On the leader: completes reassignments whose new replicas caught up. Called
+    /// periodically.
+    pub async fn complete_reassignments(&self) {
+        if !self.node.is_leader() {
+            return;
+        }
+        let _gate = self
+            .changes
+            .acquire_permit(1)
+            .await
+            .expect("the change gate is never closed");
+        if let Err((_, error)) = self.complete_reassignments_now().await {
+            tracing::warn!(%error, "completing a reassignment failed");
+        }
     }
 
     async fn controlled_shutdown(&self, leaving: Leaving) -> Result<(), (ErrorCode, String)> {

@@ -132,6 +132,19 @@ pub enum MetadataEvent {
     TopicIdsUsed {
         next: u64,
     },
+    /// A partition starts moving to the replicas `target`: those not yet replicas join
+    /// (as followers that catch up); the old ones stay until `ReassignmentCompleted`.
+    ReassignmentStarted {
+        topic_id: u64,
+        partition: u32,
+        target: Vec<u32>,
+    },
+    /// Every replica of the target is in sync: the replicas become the target, the
+    /// others leave, and a leader outside the target hands over to one inside it.
+    ReassignmentCompleted {
+        topic_id: u64,
+        partition: u32,
+    },
     /// A partition's eligible replicas (see `PartitionState::eligible`): written only in
     /// snapshots, as every other change derives them.
     PartitionEligible {
@@ -157,6 +170,8 @@ pub struct PartitionState {
     /// cleanly when no in-sync replica is live. Emptied once the in-sync set is back at
     /// `min.insync.replicas`.
     pub eligible: Vec<u32>,
+    /// The replicas a reassignment moves the partition to, while it runs.
+    pub target: Option<Vec<u32>>,
 }
 
 impl PartitionState {
@@ -369,6 +384,7 @@ impl MetadataImage {
                         leader_epoch: 0,
                         in_sync: replicas.clone(),
                         eligible: Vec::new(),
+                        target: None,
                         replicas,
                     })
                     .collect();
@@ -494,6 +510,66 @@ impl MetadataImage {
                     state.set_in_sync(in_sync, min_in_sync);
                 }
             }
+            MetadataEvent::ReassignmentStarted {
+                topic_id,
+                partition,
+                target,
+            } => {
+                let known: BTreeSet<u32> = self.brokers.keys().copied().collect();
+                let Some(state) = self.partition_mut(topic_id, partition) else {
+                    return Ok(());
+                };
+                let distinct: BTreeSet<u32> = target.iter().copied().collect();
+                if target.is_empty()
+                    || distinct.len() != target.len()
+                    || !distinct.is_subset(&known)
+                {
+                    return Err(TopicError::Storage(format!(
+                        "a reassignment to {target:?}: not distinct known brokers"
+                    )));
+                }
+                for broker in &target {
+                    if !state.replicas.contains(broker) {
+                        state.replicas.push(*broker);
+                    }
+                }
+                state.target = Some(target);
+            }
+            MetadataEvent::ReassignmentCompleted {
+                topic_id,
+                partition,
+            } => {
+                let live: BTreeSet<u32> = self
+                    .brokers
+                    .values()
+                    .filter(|b| !b.fenced)
+                    .map(|b| b.broker)
+                    .collect();
+                let Some((config, state)) = self.partition_and_config_mut(topic_id, partition)
+                else {
+                    return Ok(());
+                };
+                let Some(target) = state.target.take() else {
+                    return Ok(());
+                };
+                let in_sync = state
+                    .in_sync
+                    .iter()
+                    .copied()
+                    .filter(|b| target.contains(b))
+                    .collect();
+                state.replicas = target;
+                state.eligible.retain(|b| state.replicas.contains(b));
+                state.set_in_sync(in_sync, config.min_insync_replicas);
+                if state.leader.is_some_and(|l| !state.replicas.contains(&l)) {
+                    state.leader = None;
+                    elect(state, &live, &config);
+                    if state.leader.is_none() {
+                        // `elect` bumps the epoch only when a leader changes to another.
+                        state.leader_epoch += 1;
+                    }
+                }
+            }
             MetadataEvent::PartitionEligible {
                 topic_id,
                 partition,
@@ -514,6 +590,25 @@ impl MetadataImage {
             }
         }
         Ok(())
+    }
+
+    fn partition_mut(&mut self, topic_id: u64, partition: u32) -> Option<&mut PartitionState> {
+        let name = self.names.get(&topic_id)?;
+        self.topics
+            .get_mut(name)?
+            .placement
+            .get_mut(partition as usize)
+    }
+
+    fn partition_and_config_mut(
+        &mut self,
+        topic_id: u64,
+        partition: u32,
+    ) -> Option<(TopicConfig, &mut PartitionState)> {
+        let name = self.names.get(&topic_id)?;
+        let topic = self.topics.get_mut(name)?;
+        let config = topic.config.clone();
+        Some((config, topic.placement.get_mut(partition as usize)?))
     }
 
     /// Calls `change` with every partition's state (and its topic's config).
@@ -717,6 +812,13 @@ impl MetadataImage {
                         leader: state.leader,
                         leader_epoch: state.leader_epoch,
                         in_sync: state.in_sync.clone(),
+                    });
+                }
+                if let Some(target) = &state.target {
+                    events.push(MetadataEvent::ReassignmentStarted {
+                        topic_id: topic.topic_id,
+                        partition: partition as u32,
+                        target: target.clone(),
                     });
                 }
                 // After its `PartitionChanged`, which derives eligible replicas of its own.

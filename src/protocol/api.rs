@@ -68,6 +68,8 @@ pub enum ApiKey {
     ElectLeader = 42,
     /// Where a follower's last leader epoch ends on the leader (truncation after failover).
     OffsetsForLeaderEpoch = 43,
+    /// Move a partition's replicas to other brokers.
+    ReassignPartition = 44,
     /// The answer to a request that could not be decoded (unknown api, unsupported version,
     /// invalid body): an `ErrorResponse` with the request's correlation id. Response-only.
     Error = 0xFFFF,
@@ -75,7 +77,7 @@ pub enum ApiKey {
 
 impl ApiKey {
     /// Every api a client may send, in key order.
-    pub const REQUESTS: [ApiKey; 23] = [
+    pub const REQUESTS: [ApiKey; 24] = [
         ApiKey::Handshake,
         ApiKey::Metadata,
         ApiKey::Produce,
@@ -99,6 +101,7 @@ impl ApiKey {
         ApiKey::DescribeCluster,
         ApiKey::ElectLeader,
         ApiKey::OffsetsForLeaderEpoch,
+        ApiKey::ReassignPartition,
     ];
 
     /// The key with this wire value, if this build knows it (including the response-only
@@ -148,6 +151,7 @@ impl ApiKey {
             | ApiKey::DescribeCluster
             | ApiKey::ElectLeader
             | ApiKey::OffsetsForLeaderEpoch
+            | ApiKey::ReassignPartition
             | ApiKey::Error => VersionRange { min: 0, max: 0 },
         }
     }
@@ -187,6 +191,7 @@ impl ApiKey {
             ApiKey::DescribeCluster => "DescribeCluster",
             ApiKey::ElectLeader => "ElectLeader",
             ApiKey::OffsetsForLeaderEpoch => "OffsetsForLeaderEpoch",
+            ApiKey::ReassignPartition => "ReassignPartition",
             ApiKey::Error => "Error",
         }
     }

@@ -179,6 +179,7 @@ pub fn encode_request_head(
         Request::DescribeCluster(body) => encode_frame(out, head, body),
         Request::ElectLeader(body) => encode_frame(out, head, body),
         Request::OffsetsForLeaderEpoch(body) => encode_frame(out, head, body),
+        Request::ReassignPartition(body) => encode_frame(out, head, body),
     }
 }
 
@@ -239,6 +240,7 @@ pub fn encode_response_head(
         Response::DescribeCluster(body) => encode_frame(out, head, body),
         Response::ElectLeader(body) => encode_frame(out, head, body),
         Response::OffsetsForLeaderEpoch(body) => encode_frame(out, head, body),
+        Response::ReassignPartition(body) => encode_frame(out, head, body),
         Response::Error(body) => encode_frame(out, head, body),
     }
 }
@@ -421,6 +423,7 @@ pub fn decode_request(frame: &Frame) -> Result<DecodedRequest, ProtocolError> {
         ApiKey::DescribeCluster => decode_body(api, frame, Request::DescribeCluster)?,
         ApiKey::ElectLeader => decode_body(api, frame, Request::ElectLeader)?,
         ApiKey::OffsetsForLeaderEpoch => decode_body(api, frame, Request::OffsetsForLeaderEpoch)?,
+        ApiKey::ReassignPartition => decode_body(api, frame, Request::ReassignPartition)?,
         ApiKey::Error => unreachable!("check_frame refuses Error as a request"),
     };
     Ok(DecodedRequest {
@@ -457,6 +460,7 @@ pub fn decode_response(frame: &Frame) -> Result<DecodedResponse, ProtocolError> 
         ApiKey::DescribeCluster => decode_body(api, frame, Response::DescribeCluster)?,
         ApiKey::ElectLeader => decode_body(api, frame, Response::ElectLeader)?,
         ApiKey::OffsetsForLeaderEpoch => decode_body(api, frame, Response::OffsetsForLeaderEpoch)?,
+        ApiKey::ReassignPartition => decode_body(api, frame, Response::ReassignPartition)?,
         ApiKey::Error => decode_body(api, frame, Response::Error)?,
     };
     Ok(DecodedResponse {

@@ -175,9 +175,20 @@ async fn settle(context: &ShardContext, new: &Arc<Catalog>) {
         .filter(|key| !held_keys.contains(key))
         .copied()
         .collect();
+    let offsets_topic = new
+        .topic(crate::constants::OFFSETS_TOPIC_NAME)
+        .map(|t| t.topic_id);
     for key in gone {
+        let led = matches!(context.replication.role(key), Some(Role::Leader(_)));
+        if led && Some(key.0) == offsets_topic {
+            context.groups.abandon(key.1);
+        }
         context.replication.set_role(key, None);
         follower::unfollow(context, key);
+        if new.topics().any(|t| t.topic_id == key.0) {
+            // The topic lives on elsewhere: its replicas moved away from this broker.
+            context.partitions.drop_partition(key).await;
+        }
     }
     // Partitions whose leader came back on another address are followed again below.
     for key in follower::readdress(context, new) {

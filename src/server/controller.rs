@@ -170,6 +170,27 @@ pub async fn elect_leader(
     crate::protocol::ElectLeaderResponse { error, message }
 }
 
+/// Moves a partition's replicas through the controller leader (from any shard).
+pub async fn reassign_partition(
+    context: &ShardContext,
+    request: crate::protocol::ReassignPartitionRequest,
+) -> crate::protocol::ReassignPartitionResponse {
+    let reassign = crate::cluster::controller::Reassign {
+        topic: request.topic,
+        partition: request.partition,
+        replicas: request.replicas,
+    };
+    let (error, message) = match call(context, ControllerCall::Reassign(reassign)).await {
+        Ok((ControllerReply::Done { error, message }, _)) => (error, message),
+        Ok((other, _)) => (
+            ErrorCode::Unknown,
+            format!("the controller answered {other:?}"),
+        ),
+        Err(message) => (ErrorCode::NotController, message),
+    };
+    crate::protocol::ReassignPartitionResponse { error, message }
+}
+
 /// On the controller shard: a producer id from the controller leader.
 pub async fn init_producer_id_here(
     context: &ShardContext,
@@ -354,6 +375,7 @@ pub async fn heartbeat_loop(context: std::rc::Rc<ShardContext>) {
             }
         }
         controller.fence_silent_brokers().await;
+        controller.complete_reassignments().await;
         glommio::timer::sleep(Duration::from_millis(BROKER_HEARTBEAT_INTERVAL_MS)).await;
     }
 }

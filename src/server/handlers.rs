@@ -89,6 +89,10 @@ pub async fn handle(context: &ShardContext, decoded: DecodedRequest) -> Reply {
         Request::ElectLeader(request) => {
             Response::ElectLeader(super::controller::elect_leader(context, request).await).into()
         }
+        Request::ReassignPartition(request) => Response::ReassignPartition(
+            super::controller::reassign_partition(context, request).await,
+        )
+        .into(),
         Request::OffsetsForLeaderEpoch(request) => Response::OffsetsForLeaderEpoch(
             crate::replication::leader::answer_epochs(context, request),
         )

@@ -132,6 +132,21 @@ impl Partitions {
         }
     }
 
+    /// Closes a partition this broker no longer holds (its replicas moved away) and
+    /// removes its directory.
+    pub async fn drop_partition(&self, key: PartitionKey) {
+        let Some(log) = self.open.borrow_mut().remove(&key) else {
+            return;
+        };
+        if let Err(error) = log.close().await {
+            tracing::warn!(dir = %log.dir().display(), %error, "closing a moved-away replica");
+        }
+        if let Err(error) = self.storage.remove_dir_all(log.dir().to_path_buf()).await {
+            tracing::warn!(dir = %log.dir().display(), %error, "removing a moved-away replica");
+        }
+        tracing::info!(dir = %log.dir().display(), "replica moved away: removed");
+    }
+
     /// Flushes and closes every partition (graceful shutdown).
     /// Up to `SHUTDOWN_CLOSE_CONCURRENCY` partitions close at once: their flushes, syncs and
     /// small files overlap instead of queueing one partition behind another.

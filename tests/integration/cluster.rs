@@ -257,6 +257,20 @@ fn check_once_in_order(sent: &[(String, String)], read: &[(u32, u64, String, Str
     }
 }
 
+/// Whether a broker's data directory holds a replica of the partition.
+pub(super) fn holds_replica(data_dir: &Path, topic: &str, partition: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("topics")) else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|entry| {
+        entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(&format!("{topic}."))
+            && entry.path().join(partition.to_string()).exists()
+    })
+}
+
 /// The partition's segment files of one replica, concatenated in offset order.
 pub(super) fn replica_bytes(data_dir: &Path, topic: &str, partition: u32) -> Vec<u8> {
     let topics = data_dir.join("topics");

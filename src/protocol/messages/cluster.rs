@@ -1,6 +1,8 @@
 //! DescribeCluster (api 41): the controller quorum and the brokers, as the asked broker's
 //! controller voter sees them. ElectLeader (api 42): move a partition's leadership to
-//! another in-sync replica (a clean handover), through the controller.
+//! another in-sync replica (a clean handover), through the controller. ReassignPartition
+//! (api 44): move a partition's replicas to other brokers; the new ones catch up, then
+//! the set switches.
 
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -82,6 +84,39 @@ impl CheckArchived for ArchivedElectLeaderRequest {
 }
 
 impl CheckArchived for ArchivedElectLeaderResponse {
+    fn check(&self) -> Result<(), ProtocolError> {
+        limits::string(
+            "message",
+            &self.message,
+            crate::constants::ERROR_MESSAGE_BYTES_MAX,
+        )
+    }
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ReassignPartitionRequest {
+    pub topic: String,
+    pub partition: u32,
+    /// The brokers to hold the partition, the first the preferred leader.
+    pub replicas: Vec<u32>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ReassignPartitionResponse {
+    pub error: ErrorCode,
+    pub message: String,
+}
+
+impl CheckArchived for ArchivedReassignPartitionRequest {
+    fn check(&self) -> Result<(), ProtocolError> {
+        limits::topic(&self.topic)?;
+        limits::count("replicas", self.replicas.len(), BROKERS_PER_RESPONSE_MAX)
+    }
+}
+
+impl CheckArchived for ArchivedReassignPartitionResponse {
     fn check(&self) -> Result<(), ProtocolError> {
         limits::string(
             "message",

@@ -19,7 +19,7 @@ mod topics;
 
 pub use cluster::{
     DescribeClusterRequest, DescribeClusterResponse, ElectLeaderRequest, ElectLeaderResponse,
-    NodeStatus,
+    NodeStatus, ReassignPartitionRequest, ReassignPartitionResponse,
 };
 pub use configs::{
     AlterConfigsRequest, AlterConfigsResponse, AlterConfigsResult, AlterTopicConfigs,
@@ -115,6 +115,7 @@ message_enum! {
         DescribeCluster(DescribeClusterRequest),
         ElectLeader(ElectLeaderRequest),
         OffsetsForLeaderEpoch(OffsetsForLeaderEpochRequest),
+        ReassignPartition(ReassignPartitionRequest),
     }
 }
 
@@ -144,6 +145,7 @@ message_enum! {
         DescribeCluster(DescribeClusterResponse),
         ElectLeader(ElectLeaderResponse),
         OffsetsForLeaderEpoch(OffsetsForLeaderEpochResponse),
+        ReassignPartition(ReassignPartitionResponse),
         Error(ErrorResponse),
     }
 }
