@@ -324,7 +324,13 @@ pub async fn controlled_shutdown(context: &ShardContext) {
         )
         .await;
         match asked {
-            Some(Ok((ControllerReply::Done { error, .. }, _))) if error == ErrorCode::None => {}
+            Some(Ok((
+                ControllerReply::Done {
+                    error: ErrorCode::None,
+                    ..
+                },
+                _,
+            ))) => {}
             other => {
                 tracing::warn!(answer = ?other.map(|a| a.map(|r| r.0)), "controlled shutdown refused: stopping without it");
                 return;

@@ -82,7 +82,7 @@ impl Jepsen {
             3,
             &["min.insync.replicas=2", "replica.lag.time.max.ms=2000"],
         );
-        cluster.wait_for_partitions(TOPIC, HEAL_TIMEOUT, |rows| healed(rows));
+        cluster.wait_for_partitions(TOPIC, HEAL_TIMEOUT, healed);
         let recorder = Recorder::new();
         let workload = Workload::start(bootstrap.clone(), recorder.clone());
         let jepsen = Jepsen {
@@ -128,7 +128,7 @@ impl Jepsen {
     /// Waits until every partition has a leader and all three replicas in sync.
     fn wait_healed(&self) {
         self.cluster
-            .wait_for_partitions(TOPIC, HEAL_TIMEOUT, |rows| healed(rows));
+            .wait_for_partitions(TOPIC, HEAL_TIMEOUT, healed);
     }
 
     /// Waits for an acknowledgement on any partition after `since`; returns when it came.
@@ -699,7 +699,7 @@ fn committed_offsets_and_producer_state_survive_a_leaders_kill() {
     );
     assert_eq!(total, 300, "everything read once");
     cluster.brokers[coordinator as usize].restart();
-    cluster.wait_for_partitions("work", HEAL_TIMEOUT, |rows| healed(rows));
+    cluster.wait_for_partitions("work", HEAL_TIMEOUT, healed);
 
     // An idempotent batch, acknowledged; its leader dies; the retry to the new leader is
     // recognised (same offset, stored once) and a batch past a gap is refused.
