@@ -382,6 +382,9 @@ pub const REPLICA_FETCH_PARTITION_BYTES_MAX: u32 = 4 * 1024 * 1024;
 /// How long a follower leaves a partition alone after its leader refused it, and waits
 /// before reconnecting.
 pub const REPLICA_FETCH_BACKOFF_MS: u64 = 200;
+/// Leader-epoch questions a follower asks per partition before it backs off (each round
+/// cuts at least one epoch off its log, so a healthy reconciliation needs few).
+pub const RECONCILE_ROUNDS_MAX: usize = 64;
 /// How often a leader checks its followers' lag for the in-sync set.
 pub const IN_SYNC_CHECK_INTERVAL_MS: u64 = 250;
 /// How long a consumer waits before fetching again after a retriable error (a leader

@@ -524,9 +524,10 @@ impl Controller {
             return Ok(());
         }
         tracing::info!(topic_id = change.topic_id, partition = change.partition, from = ?current.in_sync, to = ?change.in_sync, "in-sync set changed");
-        self.propose(MetadataEvent::PartitionChanged {
+        self.propose(MetadataEvent::PartitionAltered {
             topic_id: change.topic_id,
             partition: change.partition,
+            expected_epoch: current.leader_epoch,
             leader: current.leader,
             leader_epoch: current.leader_epoch,
             in_sync: change.in_sync,
@@ -707,9 +708,10 @@ impl Controller {
             return Ok(());
         }
         tracing::info!(topic = %elect.topic, partition = elect.partition, from = ?current.leader, to, epoch = current.leader_epoch + 1, "leader handed over");
-        self.propose(MetadataEvent::PartitionChanged {
+        self.propose(MetadataEvent::PartitionAltered {
             topic_id,
             partition: elect.partition,
+            expected_epoch: current.leader_epoch,
             leader: Some(to),
             leader_epoch: current.leader_epoch + 1,
             in_sync: current.in_sync,

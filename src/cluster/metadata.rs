@@ -132,6 +132,18 @@ pub enum MetadataEvent {
     TopicIdsUsed {
         next: u64,
     },
+    /// As `PartitionChanged`, only if the partition is still at `expected_epoch` when the
+    /// event applies (the controller checked it against its image; a controller leader
+    /// new to its term may propose before it has applied everything committed before it,
+    /// and a change checked against a stale image must not apply).
+    PartitionAltered {
+        topic_id: u64,
+        partition: u32,
+        expected_epoch: u32,
+        leader: Option<u32>,
+        leader_epoch: u32,
+        in_sync: Vec<u32>,
+    },
     /// A partition starts moving to the replicas `target`: those not yet replicas join
     /// (as followers that catch up); the old ones stay until `ReassignmentCompleted`.
     ReassignmentStarted {
@@ -510,6 +522,27 @@ impl MetadataImage {
                     state.set_in_sync(in_sync, min_in_sync);
                 }
             }
+            MetadataEvent::PartitionAltered {
+                topic_id,
+                partition,
+                expected_epoch,
+                leader,
+                leader_epoch,
+                in_sync,
+            } => {
+                let current = self
+                    .partition_mut(topic_id, partition)
+                    .map(|state| state.leader_epoch);
+                if current == Some(expected_epoch) {
+                    return self.apply(MetadataEvent::PartitionChanged {
+                        topic_id,
+                        partition,
+                        leader,
+                        leader_epoch,
+                        in_sync,
+                    });
+                }
+            }
             MetadataEvent::ReassignmentStarted {
                 topic_id,
                 partition,
@@ -559,8 +592,8 @@ impl MetadataImage {
                     .filter(|b| target.contains(b))
                     .collect();
                 state.replicas = target;
-                state.eligible.retain(|b| state.replicas.contains(b));
                 state.set_in_sync(in_sync, config.min_insync_replicas);
+                state.eligible.retain(|b| state.replicas.contains(b));
                 if state.leader.is_some_and(|l| !state.replicas.contains(&l)) {
                     state.leader = None;
                     elect(state, &live, &config);

@@ -182,7 +182,9 @@ async fn append_records(
         let bytes = builder.finish().map_err(|e| build(&e))?;
         let batch = validate(bytes).map_err(|e| build(&e))?;
         let info = log
-            .append(batch, 0)
+            // Stamped with this replica's leader epoch (0 outside replication); refused
+            // once it no longer leads.
+            .append(batch, log.appending_epoch().unwrap_or(0))
             .await
             .map_err(|e| OffsetLogError::Append {
                 dir: dir(),

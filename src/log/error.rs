@@ -47,6 +47,13 @@ pub enum AppendError {
     /// leader's batches exactly in order).
     #[error("a replicated batch starts at {got}, the log ends at {expected}")]
     NotContiguous { expected: u64, got: u64 },
+    /// This replica's role does not allow the append (it stopped leading at that epoch,
+    /// or follows another leader now).
+    #[error("this replica may not append at epoch {epoch} ({fence:?})")]
+    NotAllowed {
+        fence: super::partition::AppendFence,
+        epoch: u32,
+    },
 }
 
 /// Why a read failed.
@@ -100,6 +107,9 @@ pub enum MaintenanceError {
         position: u64,
         reason: BatchError,
     },
+    /// A follower's cut for a leader this replica no longer follows.
+    #[error("this replica no longer follows the leader of epoch {epoch} ({fence})")]
+    NotFollowing { fence: String, epoch: u32 },
 }
 
 impl From<AppendError> for MaintenanceError {
@@ -110,7 +120,8 @@ impl From<AppendError> for MaintenanceError {
             AppendError::Closed
             | AppendError::Truncated { .. }
             | AppendError::Producer(_)
-            | AppendError::NotContiguous { .. } => MaintenanceError::Closed,
+            | AppendError::NotContiguous { .. }
+            | AppendError::NotAllowed { .. } => MaintenanceError::Closed,
         }
     }
 }

@@ -45,8 +45,12 @@ impl PartitionLog {
     /// synced, so a crash midway leaves a prefix of the old log.
     pub async fn truncate_to(&self, offset: u64) -> Result<u64, MaintenanceError> {
         let partition = &self.inner;
-        {
-            let state = partition.state.borrow();
+        let _one_at_a_time = partition
+            .truncation
+            .acquire_permit(1)
+            .await
+            .expect("truncation gate never closed");
+        let check_range = |state: &super::partition::State| {
             if offset < state.log_start_offset || offset > state.next_offset {
                 return Err(MaintenanceError::TruncateOutOfRange {
                     offset,
@@ -54,20 +58,25 @@ impl PartitionLog {
                     log_end: state.next_offset,
                 });
             }
-            if offset == state.next_offset {
-                return Ok(offset);
-            }
+            Ok(offset == state.next_offset)
+        };
+        if check_range(&partition.state.borrow())? {
+            return Ok(offset);
         }
-        // Write what is pending below the cut; pending batches above it are dropped.
-        self.flush().await?;
-        let _writer = partition
-            .writer
-            .acquire_permit(1)
-            .await
-            .expect("writer never closed");
-        let holder_base = {
+        // Write what is pending below the cut (pending batches above it are dropped); an
+        // append that lands below the cut meanwhile is written by another round first.
+        let (_writer, holder_base) = loop {
+            self.flush().await?;
+            let writer = partition
+                .writer
+                .acquire_permit(1)
+                .await
+                .expect("writer never closed");
             let mut state = partition.state.borrow_mut();
             state.check_open()?;
+            if check_range(&state)? {
+                return Ok(offset);
+            }
             while state
                 .pending
                 .back()
@@ -76,16 +85,16 @@ impl PartitionLog {
                 let batch = state.pending.pop_back().expect("back checked");
                 state.pending_bytes -= batch.bytes.len();
             }
-            assert!(
-                state.pending.is_empty(),
-                "pending below a cut after a flush: {offset}"
-            );
-            *state
+            if !state.pending.is_empty() {
+                continue;
+            }
+            let holder_base = *state
                 .segments
                 .range(..=offset)
                 .next_back()
                 .expect("offset within the log")
-                .0
+                .0;
+            break (writer, holder_base);
         };
         let (cut_position, cut_offset) = self.find_batch_start(holder_base, offset).await?;
 

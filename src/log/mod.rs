@@ -48,7 +48,7 @@ use std::time::Duration;
 pub use error::{AppendError, LogIoError, MaintenanceError, OpenError, ReadError};
 pub use io::FaultPlan;
 pub use maintenance::RetentionOutcome;
-pub use partition::{AppendInfo, IoStats, PartitionLog};
+pub use partition::{AppendFence, AppendInfo, IoStats, PartitionLog};
 pub use read::{ReadBatches, ReadChunk};
 pub use shard::{LogShard, ShardLogConfig};
 

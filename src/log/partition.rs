@@ -87,6 +87,8 @@ pub(super) struct State {
     pub producer_snapshot_at: Option<u64>,
     /// Where each leader epoch's batches start (see `super::epochs`).
     pub epochs: super::epochs::EpochCache,
+    /// Who may append (see `AppendFence`).
+    pub fence: AppendFence,
     pub fenced: Option<LogIoError>,
     pub closed: bool,
     /// Bumped by every truncation, so a durability waiter that raced one can tell.
@@ -102,6 +104,23 @@ pub(super) struct State {
     pub high_watermark_cap: Option<u64>,
     /// When the recovery point was last written (see `checkpoint`).
     pub recovery_point_written_at: Option<Instant>,
+}
+
+/// Who may append to a log, set by replication as roles change and checked under the
+/// same borrow that assigns offsets: an append that waited (for space) while this replica
+/// stopped leading, or a follower session for an old leader still delivering, is refused
+/// instead of appending where the new leader has other batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AppendFence {
+    /// Anyone (a log outside replication: tests, tools).
+    #[default]
+    Open,
+    /// Appends stamped with this leader epoch.
+    Leader(u32),
+    /// Replicated appends from the leader of this epoch.
+    Follower(u32),
+    /// Nobody (a leader not yet registered, a replica without a leader).
+    Closed,
 }
 
 impl State {
@@ -177,6 +196,8 @@ pub(super) struct Partition {
     pub state: RefCell<State>,
     /// Held by whoever changes segments: the flusher, roll, truncation, retention, close.
     pub writer: Semaphore,
+    /// Held by a truncation from start to end: two never interleave.
+    pub truncation: Semaphore,
 }
 
 /// An append's place in the queue for space; leaving the queue without being admitted (the
@@ -232,6 +253,7 @@ impl PartitionLog {
                 shard,
                 state: RefCell::new(state),
                 writer: Semaphore::new(1),
+                truncation: Semaphore::new(1),
             }),
         };
         log.rebuild_producers().await?;
@@ -340,6 +362,14 @@ impl PartitionLog {
         let header = *batch.header();
         let mut state = self.inner.state.borrow_mut();
         state.check_open()?;
+        if !matches!(state.fence, AppendFence::Open)
+            && state.fence != AppendFence::Leader(leader_epoch)
+        {
+            return Err(AppendError::NotAllowed {
+                fence: state.fence,
+                epoch: leader_epoch,
+            });
+        }
         let idempotent = header.producer_id >= 0;
         if idempotent {
             match state

@@ -294,6 +294,7 @@ pub(super) async fn recover(
         producers: Default::default(),
         producer_snapshot_at: None,
         epochs: Default::default(),
+        fence: Default::default(),
         fenced: None,
         closed: false,
         generation: 0,

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 
 use super::error::AppendError;
-use super::partition::{AppendInfo, PartitionLog, State};
+use super::partition::{AppendFence, AppendInfo, PartitionLog, State};
 use crate::record::ValidatedBatch;
 
 fn high_watermark_of(state: &State, syncs: bool) -> u64 {
@@ -24,14 +24,24 @@ fn high_watermark_of(state: &State, syncs: bool) -> u64 {
 impl PartitionLog {
     /// Appends a batch from the leader exactly as it is: it must start where this log ends.
     /// Idempotent producers' state follows the batch headers, as on the leader.
+    /// `leader_epoch` is the epoch of the leader it came from: the log must follow it.
     pub async fn append_replicated(
         &self,
         batch: ValidatedBatch,
+        leader_epoch: u32,
     ) -> Result<AppendInfo, AppendError> {
         self.wait_for_space(batch.len()).await?;
         let header = *batch.header();
         let mut state = self.inner.state.borrow_mut();
         state.check_open()?;
+        if !matches!(state.fence, AppendFence::Open)
+            && state.fence != AppendFence::Follower(leader_epoch)
+        {
+            return Err(AppendError::NotAllowed {
+                fence: state.fence,
+                epoch: leader_epoch,
+            });
+        }
         if header.base_offset != state.next_offset {
             return Err(AppendError::NotContiguous {
                 expected: state.next_offset,
@@ -62,6 +72,59 @@ impl PartitionLog {
             append_time_ms: header.append_time_ms,
             duplicate: false,
         })
+    }
+
+    /// Sets who may append (replication, as this replica's role changes).
+    pub fn set_fence(&self, fence: AppendFence) {
+        let mut state = self.inner.state.borrow_mut();
+        state.fence = fence;
+        state.wake_all();
+    }
+
+    pub fn fence(&self) -> AppendFence {
+        self.inner.state.borrow().fence
+    }
+
+    /// The epoch appends are stamped with here: the leader epoch when leading, 0 for a
+    /// log outside replication (`None` when this replica may not append).
+    pub fn appending_epoch(&self) -> Option<u32> {
+        match self.inner.state.borrow().fence {
+            AppendFence::Open => Some(0),
+            AppendFence::Leader(epoch) => Some(epoch),
+            AppendFence::Follower(_) | AppendFence::Closed => None,
+        }
+    }
+
+    /// Wakes whoever waits on the log (to look again at something outside it).
+    pub fn wake_waiters(&self) {
+        self.inner.state.borrow_mut().wake_all();
+    }
+
+    /// Replication's cap on the high watermark (`None`: never set on this log yet).
+    pub fn high_watermark_cap(&self) -> Option<u64> {
+        self.inner.state.borrow().high_watermark_cap
+    }
+
+    /// Registers `waker` to be woken at the log's next change (a write, a sync, a fence).
+    pub fn wake_on_change(&self, waker: &std::task::Waker) {
+        self.inner.state.borrow_mut().add_waiter(waker);
+    }
+
+    /// Cuts the log at `offset` for a follower of the leader of `leader_epoch`: refused
+    /// when the log no longer follows it (a newer session owns the log).
+    pub async fn truncate_following(
+        &self,
+        offset: u64,
+        leader_epoch: u32,
+    ) -> Result<u64, crate::log::MaintenanceError> {
+        let fence = self.fence();
+        if fence != AppendFence::Open && fence != AppendFence::Follower(leader_epoch) {
+            return Err(crate::log::MaintenanceError::NotFollowing {
+                fence: format!("{fence:?}"),
+                epoch: leader_epoch,
+            });
+        }
+        self.truncate_to(offset).await
     }
 
     /// Offsets below this are held by every in-sync replica: consumers read below it.

@@ -955,3 +955,51 @@ fn slow_segment_removal_does_not_stall_the_shard() {
 
 /// How long each injected removal takes in `slow_segment_removal_does_not_stall_the_shard`.
 const REMOVE_DELAY_MS: u64 = 200;
+
+/// The append fence: a leader's append at another epoch, a follower's append from another
+/// leader, and a follower's cut for another leader are refused; the epochs appended are
+/// noted, cut with the log and rebuilt on reopen.
+#[test]
+fn the_append_fence_refuses_other_roles_and_epochs_are_kept_with_the_log() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), small_config(FlushPolicy::EveryBatch)).await;
+        log.set_fence(AppendFence::Leader(3));
+        assert!(matches!(
+            log.append(batch(0, 2, 10), 2).await,
+            Err(AppendError::NotAllowed { .. })
+        ));
+        log.append(batch(0, 2, 10), 3).await.unwrap();
+        log.set_fence(AppendFence::Follower(5));
+        assert!(matches!(
+            log.append(batch(2, 2, 10), 3).await,
+            Err(AppendError::NotAllowed { .. })
+        ));
+        // A follower appends the leader's batches as stamped (epoch 5 at offset 2).
+        let mut stamped = batch(2, 2, 10).into_bytes();
+        crate::record::header::stamp(&mut stamped, 2, 5, 1);
+        let replicated = || crate::record::validate(stamped.clone()).unwrap();
+        assert!(matches!(
+            log.append_replicated(replicated(), 4).await,
+            Err(AppendError::NotAllowed { .. })
+        ));
+        log.append_replicated(replicated(), 5).await.unwrap();
+        assert_eq!(log.epochs().entries(), &[(3, 0), (5, 2)]);
+        assert!(log.truncate_following(2, 4).await.is_err());
+        assert_eq!(log.log_end_offset(), 4);
+        log.set_fence(AppendFence::Closed);
+        assert!(log.append(batch(4, 1, 10), 0).await.is_err());
+        log.close().await.unwrap();
+        let reopened = open(dir.path(), small_config(FlushPolicy::EveryBatch)).await;
+        assert_eq!(reopened.epochs().entries(), &[(3, 0), (5, 2)]);
+        assert_eq!(reopened.end_of_epoch(4), (Some(3), 2));
+        reopened.truncate_to(2).await.unwrap();
+        assert_eq!(reopened.last_epoch(), Some(3));
+        reopened.close().await.unwrap();
+        // Without the saved file, the epochs come back from the batch headers.
+        std::fs::remove_file(epochs::path(dir.path())).unwrap();
+        let rebuilt = open(dir.path(), small_config(FlushPolicy::EveryBatch)).await;
+        assert_eq!(rebuilt.epochs().entries(), &[(3, 0)]);
+        rebuilt.close().await.unwrap();
+    });
+}

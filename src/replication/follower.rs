@@ -230,6 +230,8 @@ async fn durable_progress(session: &Session, reported: &HashMap<PartitionKey, u6
         .partitions
         .borrow()
         .iter()
+        // Partitions not fetched yet (reconciling, backing off) have nothing to report.
+        .filter(|(key, followed)| followed.reconciled && reported.contains_key(key))
         .map(|(key, followed)| {
             let log = followed.log.clone();
             let from = reported.get(key).copied().unwrap_or(0);
@@ -389,7 +391,7 @@ async fn apply(session: &Session, keys: &[Fetched], response: &DecodedResponse) 
                 let leader_end = entry.last_stable_offset;
                 if log.log_end_offset() > leader_end && leader_end >= log.log_start_offset() {
                     tracing::warn!(%topic, partition, ours = log.log_end_offset(), leader_end, "this replica is ahead of its leader: truncating");
-                    let _ = log.truncate_to(leader_end).await;
+                    let _ = log.truncate_following(leader_end, fetched_at).await;
                 } else {
                     back_off(session, key);
                 }
@@ -401,7 +403,7 @@ async fn apply(session: &Session, keys: &[Fetched], response: &DecodedResponse) 
                 continue;
             }
         }
-        if let Err(reason) = append_all(&log, batches).await {
+        if let Err(reason) = append_all(&log, batches, fetched_at).await {
             tracing::warn!(%topic, partition, %reason, "replicated batches not appended");
             back_off(session, key);
         }
@@ -414,7 +416,7 @@ async fn apply(session: &Session, keys: &[Fetched], response: &DecodedResponse) 
 /// the epochs agree. A partition the leader refuses backs off and is asked again later.
 async fn reconcile(session: &Session, address: SocketAddr, me: u32) -> Result<(), String> {
     let mut connection: Option<Connection> = None;
-    loop {
+    for _ in 0..crate::constants::RECONCILE_ROUNDS_MAX {
         let now = Instant::now();
         let pending: Vec<(PartitionKey, EpochQuery, PartitionLog)> = {
             let mut partitions = session.partitions.borrow_mut();
@@ -465,6 +467,14 @@ async fn reconcile(session: &Session, address: SocketAddr, me: u32) -> Result<()
             return Err("the leader answered epochs with another api".into());
         };
         for ((key, query, log), answer) in pending.into_iter().zip(answer.partitions) {
+            let answers_it = answer.topic == query.topic && answer.partition == query.partition;
+            // The leader's epoch at or below ours: one above it is no answer.
+            let sane = answer.epoch.is_none_or(|epoch| epoch <= query.epoch);
+            if !answers_it || !sane {
+                tracing::warn!(topic = %query.topic, partition = query.partition, ?answer, "an unusable epoch answer");
+                back_off(session, key);
+                continue;
+            }
             let still = session
                 .partitions
                 .borrow()
@@ -483,7 +493,7 @@ async fn reconcile(session: &Session, address: SocketAddr, me: u32) -> Result<()
             let cut = cut.max(log.log_start_offset());
             if cut < end {
                 tracing::info!(topic = %query.topic, partition = query.partition, from = end, to = cut, our_epoch = query.epoch, leader_epoch = ?answer.epoch, "cutting the suffix that diverges from the leader");
-                if let Err(error) = log.truncate_to(cut).await {
+                if let Err(error) = log.truncate_following(cut, query.leader_epoch).await {
                     tracing::error!(topic = %query.topic, partition = query.partition, %error, "truncation failed");
                     back_off(session, key);
                     continue;
@@ -496,6 +506,19 @@ async fn reconcile(session: &Session, address: SocketAddr, me: u32) -> Result<()
             }
         }
     }
+    // Each round cuts at least one epoch off, so this many rounds mean something is off:
+    // whatever is still unreconciled backs off and starts again later.
+    let stuck: Vec<PartitionKey> = session
+        .partitions
+        .borrow()
+        .iter()
+        .filter(|(_, f)| !f.reconciled)
+        .map(|(key, _)| *key)
+        .collect();
+    for key in stuck {
+        back_off(session, key);
+    }
+    Ok(())
 }
 
 fn back_off(session: &Session, key: PartitionKey) {
@@ -506,7 +529,7 @@ fn back_off(session: &Session, key: PartitionKey) {
 }
 
 /// Appends a share of batches as received: skips those held, stops at a gap.
-async fn append_all(log: &PartitionLog, batches: &Bytes) -> Result<(), String> {
+async fn append_all(log: &PartitionLog, batches: &Bytes, epoch: u32) -> Result<(), String> {
     let mut rest = batches.clone();
     while !rest.is_empty() {
         let length = peek_batch_length(&rest)
@@ -525,14 +548,14 @@ async fn append_all(log: &PartitionLog, batches: &Bytes) -> Result<(), String> {
                 // Our batches and the leader's do not line up: ours past this point are
                 // not the leader's. Cut them and fetch again.
                 tracing::warn!(dir = %log.dir().display(), leader_base = header.base_offset, ours = end, "diverged from the leader: truncating");
-                log.truncate_to(header.base_offset)
+                log.truncate_following(header.base_offset, epoch)
                     .await
                     .map_err(|e| e.to_string())?;
             }
             return Ok(());
         }
         let batch = validate(BytesMut::from(&one[..])).map_err(|e| e.to_string())?;
-        log.append_replicated(batch)
+        log.append_replicated(batch, epoch)
             .await
             .map_err(|e| e.to_string())?;
     }

@@ -47,9 +47,12 @@ pub struct Leadership {
     change_in_flight: Cell<bool>,
     /// A caught-up follower's wish to join the in-sync set, sent by the watcher.
     wanted: RefCell<Option<Vec<u32>>>,
-    /// This shard no longer leads at this epoch; and who waits to learn it.
+    /// An in-sync set this leader asked the controller for and has no answer to yet: the
+    /// high watermark counts its members too until then (a replica the controller already
+    /// counts as in sync must hold what this leader acknowledges).
+    pending_in_sync: RefCell<Option<Vec<u32>>>,
+    /// This shard no longer leads at this epoch.
     deposed: Cell<bool>,
-    deposed_waiters: RefCell<Vec<std::task::Waker>>,
 }
 
 impl Leadership {
@@ -90,29 +93,25 @@ impl Leadership {
             followers: RefCell::new(followers),
             change_in_flight: Cell::new(false),
             wanted: RefCell::new(None),
+            pending_in_sync: RefCell::new(None),
             deposed: Cell::new(false),
-            deposed_waiters: RefCell::new(Vec::new()),
         }
     }
 
     /// This leadership ended (another leader, another epoch, or the topic is gone).
     pub fn depose(&self) {
         self.deposed.set(true);
-        for waker in self.deposed_waiters.borrow_mut().drain(..) {
-            waker.wake();
-        }
+        self.log.wake_waiters();
     }
 
-    /// Resolves once the leadership ended.
+    /// Resolves once the leadership ended. Waits on the log's own waiter list (drained at
+    /// every change), so that a waiter gone away leaves nothing behind.
     pub async fn wait_deposed(&self) {
         std::future::poll_fn(|cx| {
             if self.deposed.get() {
                 return std::task::Poll::Ready(());
             }
-            let mut waiters = self.deposed_waiters.borrow_mut();
-            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                waiters.push(cx.waker().clone());
-            }
+            self.log.wake_on_change(cx.waker());
             std::task::Poll::Pending
         })
         .await
@@ -123,6 +122,7 @@ impl Leadership {
         *self.topic.borrow_mut() = topic.clone();
         *self.replicas.borrow_mut() = state.replicas.clone();
         *self.in_sync.borrow_mut() = state.in_sync.clone();
+        self.pending_in_sync.borrow_mut().take();
         self.change_in_flight.set(false);
         self.recompute_high_watermark();
     }
@@ -155,11 +155,20 @@ impl Leadership {
             self.log.set_high_watermark_cap(None);
             return;
         }
+        if self.log.high_watermark_cap().is_none() {
+            // A log just opened (a restart) knows no high watermark: it starts at the log
+            // start and moves as the followers report, never at the log end (which may
+            // hold what no follower has).
+            self.log
+                .set_high_watermark_cap(Some(self.log.log_start_offset()));
+        }
         let current = self.log.high_watermark();
         let in_sync = self.in_sync.borrow();
+        let pending = self.pending_in_sync.borrow();
         let followers = self.followers.borrow();
         let floor = in_sync
             .iter()
+            .chain(pending.iter().flatten())
             .filter(|&&b| b != self.me)
             .map(|b| followers.get(b).map_or(0, |p| p.durable))
             .min();
@@ -197,9 +206,8 @@ impl Leadership {
         }
         self.recompute_high_watermark();
         let in_sync = self.in_sync.borrow();
-        let joins = !in_sync.contains(&replica)
-            && fetch_offset >= self.log.high_watermark()
-            && fetch_offset >= leader_end.min(self.log.high_watermark());
+        // It joins once it holds durably everything acknowledged so far.
+        let joins = !in_sync.contains(&replica) && durable >= self.log.high_watermark();
         if joins && !self.change_in_flight.get() {
             let mut grown = in_sync.clone();
             grown.push(replica);
@@ -244,6 +252,8 @@ impl Leadership {
 /// Asks the controller for an in-sync change, in a task of its own.
 fn request_change(context: &Rc<ShardContext>, leadership: &Rc<Leadership>, in_sync: Vec<u32>) {
     leadership.change_in_flight.set(true);
+    *leadership.pending_in_sync.borrow_mut() = Some(in_sync.clone());
+    leadership.recompute_high_watermark();
     let change = leadership.alter(in_sync);
     let context = context.clone();
     let leadership = leadership.clone();
@@ -265,9 +275,12 @@ fn request_change(context: &Rc<ShardContext>, leadership: &Rc<Leadership>, in_sy
             }
             Ok((reply, _)) => {
                 tracing::warn!(?change, ?reply, "the controller refused an in-sync change");
+                leadership.pending_in_sync.borrow_mut().take();
                 leadership.change_in_flight.set(false);
             }
             Err(error) => {
+                // It may have been committed: the pending set stays counted until the
+                // next catalogue says what the set is.
                 tracing::warn!(?change, %error, "an in-sync change did not reach the controller");
                 leadership.change_in_flight.set(false);
             }

@@ -40,6 +40,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::cluster::{Catalog, TopicSpec};
+use crate::log::AppendFence;
 use crate::server::context::ShardContext;
 use crate::server::partitions::PartitionKey;
 
@@ -229,6 +230,7 @@ async fn settle(context: &ShardContext, new: &Arc<Catalog>) {
             .is_some_and(|b| b.incarnation == context.advertised.incarnation);
         if state.leader == Some(me) && !registered {
             tracing::debug!(topic = %topic.name, partition, "leading once this run is registered");
+            log.set_fence(AppendFence::Closed);
             follower::unfollow(context, key);
             context.replication.set_role(
                 key,
@@ -246,6 +248,7 @@ async fn settle(context: &ShardContext, new: &Arc<Catalog>) {
                 }
                 _ => {
                     follower::unfollow(context, key);
+                    log.set_fence(AppendFence::Leader(state.leader_epoch));
                     let leadership = Rc::new(Leadership::new(
                         topic.clone(),
                         partition,
@@ -275,6 +278,10 @@ async fn settle(context: &ShardContext, new: &Arc<Catalog>) {
             if was_leader && Some(topic.topic_id) == offsets_id {
                 context.groups.abandon(partition);
             }
+            log.set_fence(match state.leader {
+                Some(_) => AppendFence::Follower(state.leader_epoch),
+                None => AppendFence::Closed,
+            });
             context.replication.set_role(
                 key,
                 Some(Role::Follower {

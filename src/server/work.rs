@@ -27,9 +27,9 @@ use crate::shard::messages::{FetchOutcome, FetchWork, ListOffsetsWork, ProduceWo
 fn append_error_code(error: &AppendError) -> ErrorCode {
     match error {
         AppendError::Fenced(_) | AppendError::Closed => ErrorCode::StorageError,
-        AppendError::Truncated { .. } | AppendError::NotContiguous { .. } => {
-            ErrorCode::NotLeaderOrFollower
-        }
+        AppendError::Truncated { .. }
+        | AppendError::NotContiguous { .. }
+        | AppendError::NotAllowed { .. } => ErrorCode::NotLeaderOrFollower,
         AppendError::Producer(refused) => match refused {
             ProducerStateError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
             ProducerStateError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
