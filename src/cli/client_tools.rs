@@ -178,6 +178,13 @@ pub(super) fn error_text(error: impl std::fmt::Display) -> String {
     error.to_string()
 }
 
+/// An admin client for the CLI's topic commands.
+fn cli_admin(broker: &str) -> Result<Admin, String> {
+    Ok(Admin::new(
+        Cluster::new(broker, "shardline-cli", false).map_err(error_text)?,
+    ))
+}
+
 pub fn run_topic(command: TopicCommand) -> Result<(), String> {
     super::run_on_executor(move || async move {
         match command {
@@ -188,9 +195,7 @@ pub fn run_topic(command: TopicCommand) -> Result<(), String> {
                 replication_factor,
                 configs,
             } => {
-                let admin = Admin::new(
-                    Cluster::new(&broker.broker, "shardline-cli", false).map_err(error_text)?,
-                );
+                let admin = cli_admin(&broker.broker)?;
                 admin
                     .create_topic_replicated(&topic, partitions, replication_factor, &configs)
                     .await
@@ -198,9 +203,7 @@ pub fn run_topic(command: TopicCommand) -> Result<(), String> {
                 println!("created topic {topic} with {partitions} partitions");
             }
             TopicCommand::List { broker } => {
-                let admin = Admin::new(
-                    Cluster::new(&broker.broker, "shardline-cli", false).map_err(error_text)?,
-                );
+                let admin = cli_admin(&broker.broker)?;
                 for topic in admin.list_topics().await.map_err(error_text)? {
                     println!("{}\t{} partitions", topic.name, topic.partitions.len());
                 }
@@ -212,9 +215,7 @@ pub fn run_topic(command: TopicCommand) -> Result<(), String> {
                 partition,
                 to,
             } => {
-                let admin = Admin::new(
-                    Cluster::new(&broker.broker, "shardline-cli", false).map_err(error_text)?,
-                );
+                let admin = cli_admin(&broker.broker)?;
                 admin
                     .elect_leader(&topic, partition, to)
                     .await
@@ -227,9 +228,7 @@ pub fn run_topic(command: TopicCommand) -> Result<(), String> {
                 partition,
                 replicas,
             } => {
-                let admin = Admin::new(
-                    Cluster::new(&broker.broker, "shardline-cli", false).map_err(error_text)?,
-                );
+                let admin = cli_admin(&broker.broker)?;
                 admin
                     .reassign_partition(&topic, partition, &replicas)
                     .await
@@ -237,9 +236,7 @@ pub fn run_topic(command: TopicCommand) -> Result<(), String> {
                 println!("{topic}/{partition} is moving to replicas {replicas:?}");
             }
             TopicCommand::Delete { broker, topic } => {
-                let admin = Admin::new(
-                    Cluster::new(&broker.broker, "shardline-cli", false).map_err(error_text)?,
-                );
+                let admin = cli_admin(&broker.broker)?;
                 admin.delete_topic(&topic).await.map_err(error_text)?;
                 println!("deleted topic {topic}");
             }
@@ -249,9 +246,7 @@ pub fn run_topic(command: TopicCommand) -> Result<(), String> {
                 set,
                 reset,
             } => {
-                let admin = Admin::new(
-                    Cluster::new(&broker.broker, "shardline-cli", false).map_err(error_text)?,
-                );
+                let admin = cli_admin(&broker.broker)?;
                 admin
                     .alter_configs(&topic, &set, &reset)
                     .await

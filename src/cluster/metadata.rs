@@ -1039,6 +1039,20 @@ mod tests {
         assert!(state(&image, "e").eligible.is_empty());
     }
 
+    /// The followers of partition 0 of `spec` leave its in-sync set.
+    fn leader_alone_in_sync(image: &mut MetadataImage, spec: &TopicSpec) {
+        let state = &spec.placement[0];
+        image
+            .apply(MetadataEvent::PartitionChanged {
+                topic_id: spec.topic_id,
+                partition: 0,
+                leader: state.leader,
+                leader_epoch: state.leader_epoch,
+                in_sync: state.leader.into_iter().collect(),
+            })
+            .unwrap();
+    }
+
     #[test]
     fn an_unclean_election_needs_the_topic_to_allow_it() {
         let mut image = with_brokers(&[0, 1]);
@@ -1061,15 +1075,7 @@ mod tests {
             .find(|&b| b != leader)
             .unwrap();
         // The follower left the in-sync set, then the leader died.
-        image
-            .apply(MetadataEvent::PartitionChanged {
-                topic_id: spec.topic_id,
-                partition: 0,
-                leader: Some(leader),
-                leader_epoch: 0,
-                in_sync: vec![leader],
-            })
-            .unwrap();
+        leader_alone_in_sync(&mut image, &spec);
         fence(&mut image, leader, true);
         let after = state(&image, "u");
         assert_eq!(
@@ -1080,15 +1086,7 @@ mod tests {
         let mut image = with_brokers(&[0, 1]);
         let spec = create(&mut image, "c", 1, 2);
         let leader = spec.placement[0].leader.unwrap();
-        image
-            .apply(MetadataEvent::PartitionChanged {
-                topic_id: spec.topic_id,
-                partition: 0,
-                leader: Some(leader),
-                leader_epoch: 0,
-                in_sync: vec![leader],
-            })
-            .unwrap();
+        leader_alone_in_sync(&mut image, &spec);
         fence(&mut image, leader, true);
         assert_eq!(state(&image, "c").leader, None);
     }

@@ -20,6 +20,37 @@ pub(super) struct TestCluster {
     _dir: tempfile::TempDir,
 }
 
+/// The controller voters `0..n`, node i on `host(i)`, as `--controller-voters` takes them.
+pub(super) fn voters(n: usize, host: impl Fn(usize) -> String) -> String {
+    (0..n)
+        .map(|i| format!("{i}@{}:{CONTROLLER_PORT}", host(i)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A one-shard broker's flags: node `node` listening on `host:port`, among `voters`.
+pub(super) fn broker_args(
+    host: &str,
+    port: u16,
+    node: usize,
+    voters: &str,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--listen".into(),
+        format!("{host}:{port}"),
+        "--cores".into(),
+        "1".into(),
+        "--no-pin".into(),
+        "--node-id".into(),
+        node.to_string(),
+        "--controller-voters".into(),
+        voters.to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 pub(super) fn ip(subnet: u8, node: usize) -> String {
     format!("127.0.{subnet}.{}", node + 1)
 }
@@ -40,23 +71,11 @@ impl TestCluster {
     /// port keeps the bootstrap list valid across restarts.
     pub(super) fn start_on(subnet: u8, n: usize, port: u16, extra: &[&str]) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
-        let voters: Vec<String> = (0..n)
-            .map(|i| format!("{i}@{}:{CONTROLLER_PORT}", ip(subnet, i)))
-            .collect();
+        let host = |i| ip(subnet, i);
+        let voters = voters(n, host);
         let brokers = (0..n)
             .map(|i| {
-                let mut args: Vec<String> = vec![
-                    "--listen".into(),
-                    format!("{}:{port}", ip(subnet, i)),
-                    "--cores".into(),
-                    "1".into(),
-                    "--no-pin".into(),
-                    "--node-id".into(),
-                    i.to_string(),
-                    "--controller-voters".into(),
-                    voters.join(","),
-                ];
-                args.extend(extra.iter().map(|s| s.to_string()));
+                let args = broker_args(&host(i), port, i, &voters, extra);
                 Broker::start_exact(&dir.path().join(format!("node-{i}")), &args)
             })
             .collect();

@@ -26,7 +26,8 @@ use shardline::client::{
 use shardline::protocol::{Acks, OffsetSpec};
 
 use super::cluster::{
-    create_topic, describe_rows, holds_replica, ip, replica_bytes, Row, TestCluster,
+    broker_args, create_topic, describe_rows, holds_replica, ip, replica_bytes, voters, Row,
+    TestCluster,
 };
 use super::harness::{seed, Broker};
 use super::history::{self, Recorder, Summary};
@@ -800,25 +801,16 @@ fn a_network_partition_cuts_the_leader_off_then_heals() {
         }
     };
     let dir = tempfile::tempdir().unwrap();
-    let voters: Vec<String> = (0..BROKERS)
-        .map(|i| format!("{i}@{}:9093", netns.ip(i)))
-        .collect();
+    let voters = voters(BROKERS, |i| netns.ip(i));
     let brokers: Vec<Broker> = (0..BROKERS)
         .map(|i| {
-            let args: Vec<String> = [
-                "--listen".to_string(),
-                format!("{}:{CLIENT_PORT}", netns.ip(i)),
-                "--cores".into(),
-                "1".into(),
-                "--no-pin".into(),
-                "--node-id".into(),
-                i.to_string(),
-                "--controller-voters".into(),
-                voters.join(","),
-                "--broker-session-timeout-ms".into(),
-                SESSION_MS.into(),
-            ]
-            .to_vec();
+            let args = broker_args(
+                &netns.ip(i),
+                CLIENT_PORT,
+                i,
+                &voters,
+                &["--broker-session-timeout-ms", SESSION_MS],
+            );
             netns.as_broker(i, || {
                 Broker::start_exact(&dir.path().join(format!("node-{i}")), &args)
             })
@@ -883,25 +875,20 @@ fn reassign_partitions_onto_a_fourth_broker() {
     let dir = tempfile::tempdir().unwrap();
     // Five voters (a quorum has an odd size); three run from the start, the fourth joins
     // later, the fifth never runs. Brokers that are not voters are not supported yet.
-    let voters: Vec<String> = (0..5)
-        .map(|i| format!("{i}@{}:9093", ip(SUBNET, i)))
-        .collect();
-    let args = |i: usize| -> Vec<String> {
-        vec![
-            "--listen".into(),
-            format!("{}:{CLIENT_PORT}", ip(SUBNET, i)),
-            "--cores".into(),
-            "1".into(),
-            "--no-pin".into(),
-            "--node-id".into(),
-            i.to_string(),
-            "--controller-voters".into(),
-            voters.join(","),
-            "--broker-session-timeout-ms".into(),
-            SESSION_MS.into(),
-            "--default-replication-factor".into(),
-            "3".into(),
-        ]
+    let voters = voters(5, |i| ip(SUBNET, i));
+    let args = |i: usize| {
+        broker_args(
+            &ip(SUBNET, i),
+            CLIENT_PORT,
+            i,
+            &voters,
+            &[
+                "--broker-session-timeout-ms",
+                SESSION_MS,
+                "--default-replication-factor",
+                "3",
+            ],
+        )
     };
     let brokers: Vec<Broker> = (0..3)
         .map(|i| Broker::start_exact(&dir.path().join(format!("node-{i}")), &args(i)))
@@ -1000,5 +987,36 @@ fn reassign_partitions_onto_a_fourth_broker() {
             "{replicas}: {stderr}"
         );
     }
+    jepsen.finish();
+}
+
+/// Two failovers in a row: the leader is killed, and the one elected after it is killed
+/// as soon as it leads. The last replica leads alone (writes wait for a second in-sync
+/// replica); when both come back they cut what diverges across two epochs and catch up.
+#[test]
+fn two_fast_failovers_in_a_row() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut jepsen = Jepsen::start(90);
+    let first = jepsen.leader_of(0);
+    let epoch = jepsen.rows()[&0].epoch;
+    jepsen.kill(first);
+    let rows = jepsen
+        .cluster
+        .wait_for_partitions(TOPIC, HEAL_TIMEOUT, |rows| {
+            rows[&0].epoch > epoch && rows[&0].leader.is_some_and(|l| l as usize != first)
+        });
+    let second = rows[&0].leader.unwrap() as usize;
+    jepsen.kill(second);
+    let rows = jepsen
+        .cluster
+        .wait_for_partitions(TOPIC, HEAL_TIMEOUT, |rows| {
+            rows[&0]
+                .leader
+                .is_some_and(|l| l as usize != first && l as usize != second)
+        });
+    assert!(rows[&0].epoch >= epoch + 2, "{rows:?}");
+    jepsen.restart(first);
+    jepsen.restart(second);
+    jepsen.wait_healed();
     jepsen.finish();
 }
