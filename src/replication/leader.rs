@@ -279,9 +279,10 @@ fn request_change(context: &Rc<ShardContext>, leadership: &Rc<Leadership>, in_sy
                 leadership.change_in_flight.set(false);
             }
             Err(error) => {
-                // It may have been committed: the pending set stays counted until the
-                // next catalogue says what the set is.
+                // The call gave up after retrying for seconds: had the change been
+                // committed, its catalogue would have arrived long before.
                 tracing::warn!(?change, %error, "an in-sync change did not reach the controller");
+                leadership.pending_in_sync.borrow_mut().take();
                 leadership.change_in_flight.set(false);
             }
         }
