@@ -307,6 +307,9 @@ pub const METRICS_REQUEST_BYTES_MAX: usize = 8 * 1024;
 
 /// The client's connection attempt gives up after this long.
 pub const CLIENT_CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// How long past a request's own timeout (produce) or wait (fetch) a client waits for the
+/// answer before it gives the connection up (a broker paused or cut off answers nothing).
+pub const CLIENT_ANSWER_MARGIN_MS: u64 = 2_000;
 /// How long a client waits for one bootstrap broker's metadata before it asks the next.
 pub const CLIENT_METADATA_TIMEOUT_MS: u64 = 3_000;
 /// How long an admin request (topic and group administration, offset lookups) may wait

@@ -48,29 +48,11 @@ impl Admin {
     /// Sends an admin request to a bootstrap broker: the next one when one does not
     /// answer within `ADMIN_REQUEST_TIMEOUT_MS`.
     pub(crate) async fn call(&self, request: Request) -> Result<Response, ClientError> {
-        let timeout = admin_timeout();
-        let mut last = None;
-        for &address in self.cluster.bootstrap() {
-            let asked = super::connection::within(timeout, async {
-                let connection = self.cluster.connection(address).await?;
-                connection.request_within(&request, &[], timeout).await
-            })
-            .await
-            .unwrap_or_else(|| {
-                Err(ClientError::Timeout(format!(
-                    "{address}: no answer within {timeout:?}"
-                )))
-            });
-            match asked {
-                Ok(answer) => return Ok(answer.response),
-                Err(error @ (ClientError::Timeout(_) | ClientError::Disconnected(_))) => {
-                    last = Some(error)
-                }
-                Err(ClientError::Io(error)) => last = Some(ClientError::Io(error)),
-                Err(error) => return Err(error),
-            }
-        }
-        Err(last.expect("at least one bootstrap address"))
+        Ok(self
+            .cluster
+            .request_any(&request, admin_timeout())
+            .await?
+            .response)
     }
 
     /// Creates a topic with the cluster's default replication factor.

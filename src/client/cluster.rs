@@ -108,6 +108,44 @@ impl Cluster {
         })
     }
 
+    /// Sends a request any broker may answer to the bootstrap brokers in turn (starting
+    /// one further along each time), moving on from one that cannot be reached or does
+    /// not answer within `timeout`.
+    pub async fn request_any(
+        &self,
+        request: &Request,
+        timeout: std::time::Duration,
+    ) -> Result<crate::protocol::DecodedResponse, ClientError> {
+        let start = self.next_bootstrap.get();
+        self.next_bootstrap.set(start.wrapping_add(1));
+        let count = self.bootstrap.len();
+        let mut last = None;
+        for index in 0..count {
+            let address = self.bootstrap[(start + index) % count];
+            let asked = super::connection::within(timeout, async {
+                let connection = self.connection(address).await?;
+                connection.request_within(request, &[], timeout).await
+            })
+            .await
+            .unwrap_or_else(|| {
+                self.forget(address);
+                Err(ClientError::Timeout(format!(
+                    "{address}: no answer within {timeout:?}"
+                )))
+            });
+            match asked {
+                Ok(answer) => return Ok(answer),
+                Err(
+                    error @ (ClientError::Timeout(_)
+                    | ClientError::Disconnected(_)
+                    | ClientError::Io(_)),
+                ) => last = Some(error),
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last.expect("at least one bootstrap address"))
+    }
+
     /// Drops the connection to `address` (it stopped answering): the next use connects
     /// again.
     fn forget(&self, address: SocketAddr) {
@@ -211,11 +249,13 @@ impl Cluster {
     /// names), which full listings leave out, are asked for by name.
     pub async fn topic(&self, name: &str) -> Result<TopicMetadata, ClientError> {
         if name.starts_with("__") {
-            let connection = self.any_connection().await?;
             let request = Request::Metadata(MetadataRequest {
                 topics: Some(vec![name.to_string()]),
             });
-            if let Response::Metadata(metadata) = connection.request(&request, &[]).await?.response
+            let timeout =
+                std::time::Duration::from_millis(crate::constants::CLIENT_METADATA_TIMEOUT_MS);
+            if let Response::Metadata(metadata) =
+                self.request_any(&request, timeout).await?.response
             {
                 if let Some(topic) = metadata
                     .topics

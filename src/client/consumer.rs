@@ -161,7 +161,11 @@ async fn fetch_round(
                 isolation: IsolationLevel::HighWatermark,
                 partitions,
             });
-            connection.request(&request, &[]).await
+            // A broker holds a fetch at most `max_wait`; past it (and a margin) it is not
+            // answering at all.
+            let timeout = config.max_wait
+                + std::time::Duration::from_millis(crate::constants::CLIENT_ANSWER_MARGIN_MS);
+            connection.request_within(&request, &[], timeout).await
         }
     });
     let mut fetched = Fetched::default();

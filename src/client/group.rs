@@ -129,11 +129,11 @@ pub(crate) async fn coordinator_address(
     cluster: &Cluster,
     group: &str,
 ) -> Result<SocketAddr, ClientError> {
-    let connection = cluster.any_connection().await?;
     let request = Request::FindCoordinator(FindCoordinatorRequest {
         group: group.to_string(),
     });
-    let response = connection.request(&request, &[]).await?.response;
+    let timeout = std::time::Duration::from_millis(crate::constants::CLIENT_METADATA_TIMEOUT_MS);
+    let response = cluster.request_any(&request, timeout).await?.response;
     let Response::FindCoordinator(found) = response else {
         return Err(ClientError::Protocol(
             "find coordinator: unexpected response".into(),
@@ -153,7 +153,8 @@ pub(crate) async fn coordinator_address(
         .and_then(|mut a| a.next());
     match resolved {
         Some(address) => Ok(address),
-        None => Ok(SocketAddr::new(connection.address().ip(), port)),
+        // The bootstrap IP stands in for a host this client cannot resolve.
+        None => Ok(SocketAddr::new(cluster.bootstrap()[0].ip(), port)),
     }
 }
 

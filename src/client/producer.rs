@@ -483,8 +483,12 @@ impl Producer {
         let mut attempt = 0;
         let identity = loop {
             let result = async {
-                let connection = self.inner.cluster.any_connection().await?;
-                match connection.request(&request, &[]).await?.response {
+                let answer = self
+                    .inner
+                    .cluster
+                    .request_any(&request, config.request_timeout)
+                    .await?;
+                match answer.response {
                     Response::InitProducerId(answer) if answer.error == ErrorCode::None => {
                         Ok((answer.producer_id, answer.producer_epoch))
                     }
@@ -561,7 +565,17 @@ impl Producer {
                         leader_epoch: Some(epoch),
                     }],
                 });
-                let response = connection.request(&request, &[bytes]).await?;
+                // The broker answers within the request's timeout; past it (and a margin)
+                // the broker is not answering at all (paused, cut off): give the connection
+                // up and retry, perhaps at another leader.
+                let response = connection
+                    .request_within(
+                        &request,
+                        &[bytes],
+                        config.request_timeout
+                            + Duration::from_millis(crate::constants::CLIENT_ANSWER_MARGIN_MS),
+                    )
+                    .await?;
                 match response.response {
                     Response::Produce(produce) => {
                         let entry = produce.partitions.into_iter().next().ok_or_else(|| {

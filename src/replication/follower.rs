@@ -215,12 +215,20 @@ fn fetch(
     Some(
         async move {
             let answer = connection
-                .request(&request, &[])
+                .request_within(&request, &[], answer_timeout())
                 .await
                 .map_err(|e| e.to_string());
             (report, keys, answer)
         }
         .boxed_local(),
+    )
+}
+
+/// How long a leader may take to answer a follower (its long poll, and a margin): past
+/// it the leader is not answering (paused, cut off) and the connection is given up.
+fn answer_timeout() -> Duration {
+    Duration::from_millis(
+        u64::from(REPLICA_FETCH_WAIT_MS) + crate::constants::CLIENT_ANSWER_MARGIN_MS,
     )
 }
 
@@ -460,7 +468,7 @@ async fn reconcile(session: &Session, address: SocketAddr, me: u32) -> Result<()
             partitions: pending.iter().map(|(_, q, _)| q.clone()).collect(),
         });
         let answer = live
-            .request(&request, &[])
+            .request_within(&request, &[], answer_timeout())
             .await
             .map_err(|e| e.to_string())?;
         let Response::OffsetsForLeaderEpoch(answer) = answer.response else {

@@ -65,13 +65,19 @@ struct Jepsen {
 
 impl Jepsen {
     fn start(subnet: u8) -> Jepsen {
+        Jepsen::start_with(subnet, BROKERS)
+    }
+
+    /// `brokers` brokers, every one a controller voter; the topic keeps replication
+    /// factor 3.
+    fn start_with(subnet: u8, brokers: usize) -> Jepsen {
         let cluster = TestCluster::start_on(
             subnet,
-            BROKERS,
+            brokers,
             CLIENT_PORT,
             &["--broker-session-timeout-ms", SESSION_MS],
         );
-        Jepsen::run(cluster, bootstrap_of(subnet), None)
+        Jepsen::run(cluster, bootstrap_of(subnet, brokers), None)
     }
 
     /// The workload on `cluster` (whose clients use `bootstrap`).
@@ -126,10 +132,34 @@ impl Jepsen {
             .expect("a controller leader")
     }
 
-    /// Waits until every partition has a leader and all three replicas in sync.
+    /// Prints the last warnings and errors of every broker (when a wait times out).
+    fn show_warnings(&self) {
+        for (i, broker) in self.cluster.brokers.iter().enumerate() {
+            let log = broker.log();
+            let notable: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .collect();
+            let tail = &notable[notable.len().saturating_sub(40)..];
+            eprintln!("broker {i}:\n{}", tail.join("\n"));
+        }
+    }
+
+    /// Waits until every partition has a leader and all its replicas in sync; on a
+    /// timeout, shows the brokers' warnings.
     fn wait_healed(&self) {
-        self.cluster
-            .wait_for_partitions(TOPIC, HEAL_TIMEOUT, healed);
+        let deadline = Instant::now() + HEAL_TIMEOUT;
+        loop {
+            let (rows, output) = describe_rows(&self.cluster.bootstrap(), TOPIC);
+            if output.status.success() && healed(&rows) {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.show_warnings();
+                panic!("the cluster did not heal: {rows:?}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Waits for an acknowledgement on any partition after `since`; returns when it came.
@@ -142,11 +172,10 @@ impl Jepsen {
             if let Some(at) = first {
                 return at;
             }
-            assert!(
-                Instant::now() < deadline,
-                "no write acknowledged since the fault; {:?}",
-                self.rows()
-            );
+            if Instant::now() > deadline {
+                self.show_warnings();
+                panic!("no write acknowledged since the fault; {:?}", self.rows());
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -271,8 +300,8 @@ fn healed(rows: &BTreeMap<u32, Row>) -> bool {
             .all(|r| r.leader.is_some() && r.in_sync.len() == r.replicas.len())
 }
 
-fn bootstrap_of(subnet: u8) -> String {
-    (0..BROKERS)
+fn bootstrap_of(subnet: u8, brokers: usize) -> String {
+    (0..brokers)
         .map(|i| format!("{}:{CLIENT_PORT}", ip(subnet, i)))
         .collect::<Vec<_>>()
         .join(",")
@@ -671,7 +700,7 @@ fn committed_offsets_and_producer_state_survive_a_leaders_kill() {
         CLIENT_PORT,
         &["--broker-session-timeout-ms", SESSION_MS],
     );
-    let bootstrap = bootstrap_of(88);
+    let bootstrap = bootstrap_of(88, BROKERS);
     create_topic(&bootstrap, "work", 3, 3, &["min.insync.replicas=2"]);
     let lines: String = (0..300).map(|n| format!("k{}:v{n}\n", n % 11)).collect();
     assert!(produce(&bootstrap, "work", "all", &lines).status.success());
@@ -898,7 +927,7 @@ fn reassign_partitions_onto_a_fourth_broker() {
     cluster.wait_for_status(HEAL_TIMEOUT, |status| {
         status.contains("controller leader: node") && status.matches("\talive").count() == 3
     });
-    let mut jepsen = Jepsen::run(cluster, bootstrap_of(SUBNET), None);
+    let mut jepsen = Jepsen::run(cluster, bootstrap_of(SUBNET, 3), None);
     jepsen.note("a fourth broker joins");
     let fourth = Broker::start_exact(&fourth_dir, &args(3));
     jepsen.cluster.brokers.push(fourth);
@@ -993,10 +1022,11 @@ fn reassign_partitions_onto_a_fourth_broker() {
 /// Two failovers in a row: the leader is killed, and the one elected after it is killed
 /// as soon as it leads. The last replica leads alone (writes wait for a second in-sync
 /// replica); when both come back they cut what diverges across two epochs and catch up.
+/// Five brokers, so that the controller keeps its quorum with two of them dead.
 #[test]
 fn two_fast_failovers_in_a_row() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut jepsen = Jepsen::start(90);
+    let mut jepsen = Jepsen::start_with(90, 5);
     let first = jepsen.leader_of(0);
     let epoch = jepsen.rows()[&0].epoch;
     jepsen.kill(first);
