@@ -608,18 +608,15 @@ impl MetadataImage {
                 partition,
                 eligible,
             } => {
-                let Some(name) = self.names.get(&topic_id) else {
+                let Some(state) = self.partition_mut(topic_id, partition) else {
                     return Ok(());
                 };
-                let topic = self.topics.get_mut(name).expect("names and topics agree");
-                if let Some(state) = topic.placement.get_mut(partition as usize) {
-                    if !eligible.iter().all(|b| state.replicas.contains(b)) {
-                        return Err(TopicError::Storage(format!(
-                            "partition {name}/{partition}: eligible replica outside its replicas"
-                        )));
-                    }
-                    state.eligible = eligible;
+                if !eligible.iter().all(|b| state.replicas.contains(b)) {
+                    return Err(TopicError::Storage(format!(
+                        "partition {partition} of topic {topic_id}: eligible replica outside its replicas"
+                    )));
                 }
+                state.eligible = eligible;
             }
         }
         Ok(())

@@ -159,15 +159,20 @@ pub async fn elect_leader(
         partition: request.partition,
         to: request.to,
     };
-    let (error, message) = match call(context, ControllerCall::ElectLeader(elect)).await {
+    let (error, message) = call_done(context, ControllerCall::ElectLeader(elect)).await;
+    crate::protocol::ElectLeaderResponse { error, message }
+}
+
+/// A controller call answered with `Done`, as its error and message.
+async fn call_done(context: &ShardContext, controller_call: ControllerCall) -> (ErrorCode, String) {
+    match call(context, controller_call).await {
         Ok((ControllerReply::Done { error, message }, _)) => (error, message),
         Ok((other, _)) => (
             ErrorCode::Unknown,
             format!("the controller answered {other:?}"),
         ),
         Err(message) => (ErrorCode::NotController, message),
-    };
-    crate::protocol::ElectLeaderResponse { error, message }
+    }
 }
 
 /// Moves a partition's replicas through the controller leader (from any shard).
@@ -180,14 +185,7 @@ pub async fn reassign_partition(
         partition: request.partition,
         replicas: request.replicas,
     };
-    let (error, message) = match call(context, ControllerCall::Reassign(reassign)).await {
-        Ok((ControllerReply::Done { error, message }, _)) => (error, message),
-        Ok((other, _)) => (
-            ErrorCode::Unknown,
-            format!("the controller answered {other:?}"),
-        ),
-        Err(message) => (ErrorCode::NotController, message),
-    };
+    let (error, message) = call_done(context, ControllerCall::Reassign(reassign)).await;
     crate::protocol::ReassignPartitionResponse { error, message }
 }
 
