@@ -116,10 +116,23 @@ impl Cluster {
         request: &Request,
         timeout: std::time::Duration,
     ) -> Result<crate::protocol::DecodedResponse, ClientError> {
+        self.request_any_preferring(request, timeout, |_| true)
+            .await
+    }
+
+    /// As `request_any`, moving on also from an answer `usable` refuses (stale metadata);
+    /// when no broker gives a usable one, the last answer is better than none.
+    async fn request_any_preferring(
+        &self,
+        request: &Request,
+        timeout: std::time::Duration,
+        usable: impl Fn(&Response) -> bool,
+    ) -> Result<crate::protocol::DecodedResponse, ClientError> {
         let start = self.next_bootstrap.get();
         self.next_bootstrap.set(start.wrapping_add(1));
         let count = self.bootstrap.len();
         let mut last = None;
+        let mut unusable = None;
         for index in 0..count {
             let address = self.bootstrap[(start + index) % count];
             let asked = super::connection::within(timeout, async {
@@ -134,7 +147,8 @@ impl Cluster {
                 )))
             });
             match asked {
-                Ok(answer) => return Ok(answer),
+                Ok(answer) if usable(&answer.response) => return Ok(answer),
+                Ok(answer) => unusable = Some(answer),
                 Err(
                     error @ (ClientError::Timeout(_)
                     | ClientError::Disconnected(_)
@@ -143,7 +157,10 @@ impl Cluster {
                 Err(error) => return Err(error),
             }
         }
-        Err(last.expect("at least one bootstrap address"))
+        match unusable {
+            Some(answer) => Ok(answer),
+            None => Err(last.expect("at least one bootstrap address")),
+        }
     }
 
     /// Drops the connection to `address` (it stopped answering): the next use connects
@@ -172,41 +189,9 @@ impl Cluster {
         let request = Request::Metadata(MetadataRequest { topics: None });
         let timeout =
             std::time::Duration::from_millis(crate::constants::CLIENT_METADATA_TIMEOUT_MS);
-        let start = self.next_bootstrap.get();
-        self.next_bootstrap.set(start.wrapping_add(1));
-        let count = self.bootstrap.len();
-        let mut answer = None;
-        let mut stale = None;
-        for index in 0..count {
-            let address = self.bootstrap[(start + index) % count];
-            let asked = super::connection::within(timeout, async {
-                let connection = self.connection(address).await?;
-                connection.request_within(&request, &[], timeout).await
-            })
-            .await
-            .unwrap_or_else(|| {
-                self.forget(address);
-                Err(ClientError::Timeout(format!(
-                    "{address}: no metadata within {timeout:?}"
-                )))
-            });
-            match asked {
-                Ok(response) if self.older_than_seen(&response.response) => {
-                    stale = Some(response);
-                }
-                Ok(response) => {
-                    answer = Some(Ok(response));
-                    break;
-                }
-                Err(error) => answer = Some(Err(error)),
-            }
-        }
-        let response = match (answer, stale) {
-            (Some(Ok(response)), _) => response,
-            // Only stale answers: better than none.
-            (_, Some(response)) => response,
-            (answer, None) => answer.expect("at least one bootstrap address")?,
-        };
+        let response = self
+            .request_any_preferring(&request, timeout, |r| !self.older_than_seen(r))
+            .await?;
         if let Response::Metadata(metadata) = &response.response {
             let mut epochs = self.epochs.borrow_mut();
             for topic in &metadata.topics {
