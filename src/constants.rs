@@ -376,6 +376,10 @@ pub const CONTROLLER_CALL_TIMEOUT_MS: u64 = 10_000;
 pub const CONTROLLER_CALL_ATTEMPTS: usize = 20;
 /// Pause between attempts of a forwarded controller call.
 pub const CONTROLLER_CALL_RETRY_MS: u64 = 100;
+/// How long the controller leader holds an observer's image request open waiting for a
+/// change (a long poll); the observer asks again at once.
+pub const OBSERVER_FETCH_WAIT_MS: u64 = 1_000;
+const _: () = assert!(OBSERVER_FETCH_WAIT_MS < CONTROLLER_CALL_TIMEOUT_MS);
 /// How long a follower's data fetch may wait at the leader for new batches.
 pub const REPLICA_FETCH_WAIT_MS: u32 = 500;
 /// The most trailer bytes one replica fetch asks for (bounds a session's memory).

@@ -1,6 +1,6 @@
 //! Arbitrary bytes into every decoder of the cluster's own input: internal-listener frames
 //! (Raft messages and controller calls), their conversion to raft's messages, metadata events
-//! and image snapshots, and the controller's Raft log files on disk. None may panic.
+//! and image snapshots (as an observer installs them), and the controller's Raft log files on disk. None may panic.
 
 #![no_main]
 
@@ -20,6 +20,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = image.apply(event);
     }
     let _ = MetadataImage::from_snapshot(data);
+    // An observer's install of a leader's image (refused or taken whole).
+    let _ = shardline::cluster::observer::Observer::new(1).install(1, data);
     // The same bytes as a controller log and as a snapshot file.
     let dir = tempfile::tempdir().expect("a temporary directory");
     std::fs::write(dir.path().join("raft.log"), data).expect("written");

@@ -20,8 +20,8 @@ use super::catalog::Catalog;
 use super::metadata::{MetadataEvent, TopicError};
 use super::raft::{ControllerNode, ProposeError};
 use crate::constants::{
-    OFFSETS_PARTITIONS, OFFSETS_SEGMENT_AGE_MS, OFFSETS_SEGMENT_BYTES, OFFSETS_TOPIC_NAME,
-    PRODUCER_ID_BLOCK,
+    OBSERVER_FETCH_WAIT_MS, OFFSETS_PARTITIONS, OFFSETS_SEGMENT_AGE_MS, OFFSETS_SEGMENT_BYTES,
+    OFFSETS_TOPIC_NAME, PRODUCER_ID_BLOCK,
 };
 use crate::protocol::{
     AlterConfigsRequest, AlterConfigsResponse, AlterConfigsResult, CreateTopicResult,
@@ -95,6 +95,11 @@ pub enum ControllerCall {
     ElectLeader(ElectLeader),
     ControlledShutdown(Leaving),
     Reassign(Reassign),
+    /// An observer (a broker that is not a voter) asks for the metadata image once the
+    /// leader has applied past `after` (see `super::observer`).
+    FetchImage {
+        after: u64,
+    },
 }
 
 /// The controller's answers.
@@ -108,6 +113,12 @@ pub enum ControllerReply {
     Done {
         error: ErrorCode,
         message: String,
+    },
+    /// The image at applied index `applied`, or `None` when nothing past the index the
+    /// observer holds was applied within `OBSERVER_FETCH_WAIT_MS`.
+    Image {
+        applied: u64,
+        snapshot: Option<Vec<u8>>,
     },
     /// This voter does not lead; ask `leader` (a node id) if known.
     NotLeader {
@@ -200,6 +211,10 @@ impl Controller {
                 leader: self.node.leader(),
             };
         }
+        if let ControllerCall::FetchImage { after } = call {
+            // Read-only: it does not wait behind changes being checked and proposed.
+            return self.fetch_image(after).await;
+        }
         let _one_at_a_time = self
             .changes
             .acquire_permit(1)
@@ -233,7 +248,25 @@ impl Controller {
             ControllerCall::Reassign(reassign) => {
                 ControllerReply::done(self.reassign(reassign).await)
             }
+            ControllerCall::FetchImage { after } => self.fetch_image(after).await,
         }
+    }
+
+    /// The image once this leader has applied past `after`, waiting a bounded time for it.
+    async fn fetch_image(&self, after: u64) -> ControllerReply {
+        let deadline = Instant::now() + Duration::from_millis(OBSERVER_FETCH_WAIT_MS);
+        while self.node.status().applied <= after && Instant::now() < deadline {
+            let seen = self.node.version();
+            crate::server::work::with_deadline(deadline, self.node.changed(seen)).await;
+            if !self.node.is_leader() {
+                return ControllerReply::NotLeader {
+                    leader: self.node.leader(),
+                };
+            }
+        }
+        let applied = self.node.status().applied;
+        let snapshot = (applied > after).then(|| self.node.image().to_snapshot());
+        ControllerReply::Image { applied, snapshot }
     }
 
     async fn propose(&self, event: MetadataEvent) -> Result<(), (ErrorCode, String)> {

@@ -9,6 +9,7 @@
 pub mod catalog;
 pub mod controller;
 pub mod metadata;
+pub mod observer;
 pub mod raft;
 pub mod topic_config;
 

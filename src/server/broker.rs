@@ -59,11 +59,18 @@ pub struct BrokerOptions {
 }
 
 impl BrokerOptions {
-    /// This broker's internal listener, if it is one of several voters.
+    /// Whether this broker is a controller voter (alone, it is the only one); a broker
+    /// that is not observes the metadata (`crate::cluster::observer`).
+    pub fn is_voter(&self) -> bool {
+        self.controller_voters.is_empty()
+            || self
+                .controller_voters
+                .iter()
+                .any(|(node, _)| *node == self.broker_id)
+    }
+
+    /// This broker's internal listener, if it is a declared voter.
     pub fn internal_listen(&self) -> Option<SocketAddr> {
-        if self.controller_voters.len() <= 1 {
-            return None;
-        }
         self.controller_voters
             .iter()
             .find(|(node, _)| *node == self.broker_id)
@@ -150,17 +157,12 @@ pub fn run_broker(mut options: BrokerOptions) -> Result<(), BrokerError> {
         }
         None => None,
     };
-    if !options.controller_voters.is_empty()
-        && !options
-            .controller_voters
-            .iter()
-            .any(|(node, _)| *node == options.broker_id)
-    {
-        return Err(BrokerError::Cluster(format!(
-            "node {} is not among the controller voters {:?}: every broker must be a voter in this version",
-            options.broker_id,
-            options.controller_voters.iter().map(|(n, _)| *n).collect::<Vec<_>>()
-        )));
+    if !options.is_voter() {
+        tracing::info!(
+            voters = ?options.controller_voters.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            "node {} is not a controller voter: it observes the controller's metadata",
+            options.broker_id
+        );
     }
     if options.data_dir.join("__metadata").exists() && !options.data_dir.join("controller").exists()
     {
@@ -347,16 +349,26 @@ async fn shard_main(
         clock: clock.clone(),
     });
     let ownership = Ownership::new(options.broker_id, start.shard_count);
-    let (controller, peers) = if ownership.controller() == shard_id {
+    let (controller, observer, peers) = if ownership.controller() != shard_id {
+        (None, None, None)
+    } else if options.is_voter() {
         let (controller, peers) = open_controller(options, shared.controller_stopped.clone())
             .await
             .map_err(|source| BrokerError::Controller {
                 shard: shard_id,
                 source,
             })?;
-        (Some(controller), Some(peers))
+        (Some(controller), None, Some(peers))
     } else {
-        (None, None)
+        use super::internal::{raft_id, Peers};
+        let me = raft_id(options.broker_id);
+        let voters: Vec<(u64, SocketAddr)> = options
+            .controller_voters
+            .iter()
+            .map(|(node, address)| (raft_id(*node), *address))
+            .collect();
+        let observer = Rc::new(crate::cluster::observer::Observer::new(me));
+        (None, Some(observer), Some(Peers::new(&voters, me)))
     };
     let (senders, receivers) = match start.mesh {
         Some(MeshEnds { senders, receivers }) => (Some(senders), Some(receivers)),
@@ -380,6 +392,7 @@ async fn shard_main(
         groups: crate::group::Coordinator::new(shard_id, clock),
         replication: Default::default(),
         controller,
+        observer,
         peers,
         shutdown_requested: shared.shutdown.clone(),
         controller_stopped: shared.controller_stopped.clone(),
@@ -461,6 +474,29 @@ async fn shard_main(
             // it listens.
             super::controller::publish_current(&context).await;
         }
+    }
+    if let Some(observer) = context.observer.clone() {
+        // Not a voter: the first image comes from the controller leader, before anything
+        // is served (as a voter first applies what it committed).
+        glommio::spawn_local_into(super::controller::observe(context.clone()), requests)
+            .map_err(|e| runtime_error(e.to_string()))?
+            .detach();
+        while observer.applied() == 0 {
+            if context.shutdown_requested() {
+                return Err(BrokerError::StoppedEarly { shard: shard_id });
+            }
+            glommio::timer::sleep(millis(STARTUP_POLL_MS)).await;
+        }
+        super::controller::publish_current(&context).await;
+        glommio::spawn_local_into(
+            super::controller::publish_changes(context.clone()),
+            requests,
+        )
+        .map_err(|e| runtime_error(e.to_string()))?
+        .detach();
+        glommio::spawn_local_into(super::controller::heartbeat_loop(context.clone()), requests)
+            .map_err(|e| runtime_error(e.to_string()))?
+            .detach();
     }
     // The first catalogue is in place, and with it this shard's leader and follower roles.
     while context.catalog().version == 0 || context.replication.settled_version() == 0 {

@@ -80,6 +80,9 @@ pub struct ShardContext {
     pub groups: crate::group::Coordinator,
     /// The controller; present on the controller shard only.
     pub controller: Option<Controller>,
+    /// The metadata image of a broker that is not a voter; on its controller shard only
+    /// (where a voter has `controller`).
+    pub observer: Option<std::rc::Rc<crate::cluster::observer::Observer>>,
     /// The controller's peers (voters and their internal listeners); on the controller
     /// shard only.
     pub peers: Option<std::rc::Rc<super::internal::Peers>>,
@@ -115,6 +118,17 @@ impl ShardContext {
 
     pub fn is_controller(&self) -> bool {
         self.ownership.controller() == self.shard_id
+    }
+
+    /// The metadata this broker holds: its voter's or its observer's. On the controller
+    /// shard only.
+    pub fn metadata(&self) -> Option<crate::cluster::observer::MetadataSource<'_>> {
+        use crate::cluster::observer::MetadataSource;
+        match (&self.controller, &self.observer) {
+            (Some(controller), _) => Some(MetadataSource::Voter(controller.node())),
+            (None, Some(observer)) => Some(MetadataSource::Observer(observer)),
+            (None, None) => None,
+        }
     }
 }
 

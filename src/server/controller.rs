@@ -100,14 +100,14 @@ pub async fn describe_cluster(context: &ShardContext) -> crate::protocol::Descri
 /// On the controller shard: the cluster as this voter sees it.
 pub fn describe_cluster_here(context: &ShardContext) -> crate::protocol::DescribeClusterResponse {
     use super::internal::{node_of, raft_id};
-    let controller = context.controller.as_ref().expect("the controller shard");
-    let status = controller.node().status();
+    let metadata = context.metadata().expect("the controller shard");
+    let status = metadata.status();
     let voters: Vec<u32> = context
         .peers
         .as_ref()
         .map(|p| p.voters().map(|(id, _)| node_of(id)).collect())
         .unwrap_or_default();
-    let image = controller.node().image();
+    let image = metadata.image();
     let mut nodes: Vec<crate::protocol::NodeStatus> = image
         .brokers()
         .map(|b| crate::protocol::NodeStatus {
@@ -221,15 +221,14 @@ pub async fn run(context: &ShardContext, request: AdminRequest) -> Response {
             return Response::Error(ErrorResponse::new(ErrorCode::NotController, &message))
         }
     };
-    let controller = context
-        .controller
-        .as_ref()
+    let metadata = context
+        .metadata()
         .expect("admin requests are only run on the controller shard");
-    super::internal::wait_applied(controller.node(), applied).await;
+    super::internal::wait_applied(metadata, applied).await;
     publish(
         context,
         CatalogUpdate {
-            catalog: controller.catalog(),
+            catalog: metadata.catalog(),
             deleted: Vec::new(),
         },
     )
@@ -266,11 +265,11 @@ pub async fn publish(context: &ShardContext, update: CatalogUpdate) {
 
 /// On the controller shard: publishes the catalogue as the controller's image stands.
 pub async fn publish_current(context: &ShardContext) {
-    let controller = context.controller.as_ref().expect("the controller shard");
+    let metadata = context.metadata().expect("the controller shard");
     publish(
         context,
         CatalogUpdate {
-            catalog: controller.catalog(),
+            catalog: metadata.catalog(),
             deleted: Vec::new(),
         },
     )
@@ -280,19 +279,18 @@ pub async fn publish_current(context: &ShardContext) {
 /// On the controller shard: publishes every change the controller applies (changes made
 /// on other voters, in-sync set changes, fencing), until the shard stops.
 pub async fn publish_changes(context: std::rc::Rc<ShardContext>) {
-    let controller = context.controller.as_ref().expect("the controller shard");
-    let node = controller.node().clone();
-    let mut seen = node.version();
+    let metadata = context.metadata().expect("the controller shard");
+    let mut seen = metadata.version();
     while !context.stopping.get() {
         crate::server::work::with_deadline(
             std::time::Instant::now() + Duration::from_millis(500),
-            node.changed(seen),
+            metadata.changed(seen),
         )
         .await;
-        if node.version() == seen {
+        if metadata.version() == seen {
             continue;
         }
-        seen = node.version();
+        seen = metadata.version();
         publish_current(&context).await;
     }
 }
@@ -311,7 +309,7 @@ pub async fn controlled_shutdown(context: &ShardContext) {
     }
     let started = std::time::Instant::now();
     let deadline = started + Duration::from_millis(crate::constants::CONTROLLED_SHUTDOWN_MS);
-    if context.controller.is_some() {
+    if context.metadata().is_some() {
         let leaving = ControllerCall::ControlledShutdown(crate::cluster::controller::Leaving {
             broker: me,
             incarnation: context.advertised.incarnation,
@@ -349,7 +347,6 @@ pub async fn controlled_shutdown(context: &ShardContext) {
 /// On the controller shard: heartbeats the controller leader (registering this broker
 /// and its addresses), and on the leader fences brokers that went silent.
 pub async fn heartbeat_loop(context: std::rc::Rc<ShardContext>) {
-    let controller = context.controller.as_ref().expect("the controller shard");
     let heartbeat = crate::cluster::controller::BrokerHeartbeat {
         broker: context.broker_id(),
         host: context.advertised.host.clone(),
@@ -378,9 +375,57 @@ pub async fn heartbeat_loop(context: std::rc::Rc<ShardContext>) {
                 failing = true;
             }
         }
-        controller.fence_silent_brokers().await;
-        controller.complete_reassignments().await;
+        if let Some(controller) = &context.controller {
+            controller.fence_silent_brokers().await;
+            controller.complete_reassignments().await;
+        }
         glommio::timer::sleep(Duration::from_millis(BROKER_HEARTBEAT_INTERVAL_MS)).await;
+    }
+}
+
+/// On an observer's controller shard: keeps its metadata image up to date with the
+/// controller leader's (a long poll, `ControllerCall::FetchImage`), until the shard stops.
+pub async fn observe(context: std::rc::Rc<ShardContext>) {
+    let observer = context
+        .observer
+        .clone()
+        .expect("an observer's controller shard");
+    let retry = Duration::from_millis(crate::constants::CONTROLLER_CALL_RETRY_MS);
+    let mut failing = false;
+    while !context.stopping.get() {
+        let fetch = ControllerCall::FetchImage {
+            after: observer.applied(),
+        };
+        let trouble = match super::internal::call_leader(&context, fetch).await {
+            Ok((ControllerReply::Image { applied, snapshot }, _)) => match snapshot {
+                Some(snapshot) => match observer.install(applied, &snapshot) {
+                    Ok(_) => None,
+                    Err(error) => Some(format!(
+                        "the leader's image at {applied} is unreadable: {error}"
+                    )),
+                },
+                None => None,
+            },
+            Ok((other, _)) => Some(format!("the controller answered {other:?}")),
+            Err(error) => Some(error),
+        };
+        match trouble {
+            None if failing => {
+                tracing::info!(
+                    applied = observer.applied(),
+                    "the metadata image follows the controller again"
+                );
+                failing = false;
+            }
+            None => {}
+            Some(error) => {
+                if !failing {
+                    tracing::warn!(%error, "the metadata image could not be fetched");
+                }
+                failing = true;
+                glommio::timer::sleep(retry).await;
+            }
+        }
     }
 }
 

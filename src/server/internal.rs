@@ -1,10 +1,12 @@
 //! The internal listener: how controller voters talk. It runs on the controller shard of
-//! each voter and carries two kinds of frames:
+//! each voter (observers, brokers that are not voters, only call out) and carries two kinds
+//! of frames:
 //!
 //! ```text
 //!  Raft(WireMessage)          voter → voter, one way (the Raft group's own traffic)
 //!  Call{id, ControllerCall}   any broker → the controller leader (admin changes, producer
-//!  Reply{id, applied, reply}    ids, heartbeats, in-sync set changes, elections)
+//!  Reply{id, applied, reply}    ids, heartbeats, in-sync set changes, elections, and
+//!                               an observer's image requests)
 //! ```
 //!
 //! A frame is `[u32 length][rkyv archive of InternalFrame]`, read with checked access and
@@ -26,7 +28,8 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use super::context::ShardContext;
 use crate::cluster::controller::{ControllerCall, ControllerReply};
-use crate::cluster::raft::{ControllerNode, WireMessage};
+use crate::cluster::observer::MetadataSource;
+use crate::cluster::raft::WireMessage;
 use crate::constants::{
     CONTROLLER_CALL_ATTEMPTS, CONTROLLER_CALL_RETRY_MS, CONTROLLER_CALL_TIMEOUT_MS,
     CONTROLLER_PEER_QUEUE_MAX, INTERNAL_FRAME_BYTES_MAX,
@@ -333,15 +336,19 @@ pub async fn call_leader(
     context: &ShardContext,
     call: ControllerCall,
 ) -> Result<(ControllerReply, u64), String> {
-    let controller = context
-        .controller
-        .as_ref()
+    let metadata = context
+        .metadata()
         .expect("controller calls run on the controller shard");
-    let node = controller.node();
     let peers = context
         .peers
         .as_ref()
         .expect("the controller shard has its peers");
+    // An observer remembers who answered as the leader (a voter's Raft node knows).
+    let remember = |leader: Option<u64>| {
+        if let Some(observer) = &context.observer {
+            observer.set_leader(leader);
+        }
+    };
     let timeout = Duration::from_millis(CONTROLLER_CALL_TIMEOUT_MS);
     let mut hint: Option<u64> = None;
     let mut last_error = String::from("no controller leader yet");
@@ -352,26 +359,32 @@ pub async fn call_leader(
     };
     for attempt in 0..CONTROLLER_CALL_ATTEMPTS {
         let target = hint
-            .or(node.leader())
+            .or(metadata.leader())
             .unwrap_or(voters[attempt % voters.len()]);
-        let answer = if target == node.node_id() {
-            let reply = controller.call(call.clone()).await;
-            Ok((reply, node.status().applied))
-        } else {
-            match peers.address(target) {
+        let answer = match &context.controller {
+            Some(controller) if target == metadata.node_id() => {
+                let reply = controller.call(call.clone()).await;
+                Ok((reply, metadata.applied()))
+            }
+            _ => match peers.address(target) {
                 Some(address) => call_over_network(address, &call, timeout).await,
                 None => Err(format!("node {} is not a voter", node_of(target))),
-            }
+            },
         };
         match answer {
             Ok((ControllerReply::NotLeader { leader }, _)) => {
                 last_error = format!("node {} does not lead the controller", node_of(target));
                 hint = leader.filter(|&l| l != target);
+                remember(hint);
             }
-            Ok(answer) => return Ok(answer),
+            Ok(answer) => {
+                remember(Some(target));
+                return Ok(answer);
+            }
             Err(error) => {
                 last_error = error;
                 hint = None;
+                remember(None);
             }
         }
         if context.stopping.get() {
@@ -382,12 +395,12 @@ pub async fn call_leader(
     Err(format!("the controller could not be reached: {last_error}"))
 }
 
-/// Waits (bounded) until this voter's controller has applied `applied`.
-pub async fn wait_applied(node: &ControllerNode, applied: u64) {
+/// Waits (bounded) until this broker's metadata has applied `applied`.
+pub async fn wait_applied(metadata: MetadataSource<'_>, applied: u64) {
     let deadline = Instant::now() + Duration::from_millis(CONTROLLER_CALL_TIMEOUT_MS);
-    while node.status().applied < applied && Instant::now() < deadline {
-        let seen = node.version();
-        crate::server::work::with_deadline(deadline, node.changed(seen)).await;
+    while metadata.applied() < applied && Instant::now() < deadline {
+        let seen = metadata.version();
+        crate::server::work::with_deadline(deadline, metadata.changed(seen)).await;
     }
 }
 

@@ -894,17 +894,18 @@ fn a_network_partition_cuts_the_leader_off_then_heals() {
     jepsen.finish();
 }
 
-/// A fourth broker joins, and `topic reassign` moves every partition onto it and off its
-/// leader: the new replica catches up, the set switches, the old leader hands over and
-/// drops its copy, while writes go on.
+/// A fourth broker joins a running three-voter cluster as an observer (not a voter), and
+/// `topic reassign` moves every partition onto it and off its leader: the new replica
+/// catches up, the set switches, the old leader hands over and drops its copy, while writes
+/// go on. The observer then follows a new controller leader after a kill -9.
 #[test]
 fn reassign_partitions_onto_a_fourth_broker() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     const SUBNET: u8 = 89;
     let dir = tempfile::tempdir().unwrap();
-    // Five voters (a quorum has an odd size); three run from the start, the fourth joins
-    // later, the fifth never runs. Brokers that are not voters are not supported yet.
-    let voters = voters(5, |i| ip(SUBNET, i));
+    // Three voters; the fourth broker is not one of them (it observes the controller's
+    // metadata), so the running cluster takes it without changing its quorum.
+    let voters = voters(3, |i| ip(SUBNET, i));
     let args = |i: usize| {
         broker_args(
             &ip(SUBNET, i),
@@ -932,8 +933,21 @@ fn reassign_partitions_onto_a_fourth_broker() {
     let fourth = Broker::start_exact(&fourth_dir, &args(3));
     jepsen.cluster.brokers.push(fourth);
     jepsen.cluster.wait_for_status(HEAL_TIMEOUT, |status| {
-        status.matches("\talive").count() == 4
+        status.matches("\talive").count() == 4 && status.contains("\tno\talive")
     });
+    // The observer answers with the image it fetched: the same leader, itself alive.
+    let observer = format!("{}:{CLIENT_PORT}", ip(SUBNET, 3));
+    let output = super::harness::cli(&["cluster", "status", "--broker", &observer], None);
+    let status = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success()
+            && status.contains("answered by node 3")
+            && status.contains(&format!(
+                "controller leader: node {}",
+                jepsen.controller_leader()
+            )),
+        "{output:?}"
+    );
     let bootstrap = jepsen.bootstrap.clone();
     let started = Instant::now();
     for partition in 0..PARTITIONS {
@@ -1016,6 +1030,29 @@ fn reassign_partitions_onto_a_fourth_broker() {
             "{replicas}: {stderr}"
         );
     }
+    // The observer follows a new controller leader: the leader is killed, and a topic
+    // created through the observer (forwarded to the new leader) shows in its own view.
+    let old = jepsen.controller_leader();
+    jepsen.kill(old);
+    let deadline = Instant::now() + HEAL_TIMEOUT;
+    loop {
+        let output = super::harness::cli(&["cluster", "status", "--broker", &observer], None);
+        let status = String::from_utf8_lossy(&output.stdout);
+        if status.contains("controller leader: node")
+            && !status.contains("controller leader: node none")
+            && !status.contains(&format!("controller leader: node {old},"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new controller leader: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    create_topic(&observer, "made-through-the-observer", 2, 3, &[]);
+    let (rows, output) = describe_rows(&observer, "made-through-the-observer");
+    assert!(output.status.success() && rows.len() == 2, "{output:?}");
     jepsen.finish();
 }
 
