@@ -274,6 +274,8 @@ pub const SHUTDOWN_POLL_MS: u64 = 50;
 pub const CONTROLLED_SHUTDOWN_MS: u64 = 5_000;
 /// How often retention runs over a shard's partitions.
 pub const RETENTION_INTERVAL_MS: u64 = 300_000;
+/// The shortest retention interval a broker accepts.
+pub const RETENTION_INTERVAL_MS_MIN: u64 = 100;
 /// How often a coordinator looks for group members past their timeouts.
 pub const GROUP_SWEEP_INTERVAL_MS: u64 = 100;
 /// How long an accept loop pauses after a failed accept (out of descriptors, say).

@@ -35,6 +35,10 @@ pub struct BrokerArgs {
     /// and the partitions it leads fail over [default: 6000].
     #[arg(long)]
     broker_session_timeout_ms: Option<u64>,
+    /// How often each shard applies retention (`retention.ms`, `retention.bytes`) and
+    /// expires idle producers [default: 300000].
+    #[arg(long)]
+    retention_check_interval_ms: Option<u64>,
     /// A broker config file (TOML; keys as the flags below, in snake case). Flags given on
     /// the command line override it.
     #[arg(long)]
@@ -82,6 +86,7 @@ struct BrokerConfigFile {
     default_replication_factor: Option<u32>,
     controller_snapshot_every: Option<u64>,
     broker_session_timeout_ms: Option<u64>,
+    retention_check_interval_ms: Option<u64>,
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
     profile: Option<PathBuf>,
@@ -134,6 +139,9 @@ impl BrokerArgs {
             broker_session_timeout_ms: self
                 .broker_session_timeout_ms
                 .or(file.broker_session_timeout_ms),
+            retention_check_interval_ms: self
+                .retention_check_interval_ms
+                .or(file.retention_check_interval_ms),
             config: Some(path),
             data_dir: self.data_dir.or(file.data_dir),
             listen: self.listen.or(file.listen),
@@ -263,6 +271,16 @@ pub fn run(args: BrokerArgs) -> Result<(), String> {
             }
             Some(ms) => ms,
             None => crate::constants::BROKER_SESSION_TIMEOUT_MS,
+        },
+        retention_check_interval_ms: match args.retention_check_interval_ms {
+            Some(ms) if ms < crate::constants::RETENTION_INTERVAL_MS_MIN => {
+                return Err(format!(
+                    "--retention-check-interval-ms {ms}: must be at least {} ms",
+                    crate::constants::RETENTION_INTERVAL_MS_MIN
+                ))
+            }
+            Some(ms) => ms,
+            None => crate::constants::RETENTION_INTERVAL_MS,
         },
         advertised_port,
         data_dir,

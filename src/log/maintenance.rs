@@ -172,6 +172,76 @@ impl PartitionLog {
         Ok(cut_offset)
     }
 
+    /// Empties the log and starts it again at `offset`, which must be past its end: for a
+    /// follower whose leader no longer holds the offsets it would fetch next (the leader's
+    /// log starts past them). Crash-safe: old segments go oldest first (a crash leaves a
+    /// suffix of the old log, or an empty one), then the new empty segment is created.
+    /// Producer state stays (it describes batches the leader held); the epoch cache is
+    /// emptied (this log shares no epoch with anyone until it appends).
+    pub async fn reset_to(&self, offset: u64) -> Result<u64, MaintenanceError> {
+        let partition = &self.inner;
+        let _one_at_a_time = partition
+            .truncation
+            .acquire_permit(1)
+            .await
+            .expect("truncation gate never closed");
+        self.flush().await?;
+        let _writer = partition
+            .writer
+            .acquire_permit(1)
+            .await
+            .expect("writer never closed");
+        let doomed: Vec<u64> = {
+            let state = partition.state.borrow();
+            state.check_open()?;
+            if offset <= state.next_offset || !state.pending.is_empty() {
+                return Err(MaintenanceError::TruncateOutOfRange {
+                    offset,
+                    log_start: state.log_start_offset,
+                    log_end: state.next_offset,
+                });
+            }
+            state.segments.keys().copied().collect()
+        };
+        for base in doomed {
+            self.remove_segment_files(base).await?;
+            let mut state = partition.state.borrow_mut();
+            state.segments.remove(&base);
+            state.layout_version += 1;
+        }
+        remove_files(
+            vec![super::checkpoint::path(&partition.dir)],
+            partition.shard.faults.as_deref(),
+        )
+        .await?;
+        let segment = super::flush::create_segment(partition, offset).await?;
+        {
+            let mut state = partition.state.borrow_mut();
+            state.segments.insert(offset, segment);
+            state.log_start_offset = offset;
+            state.next_offset = offset;
+            state.written_offset = offset;
+            state.synced_offset = offset;
+            state.epochs = super::epochs::EpochCache::default();
+            state.producer_snapshot_at = None;
+            state.generation += 1;
+            state.layout_version += 1;
+            let generation = state.generation;
+            state.truncations.push_back((generation, offset));
+            if state.truncations.len() > TRUNCATIONS_REMEMBERED {
+                state.truncations.pop_front();
+            }
+            let mut cache = partition.shard.cache.borrow_mut();
+            cache.truncate_from(partition.id, 0);
+            drop(cache);
+            state.wake_all();
+        }
+        super::flush::write_recovery_point(partition).await?;
+        super::idempotence::write_snapshot(partition, offset).await?;
+        tracing::info!(dir = %partition.dir.display(), offset, "the log starts again at its leader's log start");
+        Ok(offset)
+    }
+
     /// The position and base offset of the batch holding `offset` in segment `base`.
     async fn find_batch_start(
         &self,

@@ -117,6 +117,22 @@ impl PartitionLog {
         offset: u64,
         leader_epoch: u32,
     ) -> Result<u64, crate::log::MaintenanceError> {
+        self.check_following(leader_epoch)?;
+        self.truncate_to(offset).await
+    }
+
+    /// Empties the log and starts it at `offset` for a follower of the leader of
+    /// `leader_epoch` (see `reset_to`); refused like `truncate_following`.
+    pub async fn reset_following(
+        &self,
+        offset: u64,
+        leader_epoch: u32,
+    ) -> Result<u64, crate::log::MaintenanceError> {
+        self.check_following(leader_epoch)?;
+        self.reset_to(offset).await
+    }
+
+    fn check_following(&self, leader_epoch: u32) -> Result<(), crate::log::MaintenanceError> {
         let fence = self.fence();
         if fence != AppendFence::Open && fence != AppendFence::Follower(leader_epoch) {
             return Err(crate::log::MaintenanceError::NotFollowing {
@@ -124,7 +140,7 @@ impl PartitionLog {
                 epoch: leader_epoch,
             });
         }
-        self.truncate_to(offset).await
+        Ok(())
     }
 
     /// Offsets below this are held by every in-sync replica: consumers read below it.

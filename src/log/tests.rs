@@ -1003,3 +1003,46 @@ fn the_append_fence_refuses_other_roles_and_epochs_are_kept_with_the_log() {
         rebuilt.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_follower_behind_its_leaders_log_start_starts_again_there() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = small_config(FlushPolicy::EveryBatch);
+        let log = open(dir.path(), config.clone()).await;
+        append_sequences(&log, 0, 300, 5, 300).await;
+        assert!(log.segment_count() > 1);
+        // Not past the end: refused, nothing changes.
+        assert!(log.reset_to(1500).await.is_err());
+        assert!(log.reset_to(100).await.is_err());
+        assert_eq!(log.log_end_offset(), 1500);
+        // A follower of another epoch may not.
+        log.set_fence(AppendFence::Follower(7));
+        assert!(log.reset_following(5000, 6).await.is_err());
+        assert_eq!(log.reset_following(5000, 7).await.unwrap(), 5000);
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (5000, 5000));
+        assert_eq!(log.segment_count(), 1);
+        assert!(log.epochs().entries().is_empty());
+        assert!(matches!(
+            log.read(0, 100, u64::MAX).await,
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
+        // The leader's batches append from there.
+        let mut stamped = batch(0, 3, 10).into_bytes();
+        crate::record::header::stamp(&mut stamped, 5000, 7, 1);
+        log.append_replicated(crate::record::validate(stamped).unwrap(), 7)
+            .await
+            .unwrap();
+        assert_eq!(log.log_end_offset(), 5003);
+        log.close().await.unwrap();
+        // It all survives a reopen: the old segments are gone from the directory.
+        let reopened = open(dir.path(), config).await;
+        assert_eq!(
+            (reopened.log_start_offset(), reopened.log_end_offset()),
+            (5000, 5003)
+        );
+        assert_eq!(reopened.epochs().entries(), &[(7, 5000)]);
+        assert_eq!(read_all(&reopened, 5000).await.len(), 3);
+        reopened.close().await.unwrap();
+    });
+}

@@ -397,9 +397,18 @@ async fn apply(session: &Session, keys: &[Fetched], response: &DecodedResponse) 
             ErrorCode::None => {}
             ErrorCode::OffsetOutOfRange => {
                 let leader_end = entry.last_stable_offset;
+                let leader_start = entry.log_start_offset;
                 if log.log_end_offset() > leader_end && leader_end >= log.log_start_offset() {
                     tracing::warn!(%topic, partition, ours = log.log_end_offset(), leader_end, "this replica is ahead of its leader: truncating");
                     let _ = log.truncate_following(leader_end, fetched_at).await;
+                } else if log.log_end_offset() < leader_start && leader_start <= leader_end {
+                    // What this replica would fetch next is gone from the leader (retention
+                    // deleted it): start again where the leader's log starts.
+                    tracing::warn!(%topic, partition, ours = log.log_end_offset(), leader_start, "this replica ends before its leader's log starts: starting again there");
+                    if let Err(error) = log.reset_following(leader_start, fetched_at).await {
+                        tracing::warn!(%topic, partition, %error, "the replica could not start again");
+                        back_off(session, key);
+                    }
                 } else {
                     back_off(session, key);
                 }

@@ -20,8 +20,8 @@ use super::partitions::Partitions;
 use super::profile::Profile;
 use crate::cluster::{Catalog, Controller};
 use crate::constants::{
-    ACCEPT_RETRY_MS, GROUP_SWEEP_INTERVAL_MS, REQUEST_QUEUE_LATENCY_MS, RETENTION_INTERVAL_MS,
-    SHUTDOWN_POLL_MS, STARTUP_POLL_MS,
+    ACCEPT_RETRY_MS, GROUP_SWEEP_INTERVAL_MS, REQUEST_QUEUE_LATENCY_MS, SHUTDOWN_POLL_MS,
+    STARTUP_POLL_MS,
 };
 use crate::log::{LogShard, ShardLogConfig};
 use crate::shard::messages::{dispatch, ShardMessage};
@@ -56,6 +56,8 @@ pub struct BrokerOptions {
     pub controller_snapshot_every: u64,
     /// Silence after which the controller fences a broker.
     pub broker_session_timeout_ms: u64,
+    /// How often each shard applies retention and expires idle producers.
+    pub retention_check_interval_ms: u64,
 }
 
 impl BrokerOptions {
@@ -546,9 +548,12 @@ async fn shard_main(
             .map_err(|e| runtime_error(e.to_string()))?
             .detach();
     }
-    glommio::spawn_local_into(retention_loop(context.clone()), background)
-        .map_err(|e| runtime_error(e.to_string()))?
-        .detach();
+    glommio::spawn_local_into(
+        retention_loop(context.clone(), options.retention_check_interval_ms),
+        background,
+    )
+    .map_err(|e| runtime_error(e.to_string()))?
+    .detach();
     glommio::spawn_local_into(
         crate::replication::leader::watch_in_sync(
             context.clone(),
@@ -627,9 +632,9 @@ pub(super) async fn accept_loop<Fut>(
     }
 }
 
-async fn retention_loop(context: Rc<ShardContext>) {
+async fn retention_loop(context: Rc<ShardContext>, interval_ms: u64) {
     loop {
-        glommio::timer::sleep(millis(RETENTION_INTERVAL_MS)).await;
+        glommio::timer::sleep(millis(interval_ms)).await;
         let producer_idle_ms =
             i64::try_from(context.profile.storage.producer_idle_ms).unwrap_or(i64::MAX);
         for (_, log) in context.partitions.all() {

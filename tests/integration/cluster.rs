@@ -843,3 +843,106 @@ fn cluster_local_starts_three_brokers_that_replicate_and_stop_together() {
         "{rest}"
     );
 }
+
+/// A partition whose leader's retention deleted its first segments moves to a new broker:
+/// the new replica, which would fetch from offset 0, starts its log where the leader's
+/// starts instead, catches up, and serves every message the leader still held. The new
+/// broker is an observer of a one-voter controller.
+#[test]
+fn a_new_replica_starts_at_its_leaders_log_start_after_retention() {
+    // One voter and one observer (a quorum has an odd size).
+    let dir = tempfile::tempdir().unwrap();
+    let host = |i| ip(76, i);
+    let voters = voters(1, host);
+    let brokers = (0..2)
+        .map(|i| {
+            let extra = ["--retention-check-interval-ms", "200"];
+            let args = broker_args(&host(i), 0, i, &voters, &extra);
+            Broker::start_exact(&dir.path().join(format!("node-{i}")), &args)
+        })
+        .collect();
+    let cluster = TestCluster::from_parts(brokers, dir);
+    cluster.wait_for_status(Duration::from_secs(30), |status| {
+        status.matches("\talive").count() == 2
+    });
+    let bootstrap = cluster.bootstrap();
+    create_topic(
+        &bootstrap,
+        "trimmed",
+        1,
+        1,
+        &["segment.bytes=65536", "retention.bytes=200000"],
+    );
+    let value = |n: usize| format!("v{n}-{}", "x".repeat(200));
+    let total = 3000;
+    for first in (0..total).step_by(500) {
+        let lines: String = (first..first + 500)
+            .map(|n| format!("k:{}\n", value(n)))
+            .collect();
+        let output = produce(&bootstrap, "trimmed", "all", &lines);
+        assert!(output.status.success(), "{output:?}");
+    }
+    // Retention runs: the first message still held is past offset 0.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first_held = loop {
+        let first = consume_json(&bootstrap, "trimmed", None, 1, 2000)[0]["offset"]
+            .as_u64()
+            .unwrap();
+        if first > 0 {
+            break first;
+        }
+        assert!(Instant::now() < deadline, "retention deleted nothing");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let row = cluster.describe("trimmed")[&0].clone();
+    let from = row.replicas[0];
+    let to = 1 - from;
+    let reassign = |replicas: &str| {
+        let output = cli(
+            &[
+                "topic",
+                "reassign",
+                "--broker",
+                &bootstrap,
+                "--topic",
+                "trimmed",
+                "--partition",
+                "0",
+                "--replicas",
+                replicas,
+            ],
+            None,
+        );
+        assert!(output.status.success(), "{output:?}");
+    };
+    // Onto both, then off the old leader: the new replica must catch up for either step.
+    reassign(&format!("{from},{to}"));
+    cluster.wait_for_partitions("trimmed", Duration::from_secs(30), |rows| {
+        rows[&0].in_sync.len() == 2
+    });
+    reassign(&to.to_string());
+    cluster.wait_for_partitions("trimmed", Duration::from_secs(30), |rows| {
+        rows[&0].replicas == [to] && rows[&0].leader == Some(to)
+    });
+    let log = cluster.brokers[to as usize].log();
+    assert!(
+        log.contains("ends before its leader's log starts")
+            && !log.contains("could not start again"),
+        "{log}"
+    );
+    let read = consume_json(&bootstrap, "trimmed", None, total, 3000);
+    let offsets: Vec<u64> = read.iter().map(|m| m["offset"].as_u64().unwrap()).collect();
+    assert!(
+        offsets[0] >= first_held && offsets[0] > 0,
+        "the new leader starts at {}",
+        offsets[0]
+    );
+    assert_eq!(*offsets.last().unwrap(), total as u64 - 1);
+    for (message, offset) in read.iter().zip(offsets[0]..) {
+        assert_eq!(message["offset"].as_u64(), Some(offset), "dense offsets");
+        assert_eq!(
+            message["value"].as_str(),
+            Some(value(offset as usize).as_str())
+        );
+    }
+}
