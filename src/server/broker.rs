@@ -507,6 +507,12 @@ async fn shard_main(
         }
         glommio::timer::sleep(millis(STARTUP_POLL_MS)).await;
     }
+    // What this broker stopped holding while it was down goes before anything is opened.
+    context
+        .partitions
+        .remove_strays(&context.catalog(), options.broker_id, |topic, partition| {
+            context.ownership.partition_shard(topic, partition) == shard_id
+        });
     let recovery_started = Instant::now();
     let owned = context
         .ownership

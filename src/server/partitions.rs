@@ -147,6 +147,60 @@ impl Partitions {
         tracing::info!(dir = %log.dir().display(), "replica moved away: removed");
     }
 
+    /// At start, before any partition is opened: removes the directories of partitions
+    /// this broker no longer holds (moved away, or their topic deleted, while it was down).
+    /// `mine` says whether this shard owns a (topic, partition); a topic directory whose
+    /// topic is gone is removed whole by the shard that owns its partition 0. Synchronous on
+    /// purpose: nothing can open a directory between the check and its removal.
+    pub fn remove_strays(
+        &self,
+        catalog: &crate::cluster::Catalog,
+        broker: u32,
+        mine: impl Fn(&str, u32) -> bool,
+    ) {
+        let topics = self.data_dir.join("topics");
+        let Ok(entries) = std::fs::read_dir(&topics) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let dir_name = entry.file_name().to_string_lossy().into_owned();
+            let Some((name, id)) = dir_name.rsplit_once('.') else {
+                continue;
+            };
+            let Ok(topic_id) = id.parse::<u64>() else {
+                continue;
+            };
+            let topic = catalog
+                .topic(name)
+                .filter(|topic| topic.topic_id == topic_id);
+            let Some(topic) = topic else {
+                if mine(name, 0) {
+                    remove_stray(&entry.path(), "its topic was deleted");
+                }
+                continue;
+            };
+            let Ok(partitions) = std::fs::read_dir(entry.path()) else {
+                continue;
+            };
+            for partition_entry in partitions.flatten() {
+                let Ok(partition) = partition_entry.file_name().to_string_lossy().parse::<u32>()
+                else {
+                    continue;
+                };
+                let held = partition < topic.partitions
+                    && topic
+                        .partition(partition)
+                        .is_none_or(|p| p.replicas.contains(&broker));
+                let key = (topic_id, partition);
+                let open = self.open.borrow().contains_key(&key)
+                    || self.opening.borrow().contains_key(&key);
+                if !held && !open && mine(name, partition) {
+                    remove_stray(&partition_entry.path(), "its replicas moved away");
+                }
+            }
+        }
+    }
+
     /// Flushes and closes every partition (graceful shutdown).
     /// Up to `SHUTDOWN_CLOSE_CONCURRENCY` partitions close at once: their flushes, syncs and
     /// small files overlap instead of queueing one partition behind another.
@@ -168,6 +222,17 @@ impl Partitions {
             Ok(())
         } else {
             Err(failures)
+        }
+    }
+}
+
+fn remove_stray(dir: &std::path::Path, why: &str) {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {
+            tracing::info!(dir = %dir.display(), "removed a replica this broker no longer holds: {why}")
+        }
+        Err(error) => {
+            tracing::warn!(dir = %dir.display(), %error, "could not remove a replica this broker no longer holds")
         }
     }
 }

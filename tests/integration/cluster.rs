@@ -946,3 +946,85 @@ fn a_new_replica_starts_at_its_leaders_log_start_after_retention() {
         );
     }
 }
+
+/// A broker that was down while a partition moved off it and a topic it held was deleted
+/// removes both directories when it starts again, before it serves.
+#[test]
+fn replicas_dropped_while_a_broker_was_down_are_removed_when_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = |i| ip(77, i);
+    let voters = voters(1, host);
+    let brokers = (0..2)
+        .map(|i| {
+            let args = broker_args(&host(i), 0, i, &voters, &[]);
+            Broker::start_exact(&dir.path().join(format!("node-{i}")), &args)
+        })
+        .collect();
+    let mut cluster = TestCluster::from_parts(brokers, dir);
+    cluster.wait_for_status(Duration::from_secs(30), |status| {
+        status.matches("\talive").count() == 2
+    });
+    let bootstrap = cluster.bootstrap();
+    for topic in ["moving", "doomed", "kept"] {
+        create_topic(&bootstrap, topic, 1, 2, &[]);
+        let output = produce(&bootstrap, topic, "all", "k:one\nk:two\n");
+        assert!(output.status.success(), "{output:?}");
+    }
+    let data_dir = cluster.brokers[1].data_dir.clone();
+    cluster.wait_for_partitions("kept", Duration::from_secs(20), |rows| {
+        rows[&0].in_sync.len() == 2
+    });
+    for topic in ["moving", "doomed", "kept"] {
+        assert!(holds_replica(&data_dir, topic, 0), "{topic}");
+    }
+    assert!(cluster.brokers[1].stop(), "a clean stop");
+    let bootstrap = cluster.bootstrap();
+    cluster.wait_for_partitions("moving", Duration::from_secs(20), |rows| {
+        rows[&0].in_sync == [0]
+    });
+    let output = cli(
+        &[
+            "topic",
+            "reassign",
+            "--broker",
+            &bootstrap,
+            "--topic",
+            "moving",
+            "--partition",
+            "0",
+            "--replicas",
+            "0",
+        ],
+        None,
+    );
+    assert!(output.status.success(), "{output:?}");
+    let output = cli(
+        &[
+            "topic", "delete", "--broker", &bootstrap, "--topic", "doomed",
+        ],
+        None,
+    );
+    assert!(output.status.success(), "{output:?}");
+    cluster.wait_for_partitions("moving", Duration::from_secs(20), |rows| {
+        rows[&0].replicas == [0]
+    });
+    // Down, it still holds them.
+    assert!(holds_replica(&data_dir, "moving", 0) && holds_replica(&data_dir, "doomed", 0));
+    cluster.brokers[1].restart();
+    cluster.wait_for_status(Duration::from_secs(30), |status| {
+        status.matches("\talive").count() == 2
+    });
+    assert!(
+        !holds_replica(&data_dir, "moving", 0),
+        "the moved replica is gone"
+    );
+    assert!(
+        !holds_replica(&data_dir, "doomed", 0),
+        "the deleted topic is gone"
+    );
+    assert!(holds_replica(&data_dir, "kept", 0), "what it holds stays");
+    let rows = cluster.wait_for_partitions("kept", Duration::from_secs(20), |rows| {
+        rows[&0].in_sync.len() == 2
+    });
+    assert_eq!(rows[&0].high_watermark, 2);
+}
