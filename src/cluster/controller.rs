@@ -204,9 +204,10 @@ impl Controller {
         Arc::new(Catalog::from_image(self.node.version(), &self.node.image()))
     }
 
-    /// Answers a call on the leader; `NotLeader` elsewhere.
+    /// Answers a call on the leader; `NotLeader` elsewhere, and on a new leader until it
+    /// has applied what earlier leaders committed (the caller asks again).
     pub async fn call(&self, call: ControllerCall) -> ControllerReply {
-        if !self.node.is_leader() {
+        if !self.node.leads_with_current_image() {
             return ControllerReply::NotLeader {
                 leader: self.node.leader(),
             };
@@ -258,7 +259,7 @@ impl Controller {
         while self.node.status().applied <= after && Instant::now() < deadline {
             let seen = self.node.version();
             crate::server::work::with_deadline(deadline, self.node.changed(seen)).await;
-            if !self.node.is_leader() {
+            if !self.node.leads_with_current_image() {
                 return ControllerReply::NotLeader {
                     leader: self.node.leader(),
                 };
@@ -476,7 +477,7 @@ impl Controller {
 
     /// On the leader: fences brokers whose heartbeats stopped. Called periodically.
     pub async fn fence_silent_brokers(&self) {
-        if !self.node.is_leader() {
+        if !self.node.leads_with_current_image() {
             return;
         }
         self.note_heard_nobody();
@@ -663,7 +664,7 @@ impl Controller {
     /// On the leader: completes reassignments whose new replicas caught up. Called
     /// periodically.
     pub async fn complete_reassignments(&self) {
-        if !self.node.is_leader() {
+        if !self.node.leads_with_current_image() {
             return;
         }
         let _gate = self

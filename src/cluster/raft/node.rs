@@ -243,6 +243,18 @@ impl ControllerNode {
         self.raw.borrow().raft.state == StateRole::Leader
     }
 
+    /// Leads and has applied an entry of its own term, so its image holds every change
+    /// committed before it led: only then are changes checked against that image.
+    pub fn leads_with_current_image(&self) -> bool {
+        let raw = self.raw.borrow();
+        raw.raft.state == StateRole::Leader
+            && raw
+                .raft
+                .raft_log
+                .term(self.applied.get())
+                .is_ok_and(|term| term == raw.raft.term)
+    }
+
     pub fn term(&self) -> u64 {
         self.raw.borrow().raft.term
     }
