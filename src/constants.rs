@@ -303,6 +303,11 @@ pub const PRODUCER_PREDECESSOR_POLL_MS: u64 = 1;
 pub const LOG_REPLAY_READ_BYTES: usize = 1024 * 1024;
 
 /// A metrics scrape must send its request within this time (and take the answer).
+/// How long a scrape waits for the high watermarks behind the groups' lag (partitions led
+/// elsewhere are asked of their leaders); past it, lag is left out of that scrape.
+pub const METRICS_GROUP_LAG_TIMEOUT_MS: u64 = 2_000;
+/// Client connections one shard holds at once; more are closed at accept (and counted).
+pub const CONNECTIONS_PER_SHARD_MAX: usize = 50_000;
 pub const METRICS_REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// The longest request head the metrics endpoint reads.
 pub const METRICS_REQUEST_BYTES_MAX: usize = 8 * 1024;

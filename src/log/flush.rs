@@ -131,6 +131,17 @@ async fn flush_round(partition: &Partition) -> Result<(), LogIoError> {
     if due {
         write_recovery_point(partition).await?;
     }
+    let metrics = &partition.shard.metrics;
+    if !batches.is_empty() {
+        metrics.write_latency.record_duration(timings.wrote);
+        let bytes: usize = batches.iter().map(|b| b.bytes.len()).sum();
+        metrics.flush_round_bytes.record(bytes as u64);
+    }
+    if let (Some(opened), Some(synced)) = (timings.opened, timings.synced) {
+        metrics
+            .sync_latency
+            .record_duration(synced.saturating_sub(opened));
+    }
     watch_round(partition, started, &timings);
     Ok(())
 }

@@ -50,7 +50,7 @@ pub use io::FaultPlan;
 pub use maintenance::RetentionOutcome;
 pub use partition::{AppendFence, AppendInfo, IoStats, PartitionLog};
 pub use read::{ReadBatches, ReadChunk};
-pub use shard::{LogShard, ShardLogConfig};
+pub use shard::{LogShard, LogShardSnapshot, ShardLogConfig};
 
 use crate::constants::{
     PARTITION_PENDING_BYTES_MAX, RETENTION_MS_DEFAULT, SEGMENT_AGE_MS_DEFAULT,

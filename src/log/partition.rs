@@ -296,6 +296,11 @@ impl PartitionLog {
     }
 
     /// Every offset below this is durable under the flush policy (see the module doc).
+    /// Appended bytes not yet written to the segment file.
+    pub fn pending_bytes(&self) -> usize {
+        self.inner.state.borrow().pending_bytes
+    }
+
     pub fn durable_offset(&self) -> u64 {
         let state = self.inner.state.borrow();
         if self.inner.config.borrow().flush.syncs() {

@@ -114,8 +114,10 @@ impl PartitionLog {
         if offset >= limit {
             return Ok(out);
         }
+        let metrics = &partition.shard.metrics;
         if offset >= written_offset {
             collect_pending(partition, offset, limit, max_bytes, &mut out);
+            metrics.cache_hits.set(metrics.cache_hits.get() + 1);
             return Ok(out);
         }
         let mut cached = Vec::new();
@@ -141,8 +143,10 @@ impl PartitionLog {
                     out.chunks.extend(rest.chunks);
                 }
             }
+            metrics.cache_hits.set(metrics.cache_hits.get() + 1);
             return Ok(out);
         }
+        metrics.cache_misses.set(metrics.cache_misses.get() + 1);
         read_from_disk(partition, offset, limit, max_bytes).await
     }
 

@@ -40,7 +40,45 @@ impl Default for ShardLogConfig {
     }
 }
 
+/// What a shard's logs measure of their own IO and reads (recorded shard-locally).
+#[derive(Debug)]
+pub struct LogShardMetrics {
+    /// How long each flush round's writes took (rounds that wrote).
+    pub write_latency: crate::metrics::histogram::Histogram,
+    /// How long each fdatasync took.
+    pub sync_latency: crate::metrics::histogram::Histogram,
+    /// Bytes written by each flush round that wrote.
+    pub flush_round_bytes: crate::metrics::histogram::Histogram,
+    /// Reads served from memory (batches not yet written, or the recent-batch cache).
+    pub cache_hits: Cell<u64>,
+    /// Reads that went to a segment file.
+    pub cache_misses: Cell<u64>,
+}
+
+impl Default for LogShardMetrics {
+    fn default() -> Self {
+        LogShardMetrics {
+            write_latency: crate::metrics::histogram::Histogram::latency(),
+            sync_latency: crate::metrics::histogram::Histogram::latency(),
+            flush_round_bytes: crate::metrics::histogram::Histogram::sizes(),
+            cache_hits: Cell::new(0),
+            cache_misses: Cell::new(0),
+        }
+    }
+}
+
+/// `LogShardMetrics` at scrape time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogShardSnapshot {
+    pub write_latency: crate::metrics::histogram::HistogramSnapshot,
+    pub sync_latency: crate::metrics::histogram::HistogramSnapshot,
+    pub flush_round_bytes: crate::metrics::histogram::HistogramSnapshot,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+}
+
 pub(crate) struct ShardResources {
+    pub metrics: LogShardMetrics,
     /// Devices (st_dev) on which glommio's polled-IO probe has been settled.
     pub probed_devices: RefCell<std::collections::HashSet<u64>>,
     pub cache: RefCell<BatchCache>,
@@ -84,6 +122,7 @@ impl LogShard {
     pub fn new(config: ShardLogConfig) -> Self {
         LogShard {
             resources: Rc::new(ShardResources {
+                metrics: LogShardMetrics::default(),
                 probed_devices: RefCell::new(Default::default()),
                 cache: RefCell::new(BatchCache::new(config.cache_bytes)),
                 files: RefCell::new(OpenFiles::new(config.open_files_max.max(1))),
@@ -117,6 +156,18 @@ impl LogShard {
     /// Segment files open right now (held by the shard's table or by IO in progress).
     pub fn open_files(&self) -> usize {
         self.resources.files.borrow().open_count()
+    }
+
+    /// The shard's IO and read measurements so far.
+    pub fn metrics(&self) -> LogShardSnapshot {
+        let metrics = &self.resources.metrics;
+        LogShardSnapshot {
+            write_latency: metrics.write_latency.snapshot(),
+            sync_latency: metrics.sync_latency.snapshot(),
+            flush_round_bytes: metrics.flush_round_bytes.snapshot(),
+            cache_hits: metrics.cache_hits.get(),
+            cache_misses: metrics.cache_misses.get(),
+        }
     }
 
     /// Bytes held by the recent-batch cache right now.

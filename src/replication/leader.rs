@@ -127,6 +127,24 @@ impl Leadership {
         self.recompute_high_watermark();
     }
 
+    /// The replicas as this leader sees them, for the metrics.
+    pub fn stats(&self) -> crate::metrics::LeaderStats {
+        let end = self.log.log_end_offset();
+        let mut follower_lag: Vec<(u32, u64)> = self
+            .followers
+            .borrow()
+            .iter()
+            .map(|(&broker, progress)| (broker, end.saturating_sub(progress.log_end)))
+            .collect();
+        follower_lag.sort_unstable();
+        crate::metrics::LeaderStats {
+            replicas: self.replicas.borrow().len(),
+            in_sync: self.in_sync.borrow().len(),
+            min_in_sync: self.min_in_sync(),
+            follower_lag,
+        }
+    }
+
     pub fn in_sync(&self) -> Vec<u32> {
         self.in_sync.borrow().clone()
     }

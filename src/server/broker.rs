@@ -83,6 +83,8 @@ impl BrokerOptions {
 /// What every shard is started with.
 struct Shared {
     options: BrokerOptions,
+    /// The io memory each shard's executor was given.
+    io_memory_bytes: usize,
     main_fds: Mutex<Vec<Option<OwnedFd>>>,
     own_fds: Mutex<Vec<Option<OwnedFd>>>,
     advertised: Advertised,
@@ -235,6 +237,7 @@ pub fn run_broker(mut options: BrokerOptions) -> Result<(), BrokerError> {
         recovered_partitions: AtomicUsize::new(0),
         started: Instant::now(),
         metrics_fd: Mutex::new(metrics_fd),
+        io_memory_bytes: runtime.io_memory_bytes,
         internal_fd: Mutex::new(internal_fd),
     });
     let results =
@@ -402,6 +405,8 @@ async fn shard_main(
         open_connections: std::cell::Cell::new(0),
         in_flight_requests: InFlight::default(),
         ready_shards: Arc::new(AtomicUsize::new(0)),
+        metrics: Default::default(),
+        io_memory_bytes: shared.io_memory_bytes,
     });
     if let Some(receivers) = receivers {
         let handler = context.clone();
@@ -624,6 +629,10 @@ pub(super) async fn accept_loop<Fut>(
     loop {
         let accepted = listener.accept().await;
         if context.stopping.get() {
+            if accepted.is_ok() {
+                let refused = &context.metrics.connections_refused;
+                refused.set(refused.get() + 1);
+            }
             return;
         }
         match accepted {

@@ -71,6 +71,8 @@ fn start_request(context: &Rc<ShardContext>, frame: Frame) -> glommio::Task<Enco
     let context = context.clone();
     // Counted out when the task ends or is dropped unfinished (its connection died).
     let in_flight = context.in_flight_requests.enter();
+    let api = frame.header().api_key;
+    let started = Instant::now();
     glommio::spawn_local(async move {
         let _in_flight = in_flight;
         let encoded = match decode_request(&frame) {
@@ -90,6 +92,7 @@ fn start_request(context: &Rc<ShardContext>, frame: Frame) -> glommio::Task<Enco
                 }
             }
         };
+        context.metrics.request_done(api, started.elapsed());
         encoded
     })
 }
@@ -100,7 +103,19 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    if context.open_connections.get() >= crate::constants::CONNECTIONS_PER_SHARD_MAX {
+        tracing::warn!(%peer, open = context.open_connections.get(), "connection refused: the shard is at its connection limit");
+        context
+            .metrics
+            .connections_refused
+            .set(context.metrics.connections_refused.get() + 1);
+        return;
+    }
     let _ = stream.set_nodelay(true);
+    context
+        .metrics
+        .connections_accepted
+        .set(context.metrics.connections_accepted.get() + 1);
     context
         .open_connections
         .set(context.open_connections.get() + 1);

@@ -97,6 +97,10 @@ pub struct ShardContext {
     pub in_flight_requests: InFlight,
     /// Other shards that reported ready (counted on the controller).
     pub ready_shards: Arc<AtomicUsize>,
+    /// What the request path counts for the metrics endpoint.
+    pub metrics: super::metrics::ShardMetrics,
+    /// The io memory glommio was given, per shard.
+    pub io_memory_bytes: usize,
 }
 
 impl ShardContext {
@@ -118,6 +122,28 @@ impl ShardContext {
 
     pub fn is_controller(&self) -> bool {
         self.ownership.controller() == self.shard_id
+    }
+
+    /// The committed offsets of the groups this shard coordinates (for the metrics).
+    fn group_offsets(&self) -> Vec<crate::metrics::GroupOffset> {
+        let Ok(listings) = self.groups.list_if_loaded() else {
+            return Vec::new();
+        };
+        let mut offsets = Vec::new();
+        for listing in listings {
+            let Some(snapshot) = self.groups.describe(&listing.group) else {
+                continue;
+            };
+            for ((topic, partition), committed) in snapshot.committed {
+                offsets.push(crate::metrics::GroupOffset {
+                    group: listing.group.clone(),
+                    topic,
+                    partition,
+                    committed,
+                });
+            }
+        }
+        offsets
     }
 
     /// The metadata this broker holds: its voter's or its observer's. On the controller
@@ -209,6 +235,12 @@ impl ShardHandler for ShardContext {
                     slow_flush_rounds: io.slow_rounds,
                     segments_rolled: io.segments_rolled,
                     producers: log.producer_count(),
+                    pending_bytes: log.pending_bytes(),
+                    traffic: self.metrics.traffic((topic_id, partition)),
+                    leader: self
+                        .replication
+                        .leadership((topic_id, partition))
+                        .map(|leadership| leadership.stats()),
                 })
             })
             .collect();
@@ -220,6 +252,11 @@ impl ShardHandler for ShardContext {
             cache_bytes: storage.cache_bytes(),
             open_files: storage.open_files(),
             partitions,
+            request_latency: self.metrics.request_latency(),
+            io: Some(storage.metrics()),
+            connections_accepted: self.metrics.connections_accepted.get(),
+            connections_refused: self.metrics.connections_refused.get(),
+            group_offsets: self.group_offsets(),
         }
     }
 

@@ -171,7 +171,7 @@ pub async fn list_groups(context: &ShardContext) -> Response {
 }
 
 /// Asks the owning shards for offsets of partitions (`None` where the partition is gone).
-async fn lookup_offsets(
+pub(super) async fn lookup_offsets(
     context: &ShardContext,
     partitions: &[(String, u32)],
     spec: OffsetSpec,

@@ -4,6 +4,8 @@
 //! connection. Anything else gets 404 or 400; a client that does not finish its request
 //! within `METRICS_REQUEST_TIMEOUT_MS` is dropped.
 
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -11,10 +13,126 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::context::ShardContext;
+use super::partitions::PartitionKey;
 use super::work::with_deadline;
-use crate::constants::{METRICS_REQUEST_BYTES_MAX, METRICS_REQUEST_TIMEOUT_MS};
-use crate::metrics::ShardStats;
+use crate::constants::{
+    METRICS_GROUP_LAG_TIMEOUT_MS, METRICS_REQUEST_BYTES_MAX, METRICS_REQUEST_TIMEOUT_MS,
+};
+use crate::metrics::histogram::{Histogram, HistogramSnapshot};
+use crate::metrics::{BrokerStats, PartitionTraffic, ShardStats};
+use crate::protocol::ApiKey;
 use crate::shard::messages::{ShardHandler, ShardMessage};
+
+/// What a shard counts on its request path for the metrics. Owned by the shard.
+#[derive(Default)]
+pub struct ShardMetrics {
+    request_latency: RefCell<BTreeMap<u16, (&'static str, Histogram)>>,
+    traffic: RefCell<HashMap<PartitionKey, PartitionTraffic>>,
+    pub connections_accepted: Cell<u64>,
+    pub connections_refused: Cell<u64>,
+}
+
+impl ShardMetrics {
+    /// A request of `api` (a wire api key) took `elapsed` to answer.
+    pub fn request_done(&self, api: u16, elapsed: Duration) {
+        let mut latency = self.request_latency.borrow_mut();
+        let (_, histogram) = latency.entry(api).or_insert_with(|| {
+            let name = ApiKey::from_u16(api).map_or("unknown", |key| key.name());
+            (name, Histogram::latency())
+        });
+        histogram.record_duration(elapsed);
+    }
+
+    /// A share of a produce request: `messages` in `bytes` appended (0 when refused).
+    pub fn produced(&self, key: PartitionKey, messages: u64, bytes: u64) {
+        let mut traffic = self.traffic.borrow_mut();
+        let entry = traffic.entry(key).or_default();
+        entry.produce_requests += 1;
+        entry.produce_messages += messages;
+        entry.produce_bytes += bytes;
+    }
+
+    /// A client's fetch of one partition: `messages` in `bytes` returned.
+    pub fn fetched(&self, key: PartitionKey, messages: u64, bytes: u64) {
+        let mut traffic = self.traffic.borrow_mut();
+        let entry = traffic.entry(key).or_default();
+        entry.fetch_requests += 1;
+        entry.fetch_messages += messages;
+        entry.fetch_bytes += bytes;
+    }
+
+    pub fn traffic(&self, key: PartitionKey) -> PartitionTraffic {
+        self.traffic.borrow().get(&key).copied().unwrap_or_default()
+    }
+
+    pub fn request_latency(&self) -> Vec<(&'static str, HistogramSnapshot)> {
+        self.request_latency
+            .borrow()
+            .values()
+            .map(|(name, histogram)| (*name, histogram.snapshot()))
+            .collect()
+    }
+}
+
+/// The broker-wide numbers, on the controller shard: memory, the catalogue's view of the
+/// cluster, and the lag of the groups whose offsets `shards` hold.
+async fn broker_stats(context: &ShardContext, shards: &[ShardStats]) -> BrokerStats {
+    let catalog = context.catalog();
+    let mut stats = BrokerStats {
+        resident_bytes: resident_bytes().unwrap_or(0),
+        io_memory_bytes: (context.io_memory_bytes * context.shard_count()) as u64,
+        ..BrokerStats::default()
+    };
+    for topic in catalog.topics() {
+        for partition in 0..topic.partitions {
+            let Some(state) = topic.partition(partition) else {
+                continue;
+            };
+            if state.in_sync.len() < state.replicas.len() {
+                stats.under_replicated_partitions += 1;
+            }
+            let live_leader = state
+                .leader
+                .is_some_and(|l| catalog.broker(l).is_some_and(|b| !b.fenced));
+            if !live_leader {
+                stats.offline_partitions += 1;
+            }
+        }
+    }
+    let offsets: Vec<&crate::metrics::GroupOffset> =
+        shards.iter().flat_map(|s| s.group_offsets.iter()).collect();
+    let keys: Vec<(String, u32)> = offsets
+        .iter()
+        .map(|g| (g.topic.clone(), g.partition))
+        .collect();
+    let deadline = Instant::now() + Duration::from_millis(METRICS_GROUP_LAG_TIMEOUT_MS);
+    let ends = with_deadline(
+        deadline,
+        super::groups::lookup_offsets(context, &keys, crate::protocol::OffsetSpec::Latest),
+    )
+    .await;
+    if let Some(ends) = ends {
+        for (group, end) in offsets.iter().zip(ends) {
+            if let Some(end) = end {
+                stats.group_lag.push((
+                    group.group.clone(),
+                    group.topic.clone(),
+                    group.partition,
+                    end.saturating_sub(group.committed),
+                ));
+            }
+        }
+    }
+    stats
+}
+
+/// This process's resident memory, from `/proc/self/status` (`VmRSS`, in KiB).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
 
 /// Every shard's numbers, this one's included.
 pub async fn gather(context: &ShardContext) -> Vec<ShardStats> {
@@ -55,7 +173,9 @@ pub async fn answer(context: Rc<ShardContext>, mut stream: TcpStream) {
             let mut words = line.split(|&b| b == b' ');
             match (words.next(), words.next()) {
                 (Some(b"GET"), Some(b"/metrics")) => {
-                    match crate::metrics::encode(&gather(&context).await) {
+                    let shards = gather(&context).await;
+                    let broker = broker_stats(&context, &shards).await;
+                    match crate::metrics::encode(&broker, &shards) {
                         Ok(text) => response(
                             "200 OK",
                             "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -227,6 +227,12 @@ pub async fn produce_all(
             let item = &items[index];
             let deadline = context.clock.now() + item.timeout;
             let result = append_share(&log, &item.batches, deadline, leadership.epoch).await;
+            let (messages, bytes) = match &result {
+                Ok((base, _, last)) => (last + 1 - base, item.batches.len() as u64),
+                Err(_) => (0, 0),
+            };
+            let key = (item.topic.topic_id, item.partition);
+            context.metrics.produced(key, messages, bytes);
             appended.push((index, deadline, result));
         }
         let acknowledged = appended.into_iter().map(|(index, deadline, result)| {
@@ -310,22 +316,29 @@ pub fn high_watermark(log: &PartitionLog) -> u64 {
     log.high_watermark()
 }
 
-async fn read(log: &PartitionLog, offset: u64, max_bytes: u32) -> Result<Vec<Bytes>, ReadError> {
+/// Whole batches from `offset`, and how many messages they hold.
+async fn read(
+    log: &PartitionLog,
+    offset: u64,
+    max_bytes: u32,
+) -> Result<(Vec<Bytes>, u64), ReadError> {
     if max_bytes == 0 {
         // No budget left in the response: nothing is read (a read returns at least a batch).
-        return Ok(Vec::new());
+        return Ok((Vec::new(), 0));
     }
     let read = log
         .read(offset, max_bytes as usize, high_watermark(log))
         .await?;
-    Ok(read
+    let messages = read.next_offset.saturating_sub(read.first_offset);
+    let chunks = read
         .chunks
         .into_iter()
         .map(|chunk| match chunk {
             ReadChunk::Memory(bytes) => bytes,
             ReadChunk::Disk(read) => Bytes::copy_from_slice(&read),
         })
-        .collect())
+        .collect();
+    Ok((chunks, messages))
 }
 
 async fn list_offset(log: &PartitionLog, spec: &OffsetSpec) -> Result<(u64, i64), ReadError> {
@@ -361,7 +374,12 @@ pub async fn fetch(context: &ShardContext, work: FetchWork) -> FetchOutcome {
         }
     };
     let chunks = match read(&log, work.offset, work.max_bytes).await {
-        Ok(chunks) => chunks,
+        Ok((chunks, messages)) => {
+            let bytes = chunks.iter().map(|c| c.len() as u64).sum();
+            let key = (work.topic.topic_id, work.partition);
+            context.metrics.fetched(key, messages, bytes);
+            chunks
+        }
         Err(ReadError::OffsetOutOfRange { .. }) => {
             response.error = ErrorCode::OffsetOutOfRange;
             Vec::new()

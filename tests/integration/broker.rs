@@ -763,8 +763,10 @@ fn http(address: std::net::SocketAddr, request: &str) -> String {
     response
 }
 
-/// `--metrics-listen` serves the Prometheus text format: the messages appended per partition
-/// add up to what was produced, every shard reports, other paths get 404 and garbage 400.
+/// `--metrics-listen` serves the Prometheus text format: the messages appended and produced
+/// per partition add up to what was produced, fetches and a group's committed offsets and
+/// lag are counted, requests and writes are timed, every shard reports, other paths get 404
+/// and garbage 400.
 #[test]
 fn the_metrics_endpoint_counts_what_was_produced() {
     let dir = tempfile::tempdir().unwrap();
@@ -797,16 +799,85 @@ fn the_metrics_endpoint_counts_what_was_produced() {
             delivery.wait().await.unwrap();
         }
     });
+    // A group reads everything and commits.
+    let read = crate::cluster::consume_group(&broker.broker_arg(), "counted", "metered", 500);
+    assert_eq!(read.len(), 500);
     let response = http(metrics, "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n");
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
-    let appended: u64 = response
+    // The sum of a metric's series whose labels start with `labels`.
+    let sum = |name: &str, labels: &str| -> f64 {
+        let prefix = format!("{name}{{{labels}");
+        response
+            .lines()
+            .filter(|line| line.starts_with(&prefix))
+            .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    let counted = "topic=\"counted\"";
+    assert_eq!(
+        sum("shardline_partition_messages_appended_total", counted),
+        500.0,
+        "{response}"
+    );
+    assert_eq!(
+        sum("shardline_partition_produce_messages_total", counted),
+        500.0,
+        "{response}"
+    );
+    assert!(sum("shardline_partition_produce_bytes_total", counted) > 500.0 * 5.0);
+    assert!(
+        sum("shardline_partition_fetch_messages_total", counted) >= 500.0,
+        "{response}"
+    );
+    let group = "group=\"metered\",topic=\"counted\"";
+    assert_eq!(
+        sum("shardline_group_committed_offset", group),
+        500.0,
+        "{response}"
+    );
+    assert_eq!(
+        sum("shardline_group_lag_messages", group),
+        0.0,
+        "{response}"
+    );
+    let produce = "shard=\"0\",api=\"Produce\"";
+    let produce_requests = sum("shardline_request_latency_seconds_count", produce)
+        + sum(
+            "shardline_request_latency_seconds_count",
+            "shard=\"1\",api=\"Produce\"",
+        );
+    assert!(produce_requests > 0.0, "{response}");
+    assert!(
+        sum("shardline_log_write_latency_seconds_count", "") > 0.0,
+        "{response}"
+    );
+    assert!(
+        sum("shardline_shard_connections_accepted_total", "") > 0.0,
+        "{response}"
+    );
+    assert!(
+        response.contains("shardline_resident_memory_bytes "),
+        "{response}"
+    );
+    // Lag grows with what the group has not read.
+    let more = cli(
+        &[
+            "produce",
+            "--broker",
+            &broker.broker_arg(),
+            "--topic",
+            "counted",
+        ],
+        Some(b"a\nb\nc\n"),
+    );
+    assert!(more.status.success(), "{more:?}");
+    let again = http(metrics, "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n");
+    let lag: f64 = again
         .lines()
-        .filter(|line| {
-            line.starts_with("shardline_partition_messages_appended_total{topic=\"counted\"")
-        })
-        .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .filter(|line| line.starts_with("shardline_group_lag_messages{group=\"metered\""))
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum();
-    assert_eq!(appended, 500, "{response}");
+    assert_eq!(lag, 3.0, "{again}");
     for shard in ["0", "1"] {
         assert!(
             response.contains(&format!("shardline_shard_partitions{{shard=\"{shard}\"}}")),

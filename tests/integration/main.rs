@@ -13,4 +13,5 @@ mod idempotence;
 mod loadgen;
 mod log_crash;
 mod netns;
+mod prometheus;
 mod tuning;
