@@ -377,6 +377,9 @@ pub const BROKER_SESSION_TIMEOUT_MS: u64 = 6_000;
 pub const CONTROLLER_PEER_QUEUE_MAX: usize = 4_096;
 /// The largest frame on the internal (controller) listener.
 pub const INTERNAL_FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// How long connecting to another voter's internal listener (TLS handshake included) may
+/// take.
+pub const INTERNAL_CONNECT_TIMEOUT_MS: u64 = 1_000;
 /// How long a controller call forwarded to the leader may take.
 pub const CONTROLLER_CALL_TIMEOUT_MS: u64 = 10_000;
 /// Attempts a forwarded controller call makes while leadership settles.

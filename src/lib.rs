@@ -16,3 +16,4 @@ pub mod record;
 pub mod replication;
 pub mod server;
 pub mod shard;
+pub mod tls;

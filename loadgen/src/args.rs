@@ -27,6 +27,9 @@ pub struct Args {
     /// brokers of a cluster may be given, comma separated (redis and nats: one).
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub broker: String,
+    /// TLS to shardline brokers that listen with it.
+    #[command(flatten)]
+    pub tls: shardline::cli::TlsArgs,
     /// The topic to use (created when missing); with --topics, the topics' name prefix.
     #[arg(long, default_value = "loadgen")]
     pub topic: String,
@@ -242,6 +245,18 @@ impl Args {
 
     pub fn shard_routing(&self) -> bool {
         !self.no_shard_routing
+    }
+
+    /// The shardline cluster behind `--broker` (over TLS when asked).
+    pub fn cluster(&self) -> Result<std::rc::Rc<shardline::client::Cluster>, String> {
+        let tls = self.tls.client_tls()?;
+        shardline::client::Cluster::with_tls(
+            &self.broker,
+            crate::stats::CLIENT_ID,
+            self.shard_routing(),
+            tls,
+        )
+        .map_err(|e| e.to_string())
     }
 }
 

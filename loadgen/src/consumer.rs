@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
 use hdrhistogram::Histogram;
-use shardline::client::{Cluster, Consumer, ConsumerConfig, StartFrom};
+use shardline::client::{Consumer, ConsumerConfig, StartFrom};
 
 use crate::payload::Header;
-use crate::stats::{new_histogram, Bitset, Live, Plan, CLIENT_ID, NANOS_PER_MICRO};
+use crate::stats::{new_histogram, Bitset, Live, Plan, NANOS_PER_MICRO};
 use crate::topics;
 
 /// How long the broker may hold a fetch with nothing new; short, so the end is noticed.
@@ -233,8 +233,7 @@ async fn read_until_done(
     let args = &plan.args;
     let topics = &plan.topics;
     let indexes = topic_indexes(topics);
-    let cluster =
-        Cluster::new(&args.broker, CLIENT_ID, args.shard_routing()).map_err(|e| e.to_string())?;
+    let cluster = args.cluster()?;
     let config = ConsumerConfig {
         max_wait: FETCH_WAIT_MAX,
         ..ConsumerConfig::default()

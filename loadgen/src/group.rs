@@ -21,12 +21,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam::channel::Sender;
-use shardline::client::{Cluster, ConsumerConfig, GroupConfig, GroupConsumer, StartFrom};
+use shardline::client::{ConsumerConfig, GroupConfig, GroupConsumer, StartFrom};
 
 use crate::consumer::{
     observe_fetched, topic_indexes, Checker, ConsumerEvent, ConsumerReport, FETCH_WAIT_MAX,
 };
-use crate::stats::{Live, Plan, CLIENT_ID};
+use crate::stats::{Live, Plan};
 
 /// What the group's consumers have read, for the main thread to decide when they stop.
 #[derive(Debug, Default)]
@@ -106,8 +106,7 @@ async fn member_until_stopped(
         .consumer_group
         .as_deref()
         .ok_or("a group consumer without --consumer-group")?;
-    let cluster =
-        Cluster::new(&args.broker, CLIENT_ID, args.shard_routing()).map_err(|e| e.to_string())?;
+    let cluster = args.cluster()?;
     let mut member = GroupConsumer::join(cluster, group_config(plan, group))
         .await
         .map_err(|e| format!("joining group {group}: {e}"))?;

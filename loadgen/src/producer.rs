@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::Sender;
 use glommio::sync::{Semaphore, StaticPermit};
 use hdrhistogram::Histogram;
-use shardline::client::{Cluster, Delivery, Producer};
+use shardline::client::{Delivery, Producer};
 
 use crate::args::Rate;
 use crate::keys::KeyPicker;
 use crate::payload::{value_template, Header};
 use crate::schedule::RateSchedule;
-use crate::stats::{new_histogram, Bitset, Live, Plan, CLIENT_ID};
+use crate::stats::{new_histogram, Bitset, Live, Plan};
 use crate::tally::Tally;
 use crate::topics;
 
@@ -102,9 +102,9 @@ fn watch(delivery: Delivery, tally: Rc<Tally>, header: Header, permit: Option<St
 
 async fn produce(plan: Plan, producer_id: u32, live: Arc<Live>) -> ProducerReport {
     let args = plan.args.clone();
-    let cluster = match Cluster::new(&args.broker, CLIENT_ID, args.shard_routing()) {
+    let cluster = match args.cluster() {
         Ok(cluster) => cluster,
-        Err(error) => return ProducerReport::failed(producer_id, error.to_string()),
+        Err(error) => return ProducerReport::failed(producer_id, error),
     };
     let producer = Producer::new(cluster, args.producer_config());
     let tally = Rc::new(Tally::new(plan.clone(), live));

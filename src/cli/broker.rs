@@ -39,6 +39,18 @@ pub struct BrokerArgs {
     /// expires idle producers [default: 300000].
     #[arg(long)]
     retention_check_interval_ms: Option<u64>,
+    /// TLS on the client and internal listeners: this broker's certificate chain (PEM).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates issued by this CA (mutual TLS; PEM).
+    #[arg(long)]
+    tls_client_ca: Option<PathBuf>,
+    /// The CA this broker trusts when it connects to other brokers (default: --tls-client-ca).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
     /// A broker config file (TOML; keys as the flags below, in snake case). Flags given on
     /// the command line override it.
     #[arg(long)]
@@ -87,6 +99,10 @@ struct BrokerConfigFile {
     controller_snapshot_every: Option<u64>,
     broker_session_timeout_ms: Option<u64>,
     retention_check_interval_ms: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
     profile: Option<PathBuf>,
@@ -107,9 +123,16 @@ impl BrokerConfigFile {
         let mut file: BrokerConfigFile = toml::from_str(&text)
             .map_err(|e| format!("bad broker config {}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for relative in [&mut file.data_dir, &mut file.profile]
-            .into_iter()
-            .flatten()
+        for relative in [
+            &mut file.data_dir,
+            &mut file.profile,
+            &mut file.tls_cert,
+            &mut file.tls_key,
+            &mut file.tls_client_ca,
+            &mut file.tls_ca,
+        ]
+        .into_iter()
+        .flatten()
         {
             if relative.is_relative() {
                 *relative = base.join(&*relative);
@@ -142,6 +165,10 @@ impl BrokerArgs {
             retention_check_interval_ms: self
                 .retention_check_interval_ms
                 .or(file.retention_check_interval_ms),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            tls_client_ca: self.tls_client_ca.or(file.tls_client_ca),
+            tls_ca: self.tls_ca.or(file.tls_ca),
             config: Some(path),
             data_dir: self.data_dir.or(file.data_dir),
             listen: self.listen.or(file.listen),
@@ -256,7 +283,21 @@ pub fn run(args: BrokerArgs) -> Result<(), String> {
         }
         None => (args.advertised_host.clone(), None),
     };
+    let tls = match (args.tls_cert.clone(), args.tls_key.clone()) {
+        (Some(cert), Some(key)) => Some(crate::tls::ServerTlsFiles {
+            cert,
+            key,
+            client_ca: args.tls_client_ca.clone(),
+            ca: args.tls_ca.clone(),
+        }),
+        (None, None) if args.tls_client_ca.is_some() || args.tls_ca.is_some() => {
+            return Err("--tls-client-ca and --tls-ca need --tls-cert and --tls-key".into())
+        }
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
     run_broker(BrokerOptions {
+        tls,
         controller_voters,
         default_replication_factor: args.default_replication_factor.unwrap_or(0),
         controller_snapshot_every: args

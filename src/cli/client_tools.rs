@@ -17,9 +17,52 @@ const STDIN_LINES_QUEUED: usize = 4096;
 
 #[derive(Args)]
 pub struct BrokerArg {
-    /// The broker to talk to.
+    /// The broker to talk to (several, comma separated, are tried in turn).
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub(super) broker: String,
+    #[command(flatten)]
+    pub(super) tls: TlsArgs,
+}
+
+/// How a client reaches brokers that listen with TLS.
+#[derive(Args, Clone, Debug, Default)]
+pub struct TlsArgs {
+    /// Connect over TLS, trusting brokers whose certificate this CA issued (PEM).
+    #[arg(long)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// A client certificate to present (brokers that require mutual TLS; PEM).
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Check the broker's certificate for this name instead of the broker's IP address.
+    #[arg(long, requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
+}
+
+impl TlsArgs {
+    /// The client TLS these flags ask for (`None`: plaintext).
+    pub fn client_tls(&self) -> Result<Option<crate::tls::ClientTls>, String> {
+        let Some(ca) = &self.tls_ca else {
+            return Ok(None);
+        };
+        let identity = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            _ => None,
+        };
+        crate::tls::ClientTls::new(ca, identity, self.tls_server_name.as_deref())
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl BrokerArg {
+    /// The cluster behind `--broker`, over TLS when asked.
+    pub(super) fn cluster(&self, shard_aware: bool) -> Result<Rc<Cluster>, String> {
+        let tls = self.tls.client_tls()?;
+        Cluster::with_tls(&self.broker, "shardline-cli", shard_aware, tls).map_err(error_text)
+    }
 }
 
 #[derive(Subcommand)]
@@ -179,10 +222,8 @@ pub(super) fn error_text(error: impl std::fmt::Display) -> String {
 }
 
 /// An admin client for the CLI's topic commands.
-fn cli_admin(broker: &str) -> Result<Admin, String> {
-    Ok(Admin::new(
-        Cluster::new(broker, "shardline-cli", false).map_err(error_text)?,
-    ))
+fn cli_admin(broker: &BrokerArg) -> Result<Admin, String> {
+    Ok(Admin::new(broker.cluster(false)?))
 }
 
 pub fn run_topic(command: TopicCommand) -> Result<(), String> {
@@ -195,7 +236,7 @@ pub fn run_topic(command: TopicCommand) -> Result<(), String> {
                 replication_factor,
                 configs,
             } => {
-                let admin = cli_admin(&broker.broker)?;
+                let admin = cli_admin(&broker)?;
                 admin
                     .create_topic_replicated(&topic, partitions, replication_factor, &configs)
                     .await
@@ -203,19 +244,19 @@ pub fn run_topic(command: TopicCommand) -> Result<(), String> {
                 println!("created topic {topic} with {partitions} partitions");
             }
             TopicCommand::List { broker } => {
-                let admin = cli_admin(&broker.broker)?;
+                let admin = cli_admin(&broker)?;
                 for topic in admin.list_topics().await.map_err(error_text)? {
                     println!("{}\t{} partitions", topic.name, topic.partitions.len());
                 }
             }
-            TopicCommand::Describe { broker, topic } => describe(&broker.broker, &topic).await?,
+            TopicCommand::Describe { broker, topic } => describe(&broker, &topic).await?,
             TopicCommand::Elect {
                 broker,
                 topic,
                 partition,
                 to,
             } => {
-                let admin = cli_admin(&broker.broker)?;
+                let admin = cli_admin(&broker)?;
                 admin
                     .elect_leader(&topic, partition, to)
                     .await
@@ -228,7 +269,7 @@ pub fn run_topic(command: TopicCommand) -> Result<(), String> {
                 partition,
                 replicas,
             } => {
-                let admin = cli_admin(&broker.broker)?;
+                let admin = cli_admin(&broker)?;
                 admin
                     .reassign_partition(&topic, partition, &replicas)
                     .await
@@ -236,7 +277,7 @@ pub fn run_topic(command: TopicCommand) -> Result<(), String> {
                 println!("{topic}/{partition} is moving to replicas {replicas:?}");
             }
             TopicCommand::Delete { broker, topic } => {
-                let admin = cli_admin(&broker.broker)?;
+                let admin = cli_admin(&broker)?;
                 admin.delete_topic(&topic).await.map_err(error_text)?;
                 println!("deleted topic {topic}");
             }
@@ -246,7 +287,7 @@ pub fn run_topic(command: TopicCommand) -> Result<(), String> {
                 set,
                 reset,
             } => {
-                let admin = cli_admin(&broker.broker)?;
+                let admin = cli_admin(&broker)?;
                 admin
                     .alter_configs(&topic, &set, &reset)
                     .await
@@ -258,8 +299,8 @@ pub fn run_topic(command: TopicCommand) -> Result<(), String> {
     })
 }
 
-async fn describe(broker: &str, name: &str) -> Result<(), String> {
-    let cluster = Cluster::new(broker, "shardline-cli", false).map_err(error_text)?;
+async fn describe(broker: &BrokerArg, name: &str) -> Result<(), String> {
+    let cluster = broker.cluster(false)?;
     let admin = Admin::new(cluster.clone());
     let topic = cluster.topic(name).await.map_err(error_text)?;
     println!("topic {name}: {} partitions", topic.partitions.len());
@@ -315,7 +356,9 @@ fn stdin_lines() -> crossbeam::channel::Receiver<std::io::Result<String>> {
 
 pub fn run_produce(args: ProduceArgs) -> Result<(), String> {
     super::run_on_executor(move || async move {
-        let cluster = Cluster::new(&args.broker.broker, "shardline-cli", !args.no_shard_routing)
+        let cluster = args
+            .broker
+            .cluster(!args.no_shard_routing)
             .map_err(error_text)?;
         cluster.topic(&args.topic).await.map_err(error_text)?;
         let config = ProducerConfig {
@@ -444,7 +487,9 @@ pub fn run_consume(args: ConsumeArgs) -> Result<(), String> {
         return super::group_tools::run_group_consume(args);
     }
     super::run_on_executor(move || async move {
-        let cluster = Cluster::new(&args.broker.broker, "shardline-cli", !args.no_shard_routing)
+        let cluster = args
+            .broker
+            .cluster(!args.no_shard_routing)
             .map_err(error_text)?;
         let config = ConsumerConfig {
             max_wait: Duration::from_millis(200),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::client_tools::{error_text, BrokerArg, FormatArg};
-use crate::client::{Admin, Cluster};
+use crate::client::Admin;
 
 #[derive(Subcommand)]
 pub enum ClusterCommand {
@@ -82,14 +82,14 @@ struct NodeReport {
 pub fn run_cluster(command: ClusterCommand) -> Result<(), String> {
     match command {
         ClusterCommand::Status { broker, format } => {
-            super::run_on_executor(move || async move { status(&broker.broker, format).await })
+            super::run_on_executor(move || async move { status(&broker, format).await })
         }
         ClusterCommand::Local(args) => local(args),
     }
 }
 
-async fn status(broker: &str, format: FormatArg) -> Result<(), String> {
-    let cluster = Cluster::new(broker, "shardline-cli", false).map_err(error_text)?;
+async fn status(broker: &super::client_tools::BrokerArg, format: FormatArg) -> Result<(), String> {
+    let cluster = broker.cluster(false)?;
     let admin = Admin::new(cluster.clone());
     let described = admin.describe_cluster().await.map_err(error_text)?;
     let metadata = cluster.refresh_metadata().await.map_err(error_text)?;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::client_tools::{error_text, print_records, BrokerArg, ConsumeArgs, FormatArg, FromArg};
-use crate::client::{Admin, Cluster, GroupConfig, GroupConsumer, OwnershipChange, StartFrom};
+use crate::client::{Admin, GroupConfig, GroupConsumer, OwnershipChange, StartFrom};
 use crate::protocol::{AssignmentStrategy, OffsetSpec, ResetTo, TopicPartitions};
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -105,9 +105,7 @@ fn parse_reset_to(text: &str) -> Result<ResetTo, String> {
 }
 
 fn admin(broker: &BrokerArg) -> Result<Admin, String> {
-    Ok(Admin::new(
-        Cluster::new(&broker.broker, "shardline-cli", false).map_err(error_text)?,
-    ))
+    Ok(Admin::new(broker.cluster(false).map_err(error_text)?))
 }
 
 fn partitions_text(lists: &[TopicPartitions]) -> String {
@@ -297,7 +295,9 @@ fn report_changes(changes: Vec<OwnershipChange>) {
 pub fn run_group_consume(args: ConsumeArgs) -> Result<(), String> {
     let group = args.group.clone().expect("called with a group");
     super::run_on_executor(move || async move {
-        let cluster = Cluster::new(&args.broker.broker, "shardline-cli", !args.no_shard_routing)
+        let cluster = args
+            .broker
+            .cluster(!args.no_shard_routing)
             .map_err(error_text)?;
         let mut config = GroupConfig::new(&group, &[args.topic.as_str()]);
         config.strategy = args.membership.strategy.into();

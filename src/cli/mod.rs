@@ -2,6 +2,7 @@
 
 mod broker;
 mod client_tools;
+pub use client_tools::TlsArgs;
 mod cluster_tools;
 mod group_tools;
 mod log_tools;

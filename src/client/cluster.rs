@@ -26,6 +26,8 @@ pub struct Cluster {
     epochs: RefCell<HashMap<(String, u32), u32>>,
     /// Where the next metadata refresh starts in `bootstrap` (each starts one further).
     next_bootstrap: std::cell::Cell<usize>,
+    /// TLS to every broker, when set.
+    tls: Option<crate::tls::ClientTls>,
 }
 
 impl Cluster {
@@ -34,6 +36,16 @@ impl Cluster {
         bootstrap: &str,
         client_id: &str,
         shard_aware: bool,
+    ) -> Result<Rc<Cluster>, ClientError> {
+        Cluster::with_tls(bootstrap, client_id, shard_aware, None)
+    }
+
+    /// As `new`, connecting to every broker over TLS when `tls` is given.
+    pub fn with_tls(
+        bootstrap: &str,
+        client_id: &str,
+        shard_aware: bool,
+        tls: Option<crate::tls::ClientTls>,
     ) -> Result<Rc<Cluster>, ClientError> {
         let mut addresses = Vec::new();
         for one in bootstrap
@@ -64,6 +76,7 @@ impl Cluster {
             connections: RefCell::new(HashMap::new()),
             epochs: RefCell::new(HashMap::new()),
             next_bootstrap: std::cell::Cell::new(0),
+            tls,
         }))
     }
 
@@ -83,7 +96,7 @@ impl Cluster {
                 return Ok(connection.clone());
             }
         }
-        let connection = Connection::connect(address, &self.client_id).await?;
+        let connection = Connection::connect(address, &self.client_id, self.tls.as_ref()).await?;
         // Another task may have connected while this one did: keep one connection per address.
         let mut connections = self.connections.borrow_mut();
         if let Some(existing) = connections.get(&address).filter(|c| !c.is_broken()) {

@@ -10,7 +10,6 @@ use std::time::Duration;
 use futures::channel::oneshot;
 use futures_lite::io::{ReadHalf, WriteHalf};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 
 use super::error::ClientError;
@@ -19,12 +18,13 @@ use crate::protocol::{
     decode_response, encode_request, negotiate, supported_apis, ApiKey, DecodedResponse,
     FrameReader, HandshakeRequest, NegotiatedVersions, Request, Response,
 };
+use crate::tls::{BoxedStream, ClientTls};
 
 type Waiter = oneshot::Sender<Result<DecodedResponse, ClientError>>;
 
 struct Inner {
     address: SocketAddr,
-    writer: RefCell<Option<WriteHalf<TcpStream>>>,
+    writer: RefCell<Option<WriteHalf<BoxedStream>>>,
     write_lock: Semaphore,
     in_flight: Semaphore,
     pending: RefCell<HashMap<u32, Waiter>>,
@@ -40,13 +40,17 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects and performs the handshake (version negotiation).
-    pub async fn connect(address: SocketAddr, client_id: &str) -> Result<Connection, ClientError> {
-        let stream =
-            TcpStream::connect_timeout(address, Duration::from_millis(CLIENT_CONNECT_TIMEOUT_MS))
-                .await
-                .map_err(|e| ClientError::Io(format!("connecting to {address}: {e}")))?;
-        let _ = stream.set_nodelay(true);
+    /// Connects (over TLS when `tls` is given) and performs the handshake (version
+    /// negotiation).
+    pub async fn connect(
+        address: SocketAddr,
+        client_id: &str,
+        tls: Option<&ClientTls>,
+    ) -> Result<Connection, ClientError> {
+        let timeout = Duration::from_millis(CLIENT_CONNECT_TIMEOUT_MS);
+        let stream = crate::tls::connect(address, timeout, tls)
+            .await
+            .map_err(|e| ClientError::Io(format!("connecting to {address}: {e}")))?;
         let (reader, writer) = futures_lite::io::split(stream);
         let inner = Rc::new(Inner {
             address,
@@ -202,7 +206,7 @@ pub async fn within<T>(timeout: Duration, work: impl std::future::Future<Output 
     .await
 }
 
-async fn read_responses(inner: std::rc::Weak<Inner>, mut reader: ReadHalf<TcpStream>) {
+async fn read_responses(inner: std::rc::Weak<Inner>, mut reader: ReadHalf<BoxedStream>) {
     let mut frames = FrameReader::new();
     let reason = 'outer: loop {
         let read = reader.read(frames.buffer_to_fill()).await;

@@ -84,6 +84,8 @@ pub struct ShardStats {
     pub connections_accepted: u64,
     /// Connections closed at once: the shard was stopping or at its connection limit.
     pub connections_refused: u64,
+    /// Connections closed because their TLS handshake failed (or timed out).
+    pub tls_handshakes_failed: u64,
     pub group_offsets: Vec<GroupOffset>,
 }
 
@@ -195,7 +197,12 @@ const SHARD_GAUGES: [Reading<ShardStats>; 5] = [
     }),
 ];
 
-const SHARD_COUNTERS: [Reading<ShardStats>; 4] = [
+const SHARD_COUNTERS: [Reading<ShardStats>; 5] = [
+    (
+        "shard_tls_handshakes_failed",
+        "Client connections closed because their TLS handshake failed or timed out",
+        |s| s.tls_handshakes_failed,
+    ),
     (
         "shard_connections_accepted",
         "Client connections the shard accepted",

@@ -58,6 +58,8 @@ pub struct Session {
     address: SocketAddr,
     partitions: RefCell<HashMap<PartitionKey, Followed>>,
     closed: Cell<bool>,
+    /// TLS to the leader, when the brokers use it.
+    tls: Option<crate::tls::ClientTls>,
 }
 
 /// Follows `partition` of `topic` from `leader` at `epoch`.
@@ -103,6 +105,7 @@ pub fn follow(
         address,
         partitions: RefCell::new(HashMap::from([(key, followed)])),
         closed: Cell::new(false),
+        tls: context.client_tls().cloned(),
     });
     context
         .replication
@@ -275,7 +278,9 @@ async fn run(session: Rc<Session>, me: u32, address: SocketAddr, shutdown: Arc<A
                 data = None;
                 report = None;
                 report_connection = None;
-                match Connection::connect(address, &format!("replica-{me}")).await {
+                match Connection::connect(address, &format!("replica-{me}"), session.tls.as_ref())
+                    .await
+                {
                     Ok(c) => {
                         if warned {
                             tracing::info!(leader = session.leader, %address, "leader reachable again");
@@ -337,9 +342,13 @@ async fn run(session: Rc<Session>, me: u32, address: SocketAddr, shutdown: Arc<A
             Event::Progress => {
                 let reporter = match &report_connection {
                     Some(c) if !c.is_broken() => Some(c.clone()),
-                    _ => Connection::connect(address, &format!("replica-report-{me}"))
-                        .await
-                        .ok(),
+                    _ => Connection::connect(
+                        address,
+                        &format!("replica-report-{me}"),
+                        session.tls.as_ref(),
+                    )
+                    .await
+                    .ok(),
                 };
                 report_connection = reporter.clone();
                 let reporter = reporter.unwrap_or_else(|| live.clone());
@@ -465,9 +474,13 @@ async fn reconcile(session: &Session, address: SocketAddr, me: u32) -> Result<()
         let live = match &connection {
             Some(c) => c.clone(),
             None => {
-                let c = Connection::connect(address, &format!("replica-epochs-{me}"))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let c = Connection::connect(
+                    address,
+                    &format!("replica-epochs-{me}"),
+                    session.tls.as_ref(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
                 connection = Some(c.clone());
                 c
             }

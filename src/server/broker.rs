@@ -58,6 +58,8 @@ pub struct BrokerOptions {
     pub broker_session_timeout_ms: u64,
     /// How often each shard applies retention and expires idle producers.
     pub retention_check_interval_ms: u64,
+    /// TLS on the client and internal listeners (`None`: plaintext).
+    pub tls: Option<crate::tls::ServerTlsFiles>,
 }
 
 impl BrokerOptions {
@@ -83,6 +85,9 @@ impl BrokerOptions {
 /// What every shard is started with.
 struct Shared {
     options: BrokerOptions,
+    tls: Option<Arc<crate::tls::ServerTls>>,
+    /// Set by SIGHUP: the controller shard rereads the TLS files.
+    reload_tls: Arc<AtomicBool>,
     /// The io memory each shard's executor was given.
     io_memory_bytes: usize,
     main_fds: Mutex<Vec<Option<OwnedFd>>>,
@@ -195,6 +200,20 @@ pub fn run_broker(mut options: BrokerOptions) -> Result<(), BrokerError> {
         signal_hook::flag::register(signal, shutdown.clone())
             .map_err(|source| BrokerError::Signal { signal, source })?;
     }
+    let tls = match &options.tls {
+        Some(files) => {
+            let tls = crate::tls::ServerTls::load(files.clone())?;
+            tracing::info!(cert = %files.cert.display(), mutual = files.client_ca.is_some(), "TLS on the client and internal listeners");
+            Some(Arc::new(tls))
+        }
+        None => None,
+    };
+    let reload_tls = Arc::new(AtomicBool::new(false));
+    if tls.is_some() {
+        let signal = signal_hook::consts::SIGHUP;
+        signal_hook::flag::register(signal, reload_tls.clone())
+            .map_err(|source| BrokerError::Signal { signal, source })?;
+    }
     let advertised = Advertised {
         host: options
             .advertised_host
@@ -238,6 +257,8 @@ pub fn run_broker(mut options: BrokerOptions) -> Result<(), BrokerError> {
         started: Instant::now(),
         metrics_fd: Mutex::new(metrics_fd),
         io_memory_bytes: runtime.io_memory_bytes,
+        tls,
+        reload_tls,
         internal_fd: Mutex::new(internal_fd),
     });
     let results =
@@ -281,6 +302,7 @@ fn millis(ms: u64) -> Duration {
 /// `shutdown` is set) and its peers' senders.
 async fn open_controller(
     options: &BrokerOptions,
+    tls: Option<crate::tls::ClientTls>,
     shutdown: Arc<AtomicBool>,
 ) -> Result<(Controller, Rc<super::internal::Peers>), crate::cluster::raft::RaftStorageError> {
     use super::internal::{raft_id, Peers};
@@ -294,7 +316,7 @@ async fn open_controller(
             .map(|(node, address)| (raft_id(*node), *address))
             .collect()
     };
-    let peers = Peers::new(&voters, me);
+    let peers = Peers::new(&voters, me, tls);
     let raft_options = crate::cluster::raft::RaftOptions {
         node_id: me,
         voters: voters.iter().map(|(id, _)| *id).collect(),
@@ -357,12 +379,14 @@ async fn shard_main(
     let (controller, observer, peers) = if ownership.controller() != shard_id {
         (None, None, None)
     } else if options.is_voter() {
-        let (controller, peers) = open_controller(options, shared.controller_stopped.clone())
-            .await
-            .map_err(|source| BrokerError::Controller {
-                shard: shard_id,
-                source,
-            })?;
+        let client_tls = shared.tls.as_ref().and_then(|t| t.client().cloned());
+        let (controller, peers) =
+            open_controller(options, client_tls, shared.controller_stopped.clone())
+                .await
+                .map_err(|source| BrokerError::Controller {
+                    shard: shard_id,
+                    source,
+                })?;
         (Some(controller), None, Some(peers))
     } else {
         use super::internal::{raft_id, Peers};
@@ -373,7 +397,12 @@ async fn shard_main(
             .map(|(node, address)| (raft_id(*node), *address))
             .collect();
         let observer = Rc::new(crate::cluster::observer::Observer::new(me));
-        (None, Some(observer), Some(Peers::new(&voters, me)))
+        let client_tls = shared.tls.as_ref().and_then(|t| t.client().cloned());
+        (
+            None,
+            Some(observer),
+            Some(Peers::new(&voters, me, client_tls)),
+        )
     };
     let (senders, receivers) = match start.mesh {
         Some(MeshEnds { senders, receivers }) => (Some(senders), Some(receivers)),
@@ -407,6 +436,7 @@ async fn shard_main(
         ready_shards: Arc::new(AtomicUsize::new(0)),
         metrics: Default::default(),
         io_memory_bytes: shared.io_memory_bytes,
+        tls: shared.tls.clone(),
     });
     if let Some(receivers) = receivers {
         let handler = context.clone();
@@ -577,6 +607,14 @@ async fn shard_main(
     glommio::spawn_local_into(group_sweep_loop(context.clone()), requests)
         .map_err(|e| runtime_error(e.to_string()))?
         .detach();
+    if let (true, Some(tls)) = (context.is_controller(), shared.tls.clone()) {
+        glommio::spawn_local_into(
+            reload_tls_on_signal(context.clone(), tls, shared.reload_tls.clone()),
+            background,
+        )
+        .map_err(|e| runtime_error(e.to_string()))?
+        .detach();
+    }
     if context.is_controller() {
         let metrics = shared.metrics_fd.lock().expect("metrics fd lock").take();
         if let Some(fd) = metrics {
@@ -642,6 +680,26 @@ pub(super) async fn accept_loop<Fut>(
             Err(error) => {
                 tracing::warn!(%error, "accept failed");
                 glommio::timer::sleep(millis(ACCEPT_RETRY_MS)).await;
+            }
+        }
+    }
+}
+
+/// Rereads the TLS certificate and key when SIGHUP sets `requested` (every shard accepts with
+/// the new ones from then on), until the shard stops.
+async fn reload_tls_on_signal(
+    context: Rc<ShardContext>,
+    tls: Arc<crate::tls::ServerTls>,
+    requested: Arc<AtomicBool>,
+) {
+    while !context.stopping.get() {
+        glommio::timer::sleep(millis(SHUTDOWN_POLL_MS)).await;
+        if requested.swap(false, Ordering::SeqCst) {
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificate and key reloaded"),
+                Err(error) => {
+                    tracing::error!(%error, "TLS reload failed: the previous certificate stays")
+                }
             }
         }
     }

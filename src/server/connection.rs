@@ -112,6 +112,21 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
         return;
     }
     let _ = stream.set_nodelay(true);
+    let stream: crate::tls::BoxedStream = match &context.tls {
+        None => Box::new(stream),
+        Some(tls) => {
+            let timeout = context.profile.network.frame_completion_timeout();
+            match tls.accept(stream, timeout).await {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed: connection closed");
+                    let failed = &context.metrics.tls_handshakes_failed;
+                    failed.set(failed.get() + 1);
+                    return;
+                }
+            }
+        }
+    };
     context
         .metrics
         .connections_accepted

@@ -101,6 +101,9 @@ pub struct ShardContext {
     pub metrics: super::metrics::ShardMetrics,
     /// The io memory glommio was given, per shard.
     pub io_memory_bytes: usize,
+    /// TLS on the client and internal listeners, and for this broker's connections to
+    /// other brokers; `None`: plaintext.
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 impl ShardContext {
@@ -144,6 +147,11 @@ impl ShardContext {
             }
         }
         offsets
+    }
+
+    /// How this broker connects to other brokers (TLS when its listeners use it).
+    pub fn client_tls(&self) -> Option<&crate::tls::ClientTls> {
+        self.tls.as_ref().and_then(|tls| tls.client())
     }
 
     /// The metadata this broker holds: its voter's or its observer's. On the controller
@@ -256,6 +264,7 @@ impl ShardHandler for ShardContext {
             io: Some(storage.metrics()),
             connections_accepted: self.metrics.connections_accepted.get(),
             connections_refused: self.metrics.connections_refused.get(),
+            tls_handshakes_failed: self.metrics.tls_handshakes_failed.get(),
             group_offsets: self.group_offsets(),
         }
     }

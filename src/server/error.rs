@@ -42,6 +42,8 @@ pub enum BrokerError {
     #[error(transparent)]
     Profile(#[from] ProfileError),
     #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
     Listen(#[from] ListenError),
     #[error("cannot {operation} data directory {path}: {source}")]
     DataDir {

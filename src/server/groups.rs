@@ -235,9 +235,10 @@ async fn remote_offset(
         .to_socket_addrs()
         .ok()?
         .next()?;
-    let connection = crate::client::connection::Connection::connect(address, "group-lag")
-        .await
-        .ok()?;
+    let connection =
+        crate::client::connection::Connection::connect(address, "group-lag", context.client_tls())
+            .await
+            .ok()?;
     let request = crate::protocol::Request::ListOffsets(crate::protocol::ListOffsetsRequest {
         partitions: vec![crate::protocol::ListOffsetsPartition {
             topic: topic.to_string(),

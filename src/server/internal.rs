@@ -32,8 +32,9 @@ use crate::cluster::observer::MetadataSource;
 use crate::cluster::raft::WireMessage;
 use crate::constants::{
     CONTROLLER_CALL_ATTEMPTS, CONTROLLER_CALL_RETRY_MS, CONTROLLER_CALL_TIMEOUT_MS,
-    CONTROLLER_PEER_QUEUE_MAX, INTERNAL_FRAME_BYTES_MAX,
+    CONTROLLER_PEER_QUEUE_MAX, INTERNAL_CONNECT_TIMEOUT_MS, INTERNAL_FRAME_BYTES_MAX,
 };
+use crate::tls::BoxedStream;
 
 /// One frame of the internal listener.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone)]
@@ -112,12 +113,19 @@ struct PeerQueue {
 pub struct Peers {
     addresses: HashMap<u64, SocketAddr>,
     queues: HashMap<u64, Rc<PeerQueue>>,
+    /// How this node reaches the others' internal listeners (TLS when they use it).
+    tls: Option<crate::tls::ClientTls>,
 }
 
 impl Peers {
     /// `voters`: raft id → internal address, this node included (it gets no queue).
-    pub fn new(voters: &[(u64, SocketAddr)], me: u64) -> Rc<Peers> {
+    pub fn new(
+        voters: &[(u64, SocketAddr)],
+        me: u64,
+        tls: Option<crate::tls::ClientTls>,
+    ) -> Rc<Peers> {
         Rc::new(Peers {
+            tls,
             addresses: voters.iter().copied().collect(),
             queues: voters
                 .iter()
@@ -156,13 +164,19 @@ impl Peers {
     pub fn start(self: &Rc<Self>, stop: Rc<dyn Fn() -> bool>) {
         for (&id, queue) in &self.queues {
             let address = self.addresses[&id];
-            glommio::spawn_local(send_to_peer(address, queue.clone(), stop.clone())).detach();
+            let tls = self.tls.clone();
+            glommio::spawn_local(send_to_peer(address, tls, queue.clone(), stop.clone())).detach();
         }
     }
 }
 
-async fn send_to_peer(address: SocketAddr, queue: Rc<PeerQueue>, stop: Rc<dyn Fn() -> bool>) {
-    let mut stream: Option<TcpStream> = None;
+async fn send_to_peer(
+    address: SocketAddr,
+    tls: Option<crate::tls::ClientTls>,
+    queue: Rc<PeerQueue>,
+    stop: Rc<dyn Fn() -> bool>,
+) {
+    let mut stream: Option<BoxedStream> = None;
     let mut warned = false;
     while !stop() {
         // Wait for messages (or check `stop` now and then).
@@ -182,9 +196,9 @@ async fn send_to_peer(address: SocketAddr, queue: Rc<PeerQueue>, stop: Rc<dyn Fn
             continue;
         }
         if stream.is_none() {
-            match TcpStream::connect_timeout(address, Duration::from_millis(500)).await {
+            let timeout = Duration::from_millis(INTERNAL_CONNECT_TIMEOUT_MS);
+            match crate::tls::connect(address, timeout, tls.as_ref()).await {
                 Ok(connected) => {
-                    let _ = connected.set_nodelay(true);
                     if warned {
                         tracing::info!(%address, "controller peer reachable again");
                     }
@@ -210,7 +224,11 @@ async fn send_to_peer(address: SocketAddr, queue: Rc<PeerQueue>, stop: Rc<dyn Fn
             bytes.extend_from_slice(&encode(&InternalFrame::Raft(message)));
         }
         let connection = stream.as_mut().expect("connected above");
-        if let Err(error) = connection.write_all(&bytes).await {
+        let written = async {
+            connection.write_all(&bytes).await?;
+            connection.flush().await
+        };
+        if let Err(error) = written.await {
             tracing::debug!(%address, %error, "controller peer connection lost");
             stream = None;
         }
@@ -219,7 +237,7 @@ async fn send_to_peer(address: SocketAddr, queue: Rc<PeerQueue>, stop: Rc<dyn Fn
 
 /// The write half of a connection, written by one task at a time.
 struct Writer {
-    half: RefCell<Option<futures_lite::io::WriteHalf<TcpStream>>>,
+    half: RefCell<Option<futures_lite::io::WriteHalf<BoxedStream>>>,
     lock: glommio::sync::Semaphore,
 }
 
@@ -235,7 +253,11 @@ impl Writer {
             .borrow_mut()
             .take()
             .ok_or_else(|| std::io::Error::other("connection broken"))?;
-        let written = half.write_all(bytes).await;
+        let written = async {
+            half.write_all(bytes).await?;
+            half.flush().await
+        }
+        .await;
         if written.is_ok() {
             *self.half.borrow_mut() = Some(half);
         }
@@ -247,6 +269,19 @@ impl Writer {
 pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
+    let stream: BoxedStream = match &context.tls {
+        None => Box::new(stream),
+        Some(tls) => {
+            let timeout = Duration::from_millis(INTERNAL_CONNECT_TIMEOUT_MS * 4);
+            match tls.accept(stream, timeout).await {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::warn!(?peer, %error, "internal TLS handshake failed: connection closed");
+                    return;
+                }
+            }
+        }
+    };
     let (mut reader, half) = futures_lite::io::split(stream);
     let writer = Rc::new(Writer {
         half: RefCell::new(Some(half)),
@@ -301,21 +336,24 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
 /// reply.
 async fn call_over_network(
     address: SocketAddr,
+    tls: Option<&crate::tls::ClientTls>,
     call: &ControllerCall,
     timeout: Duration,
 ) -> Result<(ControllerReply, u64), String> {
     let exchange = async {
-        let mut stream = TcpStream::connect_timeout(address, Duration::from_millis(500))
+        let connect_timeout = Duration::from_millis(INTERNAL_CONNECT_TIMEOUT_MS);
+        let mut stream = crate::tls::connect(address, connect_timeout, tls)
             .await
             .map_err(|e| format!("connecting to {address}: {e}"))?;
-        let _ = stream.set_nodelay(true);
         let frame = InternalFrame::Call {
             id: 1,
             call: call.clone(),
         };
-        stream
-            .write_all(&encode(&frame))
-            .await
+        let sent = async {
+            stream.write_all(&encode(&frame)).await?;
+            stream.flush().await
+        };
+        sent.await
             .map_err(|e| format!("sending to {address}: {e}"))?;
         match read_frame(&mut stream).await {
             Ok(InternalFrame::Reply { applied, reply, .. }) => Ok((reply, applied)),
@@ -367,7 +405,9 @@ pub async fn call_leader(
                 Ok((reply, metadata.applied()))
             }
             _ => match peers.address(target) {
-                Some(address) => call_over_network(address, &call, timeout).await,
+                Some(address) => {
+                    call_over_network(address, peers.tls.as_ref(), &call, timeout).await
+                }
                 None => Err(format!("node {} is not a voter", node_of(target))),
             },
         };

@@ -30,6 +30,7 @@ pub struct ShardMetrics {
     traffic: RefCell<HashMap<PartitionKey, PartitionTraffic>>,
     pub connections_accepted: Cell<u64>,
     pub connections_refused: Cell<u64>,
+    pub tls_handshakes_failed: Cell<u64>,
 }
 
 impl ShardMetrics {

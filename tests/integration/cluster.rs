@@ -520,10 +520,18 @@ pub(super) fn describe_rows(
     bootstrap: &str,
     topic: &str,
 ) -> (BTreeMap<u32, Row>, std::process::Output) {
-    let output = cli(
-        &["topic", "describe", "--broker", bootstrap, "--topic", topic],
-        None,
-    );
+    describe_rows_with(bootstrap, topic, &[])
+}
+
+/// `describe_rows` with more flags (TLS, say).
+pub(super) fn describe_rows_with(
+    bootstrap: &str,
+    topic: &str,
+    extra: &[&str],
+) -> (BTreeMap<u32, Row>, std::process::Output) {
+    let mut args = vec!["topic", "describe", "--broker", bootstrap, "--topic", topic];
+    args.extend(extra);
+    let output = cli(&args, None);
     let rows = String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| {

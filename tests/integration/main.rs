@@ -14,4 +14,5 @@ mod loadgen;
 mod log_crash;
 mod netns;
 mod prometheus;
+mod tls;
 mod tuning;

@@ -16,7 +16,7 @@ use super::Driver;
 use crate::args::Args;
 use crate::consumer::{self, ConsumerEvent};
 use crate::producer::{self, ProducerReport};
-use crate::stats::{Live, Plan, CLIENT_ID};
+use crate::stats::{Live, Plan};
 use crate::topics;
 
 /// How long the consumer group may take to become stable before the producers start.
@@ -33,14 +33,12 @@ where
     F: Future<Output = Result<T, String>> + 'static,
     W: FnOnce(Rc<Cluster>) -> F + Send + 'static,
 {
-    let broker = args.broker.clone();
-    let shard_routing = args.shard_routing();
+    let args = args.clone();
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("loadgen-setup")
         .io_memory(shardline::constants::CLI_IO_MEMORY_BYTES)
         .spawn(move || async move {
-            let cluster =
-                Cluster::new(&broker, CLIENT_ID, shard_routing).map_err(|e| e.to_string())?;
+            let cluster = args.cluster()?;
             work(cluster).await
         })
         .map_err(|e| format!("cannot start an io_uring executor: {e}"))?
