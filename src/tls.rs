@@ -109,9 +109,13 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, TlsErr
         }
         None => builder.with_no_client_auth(),
     };
-    let config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| file_error(&files.key, format!("does not go with the certificate: {e}")))?;
+    let config = builder.with_single_cert(certs, key).map_err(|e| {
+        let pair = format!("{} with {}", files.cert.display(), files.key.display());
+        file_error(
+            Path::new(&pair),
+            format!("not a usable certificate and key: {e}"),
+        )
+    })?;
     Ok(Arc::new(config))
 }
 
@@ -147,7 +151,13 @@ impl ClientTls {
         let config = match identity {
             Some((cert, key)) => builder
                 .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
-                .map_err(|e| file_error(key, format!("does not go with the certificate: {e}")))?,
+                .map_err(|e| {
+                    let pair = format!("{} with {}", cert.display(), key.display());
+                    file_error(
+                        Path::new(&pair),
+                        format!("not a usable client identity: {e}"),
+                    )
+                })?,
             None => builder.with_no_client_auth(),
         };
         let server_name = server_name

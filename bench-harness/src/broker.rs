@@ -46,6 +46,7 @@ impl BrokerProcess {
         data_dir: &Path,
         profile: &Path,
         placement: &Placement,
+        extra: &[String],
     ) -> Result<BrokerProcess, String> {
         let mut command = Command::new(binary);
         command
@@ -54,7 +55,8 @@ impl BrokerProcess {
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
             .arg("--profile")
-            .arg(profile);
+            .arg(profile)
+            .args(extra);
         match placement {
             Placement::Unpinned => {
                 command.args(["--cores", &BROKER_SHARDS.to_string(), "--no-pin"]);

@@ -82,6 +82,16 @@ pub struct Args {
     /// Parent of the brokers' temporary data directories (default: the system temp dir).
     #[arg(long)]
     pub data_parent: Option<PathBuf>,
+    /// Run the broker with TLS on its listeners (this certificate chain, PEM) and the load
+    /// generator over TLS; with --tls-key and --tls-ca. Single-broker scenarios only.
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA the load generator trusts (the one that issued --tls-cert; PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// Exit status when the harness itself could not run (bad flags, missing binaries ...).

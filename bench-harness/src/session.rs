@@ -29,6 +29,9 @@ pub struct Session<'a> {
     broker_placement: Placement,
     loadgen_cpus: Option<Vec<usize>>,
     started: Instant,
+    /// TLS flags for the broker and for the load generator (empty: plaintext).
+    broker_tls: Vec<String>,
+    loadgen_tls: Vec<String>,
 }
 
 /// Runs the scenario; `Ok(false)` when a run failed (the report is still written).
@@ -80,7 +83,22 @@ pub fn run(args: &Args) -> Result<bool, String> {
         broker_placement,
         loadgen_cpus,
         started: Instant::now(),
+        broker_tls: Vec::new(),
+        loadgen_tls: Vec::new(),
     };
+    let mut session = session;
+    if let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        if scenario.replication.is_some() {
+            return Err(format!(
+                "scenario {}: --tls-* applies to single-broker scenarios, not to clusters",
+                scenario.name
+            ));
+        }
+        let flag = |name: &str, path: &Path| [name.to_string(), path.display().to_string()];
+        session.broker_tls = [flag("--tls-cert", cert), flag("--tls-key", key)].concat();
+        session.loadgen_tls = flag("--tls-ca", ca).to_vec();
+    }
+    let session = session;
     for profile in &scenario.profiles {
         let path = session.profile_path(profile);
         if !path.is_file() {
@@ -203,6 +221,7 @@ impl Session<'_> {
             &data.0,
             &self.profile_path(profile),
             &self.broker_placement,
+            &self.broker_tls,
         )?;
         Ok((data, broker))
     }
@@ -296,7 +315,10 @@ impl Session<'_> {
             profile: (result.system == "shardline" && profile_path.exists())
                 .then_some(profile_path.as_path()),
         };
-        let args = loadgen_args(self.scenario, run, &result.topic, address, &target);
+        let mut args = loadgen_args(self.scenario, run, &result.topic, address, &target);
+        if result.system == "shardline" {
+            args.extend(self.loadgen_tls.iter().cloned());
+        }
         let time = Duration::from_secs_f64(result.warmup_s + result.duration_s);
         self.progress(&format!(
             "{label} run {}: rate {} for {:.1} s (+{:.1} s warm-up) against {}",

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::harness::{build_workspace_binaries, hgrm_rows, shardline_binary};
 
-const TINY_SCENARIO: &str = r#"
+pub(super) const TINY_SCENARIO: &str = r#"
 name = "tiny"
 description = "integration test: two profiles, one short open-loop run"
 profiles = ["latency", "balanced"]

@@ -409,3 +409,74 @@ fn a_cluster_speaks_tls_between_its_brokers() {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// The bench harness runs its broker with TLS and the load generator over it: the tiny
+/// scenario's runs complete with every message checked.
+#[test]
+fn the_bench_harness_and_the_load_generator_run_over_tls() {
+    use super::harness::{build_workspace_binaries, shardline_binary};
+    let binaries = build_workspace_binaries(&["shardline-loadgen", "shardline-bench"]);
+    let work = tempfile::tempdir().unwrap();
+    let ca = authority(work.path(), "bench-ca");
+    let server = issue(work.path(), &ca, "broker", &["127.0.0.1"], VALID);
+    let scenario = work.path().join("tiny.toml");
+    std::fs::write(&scenario, super::bench_harness::TINY_SCENARIO).unwrap();
+    let out = work.path().join("report");
+    let output = std::process::Command::new(binaries.join("shardline-bench"))
+        .arg("--scenario")
+        .arg(&scenario)
+        .arg("--profiles")
+        .arg("balanced")
+        .arg("--out")
+        .arg(&out)
+        .arg("--shardline")
+        .arg(shardline_binary())
+        .arg("--loadgen")
+        .arg(binaries.join("shardline-loadgen"))
+        .arg("--tuning-dir")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tuning"))
+        .arg("--data-parent")
+        .arg(work.path())
+        .arg("--no-pin")
+        .args([
+            "--tls-cert",
+            path(&server.cert),
+            "--tls-key",
+            path(&server.key),
+        ])
+        .args(["--tls-ca", path(&ca.pem)])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{report}");
+    let result = &results[0];
+    assert!(result["throughput_messages_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(result["integrity_checked"], true, "{result}");
+    assert_eq!(result["lost"], 0, "{result}");
+    assert_eq!(result["duplicated"], 0, "{result}");
+    // The load generator was given the CA (its command line heads its log).
+    fn logs_under(dir: &Path) -> String {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|entry| {
+                let path = entry.path();
+                if path.is_dir() {
+                    logs_under(&path)
+                } else if path.extension().is_some_and(|e| e == "log") {
+                    std::fs::read_to_string(&path).unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .collect()
+    }
+    let logs = logs_under(&out);
+    assert!(
+        logs.contains("--tls-ca"),
+        "the load generator was given the CA: {logs}"
+    );
+}
