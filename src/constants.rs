@@ -100,6 +100,12 @@ pub const BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// The longest topic name (characters `[a-zA-Z0-9._-]`, and never `.` or `..`).
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// The longest principal or resource name in an access rule.
+pub const ACL_NAME_BYTES_MAX: usize = 256;
+/// Access rules one AlterAcls request may add and remove together.
+pub const ACLS_PER_REQUEST_MAX: usize = 1_000;
+/// Access rules a cluster keeps (and DescribeAcls returns).
+pub const ACLS_MAX: usize = 100_000;
 
 /// The most topics one request or response names.
 pub const TOPICS_PER_REQUEST_MAX: usize = 10_000;

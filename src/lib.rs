@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod record;
 pub mod replication;
+pub mod security;
 pub mod server;
 pub mod shard;
 pub mod tls;

@@ -257,18 +257,38 @@ impl ServerTls {
         self.client.as_ref()
     }
 
-    /// The TLS handshake of an accepted connection, within `timeout`.
+    /// The TLS handshake of an accepted connection, within `timeout`; with the common name
+    /// of the client's certificate when it presented one (mutual TLS).
     pub async fn accept(
         &self,
         stream: TcpStream,
         timeout: Duration,
-    ) -> std::io::Result<BoxedStream> {
+    ) -> std::io::Result<(BoxedStream, Option<String>)> {
         let config = self.current.read().expect("tls config lock").clone();
         let acceptor = futures_rustls::TlsAcceptor::from(config);
         within(timeout, async {
             let stream = acceptor.accept(stream).await?;
-            Ok(Box::new(stream) as BoxedStream)
+            let name = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(common_name);
+            Ok((Box::new(stream) as BoxedStream, name))
         })
         .await
     }
+}
+
+/// The subject common name of a certificate (the handshake already checked it).
+fn common_name(certificate: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
+    let name = parsed
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    Some(name)
 }

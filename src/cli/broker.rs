@@ -51,6 +51,13 @@ pub struct BrokerArgs {
     /// The CA this broker trusts when it connects to other brokers (default: --tls-client-ca).
     #[arg(long)]
     tls_ca: Option<PathBuf>,
+    /// Enforce access rules (`shardline acl`): what no rule allows is refused.
+    #[arg(long)]
+    authorization: bool,
+    /// Principals that may do anything, comma separated (client certificate common names;
+    /// under mutual TLS, include the brokers' own).
+    #[arg(long, value_delimiter = ',')]
+    super_users: Option<Vec<String>>,
     /// A broker config file (TOML; keys as the flags below, in snake case). Flags given on
     /// the command line override it.
     #[arg(long)]
@@ -103,6 +110,8 @@ struct BrokerConfigFile {
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
+    authorization: Option<bool>,
+    super_users: Option<Vec<String>>,
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
     profile: Option<PathBuf>,
@@ -169,6 +178,8 @@ impl BrokerArgs {
             tls_key: self.tls_key.or(file.tls_key),
             tls_client_ca: self.tls_client_ca.or(file.tls_client_ca),
             tls_ca: self.tls_ca.or(file.tls_ca),
+            authorization: self.authorization || file.authorization == Some(true),
+            super_users: self.super_users.or(file.super_users),
             config: Some(path),
             data_dir: self.data_dir.or(file.data_dir),
             listen: self.listen.or(file.listen),
@@ -296,8 +307,13 @@ pub fn run(args: BrokerArgs) -> Result<(), String> {
         (None, None) => None,
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
+    if args.authorization && tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
+        tracing::warn!("--authorization without mutual TLS: every client is ANONYMOUS");
+    }
     run_broker(BrokerOptions {
         tls,
+        authorization: args.authorization,
+        super_users: args.super_users.clone().unwrap_or_default(),
         controller_voters,
         default_replication_factor: args.default_replication_factor.unwrap_or(0),
         controller_snapshot_every: args

@@ -1,5 +1,6 @@
 //! The `shardline` command line. Each subcommand lives in its own file; this one parses.
 
+mod acl_tools;
 mod broker;
 mod client_tools;
 pub use client_tools::TlsArgs;
@@ -52,6 +53,9 @@ enum Command {
     Produce(client_tools::ProduceArgs),
     /// Print messages of a topic.
     Consume(client_tools::ConsumeArgs),
+    /// Access rules: who may do what to which topic, group or the cluster.
+    #[command(subcommand)]
+    Acl(acl_tools::AclCommand),
     /// The cluster: its status, or a local cluster for trying things out.
     #[command(subcommand)]
     Cluster(cluster_tools::ClusterCommand),
@@ -80,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::Produce(args) => client_tools::run_produce(args),
         Command::Consume(args) => client_tools::run_consume(args),
         Command::Cluster(command) => cluster_tools::run_cluster(command),
+        Command::Acl(command) => acl_tools::run_acl(command),
         Command::Log(command) => log_tools::run_log(command),
         Command::Tuning(command) => tuning::run_tuning(command),
         Command::Debug(command) => log_tools::run_debug(command),

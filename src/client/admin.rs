@@ -292,4 +292,29 @@ impl Admin {
             other => Err(unexpected(&other)),
         }
     }
+
+    /// Adds and removes access rules (one bad rule refuses the whole change).
+    pub async fn alter_acls(
+        &self,
+        add: Vec<crate::protocol::Acl>,
+        remove: Vec<crate::protocol::Acl>,
+    ) -> Result<(), ClientError> {
+        let request = Request::AlterAcls(crate::protocol::AlterAclsRequest { add, remove });
+        match self.call(request).await? {
+            Response::AlterAcls(response) => check(response.error, &response.message),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Every access rule.
+    pub async fn describe_acls(&self) -> Result<Vec<crate::protocol::Acl>, ClientError> {
+        let request = Request::DescribeAcls(crate::protocol::DescribeAclsRequest {});
+        match self.call(request).await? {
+            Response::DescribeAcls(response) => {
+                check(response.error, &response.message)?;
+                Ok(response.acls)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
 }

@@ -279,6 +279,24 @@ impl Cluster {
                 return Ok(topic.clone());
             }
         }
+        // Not listed: gone, or hidden from this principal (which only asking by name tells).
+        let request = Request::Metadata(MetadataRequest {
+            topics: Some(vec![name.to_string()]),
+        });
+        let timeout =
+            std::time::Duration::from_millis(crate::constants::CLIENT_METADATA_TIMEOUT_MS);
+        if let Response::Metadata(metadata) = self.request_any(&request, timeout).await?.response {
+            let refused = metadata
+                .topics
+                .iter()
+                .any(|t| t.name == name && t.error == ErrorCode::TopicAuthorizationFailed);
+            if refused {
+                return Err(ClientError::from_code(
+                    ErrorCode::TopicAuthorizationFailed,
+                    format!("not authorized to describe topic {name}"),
+                ));
+            }
+        }
         Err(ClientError::UnknownTopic(name.to_string()))
     }
 

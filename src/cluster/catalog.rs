@@ -12,6 +12,8 @@ use super::TopicSpec;
 pub struct Catalog {
     topics: BTreeMap<String, Arc<TopicSpec>>,
     brokers: BTreeMap<u32, BrokerRecord>,
+    /// The access rules, indexed for checks.
+    acls: crate::security::AclIndex,
     /// Bumped with every change, so shards can tell which snapshot is newer.
     pub version: u64,
 }
@@ -25,6 +27,7 @@ impl Catalog {
         Catalog {
             topics,
             brokers: BTreeMap::new(),
+            acls: Default::default(),
             version,
         }
     }
@@ -33,7 +36,12 @@ impl Catalog {
     pub fn from_image(version: u64, image: &MetadataImage) -> Catalog {
         let mut catalog = Catalog::new(version, image.topics().cloned());
         catalog.brokers = image.brokers().map(|b| (b.broker, b.clone())).collect();
+        catalog.acls = crate::security::AclIndex::new(image.acls());
         catalog
+    }
+
+    pub fn acls(&self) -> &crate::security::AclIndex {
+        &self.acls
     }
 
     pub fn brokers(&self) -> impl Iterator<Item = &BrokerRecord> {

@@ -35,6 +35,7 @@ pub enum AdminRequest {
     CreateTopics(CreateTopicsRequest),
     DeleteTopics(DeleteTopicsRequest),
     AlterConfigs(AlterConfigsRequest),
+    AlterAcls(crate::protocol::AlterAclsRequest),
 }
 
 /// A broker's heartbeat: who it is and where clients reach it.
@@ -108,6 +109,7 @@ pub enum ControllerReply {
     CreateTopics(CreateTopicsResponse),
     DeleteTopics(DeleteTopicsResponse),
     AlterConfigs(AlterConfigsResponse),
+    AlterAcls(crate::protocol::AlterAclsResponse),
     InitProducerId(InitProducerIdResponse),
     /// For heartbeats, partition changes and elections.
     Done {
@@ -231,6 +233,13 @@ impl Controller {
             ControllerCall::Admin(AdminRequest::AlterConfigs(request)) => {
                 ControllerReply::AlterConfigs(self.alter_configs(request).await)
             }
+            ControllerCall::Admin(AdminRequest::AlterAcls(request)) => {
+                let (error, message) = match self.alter_acls(request).await {
+                    Ok(()) => (ErrorCode::None, String::new()),
+                    Err(failure) => failure,
+                };
+                ControllerReply::AlterAcls(crate::protocol::AlterAclsResponse { error, message })
+            }
             ControllerCall::InitProducerId(request) => {
                 ControllerReply::InitProducerId(self.init_producer_id(request).await)
             }
@@ -251,6 +260,23 @@ impl Controller {
             }
             ControllerCall::FetchImage { after } => self.fetch_image(after).await,
         }
+    }
+
+    /// Adds and removes access rules, each checked first: one bad rule refuses them all.
+    async fn alter_acls(
+        &self,
+        request: crate::protocol::AlterAclsRequest,
+    ) -> Result<(), (ErrorCode, String)> {
+        let check = |acls: Vec<crate::protocol::Acl>| {
+            acls.iter()
+                .map(crate::security::acl::normalize)
+                .collect::<Result<Vec<_>, String>>()
+                .map_err(|message| (ErrorCode::InvalidRequest, message))
+        };
+        let add = check(request.add)?;
+        let remove = check(request.remove)?;
+        self.propose(MetadataEvent::AclsAltered { add, remove })
+            .await
     }
 
     /// The image once this leader has applied past `after`, waiting a bounded time for it.

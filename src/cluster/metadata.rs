@@ -164,6 +164,11 @@ pub enum MetadataEvent {
         partition: u32,
         eligible: Vec<u32>,
     },
+    /// Access rules added and removed (checked and normalized by the controller).
+    AclsAltered {
+        add: Vec<crate::protocol::Acl>,
+        remove: Vec<crate::protocol::Acl>,
+    },
 }
 
 /// Where one partition's replicas are and who leads them.
@@ -349,6 +354,8 @@ pub struct MetadataImage {
     next_topic_id: u64,
     /// Producer ids below this are reserved in the log.
     producer_ids_reserved: u64,
+    /// The access rules (see `crate::security::acl`).
+    acls: std::collections::BTreeSet<crate::protocol::Acl>,
 }
 
 /// The snapshot format: the events that rebuild the image.
@@ -618,8 +625,25 @@ impl MetadataImage {
                 }
                 state.eligible = eligible;
             }
+            MetadataEvent::AclsAltered { add, remove } => {
+                for acl in &remove {
+                    self.acls.remove(acl);
+                }
+                if self.acls.len() + add.len() > crate::constants::ACLS_MAX {
+                    return Err(TopicError::Storage(format!(
+                        "more than {} access rules",
+                        crate::constants::ACLS_MAX
+                    )));
+                }
+                self.acls.extend(add);
+            }
         }
         Ok(())
+    }
+
+    /// The access rules.
+    pub fn acls(&self) -> impl Iterator<Item = &crate::protocol::Acl> {
+        self.acls.iter()
     }
 
     fn partition_mut(&mut self, topic_id: u64, partition: u32) -> Option<&mut PartitionState> {
@@ -860,6 +884,12 @@ impl MetadataImage {
                     });
                 }
             }
+        }
+        if !self.acls.is_empty() {
+            events.push(MetadataEvent::AclsAltered {
+                add: self.acls.iter().cloned().collect(),
+                remove: Vec::new(),
+            });
         }
         events
     }
@@ -1255,5 +1285,40 @@ mod tests {
             })
             .is_err());
         assert_eq!(image.topic("t").unwrap().placement[0].leader, Some(1));
+    }
+
+    #[test]
+    fn access_rules_are_kept_and_survive_a_snapshot() {
+        use crate::protocol::{Acl, AclOperation, ResourceKind};
+        let rule = |principal: &str| Acl {
+            principal: principal.into(),
+            resource: ResourceKind::Topic,
+            name: "orders".into(),
+            operation: AclOperation::Read,
+        };
+        let mut image = MetadataImage::new();
+        image
+            .apply(MetadataEvent::AclsAltered {
+                add: vec![rule("alice"), rule("bob")],
+                remove: Vec::new(),
+            })
+            .unwrap();
+        image
+            .apply(MetadataEvent::AclsAltered {
+                add: Vec::new(),
+                remove: vec![rule("bob"), rule("nobody")],
+            })
+            .unwrap();
+        assert_eq!(
+            image.acls().cloned().collect::<Vec<_>>(),
+            vec![rule("alice")]
+        );
+        let again = MetadataImage::from_snapshot(&image.to_snapshot()).unwrap();
+        assert_eq!(
+            again.acls().cloned().collect::<Vec<_>>(),
+            vec![rule("alice")]
+        );
+        let catalog = super::super::Catalog::from_image(1, &again);
+        assert_eq!(catalog.acls().rules(), &[rule("alice")]);
     }
 }

@@ -70,6 +70,10 @@ pub enum ApiKey {
     OffsetsForLeaderEpoch = 43,
     /// Move a partition's replicas to other brokers.
     ReassignPartition = 44,
+    /// Add and remove access rules (through the controller).
+    AlterAcls = 45,
+    /// The access rules.
+    DescribeAcls = 46,
     /// The answer to a request that could not be decoded (unknown api, unsupported version,
     /// invalid body): an `ErrorResponse` with the request's correlation id. Response-only.
     Error = 0xFFFF,
@@ -77,7 +81,7 @@ pub enum ApiKey {
 
 impl ApiKey {
     /// Every api a client may send, in key order.
-    pub const REQUESTS: [ApiKey; 24] = [
+    pub const REQUESTS: [ApiKey; 26] = [
         ApiKey::Handshake,
         ApiKey::Metadata,
         ApiKey::Produce,
@@ -102,6 +106,8 @@ impl ApiKey {
         ApiKey::ElectLeader,
         ApiKey::OffsetsForLeaderEpoch,
         ApiKey::ReassignPartition,
+        ApiKey::AlterAcls,
+        ApiKey::DescribeAcls,
     ];
 
     /// The key with this wire value, if this build knows it (including the response-only
@@ -152,6 +158,8 @@ impl ApiKey {
             | ApiKey::ElectLeader
             | ApiKey::OffsetsForLeaderEpoch
             | ApiKey::ReassignPartition
+            | ApiKey::AlterAcls
+            | ApiKey::DescribeAcls
             | ApiKey::Error => VersionRange { min: 0, max: 0 },
         }
     }
@@ -192,6 +200,8 @@ impl ApiKey {
             ApiKey::ElectLeader => "ElectLeader",
             ApiKey::OffsetsForLeaderEpoch => "OffsetsForLeaderEpoch",
             ApiKey::ReassignPartition => "ReassignPartition",
+            ApiKey::AlterAcls => "AlterAcls",
+            ApiKey::DescribeAcls => "DescribeAcls",
             ApiKey::Error => "Error",
         }
     }

@@ -180,6 +180,8 @@ pub fn encode_request_head(
         Request::ElectLeader(body) => encode_frame(out, head, body),
         Request::OffsetsForLeaderEpoch(body) => encode_frame(out, head, body),
         Request::ReassignPartition(body) => encode_frame(out, head, body),
+        Request::AlterAcls(body) => encode_frame(out, head, body),
+        Request::DescribeAcls(body) => encode_frame(out, head, body),
     }
 }
 
@@ -241,6 +243,8 @@ pub fn encode_response_head(
         Response::ElectLeader(body) => encode_frame(out, head, body),
         Response::OffsetsForLeaderEpoch(body) => encode_frame(out, head, body),
         Response::ReassignPartition(body) => encode_frame(out, head, body),
+        Response::AlterAcls(body) => encode_frame(out, head, body),
+        Response::DescribeAcls(body) => encode_frame(out, head, body),
         Response::Error(body) => encode_frame(out, head, body),
     }
 }
@@ -424,6 +428,8 @@ pub fn decode_request(frame: &Frame) -> Result<DecodedRequest, ProtocolError> {
         ApiKey::ElectLeader => decode_body(api, frame, Request::ElectLeader)?,
         ApiKey::OffsetsForLeaderEpoch => decode_body(api, frame, Request::OffsetsForLeaderEpoch)?,
         ApiKey::ReassignPartition => decode_body(api, frame, Request::ReassignPartition)?,
+        ApiKey::AlterAcls => decode_body(api, frame, Request::AlterAcls)?,
+        ApiKey::DescribeAcls => decode_body(api, frame, Request::DescribeAcls)?,
         ApiKey::Error => unreachable!("check_frame refuses Error as a request"),
     };
     Ok(DecodedRequest {
@@ -461,6 +467,8 @@ pub fn decode_response(frame: &Frame) -> Result<DecodedResponse, ProtocolError> 
         ApiKey::ElectLeader => decode_body(api, frame, Response::ElectLeader)?,
         ApiKey::OffsetsForLeaderEpoch => decode_body(api, frame, Response::OffsetsForLeaderEpoch)?,
         ApiKey::ReassignPartition => decode_body(api, frame, Response::ReassignPartition)?,
+        ApiKey::AlterAcls => decode_body(api, frame, Response::AlterAcls)?,
+        ApiKey::DescribeAcls => decode_body(api, frame, Response::DescribeAcls)?,
         ApiKey::Error => decode_body(api, frame, Response::Error)?,
     };
     Ok(DecodedResponse {

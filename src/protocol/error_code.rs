@@ -129,12 +129,19 @@ pub enum ErrorCode {
     /// The request names a newer leader epoch than this broker knows: its own view is
     /// behind (a catalogue change on its way). Retriable after a short wait.
     UnknownLeaderEpoch = 39,
-    // Next free value: 40. Retired values (never reuse): none yet.
+    /// The principal may not do this to the topic (authorization is on and no rule allows
+    /// it). Not retriable: the request had no effect.
+    TopicAuthorizationFailed = 40,
+    /// The principal may not do this to the group.
+    GroupAuthorizationFailed = 41,
+    /// The principal may not do this to the cluster (an administrative request).
+    ClusterAuthorizationFailed = 42,
+    // Next free value: 43. Retired values (never reuse): none yet.
 }
 
 impl ErrorCode {
     /// Every code, in value order.
-    pub const ALL: [ErrorCode; 40] = [
+    pub const ALL: [ErrorCode; 43] = [
         ErrorCode::None,
         ErrorCode::Unknown,
         ErrorCode::CorruptBatch,
@@ -175,6 +182,9 @@ impl ErrorCode {
         ErrorCode::FencedLeaderEpoch,
         ErrorCode::NotCoordinator,
         ErrorCode::UnknownLeaderEpoch,
+        ErrorCode::TopicAuthorizationFailed,
+        ErrorCode::GroupAuthorizationFailed,
+        ErrorCode::ClusterAuthorizationFailed,
     ];
 
     /// The code with this wire value, if this build knows it.
@@ -254,6 +264,9 @@ impl ErrorCode {
             ErrorCode::FencedLeaderEpoch => "FencedLeaderEpoch",
             ErrorCode::NotCoordinator => "NotCoordinator",
             ErrorCode::UnknownLeaderEpoch => "UnknownLeaderEpoch",
+            ErrorCode::TopicAuthorizationFailed => "TopicAuthorizationFailed",
+            ErrorCode::GroupAuthorizationFailed => "GroupAuthorizationFailed",
+            ErrorCode::ClusterAuthorizationFailed => "ClusterAuthorizationFailed",
         }
     }
 }

@@ -60,6 +60,10 @@ pub struct BrokerOptions {
     pub retention_check_interval_ms: u64,
     /// TLS on the client and internal listeners (`None`: plaintext).
     pub tls: Option<crate::tls::ServerTlsFiles>,
+    /// Enforce the access rules (deny what none allows).
+    pub authorization: bool,
+    /// Principals that may do anything (the brokers themselves, under mutual TLS).
+    pub super_users: Vec<String>,
 }
 
 impl BrokerOptions {
@@ -437,6 +441,10 @@ async fn shard_main(
         metrics: Default::default(),
         io_memory_bytes: shared.io_memory_bytes,
         tls: shared.tls.clone(),
+        authorizer: crate::security::Authorizer::new(
+            options.authorization,
+            options.super_users.iter().cloned(),
+        ),
     });
     if let Some(receivers) = receivers {
         let handler = context.clone();

@@ -65,7 +65,12 @@ fn encode(correlation_id: u32, api_version: u16, reply: Reply) -> Encoded {
     }
 }
 
-fn start_request(context: &Rc<ShardContext>, frame: Frame) -> glommio::Task<Encoded> {
+fn start_request(
+    context: &Rc<ShardContext>,
+    principal: &Rc<str>,
+    frame: Frame,
+) -> glommio::Task<Encoded> {
+    let principal = principal.clone();
     let correlation_id = frame.header().correlation_id;
     let api_version = frame.header().api_version;
     let context = context.clone();
@@ -76,7 +81,11 @@ fn start_request(context: &Rc<ShardContext>, frame: Frame) -> glommio::Task<Enco
     glommio::spawn_local(async move {
         let _in_flight = in_flight;
         let encoded = match decode_request(&frame) {
-            Ok(decoded) => encode(correlation_id, api_version, handle(&context, decoded).await),
+            Ok(decoded) => encode(
+                correlation_id,
+                api_version,
+                handle(&context, &principal, decoded).await,
+            ),
             Err(error) => {
                 let mut head = Vec::new();
                 encode_error_response(
@@ -112,12 +121,15 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
         return;
     }
     let _ = stream.set_nodelay(true);
-    let stream: crate::tls::BoxedStream = match &context.tls {
-        None => Box::new(stream),
+    let (stream, principal): (crate::tls::BoxedStream, Rc<str>) = match &context.tls {
+        None => (Box::new(stream), Rc::from(crate::security::ANONYMOUS)),
         Some(tls) => {
             let timeout = context.profile.network.frame_completion_timeout();
             match tls.accept(stream, timeout).await {
-                Ok(stream) => stream,
+                Ok((stream, name)) => (
+                    stream,
+                    Rc::from(name.as_deref().unwrap_or(crate::security::ANONYMOUS)),
+                ),
                 Err(error) => {
                     tracing::debug!(%peer, %error, "TLS handshake failed: connection closed");
                     let failed = &context.metrics.tls_handshakes_failed;
@@ -196,7 +208,11 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
                 match frames.next_frame() {
                     Ok(Some(frame)) => {
                         took_frame = true;
-                        if queue.send(start_request(&context, frame)).await.is_err() {
+                        if queue
+                            .send(start_request(&context, &principal, frame))
+                            .await
+                            .is_err()
+                        {
                             broken = Some("writer gone");
                             break;
                         }

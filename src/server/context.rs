@@ -104,6 +104,8 @@ pub struct ShardContext {
     /// TLS on the client and internal listeners, and for this broker's connections to
     /// other brokers; `None`: plaintext.
     pub tls: Option<Arc<crate::tls::ServerTls>>,
+    /// Whether access rules are enforced, and who may do anything.
+    pub authorizer: crate::security::Authorizer,
 }
 
 impl ShardContext {

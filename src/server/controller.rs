@@ -237,6 +237,7 @@ pub async fn run(context: &ShardContext, request: AdminRequest) -> Response {
         ControllerReply::CreateTopics(response) => Response::CreateTopics(response),
         ControllerReply::DeleteTopics(response) => Response::DeleteTopics(response),
         ControllerReply::AlterConfigs(response) => Response::AlterConfigs(response),
+        ControllerReply::AlterAcls(response) => Response::AlterAcls(response),
         other => Response::Error(ErrorResponse::new(
             ErrorCode::Unknown,
             &format!("the controller answered {other:?}"),

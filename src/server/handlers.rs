@@ -36,14 +36,17 @@ impl From<Response> for Reply {
     }
 }
 
-/// Handles one decoded request on this shard.
-pub async fn handle(context: &ShardContext, decoded: DecodedRequest) -> Reply {
+/// Handles one decoded request of `principal` on this shard.
+pub async fn handle(context: &ShardContext, principal: &str, decoded: DecodedRequest) -> Reply {
     if context.stopping.get() {
         return Response::Error(crate::protocol::ErrorResponse::new(
             ErrorCode::BrokerShuttingDown,
             "the broker is shutting down",
         ))
         .into();
+    }
+    if let Err(refusal) = super::authorize::check(context, principal, &decoded.request) {
+        return Response::Error(refusal).into();
     }
     let partition_batches = decoded.partition_batches;
     let admin = |request| super::controller::forward(context, request);
@@ -55,7 +58,16 @@ pub async fn handle(context: &ShardContext, decoded: DecodedRequest) -> Reply {
             supported: supported_apis(),
         })
         .into(),
-        Request::Metadata(request) => Response::Metadata(metadata(context, request)).into(),
+        Request::Metadata(request) => {
+            Response::Metadata(metadata(context, principal, request)).into()
+        }
+        Request::AlterAcls(r) => admin(AdminRequest::AlterAcls(r)).await.into(),
+        Request::DescribeAcls(_) => Response::DescribeAcls(crate::protocol::DescribeAclsResponse {
+            error: ErrorCode::None,
+            message: String::new(),
+            acls: context.catalog().acls().rules().to_vec(),
+        })
+        .into(),
         Request::Produce(request) => {
             Response::Produce(produce(context, request, partition_batches).await).into()
         }
@@ -108,7 +120,8 @@ pub async fn handle(context: &ShardContext, decoded: DecodedRequest) -> Reply {
     }
 }
 
-fn metadata(context: &ShardContext, request: MetadataRequest) -> MetadataResponse {
+fn metadata(context: &ShardContext, principal: &str, request: MetadataRequest) -> MetadataResponse {
+    let visible = |name: &str| super::authorize::may_describe_topic(context, principal, name);
     let catalog = context.catalog();
     let describe = |topic: &TopicSpec| TopicMetadata {
         name: topic.name.clone(),
@@ -149,12 +162,18 @@ fn metadata(context: &ShardContext, request: MetadataRequest) -> MetadataRespons
         // Internal topics (the offsets log) are listed only when asked for by name.
         None => catalog
             .topics()
-            .filter(|t| !t.name.starts_with("__"))
+            .filter(|t| !t.name.starts_with("__") && visible(&t.name))
             .map(|t| describe(t))
             .collect(),
         Some(names) => names
             .into_iter()
             .map(|name| match catalog.topic(&name) {
+                Some(_) if !visible(&name) => TopicMetadata {
+                    name,
+                    error: ErrorCode::TopicAuthorizationFailed,
+                    partitions: Vec::new(),
+                    configs: Vec::new(),
+                },
                 Some(topic) => describe(topic),
                 None => TopicMetadata {
                     name,

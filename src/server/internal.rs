@@ -274,7 +274,7 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
         Some(tls) => {
             let timeout = Duration::from_millis(INTERNAL_CONNECT_TIMEOUT_MS * 4);
             match tls.accept(stream, timeout).await {
-                Ok(stream) => stream,
+                Ok((stream, _)) => stream,
                 Err(error) => {
                     tracing::warn!(?peer, %error, "internal TLS handshake failed: connection closed");
                     return;

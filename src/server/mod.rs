@@ -2,6 +2,7 @@
 //! graceful shutdown. It joins the protocol (`crate::protocol`), the shard runtime
 //! (`crate::shard`: ownership map and mesh), the controller and catalogue (`crate::cluster`) and the log (`crate::log`).
 
+pub mod authorize;
 pub mod broker;
 pub mod connection;
 pub mod context;

@@ -1,6 +1,7 @@
 //! The one integration test binary: tests that start real `shardline` processes.
 //! `harness` holds what they share.
 
+mod acl;
 mod bench_harness;
 mod broker;
 mod broker_bad_input;

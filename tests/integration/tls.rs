@@ -13,19 +13,19 @@ use super::cluster::{broker_args, describe_rows_with, ip, voters, TestCluster};
 use super::harness::{cli, Broker};
 
 /// A certificate authority made for one test.
-struct Authority {
+pub(super) struct Authority {
     cert: Certificate,
     key: KeyPair,
-    pem: PathBuf,
+    pub(super) pem: PathBuf,
 }
 
 /// A certificate and key written to files.
-struct Identity {
-    cert: PathBuf,
-    key: PathBuf,
+pub(super) struct Identity {
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
 }
 
-fn authority(dir: &Path, name: &str) -> Authority {
+pub(super) fn authority(dir: &Path, name: &str) -> Authority {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, name);
@@ -38,7 +38,7 @@ fn authority(dir: &Path, name: &str) -> Authority {
 
 /// A certificate from `ca` for `names` (IP addresses become IP subject alternative names),
 /// valid from `days_from_now.0` to `days_from_now.1`.
-fn issue(
+pub(super) fn issue(
     dir: &Path,
     ca: &Authority,
     file: &str,
@@ -62,15 +62,20 @@ fn issue(
     identity
 }
 
-const VALID: (i64, i64) = (-1, 30);
-const EXPIRED: (i64, i64) = (-30, -1);
+pub(super) const VALID: (i64, i64) = (-1, 30);
+pub(super) const EXPIRED: (i64, i64) = (-30, -1);
 
-fn path(p: &Path) -> &str {
+pub(super) fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
 /// `produce` over the CLI with `tls` flags; its output.
-fn produce(broker: &str, topic: &str, lines: &str, tls: &[&str]) -> std::process::Output {
+pub(super) fn produce(
+    broker: &str,
+    topic: &str,
+    lines: &str,
+    tls: &[&str],
+) -> std::process::Output {
     let mut args = vec![
         "produce",
         "--broker",
@@ -87,7 +92,12 @@ fn produce(broker: &str, topic: &str, lines: &str, tls: &[&str]) -> std::process
 }
 
 /// Every message of `topic` through `consume --format json` with `tls` flags.
-fn consume(broker: &str, topic: &str, count: usize, tls: &[&str]) -> Vec<serde_json::Value> {
+pub(super) fn consume(
+    broker: &str,
+    topic: &str,
+    count: usize,
+    tls: &[&str],
+) -> Vec<serde_json::Value> {
     let count = count.to_string();
     let mut args = vec![
         "consume",
@@ -112,7 +122,7 @@ fn consume(broker: &str, topic: &str, count: usize, tls: &[&str]) -> Vec<serde_j
 }
 
 /// Each key's values come back once, in the order sent.
-fn check_every_message(sent: usize, read: &[serde_json::Value]) {
+pub(super) fn check_every_message(sent: usize, read: &[serde_json::Value]) {
     assert_eq!(read.len(), sent, "every message once");
     let mut last: std::collections::HashMap<String, i64> = Default::default();
     let mut seen = std::collections::HashSet::new();
@@ -125,12 +135,12 @@ fn check_every_message(sent: usize, read: &[serde_json::Value]) {
     }
 }
 
-fn lines(count: usize) -> String {
+pub(super) fn lines(count: usize) -> String {
     (0..count).map(|n| format!("k{}:v{n}\n", n % 13)).collect()
 }
 
 /// A refused client fails with a message, it does not hang.
-fn assert_refused(output: &std::process::Output, what: &str) {
+pub(super) fn assert_refused(output: &std::process::Output, what: &str) {
     assert!(!output.status.success(), "{what} was let in: {output:?}");
 }
 
@@ -203,7 +213,7 @@ fn tls_round_trip_and_refusals() {
     assert_refused(&output, "an expired broker certificate");
 }
 
-fn create_topic_tls(broker: &str, topic: &str, tls: &[&str]) {
+pub(super) fn create_topic_tls(broker: &str, topic: &str, tls: &[&str]) {
     let mut args = vec![
         "topic",
         "create",
@@ -330,8 +340,9 @@ fn wait_for_log(broker: &Broker, text: &str) {
     }
 }
 
-/// Three brokers with mutual TLS on every listener: the controller's Raft traffic,
-/// replication and clients all go through it, and a replicated topic works end to end.
+/// Three brokers with mutual TLS on every listener and authorization on: the controller's
+/// Raft traffic, replication and clients all go through it, and a replicated topic works
+/// end to end.
 #[test]
 fn a_cluster_speaks_tls_between_its_brokers() {
     const SUBNET: u8 = 78;
@@ -342,6 +353,8 @@ fn a_cluster_speaks_tls_between_its_brokers() {
         .map(|i| {
             let host = ip(SUBNET, i);
             let identity = issue(dir.path(), &ca, &format!("broker-{i}"), &[&host], VALID);
+            // Authorization on: the brokers (and the test's client) are super users, so
+            // replication and the controller calls pass under it.
             let tls = [
                 "--tls-cert",
                 path(&identity.cert),
@@ -349,6 +362,9 @@ fn a_cluster_speaks_tls_between_its_brokers() {
                 path(&identity.key),
                 "--tls-client-ca",
                 path(&ca.pem),
+                "--authorization",
+                "--super-users",
+                "broker-0,broker-1,broker-2,client",
             ];
             let args = broker_args(&host, 0, i, &voters, &tls);
             Broker::start_exact(&dir.path().join(format!("node-{i}")), &args)

@@ -4,6 +4,7 @@
 //! derives their archived forms, whose layouts are the wire format of version 0 of each api.
 //! Each archived form has a `CheckArchived` impl with the semantic limits it must meet.
 
+mod acls;
 mod cluster;
 mod configs;
 mod error_response;
@@ -17,6 +18,10 @@ mod producer_id;
 mod replica_fetch;
 mod topics;
 
+pub use acls::{
+    Acl, AclOperation, AlterAclsRequest, AlterAclsResponse, ArchivedAcl, DescribeAclsRequest,
+    DescribeAclsResponse, ResourceKind,
+};
 pub use cluster::{
     DescribeClusterRequest, DescribeClusterResponse, ElectLeaderRequest, ElectLeaderResponse,
     NodeStatus, ReassignPartitionRequest, ReassignPartitionResponse,
@@ -116,6 +121,8 @@ message_enum! {
         ElectLeader(ElectLeaderRequest),
         OffsetsForLeaderEpoch(OffsetsForLeaderEpochRequest),
         ReassignPartition(ReassignPartitionRequest),
+        AlterAcls(AlterAclsRequest),
+        DescribeAcls(DescribeAclsRequest),
     }
 }
 
@@ -146,6 +153,8 @@ message_enum! {
         ElectLeader(ElectLeaderResponse),
         OffsetsForLeaderEpoch(OffsetsForLeaderEpochResponse),
         ReassignPartition(ReassignPartitionResponse),
+        AlterAcls(AlterAclsResponse),
+        DescribeAcls(DescribeAclsResponse),
         Error(ErrorResponse),
     }
 }
