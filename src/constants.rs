@@ -104,6 +104,10 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 pub const ACL_NAME_BYTES_MAX: usize = 256;
 /// Access rules one AlterAcls request may add and remove together.
 pub const ACLS_PER_REQUEST_MAX: usize = 1_000;
+/// Users one AlterUsers request may store and remove together.
+pub const USERS_PER_REQUEST_MAX: usize = 1_000;
+/// Users a cluster keeps (and DescribeUsers returns).
+pub const USERS_MAX: usize = 100_000;
 /// Access rules a cluster keeps (and DescribeAcls returns).
 pub const ACLS_MAX: usize = 100_000;
 

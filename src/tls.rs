@@ -46,6 +46,9 @@ pub struct ServerTlsFiles {
     pub key: PathBuf,
     /// When set, clients must present a certificate issued by this CA (mutual TLS).
     pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: a client may also come without a certificate (it authenticates
+    /// otherwise, with SCRAM).
+    pub client_certificate_optional: bool,
     /// The CA the broker trusts when it connects to other brokers (replication, the
     /// controller); default: `client_ca`.
     pub ca: Option<PathBuf>,
@@ -102,9 +105,13 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, TlsErr
         Some(ca) => {
             let roots = Arc::new(load_roots(ca)?);
             let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
-                    .build()
-                    .map_err(config_error)?;
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider());
+            let verifier = match files.client_certificate_optional {
+                true => verifier.allow_unauthenticated(),
+                false => verifier,
+            }
+            .build()
+            .map_err(config_error)?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),

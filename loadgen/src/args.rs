@@ -29,7 +29,7 @@ pub struct Args {
     pub broker: String,
     /// TLS to shardline brokers that listen with it.
     #[command(flatten)]
-    pub tls: shardline::cli::TlsArgs,
+    pub tls: shardline::cli::SecurityArgs,
     /// The topic to use (created when missing); with --topics, the topics' name prefix.
     #[arg(long, default_value = "loadgen")]
     pub topic: String,
@@ -250,11 +250,13 @@ impl Args {
     /// The shardline cluster behind `--broker` (over TLS when asked).
     pub fn cluster(&self) -> Result<std::rc::Rc<shardline::client::Cluster>, String> {
         let tls = self.tls.client_tls()?;
-        shardline::client::Cluster::with_tls(
+        let login = self.tls.login()?;
+        shardline::client::Cluster::with_security(
             &self.broker,
             crate::stats::CLIENT_ID,
             self.shard_routing(),
             tls,
+            login,
         )
         .map_err(|e| e.to_string())
     }

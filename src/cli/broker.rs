@@ -51,6 +51,10 @@ pub struct BrokerArgs {
     /// The CA this broker trusts when it connects to other brokers (default: --tls-client-ca).
     #[arg(long)]
     tls_ca: Option<PathBuf>,
+    /// Require clients to authenticate: SCRAM-SHA-256 (`shardline user`), or a client
+    /// certificate from --tls-client-ca (then optional for the others).
+    #[arg(long)]
+    sasl: bool,
     /// Enforce access rules (`shardline acl`): what no rule allows is refused.
     #[arg(long)]
     authorization: bool,
@@ -112,6 +116,7 @@ struct BrokerConfigFile {
     tls_ca: Option<PathBuf>,
     authorization: Option<bool>,
     super_users: Option<Vec<String>>,
+    sasl: Option<bool>,
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
     profile: Option<PathBuf>,
@@ -179,6 +184,7 @@ impl BrokerArgs {
             tls_client_ca: self.tls_client_ca.or(file.tls_client_ca),
             tls_ca: self.tls_ca.or(file.tls_ca),
             authorization: self.authorization || file.authorization == Some(true),
+            sasl: self.sasl || file.sasl == Some(true),
             super_users: self.super_users.or(file.super_users),
             config: Some(path),
             data_dir: self.data_dir.or(file.data_dir),
@@ -299,6 +305,7 @@ pub fn run(args: BrokerArgs) -> Result<(), String> {
             cert,
             key,
             client_ca: args.tls_client_ca.clone(),
+            client_certificate_optional: args.sasl,
             ca: args.tls_ca.clone(),
         }),
         (None, None) if args.tls_client_ca.is_some() || args.tls_ca.is_some() => {
@@ -313,6 +320,7 @@ pub fn run(args: BrokerArgs) -> Result<(), String> {
     run_broker(BrokerOptions {
         tls,
         authorization: args.authorization,
+        sasl: args.sasl,
         super_users: args.super_users.clone().unwrap_or_default(),
         controller_voters,
         default_replication_factor: args.default_replication_factor.unwrap_or(0),

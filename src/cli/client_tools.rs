@@ -21,12 +21,12 @@ pub struct BrokerArg {
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub(super) broker: String,
     #[command(flatten)]
-    pub(super) tls: TlsArgs,
+    pub(super) tls: SecurityArgs,
 }
 
 /// How a client reaches brokers that listen with TLS.
 #[derive(Args, Clone, Debug, Default)]
-pub struct TlsArgs {
+pub struct SecurityArgs {
     /// Connect over TLS, trusting brokers whose certificate this CA issued (PEM).
     #[arg(long)]
     pub tls_ca: Option<std::path::PathBuf>,
@@ -39,9 +39,33 @@ pub struct TlsArgs {
     /// Check the broker's certificate for this name instead of the broker's IP address.
     #[arg(long, requires = "tls_ca")]
     pub tls_server_name: Option<String>,
+    /// Authenticate as this user (SCRAM-SHA-256); the password comes from
+    /// --sasl-password-file, else the SHARDLINE_SASL_PASSWORD environment variable.
+    #[arg(long)]
+    pub sasl_user: Option<String>,
+    /// A file whose first line is the password of --sasl-user.
+    #[arg(long, requires = "sasl_user")]
+    pub sasl_password_file: Option<std::path::PathBuf>,
 }
 
-impl TlsArgs {
+impl SecurityArgs {
+    /// The SCRAM login these flags ask for (`None`: no SCRAM).
+    pub fn login(&self) -> Result<Option<crate::security::Login>, String> {
+        let Some(user) = &self.sasl_user else {
+            return Ok(None);
+        };
+        let password = match &self.sasl_password_file {
+            Some(path) => read_password(path)?,
+            None => std::env::var("SHARDLINE_SASL_PASSWORD").map_err(|_| {
+                "--sasl-user needs --sasl-password-file or SHARDLINE_SASL_PASSWORD".to_string()
+            })?,
+        };
+        Ok(Some(crate::security::Login {
+            user: user.clone(),
+            password,
+        }))
+    }
+
     /// The client TLS these flags ask for (`None`: plaintext).
     pub fn client_tls(&self) -> Result<Option<crate::tls::ClientTls>, String> {
         let Some(ca) = &self.tls_ca else {
@@ -58,11 +82,24 @@ impl TlsArgs {
 }
 
 impl BrokerArg {
-    /// The cluster behind `--broker`, over TLS when asked.
+    /// The cluster behind `--broker`, over TLS and with SCRAM when asked.
     pub(super) fn cluster(&self, shard_aware: bool) -> Result<Rc<Cluster>, String> {
         let tls = self.tls.client_tls()?;
-        Cluster::with_tls(&self.broker, "shardline-cli", shard_aware, tls).map_err(error_text)
+        let login = self.tls.login()?;
+        Cluster::with_security(&self.broker, "shardline-cli", shard_aware, tls, login)
+            .map_err(error_text)
     }
+}
+
+/// The first line of a password file.
+pub(super) fn read_password(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("reading the password file {}: {e}", path.display()))?;
+    let password = text.lines().next().unwrap_or_default().to_string();
+    if password.is_empty() {
+        return Err(format!("{}: the first line is empty", path.display()));
+    }
+    Ok(password)
 }
 
 #[derive(Subcommand)]

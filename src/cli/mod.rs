@@ -3,7 +3,8 @@
 mod acl_tools;
 mod broker;
 mod client_tools;
-pub use client_tools::TlsArgs;
+mod user_tools;
+pub use client_tools::SecurityArgs;
 mod cluster_tools;
 mod group_tools;
 mod log_tools;
@@ -53,6 +54,9 @@ enum Command {
     Produce(client_tools::ProduceArgs),
     /// Print messages of a topic.
     Consume(client_tools::ConsumeArgs),
+    /// SCRAM-SHA-256 users: create (or change a password), delete, list.
+    #[command(subcommand)]
+    User(user_tools::UserCommand),
     /// Access rules: who may do what to which topic, group or the cluster.
     #[command(subcommand)]
     Acl(acl_tools::AclCommand),
@@ -85,6 +89,7 @@ pub fn main() -> ExitCode {
         Command::Consume(args) => client_tools::run_consume(args),
         Command::Cluster(command) => cluster_tools::run_cluster(command),
         Command::Acl(command) => acl_tools::run_acl(command),
+        Command::User(command) => user_tools::run_user(command),
         Command::Log(command) => log_tools::run_log(command),
         Command::Tuning(command) => tuning::run_tuning(command),
         Command::Debug(command) => log_tools::run_debug(command),

@@ -317,4 +317,29 @@ impl Admin {
             other => Err(unexpected(&other)),
         }
     }
+
+    /// Stores and removes users' SCRAM credentials.
+    pub async fn alter_users(
+        &self,
+        upsert: Vec<crate::protocol::UserCredential>,
+        delete: Vec<String>,
+    ) -> Result<(), ClientError> {
+        let request = Request::AlterUsers(crate::protocol::AlterUsersRequest { upsert, delete });
+        match self.call(request).await? {
+            Response::AlterUsers(response) => check(response.error, &response.message),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Every user (names and mechanisms, never keys).
+    pub async fn describe_users(&self) -> Result<Vec<crate::protocol::UserListing>, ClientError> {
+        let request = Request::DescribeUsers(crate::protocol::DescribeUsersRequest {});
+        match self.call(request).await? {
+            Response::DescribeUsers(response) => {
+                check(response.error, &response.message)?;
+                Ok(response.users)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
 }

@@ -28,6 +28,8 @@ pub struct Cluster {
     next_bootstrap: std::cell::Cell<usize>,
     /// TLS to every broker, when set.
     tls: Option<crate::tls::ClientTls>,
+    /// SCRAM-SHA-256 on every connection, when set.
+    login: Option<crate::security::Login>,
 }
 
 impl Cluster {
@@ -46,6 +48,18 @@ impl Cluster {
         client_id: &str,
         shard_aware: bool,
         tls: Option<crate::tls::ClientTls>,
+    ) -> Result<Rc<Cluster>, ClientError> {
+        Cluster::with_security(bootstrap, client_id, shard_aware, tls, None)
+    }
+
+    /// As `with_tls`, authenticating every connection with SCRAM-SHA-256 when `login` is
+    /// given.
+    pub fn with_security(
+        bootstrap: &str,
+        client_id: &str,
+        shard_aware: bool,
+        tls: Option<crate::tls::ClientTls>,
+        login: Option<crate::security::Login>,
     ) -> Result<Rc<Cluster>, ClientError> {
         let mut addresses = Vec::new();
         for one in bootstrap
@@ -77,6 +91,7 @@ impl Cluster {
             epochs: RefCell::new(HashMap::new()),
             next_bootstrap: std::cell::Cell::new(0),
             tls,
+            login,
         }))
     }
 
@@ -96,7 +111,13 @@ impl Cluster {
                 return Ok(connection.clone());
             }
         }
-        let connection = Connection::connect(address, &self.client_id, self.tls.as_ref()).await?;
+        let connection = Connection::connect_as(
+            address,
+            &self.client_id,
+            self.tls.as_ref(),
+            self.login.as_ref(),
+        )
+        .await?;
         // Another task may have connected while this one did: keep one connection per address.
         let mut connections = self.connections.borrow_mut();
         if let Some(existing) = connections.get(&address).filter(|c| !c.is_broken()) {

@@ -47,6 +47,63 @@ impl Connection {
         client_id: &str,
         tls: Option<&ClientTls>,
     ) -> Result<Connection, ClientError> {
+        Connection::connect_as(address, client_id, tls, None).await
+    }
+
+    /// As `connect`, then authenticates with SCRAM-SHA-256 when `login` is given.
+    pub async fn connect_as(
+        address: SocketAddr,
+        client_id: &str,
+        tls: Option<&ClientTls>,
+        login: Option<&crate::security::Login>,
+    ) -> Result<Connection, ClientError> {
+        let connection = Connection::open(address, client_id, tls).await?;
+        if let Some(login) = login {
+            connection.authenticate(login).await?;
+        }
+        Ok(connection)
+    }
+
+    /// The SCRAM-SHA-256 exchange (two round trips); the broker closes the connection when
+    /// it fails.
+    async fn authenticate(&self, login: &crate::security::Login) -> Result<(), ClientError> {
+        use crate::security::scram::{ClientExchange, MECHANISM};
+        let timeout = Duration::from_millis(CLIENT_CONNECT_TIMEOUT_MS);
+        let step = |bytes: Vec<u8>| async move {
+            let request = Request::SaslAuthenticate(crate::protocol::SaslAuthenticateRequest {
+                mechanism: MECHANISM.to_string(),
+                bytes,
+            });
+            match self.request_within(&request, &[], timeout).await?.response {
+                Response::SaslAuthenticate(response) if response.error.is_ok() => {
+                    Ok(response.bytes)
+                }
+                Response::SaslAuthenticate(response) => Err(ClientError::from_code(
+                    response.error,
+                    format!("as {}: {}", login.user, response.message),
+                )),
+                other => Err(ClientError::Protocol(format!(
+                    "SaslAuthenticate answered with {:?}",
+                    other.api_key()
+                ))),
+            }
+        };
+        let (mut exchange, first) = ClientExchange::start(&login.user, &login.password);
+        let server_first = step(first).await?;
+        let client_final = exchange
+            .respond(&server_first)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let server_final = step(client_final).await?;
+        exchange
+            .verify(&server_final)
+            .map_err(|e| ClientError::Protocol(format!("the broker's SCRAM signature: {e}")))
+    }
+
+    async fn open(
+        address: SocketAddr,
+        client_id: &str,
+        tls: Option<&ClientTls>,
+    ) -> Result<Connection, ClientError> {
         let timeout = Duration::from_millis(CLIENT_CONNECT_TIMEOUT_MS);
         let stream = crate::tls::connect(address, timeout, tls)
             .await

@@ -14,6 +14,8 @@ pub struct Catalog {
     brokers: BTreeMap<u32, BrokerRecord>,
     /// The access rules, indexed for checks.
     acls: crate::security::AclIndex,
+    /// SCRAM credentials by user name.
+    users: BTreeMap<String, crate::protocol::UserCredential>,
     /// Bumped with every change, so shards can tell which snapshot is newer.
     pub version: u64,
 }
@@ -28,6 +30,7 @@ impl Catalog {
             topics,
             brokers: BTreeMap::new(),
             acls: Default::default(),
+            users: BTreeMap::new(),
             version,
         }
     }
@@ -37,7 +40,17 @@ impl Catalog {
         let mut catalog = Catalog::new(version, image.topics().cloned());
         catalog.brokers = image.brokers().map(|b| (b.broker, b.clone())).collect();
         catalog.acls = crate::security::AclIndex::new(image.acls());
+        catalog.users = image.users().map(|u| (u.name.clone(), u.clone())).collect();
         catalog
+    }
+
+    /// A user's stored credential.
+    pub fn user(&self, name: &str) -> Option<&crate::protocol::UserCredential> {
+        self.users.get(name)
+    }
+
+    pub fn users(&self) -> impl Iterator<Item = &crate::protocol::UserCredential> {
+        self.users.values()
     }
 
     pub fn acls(&self) -> &crate::security::AclIndex {

@@ -36,6 +36,7 @@ pub enum AdminRequest {
     DeleteTopics(DeleteTopicsRequest),
     AlterConfigs(AlterConfigsRequest),
     AlterAcls(crate::protocol::AlterAclsRequest),
+    AlterUsers(crate::protocol::AlterUsersRequest),
 }
 
 /// A broker's heartbeat: who it is and where clients reach it.
@@ -110,6 +111,7 @@ pub enum ControllerReply {
     DeleteTopics(DeleteTopicsResponse),
     AlterConfigs(AlterConfigsResponse),
     AlterAcls(crate::protocol::AlterAclsResponse),
+    AlterUsers(crate::protocol::AlterUsersResponse),
     InitProducerId(InitProducerIdResponse),
     /// For heartbeats, partition changes and elections.
     Done {
@@ -240,6 +242,13 @@ impl Controller {
                 };
                 ControllerReply::AlterAcls(crate::protocol::AlterAclsResponse { error, message })
             }
+            ControllerCall::Admin(AdminRequest::AlterUsers(request)) => {
+                let (error, message) = match self.alter_users(request).await {
+                    Ok(()) => (ErrorCode::None, String::new()),
+                    Err(failure) => failure,
+                };
+                ControllerReply::AlterUsers(crate::protocol::AlterUsersResponse { error, message })
+            }
             ControllerCall::InitProducerId(request) => {
                 ControllerReply::InitProducerId(self.init_producer_id(request).await)
             }
@@ -260,6 +269,29 @@ impl Controller {
             }
             ControllerCall::FetchImage { after } => self.fetch_image(after).await,
         }
+    }
+
+    /// Stores and removes users' credentials, each checked first: one bad one refuses all.
+    async fn alter_users(
+        &self,
+        request: crate::protocol::AlterUsersRequest,
+    ) -> Result<(), (ErrorCode, String)> {
+        for credential in &request.upsert {
+            crate::security::scram::check_credential(credential).map_err(|message| {
+                (
+                    ErrorCode::InvalidRequest,
+                    format!("{}: {message}", credential.name),
+                )
+            })?;
+        }
+        for credential in request.upsert {
+            self.propose(MetadataEvent::UserUpserted { credential })
+                .await?;
+        }
+        for name in request.delete {
+            self.propose(MetadataEvent::UserDeleted { name }).await?;
+        }
+        Ok(())
     }
 
     /// Adds and removes access rules, each checked first: one bad rule refuses them all.

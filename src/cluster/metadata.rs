@@ -164,6 +164,13 @@ pub enum MetadataEvent {
         partition: u32,
         eligible: Vec<u32>,
     },
+    /// A user's SCRAM credential stored (new or replaced).
+    UserUpserted {
+        credential: crate::protocol::UserCredential,
+    },
+    UserDeleted {
+        name: String,
+    },
     /// Access rules added and removed (checked and normalized by the controller).
     AclsAltered {
         add: Vec<crate::protocol::Acl>,
@@ -356,6 +363,8 @@ pub struct MetadataImage {
     producer_ids_reserved: u64,
     /// The access rules (see `crate::security::acl`).
     acls: std::collections::BTreeSet<crate::protocol::Acl>,
+    /// SCRAM credentials by user name (see `crate::security::scram`).
+    users: BTreeMap<String, crate::protocol::UserCredential>,
 }
 
 /// The snapshot format: the events that rebuild the image.
@@ -625,6 +634,20 @@ impl MetadataImage {
                 }
                 state.eligible = eligible;
             }
+            MetadataEvent::UserUpserted { credential } => {
+                if !self.users.contains_key(&credential.name)
+                    && self.users.len() >= crate::constants::USERS_MAX
+                {
+                    return Err(TopicError::Storage(format!(
+                        "more than {} users",
+                        crate::constants::USERS_MAX
+                    )));
+                }
+                self.users.insert(credential.name.clone(), credential);
+            }
+            MetadataEvent::UserDeleted { name } => {
+                self.users.remove(&name);
+            }
             MetadataEvent::AclsAltered { add, remove } => {
                 for acl in &remove {
                     self.acls.remove(acl);
@@ -639,6 +662,11 @@ impl MetadataImage {
             }
         }
         Ok(())
+    }
+
+    /// The users' stored credentials.
+    pub fn users(&self) -> impl Iterator<Item = &crate::protocol::UserCredential> {
+        self.users.values()
     }
 
     /// The access rules.
@@ -884,6 +912,11 @@ impl MetadataImage {
                     });
                 }
             }
+        }
+        for credential in self.users.values() {
+            events.push(MetadataEvent::UserUpserted {
+                credential: credential.clone(),
+            });
         }
         if !self.acls.is_empty() {
             events.push(MetadataEvent::AclsAltered {

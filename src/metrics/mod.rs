@@ -86,6 +86,8 @@ pub struct ShardStats {
     pub connections_refused: u64,
     /// Connections closed because their TLS handshake failed (or timed out).
     pub tls_handshakes_failed: u64,
+    /// SCRAM exchanges that failed (wrong password, unknown user, bad message).
+    pub authentications_failed: u64,
     pub group_offsets: Vec<GroupOffset>,
 }
 
@@ -197,7 +199,12 @@ const SHARD_GAUGES: [Reading<ShardStats>; 5] = [
     }),
 ];
 
-const SHARD_COUNTERS: [Reading<ShardStats>; 5] = [
+const SHARD_COUNTERS: [Reading<ShardStats>; 6] = [
+    (
+        "shard_authentications_failed",
+        "SCRAM exchanges that failed (a wrong password, an unknown user, a bad message)",
+        |s| s.authentications_failed,
+    ),
     (
         "shard_tls_handshakes_failed",
         "Client connections closed because their TLS handshake failed or timed out",

@@ -74,6 +74,12 @@ pub enum ApiKey {
     AlterAcls = 45,
     /// The access rules.
     DescribeAcls = 46,
+    /// One step of a SCRAM-SHA-256 exchange.
+    SaslAuthenticate = 47,
+    /// Store and remove users' salted credentials (through the controller).
+    AlterUsers = 48,
+    /// The users.
+    DescribeUsers = 49,
     /// The answer to a request that could not be decoded (unknown api, unsupported version,
     /// invalid body): an `ErrorResponse` with the request's correlation id. Response-only.
     Error = 0xFFFF,
@@ -81,7 +87,7 @@ pub enum ApiKey {
 
 impl ApiKey {
     /// Every api a client may send, in key order.
-    pub const REQUESTS: [ApiKey; 26] = [
+    pub const REQUESTS: [ApiKey; 29] = [
         ApiKey::Handshake,
         ApiKey::Metadata,
         ApiKey::Produce,
@@ -108,6 +114,9 @@ impl ApiKey {
         ApiKey::ReassignPartition,
         ApiKey::AlterAcls,
         ApiKey::DescribeAcls,
+        ApiKey::SaslAuthenticate,
+        ApiKey::AlterUsers,
+        ApiKey::DescribeUsers,
     ];
 
     /// The key with this wire value, if this build knows it (including the response-only
@@ -160,6 +169,9 @@ impl ApiKey {
             | ApiKey::ReassignPartition
             | ApiKey::AlterAcls
             | ApiKey::DescribeAcls
+            | ApiKey::SaslAuthenticate
+            | ApiKey::AlterUsers
+            | ApiKey::DescribeUsers
             | ApiKey::Error => VersionRange { min: 0, max: 0 },
         }
     }
@@ -202,6 +214,9 @@ impl ApiKey {
             ApiKey::ReassignPartition => "ReassignPartition",
             ApiKey::AlterAcls => "AlterAcls",
             ApiKey::DescribeAcls => "DescribeAcls",
+            ApiKey::SaslAuthenticate => "SaslAuthenticate",
+            ApiKey::AlterUsers => "AlterUsers",
+            ApiKey::DescribeUsers => "DescribeUsers",
             ApiKey::Error => "Error",
         }
     }

@@ -182,6 +182,9 @@ pub fn encode_request_head(
         Request::ReassignPartition(body) => encode_frame(out, head, body),
         Request::AlterAcls(body) => encode_frame(out, head, body),
         Request::DescribeAcls(body) => encode_frame(out, head, body),
+        Request::SaslAuthenticate(body) => encode_frame(out, head, body),
+        Request::AlterUsers(body) => encode_frame(out, head, body),
+        Request::DescribeUsers(body) => encode_frame(out, head, body),
     }
 }
 
@@ -245,6 +248,9 @@ pub fn encode_response_head(
         Response::ReassignPartition(body) => encode_frame(out, head, body),
         Response::AlterAcls(body) => encode_frame(out, head, body),
         Response::DescribeAcls(body) => encode_frame(out, head, body),
+        Response::SaslAuthenticate(body) => encode_frame(out, head, body),
+        Response::AlterUsers(body) => encode_frame(out, head, body),
+        Response::DescribeUsers(body) => encode_frame(out, head, body),
         Response::Error(body) => encode_frame(out, head, body),
     }
 }
@@ -430,6 +436,9 @@ pub fn decode_request(frame: &Frame) -> Result<DecodedRequest, ProtocolError> {
         ApiKey::ReassignPartition => decode_body(api, frame, Request::ReassignPartition)?,
         ApiKey::AlterAcls => decode_body(api, frame, Request::AlterAcls)?,
         ApiKey::DescribeAcls => decode_body(api, frame, Request::DescribeAcls)?,
+        ApiKey::SaslAuthenticate => decode_body(api, frame, Request::SaslAuthenticate)?,
+        ApiKey::AlterUsers => decode_body(api, frame, Request::AlterUsers)?,
+        ApiKey::DescribeUsers => decode_body(api, frame, Request::DescribeUsers)?,
         ApiKey::Error => unreachable!("check_frame refuses Error as a request"),
     };
     Ok(DecodedRequest {
@@ -469,6 +478,9 @@ pub fn decode_response(frame: &Frame) -> Result<DecodedResponse, ProtocolError> 
         ApiKey::ReassignPartition => decode_body(api, frame, Response::ReassignPartition)?,
         ApiKey::AlterAcls => decode_body(api, frame, Response::AlterAcls)?,
         ApiKey::DescribeAcls => decode_body(api, frame, Response::DescribeAcls)?,
+        ApiKey::SaslAuthenticate => decode_body(api, frame, Response::SaslAuthenticate)?,
+        ApiKey::AlterUsers => decode_body(api, frame, Response::AlterUsers)?,
+        ApiKey::DescribeUsers => decode_body(api, frame, Response::DescribeUsers)?,
         ApiKey::Error => decode_body(api, frame, Response::Error)?,
     };
     Ok(DecodedResponse {

@@ -136,12 +136,18 @@ pub enum ErrorCode {
     GroupAuthorizationFailed = 41,
     /// The principal may not do this to the cluster (an administrative request).
     ClusterAuthorizationFailed = 42,
-    // Next free value: 43. Retired values (never reuse): none yet.
+    /// The SCRAM exchange failed: a wrong password or an unknown user (the broker does not
+    /// say which), or a malformed message. The connection is closed.
+    SaslAuthenticationFailed = 43,
+    /// The broker requires authentication (`--sasl`) and this connection has not
+    /// authenticated: only Handshake and SaslAuthenticate are answered. Closed after.
+    AuthenticationRequired = 44,
+    // Next free value: 45. Retired values (never reuse): none yet.
 }
 
 impl ErrorCode {
     /// Every code, in value order.
-    pub const ALL: [ErrorCode; 43] = [
+    pub const ALL: [ErrorCode; 45] = [
         ErrorCode::None,
         ErrorCode::Unknown,
         ErrorCode::CorruptBatch,
@@ -185,6 +191,8 @@ impl ErrorCode {
         ErrorCode::TopicAuthorizationFailed,
         ErrorCode::GroupAuthorizationFailed,
         ErrorCode::ClusterAuthorizationFailed,
+        ErrorCode::SaslAuthenticationFailed,
+        ErrorCode::AuthenticationRequired,
     ];
 
     /// The code with this wire value, if this build knows it.
@@ -267,6 +275,8 @@ impl ErrorCode {
             ErrorCode::TopicAuthorizationFailed => "TopicAuthorizationFailed",
             ErrorCode::GroupAuthorizationFailed => "GroupAuthorizationFailed",
             ErrorCode::ClusterAuthorizationFailed => "ClusterAuthorizationFailed",
+            ErrorCode::SaslAuthenticationFailed => "SaslAuthenticationFailed",
+            ErrorCode::AuthenticationRequired => "AuthenticationRequired",
         }
     }
 }

@@ -2,5 +2,21 @@
 //! do (`acl`). The rules live in the metadata log, so every broker enforces the same ones.
 
 pub mod acl;
+pub mod scram;
 
 pub use acl::{AclIndex, Authorizer, ANONYMOUS};
+
+/// A client's SCRAM user name and password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}

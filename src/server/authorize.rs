@@ -23,7 +23,10 @@ fn needs(request: &Request) -> Vec<(ResourceKind, &str, AclOperation)> {
     use ResourceKind::*;
     let cluster = || vec![(Cluster, CLUSTER_NAME, Admin)];
     match request {
-        Request::Handshake(_) | Request::InitProducerId(_) | Request::Metadata(_) => Vec::new(),
+        Request::Handshake(_)
+        | Request::InitProducerId(_)
+        | Request::Metadata(_)
+        | Request::SaslAuthenticate(_) => Vec::new(),
         Request::Produce(r) => topics(
             r.partitions.iter().map(|p| p.topic.as_str()).collect(),
             Write,
@@ -60,6 +63,8 @@ fn needs(request: &Request) -> Vec<(ResourceKind, &str, AclOperation)> {
         | Request::ReassignPartition(_)
         | Request::AlterAcls(_)
         | Request::DescribeAcls(_)
+        | Request::AlterUsers(_)
+        | Request::DescribeUsers(_)
         | Request::ReplicaFetch(_)
         | Request::OffsetsForLeaderEpoch(_) => cluster(),
     }

@@ -64,6 +64,8 @@ pub struct BrokerOptions {
     pub authorization: bool,
     /// Principals that may do anything (the brokers themselves, under mutual TLS).
     pub super_users: Vec<String>,
+    /// Clients must authenticate with SCRAM-SHA-256 (or a client certificate).
+    pub sasl: bool,
 }
 
 impl BrokerOptions {
@@ -445,6 +447,7 @@ async fn shard_main(
             options.authorization,
             options.super_users.iter().cloned(),
         ),
+        sasl_required: options.sasl,
     });
     if let Some(receivers) = receivers {
         let handler = context.clone();

@@ -8,6 +8,7 @@
 //! A frame that breaks the framing rules gets one error response, then the connection is
 //! closed; a whole frame with a bad body gets an error response and the connection goes on.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -22,6 +23,7 @@ use super::handlers::{handle, Reply};
 use super::work::with_deadline;
 use crate::protocol::{
     decode_request, encode_error_response, encode_response_head, ErrorCode, Frame, FrameReader,
+    Request, Response,
 };
 
 /// An encoded response: header and body, then the batches.
@@ -65,12 +67,86 @@ fn encode(correlation_id: u32, api_version: u16, reply: Reply) -> Encoded {
     }
 }
 
+/// Who a connection is: its principal (the client certificate's common name, a SCRAM user,
+/// or `ANONYMOUS`), whether it has authenticated, and a SCRAM exchange under way.
+struct Authentication {
+    principal: Rc<str>,
+    authenticated: bool,
+    exchange: Option<crate::security::scram::ServerExchange>,
+}
+
+fn error_encoded(correlation_id: u32, error: ErrorCode, message: &str, last: bool) -> Encoded {
+    let mut head = Vec::new();
+    encode_error_response(&mut head, correlation_id, error, message);
+    Encoded {
+        head,
+        trailer: Vec::new(),
+        last,
+    }
+}
+
+/// One step of a SCRAM exchange; a failure closes the connection.
+fn sasl_step(
+    context: &ShardContext,
+    authentication: &RefCell<Authentication>,
+    request: crate::protocol::SaslAuthenticateRequest,
+) -> (Response, bool) {
+    use crate::security::scram::{ServerExchange, MECHANISM};
+    let mut state = authentication.borrow_mut();
+    let failed = |message: String| {
+        let response = crate::protocol::SaslAuthenticateResponse {
+            error: ErrorCode::SaslAuthenticationFailed,
+            message,
+            bytes: Vec::new(),
+        };
+        (Response::SaslAuthenticate(response), true)
+    };
+    if request.mechanism != MECHANISM {
+        return failed(format!(
+            "mechanism {} is not supported (only {MECHANISM})",
+            request.mechanism
+        ));
+    }
+    let answer = match state.exchange.take() {
+        None => {
+            let catalog = context.catalog();
+            ServerExchange::start(&request.bytes, |name| catalog.user(name).cloned()).map(
+                |(exchange, bytes)| {
+                    state.exchange = Some(exchange);
+                    bytes
+                },
+            )
+        }
+        Some(exchange) => exchange.finish(&request.bytes).map(|(name, bytes)| {
+            tracing::debug!(user = %name, "authenticated");
+            state.principal = Rc::from(name.as_str());
+            state.authenticated = true;
+            bytes
+        }),
+    };
+    match answer {
+        Ok(bytes) => {
+            let response = crate::protocol::SaslAuthenticateResponse {
+                error: ErrorCode::None,
+                message: String::new(),
+                bytes,
+            };
+            (Response::SaslAuthenticate(response), false)
+        }
+        Err(error) => {
+            let metrics = &context.metrics.authentications_failed;
+            metrics.set(metrics.get() + 1);
+            failed(error.to_string())
+        }
+    }
+}
+
 fn start_request(
     context: &Rc<ShardContext>,
-    principal: &Rc<str>,
+    authentication: &Rc<RefCell<Authentication>>,
     frame: Frame,
 ) -> glommio::Task<Encoded> {
-    let principal = principal.clone();
+    let authentication = authentication.clone();
     let correlation_id = frame.header().correlation_id;
     let api_version = frame.header().api_version;
     let context = context.clone();
@@ -81,25 +157,42 @@ fn start_request(
     glommio::spawn_local(async move {
         let _in_flight = in_flight;
         let encoded = match decode_request(&frame) {
-            Ok(decoded) => encode(
-                correlation_id,
-                api_version,
-                handle(&context, &principal, decoded).await,
-            ),
-            Err(error) => {
-                let mut head = Vec::new();
-                encode_error_response(
-                    &mut head,
-                    correlation_id,
-                    error.error_code(),
-                    &error.to_string(),
-                );
-                Encoded {
-                    head,
-                    trailer: Vec::new(),
-                    last: false,
+            Ok(decoded) => match decoded.request {
+                Request::SaslAuthenticate(request) => {
+                    let (response, last) = sasl_step(&context, &authentication, request);
+                    let mut encoded = encode(correlation_id, api_version, response.into());
+                    encoded.last = last;
+                    encoded
                 }
-            }
+                Request::Handshake(_) => {
+                    let principal = authentication.borrow().principal.clone();
+                    encode(
+                        correlation_id,
+                        api_version,
+                        handle(&context, &principal, decoded).await,
+                    )
+                }
+                _ if !authentication.borrow().authenticated => error_encoded(
+                    correlation_id,
+                    ErrorCode::AuthenticationRequired,
+                    "this broker requires authentication (SCRAM-SHA-256, or a client certificate)",
+                    true,
+                ),
+                _ => {
+                    let principal = authentication.borrow().principal.clone();
+                    encode(
+                        correlation_id,
+                        api_version,
+                        handle(&context, &principal, decoded).await,
+                    )
+                }
+            },
+            Err(error) => error_encoded(
+                correlation_id,
+                error.error_code(),
+                &error.to_string(),
+                false,
+            ),
         };
         context.metrics.request_done(api, started.elapsed());
         encoded
@@ -121,15 +214,12 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
         return;
     }
     let _ = stream.set_nodelay(true);
-    let (stream, principal): (crate::tls::BoxedStream, Rc<str>) = match &context.tls {
-        None => (Box::new(stream), Rc::from(crate::security::ANONYMOUS)),
+    let (stream, certificate_name): (crate::tls::BoxedStream, Option<String>) = match &context.tls {
+        None => (Box::new(stream), None),
         Some(tls) => {
             let timeout = context.profile.network.frame_completion_timeout();
             match tls.accept(stream, timeout).await {
-                Ok((stream, name)) => (
-                    stream,
-                    Rc::from(name.as_deref().unwrap_or(crate::security::ANONYMOUS)),
-                ),
+                Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::debug!(%peer, %error, "TLS handshake failed: connection closed");
                     let failed = &context.metrics.tls_handshakes_failed;
@@ -139,6 +229,17 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
             }
         }
     };
+    // A client certificate is an identity; without one, SCRAM may give one (and must, when
+    // the broker requires authentication).
+    let authentication = Rc::new(RefCell::new(Authentication {
+        authenticated: certificate_name.is_some() || !context.sasl_required,
+        principal: Rc::from(
+            certificate_name
+                .as_deref()
+                .unwrap_or(crate::security::ANONYMOUS),
+        ),
+        exchange: None,
+    }));
     context
         .metrics
         .connections_accepted
@@ -209,7 +310,7 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
                     Ok(Some(frame)) => {
                         took_frame = true;
                         if queue
-                            .send(start_request(&context, &principal, frame))
+                            .send(start_request(&context, &authentication, frame))
                             .await
                             .is_err()
                         {

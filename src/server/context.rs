@@ -106,6 +106,8 @@ pub struct ShardContext {
     pub tls: Option<Arc<crate::tls::ServerTls>>,
     /// Whether access rules are enforced, and who may do anything.
     pub authorizer: crate::security::Authorizer,
+    /// Clients must authenticate (SCRAM, or a client certificate) before anything else.
+    pub sasl_required: bool,
 }
 
 impl ShardContext {
@@ -267,6 +269,7 @@ impl ShardHandler for ShardContext {
             connections_accepted: self.metrics.connections_accepted.get(),
             connections_refused: self.metrics.connections_refused.get(),
             tls_handshakes_failed: self.metrics.tls_handshakes_failed.get(),
+            authentications_failed: self.metrics.authentications_failed.get(),
             group_offsets: self.group_offsets(),
         }
     }

@@ -238,6 +238,7 @@ pub async fn run(context: &ShardContext, request: AdminRequest) -> Response {
         ControllerReply::DeleteTopics(response) => Response::DeleteTopics(response),
         ControllerReply::AlterConfigs(response) => Response::AlterConfigs(response),
         ControllerReply::AlterAcls(response) => Response::AlterAcls(response),
+        ControllerReply::AlterUsers(response) => Response::AlterUsers(response),
         other => Response::Error(ErrorResponse::new(
             ErrorCode::Unknown,
             &format!("the controller answered {other:?}"),

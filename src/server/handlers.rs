@@ -62,6 +62,29 @@ pub async fn handle(context: &ShardContext, principal: &str, decoded: DecodedReq
             Response::Metadata(metadata(context, principal, request)).into()
         }
         Request::AlterAcls(r) => admin(AdminRequest::AlterAcls(r)).await.into(),
+        Request::AlterUsers(r) => admin(AdminRequest::AlterUsers(r)).await.into(),
+        Request::DescribeUsers(_) => {
+            Response::DescribeUsers(crate::protocol::DescribeUsersResponse {
+                error: ErrorCode::None,
+                message: String::new(),
+                users: context
+                    .catalog()
+                    .users()
+                    .map(|u| crate::protocol::UserListing {
+                        name: u.name.clone(),
+                        mechanism: crate::security::scram::MECHANISM.to_string(),
+                        iterations: u.iterations,
+                    })
+                    .collect(),
+            })
+            .into()
+        }
+        // A connection's own business (`super::connection`): never dispatched here.
+        Request::SaslAuthenticate(_) => Response::Error(crate::protocol::ErrorResponse::new(
+            ErrorCode::InvalidRequest,
+            "SaslAuthenticate is answered by the connection",
+        ))
+        .into(),
         Request::DescribeAcls(_) => Response::DescribeAcls(crate::protocol::DescribeAclsResponse {
             error: ErrorCode::None,
             message: String::new(),

@@ -31,6 +31,7 @@ pub struct ShardMetrics {
     pub connections_accepted: Cell<u64>,
     pub connections_refused: Cell<u64>,
     pub tls_handshakes_failed: Cell<u64>,
+    pub authentications_failed: Cell<u64>,
 }
 
 impl ShardMetrics {

@@ -15,5 +15,6 @@ mod loadgen;
 mod log_crash;
 mod netns;
 mod prometheus;
+mod scram;
 mod tls;
 mod tuning;

@@ -17,6 +17,7 @@ mod produce;
 mod producer_id;
 mod replica_fetch;
 mod topics;
+mod users;
 
 pub use acls::{
     Acl, AclOperation, AlterAclsRequest, AlterAclsResponse, ArchivedAcl, DescribeAclsRequest,
@@ -63,6 +64,10 @@ pub use replica_fetch::{
 pub use topics::{
     CreatableTopic, CreateTopicResult, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicResult, DeleteTopicsRequest, DeleteTopicsResponse,
+};
+pub use users::{
+    AlterUsersRequest, AlterUsersResponse, DescribeUsersRequest, DescribeUsersResponse,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, UserCredential, UserListing,
 };
 
 use super::api::ApiKey;
@@ -123,6 +128,9 @@ message_enum! {
         ReassignPartition(ReassignPartitionRequest),
         AlterAcls(AlterAclsRequest),
         DescribeAcls(DescribeAclsRequest),
+        SaslAuthenticate(SaslAuthenticateRequest),
+        AlterUsers(AlterUsersRequest),
+        DescribeUsers(DescribeUsersRequest),
     }
 }
 
@@ -155,6 +163,9 @@ message_enum! {
         ReassignPartition(ReassignPartitionResponse),
         AlterAcls(AlterAclsResponse),
         DescribeAcls(DescribeAclsResponse),
+        SaslAuthenticate(SaslAuthenticateResponse),
+        AlterUsers(AlterUsersResponse),
+        DescribeUsers(DescribeUsersResponse),
         Error(ErrorResponse),
     }
 }
