@@ -104,6 +104,15 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 pub const ACL_NAME_BYTES_MAX: usize = 256;
 /// Access rules one AlterAcls request may add and remove together.
 pub const ACLS_PER_REQUEST_MAX: usize = 1_000;
+/// Quotas one AlterQuotas request may set together.
+pub const QUOTAS_PER_REQUEST_MAX: usize = 1_000;
+/// Quotas a cluster keeps.
+pub const QUOTAS_MAX: usize = 100_000;
+/// The longest a response is delayed for a quota: a client far over its quota waits this
+/// long per request, and its debt is forgiven past it.
+pub const QUOTA_THROTTLE_MS_MAX: u64 = 30_000;
+/// The burst a quota allows: this many seconds of its rate.
+pub const QUOTA_BURST_S: u64 = 1;
 /// Users one AlterUsers request may store and remove together.
 pub const USERS_PER_REQUEST_MAX: usize = 1_000;
 /// Users a cluster keeps (and DescribeUsers returns).

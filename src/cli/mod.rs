@@ -3,6 +3,7 @@
 mod acl_tools;
 mod broker;
 mod client_tools;
+mod quota_tools;
 mod user_tools;
 pub use client_tools::SecurityArgs;
 mod cluster_tools;
@@ -57,6 +58,9 @@ enum Command {
     /// SCRAM-SHA-256 users: create (or change a password), delete, list.
     #[command(subcommand)]
     User(user_tools::UserCommand),
+    /// Produce and fetch byte-rate quotas per principal or client id.
+    #[command(subcommand)]
+    Quota(quota_tools::QuotaCommand),
     /// Access rules: who may do what to which topic, group or the cluster.
     #[command(subcommand)]
     Acl(acl_tools::AclCommand),
@@ -89,6 +93,7 @@ pub fn main() -> ExitCode {
         Command::Consume(args) => client_tools::run_consume(args),
         Command::Cluster(command) => cluster_tools::run_cluster(command),
         Command::Acl(command) => acl_tools::run_acl(command),
+        Command::Quota(command) => quota_tools::run_quota(command),
         Command::User(command) => user_tools::run_user(command),
         Command::Log(command) => log_tools::run_log(command),
         Command::Tuning(command) => tuning::run_tuning(command),

@@ -342,4 +342,25 @@ impl Admin {
             other => Err(unexpected(&other)),
         }
     }
+
+    /// Sets quotas (a quota with no limit removes it).
+    pub async fn alter_quotas(&self, set: Vec<crate::protocol::Quota>) -> Result<(), ClientError> {
+        let request = Request::AlterQuotas(crate::protocol::AlterQuotasRequest { set });
+        match self.call(request).await? {
+            Response::AlterQuotas(response) => check(response.error, &response.message),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Every quota.
+    pub async fn describe_quotas(&self) -> Result<Vec<crate::protocol::Quota>, ClientError> {
+        let request = Request::DescribeQuotas(crate::protocol::DescribeQuotasRequest {});
+        match self.call(request).await? {
+            Response::DescribeQuotas(response) => {
+                check(response.error, &response.message)?;
+                Ok(response.quotas)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
 }

@@ -16,6 +16,8 @@ pub struct Catalog {
     acls: crate::security::AclIndex,
     /// SCRAM credentials by user name.
     users: BTreeMap<String, crate::protocol::UserCredential>,
+    /// Byte-rate quotas by entity.
+    quotas: BTreeMap<crate::protocol::QuotaEntity, crate::protocol::Quota>,
     /// Bumped with every change, so shards can tell which snapshot is newer.
     pub version: u64,
 }
@@ -31,6 +33,7 @@ impl Catalog {
             brokers: BTreeMap::new(),
             acls: Default::default(),
             users: BTreeMap::new(),
+            quotas: BTreeMap::new(),
             version,
         }
     }
@@ -41,12 +44,25 @@ impl Catalog {
         catalog.brokers = image.brokers().map(|b| (b.broker, b.clone())).collect();
         catalog.acls = crate::security::AclIndex::new(image.acls());
         catalog.users = image.users().map(|u| (u.name.clone(), u.clone())).collect();
+        catalog.quotas = image
+            .quotas()
+            .map(|q| (q.entity.clone(), q.clone()))
+            .collect();
         catalog
     }
 
     /// A user's stored credential.
     pub fn user(&self, name: &str) -> Option<&crate::protocol::UserCredential> {
         self.users.get(name)
+    }
+
+    /// The quota of an entity, if it has one.
+    pub fn quota(&self, entity: &crate::protocol::QuotaEntity) -> Option<&crate::protocol::Quota> {
+        self.quotas.get(entity)
+    }
+
+    pub fn quotas(&self) -> impl Iterator<Item = &crate::protocol::Quota> {
+        self.quotas.values()
     }
 
     pub fn users(&self) -> impl Iterator<Item = &crate::protocol::UserCredential> {

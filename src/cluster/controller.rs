@@ -37,6 +37,7 @@ pub enum AdminRequest {
     AlterConfigs(AlterConfigsRequest),
     AlterAcls(crate::protocol::AlterAclsRequest),
     AlterUsers(crate::protocol::AlterUsersRequest),
+    AlterQuotas(crate::protocol::AlterQuotasRequest),
 }
 
 /// A broker's heartbeat: who it is and where clients reach it.
@@ -112,6 +113,7 @@ pub enum ControllerReply {
     AlterConfigs(AlterConfigsResponse),
     AlterAcls(crate::protocol::AlterAclsResponse),
     AlterUsers(crate::protocol::AlterUsersResponse),
+    AlterQuotas(crate::protocol::AlterQuotasResponse),
     InitProducerId(InitProducerIdResponse),
     /// For heartbeats, partition changes and elections.
     Done {
@@ -249,6 +251,16 @@ impl Controller {
                 };
                 ControllerReply::AlterUsers(crate::protocol::AlterUsersResponse { error, message })
             }
+            ControllerCall::Admin(AdminRequest::AlterQuotas(request)) => {
+                let (error, message) = match self.alter_quotas(request).await {
+                    Ok(()) => (ErrorCode::None, String::new()),
+                    Err(failure) => failure,
+                };
+                ControllerReply::AlterQuotas(crate::protocol::AlterQuotasResponse {
+                    error,
+                    message,
+                })
+            }
             ControllerCall::InitProducerId(request) => {
                 ControllerReply::InitProducerId(self.init_producer_id(request).await)
             }
@@ -269,6 +281,20 @@ impl Controller {
             }
             ControllerCall::FetchImage { after } => self.fetch_image(after).await,
         }
+    }
+
+    /// Sets quotas, each checked first: one bad one refuses them all.
+    async fn alter_quotas(
+        &self,
+        request: crate::protocol::AlterQuotasRequest,
+    ) -> Result<(), (ErrorCode, String)> {
+        for quota in &request.set {
+            crate::security::quota::check(quota).map_err(|m| (ErrorCode::InvalidRequest, m))?;
+        }
+        for quota in request.set {
+            self.propose(MetadataEvent::QuotaSet { quota }).await?;
+        }
+        Ok(())
     }
 
     /// Stores and removes users' credentials, each checked first: one bad one refuses all.

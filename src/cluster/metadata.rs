@@ -171,6 +171,10 @@ pub enum MetadataEvent {
     UserDeleted {
         name: String,
     },
+    /// A quota set (both limits `None`: removed).
+    QuotaSet {
+        quota: crate::protocol::Quota,
+    },
     /// Access rules added and removed (checked and normalized by the controller).
     AclsAltered {
         add: Vec<crate::protocol::Acl>,
@@ -365,6 +369,8 @@ pub struct MetadataImage {
     acls: std::collections::BTreeSet<crate::protocol::Acl>,
     /// SCRAM credentials by user name (see `crate::security::scram`).
     users: BTreeMap<String, crate::protocol::UserCredential>,
+    /// Byte-rate quotas by entity (see `crate::security::quota`).
+    quotas: BTreeMap<crate::protocol::QuotaEntity, crate::protocol::Quota>,
 }
 
 /// The snapshot format: the events that rebuild the image.
@@ -648,6 +654,20 @@ impl MetadataImage {
             MetadataEvent::UserDeleted { name } => {
                 self.users.remove(&name);
             }
+            MetadataEvent::QuotaSet { quota } => {
+                if quota.produce_bytes_per_s.is_none() && quota.fetch_bytes_per_s.is_none() {
+                    self.quotas.remove(&quota.entity);
+                } else if self.quotas.len() < crate::constants::QUOTAS_MAX
+                    || self.quotas.contains_key(&quota.entity)
+                {
+                    self.quotas.insert(quota.entity.clone(), quota);
+                } else {
+                    return Err(TopicError::Storage(format!(
+                        "more than {} quotas",
+                        crate::constants::QUOTAS_MAX
+                    )));
+                }
+            }
             MetadataEvent::AclsAltered { add, remove } => {
                 for acl in &remove {
                     self.acls.remove(acl);
@@ -662,6 +682,11 @@ impl MetadataImage {
             }
         }
         Ok(())
+    }
+
+    /// The byte-rate quotas.
+    pub fn quotas(&self) -> impl Iterator<Item = &crate::protocol::Quota> {
+        self.quotas.values()
     }
 
     /// The users' stored credentials.
@@ -912,6 +937,11 @@ impl MetadataImage {
                     });
                 }
             }
+        }
+        for quota in self.quotas.values() {
+            events.push(MetadataEvent::QuotaSet {
+                quota: quota.clone(),
+            });
         }
         for credential in self.users.values() {
             events.push(MetadataEvent::UserUpserted {

@@ -59,6 +59,15 @@ pub struct LeaderStats {
     pub follower_lag: Vec<(u32, u64)>,
 }
 
+/// Responses one entity's quota delayed on this shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Throttling {
+    pub entity: String,
+    pub direction: &'static str,
+    pub responses: u64,
+    pub waited_seconds: f64,
+}
+
 /// A committed offset of a group this shard coordinates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupOffset {
@@ -69,7 +78,7 @@ pub struct GroupOffset {
 }
 
 /// One shard at scrape time.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ShardStats {
     pub shard: usize,
     pub open_connections: usize,
@@ -88,6 +97,7 @@ pub struct ShardStats {
     pub tls_handshakes_failed: u64,
     /// SCRAM exchanges that failed (wrong password, unknown user, bad message).
     pub authentications_failed: u64,
+    pub throttling: Vec<Throttling>,
     pub group_offsets: Vec<GroupOffset>,
 }
 
@@ -118,6 +128,13 @@ struct ReplicaLabels {
     topic: String,
     partition: String,
     replica: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ThrottleLabels {
+    shard: String,
+    entity: String,
+    direction: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -505,6 +522,35 @@ pub fn encode(broker: &BrokerStats, shards: &[ShardStats]) -> Result<String, std
         "group_lag_messages",
         "Messages between a group's committed offset and the partition's high watermark (on the group's coordinator)",
         lag,
+    );
+    let throttle_labels = |s: &ShardStats, t: &Throttling| ThrottleLabels {
+        shard: s.shard.to_string(),
+        entity: t.entity.clone(),
+        direction: t.direction.to_string(),
+    };
+    let delayed = shards.iter().flat_map(|s| {
+        s.throttling
+            .iter()
+            .map(move |t| (throttle_labels(s, t), t.responses))
+    });
+    counters(
+        &mut registry,
+        "quota_throttled_responses",
+        "Responses delayed for a produce or fetch quota",
+        delayed,
+    );
+    let waited = Family::<ThrottleLabels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+    for s in shards {
+        for t in &s.throttling {
+            waited
+                .get_or_create(&throttle_labels(s, t))
+                .inc_by(t.waited_seconds);
+        }
+    }
+    registry.register(
+        "quota_throttle_seconds",
+        "Time responses waited for a produce or fetch quota",
+        waited,
     );
     registry.register_collector(Box::new(Histograms {
         name: "request_latency",

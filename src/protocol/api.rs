@@ -80,6 +80,10 @@ pub enum ApiKey {
     AlterUsers = 48,
     /// The users.
     DescribeUsers = 49,
+    /// Set or remove byte-rate quotas (through the controller).
+    AlterQuotas = 50,
+    /// The quotas.
+    DescribeQuotas = 51,
     /// The answer to a request that could not be decoded (unknown api, unsupported version,
     /// invalid body): an `ErrorResponse` with the request's correlation id. Response-only.
     Error = 0xFFFF,
@@ -87,7 +91,7 @@ pub enum ApiKey {
 
 impl ApiKey {
     /// Every api a client may send, in key order.
-    pub const REQUESTS: [ApiKey; 29] = [
+    pub const REQUESTS: [ApiKey; 31] = [
         ApiKey::Handshake,
         ApiKey::Metadata,
         ApiKey::Produce,
@@ -117,6 +121,8 @@ impl ApiKey {
         ApiKey::SaslAuthenticate,
         ApiKey::AlterUsers,
         ApiKey::DescribeUsers,
+        ApiKey::AlterQuotas,
+        ApiKey::DescribeQuotas,
     ];
 
     /// The key with this wire value, if this build knows it (including the response-only
@@ -172,6 +178,8 @@ impl ApiKey {
             | ApiKey::SaslAuthenticate
             | ApiKey::AlterUsers
             | ApiKey::DescribeUsers
+            | ApiKey::AlterQuotas
+            | ApiKey::DescribeQuotas
             | ApiKey::Error => VersionRange { min: 0, max: 0 },
         }
     }
@@ -217,6 +225,8 @@ impl ApiKey {
             ApiKey::SaslAuthenticate => "SaslAuthenticate",
             ApiKey::AlterUsers => "AlterUsers",
             ApiKey::DescribeUsers => "DescribeUsers",
+            ApiKey::AlterQuotas => "AlterQuotas",
+            ApiKey::DescribeQuotas => "DescribeQuotas",
             ApiKey::Error => "Error",
         }
     }

@@ -185,6 +185,8 @@ pub fn encode_request_head(
         Request::SaslAuthenticate(body) => encode_frame(out, head, body),
         Request::AlterUsers(body) => encode_frame(out, head, body),
         Request::DescribeUsers(body) => encode_frame(out, head, body),
+        Request::AlterQuotas(body) => encode_frame(out, head, body),
+        Request::DescribeQuotas(body) => encode_frame(out, head, body),
     }
 }
 
@@ -251,6 +253,8 @@ pub fn encode_response_head(
         Response::SaslAuthenticate(body) => encode_frame(out, head, body),
         Response::AlterUsers(body) => encode_frame(out, head, body),
         Response::DescribeUsers(body) => encode_frame(out, head, body),
+        Response::AlterQuotas(body) => encode_frame(out, head, body),
+        Response::DescribeQuotas(body) => encode_frame(out, head, body),
         Response::Error(body) => encode_frame(out, head, body),
     }
 }
@@ -439,6 +443,8 @@ pub fn decode_request(frame: &Frame) -> Result<DecodedRequest, ProtocolError> {
         ApiKey::SaslAuthenticate => decode_body(api, frame, Request::SaslAuthenticate)?,
         ApiKey::AlterUsers => decode_body(api, frame, Request::AlterUsers)?,
         ApiKey::DescribeUsers => decode_body(api, frame, Request::DescribeUsers)?,
+        ApiKey::AlterQuotas => decode_body(api, frame, Request::AlterQuotas)?,
+        ApiKey::DescribeQuotas => decode_body(api, frame, Request::DescribeQuotas)?,
         ApiKey::Error => unreachable!("check_frame refuses Error as a request"),
     };
     Ok(DecodedRequest {
@@ -481,6 +487,8 @@ pub fn decode_response(frame: &Frame) -> Result<DecodedResponse, ProtocolError> 
         ApiKey::SaslAuthenticate => decode_body(api, frame, Response::SaslAuthenticate)?,
         ApiKey::AlterUsers => decode_body(api, frame, Response::AlterUsers)?,
         ApiKey::DescribeUsers => decode_body(api, frame, Response::DescribeUsers)?,
+        ApiKey::AlterQuotas => decode_body(api, frame, Response::AlterQuotas)?,
+        ApiKey::DescribeQuotas => decode_body(api, frame, Response::DescribeQuotas)?,
         ApiKey::Error => decode_body(api, frame, Response::Error)?,
     };
     Ok(DecodedResponse {

@@ -2,6 +2,7 @@
 //! do (`acl`). The rules live in the metadata log, so every broker enforces the same ones.
 
 pub mod acl;
+pub mod quota;
 pub mod scram;
 
 pub use acl::{AclIndex, Authorizer, ANONYMOUS};

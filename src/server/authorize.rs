@@ -65,6 +65,8 @@ fn needs(request: &Request) -> Vec<(ResourceKind, &str, AclOperation)> {
         | Request::DescribeAcls(_)
         | Request::AlterUsers(_)
         | Request::DescribeUsers(_)
+        | Request::AlterQuotas(_)
+        | Request::DescribeQuotas(_)
         | Request::ReplicaFetch(_)
         | Request::OffsetsForLeaderEpoch(_) => cluster(),
     }

@@ -448,6 +448,7 @@ async fn shard_main(
             options.super_users.iter().cloned(),
         ),
         sasl_required: options.sasl,
+        throttle: Default::default(),
     });
     if let Some(receivers) = receivers {
         let handler = context.clone();

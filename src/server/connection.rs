@@ -73,6 +73,67 @@ struct Authentication {
     principal: Rc<str>,
     authenticated: bool,
     exchange: Option<crate::security::scram::ServerExchange>,
+    /// The client id of the handshake (for client-id quotas).
+    client_id: Option<Rc<str>>,
+}
+
+/// How long a produce or fetch answer waits for its quota (`crate::security::quota`), with
+/// its `throttle_ms` set; zero when no quota applies or the client is under it.
+fn throttle(
+    context: &ShardContext,
+    authentication: &Authentication,
+    reply: &mut Reply,
+    request_bytes: u64,
+) -> std::time::Duration {
+    use crate::protocol::{QuotaEntity, QuotaEntityKind};
+    use crate::security::quota::Direction;
+    let (direction, bytes) = match &reply.response {
+        Response::Produce(_) => (Direction::Produce, request_bytes),
+        Response::Fetch(_) => (
+            Direction::Fetch,
+            reply.trailer.iter().map(|b| b.len() as u64).sum(),
+        ),
+        _ => return std::time::Duration::ZERO,
+    };
+    let catalog = context.catalog();
+    let principal = QuotaEntity {
+        kind: QuotaEntityKind::Principal,
+        name: authentication.principal.to_string(),
+    };
+    let client = authentication.client_id.as_ref().map(|id| QuotaEntity {
+        kind: QuotaEntityKind::ClientId,
+        name: id.to_string(),
+    });
+    let quota = catalog
+        .quota(&principal)
+        .or_else(|| client.as_ref().and_then(|c| catalog.quota(c)));
+    let Some(quota) = quota else {
+        return std::time::Duration::ZERO;
+    };
+    let rate = match direction {
+        Direction::Produce => quota.produce_bytes_per_s,
+        Direction::Fetch => quota.fetch_bytes_per_s,
+    };
+    let Some(rate) = rate else {
+        return std::time::Duration::ZERO;
+    };
+    // This shard's share: a client's partitions spread over every shard.
+    let share = (rate / context.shard_count() as u64).max(1);
+    let delay = context
+        .throttle
+        .record(&quota.entity, direction, bytes, share, Instant::now());
+    if !delay.is_zero() {
+        let ms = u32::try_from(delay.as_millis()).unwrap_or(u32::MAX);
+        match &mut reply.response {
+            Response::Produce(response) => response.throttle_ms = ms,
+            Response::Fetch(response) => response.throttle_ms = ms,
+            _ => {}
+        }
+        context
+            .metrics
+            .throttled(&quota.entity.name, direction.name(), delay);
+    }
+    delay
 }
 
 fn error_encoded(correlation_id: u32, error: ErrorCode, message: &str, last: bool) -> Encoded {
@@ -164,8 +225,12 @@ fn start_request(
                     encoded.last = last;
                     encoded
                 }
-                Request::Handshake(_) => {
-                    let principal = authentication.borrow().principal.clone();
+                Request::Handshake(ref handshake) => {
+                    let principal = {
+                        let mut state = authentication.borrow_mut();
+                        state.client_id = Some(Rc::from(handshake.client_id.as_str()));
+                        state.principal.clone()
+                    };
                     encode(
                         correlation_id,
                         api_version,
@@ -180,11 +245,18 @@ fn start_request(
                 ),
                 _ => {
                     let principal = authentication.borrow().principal.clone();
-                    encode(
-                        correlation_id,
-                        api_version,
-                        handle(&context, &principal, decoded).await,
-                    )
+                    let request_bytes = frame.header().trailer_length() as u64;
+                    let mut reply = handle(&context, &principal, decoded).await;
+                    let delay = throttle(
+                        &context,
+                        &authentication.borrow(),
+                        &mut reply,
+                        request_bytes,
+                    );
+                    if !delay.is_zero() {
+                        glommio::timer::sleep(delay).await;
+                    }
+                    encode(correlation_id, api_version, reply)
                 }
             },
             Err(error) => error_encoded(
@@ -239,6 +311,7 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
                 .unwrap_or(crate::security::ANONYMOUS),
         ),
         exchange: None,
+        client_id: None,
     }));
     context
         .metrics

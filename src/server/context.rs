@@ -108,6 +108,8 @@ pub struct ShardContext {
     pub authorizer: crate::security::Authorizer,
     /// Clients must authenticate (SCRAM, or a client certificate) before anything else.
     pub sasl_required: bool,
+    /// Quota buckets of the clients of this shard.
+    pub throttle: crate::security::quota::Throttle,
 }
 
 impl ShardContext {
@@ -270,6 +272,7 @@ impl ShardHandler for ShardContext {
             connections_refused: self.metrics.connections_refused.get(),
             tls_handshakes_failed: self.metrics.tls_handshakes_failed.get(),
             authentications_failed: self.metrics.authentications_failed.get(),
+            throttling: self.metrics.throttling(),
             group_offsets: self.group_offsets(),
         }
     }

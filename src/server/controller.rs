@@ -239,6 +239,7 @@ pub async fn run(context: &ShardContext, request: AdminRequest) -> Response {
         ControllerReply::AlterConfigs(response) => Response::AlterConfigs(response),
         ControllerReply::AlterAcls(response) => Response::AlterAcls(response),
         ControllerReply::AlterUsers(response) => Response::AlterUsers(response),
+        ControllerReply::AlterQuotas(response) => Response::AlterQuotas(response),
         other => Response::Error(ErrorResponse::new(
             ErrorCode::Unknown,
             &format!("the controller answered {other:?}"),

@@ -63,6 +63,15 @@ pub async fn handle(context: &ShardContext, principal: &str, decoded: DecodedReq
         }
         Request::AlterAcls(r) => admin(AdminRequest::AlterAcls(r)).await.into(),
         Request::AlterUsers(r) => admin(AdminRequest::AlterUsers(r)).await.into(),
+        Request::AlterQuotas(r) => admin(AdminRequest::AlterQuotas(r)).await.into(),
+        Request::DescribeQuotas(_) => {
+            Response::DescribeQuotas(crate::protocol::DescribeQuotasResponse {
+                error: ErrorCode::None,
+                message: String::new(),
+                quotas: context.catalog().quotas().cloned().collect(),
+            })
+            .into()
+        }
         Request::DescribeUsers(_) => {
             Response::DescribeUsers(crate::protocol::DescribeUsersResponse {
                 error: ErrorCode::None,

@@ -32,6 +32,8 @@ pub struct ShardMetrics {
     pub connections_refused: Cell<u64>,
     pub tls_handshakes_failed: Cell<u64>,
     pub authentications_failed: Cell<u64>,
+    /// Responses delayed for a quota and the time they waited, by (entity, direction).
+    throttled: RefCell<BTreeMap<(String, &'static str), (u64, Duration)>>,
 }
 
 impl ShardMetrics {
@@ -61,6 +63,32 @@ impl ShardMetrics {
         entry.fetch_requests += 1;
         entry.fetch_messages += messages;
         entry.fetch_bytes += bytes;
+    }
+
+    /// A response of `entity` waited `delay` for its `direction` quota.
+    pub fn throttled(&self, entity: &str, direction: &'static str, delay: Duration) {
+        let mut throttled = self.throttled.borrow_mut();
+        let entry = throttled
+            .entry((entity.to_string(), direction))
+            .or_insert((0, Duration::ZERO));
+        entry.0 += 1;
+        entry.1 += delay;
+    }
+
+    /// (entity, direction, responses delayed, seconds waited).
+    pub fn throttling(&self) -> Vec<crate::metrics::Throttling> {
+        self.throttled
+            .borrow()
+            .iter()
+            .map(
+                |((entity, direction), (responses, waited))| crate::metrics::Throttling {
+                    entity: entity.clone(),
+                    direction,
+                    responses: *responses,
+                    waited_seconds: waited.as_secs_f64(),
+                },
+            )
+            .collect()
     }
 
     pub fn traffic(&self, key: PartitionKey) -> PartitionTraffic {

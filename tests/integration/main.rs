@@ -15,6 +15,7 @@ mod loadgen;
 mod log_crash;
 mod netns;
 mod prometheus;
+mod quota;
 mod scram;
 mod tls;
 mod tuning;

@@ -15,6 +15,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod producer_id;
+mod quotas;
 mod replica_fetch;
 mod topics;
 mod users;
@@ -57,6 +58,10 @@ pub use produce::{
     Acks, ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse,
 };
 pub use producer_id::{InitProducerIdRequest, InitProducerIdResponse};
+pub use quotas::{
+    AlterQuotasRequest, AlterQuotasResponse, DescribeQuotasRequest, DescribeQuotasResponse, Quota,
+    QuotaEntity, QuotaEntityKind,
+};
 pub use replica_fetch::{
     EpochAnswer, EpochQuery, OffsetsForLeaderEpochRequest, OffsetsForLeaderEpochResponse,
     ReplicaFetchPartition, ReplicaFetchRequest, ReplicaFetchResponse,
@@ -131,6 +136,8 @@ message_enum! {
         SaslAuthenticate(SaslAuthenticateRequest),
         AlterUsers(AlterUsersRequest),
         DescribeUsers(DescribeUsersRequest),
+        AlterQuotas(AlterQuotasRequest),
+        DescribeQuotas(DescribeQuotasRequest),
     }
 }
 
@@ -166,6 +173,8 @@ message_enum! {
         SaslAuthenticate(SaslAuthenticateResponse),
         AlterUsers(AlterUsersResponse),
         DescribeUsers(DescribeUsersResponse),
+        AlterQuotas(AlterQuotasResponse),
+        DescribeQuotas(DescribeQuotasResponse),
         Error(ErrorResponse),
     }
 }
