@@ -23,6 +23,9 @@ use crate::metrics::{BrokerStats, PartitionTraffic, ShardStats};
 use crate::protocol::ApiKey;
 use crate::shard::messages::{ShardHandler, ShardMessage};
 
+/// How many responses waited, and how long in all.
+type Delayed = (u64, Duration);
+
 /// What a shard counts on its request path for the metrics. Owned by the shard.
 #[derive(Default)]
 pub struct ShardMetrics {
@@ -33,7 +36,7 @@ pub struct ShardMetrics {
     pub tls_handshakes_failed: Cell<u64>,
     pub authentications_failed: Cell<u64>,
     /// Responses delayed for a quota and the time they waited, by (entity, direction).
-    throttled: RefCell<BTreeMap<(String, &'static str), (u64, Duration)>>,
+    throttled: RefCell<BTreeMap<(String, &'static str), Delayed>>,
 }
 
 impl ShardMetrics {
