@@ -31,6 +31,7 @@ mod replicated_report;
 mod report;
 mod results;
 mod scenario;
+mod scrape;
 mod session;
 
 use std::path::PathBuf;
@@ -92,6 +93,17 @@ pub struct Args {
     /// The CA the load generator trusts (the one that issued --tls-cert; PEM).
     #[arg(long, requires = "tls_cert")]
     pub tls_ca: Option<PathBuf>,
+    /// Have the load generator sign in as this SCRAM user: the harness creates the user on
+    /// each broker it starts (with --sasl-password-file's password) before the load runs.
+    #[arg(long, requires = "sasl_password_file")]
+    pub sasl_user: Option<String>,
+    /// The password of --sasl-user (the file's first line).
+    #[arg(long, requires = "sasl_user")]
+    pub sasl_password_file: Option<PathBuf>,
+    /// Run a real Prometheus (on PATH) that scrapes every broker during the scenario, and
+    /// plot the throughput it saw (scraped-throughput.svg/.png). Single-broker scenarios.
+    #[arg(long)]
+    pub prometheus: bool,
 }
 
 /// Exit status when the harness itself could not run (bad flags, missing binaries ...).

@@ -32,6 +32,10 @@ pub struct Session<'a> {
     /// TLS flags for the broker and for the load generator (empty: plaintext).
     broker_tls: Vec<String>,
     loadgen_tls: Vec<String>,
+    /// A SCRAM user the harness creates on each broker, and its password file.
+    sasl: Option<(String, PathBuf)>,
+    /// The Prometheus scraping the brokers (`--prometheus`).
+    scraper: Option<crate::scrape::Scraper>,
 }
 
 /// Runs the scenario; `Ok(false)` when a run failed (the report is still written).
@@ -85,6 +89,8 @@ pub fn run(args: &Args) -> Result<bool, String> {
         started: Instant::now(),
         broker_tls: Vec::new(),
         loadgen_tls: Vec::new(),
+        sasl: None,
+        scraper: None,
     };
     let mut session = session;
     if let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.tls_ca) {
@@ -97,6 +103,28 @@ pub fn run(args: &Args) -> Result<bool, String> {
         let flag = |name: &str, path: &Path| [name.to_string(), path.display().to_string()];
         session.broker_tls = [flag("--tls-cert", cert), flag("--tls-key", key)].concat();
         session.loadgen_tls = flag("--tls-ca", ca).to_vec();
+    }
+    if let (Some(user), Some(file)) = (&args.sasl_user, &args.sasl_password_file) {
+        session.sasl = Some((user.clone(), file.clone()));
+        session
+            .loadgen_tls
+            .extend(["--sasl-user".to_string(), user.clone()]);
+        session.loadgen_tls.extend([
+            "--sasl-password-file".to_string(),
+            file.display().to_string(),
+        ]);
+    }
+    if args.prometheus {
+        if scenario.replication.is_some() || !scenario.comparisons.is_empty() {
+            return Err(format!(
+                "scenario {}: --prometheus applies to single-broker scenarios without peers",
+                scenario.name
+            ));
+        }
+        let scraper =
+            crate::scrape::Scraper::start(&session.data_parent.join("prometheus"), &session.out)?;
+        session.broker_tls.extend(scraper.broker_args());
+        session.scraper = Some(scraper);
     }
     let session = session;
     for profile in &scenario.profiles {
@@ -128,6 +156,12 @@ pub fn run(args: &Args) -> Result<bool, String> {
     } else {
         session.every_profile()
     };
+    if let Some(scraper) = &session.scraper {
+        match scraper.plot(&session.out) {
+            Ok(path) => eprintln!("scraped throughput: {}", path.display()),
+            Err(error) => eprintln!("no scraped-throughput plot: {error}"),
+        }
+    }
     let _ = std::fs::remove_dir_all(&session.data_parent);
     let plots = figures::write_plots(&session.out, &results, scenario.broker_per_profile);
     let context = ReportContext {
@@ -226,6 +260,28 @@ impl Session<'_> {
         Ok((data, broker))
     }
 
+    /// Creates `--sasl-user` on a broker the harness started (which does not require SCRAM,
+    /// so no administrator login is needed), with the `shardline` CLI.
+    fn create_sasl_user(&self, address: &str) -> Result<(), String> {
+        let Some((user, file)) = &self.sasl else {
+            return Ok(());
+        };
+        let output = std::process::Command::new(&self.shardline)
+            .args(["user", "create", "--broker", address, "--name", user])
+            .arg("--password-file")
+            .arg(file)
+            .args(self.loadgen_tls.iter().take_while(|a| *a != "--sasl-user"))
+            .output()
+            .map_err(|e| format!("running shardline user create: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "creating SCRAM user {user}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        Ok(())
+    }
+
     /// A fresh broker, one loadgen run, the broker's usage, a clean stop.
     fn run_with_own_broker(&self, profile: &str, label: &str, run: &RunSpec) -> RunResult {
         let mut result = self.empty_result(profile, run, &self.scenario.topic);
@@ -245,7 +301,15 @@ impl Session<'_> {
                     return;
                 }
             };
+        if let Err(error) = self.create_sasl_user(&broker.address) {
+            result.errors.push(error);
+            return;
+        }
+        let loaded_from = crate::scrape::now_s();
         self.load(result, &broker.address, label, run);
+        if let Some(scraper) = &self.scraper {
+            scraper.mark(profile, loaded_from, crate::scrape::now_s());
+        }
         match broker.usage() {
             Ok(usage) => set_usage(result, None, usage),
             Err(error) => result.errors.push(error),
@@ -278,10 +342,20 @@ impl Session<'_> {
             }
         };
         let mut results = Vec::new();
+        let sasl_user = self.create_sasl_user(&broker.address);
         for run in runs {
             let mut result = self.empty_result(profile, run, &topic(run));
+            if let Err(error) = &sasl_user {
+                result.errors.push(error.clone());
+                results.push(result);
+                continue;
+            }
             let before = broker.usage();
+            let loaded_from = crate::scrape::now_s();
             self.load(&mut result, &broker.address, label, run);
+            if let Some(scraper) = &self.scraper {
+                scraper.mark(profile, loaded_from, crate::scrape::now_s());
+            }
             match (before, broker.usage()) {
                 (Ok(before), Ok(after)) => set_usage(&mut result, Some(before), after),
                 (Err(error), _) | (_, Err(error)) => result.errors.push(error),

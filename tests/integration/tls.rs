@@ -426,8 +426,9 @@ fn a_cluster_speaks_tls_between_its_brokers() {
     }
 }
 
-/// The bench harness runs its broker with TLS and the load generator over it: the tiny
-/// scenario's runs complete with every message checked.
+/// The bench harness runs its broker with TLS and the load generator over it, signed in as
+/// a SCRAM user the harness creates (and, where Prometheus is installed, scraped by it): the
+/// tiny scenario's runs complete with every message checked.
 #[test]
 fn the_bench_harness_and_the_load_generator_run_over_tls() {
     use super::harness::{build_workspace_binaries, shardline_binary};
@@ -437,6 +438,14 @@ fn the_bench_harness_and_the_load_generator_run_over_tls() {
     let server = issue(work.path(), &ca, "broker", &["127.0.0.1"], VALID);
     let scenario = work.path().join("tiny.toml");
     std::fs::write(&scenario, super::bench_harness::TINY_SCENARIO).unwrap();
+    let password = work.path().join("bench.password");
+    std::fs::write(&password, "bench secret\n").unwrap();
+    // With a Prometheus on the machine, it scrapes the run too.
+    let prometheus = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|dir| dir.join("prometheus").is_file());
+    if !prometheus {
+        eprintln!("no prometheus on PATH: the harness runs without --prometheus");
+    }
     let out = work.path().join("report");
     let output = std::process::Command::new(binaries.join("shardline-bench"))
         .arg("--scenario")
@@ -461,6 +470,13 @@ fn the_bench_harness_and_the_load_generator_run_over_tls() {
             path(&server.key),
         ])
         .args(["--tls-ca", path(&ca.pem)])
+        .args([
+            "--sasl-user",
+            "bench",
+            "--sasl-password-file",
+            path(&password),
+        ])
+        .args(prometheus.then_some("--prometheus"))
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
