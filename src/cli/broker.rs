@@ -405,6 +405,32 @@ mod tests {
     }
 
     #[test]
+    fn security_keys_are_read_from_the_file_with_paths_relative_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "tls_cert = \"broker.crt\"\ntls_key = \"/keys/broker.key\"\ntls_client_ca = \"ca.pem\"\n\
+             sasl = true\nauthorization = true\nsuper_users = [\"admin\", \"broker-0\"]\n\
+             retention_check_interval_ms = 1000\n",
+        );
+        let merged = BrokerArgs {
+            config: Some(path),
+            ..BrokerArgs::default()
+        }
+        .merged()
+        .unwrap();
+        assert_eq!(merged.tls_cert, Some(dir.path().join("broker.crt")));
+        assert_eq!(merged.tls_key, Some(PathBuf::from("/keys/broker.key")));
+        assert_eq!(merged.tls_client_ca, Some(dir.path().join("ca.pem")));
+        assert!(merged.sasl && merged.authorization);
+        assert_eq!(
+            merged.super_users,
+            Some(vec!["admin".to_string(), "broker-0".to_string()])
+        );
+        assert_eq!(merged.retention_check_interval_ms, Some(1000));
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_refused_with_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let cases = [

@@ -25,6 +25,18 @@ pub struct RetentionOutcome {
     pub log_start_offset: u64,
 }
 
+/// A new generation of the log, ending at `offset`: waiters for offsets past it learn they
+/// were cut (`State::truncated_since`).
+fn record_truncation(state: &mut super::partition::State, offset: u64) {
+    state.generation += 1;
+    state.layout_version += 1;
+    let generation = state.generation;
+    state.truncations.push_back((generation, offset));
+    if state.truncations.len() > TRUNCATIONS_REMEMBERED {
+        state.truncations.pop_front();
+    }
+}
+
 impl PartitionLog {
     async fn remove_segment_files(&self, base_offset: u64) -> Result<(), MaintenanceError> {
         let partition = &self.inner;
@@ -150,13 +162,7 @@ impl PartitionLog {
             state.synced_offset = cut_offset;
             state.producers.truncate_to(cut_offset);
             state.epochs.truncate_to(cut_offset);
-            state.generation += 1;
-            state.layout_version += 1;
-            let generation = state.generation;
-            state.truncations.push_back((generation, cut_offset));
-            if state.truncations.len() > TRUNCATIONS_REMEMBERED {
-                state.truncations.pop_front();
-            }
+            record_truncation(&mut state, cut_offset);
             partition
                 .shard
                 .cache
@@ -224,13 +230,7 @@ impl PartitionLog {
             state.synced_offset = offset;
             state.epochs = super::epochs::EpochCache::default();
             state.producer_snapshot_at = None;
-            state.generation += 1;
-            state.layout_version += 1;
-            let generation = state.generation;
-            state.truncations.push_back((generation, offset));
-            if state.truncations.len() > TRUNCATIONS_REMEMBERED {
-                state.truncations.pop_front();
-            }
+            record_truncation(&mut state, offset);
             let mut cache = partition.shard.cache.borrow_mut();
             cache.truncate_from(partition.id, 0);
             drop(cache);

@@ -487,16 +487,9 @@ async fn shard_main(
             .map_err(|e| runtime_error(e.to_string()))?
             .detach();
         }
-        super::controller::publish_current(&context).await;
-        glommio::spawn_local_into(
-            super::controller::publish_changes(context.clone()),
-            requests,
-        )
-        .map_err(|e| runtime_error(e.to_string()))?
-        .detach();
-        glommio::spawn_local_into(super::controller::heartbeat_loop(context.clone()), requests)
-            .map_err(|e| runtime_error(e.to_string()))?
-            .detach();
+        publish_and_follow_metadata(&context, requests)
+            .await
+            .map_err(runtime_error)?;
         if options.controller_voters.len() <= 1 {
             // Alone, this broker is the controller leader at once: it registers its current
             // addresses (and the offsets log is created) before it says it is ready, so a
@@ -536,16 +529,9 @@ async fn shard_main(
             }
             glommio::timer::sleep(millis(STARTUP_POLL_MS)).await;
         }
-        super::controller::publish_current(&context).await;
-        glommio::spawn_local_into(
-            super::controller::publish_changes(context.clone()),
-            requests,
-        )
-        .map_err(|e| runtime_error(e.to_string()))?
-        .detach();
-        glommio::spawn_local_into(super::controller::heartbeat_loop(context.clone()), requests)
-            .map_err(|e| runtime_error(e.to_string()))?
-            .detach();
+        publish_and_follow_metadata(&context, requests)
+            .await
+            .map_err(runtime_error)?;
     }
     // The first catalogue is in place, and with it this shard's leader and follower roles.
     while context.catalog().version == 0 || context.replication.settled_version() == 0 {
@@ -695,6 +681,22 @@ pub(super) async fn accept_loop<Fut>(
             }
         }
     }
+}
+
+/// On the controller shard, once its metadata is current: publishes the first catalogue,
+/// then keeps publishing changes and heartbeating the controller leader.
+async fn publish_and_follow_metadata(
+    context: &Rc<ShardContext>,
+    queue: glommio::TaskQueueHandle,
+) -> Result<(), String> {
+    super::controller::publish_current(context).await;
+    glommio::spawn_local_into(super::controller::publish_changes(context.clone()), queue)
+        .map_err(|e| e.to_string())?
+        .detach();
+    glommio::spawn_local_into(super::controller::heartbeat_loop(context.clone()), queue)
+        .map_err(|e| e.to_string())?
+        .detach();
+    Ok(())
 }
 
 /// Rereads the TLS certificate and key when SIGHUP sets `requested` (every shard accepts with

@@ -5,27 +5,9 @@
 
 use super::harness::{cli, Broker};
 use super::tls::{
-    assert_refused, authority, check_every_message, consume, create_topic_tls, issue, lines, path,
-    produce, Identity, VALID,
+    as_strs, assert_refused, authority, check_every_message, consume, create_topic_tls,
+    identity_flags, issue, lines, path, produce, VALID,
 };
-
-fn flags(ca: &std::path::Path, identity: &Identity) -> Vec<String> {
-    [
-        "--tls-ca",
-        path(ca),
-        "--tls-cert",
-        path(&identity.cert),
-        "--tls-key",
-        path(&identity.key),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-fn as_strs(flags: &[String]) -> Vec<&str> {
-    flags.iter().map(String::as_str).collect()
-}
 
 /// Runs `args` plus `flags`; its output.
 fn run(args: &[&str], flags: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
@@ -59,9 +41,9 @@ fn access_rules_refuse_what_they_do_not_allow_and_leave_no_trace() {
     );
     let address = broker.broker_arg();
     let b = address.as_str();
-    let admin = flags(&ca.pem, &issue(dir.path(), &ca, "admin", &["admin"], VALID));
-    let alice = flags(&ca.pem, &issue(dir.path(), &ca, "alice", &["alice"], VALID));
-    let bob = flags(&ca.pem, &issue(dir.path(), &ca, "bob", &["bob"], VALID));
+    let admin = identity_flags(&ca.pem, &issue(dir.path(), &ca, "admin", &["admin"], VALID));
+    let alice = identity_flags(&ca.pem, &issue(dir.path(), &ca, "alice", &["alice"], VALID));
+    let bob = identity_flags(&ca.pem, &issue(dir.path(), &ca, "bob", &["bob"], VALID));
     let (admin, alice, bob) = (as_strs(&admin), as_strs(&alice), as_strs(&bob));
     create_topic_tls(b, "orders", &admin);
     let output = produce(b, "orders", &lines(100), &admin);

@@ -4,16 +4,12 @@
 
 use super::harness::{cli, Broker};
 use super::tls::{
-    assert_refused, authority, check_every_message, consume, create_topic_tls, issue, lines, path,
-    produce, VALID,
+    as_strs, assert_refused, authority, check_every_message, consume, create_topic_tls,
+    identity_flags, issue, lines, path, produce, VALID,
 };
 
 fn with(base: &[&str], extra: &[&str]) -> Vec<String> {
     base.iter().chain(extra).map(|s| s.to_string()).collect()
-}
-
-fn as_strs(flags: &[String]) -> Vec<&str> {
-    flags.iter().map(String::as_str).collect()
 }
 
 #[test]
@@ -40,15 +36,7 @@ fn scram_users_log_in_and_everyone_else_is_refused() {
     let b = address.as_str();
     let admin_identity = issue(dir.path(), &ca, "admin", &["admin"], VALID);
     let tls = ["--tls-ca", path(&ca.pem)];
-    let admin = with(
-        &tls,
-        &[
-            "--tls-cert",
-            path(&admin_identity.cert),
-            "--tls-key",
-            path(&admin_identity.key),
-        ],
-    );
+    let admin = identity_flags(&ca.pem, &admin_identity);
     let admin = as_strs(&admin);
     let password = dir.path().join("alice.password");
     std::fs::write(&password, "correct horse\n").unwrap();

@@ -62,6 +62,25 @@ pub(super) fn issue(
     identity
 }
 
+/// Client flags: trust `ca`, present `identity`.
+pub(super) fn identity_flags(ca: &Path, identity: &Identity) -> Vec<String> {
+    [
+        "--tls-ca",
+        path(ca),
+        "--tls-cert",
+        path(&identity.cert),
+        "--tls-key",
+        path(&identity.key),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+pub(super) fn as_strs(flags: &[String]) -> Vec<&str> {
+    flags.iter().map(String::as_str).collect()
+}
+
 pub(super) const VALID: (i64, i64) = (-1, 30);
 pub(super) const EXPIRED: (i64, i64) = (-30, -1);
 
@@ -248,16 +267,7 @@ fn mutual_tls_refuses_clients_without_a_good_certificate() {
     );
     let address = broker.broker_arg();
     let alice = issue(dir.path(), &ca, "alice", &["alice"], VALID);
-    let with = |identity: &Identity| -> Vec<String> {
-        vec![
-            "--tls-ca".into(),
-            path(&ca.pem).into(),
-            "--tls-cert".into(),
-            path(&identity.cert).into(),
-            "--tls-key".into(),
-            path(&identity.key).into(),
-        ]
-    };
+    let with = |identity: &Identity| identity_flags(&ca.pem, identity);
     let alice_flags = with(&alice);
     let alice_flags: Vec<&str> = alice_flags.iter().map(String::as_str).collect();
     create_topic_tls(&address, "mutual", &alice_flags);
