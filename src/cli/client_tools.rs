@@ -349,14 +349,23 @@ async fn describe(broker: &BrokerArg, name: &str) -> Result<(), String> {
             .join(",")
     };
     for partition in &topic.partitions {
-        let start = admin
-            .list_offset(name, partition.partition, OffsetSpec::Earliest)
-            .await
-            .map_err(error_text)?;
-        let end = admin
-            .list_offset(name, partition.partition, OffsetSpec::Latest)
-            .await
-            .map_err(error_text)?;
+        // A leader that cannot be reached (down, or moving) leaves its offsets unknown; the
+        // rest of the table still stands.
+        let admin = &admin;
+        let offset = |spec| async move {
+            match admin.list_offset(name, partition.partition, spec).await {
+                Ok(offset) => offset.to_string(),
+                Err(error) => {
+                    eprintln!(
+                        "partition {}: offsets unknown: {error}",
+                        partition.partition
+                    );
+                    "?".to_string()
+                }
+            }
+        };
+        let start = offset(OffsetSpec::Earliest).await;
+        let end = offset(OffsetSpec::Latest).await;
         let leader = partition
             .leader_broker
             .map_or_else(|| "none".to_string(), |l| l.to_string());

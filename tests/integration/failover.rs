@@ -1051,8 +1051,17 @@ fn reassign_partitions_onto_a_fourth_broker() {
         std::thread::sleep(Duration::from_millis(200));
     }
     create_topic(&observer, "made-through-the-observer", 2, 3, &[]);
-    let (rows, output) = describe_rows(&observer, "made-through-the-observer");
-    assert!(output.status.success() && rows.len() == 2, "{output:?}");
+    // Its partitions get leaders among the live brokers (one led by the killed broker moves
+    // once that broker is fenced).
+    let deadline = Instant::now() + HEAL_TIMEOUT;
+    loop {
+        let (rows, output) = describe_rows(&observer, "made-through-the-observer");
+        if output.status.success() && rows.len() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{output:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
     jepsen.finish();
 }
 
