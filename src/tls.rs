@@ -94,27 +94,50 @@ fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// A broker's server configuration from its files.
+/// Whether a listener asks for client certificates, and from which CA.
+enum ClientCertificates<'a> {
+    NotAsked,
+    Required(&'a Path),
+    Optional(&'a Path),
+}
+
+/// A broker's server configuration from its files (the client listeners').
 pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    let asked = match (&files.client_ca, files.client_certificate_optional) {
+        (None, _) => ClientCertificates::NotAsked,
+        (Some(ca), false) => ClientCertificates::Required(ca),
+        (Some(ca), true) => ClientCertificates::Optional(ca),
+    };
+    server_config_asking(files, asked)
+}
+
+fn server_config_asking(
+    files: &ServerTlsFiles,
+    asked: ClientCertificates<'_>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = load_certs(&files.cert)?;
     let key = load_key(&files.key)?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(config_error)?;
-    let builder = match &files.client_ca {
-        Some(ca) => {
-            let roots = Arc::new(load_roots(ca)?);
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider());
-            let verifier = match files.client_certificate_optional {
-                true => verifier.allow_unauthenticated(),
-                false => verifier,
-            }
-            .build()
-            .map_err(config_error)?;
-            builder.with_client_cert_verifier(verifier)
+    let verifier = |ca: &Path| {
+        let roots = Arc::new(load_roots(ca)?);
+        Ok::<_, TlsError>(rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots,
+            provider(),
+        ))
+    };
+    let builder = match asked {
+        ClientCertificates::NotAsked => builder.with_no_client_auth(),
+        ClientCertificates::Required(ca) => {
+            builder.with_client_cert_verifier(verifier(ca)?.build().map_err(config_error)?)
         }
-        None => builder.with_no_client_auth(),
+        ClientCertificates::Optional(ca) => builder.with_client_cert_verifier(
+            verifier(ca)?
+                .allow_unauthenticated()
+                .build()
+                .map_err(config_error)?,
+        ),
     };
     let config = builder.with_single_cert(certs, key).map_err(|e| {
         let pair = format!("{} with {}", files.cert.display(), files.key.display());
@@ -124,6 +147,15 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, TlsErr
         )
     })?;
     Ok(Arc::new(config))
+}
+
+/// The internal listener's configuration: it always requires a certificate from the
+/// brokers' CA (`ca`, else `client_ca`); `None` without one.
+fn internal_config(files: &ServerTlsFiles) -> Result<Option<Arc<ServerConfig>>, TlsError> {
+    match files.ca.as_ref().or(files.client_ca.as_ref()) {
+        Some(ca) => server_config_asking(files, ClientCertificates::Required(ca)).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// A client's TLS settings.
@@ -228,34 +260,45 @@ pub async fn connect(
 pub struct ServerTls {
     files: ServerTlsFiles,
     current: RwLock<Arc<ServerConfig>>,
+    /// The internal (controller) listener's: client certificates from the brokers' CA are
+    /// required there, whatever the client listeners ask.
+    internal: RwLock<Option<Arc<ServerConfig>>>,
     client: Option<ClientTls>,
 }
 
 impl ServerTls {
     pub fn load(files: ServerTlsFiles) -> Result<ServerTls, TlsError> {
         let current = RwLock::new(server_config(&files)?);
+        let internal = RwLock::new(internal_config(&files)?);
         let client = match files.ca.as_ref().or(files.client_ca.as_ref()) {
-            Some(ca) => {
-                // Where brokers require client certificates, this broker presents its own.
-                let identity = files
-                    .client_ca
-                    .as_ref()
-                    .map(|_| (files.cert.as_path(), files.key.as_path()));
-                Some(ClientTls::new(ca, identity, None)?)
-            }
+            // A broker always presents its own certificate to other brokers.
+            Some(ca) => Some(ClientTls::new(
+                ca,
+                Some((files.cert.as_path(), files.key.as_path())),
+                None,
+            )?),
             None => None,
         };
         Ok(ServerTls {
             files,
             current,
+            internal,
             client,
         })
     }
 
-    /// Rereads the certificate and key (and client CA); on failure the old ones stay.
+    /// Whether the internal listener can take TLS (a CA to check brokers against is known).
+    pub fn has_internal(&self) -> bool {
+        self.internal.read().expect("tls config lock").is_some()
+    }
+
+    /// Rereads the certificate and key (and client CA); on failure the old ones stay. The
+    /// certificate this broker presents to other brokers is not reread (a restart is).
     pub fn reload(&self) -> Result<(), TlsError> {
         let config = server_config(&self.files)?;
+        let internal = internal_config(&self.files)?;
         *self.current.write().expect("tls config lock") = config;
+        *self.internal.write().expect("tls config lock") = internal;
         Ok(())
     }
 
@@ -272,6 +315,31 @@ impl ServerTls {
         timeout: Duration,
     ) -> std::io::Result<(BoxedStream, Option<String>)> {
         let config = self.current.read().expect("tls config lock").clone();
+        accept_with(config, stream, timeout).await
+    }
+
+    /// `accept` on the internal listener: a certificate from the brokers' CA is required.
+    pub async fn accept_internal(
+        &self,
+        stream: TcpStream,
+        timeout: Duration,
+    ) -> std::io::Result<(BoxedStream, Option<String>)> {
+        let config = self
+            .internal
+            .read()
+            .expect("tls config lock")
+            .clone()
+            .ok_or_else(|| std::io::Error::other("no CA to check brokers against"))?;
+        accept_with(config, stream, timeout).await
+    }
+}
+
+async fn accept_with(
+    config: Arc<ServerConfig>,
+    stream: TcpStream,
+    timeout: Duration,
+) -> std::io::Result<(BoxedStream, Option<String>)> {
+    {
         let acceptor = futures_rustls::TlsAcceptor::from(config);
         within(timeout, async {
             let stream = acceptor.accept(stream).await?;
@@ -280,7 +348,8 @@ impl ServerTls {
                 .1
                 .peer_certificates()
                 .and_then(|chain| chain.first())
-                .and_then(common_name);
+                .and_then(common_name)
+                .filter(|name| crate::security::is_usable_principal(name));
             Ok((Box::new(stream) as BoxedStream, name))
         })
         .await

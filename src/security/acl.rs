@@ -11,7 +11,8 @@
 //! | Metadata, ListOffsets, DescribeConfigs | Describe on each topic (Metadata lists only those) |
 //! | CreateTopics / DeleteTopics / AlterConfigs | Create / Delete / Alter on each topic |
 //! | FindCoordinator, DescribeGroup | Describe on the group |
-//! | JoinGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ResetOffsets | Read on the group |
+//! | JoinGroup, Heartbeat, LeaveGroup, OffsetFetch | Read on the group |
+//! | OffsetCommit, ResetOffsets | Read on the group and on each topic |
 //! | ListGroups, DescribeCluster, ElectLeader, ReassignPartition, AlterAcls, DescribeAcls, ReplicaFetch, OffsetsForLeaderEpoch | Admin on the cluster |
 //! | Handshake, InitProducerId | nothing |
 
@@ -156,6 +157,10 @@ impl Authorizer {
 
     pub fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    pub fn is_super_user(&self, principal: &str) -> bool {
+        self.super_users.contains(principal)
     }
 
     /// Whether `principal` may do `operation` on the resource under `acls`.

@@ -21,3 +21,9 @@ impl std::fmt::Debug for Login {
             .finish_non_exhaustive()
     }
 }
+
+/// Whether a name may be a principal: not empty, not `ANONYMOUS` (the unauthenticated) and
+/// not `*` (the wildcard of access rules). A certificate with such a name gives none.
+pub fn is_usable_principal(name: &str) -> bool {
+    !name.is_empty() && name != ANONYMOUS && name != acl::WILDCARD
+}

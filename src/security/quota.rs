@@ -2,8 +2,9 @@
 //! does), never by dropping them. Each shard keeps a token bucket per entity and direction,
 //! filled at the shard's share of the quota (the quota divided by the broker's shards, as
 //! a client's partitions spread over them) and holding at most `QUOTA_BURST_S` seconds of
-//! it. A response that takes the bucket below zero waits until the debt would be paid: a
-//! client over its quota slows to it, and one under it is never delayed. The delay is
+//! it. A response that takes the bucket below zero waits until the debt would be paid (at
+//! most `QUOTA_THROTTLE_MS_MAX` per response; the debt itself is never forgiven): a client
+//! over its quota slows to it, and one under it is never delayed. The delay is
 //! reported in the response's `throttle_ms` and in the metrics.
 
 use std::cell::RefCell;
@@ -86,14 +87,10 @@ impl Throttle {
         if bucket.tokens >= 0.0 {
             return Duration::ZERO;
         }
+        // The whole debt stays (pipelined requests cannot share one forgiven wait); one
+        // response waits at most the cap, and the next ones keep paying.
         let max = Duration::from_millis(QUOTA_THROTTLE_MS_MAX);
-        let delay = Duration::from_secs_f64(-bucket.tokens / rate);
-        if delay > max {
-            // Far over: wait the longest, and forgive the rest.
-            bucket.tokens = -(rate * max.as_secs_f64());
-            return max;
-        }
-        delay
+        Duration::from_secs_f64((-bucket.tokens / rate).min(max.as_secs_f64()))
     }
 }
 
@@ -132,9 +129,16 @@ mod tests {
             throttle.record(&alice(), Direction::Fetch, 1000, 1000, start),
             Duration::ZERO
         );
-        // A client far over waits at most the cap.
-        let capped = throttle.record(&alice(), Direction::Fetch, u64::MAX / 2, 1000, start);
+        // A client far over waits at most the cap per response, and its debt stays.
+        let capped = throttle.record(&alice(), Direction::Fetch, 100_000_000, 1000, start);
         assert_eq!(capped, Duration::from_millis(QUOTA_THROTTLE_MS_MAX));
+        let later = start + Duration::from_secs(60);
+        let still = throttle.record(&alice(), Direction::Fetch, 1, 1000, later);
+        assert_eq!(
+            still,
+            Duration::from_millis(QUOTA_THROTTLE_MS_MAX),
+            "debt kept"
+        );
     }
 
     #[test]

@@ -50,6 +50,12 @@ fn random(bytes: usize) -> Vec<u8> {
     out
 }
 
+/// A per-process secret for the salts of unknown users.
+fn unknown_user_secret() -> &'static [u8] {
+    static SECRET: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    SECRET.get_or_init(|| random(KEY_BYTES))
+}
+
 fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
     let key = hmac::Key::new(hmac::HMAC_SHA256, key);
     hmac::sign(&key, data).as_ref().to_vec()
@@ -96,7 +102,13 @@ fn credential_with_salt(
 
 /// Checks a credential someone asks to store.
 pub fn check_credential(credential: &UserCredential) -> Result<(), String> {
-    if credential.name.is_empty() || credential.name.len() > crate::constants::ACL_NAME_BYTES_MAX {
+    if !super::is_usable_principal(&credential.name) {
+        return Err(format!(
+            "'{}' cannot be a user name (reserved)",
+            credential.name
+        ));
+    }
+    if credential.name.len() > crate::constants::ACL_NAME_BYTES_MAX {
         return Err(format!(
             "a user name has 1 to {} bytes",
             crate::constants::ACL_NAME_BYTES_MAX
@@ -184,8 +196,10 @@ impl ServerExchange {
         let credential = lookup(&name);
         let (salt, iterations) = match &credential {
             Some(c) => (c.salt.clone(), c.iterations),
+            // A made-up salt nobody else can compute, so that it does not tell whether the
+            // user exists (the iteration count may still differ from a real user's).
             None => (
-                sha256(name.as_bytes())[..SALT_BYTES].to_vec(),
+                hmac_sha256(unknown_user_secret(), name.as_bytes())[..SALT_BYTES].to_vec(),
                 ITERATIONS_DEFAULT,
             ),
         };
@@ -394,5 +408,22 @@ mod tests {
         let mut weak = stored.clone();
         weak.iterations = 1;
         assert!(check_credential(&weak).is_err());
+        for reserved in ["ANONYMOUS", "*", ""] {
+            let mut named = stored.clone();
+            named.name = reserved.to_string();
+            assert!(check_credential(&named).is_err(), "{reserved:?}");
+        }
+        // A stranger's salt is stable (asking twice tells nothing) but not computable.
+        let salt_of = |name: &str| {
+            let first = format!("n,,n={name},r=abc");
+            let (_, answer) = ServerExchange::start(first.as_bytes(), |_| None).unwrap();
+            let answer = String::from_utf8(answer).unwrap();
+            attribute(&attributes(&answer), 's').unwrap().to_string()
+        };
+        assert_eq!(salt_of("mallory"), salt_of("mallory"));
+        assert_ne!(
+            salt_of("mallory"),
+            BASE64.encode(&sha256(b"mallory")[..SALT_BYTES])
+        );
     }
 }

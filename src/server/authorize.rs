@@ -54,9 +54,19 @@ fn needs(request: &Request) -> Vec<(ResourceKind, &str, AclOperation)> {
         Request::JoinGroup(r) => vec![(Group, r.group.as_str(), Read)],
         Request::Heartbeat(r) => vec![(Group, r.group.as_str(), Read)],
         Request::LeaveGroup(r) => vec![(Group, r.group.as_str(), Read)],
-        Request::OffsetCommit(r) => vec![(Group, r.group.as_str(), Read)],
+        Request::OffsetCommit(r) => {
+            let mut needs = vec![(Group, r.group.as_str(), Read)];
+            needs.extend(topics(
+                r.offsets.iter().map(|o| o.topic.as_str()).collect(),
+                Read,
+            ));
+            needs
+        }
         Request::OffsetFetch(r) => vec![(Group, r.group.as_str(), Read)],
-        Request::ResetOffsets(r) => vec![(Group, r.group.as_str(), Read)],
+        Request::ResetOffsets(r) => vec![
+            (Group, r.group.as_str(), Read),
+            (Topic, r.topic.as_str(), Read),
+        ],
         Request::ListGroups(_)
         | Request::DescribeCluster(_)
         | Request::ElectLeader(_)

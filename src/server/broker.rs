@@ -209,11 +209,26 @@ pub fn run_broker(mut options: BrokerOptions) -> Result<(), BrokerError> {
     let tls = match &options.tls {
         Some(files) => {
             let tls = crate::tls::ServerTls::load(files.clone())?;
+            if options.internal_listen().is_some() && !tls.has_internal() {
+                return Err(BrokerError::Tls(crate::tls::TlsError::Config(
+                    "brokers of a TLS cluster check each other's certificates: give --tls-ca (or --tls-client-ca)".into(),
+                )));
+            }
+            if options.sasl && !options.controller_voters.is_empty() && files.client_ca.is_none() {
+                return Err(BrokerError::Tls(crate::tls::TlsError::Config(
+                    "under --sasl, the brokers of a cluster authenticate to each other with certificates: give --tls-client-ca".into(),
+                )));
+            }
             tracing::info!(cert = %files.cert.display(), mutual = files.client_ca.is_some(), "TLS on the client and internal listeners");
             Some(Arc::new(tls))
         }
         None => None,
     };
+    if options.sasl && !options.controller_voters.is_empty() && options.tls.is_none() {
+        return Err(BrokerError::Tls(crate::tls::TlsError::Config(
+            "under --sasl, the brokers of a cluster authenticate to each other with certificates: give --tls-cert, --tls-key and --tls-client-ca".into(),
+        )));
+    }
     let reload_tls = Arc::new(AtomicBool::new(false));
     if tls.is_some() {
         let signal = signal_hook::consts::SIGHUP;

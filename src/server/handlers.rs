@@ -200,7 +200,8 @@ fn metadata(context: &ShardContext, principal: &str, request: MetadataRequest) -
         Some(names) => names
             .into_iter()
             .map(|name| match catalog.topic(&name) {
-                Some(_) if !visible(&name) => TopicMetadata {
+                // Hidden whether it exists or not: the answer tells nothing of which.
+                _ if !visible(&name) => TopicMetadata {
                     name,
                     error: ErrorCode::TopicAuthorizationFailed,
                     partitions: Vec::new(),

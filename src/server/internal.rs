@@ -273,7 +273,22 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
         None => Box::new(stream),
         Some(tls) => {
             let timeout = Duration::from_millis(INTERNAL_CONNECT_TIMEOUT_MS * 4);
-            match tls.accept(stream, timeout).await {
+            match tls.accept_internal(stream, timeout).await {
+                // Under authorization, only principals that may do anything (the brokers)
+                // may speak here.
+                Ok((_, name))
+                    if context.authorizer.enabled()
+                        && !name
+                            .as_deref()
+                            .is_some_and(|n| context.authorizer.is_super_user(n)) =>
+                {
+                    tracing::warn!(
+                        ?peer,
+                        ?name,
+                        "internal connection refused: not a super user"
+                    );
+                    return;
+                }
                 Ok((stream, _)) => stream,
                 Err(error) => {
                     tracing::warn!(?peer, %error, "internal TLS handshake failed: connection closed");

@@ -74,6 +74,20 @@ fn access_rules_refuse_what_they_do_not_allow_and_leave_no_trace() {
         listed.status.success() && !String::from_utf8_lossy(&listed.stdout).contains("orders"),
         "metadata hides what bob may not describe: {listed:?}"
     );
+    // A hidden topic and a missing one look the same to bob.
+    for topic in ["orders", "no-such-topic"] {
+        let described = run(
+            &["topic", "describe", "--broker", b, "--topic", topic],
+            &bob,
+            None,
+        );
+        assert_refused(&described, "bob describing a topic");
+        assert!(
+            stderr(&described).contains("TopicAuthorizationFailed"),
+            "{topic}: {}",
+            stderr(&described)
+        );
+    }
     let created = run(
         &["topic", "create", "--broker", b, "--topic", "bobs"],
         &bob,

@@ -117,9 +117,7 @@ impl TestCluster {
 
     /// `topic describe` rows: partition → (leader, epoch, replicas, in-sync, high watermark).
     pub(super) fn describe(&self, topic: &str) -> BTreeMap<u32, Row> {
-        let (rows, output) = describe_rows(&self.bootstrap(), topic);
-        assert!(output.status.success(), "{output:?}");
-        rows
+        self.wait_for_partitions(topic, Duration::from_secs(30), |_| true)
     }
 
     pub(super) fn wait_for_partitions(
@@ -132,7 +130,7 @@ impl TestCluster {
         loop {
             // A describe may fail while leadership moves (a leader not yet serving).
             let (rows, output) = describe_rows(&self.bootstrap(), topic);
-            if output.status.success() && done(&rows) {
+            if output.status.success() && !rows.is_empty() && done(&rows) {
                 return rows;
             }
             assert!(
@@ -532,6 +530,15 @@ pub(super) fn describe_rows_with(
     let mut args = vec!["topic", "describe", "--broker", bootstrap, "--topic", topic];
     args.extend(extra);
     let output = cli(&args, None);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    // "topic T: N partitions": a table missing a row (a leader that could not be reached
+    // shows `?` offsets) is no table: the caller asks again.
+    let expected: Option<usize> = stdout
+        .lines()
+        .next()
+        .and_then(|line| line.rsplit(": ").next())
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok());
     let rows = String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| {
@@ -551,7 +558,11 @@ pub(super) fn describe_rows_with(
                 },
             ))
         })
-        .collect();
+        .collect::<BTreeMap<u32, Row>>();
+    let rows = match expected {
+        Some(n) if rows.len() == n => rows,
+        _ => BTreeMap::new(),
+    };
     (rows, output)
 }
 

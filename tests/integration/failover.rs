@@ -873,6 +873,7 @@ fn a_network_partition_cuts_the_leader_off_then_heals() {
         loop {
             let (rows, output) = describe_rows(&majority, TOPIC);
             if output.status.success()
+                && !rows.is_empty()
                 && rows[&partition].epoch > epoch
                 && rows[&partition]
                     .leader
