@@ -121,9 +121,21 @@ impl Leadership {
     pub fn update(&self, topic: &Arc<TopicSpec>, state: &PartitionState) {
         *self.topic.borrow_mut() = topic.clone();
         *self.replicas.borrow_mut() = state.replicas.clone();
+        // A change asked for stays pending (and counted in the high watermark) until a
+        // catalogue shows the controller decided this partition's in-sync set: a catalogue
+        // of some other change, published while ours is still being committed, must not
+        // drop it (the controller may count a joining replica already).
+        let decided = *self.in_sync.borrow() != state.in_sync
+            || self
+                .pending_in_sync
+                .borrow()
+                .as_ref()
+                .is_none_or(|pending| *pending == state.in_sync);
         *self.in_sync.borrow_mut() = state.in_sync.clone();
-        self.pending_in_sync.borrow_mut().take();
-        self.change_in_flight.set(false);
+        if decided {
+            self.pending_in_sync.borrow_mut().take();
+            self.change_in_flight.set(false);
+        }
         self.recompute_high_watermark();
     }
 
@@ -511,4 +523,85 @@ pub fn answer_epochs(
         })
         .collect();
     OffsetsForLeaderEpochResponse { partitions }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::TopicConfig;
+    use crate::log::{LogConfig, LogShard};
+
+    fn state(in_sync: &[u32]) -> PartitionState {
+        PartitionState {
+            replicas: vec![1, 0, 2],
+            leader: Some(1),
+            leader_epoch: 3,
+            in_sync: in_sync.to_vec(),
+            eligible: Vec::new(),
+            target: None,
+        }
+    }
+
+    /// A replica joining the in-sync set counts toward the high watermark from the moment
+    /// the leader asks, until a catalogue shows the controller's decision: a catalogue of
+    /// some other change in between must not drop it (the controller may already count the
+    /// replica and elect it).
+    #[test]
+    fn a_pending_join_counts_until_the_controller_decides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let log = LogShard::new(Default::default())
+                    .open_partition(&path, LogConfig::default())
+                    .await
+                    .unwrap();
+                let topic = Arc::new(TopicSpec {
+                    name: "t".into(),
+                    topic_id: 1,
+                    partitions: 1,
+                    config: TopicConfig {
+                        min_insync_replicas: 2,
+                        ..TopicConfig::default()
+                    },
+                    created_ms: 0,
+                    placement: vec![state(&[1, 2])],
+                });
+                let leadership = Leadership::new(topic.clone(), 0, 1, &state(&[1, 2]), log);
+                // Broker 2 is at 10, broker 0 (catching up) at 4.
+                leadership.fetched(2, 10, 10);
+                leadership.fetched(0, 4, 4);
+                leadership.recompute_high_watermark();
+                assert_eq!(leadership.log.high_watermark_cap(), Some(10));
+                // The leader asks for {0, 1, 2}: from now on broker 0's 4 bounds it.
+                leadership.change_in_flight.set(true);
+                *leadership.pending_in_sync.borrow_mut() = Some(vec![0, 1, 2]);
+                leadership.fetched(2, 12, 12);
+                let bounded = Some(4);
+                assert_eq!(
+                    leadership.log.high_watermark_cap(),
+                    bounded,
+                    "broker 0 counts"
+                );
+                // A catalogue of another change (same in-sync set) keeps the request.
+                leadership.update(&topic, &state(&[1, 2]));
+                leadership.fetched(2, 14, 14);
+                assert_eq!(
+                    leadership.log.high_watermark_cap(),
+                    bounded,
+                    "still pending"
+                );
+                assert!(leadership.change_in_flight.get());
+                // The controller's decision arrives: the request is settled.
+                leadership.update(&topic, &state(&[0, 1, 2]));
+                assert!(leadership.pending_in_sync.borrow().is_none());
+                assert!(!leadership.change_in_flight.get());
+                leadership.fetched(0, 14, 14);
+                assert_eq!(leadership.log.high_watermark_cap(), Some(14));
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 }

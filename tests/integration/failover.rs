@@ -138,9 +138,13 @@ impl Jepsen {
             let log = broker.log();
             let notable: Vec<&str> = log
                 .lines()
-                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .filter(|l| {
+                    ["WARN", "ERROR", "truncat", "leader", "in-sync", "fenced"]
+                        .iter()
+                        .any(|word| l.contains(word))
+                })
                 .collect();
-            let tail = &notable[notable.len().saturating_sub(40)..];
+            let tail = &notable[notable.len().saturating_sub(60)..];
             eprintln!("broker {i}:\n{}", tail.join("\n"));
         }
     }
@@ -260,7 +264,10 @@ impl Jepsen {
         let checked = self.recorder.check();
         let summary = match checked {
             Ok(summary) => summary,
-            Err(report) => panic!("the history shows anomalies:\n{report}"),
+            Err(report) => {
+                self.show_warnings();
+                panic!("the history shows anomalies:\n{report}")
+            }
         };
         eprintln!("history: {summary}");
         assert!(summary.acked > 0, "{summary}");
