@@ -310,7 +310,11 @@ fn request_change(context: &Rc<ShardContext>, leadership: &Rc<Leadership>, in_sy
             }
             Err(error) => {
                 // The call gave up after retrying for seconds: had the change been
-                // committed, its catalogue would have arrived long before.
+                // committed, its catalogue would have arrived long before. Not so when this
+                // leader is cut off from the controller yet still reaches a follower: a
+                // committed join whose answer was lost then stops counting here while the
+                // controller counts it (an open hole; keeping it pending instead could leave
+                // the set stuck with a dead member, which wants a design of its own).
                 tracing::warn!(?change, %error, "an in-sync change did not reach the controller");
                 leadership.pending_in_sync.borrow_mut().take();
                 leadership.change_in_flight.set(false);
