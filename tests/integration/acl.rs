@@ -3,10 +3,10 @@
 //! topic the principal may only read leaves the log unchanged, rules come and go with
 //! `shardline acl`, and only the cluster's administrators may change them.
 
-use super::harness::{cli, Broker};
+use super::harness::cli;
 use super::tls::{
     as_strs, assert_refused, authority, check_every_message, consume, create_topic_tls,
-    identity_flags, issue, lines, path, produce, VALID,
+    identity_flags, issue, lines, path, produce, tls_broker, VALID,
 };
 
 /// Runs `args` plus `flags`; its output.
@@ -24,14 +24,10 @@ fn stderr(output: &std::process::Output) -> String {
 fn access_rules_refuse_what_they_do_not_allow_and_leave_no_trace() {
     let dir = tempfile::tempdir().unwrap();
     let ca = authority(dir.path(), "acl-ca");
-    let server = issue(dir.path(), &ca, "broker", &["127.0.0.1"], VALID);
-    let broker = Broker::start(
-        &dir.path().join("data"),
+    let broker = tls_broker(
+        dir.path(),
+        &ca,
         &[
-            "--tls-cert",
-            path(&server.cert),
-            "--tls-key",
-            path(&server.key),
             "--tls-client-ca",
             path(&ca.pem),
             "--authorization",

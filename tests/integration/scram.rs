@@ -2,10 +2,10 @@
 //! in the metadata log. An unauthenticated client, a wrong password and an unknown user are
 //! refused and change nothing; an authenticated user is the principal its access rules name.
 
-use super::harness::{cli, Broker};
+use super::harness::cli;
 use super::tls::{
     as_strs, assert_refused, authority, check_every_message, consume, create_topic_tls,
-    identity_flags, issue, lines, path, produce, VALID,
+    identity_flags, issue, lines, path, produce, tls_broker, VALID,
 };
 
 fn with(base: &[&str], extra: &[&str]) -> Vec<String> {
@@ -16,14 +16,10 @@ fn with(base: &[&str], extra: &[&str]) -> Vec<String> {
 fn scram_users_log_in_and_everyone_else_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let ca = authority(dir.path(), "scram-ca");
-    let server = issue(dir.path(), &ca, "broker", &["127.0.0.1"], VALID);
-    let broker = Broker::start(
-        &dir.path().join("data"),
+    let broker = tls_broker(
+        dir.path(),
+        &ca,
         &[
-            "--tls-cert",
-            path(&server.cert),
-            "--tls-key",
-            path(&server.key),
             "--tls-client-ca",
             path(&ca.pem),
             "--sasl",

@@ -158,6 +158,19 @@ pub(super) fn lines(count: usize) -> String {
     (0..count).map(|n| format!("k{}:v{n}\n", n % 13)).collect()
 }
 
+/// A broker in `dir/data` with a certificate from `ca` for 127.0.0.1, plus `extra` flags.
+pub(super) fn tls_broker(dir: &Path, ca: &Authority, extra: &[&str]) -> Broker {
+    let server = issue(dir, ca, "broker", &["127.0.0.1"], VALID);
+    let mut args = vec![
+        "--tls-cert",
+        path(&server.cert),
+        "--tls-key",
+        path(&server.key),
+    ];
+    args.extend(extra);
+    Broker::start(&dir.join("data"), &args)
+}
+
 /// A refused client fails with a message, it does not hang.
 pub(super) fn assert_refused(output: &std::process::Output, what: &str) {
     assert!(!output.status.success(), "{what} was let in: {output:?}");
@@ -168,16 +181,7 @@ fn tls_round_trip_and_refusals() {
     let dir = tempfile::tempdir().unwrap();
     let ca = authority(dir.path(), "test-ca");
     let other = authority(dir.path(), "other-ca");
-    let server = issue(dir.path(), &ca, "broker", &["127.0.0.1"], VALID);
-    let broker = Broker::start(
-        &dir.path().join("data"),
-        &[
-            "--tls-cert",
-            path(&server.cert),
-            "--tls-key",
-            path(&server.key),
-        ],
-    );
+    let broker = tls_broker(dir.path(), &ca, &[]);
     let address = broker.broker_arg();
     let trusted = ["--tls-ca", path(&ca.pem)];
     create_topic_tls(&address, "secret", &trusted);
@@ -253,18 +257,7 @@ fn mutual_tls_refuses_clients_without_a_good_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let ca = authority(dir.path(), "test-ca");
     let other = authority(dir.path(), "other-ca");
-    let server = issue(dir.path(), &ca, "broker", &["127.0.0.1"], VALID);
-    let broker = Broker::start(
-        &dir.path().join("data"),
-        &[
-            "--tls-cert",
-            path(&server.cert),
-            "--tls-key",
-            path(&server.key),
-            "--tls-client-ca",
-            path(&ca.pem),
-        ],
-    );
+    let broker = tls_broker(dir.path(), &ca, &["--tls-client-ca", path(&ca.pem)]);
     let address = broker.broker_arg();
     let alice = issue(dir.path(), &ca, "alice", &["alice"], VALID);
     let with = |identity: &Identity| identity_flags(&ca.pem, identity);
