@@ -61,6 +61,11 @@ impl Catalog {
         self.quotas.get(entity)
     }
 
+    /// Whether any entity has a quota (else responses need no quota accounting).
+    pub fn has_quotas(&self) -> bool {
+        !self.quotas.is_empty()
+    }
+
     pub fn quotas(&self) -> impl Iterator<Item = &crate::protocol::Quota> {
         self.quotas.values()
     }

@@ -87,6 +87,11 @@ fn throttle(
 ) -> std::time::Duration {
     use crate::protocol::{QuotaEntity, QuotaEntityKind};
     use crate::security::quota::Direction;
+    let catalog = context.catalog();
+    if !catalog.has_quotas() {
+        // The common case: no entity has a quota, nothing to count or allocate.
+        return std::time::Duration::ZERO;
+    }
     let (direction, bytes) = match &reply.response {
         Response::Produce(_) => (Direction::Produce, request_bytes),
         Response::Fetch(_) => (
@@ -95,7 +100,6 @@ fn throttle(
         ),
         _ => return std::time::Duration::ZERO,
     };
-    let catalog = context.catalog();
     let principal = QuotaEntity {
         kind: QuotaEntityKind::Principal,
         name: authentication.principal.to_string(),
