@@ -20,6 +20,10 @@ pub struct Catalog {
     quotas: BTreeMap<crate::protocol::QuotaEntity, crate::protocol::Quota>,
     /// Bumped with every change, so shards can tell which snapshot is newer.
     pub version: u64,
+    /// The controller log index the image was applied up to (0 when not from an image): a
+    /// change the controller answered as done at index `i` shows in every catalogue with
+    /// `applied >= i`.
+    pub applied: u64,
 }
 
 impl Catalog {
@@ -35,12 +39,14 @@ impl Catalog {
             users: BTreeMap::new(),
             quotas: BTreeMap::new(),
             version,
+            applied: 0,
         }
     }
 
     /// The catalogue of a metadata image.
-    pub fn from_image(version: u64, image: &MetadataImage) -> Catalog {
+    pub fn from_image(version: u64, applied: u64, image: &MetadataImage) -> Catalog {
         let mut catalog = Catalog::new(version, image.topics().cloned());
+        catalog.applied = applied;
         catalog.brokers = image.brokers().map(|b| (b.broker, b.clone())).collect();
         catalog.acls = crate::security::AclIndex::new(image.acls());
         catalog.users = image.users().map(|u| (u.name.clone(), u.clone())).collect();

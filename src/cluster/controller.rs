@@ -207,7 +207,11 @@ impl Controller {
 
     /// The catalogue every shard serves from, as of the image now.
     pub fn catalog(&self) -> Arc<Catalog> {
-        Arc::new(Catalog::from_image(self.node.version(), &self.node.image()))
+        Arc::new(Catalog::from_image(
+            self.node.version(),
+            self.node.applied(),
+            &self.node.image(),
+        ))
     }
 
     /// Answers a call on the leader; `NotLeader` elsewhere, and on a new leader until it
@@ -640,6 +644,23 @@ impl Controller {
         }
         if current.in_sync == change.in_sync {
             return Ok(());
+        }
+        // A joiner must be alive: a fenced replica may have lost what it fetched, and the
+        // leader drops its wish on this refusal (which is final: nothing was proposed).
+        let fenced_joiner = {
+            let image = self.node.image();
+            change
+                .in_sync
+                .iter()
+                .copied()
+                .filter(|b| !current.in_sync.contains(b))
+                .find(|&b| image.broker(b).is_none_or(|record| record.fenced))
+        };
+        if let Some(joiner) = fenced_joiner {
+            return Err((
+                ErrorCode::IneligibleReplica,
+                format!("replica {joiner} is not alive: it cannot join the in-sync set"),
+            ));
         }
         tracing::info!(topic_id = change.topic_id, partition = change.partition, from = ?current.in_sync, to = ?change.in_sync, "in-sync set changed");
         self.propose(MetadataEvent::PartitionAltered {

@@ -1381,7 +1381,7 @@ mod tests {
             again.acls().cloned().collect::<Vec<_>>(),
             vec![rule("alice")]
         );
-        let catalog = super::super::Catalog::from_image(1, &again);
+        let catalog = super::super::Catalog::from_image(1, 0, &again);
         assert_eq!(catalog.acls().rules(), &[rule("alice")]);
     }
 }

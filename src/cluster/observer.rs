@@ -126,13 +126,17 @@ impl MetadataSource<'_> {
 
     /// The catalogue every shard serves from, as of the image now.
     pub fn catalog(&self) -> std::sync::Arc<super::Catalog> {
-        std::sync::Arc::new(super::Catalog::from_image(self.version(), &self.image()))
+        std::sync::Arc::new(super::Catalog::from_image(
+            self.version(),
+            self.applied(),
+            &self.image(),
+        ))
     }
 
     /// The controller's applied index this image is at.
     pub fn applied(&self) -> u64 {
         match self {
-            MetadataSource::Voter(node) => node.status().applied,
+            MetadataSource::Voter(node) => node.applied(),
             MetadataSource::Observer(observer) => observer.applied(),
         }
     }

@@ -142,12 +142,15 @@ pub enum ErrorCode {
     /// The broker requires authentication (`--sasl`) and this connection has not
     /// authenticated: only Handshake and SaslAuthenticate are answered. Closed after.
     AuthenticationRequired = 44,
-    // Next free value: 45. Retired values (never reuse): none yet.
+    /// A leader asked to add a replica to the in-sync set that the controller does not
+    /// count as alive (fenced, or unknown). Not retriable as such: the change had no effect.
+    IneligibleReplica = 45,
+    // Next free value: 46. Retired values (never reuse): none yet.
 }
 
 impl ErrorCode {
     /// Every code, in value order.
-    pub const ALL: [ErrorCode; 45] = [
+    pub const ALL: [ErrorCode; 46] = [
         ErrorCode::None,
         ErrorCode::Unknown,
         ErrorCode::CorruptBatch,
@@ -193,6 +196,7 @@ impl ErrorCode {
         ErrorCode::ClusterAuthorizationFailed,
         ErrorCode::SaslAuthenticationFailed,
         ErrorCode::AuthenticationRequired,
+        ErrorCode::IneligibleReplica,
     ];
 
     /// The code with this wire value, if this build knows it.
@@ -277,6 +281,7 @@ impl ErrorCode {
             ErrorCode::ClusterAuthorizationFailed => "ClusterAuthorizationFailed",
             ErrorCode::SaslAuthenticationFailed => "SaslAuthenticationFailed",
             ErrorCode::AuthenticationRequired => "AuthenticationRequired",
+            ErrorCode::IneligibleReplica => "IneligibleReplica",
         }
     }
 }

@@ -33,6 +33,15 @@ struct Progress {
     previous_fetch_at: Instant,
 }
 
+/// An in-sync change asked of the controller.
+#[derive(Debug, Clone)]
+struct PendingChange {
+    in_sync: Vec<u32>,
+    /// The controller answered that it holds this set, as of this log index: a catalogue
+    /// at or past it shows the controller's decision.
+    done_at: Option<u64>,
+}
+
 /// This shard leads a partition at `epoch`.
 pub struct Leadership {
     pub topic: RefCell<Arc<TopicSpec>>,
@@ -43,14 +52,19 @@ pub struct Leadership {
     replicas: RefCell<Vec<u32>>,
     in_sync: RefCell<Vec<u32>>,
     followers: RefCell<HashMap<u32, Progress>>,
-    /// An in-sync change is on its way to the controller.
+    /// A task is asking the controller for an in-sync change (it asks until it gets a
+    /// final answer, or this leadership ends).
     change_in_flight: Cell<bool>,
     /// A caught-up follower's wish to join the in-sync set, sent by the watcher.
     wanted: RefCell<Option<Vec<u32>>>,
-    /// An in-sync set this leader asked the controller for and has no answer to yet: the
-    /// high watermark counts its members too until then (a replica the controller already
-    /// counts as in sync must hold what this leader acknowledges).
-    pending_in_sync: RefCell<Option<Vec<u32>>>,
+    /// An in-sync set this leader asked the controller for, whose fate no catalogue has
+    /// shown yet: the high watermark counts its members too until then. A replica the
+    /// controller may already count as in sync (and may elect) must hold what this leader
+    /// acknowledges, and an answer lost on the way (a timeout, a controller failover) says
+    /// nothing about whether the change was committed.
+    pending: RefCell<Option<PendingChange>>,
+    /// The controller log index of the last catalogue this leadership took.
+    seen_applied: Cell<u64>,
     /// This shard no longer leads at this epoch.
     deposed: Cell<bool>,
 }
@@ -93,7 +107,8 @@ impl Leadership {
             followers: RefCell::new(followers),
             change_in_flight: Cell::new(false),
             wanted: RefCell::new(None),
-            pending_in_sync: RefCell::new(None),
+            pending: RefCell::new(None),
+            seen_applied: Cell::new(0),
             deposed: Cell::new(false),
         }
     }
@@ -117,26 +132,49 @@ impl Leadership {
         .await
     }
 
-    /// Takes a new catalogue's view of the partition (same leader, same epoch).
-    pub fn update(&self, topic: &Arc<TopicSpec>, state: &PartitionState) {
+    /// Takes a new catalogue's view of the partition (same leader, same epoch); `applied`
+    /// is the controller log index the catalogue was built at.
+    ///
+    /// A change asked for stays pending (and counted in the high watermark) until a
+    /// catalogue shows its fate: one whose in-sync set holds every member asked for, or
+    /// one at or past the index at which the controller answered it done. A catalogue of
+    /// some other change, published while ours is still being committed, leaves it be.
+    pub fn update(&self, topic: &Arc<TopicSpec>, state: &PartitionState, applied: u64) {
         *self.topic.borrow_mut() = topic.clone();
         *self.replicas.borrow_mut() = state.replicas.clone();
-        // A change asked for stays pending (and counted in the high watermark) until a
-        // catalogue shows the controller decided this partition's in-sync set: a catalogue
-        // of some other change, published while ours is still being committed, must not
-        // drop it (the controller may count a joining replica already).
-        let decided = *self.in_sync.borrow() != state.in_sync
-            || self
-                .pending_in_sync
-                .borrow()
-                .as_ref()
-                .is_none_or(|pending| *pending == state.in_sync);
         *self.in_sync.borrow_mut() = state.in_sync.clone();
-        if decided {
-            self.pending_in_sync.borrow_mut().take();
-            self.change_in_flight.set(false);
+        self.seen_applied.set(self.seen_applied.get().max(applied));
+        let settled = self.pending.borrow().as_ref().is_some_and(|pending| {
+            pending.in_sync.iter().all(|b| state.in_sync.contains(b))
+                || pending.done_at.is_some_and(|at| applied >= at)
+        });
+        if settled {
+            self.pending.borrow_mut().take();
         }
         self.recompute_high_watermark();
+    }
+
+    /// The controller answered the pending change done as of log index `at`.
+    fn change_done(&self, at: u64) {
+        if self.seen_applied.get() >= at {
+            // The catalogue that shows it came first.
+            self.pending.borrow_mut().take();
+        } else if let Some(pending) = self.pending.borrow_mut().as_mut() {
+            pending.done_at = Some(at);
+        }
+        self.recompute_high_watermark();
+    }
+
+    /// The controller refused the pending change for good: nothing was committed.
+    fn change_refused(&self) {
+        self.pending.borrow_mut().take();
+        self.recompute_high_watermark();
+    }
+
+    /// Whether a new in-sync change may be asked for: none is being asked, and the last
+    /// one's fate is known.
+    fn may_ask(&self) -> bool {
+        !self.change_in_flight.get() && self.pending.borrow().is_none()
     }
 
     /// The replicas as this leader sees them, for the metrics.
@@ -194,11 +232,11 @@ impl Leadership {
         }
         let current = self.log.high_watermark();
         let in_sync = self.in_sync.borrow();
-        let pending = self.pending_in_sync.borrow();
+        let pending = self.pending.borrow();
         let followers = self.followers.borrow();
         let floor = in_sync
             .iter()
-            .chain(pending.iter().flatten())
+            .chain(pending.iter().flat_map(|p| &p.in_sync))
             .filter(|&&b| b != self.me)
             .map(|b| followers.get(b).map_or(0, |p| p.durable))
             .min();
@@ -238,7 +276,7 @@ impl Leadership {
         let in_sync = self.in_sync.borrow();
         // It joins once it holds durably everything acknowledged so far.
         let joins = !in_sync.contains(&replica) && durable >= self.log.high_watermark();
-        if joins && !self.change_in_flight.get() {
+        if joins && self.may_ask() {
             let mut grown = in_sync.clone();
             grown.push(replica);
             grown.sort_unstable();
@@ -249,7 +287,7 @@ impl Leadership {
 
     /// The in-sync set without followers that lagged longer than the lag time, if any did.
     fn shrunk(&self) -> Option<Vec<u32>> {
-        if self.change_in_flight.get() {
+        if !self.may_ask() {
             return None;
         }
         let lag_max = self.lag_max();
@@ -279,47 +317,71 @@ impl Leadership {
     }
 }
 
-/// Asks the controller for an in-sync change, in a task of its own.
+/// Asks the controller for an in-sync change, in a task of its own, until it gets a final
+/// answer or this leadership ends. An unclear outcome (no answer, a timeout, a controller
+/// that lost its leadership meanwhile) is asked again: the change may have been committed,
+/// so its members stay counted (`Leadership::pending`) until a catalogue settles it.
 fn request_change(context: &Rc<ShardContext>, leadership: &Rc<Leadership>, in_sync: Vec<u32>) {
     leadership.change_in_flight.set(true);
-    *leadership.pending_in_sync.borrow_mut() = Some(in_sync.clone());
+    *leadership.pending.borrow_mut() = Some(PendingChange {
+        in_sync: in_sync.clone(),
+        done_at: None,
+    });
     leadership.recompute_high_watermark();
     let change = leadership.alter(in_sync);
     let context = context.clone();
     let leadership = leadership.clone();
     glommio::spawn_local(async move {
-        let answer = crate::server::controller::call(
-            &context,
-            ControllerCall::AlterPartition(change.clone()),
-        )
-        .await;
-        match answer {
-            Ok((
-                ControllerReply::Done {
-                    error: ErrorCode::None,
-                    ..
+        let mut attempts = 0u32;
+        while !leadership.deposed.get() && !context.stopping.get() {
+            attempts += 1;
+            let answer = crate::server::controller::call(
+                &context,
+                ControllerCall::AlterPartition(change.clone()),
+            )
+            .await;
+            match answer {
+                Ok((ControllerReply::Done { error, .. }, applied)) => match error {
+                    ErrorCode::None => {
+                        leadership.change_done(applied);
+                        break;
+                    }
+                    ErrorCode::IneligibleReplica
+                    | ErrorCode::InvalidRequest
+                    | ErrorCode::UnknownTopicOrPartition => {
+                        tracing::warn!(?change, ?error, "the controller refused an in-sync change");
+                        leadership.change_refused();
+                        break;
+                    }
+                    ErrorCode::FencedLeaderEpoch => {
+                        // Another leader or epoch: this leadership is ending. Its members
+                        // stay counted until the catalogue that deposes it arrives.
+                        tracing::info!(?change, "an in-sync change found a newer leader epoch");
+                        break;
+                    }
+                    _ => {
+                        if attempts == 1 {
+                            tracing::warn!(?change, ?error, "an in-sync change has no clear answer yet: asking again");
+                        }
+                    }
                 },
-                _,
-            )) => {
-                // The new set arrives with the catalogue (`Leadership::update`).
+                Ok((reply, _)) => {
+                    tracing::warn!(?change, ?reply, "the controller answered an in-sync change with another reply");
+                    leadership.change_refused();
+                    break;
+                }
+                Err(error) => {
+                    if attempts == 1 {
+                        tracing::warn!(?change, %error, "an in-sync change did not reach the controller: asking again");
+                    }
+                }
             }
-            Ok((reply, _)) => {
-                tracing::warn!(?change, ?reply, "the controller refused an in-sync change");
-                leadership.pending_in_sync.borrow_mut().take();
-                leadership.change_in_flight.set(false);
-            }
-            Err(error) => {
-                // The call gave up after retrying for seconds: had the change been
-                // committed, its catalogue would have arrived long before. Not so when this
-                // leader is cut off from the controller yet still reaches a follower: a
-                // committed join whose answer was lost then stops counting here while the
-                // controller counts it (an open hole; keeping it pending instead could leave
-                // the set stuck with a dead member, which wants a design of its own).
-                tracing::warn!(?change, %error, "an in-sync change did not reach the controller");
-                leadership.pending_in_sync.borrow_mut().take();
-                leadership.change_in_flight.set(false);
-            }
+            glommio::timer::sleep(Duration::from_millis(
+                crate::constants::CONTROLLER_CALL_RETRY_MS,
+            ))
+            .await;
         }
+        leadership.change_in_flight.set(false);
     })
     .detach();
 }
@@ -331,7 +393,7 @@ pub async fn watch_in_sync(context: Rc<ShardContext>, interval: Duration) {
         glommio::timer::sleep(interval).await;
         for leadership in context.replication.leaderships() {
             let wanted = leadership.wanted.borrow_mut().take();
-            if let Some(grown) = wanted.filter(|_| !leadership.change_in_flight.get()) {
+            if let Some(grown) = wanted.filter(|_| leadership.may_ask()) {
                 request_change(&context, &leadership, grown);
                 continue;
             }
@@ -546,12 +608,7 @@ mod tests {
         }
     }
 
-    /// A replica joining the in-sync set counts toward the high watermark from the moment
-    /// the leader asks, until a catalogue shows the controller's decision: a catalogue of
-    /// some other change in between must not drop it (the controller may already count the
-    /// replica and elect it).
-    #[test]
-    fn a_pending_join_counts_until_the_controller_decides() {
+    fn with_leadership(check: impl FnOnce(Leadership, Arc<TopicSpec>) + Send + 'static) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
         glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
@@ -573,39 +630,92 @@ mod tests {
                     placement: vec![state(&[1, 2])],
                 });
                 let leadership = Leadership::new(topic.clone(), 0, 1, &state(&[1, 2]), log);
-                // Broker 2 is at 10, broker 0 (catching up) at 4.
-                leadership.fetched(2, 10, 10);
-                leadership.fetched(0, 4, 4);
-                leadership.recompute_high_watermark();
-                assert_eq!(leadership.log.high_watermark_cap(), Some(10));
-                // The leader asks for {0, 1, 2}: from now on broker 0's 4 bounds it.
-                leadership.change_in_flight.set(true);
-                *leadership.pending_in_sync.borrow_mut() = Some(vec![0, 1, 2]);
-                leadership.fetched(2, 12, 12);
-                let bounded = Some(4);
-                assert_eq!(
-                    leadership.log.high_watermark_cap(),
-                    bounded,
-                    "broker 0 counts"
-                );
-                // A catalogue of another change (same in-sync set) keeps the request.
-                leadership.update(&topic, &state(&[1, 2]));
-                leadership.fetched(2, 14, 14);
-                assert_eq!(
-                    leadership.log.high_watermark_cap(),
-                    bounded,
-                    "still pending"
-                );
-                assert!(leadership.change_in_flight.get());
-                // The controller's decision arrives: the request is settled.
-                leadership.update(&topic, &state(&[0, 1, 2]));
-                assert!(leadership.pending_in_sync.borrow().is_none());
-                assert!(!leadership.change_in_flight.get());
-                leadership.fetched(0, 14, 14);
-                assert_eq!(leadership.log.high_watermark_cap(), Some(14));
+                check(leadership, topic);
             })
             .unwrap()
             .join()
             .unwrap();
+    }
+
+    /// Leader 1 with {1, 2} in sync, broker 2 at 10 and broker 0 (catching up) at 4, asks
+    /// for {0, 1, 2}: from then on broker 0's 4 bounds the high watermark.
+    fn asked_to_add_broker_0(leadership: &Leadership) {
+        leadership.fetched(2, 10, 10);
+        leadership.fetched(0, 4, 4);
+        leadership.recompute_high_watermark();
+        assert_eq!(leadership.log.high_watermark_cap(), Some(10));
+        leadership.change_in_flight.set(true);
+        *leadership.pending.borrow_mut() = Some(PendingChange {
+            in_sync: vec![0, 1, 2],
+            done_at: None,
+        });
+        leadership.fetched(2, 12, 12);
+        assert_eq!(leadership.log.high_watermark_cap(), Some(4), "broker 0 counts");
+    }
+
+    /// A replica joining the in-sync set counts toward the high watermark from the moment
+    /// the leader asks, until a catalogue shows the controller's decision: a catalogue of
+    /// some other change in between must not drop it (the controller may already count the
+    /// replica and elect it).
+    #[test]
+    fn a_pending_join_counts_until_the_controller_decides() {
+        with_leadership(|leadership, topic| {
+            asked_to_add_broker_0(&leadership);
+            // A catalogue of another change (same in-sync set) keeps the request.
+            leadership.update(&topic, &state(&[1, 2]), 7);
+            leadership.fetched(2, 14, 14);
+            assert_eq!(leadership.log.high_watermark_cap(), Some(4), "still pending");
+            assert!(!leadership.may_ask());
+            // The controller's decision arrives: the request is settled.
+            leadership.update(&topic, &state(&[0, 1, 2]), 8);
+            assert!(leadership.pending.borrow().is_none());
+            leadership.fetched(0, 14, 14);
+            assert_eq!(leadership.log.high_watermark_cap(), Some(14));
+        });
+    }
+
+    /// The controller may remove a replica itself (a fenced follower) while the leader's
+    /// join is on its way: that catalogue does not settle the join, which the controller
+    /// may still commit. Only a catalogue at or past the index the controller answered the
+    /// join done at does, whatever it shows.
+    #[test]
+    fn a_join_is_settled_by_the_catalogue_past_its_answer_not_by_another_change() {
+        with_leadership(|leadership, topic| {
+            asked_to_add_broker_0(&leadership);
+            // The controller fences broker 2: {1} alone, the join still unanswered.
+            leadership.update(&topic, &state(&[1]), 9);
+            assert!(leadership.pending.borrow().is_some(), "not settled by a removal");
+            // The answer: done at index 11; a catalogue at 10 does not settle it...
+            leadership.change_done(11);
+            leadership.update(&topic, &state(&[1]), 10);
+            assert!(leadership.pending.borrow().is_some());
+            // ...the one at 11 does, even if it shows another set (broker 0 since fenced).
+            leadership.update(&topic, &state(&[1]), 11);
+            assert!(leadership.pending.borrow().is_none());
+        });
+    }
+
+    /// An answer that arrives after the catalogue showing it settles the join at once; a
+    /// final refusal drops it; an unclear answer (none) keeps it counted.
+    #[test]
+    fn a_join_answered_late_or_refused_is_settled_and_an_unanswered_one_is_not() {
+        with_leadership(|leadership, topic| {
+            asked_to_add_broker_0(&leadership);
+            leadership.update(&topic, &state(&[1, 2]), 20);
+            leadership.change_done(20);
+            assert!(leadership.pending.borrow().is_none(), "already shown");
+            leadership.change_in_flight.set(false);
+            asked_to_add_broker_0(&leadership);
+            leadership.change_refused();
+            assert!(leadership.pending.borrow().is_none());
+            leadership.change_in_flight.set(false);
+            asked_to_add_broker_0(&leadership);
+            // No answer at all: many catalogues later, still counted.
+            for applied in 21..30 {
+                leadership.update(&topic, &state(&[1, 2]), applied);
+            }
+            leadership.fetched(2, 30, 30);
+            assert_eq!(leadership.log.high_watermark_cap(), Some(4));
+        });
     }
 }

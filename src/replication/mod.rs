@@ -244,7 +244,7 @@ async fn settle(context: &ShardContext, new: &Arc<Catalog>) {
         if state.leader == Some(me) {
             match current {
                 Some(Role::Leader(leadership)) if leadership.epoch == state.leader_epoch => {
-                    leadership.update(&topic, &state);
+                    leadership.update(&topic, &state, new.applied);
                 }
                 _ => {
                     follower::unfollow(context, key);

@@ -132,10 +132,24 @@ impl Jepsen {
             .expect("a controller leader")
     }
 
-    /// Prints the last warnings and errors of every broker (when a wait times out).
+    /// Prints the last warnings and errors of every broker (when a wait times out or the
+    /// checker finds an anomaly), and keeps every broker's whole log in a file under the
+    /// target directory.
     fn show_warnings(&self) {
+        let kept = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "fault-logs-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        ));
+        let _ = std::fs::create_dir_all(&kept);
         for (i, broker) in self.cluster.brokers.iter().enumerate() {
             let log = broker.log();
+            let file = kept.join(format!("broker-{i}.log"));
+            match std::fs::write(&file, &log) {
+                Ok(()) => eprintln!("broker {i}'s whole log: {}", file.display()),
+                Err(error) => eprintln!("broker {i}'s log not kept: {error}"),
+            }
             let notable: Vec<&str> = log
                 .lines()
                 .filter(|l| {
@@ -145,7 +159,11 @@ impl Jepsen {
                 })
                 .collect();
             let tail = &notable[notable.len().saturating_sub(60)..];
-            eprintln!("broker {i}:\n{}", tail.join("\n"));
+            eprintln!(
+                "broker {i} ({} lines logged):\n{}",
+                log.lines().count(),
+                tail.join("\n")
+            );
         }
     }
 

@@ -289,6 +289,11 @@ impl ControllerNode {
         self.image.borrow()
     }
 
+    /// The index of the last event applied to the image.
+    pub fn applied(&self) -> u64 {
+        self.applied.get()
+    }
+
     /// Bumped each time applied events change the image.
     pub fn version(&self) -> u64 {
         self.version.get()
