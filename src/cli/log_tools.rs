@@ -52,6 +52,11 @@ pub struct LogWriterArgs {
     /// Batches whose durability is awaited at once.
     #[arg(long, default_value_t = 32)]
     in_flight: usize,
+    /// Partitions written round-robin, in `<dir>/p<i>` (one shard: their flushes share the
+    /// shard's flush rounds). With more than one, reports name the partition:
+    /// `start <i> <offset>`, `durable <i> <offset>`.
+    #[arg(long, default_value_t = 1)]
+    partitions: usize,
 }
 
 pub fn run_log(command: LogCommand) -> Result<(), String> {
@@ -143,13 +148,43 @@ fn log_writer(args: LogWriterArgs) -> Result<(), String> {
             ..LogConfig::default()
         };
         let shard = LogShard::new(ShardLogConfig::default());
-        let log = shard
-            .open_partition(&args.dir, config)
-            .await
-            .map_err(|e| e.to_string())?;
-        println!("start {}", log.log_end_offset());
+        let many = args.partitions > 1;
+        let mut logs = Vec::with_capacity(args.partitions.max(1));
+        for index in 0..args.partitions.max(1) {
+            let dir = if many {
+                args.dir.join(format!("p{index}"))
+            } else {
+                args.dir.clone()
+            };
+            let log = shard
+                .open_partition(&dir, config.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            let name = if many {
+                format!("{index} ")
+            } else {
+                String::new()
+            };
+            println!("start {name}{}", log.log_end_offset());
+            logs.push((std::rc::Rc::new(name), log));
+        }
+        if many {
+            // How the shard's flush rounds went so far: `rounds <started> <members>`.
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                loop {
+                    glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+                    let metrics = shard.metrics();
+                    println!(
+                        "rounds {} {}",
+                        metrics.flush_rounds, metrics.flush_round_members
+                    );
+                }
+            })
+            .detach();
+        }
         let permits = std::rc::Rc::new(glommio::sync::Semaphore::new(args.in_flight as u64));
-        loop {
+        for (name, log) in logs.iter().cycle() {
             let next = log.log_end_offset();
             let mut builder = BatchBuilder::new(Codec::None);
             for offset in next..next + args.records {
@@ -167,10 +202,10 @@ fn log_writer(args: LogWriterArgs) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             let info = log.append(batch, 1).await.map_err(|e| e.to_string())?;
             assert_eq!(info.base_offset, next, "a single appender owns the log");
-            let log = log.clone();
+            let (name, log) = (name.clone(), log.clone());
             glommio::spawn_local(async move {
                 match log.wait_durable(info.last_offset).await {
-                    Ok(()) => println!("durable {}", info.last_offset),
+                    Ok(()) => println!("durable {name}{}", info.last_offset),
                     Err(error) => {
                         eprintln!("append failed: {error}");
                         std::process::exit(2);
@@ -180,5 +215,6 @@ fn log_writer(args: LogWriterArgs) -> Result<(), String> {
             })
             .detach();
         }
+        Ok(())
     })
 }

@@ -1,10 +1,12 @@
 //! The writer of one partition: group commit, direct-IO writes, segment roll.
 //!
-//! One flusher task runs per partition while it has pending batches. Each round it takes
-//! every pending batch, lays them after the active segment's data, rewrites the partial last
-//! IO page in front of them, writes the whole span as aligned chunks (submitted together),
-//! fdatasyncs if the policy says so, and only then advances the written/synced offsets and
-//! wakes the waiters. Batches appended during a round go out together in the next one.
+//! One flusher task runs per partition while it has pending batches. Once its policy makes
+//! it due, it joins its shard's next flush round (`super::rounds`); then it takes every
+//! pending batch, lays them after the active segment's data, rewrites the partial last IO
+//! page in front of them, writes the whole span as aligned chunks (submitted together),
+//! waits until every partition of the round has written, fdatasyncs if the policy says so,
+//! and only then advances the written/synced offsets and wakes the waiters. Batches
+//! appended during a round go out together in the next one.
 
 use std::future::poll_fn;
 use std::rc::Rc;
@@ -89,13 +91,16 @@ async fn kicked(partition: &Partition) {
     .await
 }
 
-/// One round: write every pending batch, sync per policy, publish the new offsets.
+/// One round: write every pending batch, sync per policy, publish the new offsets. The
+/// round is the partition's share of its shard's flush round (`super::rounds`): it starts
+/// with the shard's next round, and syncs once every partition in it has written.
 async fn flush_round(partition: &Partition) -> Result<(), LogIoError> {
     let _writer = partition
         .writer
         .acquire_permit(1)
         .await
         .expect("writer semaphore is never closed");
+    let mut ticket = partition.shard.rounds.enter().await;
     let (batches, sync) = {
         let mut state = partition.state.borrow_mut();
         state.flush_now = false;
@@ -114,6 +119,7 @@ async fn flush_round(partition: &Partition) -> Result<(), LogIoError> {
         ..RoundTimings::default()
     };
     let written_offset = batches.last().map(|b| b.next_offset);
+    ticket.wrote().await;
     if sync {
         let needs_sync = {
             let state = partition.state.borrow();
@@ -128,6 +134,7 @@ async fn flush_round(partition: &Partition) -> Result<(), LogIoError> {
         }
     }
     let due = publish_round(partition, &batches, written_offset, sync);
+    drop(ticket);
     if due {
         write_recovery_point(partition).await?;
     }

@@ -40,6 +40,7 @@ pub mod producers;
 mod read;
 mod recovery;
 mod replica;
+mod rounds;
 pub mod segment;
 mod shard;
 

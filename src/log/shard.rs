@@ -26,6 +26,9 @@ pub struct ShardLogConfig {
     pub flush_queue: Option<glommio::TaskQueueHandle>,
     /// The clock append times, segment ages and retention read.
     pub clock: ClockRef,
+    /// Whether the shard's partitions flush in shard-wide rounds (`super::rounds`); else
+    /// each flushes on its own.
+    pub shard_flush_rounds: bool,
 }
 
 impl Default for ShardLogConfig {
@@ -36,6 +39,7 @@ impl Default for ShardLogConfig {
             faults: None,
             flush_queue: None,
             clock: crate::clock::system(),
+            shard_flush_rounds: true,
         }
     }
 }
@@ -75,6 +79,9 @@ pub struct LogShardSnapshot {
     pub flush_round_bytes: crate::metrics::histogram::HistogramSnapshot,
     pub cache_hits: u64,
     pub cache_misses: u64,
+    /// Shard-wide flush rounds started, and the partition flushes they held in all.
+    pub flush_rounds: u64,
+    pub flush_round_members: u64,
 }
 
 pub(crate) struct ShardResources {
@@ -86,6 +93,7 @@ pub(crate) struct ShardResources {
     pub faults: Option<Rc<FaultPlan>>,
     pub flush_queue: Option<glommio::TaskQueueHandle>,
     pub clock: ClockRef,
+    pub rounds: Rc<super::rounds::FlushRounds>,
     next_partition_id: Cell<PartitionId>,
 }
 
@@ -129,6 +137,7 @@ impl LogShard {
                 faults: config.faults,
                 flush_queue: config.flush_queue,
                 clock: config.clock,
+                rounds: Rc::new(super::rounds::FlushRounds::new(config.shard_flush_rounds)),
                 next_partition_id: Cell::new(0),
             }),
         }
@@ -161,7 +170,10 @@ impl LogShard {
     /// The shard's IO and read measurements so far.
     pub fn metrics(&self) -> LogShardSnapshot {
         let metrics = &self.resources.metrics;
+        let (flush_rounds, flush_round_members) = self.resources.rounds.counts();
         LogShardSnapshot {
+            flush_rounds,
+            flush_round_members,
             write_latency: metrics.write_latency.snapshot(),
             sync_latency: metrics.sync_latency.snapshot(),
             flush_round_bytes: metrics.flush_round_bytes.snapshot(),

@@ -216,7 +216,17 @@ const SHARD_GAUGES: [Reading<ShardStats>; 5] = [
     }),
 ];
 
-const SHARD_COUNTERS: [Reading<ShardStats>; 6] = [
+const SHARD_COUNTERS: [Reading<ShardStats>; 8] = [
+    (
+        "shard_flush_rounds",
+        "Shard-wide flush rounds started (partitions due together flush in one)",
+        |s| s.io.as_ref().map_or(0, |io| io.flush_rounds),
+    ),
+    (
+        "shard_flush_round_members",
+        "Partition flushes held by the shard-wide flush rounds, over all rounds",
+        |s| s.io.as_ref().map_or(0, |io| io.flush_round_members),
+    ),
     (
         "shard_authentications_failed",
         "SCRAM exchanges that failed (a wrong password, an unknown user, a bad message)",

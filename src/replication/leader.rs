@@ -650,7 +650,11 @@ mod tests {
             done_at: None,
         });
         leadership.fetched(2, 12, 12);
-        assert_eq!(leadership.log.high_watermark_cap(), Some(4), "broker 0 counts");
+        assert_eq!(
+            leadership.log.high_watermark_cap(),
+            Some(4),
+            "broker 0 counts"
+        );
     }
 
     /// A replica joining the in-sync set counts toward the high watermark from the moment
@@ -664,7 +668,11 @@ mod tests {
             // A catalogue of another change (same in-sync set) keeps the request.
             leadership.update(&topic, &state(&[1, 2]), 7);
             leadership.fetched(2, 14, 14);
-            assert_eq!(leadership.log.high_watermark_cap(), Some(4), "still pending");
+            assert_eq!(
+                leadership.log.high_watermark_cap(),
+                Some(4),
+                "still pending"
+            );
             assert!(!leadership.may_ask());
             // The controller's decision arrives: the request is settled.
             leadership.update(&topic, &state(&[0, 1, 2]), 8);
@@ -684,7 +692,10 @@ mod tests {
             asked_to_add_broker_0(&leadership);
             // The controller fences broker 2: {1} alone, the join still unanswered.
             leadership.update(&topic, &state(&[1]), 9);
-            assert!(leadership.pending.borrow().is_some(), "not settled by a removal");
+            assert!(
+                leadership.pending.borrow().is_some(),
+                "not settled by a removal"
+            );
             // The answer: done at index 11; a catalogue at 10 does not settle it...
             leadership.change_done(11);
             leadership.update(&topic, &state(&[1]), 10);

@@ -395,6 +395,7 @@ async fn shard_main(
         faults: None,
         flush_queue: Some(background),
         clock: clock.clone(),
+        shard_flush_rounds: profile.storage.shard_flush_rounds,
     });
     let ownership = Ownership::new(options.broker_id, start.shard_count);
     let (controller, observer, peers) = if ownership.controller() != shard_id {

@@ -45,6 +45,9 @@ pub struct StorageProfile {
     /// An idempotent producer silent on a partition for this long is forgotten there (a
     /// retry after that may be stored twice).
     pub producer_idle_ms: u64,
+    /// Whether a shard's partitions flush in shard-wide rounds (their writes together,
+    /// then their fdatasyncs together); `false`: each partition flushes on its own.
+    pub shard_flush_rounds: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -97,6 +100,7 @@ impl Default for StorageProfile {
             open_files_max: OPEN_SEGMENT_FILES_DEFAULT,
             preallocate_bytes: SEGMENT_PREALLOCATE_BYTES,
             producer_idle_ms: PRODUCER_IDLE_MS_DEFAULT as u64,
+            shard_flush_rounds: true,
         }
     }
 }

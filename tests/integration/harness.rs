@@ -6,8 +6,10 @@ use std::path::PathBuf;
 /// The broker and CLI binary: this build's, or `SHARDLINE_TEST_BINARY` (a copy, so that a
 /// long loop of a test is not changed under it by a rebuild).
 pub fn shardline_binary() -> PathBuf {
-    std::env::var_os("SHARDLINE_TEST_BINARY")
-        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_shardline")), PathBuf::from)
+    std::env::var_os("SHARDLINE_TEST_BINARY").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_shardline")),
+        PathBuf::from,
+    )
 }
 
 /// Runs `body` on an unpinned glommio executor (tests never pin cores) and returns its value.

@@ -1,12 +1,14 @@
 //! Crash tests of the partition log: a writer process is killed with SIGKILL at random
 //! moments, again and again; after each kill the log is reopened and every batch whose
-//! durability the writer reported must be there, intact, once and in order.
+//! durability the writer reported must be there, intact, once and in order. One writer
+//! writes one partition; another writes many partitions of one shard, whose flushes share
+//! the shard's flush rounds.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
@@ -19,44 +21,69 @@ use crate::harness::{on_executor, seed, shardline_binary};
 const ROUNDS: usize = 24;
 const NO_REPORT: u64 = u64::MAX;
 
-/// What one run of the writer reported before it was killed.
+/// What one run of the writer reported before it was killed, by partition (0 for a
+/// writer of one partition).
+#[derive(Default)]
 struct Reports {
     /// The log end offset the writer found on start.
-    start: u64,
-    /// The highest offset reported durable (`NO_REPORT` if none).
-    durable: u64,
+    start: HashMap<usize, u64>,
+    /// The highest offset reported durable.
+    durable: HashMap<usize, u64>,
+    /// The shard's flush rounds started, and their members, last reported.
+    rounds: (u64, u64),
 }
 
-fn run_writer_and_kill(dir: &Path, flush: &str, kill_after: Duration) -> Reports {
+impl Reports {
+    fn start(&self) -> u64 {
+        self.start.get(&0).copied().unwrap_or(NO_REPORT)
+    }
+
+    fn durable(&self) -> u64 {
+        self.durable.get(&0).copied().unwrap_or(NO_REPORT)
+    }
+}
+
+fn run_writer_and_kill(dir: &Path, flush: &str, kill_after: Duration, extra: &[&str]) -> Reports {
     let mut child = Command::new(shardline_binary())
         .args(["debug", "log-writer", "--dir"])
         .arg(dir)
         .args(["--flush", flush])
+        .args(extra)
         .env("SHARDLINE_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("writer starts");
     let stdout = child.stdout.take().expect("piped stdout");
-    let start = Arc::new(AtomicU64::new(NO_REPORT));
-    let durable = Arc::new(AtomicU64::new(NO_REPORT));
+    let reports = Arc::new(Mutex::new(Reports::default()));
     let reader = {
-        let (start, durable) = (start.clone(), durable.clone());
+        let reports = reports.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                let mut words = line.split_whitespace();
-                let (Some(word), Some(number)) = (words.next(), words.next()) else {
-                    continue;
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let numbers: Vec<u64> = words
+                    .iter()
+                    .skip(1)
+                    .map(|n| n.parse().expect("numbers in writer reports"))
+                    .collect();
+                let (partition, number) = match numbers[..] {
+                    [number] => (0, number),
+                    [partition, number] => (partition as usize, number),
+                    _ => continue,
                 };
-                let number: u64 = number.parse().expect("numbers in writer reports");
-                match word {
-                    "start" => start.store(number, Ordering::SeqCst),
+                let mut reports = reports.lock().unwrap();
+                if words[0] == "rounds" {
+                    reports.rounds = (partition as u64, number);
+                    continue;
+                }
+                match words[0] {
+                    "start" => {
+                        reports.start.insert(partition, number);
+                    }
                     "durable" => {
-                        let seen = durable.load(Ordering::SeqCst);
-                        if seen == NO_REPORT || number > seen {
-                            durable.store(number, Ordering::SeqCst);
-                        }
+                        let seen = reports.durable.entry(partition).or_insert(number);
+                        *seen = (*seen).max(number);
                     }
                     _ => {}
                 }
@@ -68,10 +95,11 @@ fn run_writer_and_kill(dir: &Path, flush: &str, kill_after: Duration) -> Reports
     let status = child.wait().expect("reap the writer");
     assert!(!status.success(), "the writer runs until killed");
     reader.join().expect("report reader");
-    Reports {
-        start: start.load(Ordering::SeqCst),
-        durable: durable.load(Ordering::SeqCst),
-    }
+    Arc::try_unwrap(reports)
+        .ok()
+        .expect("the reader is done")
+        .into_inner()
+        .unwrap()
 }
 
 /// Reopens the log and checks every record; returns the log end offset.
@@ -133,21 +161,22 @@ fn acknowledged_appends_survive_kill_9_during_group_commit() {
     for round in 0..ROUNDS {
         let flush = ["every-batch", "interval", "bytes"][round % 3];
         let kill_after = Duration::from_millis(rng.gen_range(30..400));
-        let reports = run_writer_and_kill(&path, flush, kill_after);
-        if reports.start != NO_REPORT {
+        let reports = run_writer_and_kill(&path, flush, kill_after, &[]);
+        if reports.start() != NO_REPORT {
             assert_eq!(
-                reports.start, end,
+                reports.start(),
+                end,
                 "round {round}: the writer starts at the verified end"
             );
         }
         end = verify(&path);
-        if reports.durable != NO_REPORT {
+        if reports.durable() != NO_REPORT {
             rounds_with_reports += 1;
             assert!(
-                end > reports.durable,
+                end > reports.durable(),
                 "round {round} ({flush}, killed after {kill_after:?}): offset {} was reported \
                  durable but the log ends at {end}",
-                reports.durable
+                reports.durable()
             );
         }
     }
@@ -157,4 +186,71 @@ fn acknowledged_appends_survive_kill_9_during_group_commit() {
     );
     eprintln!("kill_9_during_group_commit: {rounds_with_reports}/{ROUNDS} rounds reported durability; {end} records verified");
     assert!(end > 1000, "the writers made progress: {end} records");
+}
+
+/// Many partitions of one shard, killed again and again while their flushes share the
+/// shard's flush rounds (writes of every member, then every member's sync): every offset
+/// reported durable on every partition is there after each kill, intact and once.
+#[test]
+fn acknowledged_appends_on_many_partitions_survive_kill_9_during_shard_flush_rounds() {
+    const PARTITIONS: usize = 40;
+    const KILLS: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed("kill_9_during_shard_flush_rounds"));
+    let mut ends = vec![0u64; PARTITIONS];
+    let mut reported = 0;
+    let mut shared_rounds = 0;
+    let partitions = PARTITIONS.to_string();
+    for kill in 0..KILLS {
+        let flush = ["every-batch", "interval", "bytes"][kill % 3];
+        let kill_after = Duration::from_millis(rng.gen_range(100..600));
+        let reports = run_writer_and_kill(
+            dir.path(),
+            flush,
+            kill_after,
+            &[
+                "--partitions",
+                &partitions,
+                "--records",
+                "4",
+                "--in-flight",
+                "256",
+            ],
+        );
+        let (rounds, members) = reports.rounds;
+        if members > rounds {
+            shared_rounds += 1;
+        }
+        for (partition, end) in ends.iter_mut().enumerate() {
+            if let Some(&start) = reports.start.get(&partition) {
+                assert_eq!(
+                    start, *end,
+                    "kill {kill}: partition {partition} starts at the verified end"
+                );
+            }
+            *end = verify(&dir.path().join(format!("p{partition}")));
+            if let Some(&durable) = reports.durable.get(&partition) {
+                reported += 1;
+                assert!(
+                    *end > durable,
+                    "kill {kill} ({flush}, after {kill_after:?}): partition {partition} had offset \
+                     {durable} reported durable but ends at {end}"
+                );
+            }
+        }
+    }
+    let total: u64 = ends.iter().sum();
+    eprintln!("kill_9_during_shard_flush_rounds: {reported} partition reports checked over {KILLS} kills; {total} records verified");
+    assert!(
+        reported >= PARTITIONS * KILLS / 2,
+        "only {reported} partition reports of durability"
+    );
+    assert!(
+        ends.iter().all(|&end| end > 0),
+        "every partition made progress: {ends:?}"
+    );
+    assert!(
+        shared_rounds >= KILLS / 2,
+        "flush rounds held several partitions in only {shared_rounds} of {KILLS} runs"
+    );
 }
