@@ -93,6 +93,8 @@ pub struct ShardStats {
     pub connections_accepted: u64,
     /// Connections closed at once: the shard was stopping or at its connection limit.
     pub connections_refused: u64,
+    /// Times the reactor watchdog interrupted the shard's sleep (its timers were late).
+    pub reactor_nudges: u64,
     /// Connections closed because their TLS handshake failed (or timed out).
     pub tls_handshakes_failed: u64,
     /// SCRAM exchanges that failed (wrong password, unknown user, bad message).
@@ -216,7 +218,12 @@ const SHARD_GAUGES: [Reading<ShardStats>; 5] = [
     }),
 ];
 
-const SHARD_COUNTERS: [Reading<ShardStats>; 8] = [
+const SHARD_COUNTERS: [Reading<ShardStats>; 9] = [
+    (
+        "shard_reactor_nudges",
+        "Times the watchdog interrupted the shard's sleeping reactor because its timers were late",
+        |s| s.reactor_nudges,
+    ),
     (
         "shard_flush_rounds",
         "Shard-wide flush rounds started (partitions due together flush in one)",

@@ -432,6 +432,7 @@ async fn shard_main(
     };
     let context = Rc::new(ShardContext {
         shard_id,
+        watch: start.watch.clone(),
         ownership,
         advertised: shared.advertised.clone(),
         partitions: Partitions::new(

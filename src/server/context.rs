@@ -66,6 +66,8 @@ impl Drop for InFlightGuard {
 /// One shard's state. Owned by that shard's executor; shared by its tasks through `Rc`.
 pub struct ShardContext {
     pub shard_id: usize,
+    /// What the reactor watchdog knows of this shard.
+    pub watch: std::sync::Arc<crate::shard::runtime::ShardWatch>,
     pub ownership: Ownership,
     pub advertised: Advertised,
     pub profile: Profile,
@@ -270,6 +272,7 @@ impl ShardHandler for ShardContext {
             io: Some(storage.metrics()),
             connections_accepted: self.metrics.connections_accepted.get(),
             connections_refused: self.metrics.connections_refused.get(),
+            reactor_nudges: self.watch.nudges(),
             tls_handshakes_failed: self.metrics.tls_handshakes_failed.get(),
             authentications_failed: self.metrics.authentications_failed.get(),
             throttling: self.metrics.throttling(),
