@@ -168,7 +168,7 @@ mod tests {
     ) {
         glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
             .io_memory(1 << 20)
-            .spawn(move || test())
+            .spawn(test)
             .unwrap()
             .join()
             .unwrap();
