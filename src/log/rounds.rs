@@ -2,7 +2,8 @@
 //!
 //! Each partition's writer decides on its own when it is due (its flush policy), then
 //! enters the shard's round gate. While a round is in flight, partitions that become due
-//! wait and go out together in the next one, so a shard issues one burst of writes and then
+//! wait and go out together in the next one (or join the one in flight while none of its
+//! members has finished writing yet), so a shard issues one burst of writes and then
 //! one burst of fdatasyncs per round instead of a write and a sync per partition at scattered
 //! times: the filesystem journal commits the burst's syncs together, and every partition's
 //! batch grows while it waits. Inside a round, every member finishes its writes before any
@@ -51,8 +52,8 @@ impl FlushRounds {
         }
     }
 
-    /// Joins a round: the one starting now if none is in flight, else the next one (waits
-    /// for the one in flight to end).
+    /// Joins a round: the one in flight while none of its members has written yet, else a
+    /// new one if none is in flight, else the next one (waits for the one in flight to end).
     pub async fn enter(self: &Rc<Self>) -> RoundTicket {
         if !self.enabled {
             return RoundTicket {
@@ -67,6 +68,15 @@ impl FlushRounds {
                 state.in_round = 1;
                 state.writing = 1;
                 state.rounds += 1;
+                state.members += 1;
+                None
+            } else if state.writing == state.in_round {
+                // The round in flight is still writing and none of its members has reached
+                // the sync barrier: join it (its syncs wait for this write too, which holds
+                // them back by one write at most, since the round closes to newcomers as
+                // soon as any member has written).
+                state.in_round += 1;
+                state.writing += 1;
                 state.members += 1;
                 None
             } else {
@@ -161,6 +171,7 @@ impl Drop for RoundTicket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::FutureExt;
     use std::cell::Cell;
 
     fn on_executor(
@@ -174,16 +185,23 @@ mod tests {
             .unwrap();
     }
 
-    /// A partition alone goes at once; those due while a round is in flight go together in
-    /// the next, and no member of a round syncs before every member wrote.
+    /// A partition alone goes at once, one due before any member wrote joins it; those due
+    /// once the round wrote go together in the next, and no member of a round syncs before
+    /// every member wrote.
     #[test]
     fn partitions_due_during_a_round_go_together_and_sync_after_all_wrote() {
         on_executor(|| {
             Box::pin(async {
                 let rounds = Rc::new(FlushRounds::new(true));
                 let log: Rc<RefCell<Vec<String>>> = Rc::default();
-                let first = rounds.enter().await;
+                let mut first = rounds.enter().await;
                 assert_eq!(rounds.counts(), (1, 1));
+                // A partition due before any member wrote joins the round in flight.
+                let mut early = rounds.enter().await;
+                assert_eq!(rounds.counts(), (1, 2));
+                early.wrote().now_or_never();
+                first.wrote().await;
+                drop(early);
                 let mut members = Vec::new();
                 for name in ["a", "b", "c"] {
                     let rounds = rounds.clone();
@@ -206,7 +224,7 @@ mod tests {
                 for member in members {
                     member.await;
                 }
-                assert_eq!(rounds.counts(), (2, 4), "the three went out in one round");
+                assert_eq!(rounds.counts(), (2, 5), "the three went out in one round");
                 let log = log.borrow();
                 let last_write = log.iter().rposition(|l| l.ends_with("wrote")).unwrap();
                 let first_sync = log.iter().position(|l| l.ends_with("syncs")).unwrap();
