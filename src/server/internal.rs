@@ -348,8 +348,8 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
 }
 
 /// Sends one call to the voter at `address` on a connection of its own and waits for the
-/// reply.
-async fn call_over_network(
+/// reply. (Public for the tests that probe who the internal listener refuses.)
+pub async fn call_over_network(
     address: SocketAddr,
     tls: Option<&crate::tls::ClientTls>,
     call: &ControllerCall,

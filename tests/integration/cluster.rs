@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 use super::harness::{cli, Broker};
 
 /// The controller listener's port on each broker's own address.
-const CONTROLLER_PORT: u16 = 9093;
+pub(super) const CONTROLLER_PORT: u16 = 9093;
 
 pub(super) struct TestCluster {
     pub(super) brokers: Vec<Broker>,

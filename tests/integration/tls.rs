@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use rcgen::{BasicConstraints, Certificate, CertificateParams, DnType, IsCa, KeyPair};
 
-use super::cluster::{broker_args, describe_rows_with, ip, voters, TestCluster};
-use super::harness::{cli, Broker};
+use super::cluster::{broker_args, describe_rows_with, ip, voters, TestCluster, CONTROLLER_PORT};
+use super::harness::{cli, on_executor, Broker};
 
 /// A certificate authority made for one test.
 pub(super) struct Authority {
@@ -426,6 +426,62 @@ fn a_cluster_speaks_tls_between_its_brokers() {
         }
         assert!(std::time::Instant::now() < deadline, "{output:?}");
         std::thread::sleep(Duration::from_millis(300));
+    }
+    // The internal (controller) listener takes only brokers: a certificate from the
+    // brokers' CA whose name is a super user. Everyone else gets no answer to a call.
+    let internal: std::net::SocketAddr = format!("{}:{CONTROLLER_PORT}", ip(SUBNET, 0))
+        .parse()
+        .unwrap();
+    let probes = tempfile::tempdir().unwrap();
+    let intruder = issue(probes.path(), &ca, "intruder", &["intruder"], VALID);
+    let other_ca = authority(probes.path(), "other-ca");
+    let stranger = issue(probes.path(), &other_ca, "client", &["client"], VALID);
+    let ask = |tls: Option<shardline::tls::ClientTls>| {
+        on_executor(move || async move {
+            shardline::server::internal::call_over_network(
+                internal,
+                tls.as_ref(),
+                &shardline::cluster::controller::ControllerCall::FetchImage { after: 0 },
+                Duration::from_secs(5),
+            )
+            .await
+            .map(|(reply, _)| format!("{reply:?}").chars().take(40).collect::<String>())
+        })
+    };
+    let client_tls = |identity: Option<&Identity>| {
+        shardline::tls::ClientTls::new(
+            &ca.pem,
+            identity.map(|i| (i.cert.as_path(), i.key.as_path())),
+            None,
+        )
+        .unwrap()
+    };
+    let answered = ask(Some(client_tls(Some(&client))));
+    assert!(
+        answered.is_ok(),
+        "a super user's certificate is answered: {answered:?}"
+    );
+    for (who, tls) in [
+        ("no TLS", None),
+        ("no certificate", Some(client_tls(None))),
+        (
+            "a certificate that is not a super user's",
+            Some(client_tls(Some(&intruder))),
+        ),
+        (
+            "a super user's name from another CA",
+            Some(client_tls(Some(&stranger))),
+        ),
+    ] {
+        let refused = ask(tls);
+        assert!(
+            refused.is_err(),
+            "{who}: the internal listener answered {refused:?}"
+        );
+        eprintln!(
+            "internal listener, {who}: refused ({})",
+            refused.unwrap_err()
+        );
     }
 }
 
