@@ -90,13 +90,15 @@ struct ReactorWatchdog {
 impl ReactorWatchdog {
     fn new(shard_count: usize) -> ReactorWatchdog {
         // SIGURG is ignored by default; a handler (which only sets an unused flag, and is
-        // installed with SA_RESTART) makes it interrupt a sleeping io_uring_enter.
-        if let Err(error) = signal_hook::flag::register(
-            signal_hook::consts::SIGURG,
-            Arc::new(AtomicBool::new(false)),
-        ) {
-            tracing::warn!(%error, "no SIGURG handler: the reactor watchdog cannot wake shards");
-        }
+        // installed with SA_RESTART) makes it interrupt a sleeping io_uring_enter. Once per
+        // process, however many times shards are started.
+        static HANDLER: std::sync::Once = std::sync::Once::new();
+        HANDLER.call_once(|| {
+            let flag = Arc::new(AtomicBool::new(false));
+            if let Err(error) = signal_hook::flag::register(signal_hook::consts::SIGURG, flag) {
+                tracing::warn!(%error, "no SIGURG handler: the reactor watchdog cannot wake shards");
+            }
+        });
         ReactorWatchdog {
             shards: (0..shard_count).map(|_| Arc::default()).collect(),
             started: Instant::now(),
