@@ -241,7 +241,7 @@ mod tests {
             Box::pin(async {
                 let rounds = Rc::new(FlushRounds::new(true));
                 let mut a = rounds.enter().await;
-                let c_done = Rc::new(Cell::new(false));
+                let writer_done = Rc::new(Cell::new(false));
                 let leaver = {
                     let rounds = rounds.clone();
                     glommio::spawn_local(async move {
@@ -251,11 +251,11 @@ mod tests {
                 };
                 let writer = {
                     let rounds = rounds.clone();
-                    let c_done = c_done.clone();
+                    let writer_done = writer_done.clone();
                     glommio::spawn_local(async move {
                         let mut ticket = rounds.enter().await;
                         ticket.wrote().await;
-                        c_done.set(true);
+                        writer_done.set(true);
                     })
                 };
                 glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
@@ -263,7 +263,7 @@ mod tests {
                 drop(a);
                 leaver.await;
                 writer.await;
-                assert!(c_done.get());
+                assert!(writer_done.get());
 
                 let open = Rc::new(FlushRounds::new(false));
                 let mut one = open.enter().await;
