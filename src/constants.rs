@@ -57,6 +57,11 @@ pub const PARTITION_PENDING_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// The largest single direct-IO write the writer issues.
 pub const WRITE_BYTES_MAX: usize = 1024 * 1024;
 
+/// With a shard journal: a partition writes its journaled batches to its segment once they
+/// add up to this many bytes, or once the oldest is `JOURNALED_WRITE_DELAY_MS` old.
+pub const JOURNALED_WRITE_BYTES: usize = 1024 * 1024;
+pub const JOURNALED_WRITE_DELAY_MS: u64 = 50;
+
 /// Default byte budget of a shard's cache of recent batches.
 pub const BATCH_CACHE_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
 

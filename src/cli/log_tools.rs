@@ -57,6 +57,10 @@ pub struct LogWriterArgs {
     /// `start <i> <offset>`, `durable <i> <offset>`.
     #[arg(long, default_value_t = 1)]
     partitions: usize,
+    /// Bytes of a shard journal ring in `<dir>/journal` (0: no journal). The journal is
+    /// replayed at start, before the partitions open, as the broker does.
+    #[arg(long, default_value_t = 0)]
+    journal_bytes: u64,
 }
 
 pub fn run_log(command: LogCommand) -> Result<(), String> {
@@ -131,6 +135,13 @@ pub fn numbered_value(offset: u64, value_bytes: usize) -> Vec<u8> {
 }
 
 fn log_writer(args: LogWriterArgs) -> Result<(), String> {
+    if args.journal_bytes > 0 {
+        let summary = crate::log::journal::replay_blocking(&args.dir)?;
+        println!(
+            "replayed {} {}",
+            summary.batches_applied, summary.partitions
+        );
+    }
     super::run_on_executor(move || async move {
         let flush = match args.flush {
             FlushArg::EveryBatch => FlushPolicy::EveryBatch,
@@ -147,7 +158,14 @@ fn log_writer(args: LogWriterArgs) -> Result<(), String> {
             flush,
             ..LogConfig::default()
         };
-        let shard = LogShard::new(ShardLogConfig::default());
+        let shard = LogShard::new(ShardLogConfig {
+            journal: (args.journal_bytes > 0).then(|| crate::log::journal::JournalConfig {
+                root: args.dir.clone(),
+                shard: 0,
+                capacity_bytes: args.journal_bytes,
+            }),
+            ..ShardLogConfig::default()
+        });
         let many = args.partitions > 1;
         let mut logs = Vec::with_capacity(args.partitions.max(1));
         for index in 0..args.partitions.max(1) {
@@ -179,6 +197,12 @@ fn log_writer(args: LogWriterArgs) -> Result<(), String> {
                         "rounds {} {}",
                         metrics.flush_rounds, metrics.flush_round_members
                     );
+                    if metrics.journal.commits > 0 {
+                        println!(
+                            "journal {} {}",
+                            metrics.journal.commits, metrics.journal.checkpoints
+                        );
+                    }
                 }
             })
             .detach();

@@ -23,6 +23,7 @@ use super::segment::{
     segment_path, ActiveSegment, Segment, SegmentIndexes, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX,
 };
 use crate::constants::{IO_ALIGNMENT_BYTES, PREALLOCATE_STEP_MIN_BYTES, WRITE_BYTES_MAX};
+use crate::constants::{JOURNALED_WRITE_BYTES, JOURNALED_WRITE_DELAY_MS};
 use crate::constants::{RECOVERY_POINT_INTERVAL_MS, SLOW_FLUSH_ROUND_MS};
 use crate::record::BatchHeader;
 
@@ -45,10 +46,21 @@ fn preallocation_target(write_to: u64, step_max: u64) -> u64 {
     align_up(write_to + step)
 }
 
+/// What the flusher does next.
+enum Step {
+    Wait(Instant),
+    /// Write every pending batch, and sync if the policy or a flush request says so.
+    Round,
+    /// Hand the batches not yet journaled to the shard journal.
+    Journal(Rc<super::journal::Journal>),
+    /// Write journaled batches to the segment (no sync: the journal holds them).
+    WriteJournaled,
+}
+
 /// The flusher task: runs while the partition has work, then exits.
 pub(super) async fn run_flusher(partition: Rc<Partition>) {
     loop {
-        let deadline = {
+        let step = {
             let mut state = partition.state.borrow_mut();
             let has_work = !state.pending.is_empty() || state.sync_requested;
             if !has_work || state.fenced.is_some() || state.closed {
@@ -57,23 +69,129 @@ pub(super) async fn run_flusher(partition: Rc<Partition>) {
                 state.wake_all();
                 return;
             }
-            let policy = partition.config.borrow().flush;
-            let due_now = state.flush_now || state.pending_bytes >= policy.bytes_trigger();
-            let started = state.first_pending_at.unwrap_or_else(Instant::now);
-            (!due_now).then(|| started + policy.delay())
+            next_step(&partition, &state)
         };
-        if let Some(deadline) = deadline {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if !remaining.is_zero() {
-                futures_lite::future::or(kicked(&partition), glommio::timer::sleep(remaining))
-                    .await;
+        let result = match step {
+            Step::Wait(deadline) => {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if !remaining.is_zero() {
+                    futures_lite::future::or(kicked(&partition), glommio::timer::sleep(remaining))
+                        .await;
+                }
                 continue;
             }
-        }
-        if let Err(error) = flush_round(&partition).await {
+            Step::Round => flush_round(&partition, RoundKind::Policy).await,
+            Step::Journal(journal) => journal_round(&partition, &journal).await,
+            Step::WriteJournaled => flush_round(&partition, RoundKind::Journaled).await,
+        };
+        if let Err(error) = result {
             partition.fence(error);
         }
     }
+}
+
+fn next_step(partition: &Partition, state: &super::partition::State) -> Step {
+    let policy = partition.config.borrow().flush;
+    let now = Instant::now();
+    let journal = match &partition.shard.journal {
+        Some(journal) if policy.syncs() && !state.sync_requested => journal.clone(),
+        _ => {
+            let due_now = state.flush_now || state.pending_bytes >= policy.bytes_trigger();
+            let started = state.first_pending_at.unwrap_or(now);
+            return if due_now || started + policy.delay() <= now {
+                Step::Round
+            } else {
+                Step::Wait(started + policy.delay())
+            };
+        }
+    };
+    // Pending batches past the synced (journaled) offset are not journaled yet; the ones
+    // before it are journaled but not yet written to the segment.
+    let unjournaled: usize = state
+        .pending
+        .iter()
+        .rev()
+        .take_while(|b| b.next_offset > state.synced_offset)
+        .map(|b| b.bytes.len())
+        .sum();
+    let unwritten = state.pending_bytes - unjournaled;
+    let journal_at = (unjournaled > 0).then(|| {
+        if unjournaled >= policy.bytes_trigger() {
+            now
+        } else {
+            state.first_pending_at.unwrap_or(now) + policy.delay()
+        }
+    });
+    let write_at = (unwritten > 0).then(|| {
+        if unwritten >= JOURNALED_WRITE_BYTES {
+            now
+        } else {
+            state.first_journaled_at.unwrap_or(now)
+                + Duration::from_millis(JOURNALED_WRITE_DELAY_MS)
+        }
+    });
+    match (journal_at, write_at) {
+        (Some(at), _) if at <= now => Step::Journal(journal),
+        (_, Some(at)) if at <= now => Step::WriteJournaled,
+        (Some(a), Some(b)) => Step::Wait(a.min(b)),
+        (Some(at), None) | (None, Some(at)) => Step::Wait(at),
+        (None, None) => Step::Wait(now + Duration::from_millis(JOURNALED_WRITE_DELAY_MS)),
+    }
+}
+
+/// Hands the batches not yet journaled to the shard journal, waits for its commit, and
+/// counts them durable.
+async fn journal_round(
+    partition: &Rc<Partition>,
+    journal: &Rc<super::journal::Journal>,
+) -> Result<(), LogIoError> {
+    let (number, end, generation) = {
+        let mut state = partition.state.borrow_mut();
+        state.flush_now = false;
+        state.first_pending_at = None;
+        let synced = state.synced_offset;
+        let from = state.pending.partition_point(|b| b.next_offset <= synced);
+        let batches: Vec<PendingBatch> = state.pending.range(from..).cloned().collect();
+        let Some(last) = batches.last() else {
+            return Ok(());
+        };
+        let end = last.next_offset;
+        (journal.append(partition, &batches), end, state.generation)
+    };
+    let started = Instant::now();
+    journal.commit(number).await?;
+    partition
+        .shard
+        .metrics
+        .sync_latency
+        .record_duration(started.elapsed());
+    let mut state = partition.state.borrow_mut();
+    // A truncation meanwhile set the offsets itself (and its cut record follows these
+    // batches in the journal).
+    if state.generation == generation && end > state.synced_offset {
+        state.synced_offset = end.min(state.next_offset);
+        state.io_stats.journal_commits += 1;
+    }
+    if state.first_journaled_at.is_none() && state.written_offset < state.synced_offset {
+        state.first_journaled_at = Some(Instant::now());
+    }
+    state.wake_all();
+    Ok(())
+}
+
+/// Writes and fdatasyncs everything pending of `partition` to its segment (a journal
+/// checkpoint). A closed partition was flushed when it closed.
+pub(super) async fn write_and_sync_all(partition: &Partition) -> Result<(), LogIoError> {
+    {
+        let state = partition.state.borrow();
+        if let Some(error) = &state.fenced {
+            return Err(error.clone());
+        }
+        if state.closed {
+            return Ok(());
+        }
+    }
+    flush_round(partition, RoundKind::Checkpoint).await
 }
 
 /// Resolves the next time an append or a flush request wakes the flusher.
@@ -91,23 +209,63 @@ async fn kicked(partition: &Partition) {
     .await
 }
 
-/// One round: write every pending batch, sync per policy, publish the new offsets. The
+/// Which batches a flush round writes, and whether it syncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RoundKind {
+    /// Every pending batch; sync per policy or flush request (in the shard's flush round).
+    Policy,
+    /// Every pending batch, synced (a journal checkpoint; outside the shard's rounds).
+    Checkpoint,
+    /// The journaled batches only, not synced (the journal holds them durably).
+    Journaled,
+}
+
+/// One round: write pending batches, sync per `kind`, publish the new offsets. A policy
 /// round is the partition's share of its shard's flush round (`super::rounds`): it starts
 /// with the shard's next round, and syncs once every partition in it has written.
-async fn flush_round(partition: &Partition) -> Result<(), LogIoError> {
+async fn flush_round(partition: &Partition, kind: RoundKind) -> Result<(), LogIoError> {
     let _writer = partition
         .writer
         .acquire_permit(1)
         .await
         .expect("writer semaphore is never closed");
-    let mut ticket = partition.shard.rounds.enter().await;
+    let mut ticket = match kind {
+        RoundKind::Policy => Some(partition.shard.rounds.enter().await),
+        RoundKind::Checkpoint | RoundKind::Journaled => None,
+    };
     let (batches, sync) = {
         let mut state = partition.state.borrow_mut();
-        state.flush_now = false;
-        state.first_pending_at = None;
-        let sync = partition.config.borrow().flush.syncs() || state.sync_requested;
-        state.sync_requested = false;
-        let batches: Vec<PendingBatch> = state.pending.iter().cloned().collect();
+        if state.closed && kind != RoundKind::Policy {
+            return Ok(());
+        }
+        let batches: Vec<PendingBatch> = match kind {
+            RoundKind::Journaled => {
+                let synced = state.synced_offset;
+                state
+                    .pending
+                    .iter()
+                    .take_while(|b| b.next_offset <= synced)
+                    .cloned()
+                    .collect()
+            }
+            RoundKind::Policy | RoundKind::Checkpoint => {
+                state.flush_now = false;
+                state.first_pending_at = None;
+                state.pending.iter().cloned().collect()
+            }
+        };
+        let sync = match kind {
+            RoundKind::Policy => {
+                let sync = partition.config.borrow().flush.syncs() || state.sync_requested;
+                state.sync_requested = false;
+                sync
+            }
+            RoundKind::Checkpoint => {
+                state.sync_requested = false;
+                true
+            }
+            RoundKind::Journaled => false,
+        };
         (batches, sync)
     };
     let started = Instant::now();
@@ -119,11 +277,13 @@ async fn flush_round(partition: &Partition) -> Result<(), LogIoError> {
         ..RoundTimings::default()
     };
     let written_offset = batches.last().map(|b| b.next_offset);
-    ticket.wrote().await;
+    if let Some(ticket) = ticket.as_mut() {
+        ticket.wrote().await;
+    }
     if sync {
         let needs_sync = {
             let state = partition.state.borrow();
-            written_offset.is_some() || state.synced_offset < state.written_offset
+            written_offset.is_some() || state.segment_synced_offset < state.written_offset
         };
         if needs_sync {
             let file = active_file(partition).await?;
@@ -208,7 +368,12 @@ fn publish_round(
         state.written_offset = written_offset;
     }
     if sync {
-        state.synced_offset = state.written_offset;
+        // A journal commit may have counted more durable meanwhile.
+        state.segment_synced_offset = state.written_offset;
+        state.synced_offset = state.synced_offset.max(state.written_offset);
+    }
+    if state.written_offset >= state.synced_offset {
+        state.first_journaled_at = None;
     }
     state.wake_all();
     sync && state

@@ -79,6 +79,9 @@ impl PartitionLog {
         // append that lands below the cut meanwhile is written by another round first.
         let (_writer, holder_base) = loop {
             self.flush().await?;
+            // With a journal: replay must not bring back what this cuts. The cut record
+            // follows every journaled batch of this log so far (all now in the segment).
+            commit_cut(partition, offset).await?;
             let writer = partition
                 .writer
                 .acquire_permit(1)
@@ -89,6 +92,7 @@ impl PartitionLog {
             if check_range(&state)? {
                 return Ok(offset);
             }
+            let mut dropped = false;
             while state
                 .pending
                 .back()
@@ -96,8 +100,11 @@ impl PartitionLog {
             {
                 let batch = state.pending.pop_back().expect("back checked");
                 state.pending_bytes -= batch.bytes.len();
+                dropped = true;
             }
-            if !state.pending.is_empty() {
+            // A dropped batch may have been journaled after the cut record: go round again,
+            // so that a later cut record follows it.
+            if !state.pending.is_empty() || dropped {
                 continue;
             }
             let holder_base = *state
@@ -160,6 +167,7 @@ impl PartitionLog {
             state.next_offset = cut_offset;
             state.written_offset = cut_offset;
             state.synced_offset = cut_offset;
+            state.segment_synced_offset = cut_offset;
             state.producers.truncate_to(cut_offset);
             state.epochs.truncate_to(cut_offset);
             record_truncation(&mut state, cut_offset);
@@ -192,6 +200,7 @@ impl PartitionLog {
             .await
             .expect("truncation gate never closed");
         self.flush().await?;
+        commit_cut(partition, 0).await?;
         let _writer = partition
             .writer
             .acquire_permit(1)
@@ -228,6 +237,7 @@ impl PartitionLog {
             state.next_offset = offset;
             state.written_offset = offset;
             state.synced_offset = offset;
+            state.segment_synced_offset = offset;
             state.epochs = super::epochs::EpochCache::default();
             state.producer_snapshot_at = None;
             record_truncation(&mut state, offset);
@@ -462,4 +472,17 @@ fn read_to_maintenance(error: super::error::ReadError) -> MaintenanceError {
             log_end,
         },
     }
+}
+
+/// Commits a cut record for `partition` to its shard's journal, if it has one: replay then
+/// drops every batch journaled before it that holds an offset at or past `offset`.
+async fn commit_cut(
+    partition: &super::partition::Partition,
+    offset: u64,
+) -> Result<(), super::LogIoError> {
+    if let Some(journal) = &partition.shard.journal {
+        let number = journal.append_cut(&partition.dir, offset);
+        journal.commit(number).await?;
+    }
+    Ok(())
 }

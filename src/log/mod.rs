@@ -34,6 +34,7 @@ mod flush;
 pub mod idempotence;
 pub mod index;
 pub mod io;
+pub mod journal;
 mod maintenance;
 mod partition;
 pub mod producers;

@@ -42,6 +42,8 @@ pub struct IoStats {
     pub bytes_written: u64,
     pub syncs: u64,
     pub segments_rolled: u64,
+    /// Journal commits that made this partition's batches durable.
+    pub journal_commits: u64,
     /// Flush rounds slower than `SLOW_FLUSH_ROUND_MS` (the watchdog's count).
     pub slow_rounds: u64,
 }
@@ -62,8 +64,15 @@ pub(super) struct State {
     pub next_offset: u64,
     /// Every offset below this is written to its segment file.
     pub written_offset: u64,
-    /// Every offset below this is written and fdatasynced.
+    /// Every offset below this is durable: written and fdatasynced in its segment, or
+    /// committed to the shard journal (`super::journal`). The high watermark's bound.
     pub synced_offset: u64,
+    /// Every offset below this is written and fdatasynced in its segment file (equal to
+    /// `synced_offset` without a journal; behind it while journaled batches are unwritten).
+    pub segment_synced_offset: u64,
+    /// With a journal: when the oldest batch that is journaled but not yet written to its
+    /// segment was journaled.
+    pub first_journaled_at: Option<Instant>,
     /// Appended, not yet written; `[written_offset, next_offset)`.
     pub pending: VecDeque<PendingBatch>,
     pub pending_bytes: usize,
@@ -523,12 +532,13 @@ impl PartitionLog {
         self.inner.state.borrow().written_offset
     }
 
-    /// Writes and fdatasyncs everything appended so far, whatever the policy, and waits.
+    /// Writes and fdatasyncs everything appended so far to its segment, whatever the policy
+    /// (journaled batches too), and waits.
     pub async fn flush(&self) -> Result<(), AppendError> {
         let last = {
             let mut state = self.inner.state.borrow_mut();
             state.check_open()?;
-            if state.synced_offset == state.next_offset {
+            if state.segment_synced_offset == state.next_offset {
                 return Ok(());
             }
             state.flush_now = true;
@@ -545,7 +555,8 @@ impl PartitionLog {
             }
             last
         };
-        self.wait_for(last, |state| state.synced_offset).await
+        self.wait_for(last, |state| state.segment_synced_offset)
+            .await
     }
 
     /// Waits until `reached(state) > offset`, failing on a fence, a close, or a truncation

@@ -281,6 +281,8 @@ pub(super) async fn recover(
         next_offset,
         written_offset: next_offset,
         synced_offset: next_offset,
+        segment_synced_offset: next_offset,
+        first_journaled_at: None,
         pending: VecDeque::new(),
         pending_bytes: 0,
         first_pending_at: None,

@@ -29,6 +29,9 @@ pub struct ShardLogConfig {
     /// Whether the shard's partitions flush in shard-wide rounds (`super::rounds`); else
     /// each flushes on its own.
     pub shard_flush_rounds: bool,
+    /// The shard journal (`super::journal`), if on: partitions whose policy syncs commit
+    /// their batches there and write their segments later. Replay it before opening.
+    pub journal: Option<super::journal::JournalConfig>,
 }
 
 impl Default for ShardLogConfig {
@@ -40,6 +43,7 @@ impl Default for ShardLogConfig {
             flush_queue: None,
             clock: crate::clock::system(),
             shard_flush_rounds: true,
+            journal: None,
         }
     }
 }
@@ -82,6 +86,8 @@ pub struct LogShardSnapshot {
     /// Shard-wide flush rounds started, and the partition flushes they held in all.
     pub flush_rounds: u64,
     pub flush_round_members: u64,
+    /// The shard journal's counts (all zero without one).
+    pub journal: super::journal::JournalStats,
 }
 
 pub(crate) struct ShardResources {
@@ -94,6 +100,7 @@ pub(crate) struct ShardResources {
     pub flush_queue: Option<glommio::TaskQueueHandle>,
     pub clock: ClockRef,
     pub rounds: Rc<super::rounds::FlushRounds>,
+    pub journal: Option<Rc<super::journal::Journal>>,
     next_partition_id: Cell<PartitionId>,
 }
 
@@ -128,6 +135,24 @@ pub struct LogShard {
 
 impl LogShard {
     pub fn new(config: ShardLogConfig) -> Self {
+        let flush_queue = config.flush_queue;
+        let journal = config.journal.map(|journal| {
+            Rc::new(super::journal::Journal::new(
+                journal,
+                config.faults.clone(),
+                Box::new(move |task| match flush_queue {
+                    Some(queue) => match glommio::spawn_local_into(task, queue) {
+                        Ok(task) => {
+                            task.detach();
+                        }
+                        Err(error) => panic!("the flush task queue is gone: {error}"),
+                    },
+                    None => {
+                        glommio::spawn_local(task).detach();
+                    }
+                }),
+            ))
+        });
         LogShard {
             resources: Rc::new(ShardResources {
                 metrics: LogShardMetrics::default(),
@@ -138,6 +163,7 @@ impl LogShard {
                 flush_queue: config.flush_queue,
                 clock: config.clock,
                 rounds: Rc::new(super::rounds::FlushRounds::new(config.shard_flush_rounds)),
+                journal,
                 next_partition_id: Cell::new(0),
             }),
         }
@@ -174,6 +200,12 @@ impl LogShard {
         LogShardSnapshot {
             flush_rounds,
             flush_round_members,
+            journal: self
+                .resources
+                .journal
+                .as_ref()
+                .map(|journal| journal.stats())
+                .unwrap_or_default(),
             write_latency: metrics.write_latency.snapshot(),
             sync_latency: metrics.sync_latency.snapshot(),
             flush_round_bytes: metrics.flush_round_bytes.snapshot(),

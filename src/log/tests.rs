@@ -1046,3 +1046,186 @@ fn a_follower_behind_its_leaders_log_start_starts_again_there() {
         reopened.close().await.unwrap();
     });
 }
+
+/// A shard with a journal over `root` (ring of the minimum size).
+fn journaled_shard(root: &Path) -> LogShard {
+    LogShard::new(ShardLogConfig {
+        journal: Some(journal::JournalConfig {
+            root: root.to_path_buf(),
+            shard: 0,
+            capacity_bytes: journal::JOURNAL_BYTES_MIN,
+        }),
+        ..ShardLogConfig::default()
+    })
+}
+
+/// Batches made durable by the journal alone (the process "dies" before their segment
+/// writes) come back by replay, on every partition, in order and once; replay removes the
+/// journal.
+#[test]
+fn journaled_batches_come_back_by_replay_after_a_crash() {
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().to_path_buf();
+    run(move || async move {
+        let shard = journaled_shard(&path);
+        let mut logs = Vec::new();
+        for p in 0..3 {
+            let log = shard
+                .open_partition(
+                    &path.join(format!("p{p}")),
+                    small_config(FlushPolicy::EveryBatch),
+                )
+                .await
+                .unwrap();
+            logs.push(log);
+        }
+        for round in 0..5u64 {
+            for log in &logs {
+                let info = log.append(batch(round * 4, 4, 100), 0).await.unwrap();
+                log.wait_durable(info.last_offset).await.unwrap();
+            }
+        }
+        for log in &logs {
+            assert_eq!(log.durable_offset(), 20);
+            // Durable by the journal, not yet in the segment (written within 50 ms).
+            assert!(log.written_offset() < 20, "{}", log.writer_state());
+        }
+        assert!(shard.metrics().journal.commits > 0);
+        // No close: the executor ends with the batches only in memory and the journal.
+    });
+    let summary = journal::replay_blocking(root.path()).unwrap();
+    assert_eq!(summary.partitions, 3, "{summary:?}");
+    assert!(!root
+        .path()
+        .join(journal::JOURNAL_DIR)
+        .join("shard-0.journal")
+        .exists());
+    let path = root.path().to_path_buf();
+    run(move || async move {
+        for p in 0..3 {
+            let log = open(
+                &path.join(format!("p{p}")),
+                small_config(FlushPolicy::EveryBatch),
+            )
+            .await;
+            let found = read_all(&log, 0).await;
+            let sequences: Vec<u64> = found.iter().map(|&(_, s)| s).collect();
+            assert_eq!(sequences, (0..20).collect::<Vec<_>>(), "partition {p}");
+        }
+    });
+    // A second replay finds nothing to do.
+    assert_eq!(
+        journal::replay_blocking(root.path())
+            .unwrap()
+            .batches_applied,
+        0
+    );
+}
+
+/// Replay never brings back what a truncation cut: the batches after the cut are the new
+/// ones, not the journaled ones the cut removed.
+#[test]
+fn replay_honours_a_truncation_between_journaled_batches() {
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().to_path_buf();
+    run(move || async move {
+        let shard = journaled_shard(&path);
+        let log = shard
+            .open_partition(&path.join("p"), small_config(FlushPolicy::EveryBatch))
+            .await
+            .unwrap();
+        for i in 0..10u64 {
+            let info = log.append(batch(i, 1, 100), 0).await.unwrap();
+            log.wait_durable(info.last_offset).await.unwrap();
+        }
+        assert_eq!(log.truncate_to(5).await.unwrap(), 5);
+        for i in 0..3u64 {
+            let info = log.append(batch(100 + i, 1, 100), 0).await.unwrap();
+            log.wait_durable(info.last_offset).await.unwrap();
+        }
+        assert!(log.written_offset() < 8, "{}", log.writer_state());
+    });
+    let summary = journal::replay_blocking(root.path()).unwrap();
+    assert_eq!(summary.batches_applied, 3, "{summary:?}");
+    let path = root.path().to_path_buf();
+    run(move || async move {
+        let log = open(&path.join("p"), small_config(FlushPolicy::EveryBatch)).await;
+        let sequences: Vec<u64> = read_all(&log, 0).await.iter().map(|&(_, s)| s).collect();
+        assert_eq!(sequences, vec![0, 1, 2, 3, 4, 100, 101, 102]);
+    });
+}
+
+/// A ring much smaller than what is written: checkpoints write the segments and free room,
+/// commits wait for them when they must, and after a crash replay still restores every
+/// durable batch.
+#[test]
+fn the_journal_ring_wraps_through_checkpoints() {
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().to_path_buf();
+    run(move || async move {
+        let shard = journaled_shard(&path);
+        let mut logs = Vec::new();
+        for p in 0..4 {
+            logs.push(
+                shard
+                    .open_partition(
+                        &path.join(format!("p{p}")),
+                        small_config(FlushPolicy::EveryBatch),
+                    )
+                    .await
+                    .unwrap(),
+            );
+        }
+        // 4 x 300 batches of ~16 KiB: about 19 MiB through an 8 MiB ring.
+        for i in 0..300u64 {
+            let mut waits = Vec::new();
+            for log in &logs {
+                let info = log.append(batch(i, 1, 16 * 1024), 0).await.unwrap();
+                waits.push((log.clone(), info.last_offset));
+            }
+            for (log, offset) in waits {
+                log.wait_durable(offset).await.unwrap();
+            }
+        }
+        let stats = shard.metrics().journal;
+        assert!(stats.checkpoints >= 2, "{stats:?}");
+        assert!(stats.bytes > 2 * journal::JOURNAL_BYTES_MIN, "{stats:?}");
+    });
+    journal::replay_blocking(root.path()).unwrap();
+    let path = root.path().to_path_buf();
+    run(move || async move {
+        for p in 0..4 {
+            let log = open(
+                &path.join(format!("p{p}")),
+                small_config(FlushPolicy::EveryBatch),
+            )
+            .await;
+            let sequences: Vec<u64> = read_all(&log, 0).await.iter().map(|&(_, s)| s).collect();
+            assert_eq!(sequences, (0..300).collect::<Vec<_>>(), "partition {p}");
+        }
+    });
+}
+
+/// A journal left by an earlier run is never overwritten: a shard that did not replay it
+/// fails its first commit instead.
+#[test]
+fn a_journal_not_replayed_is_not_overwritten() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join(journal::JOURNAL_DIR)).unwrap();
+    let left = root
+        .path()
+        .join(journal::JOURNAL_DIR)
+        .join("shard-0.journal");
+    std::fs::write(&left, b"an earlier run's journal").unwrap();
+    let path = root.path().to_path_buf();
+    run(move || async move {
+        let shard = journaled_shard(&path);
+        let log = shard
+            .open_partition(&path.join("p"), small_config(FlushPolicy::EveryBatch))
+            .await
+            .unwrap();
+        let info = log.append(batch(0, 1, 10), 0).await.unwrap();
+        assert!(log.wait_durable(info.last_offset).await.is_err());
+    });
+    assert_eq!(std::fs::read(&left).unwrap(), b"an earlier run's journal");
+}

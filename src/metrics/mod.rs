@@ -218,7 +218,7 @@ const SHARD_GAUGES: [Reading<ShardStats>; 5] = [
     }),
 ];
 
-const SHARD_COUNTERS: [Reading<ShardStats>; 9] = [
+const SHARD_COUNTERS: [Reading<ShardStats>; 12] = [
     (
         "shard_reactor_nudges",
         "Times the watchdog interrupted the shard's sleeping reactor because its timers were late",
@@ -233,6 +233,21 @@ const SHARD_COUNTERS: [Reading<ShardStats>; 9] = [
         "shard_flush_round_members",
         "Partition flushes held by the shard-wide flush rounds, over all rounds",
         |s| s.io.as_ref().map_or(0, |io| io.flush_round_members),
+    ),
+    (
+        "shard_journal_commits",
+        "Shard journal blocks written and fdatasynced (each made many partitions' batches durable)",
+        |s| s.io.as_ref().map_or(0, |io| io.journal.commits),
+    ),
+    (
+        "shard_journal_bytes",
+        "Bytes written to the shard journal",
+        |s| s.io.as_ref().map_or(0, |io| io.journal.bytes),
+    ),
+    (
+        "shard_journal_checkpoints",
+        "Shard journal checkpoints (segments synced, journal space freed)",
+        |s| s.io.as_ref().map_or(0, |io| io.journal.checkpoints),
     ),
     (
         "shard_authentications_failed",

@@ -23,6 +23,7 @@ use crate::constants::{
     ACCEPT_RETRY_MS, GROUP_SWEEP_INTERVAL_MS, REQUEST_QUEUE_LATENCY_MS, SHUTDOWN_POLL_MS,
     STARTUP_POLL_MS,
 };
+use crate::log::journal::JournalConfig;
 use crate::log::{LogShard, ShardLogConfig};
 use crate::shard::messages::{dispatch, ShardMessage};
 use crate::shard::runtime::{io_memory_per_shard, memlock_limit_bytes, MeshEnds};
@@ -257,6 +258,14 @@ pub fn run_broker(mut options: BrokerOptions) -> Result<(), BrokerError> {
         bound.main_address,
         advertised.shard_ports
     );
+    // Batches that only a shard journal holds (a crash before their segments were
+    // written) go back into their partitions before any shard opens one.
+    crate::log::journal::replay_blocking(&options.data_dir).map_err(|reason| {
+        BrokerError::Runtime {
+            shard: 0,
+            reason: format!("replaying the shard journals: {reason}"),
+        }
+    })?;
     let runtime = RuntimeConfig {
         shard_count: options.shard_count,
         cpus: options.cpus.clone(),
@@ -396,6 +405,11 @@ async fn shard_main(
         flush_queue: Some(background),
         clock: clock.clone(),
         shard_flush_rounds: profile.storage.shard_flush_rounds,
+        journal: (profile.storage.shard_journal_bytes > 0).then(|| JournalConfig {
+            root: options.data_dir.clone(),
+            shard: shard_id,
+            capacity_bytes: profile.storage.shard_journal_bytes,
+        }),
     });
     let ownership = Ownership::new(options.broker_id, start.shard_count);
     let (controller, observer, peers) = if ownership.controller() != shard_id {

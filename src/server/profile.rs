@@ -48,6 +48,10 @@ pub struct StorageProfile {
     /// Whether a shard's partitions flush in shard-wide rounds (their writes together,
     /// then their fdatasyncs together); `false`: each partition flushes on its own.
     pub shard_flush_rounds: bool,
+    /// Bytes of each shard's journal ring (`crate::log::journal`); 0 turns the journal off.
+    /// With it, partitions whose policy syncs are made durable by one journal write and
+    /// fdatasync per shard, and write their segments later.
+    pub shard_journal_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -101,6 +105,7 @@ impl Default for StorageProfile {
             preallocate_bytes: SEGMENT_PREALLOCATE_BYTES,
             producer_idle_ms: PRODUCER_IDLE_MS_DEFAULT as u64,
             shard_flush_rounds: true,
+            shard_journal_bytes: 0,
         }
     }
 }
@@ -171,6 +176,17 @@ impl Profile {
         }
         if self.storage.open_files_max == 0 {
             return Err("storage.open_files_max must be positive".into());
+        }
+        let journal = self.storage.shard_journal_bytes;
+        if journal != 0
+            && (journal < crate::log::journal::JOURNAL_BYTES_MIN
+                || journal % crate::constants::IO_ALIGNMENT_BYTES != 0)
+        {
+            return Err(format!(
+                "storage.shard_journal_bytes must be 0 (off) or a multiple of 4096 of at least {}, not {journal}",
+                crate::log::journal::JOURNAL_BYTES_MIN
+            )
+            .into());
         }
         if self.storage.preallocate_bytes % crate::constants::IO_ALIGNMENT_BYTES != 0 {
             return Err("storage.preallocate_bytes must be a multiple of 4096".into());
