@@ -37,13 +37,12 @@
 //! record:       kind u8 (1 batch, 2 cut) | dir length u16 | dir | offset u64 | length u32 | bytes
 //! ```
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::future::poll_fn;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
-use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -195,6 +194,9 @@ impl State {
     }
 }
 
+/// Starts a task on the shard (in its flush queue): how a journal starts its checkpoints.
+pub(crate) type Spawner = Box<dyn Fn(std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>)>;
+
 /// A shard's journal (one per `LogShard`, when the profile turns it on).
 pub(crate) struct Journal {
     config: JournalConfig,
@@ -203,8 +205,7 @@ pub(crate) struct Journal {
     opening: glommio::sync::Semaphore,
     state: RefCell<State>,
     /// The shard's flush queue, where checkpoints run.
-    spawn: Box<dyn Fn(std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>)>,
-    checkpoint_started: Cell<Option<Instant>>,
+    spawn: Spawner,
 }
 
 impl std::fmt::Debug for Journal {
@@ -217,7 +218,7 @@ impl Journal {
     pub fn new(
         config: JournalConfig,
         faults: Option<Rc<super::io::FaultPlan>>,
-        spawn: Box<dyn Fn(std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>)>,
+        spawn: Spawner,
     ) -> Journal {
         Journal {
             config,
@@ -229,7 +230,6 @@ impl Journal {
                 ..State::default()
             }),
             spawn,
-            checkpoint_started: Cell::new(None),
         }
     }
 
@@ -421,7 +421,6 @@ impl Journal {
             }
             state.checkpointing = true;
         }
-        self.checkpoint_started.set(Some(Instant::now()));
         let journal = self.clone();
         (self.spawn)(Box::pin(async move {
             let result = journal.checkpoint().await;

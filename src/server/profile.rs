@@ -185,8 +185,7 @@ impl Profile {
             return Err(format!(
                 "storage.shard_journal_bytes must be 0 (off) or a multiple of 4096 of at least {}, not {journal}",
                 crate::log::journal::JOURNAL_BYTES_MIN
-            )
-            .into());
+            ));
         }
         if self.storage.preallocate_bytes % crate::constants::IO_ALIGNMENT_BYTES != 0 {
             return Err("storage.preallocate_bytes must be a multiple of 4096".into());
