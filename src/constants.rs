@@ -62,6 +62,10 @@ pub const WRITE_BYTES_MAX: usize = 1024 * 1024;
 pub const JOURNALED_WRITE_BYTES: usize = 1024 * 1024;
 pub const JOURNALED_WRITE_DELAY_MS: u64 = 50;
 
+/// With a shard journal: a partition with at least this many bytes to flush writes and
+/// syncs its own segment instead (in the shard's flush round), as without a journal.
+pub const JOURNAL_BYPASS_BYTES: usize = 64 * 1024;
+
 /// Default byte budget of a shard's cache of recent batches.
 pub const BATCH_CACHE_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
 

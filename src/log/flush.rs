@@ -23,7 +23,7 @@ use super::segment::{
     segment_path, ActiveSegment, Segment, SegmentIndexes, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX,
 };
 use crate::constants::{IO_ALIGNMENT_BYTES, PREALLOCATE_STEP_MIN_BYTES, WRITE_BYTES_MAX};
-use crate::constants::{JOURNALED_WRITE_BYTES, JOURNALED_WRITE_DELAY_MS};
+use crate::constants::{JOURNALED_WRITE_BYTES, JOURNALED_WRITE_DELAY_MS, JOURNAL_BYPASS_BYTES};
 use crate::constants::{RECOVERY_POINT_INTERVAL_MS, SLOW_FLUSH_ROUND_MS};
 use crate::record::BatchHeader;
 
@@ -115,6 +115,11 @@ fn next_step(partition: &Partition, state: &super::partition::State) -> Step {
         .map(|b| b.bytes.len())
         .sum();
     let unwritten = state.pending_bytes - unjournaled;
+    // A partition with much to write is served better by its own write and sync: the
+    // journal would write its bytes twice, and its per-file cost is small per byte.
+    if unjournaled >= JOURNAL_BYPASS_BYTES {
+        return Step::Round;
+    }
     let journal_at = (unjournaled > 0).then(|| {
         if unjournaled >= policy.bytes_trigger() {
             now

@@ -444,11 +444,14 @@ impl PartitionLog {
             next_offset,
             bytes,
         });
+        let first = state.first_pending_at.is_none();
         state.first_pending_at.get_or_insert_with(Instant::now);
         let start_flusher = !state.flusher_running;
         if start_flusher {
             state.flusher_running = true;
-        } else if state.pending_bytes >= self.inner.config.borrow().flush.bytes_trigger() {
+        } else if first || state.pending_bytes >= self.inner.config.borrow().flush.bytes_trigger() {
+            // The first batch since the last round sets the flusher's deadline (a flusher
+            // kept alive by journaled batches sleeps until their segment write otherwise).
             state.wake_flusher();
         }
         drop(state);

@@ -96,6 +96,9 @@ impl Default for Profile {
     }
 }
 
+/// The default shard journal ring (64 MiB per shard).
+pub const SHARD_JOURNAL_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+
 impl Default for StorageProfile {
     fn default() -> Self {
         StorageProfile {
@@ -105,7 +108,7 @@ impl Default for StorageProfile {
             preallocate_bytes: SEGMENT_PREALLOCATE_BYTES,
             producer_idle_ms: PRODUCER_IDLE_MS_DEFAULT as u64,
             shard_flush_rounds: true,
-            shard_journal_bytes: 0,
+            shard_journal_bytes: SHARD_JOURNAL_BYTES_DEFAULT,
         }
     }
 }
