@@ -104,20 +104,28 @@ pub(crate) struct ShardResources {
     next_partition_id: Cell<PartitionId>,
 }
 
+/// Starts a task in `queue` (the flush queue), or in the current one when there is none.
+fn spawn_in(
+    queue: Option<glommio::TaskQueueHandle>,
+    task: impl std::future::Future<Output = ()> + 'static,
+) {
+    match queue {
+        Some(queue) => match glommio::spawn_local_into(task, queue) {
+            Ok(task) => {
+                task.detach();
+            }
+            Err(error) => panic!("the flush task queue is gone: {error}"),
+        },
+        None => {
+            glommio::spawn_local(task).detach();
+        }
+    }
+}
+
 impl ShardResources {
     /// Starts a partition's writer task in the flush task queue.
     pub fn spawn_flusher(&self, flusher: impl std::future::Future<Output = ()> + 'static) {
-        match self.flush_queue {
-            Some(queue) => match glommio::spawn_local_into(flusher, queue) {
-                Ok(task) => {
-                    task.detach();
-                }
-                Err(error) => panic!("the flush task queue is gone: {error}"),
-            },
-            None => {
-                glommio::spawn_local(flusher).detach();
-            }
-        }
+        spawn_in(self.flush_queue, flusher);
     }
 
     pub fn allocate_partition_id(&self) -> PartitionId {
@@ -140,17 +148,7 @@ impl LogShard {
             Rc::new(super::journal::Journal::new(
                 journal,
                 config.faults.clone(),
-                Box::new(move |task| match flush_queue {
-                    Some(queue) => match glommio::spawn_local_into(task, queue) {
-                        Ok(task) => {
-                            task.detach();
-                        }
-                        Err(error) => panic!("the flush task queue is gone: {error}"),
-                    },
-                    None => {
-                        glommio::spawn_local(task).detach();
-                    }
-                }),
+                Box::new(move |task| spawn_in(flush_queue, task)),
             ))
         });
         LogShard {

@@ -1059,6 +1059,21 @@ fn journaled_shard(root: &Path) -> LogShard {
     })
 }
 
+/// Opens partitions `p0..p<count>` under `root` on `shard`, syncing every batch.
+async fn open_partitions(shard: &LogShard, root: &Path, count: usize) -> Vec<PartitionLog> {
+    let mut logs = Vec::new();
+    for p in 0..count {
+        let dir = root.join(format!("p{p}"));
+        logs.push(
+            shard
+                .open_partition(&dir, small_config(FlushPolicy::EveryBatch))
+                .await
+                .expect("the partition opens"),
+        );
+    }
+    logs
+}
+
 /// Batches made durable by the journal alone (the process "dies" before their segment
 /// writes) come back by replay, on every partition, in order and once; replay removes the
 /// journal.
@@ -1068,17 +1083,7 @@ fn journaled_batches_come_back_by_replay_after_a_crash() {
     let path = root.path().to_path_buf();
     run(move || async move {
         let shard = journaled_shard(&path);
-        let mut logs = Vec::new();
-        for p in 0..3 {
-            let log = shard
-                .open_partition(
-                    &path.join(format!("p{p}")),
-                    small_config(FlushPolicy::EveryBatch),
-                )
-                .await
-                .unwrap();
-            logs.push(log);
-        }
+        let logs = open_partitions(&shard, &path, 3).await;
         for round in 0..5u64 {
             for log in &logs {
                 let info = log.append(batch(round * 4, 4, 100), 0).await.unwrap();
@@ -1164,18 +1169,7 @@ fn the_journal_ring_wraps_through_checkpoints() {
     let path = root.path().to_path_buf();
     run(move || async move {
         let shard = journaled_shard(&path);
-        let mut logs = Vec::new();
-        for p in 0..4 {
-            logs.push(
-                shard
-                    .open_partition(
-                        &path.join(format!("p{p}")),
-                        small_config(FlushPolicy::EveryBatch),
-                    )
-                    .await
-                    .unwrap(),
-            );
-        }
+        let logs = open_partitions(&shard, &path, 4).await;
         // 4 x 300 batches of ~16 KiB: about 19 MiB through an 8 MiB ring.
         for i in 0..300u64 {
             let mut waits = Vec::new();

@@ -188,6 +188,29 @@ fn acknowledged_appends_survive_kill_9_during_group_commit() {
     assert!(end > 1000, "the writers made progress: {end} records");
 }
 
+/// After a kill: every partition `p<i>` under `dir` started where the last check ended, and
+/// now holds every offset reported durable. Updates `ends`; returns the reports checked.
+fn check_partitions(dir: &Path, context: &str, reports: &Reports, ends: &mut [u64]) -> usize {
+    let mut checked = 0;
+    for (partition, end) in ends.iter_mut().enumerate() {
+        if let Some(&start) = reports.start.get(&partition) {
+            assert_eq!(
+                start, *end,
+                "{context}: partition {partition} starts at the verified end"
+            );
+        }
+        *end = verify(&dir.join(format!("p{partition}")));
+        if let Some(&durable) = reports.durable.get(&partition) {
+            checked += 1;
+            assert!(
+                *end > durable,
+                "{context}: partition {partition} had offset {durable} reported durable but ends at {end}"
+            );
+        }
+    }
+    checked
+}
+
 /// Many partitions of one shard, killed again and again while their flushes share the
 /// shard's flush rounds (writes of every member, then every member's sync): every offset
 /// reported durable on every partition is there after each kill, intact and once.
@@ -221,23 +244,8 @@ fn acknowledged_appends_on_many_partitions_survive_kill_9_during_shard_flush_rou
         if members > rounds {
             shared_rounds += 1;
         }
-        for (partition, end) in ends.iter_mut().enumerate() {
-            if let Some(&start) = reports.start.get(&partition) {
-                assert_eq!(
-                    start, *end,
-                    "kill {kill}: partition {partition} starts at the verified end"
-                );
-            }
-            *end = verify(&dir.path().join(format!("p{partition}")));
-            if let Some(&durable) = reports.durable.get(&partition) {
-                reported += 1;
-                assert!(
-                    *end > durable,
-                    "kill {kill} ({flush}, after {kill_after:?}): partition {partition} had offset \
-                     {durable} reported durable but ends at {end}"
-                );
-            }
-        }
+        let context = format!("kill {kill} ({flush}, after {kill_after:?})");
+        reported += check_partitions(dir.path(), &context, &reports, &mut ends);
     }
     let total: u64 = ends.iter().sum();
     eprintln!("kill_9_during_shard_flush_rounds: {reported} partition reports checked over {KILLS} kills; {total} records verified");
@@ -294,23 +302,8 @@ fn acknowledged_appends_survive_kill_9_with_a_shard_journal_by_replay() {
             replayed_runs += 1;
             replayed_batches += summary.batches_applied;
         }
-        for (partition, end) in ends.iter_mut().enumerate() {
-            if let Some(&start) = reports.start.get(&partition) {
-                assert_eq!(
-                    start, *end,
-                    "kill {kill}: partition {partition} starts at the verified end"
-                );
-            }
-            *end = verify(&dir.path().join(format!("p{partition}")));
-            if let Some(&durable) = reports.durable.get(&partition) {
-                reported += 1;
-                assert!(
-                    *end > durable,
-                    "kill {kill} ({flush}, after {kill_after:?}): partition {partition} had offset \
-                     {durable} reported durable but ends at {end} after replay"
-                );
-            }
-        }
+        let context = format!("kill {kill} ({flush}, after {kill_after:?})");
+        reported += check_partitions(dir.path(), &context, &reports, &mut ends);
     }
     let total: u64 = ends.iter().sum();
     eprintln!("kill_9_with_a_shard_journal: {reported} partition reports checked over {KILLS} kills; {replayed_batches} batches replayed in {replayed_runs} runs; {total} records verified");
