@@ -508,10 +508,11 @@ fn read_journal(path: &Path, into: &mut BTreeMap<Vec<u8>, Vec<Entry>>) -> Result
         // Not even the first header reached the disk: nothing was ever committed here.
         return Ok(0);
     };
+    if capacity < JOURNAL_BYTES_MIN || capacity % IO_ALIGNMENT_BYTES != 0 {
+        let error = std::io::Error::other(format!("the header gives a ring of {capacity} bytes"));
+        return Err(LogIoError::new("replaying", path, 0, error));
+    }
     let block_at = |lsn: u64| -> Option<(usize, usize, u32)> {
-        if capacity == 0 {
-            return None;
-        }
         let start = (RING_START + lsn % capacity) as usize;
         let header = bytes.get(start..start + BLOCK_HEADER_BYTES)?;
         let word = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4"));
