@@ -163,6 +163,9 @@ fn log_writer(args: LogWriterArgs) -> Result<(), String> {
                 root: args.dir.clone(),
                 shard: 0,
                 capacity_bytes: args.journal_bytes,
+                segment_write_delay: std::time::Duration::from_millis(
+                    crate::constants::JOURNALED_WRITE_DELAY_MS,
+                ),
             }),
             ..ShardLogConfig::default()
         });

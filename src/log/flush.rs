@@ -23,7 +23,7 @@ use super::segment::{
     segment_path, ActiveSegment, Segment, SegmentIndexes, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX,
 };
 use crate::constants::{IO_ALIGNMENT_BYTES, PREALLOCATE_STEP_MIN_BYTES, WRITE_BYTES_MAX};
-use crate::constants::{JOURNALED_WRITE_BYTES, JOURNALED_WRITE_DELAY_MS, JOURNAL_BYPASS_BYTES};
+use crate::constants::{JOURNALED_WRITE_BYTES, JOURNAL_BYPASS_BYTES};
 use crate::constants::{RECOVERY_POINT_INTERVAL_MS, SLOW_FLUSH_ROUND_MS};
 use crate::record::BatchHeader;
 
@@ -131,8 +131,7 @@ fn next_step(partition: &Partition, state: &super::partition::State) -> Step {
         if unwritten >= JOURNALED_WRITE_BYTES {
             now
         } else {
-            state.first_journaled_at.unwrap_or(now)
-                + Duration::from_millis(JOURNALED_WRITE_DELAY_MS)
+            state.first_journaled_at.unwrap_or(now) + journal.segment_write_delay()
         }
     });
     match (journal_at, write_at) {
@@ -140,7 +139,7 @@ fn next_step(partition: &Partition, state: &super::partition::State) -> Step {
         (_, Some(at)) if at <= now => Step::WriteJournaled,
         (Some(a), Some(b)) => Step::Wait(a.min(b)),
         (Some(at), None) | (None, Some(at)) => Step::Wait(at),
-        (None, None) => Step::Wait(now + Duration::from_millis(JOURNALED_WRITE_DELAY_MS)),
+        (None, None) => Step::Wait(now + journal.segment_write_delay()),
     }
 }
 

@@ -44,8 +44,6 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
-use bytes::Bytes;
-
 use super::cache::PartitionId;
 use super::error::LogIoError;
 use super::io::{sync_directory, SegmentFile};
@@ -74,6 +72,9 @@ pub struct JournalConfig {
     pub shard: usize,
     /// Bytes of the ring (a multiple of 4096, at least `JOURNAL_BYTES_MIN`).
     pub capacity_bytes: u64,
+    /// How long a journaled batch may wait for its segment write (`JOURNALED_WRITE_DELAY_MS`
+    /// in the broker; tests that look at unwritten batches set it long).
+    pub segment_write_delay: std::time::Duration,
 }
 
 impl JournalConfig {
@@ -104,21 +105,25 @@ fn encode_record(out: &mut Vec<u8>, kind: u8, dir: &[u8], offset: u64, bytes: &[
     out.extend_from_slice(bytes);
 }
 
-/// A whole block, padded: its header, then `payload`.
-fn encode_block(lsn: u64, records: u32, payload: &[u8]) -> Vec<u8> {
-    let unpadded = BLOCK_HEADER_BYTES + payload.len();
-    let mut block = Vec::with_capacity(align_up(unpadded as u64) as usize);
-    block.extend_from_slice(&BLOCK_MAGIC.to_le_bytes());
-    block.extend_from_slice(&[0; 4]);
-    block.extend_from_slice(&lsn.to_le_bytes());
-    block.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    block.extend_from_slice(&records.to_le_bytes());
-    block.extend_from_slice(&[0; 8]);
-    block.extend_from_slice(payload);
+/// Makes a whole block of `block`: its first `BLOCK_HEADER_BYTES` are room for the header,
+/// which is filled in here, and the records follow; then pads it.
+fn seal_block(mut block: Vec<u8>, lsn: u64, records: u32) -> Vec<u8> {
+    let payload = block.len() - BLOCK_HEADER_BYTES;
+    block[0..4].copy_from_slice(&BLOCK_MAGIC.to_le_bytes());
+    block[8..16].copy_from_slice(&lsn.to_le_bytes());
+    block[16..20].copy_from_slice(&(payload as u32).to_le_bytes());
+    block[20..24].copy_from_slice(&records.to_le_bytes());
+    block[24..32].fill(0);
     let crc = crc32c::crc32c(&block[8..]);
     block[4..8].copy_from_slice(&crc.to_le_bytes());
-    block.resize(align_up(unpadded as u64) as usize, 0);
+    let padded = align_up(block.len() as u64) as usize;
+    block.resize(padded, 0);
     block
+}
+
+/// An empty block under construction: room for its header.
+fn new_block() -> Vec<u8> {
+    vec![0; BLOCK_HEADER_BYTES]
 }
 
 fn encode_slot(counter: u64, tail: u64, capacity: u64) -> Vec<u8> {
@@ -164,8 +169,8 @@ pub struct JournalStats {
 
 #[derive(Default)]
 struct State {
-    /// Records gathered for the next block.
-    payload: Vec<u8>,
+    /// The next block: room for its header, then the records gathered for it.
+    block: Vec<u8>,
     records: u32,
     /// The number of the block being gathered; blocks are numbered from 1.
     gathering: u64,
@@ -227,10 +232,15 @@ impl Journal {
             opening: glommio::sync::Semaphore::new(1),
             state: RefCell::new(State {
                 gathering: 1,
+                block: new_block(),
                 ..State::default()
             }),
             spawn,
         }
+    }
+
+    pub fn segment_write_delay(&self) -> std::time::Duration {
+        self.config.segment_write_delay
     }
 
     pub fn stats(&self) -> JournalStats {
@@ -244,7 +254,7 @@ impl Journal {
         let mut state = self.state.borrow_mut();
         for batch in batches {
             encode_record(
-                &mut state.payload,
+                &mut state.block,
                 RECORD_BATCH,
                 &dir,
                 batch.base_offset,
@@ -262,7 +272,7 @@ impl Journal {
     pub fn append_cut(&self, dir: &Path, offset: u64) -> u64 {
         let dir = dir_key(&self.config.root, dir);
         let mut state = self.state.borrow_mut();
-        encode_record(&mut state.payload, RECORD_CUT, &dir, offset, &[]);
+        encode_record(&mut state.block, RECORD_CUT, &dir, offset, &[]);
         state.records += 1;
         state.gathering
     }
@@ -340,16 +350,16 @@ impl Journal {
     /// Writes the gathered records as one block and fdatasyncs (the caller is the writer).
     async fn write_next_block(self: &Rc<Self>) -> Result<(), LogIoError> {
         let file = self.file().await?;
-        let (number, payload, records) = {
+        let (number, block, records) = {
             let mut state = self.state.borrow_mut();
             let number = state.gathering;
             state.gathering += 1;
-            let payload = std::mem::take(&mut state.payload);
+            let block = std::mem::replace(&mut state.block, new_block());
             let records = std::mem::take(&mut state.records);
-            (number, payload, records)
+            (number, block, records)
         };
         let capacity = self.config.capacity_bytes;
-        let length = align_up((BLOCK_HEADER_BYTES + payload.len()) as u64);
+        let length = align_up(block.len() as u64);
         if length > capacity / 2 {
             let error = std::io::Error::other(format!(
                 "a journal block of {length} bytes does not fit the ring of {capacity}"
@@ -373,8 +383,7 @@ impl Journal {
             self.start_checkpoint();
             self.wait_for_tail_past(tail).await?;
         };
-        let block = encode_block(lsn, records, &payload);
-        drop(payload);
+        let block = seal_block(block, lsn, records);
         let position = RING_START + lsn % capacity;
         let mut writes = Vec::new();
         for (index, chunk) in block.chunks(WRITE_BYTES_MAX).enumerate() {
@@ -487,7 +496,7 @@ pub struct ReplaySummary {
 
 enum Entry {
     /// A batch: its base offset, the offset after it, its bytes.
-    Batch(u64, u64, Bytes),
+    Batch(u64, u64, bytes::BytesMut),
     /// A truncation: every earlier batch holding an offset at or past this is gone.
     Cut(u64),
 }
@@ -582,7 +591,7 @@ fn decode_record(bytes: &[u8]) -> Option<(Entry, Vec<u8>, usize)> {
             if header.base_offset != offset {
                 return None;
             }
-            Entry::Batch(offset, next, Bytes::copy_from_slice(body))
+            Entry::Batch(offset, next, bytes::BytesMut::from(body))
         }
         RECORD_CUT => Entry::Cut(offset),
         _ => return None,
@@ -638,7 +647,7 @@ pub async fn replay(root: &Path) -> Result<ReplaySummary, String> {
     });
     for (key, entries) in entries {
         let partition_dir = root.join(std::ffi::OsStr::from_bytes(&key));
-        let batches: Vec<(u64, Bytes)> = entries
+        let batches: Vec<(u64, bytes::BytesMut)> = entries
             .into_iter()
             .filter_map(|e| match e {
                 Entry::Batch(base, _, bytes) => Some((base, bytes)),
@@ -674,13 +683,12 @@ pub async fn replay(root: &Path) -> Result<ReplaySummary, String> {
                     "the journal skips offsets past the partition's end; its later batches are not replayed");
                 break;
             }
-            let batch = crate::record::validate::validate(bytes::BytesMut::from(&bytes[..]))
-                .map_err(|e| {
-                    format!(
-                        "a journaled batch of {} at {base}: {e}",
-                        partition_dir.display()
-                    )
-                })?;
+            let batch = crate::record::validate::validate(bytes).map_err(|e| {
+                format!(
+                    "a journaled batch of {} at {base}: {e}",
+                    partition_dir.display()
+                )
+            })?;
             let epoch = batch.header().leader_epoch;
             log.append_replicated(batch, epoch)
                 .await
@@ -731,11 +739,14 @@ mod tests {
         let batch = test_batch(7);
         encode_record(&mut payload, RECORD_BATCH, b"topics/a.1/0", 7, &batch);
         encode_record(&mut payload, RECORD_CUT, b"topics/a.1/0", 3, b"");
-        let block = encode_block(8192, 2, &payload);
+        let mut block = new_block();
+        block.extend_from_slice(&payload);
+        let block = seal_block(block, 8192, 2);
         assert_eq!(block.len() % IO_ALIGNMENT_BYTES as usize, 0);
         let (entry, dir, used) = decode_record(&block[BLOCK_HEADER_BYTES..]).unwrap();
         assert_eq!(dir, b"topics/a.1/0");
         assert!(matches!(entry, Entry::Batch(7, 9, ref b) if b[..] == batch[..]));
+        assert_eq!(&block[8..16], &8192u64.to_le_bytes());
         let (entry, _, _) = decode_record(&block[BLOCK_HEADER_BYTES + used..]).unwrap();
         assert!(matches!(entry, Entry::Cut(3)));
         // An unknown kind or a short record is refused, never a panic.

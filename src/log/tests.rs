@@ -1054,6 +1054,9 @@ fn journaled_shard(root: &Path) -> LogShard {
             root: root.to_path_buf(),
             shard: 0,
             capacity_bytes: journal::JOURNAL_BYTES_MIN,
+            // Long, so that the checks of unwritten batches do not race the segment writes
+            // (checkpoints and 1 MiB of unwritten batches still write them).
+            segment_write_delay: Duration::from_secs(60),
         }),
         ..ShardLogConfig::default()
     })

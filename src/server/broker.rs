@@ -409,6 +409,7 @@ async fn shard_main(
             root: options.data_dir.clone(),
             shard: shard_id,
             capacity_bytes: profile.storage.shard_journal_bytes,
+            segment_write_delay: Duration::from_millis(crate::constants::JOURNALED_WRITE_DELAY_MS),
         }),
     });
     let ownership = Ownership::new(options.broker_id, start.shard_count);
