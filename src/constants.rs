@@ -175,6 +175,10 @@ pub const ERROR_MESSAGE_BYTES_MAX: usize = 1024;
 /// reads no further frames from a connection while this many are being processed.
 pub const IN_FLIGHT_REQUESTS_MAX: usize = 64;
 
+/// The most pieces (a response's head and its batches) one vectored `sendmsg` carries;
+/// within Linux's `IOV_MAX` (1024). A response with more is sent in several calls.
+pub const SEND_IOVECS_MAX: usize = 64;
+
 /// The unit in which a frame reader allocates its receive buffer for small frames (a frame
 /// larger than this gets one buffer of exactly its own size).
 pub const FRAME_READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -188,6 +192,12 @@ const _: () = assert!(FRAME_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(BODY_BYTES_MAX <= FRAME_BYTES_MAX - (FRAME_HEADER_BYTES - 4));
 // A frame with a full body still has room for at least one batch of the largest size.
 const _: () = assert!(FRAME_TRAILER_BYTES_MAX >= BATCH_BYTES_MAX);
+/// A produced batch at least this large is stored where it arrived (a view of the
+/// connection's receive buffer: no copy before the write to disk); a smaller one is copied
+/// out first, so that a batch held in the log's cache keeps at most 4x its own size of
+/// receive buffer alive (a frame smaller than a chunk shares the chunk with others).
+pub const BATCH_ZERO_COPY_BYTES_MIN: usize = FRAME_READ_CHUNK_BYTES / 4;
+
 const _: () = assert!(FRAME_READ_CHUNK_BYTES >= FRAME_HEADER_BYTES);
 const _: () = assert!(PARTITIONS_PER_TOPIC_MAX <= PARTITIONS_PER_REQUEST_MAX);
 

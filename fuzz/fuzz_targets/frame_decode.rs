@@ -81,7 +81,7 @@ fn whole_frame(bytes: &[u8]) -> Frame {
 
 fn decode(frame: &Frame) {
     let trailer_length = frame.header().trailer_length();
-    if let Ok(decoded) = decode_request(frame) {
+    if let Ok(decoded) = decode_request(frame.clone()) {
         let parts: Vec<&[u8]> = decoded.partition_batches.iter().map(|b| &b[..]).collect();
         assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), trailer_length);
         let mut again = Vec::new();
@@ -94,11 +94,11 @@ fn decode(frame: &Frame) {
         )
         .expect("a decoded request encodes again");
         let frame = whole_frame(&again);
-        let redecoded = decode_request(&frame).expect("a re-encoded request decodes");
+        let redecoded = decode_request(frame).expect("a re-encoded request decodes");
         assert_eq!(redecoded.request, decoded.request);
         assert_eq!(redecoded.partition_batches, decoded.partition_batches);
     }
-    if let Ok(decoded) = decode_response(frame) {
+    if let Ok(decoded) = decode_response(frame.clone()) {
         let parts: Vec<&[u8]> = decoded.partition_batches.iter().map(|b| &b[..]).collect();
         assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), trailer_length);
         let mut again = Vec::new();
@@ -111,7 +111,7 @@ fn decode(frame: &Frame) {
         )
         .expect("a decoded response encodes again");
         let frame = whole_frame(&again);
-        let redecoded = decode_response(&frame).expect("a re-encoded response decodes");
+        let redecoded = decode_response(frame).expect("a re-encoded response decodes");
         assert_eq!(redecoded.response, decoded.response);
         assert_eq!(redecoded.partition_batches, decoded.partition_batches);
     }

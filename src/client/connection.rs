@@ -278,7 +278,7 @@ async fn read_responses(inner: std::rc::Weak<Inner>, mut reader: ReadHalf<BoxedS
                 Ok(Some(frame)) => {
                     let correlation_id = frame.header().correlation_id;
                     let decoded =
-                        decode_response(&frame).map_err(|e| ClientError::Protocol(e.to_string()));
+                        decode_response(frame).map_err(|e| ClientError::Protocol(e.to_string()));
                     match inner.pending.borrow_mut().remove(&correlation_id) {
                         Some(waiter) => {
                             let _ = waiter.send(decoded);

@@ -12,9 +12,10 @@
 //! come from outside), then the semantic limits on the archived view (before anything is
 //! allocated), then the split of the trailer into per-partition shares that must add up to
 //! exactly the trailer length, and last the deserialization into owned messages. The
-//! trailer shares are `Bytes` slices of the frame: batches are never copied.
+//! decoders take the frame by value and cut its trailer into the shares (a request's as
+//! writable `BytesMut`, a response's as `Bytes`): batches are never copied.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
@@ -35,8 +36,9 @@ pub struct DecodedRequest {
     pub header: FrameHeader,
     pub request: Request,
     /// For a produce request: the batches of each entry of `partitions`, in the same order,
-    /// each exactly that entry's `batch_bytes` long. Empty for every other api.
-    pub partition_batches: Vec<Bytes>,
+    /// each exactly that entry's `batch_bytes` long; writable views of the frame's buffer
+    /// (the broker stamps its header fields in them). Empty for every other api.
+    pub partition_batches: Vec<BytesMut>,
 }
 
 impl DecodedRequest {
@@ -51,7 +53,7 @@ impl DecodedRequest {
     /// For a produce request, each partition entry with its batches.
     pub fn produce_partitions(
         &self,
-    ) -> Option<impl Iterator<Item = (&ProducePartition, &Bytes)> + '_> {
+    ) -> Option<impl Iterator<Item = (&ProducePartition, &BytesMut)> + '_> {
         match &self.request {
             Request::Produce(produce) => {
                 Some(produce.partitions.iter().zip(&self.partition_batches))
@@ -377,9 +379,9 @@ fn check_frame(header: &FrameHeader, expect_response: bool) -> Result<ApiKey, Pr
 /// Decodes a body and splits the trailer by the shares the body claims.
 fn decode_body<T: WireMessage, M>(
     api: ApiKey,
-    frame: &Frame,
+    frame: &mut Frame,
     wrap: fn(T) -> M,
-) -> Result<(M, Vec<Bytes>), ProtocolError> {
+) -> Result<(M, Vec<BytesMut>), ProtocolError> {
     let archived = access::<T>(api, frame.body())?;
     let trailer_length = frame.header().trailer_length();
     let claimed = claimed_trailer_bytes(archived);
@@ -389,16 +391,9 @@ fn decode_body<T: WireMessage, M>(
             actual: trailer_length,
         });
     }
-    let trailer = frame.trailer();
-    let mut start = 0;
-    let parts = archived
+    let lengths: Vec<usize> = archived
         .trailer_lengths()
-        .map(|length| {
-            let end = start + length as usize;
-            let part = trailer.slice(start..end);
-            start = end;
-            part
-        })
+        .map(|length| length as usize)
         .collect();
     let message = rkyv::deserialize::<T, rancor::Error>(archived).map_err(|error| {
         ProtocolError::InvalidBody {
@@ -406,12 +401,18 @@ fn decode_body<T: WireMessage, M>(
             reason: error.to_string(),
         }
     })?;
+    let mut trailer = frame.take_trailer();
+    let parts = lengths
+        .into_iter()
+        .map(|length| trailer.split_to(length))
+        .collect();
     Ok((wrap(message), parts))
 }
 
 /// Decodes a request frame (see the module doc for the order of checks). Any error leaves
 /// the connection usable: answer it with `encode_error_response`.
-pub fn decode_request(frame: &Frame) -> Result<DecodedRequest, ProtocolError> {
+pub fn decode_request(mut frame: Frame) -> Result<DecodedRequest, ProtocolError> {
+    let frame = &mut frame;
     let api = check_frame(frame.header(), false)?;
     let (request, partition_batches) = match api {
         ApiKey::Handshake => decode_body(api, frame, Request::Handshake)?,
@@ -455,7 +456,8 @@ pub fn decode_request(frame: &Frame) -> Result<DecodedRequest, ProtocolError> {
 }
 
 /// Decodes a response frame, with the same checks as `decode_request`.
-pub fn decode_response(frame: &Frame) -> Result<DecodedResponse, ProtocolError> {
+pub fn decode_response(mut frame: Frame) -> Result<DecodedResponse, ProtocolError> {
+    let frame = &mut frame;
     let api = check_frame(frame.header(), true)?;
     let (response, partition_batches) = match api {
         ApiKey::Handshake => decode_body(api, frame, Response::Handshake)?,
@@ -494,6 +496,9 @@ pub fn decode_response(frame: &Frame) -> Result<DecodedResponse, ProtocolError> 
     Ok(DecodedResponse {
         header: *frame.header(),
         response,
-        partition_batches,
+        partition_batches: partition_batches
+            .into_iter()
+            .map(BytesMut::freeze)
+            .collect(),
     })
 }

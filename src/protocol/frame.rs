@@ -7,7 +7,7 @@
 use std::fmt;
 use std::ops::Range;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::api::ApiKey;
 use super::error_code::ErrorCode;
@@ -230,18 +230,22 @@ pub fn decode_frame_header(bytes: &[u8]) -> Result<FrameHeader, FrameError> {
     })
 }
 
-/// One whole frame, header checked, its bytes shared (`Bytes`): slices of the trailer handed
-/// on (to a shard, a log, a consumer) keep the frame's buffer alive instead of copying it.
+/// One whole frame, header checked, owned (`BytesMut`) but not copied: the frame reader
+/// cuts it from its receive buffer, and decoding cuts the trailer into the shares it hands
+/// on (to a shard, a log, a consumer), which keep that buffer alive instead of copying it.
+/// A produce request's batches stay writable, so the broker stamps its header fields into
+/// them where they arrived.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Frame {
     header: FrameHeader,
     /// The whole frame as on the wire, length field included.
-    bytes: Bytes,
+    bytes: BytesMut,
 }
 
 impl Frame {
     /// A frame from a buffer holding exactly one frame.
-    pub fn parse(bytes: Bytes) -> Result<Frame, FrameError> {
+    pub fn parse(bytes: impl Into<BytesMut>) -> Result<Frame, FrameError> {
+        let bytes = bytes.into();
         let header = decode_frame_header(&bytes)?;
         if header.frame_bytes() != bytes.len() {
             return Err(FrameError::LengthMismatch {
@@ -253,7 +257,7 @@ impl Frame {
     }
 
     /// A frame from a header already decoded from the start of `bytes`.
-    pub(crate) fn from_parts(header: FrameHeader, bytes: Bytes) -> Frame {
+    pub(crate) fn from_parts(header: FrameHeader, bytes: BytesMut) -> Frame {
         assert_eq!(header.frame_bytes(), bytes.len(), "{header:?}");
         Frame { header, bytes }
     }
@@ -263,12 +267,12 @@ impl Frame {
     }
 
     /// The whole frame as on the wire.
-    pub fn as_bytes(&self) -> &Bytes {
+    pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
 
     pub fn into_bytes(self) -> Bytes {
-        self.bytes
+        self.bytes.freeze()
     }
 
     /// The rkyv body.
@@ -276,9 +280,15 @@ impl Frame {
         &self.bytes[self.header.body_range()]
     }
 
-    /// The trailer, shared with the frame (no copy).
-    pub fn trailer(&self) -> Bytes {
-        self.bytes.slice(self.header.trailer_range())
+    /// The trailer, taken from the frame without a copy (the frame keeps its header and
+    /// body).
+    pub fn take_trailer(&mut self) -> BytesMut {
+        let start = self.header.trailer_range().start;
+        assert!(
+            self.bytes.len() >= start,
+            "the trailer was already taken: {self:?}"
+        );
+        self.bytes.split_off(start)
     }
 }
 
@@ -393,10 +403,11 @@ mod tests {
         let header = FrameHeader::new(3, 0, 9, false, 2, 3);
         let mut bytes = header.encode().to_vec();
         bytes.extend_from_slice(b"bbttt");
-        let frame = Frame::parse(Bytes::from(bytes.clone())).unwrap();
+        let mut frame = Frame::parse(Bytes::from(bytes.clone())).unwrap();
         assert_eq!(frame.body(), b"bb");
-        assert_eq!(&frame.trailer()[..], b"ttt");
         assert_eq!(frame.header(), &header);
+        assert_eq!(&frame.take_trailer()[..], b"ttt");
+        assert_eq!(frame.body(), b"bb");
 
         bytes.push(0);
         assert_eq!(

@@ -20,8 +20,9 @@
 //! of exactly its own size, allocated only after its header was checked, so a lying length
 //! above `FRAME_BYTES_MAX` is refused before anything is allocated for it. The reader thus
 //! holds at most `max(FRAME_READ_CHUNK_BYTES, length of the frame being read)` bytes. Each
-//! `Frame` handed out is a `Bytes` view of its region: it keeps that allocation alive (the
-//! whole chunk, for a small frame) until it and every slice of it are dropped.
+//! `Frame` handed out is a `BytesMut` view of its region (writable, disjoint from every other
+//! frame's): it keeps that allocation alive (the whole chunk, for a small frame) until it
+//! and every share cut from it are dropped.
 
 use std::fmt;
 
@@ -159,7 +160,7 @@ impl FrameReader {
         if self.filled < frame_bytes {
             return Ok(None);
         }
-        let bytes = self.region.split_to(frame_bytes).freeze();
+        let bytes = self.region.split_to(frame_bytes);
         self.filled -= frame_bytes;
         self.pending = None;
         Ok(Some(Frame::from_parts(header, bytes)))
@@ -228,7 +229,7 @@ mod tests {
             feed_all(&mut reader, &input[..split], &mut frames).unwrap();
             feed_all(&mut reader, &input[split..], &mut frames).unwrap();
             reader.finish().unwrap();
-            let got: Vec<&[u8]> = frames.iter().map(|f| &f.as_bytes()[..]).collect();
+            let got: Vec<&[u8]> = frames.iter().map(|f| f.as_bytes()).collect();
             let want: Vec<&[u8]> = expected.iter().map(|f| &f[..]).collect();
             assert_eq!(got, want, "split at {split}");
         }
@@ -248,7 +249,7 @@ mod tests {
             let frames = crate::protocol::tests::read_frames(&input, sizes);
             assert_eq!(frames.len(), expected.len(), "{sizes:?}");
             for (frame, want) in frames.iter().zip(&expected) {
-                assert_eq!(&frame.as_bytes()[..], &want[..], "{sizes:?}");
+                assert_eq!(frame.as_bytes(), &want[..], "{sizes:?}");
             }
         }
     }
@@ -266,8 +267,8 @@ mod tests {
         assert_eq!(reader.buffer_to_fill().len(), large.len() - n);
         assert_eq!(reader.feed(&large[n..]), large.len() - n);
         let frame = reader.next_frame().unwrap().unwrap();
-        assert_eq!(&frame.as_bytes()[..], &large[..]);
-        assert_eq!(frame.trailer().len(), 3 * FRAME_READ_CHUNK_BYTES);
+        assert_eq!(frame.as_bytes(), &large[..]);
+        assert_eq!(frame.header().trailer_length(), 3 * FRAME_READ_CHUNK_BYTES);
         reader.finish().unwrap();
     }
 

@@ -20,6 +20,7 @@ use glommio::net::TcpStream;
 
 use super::context::ShardContext;
 use super::handlers::{handle, Reply};
+use super::socket::{send_now, skip_bytes, Deadline};
 use super::work::with_deadline;
 use crate::protocol::{
     decode_request, encode_error_response, encode_response_head, ErrorCode, Frame, FrameReader,
@@ -218,10 +219,11 @@ fn start_request(
     // Counted out when the task ends or is dropped unfinished (its connection died).
     let in_flight = context.in_flight_requests.enter();
     let api = frame.header().api_key;
+    let request_bytes = frame.header().trailer_length() as u64;
     let started = Instant::now();
     glommio::spawn_local(async move {
         let _in_flight = in_flight;
-        let encoded = match decode_request(&frame) {
+        let encoded = match decode_request(frame) {
             Ok(decoded) => match decoded.request {
                 Request::SaslAuthenticate(request) => {
                     let (response, last) = sasl_step(&context, &authentication, request);
@@ -249,7 +251,6 @@ fn start_request(
                 ),
                 _ => {
                     let principal = authentication.borrow().principal.clone();
-                    let request_bytes = frame.header().trailer_length() as u64;
                     let mut reply = handle(&context, &principal, decoded).await;
                     let delay = throttle(
                         &context,
@@ -275,6 +276,43 @@ fn start_request(
     })
 }
 
+/// Writes one response: at once with one vectored `sendmsg` when the socket is plain TCP
+/// and takes it all (the common case, no timer), else what is left through the stream,
+/// which may wait for the client, up to `write_stall_timeout`.
+async fn write_response(
+    writer: &mut futures_lite::io::WriteHalf<crate::tls::BoxedStream>,
+    plain_fd: Option<std::os::fd::RawFd>,
+    encoded: &Encoded,
+    write_stall_timeout: std::time::Duration,
+) -> std::io::Result<()> {
+    let mut pieces: Vec<&[u8]> = Vec::with_capacity(1 + encoded.trailer.len());
+    pieces.push(&encoded.head);
+    pieces.extend(encoded.trailer.iter().map(|piece| &piece[..]));
+    let total: usize = pieces.iter().map(|piece| piece.len()).sum();
+    let sent = match plain_fd {
+        Some(fd) => send_now(fd, &pieces)?,
+        None => 0,
+    };
+    if sent == total {
+        return Ok(());
+    }
+    let rest = skip_bytes(&pieces, sent);
+    let deadline = Instant::now() + write_stall_timeout;
+    let written = with_deadline(deadline, async {
+        for piece in rest {
+            writer.write_all(piece).await?;
+        }
+        writer.flush().await
+    })
+    .await;
+    written.unwrap_or_else(|| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client did not take its response in time",
+        ))
+    })
+}
+
 /// Serves one connection until the client closes it, breaks the framing, or times out.
 pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
     let peer = stream
@@ -290,6 +328,12 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
         return;
     }
     let _ = stream.set_nodelay(true);
+    // Plain TCP responses are sent with one vectored `sendmsg` on the socket itself
+    // (`super::socket::send_now`); TLS must go through its stream.
+    let plain_fd = context
+        .tls
+        .is_none()
+        .then(|| std::os::fd::AsRawFd::as_raw_fd(&stream));
     let (stream, certificate_name): (crate::tls::BoxedStream, Option<String>) = match &context.tls {
         None => (Box::new(stream), None),
         Some(tls) => {
@@ -346,16 +390,9 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
         let _writer_alive = writer_alive;
         while let Some(task) = responses.recv().await {
             let encoded = task.await;
-            let deadline = Instant::now() + write_stall_timeout;
-            let written = with_deadline(deadline, async {
-                writer.write_all(&encoded.head).await?;
-                for piece in &encoded.trailer {
-                    writer.write_all(piece).await?;
-                }
-                writer.flush().await
-            })
-            .await;
-            if !matches!(written, Some(Ok(()))) || encoded.last {
+            let written =
+                write_response(&mut writer, plain_fd, &encoded, write_stall_timeout).await;
+            if written.is_err() || encoded.last {
                 break;
             }
         }
@@ -366,18 +403,21 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
     // When the frame partly buffered now began to arrive: it must be whole within
     // the frame completion timeout of that, however its bytes trickle in.
     let mut frame_started: Option<Instant> = None;
+    // Set while a read waits (never while the reader waits for room in the queue, which
+    // is the broker's doing); one watchdog enforces it (no timer per read).
+    let read_deadline = Deadline::default();
     let reading = async {
         loop {
-            let deadline = match frame_started {
+            read_deadline.set(Some(match frame_started {
                 Some(started) => started + frame_completion_timeout,
                 None => Instant::now() + idle_timeout,
-            };
-            let read = with_deadline(deadline, reader.read(frames.buffer_to_fill())).await;
+            }));
+            let read = reader.read(frames.buffer_to_fill()).await;
+            read_deadline.set(None);
             let count = match read {
-                None => break "timed out",
-                Some(Err(_)) => break "read failed",
-                Some(Ok(0)) => break "closed by the client",
-                Some(Ok(count)) => count,
+                Err(_) => break "read failed",
+                Ok(0) => break "closed by the client",
+                Ok(count) => count,
             };
             frames.filled(count);
             let mut broken = None;
@@ -430,7 +470,11 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
             };
         }
     };
-    let reason = futures_lite::future::or(reading, async {
+    let timed_out = async {
+        read_deadline.expired(frame_completion_timeout).await;
+        "timed out"
+    };
+    let reason = futures_lite::future::or(futures_lite::future::or(reading, timed_out), async {
         let _ = writer_gone.await;
         "writer gone"
     })

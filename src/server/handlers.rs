@@ -254,7 +254,7 @@ fn find(catalog: &Catalog, topic: &str, partition: u32) -> Option<Arc<TopicSpec>
 async fn produce(
     context: &ShardContext,
     request: crate::protocol::ProduceRequest,
-    batches: Vec<Bytes>,
+    batches: Vec<bytes::BytesMut>,
 ) -> ProduceResponse {
     let catalog = context.catalog();
     let acks = request.acks().unwrap_or(crate::protocol::Acks::All);

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod partitions;
 pub mod profile;
 pub mod route;
+pub mod socket;
 pub mod work;
 
 pub use broker::{run_broker, BrokerOptions};

@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::context::ShardContext;
 use crate::cluster::TopicSpec;
+use crate::constants::BATCH_ZERO_COPY_BYTES_MIN;
 use crate::log::producers::ProducerStateError;
 use crate::log::{AppendError, PartitionLog, ReadChunk, ReadError};
 use crate::protocol::{
@@ -39,21 +40,28 @@ fn append_error_code(error: &AppendError) -> ErrorCode {
 }
 
 /// Splits a partition's share of a produce request into batches and validates each; the
-/// first bad batch refuses the whole share (nothing of it is appended).
-fn split_batches(share: &Bytes) -> Result<Vec<crate::record::ValidatedBatch>, BatchError> {
+/// first bad batch refuses the whole share (nothing of it is appended). A batch stays where
+/// it arrived (a view of the request's receive buffer) unless it is smaller than
+/// `BATCH_ZERO_COPY_BYTES_MIN`: such a batch is copied out, so that small batches kept in
+/// the log's cache do not each keep a whole receive chunk alive.
+fn split_batches(mut share: BytesMut) -> Result<Vec<crate::record::ValidatedBatch>, BatchError> {
     let mut batches = Vec::new();
-    let mut rest: &[u8] = share;
-    while !rest.is_empty() {
+    while !share.is_empty() {
         let length =
-            peek_batch_length(rest).ok_or(BatchError::TooShort { len: rest.len() })? as usize;
-        if length > rest.len() || length == 0 {
+            peek_batch_length(&share).ok_or(BatchError::TooShort { len: share.len() })? as usize;
+        if length > share.len() || length == 0 {
             return Err(BatchError::LengthMismatch {
                 declared: length as u32,
-                available: rest.len(),
+                available: share.len(),
             });
         }
-        batches.push(validate(BytesMut::from(&rest[..length]))?);
-        rest = &rest[length..];
+        let batch = share.split_to(length);
+        let batch = if length < BATCH_ZERO_COPY_BYTES_MIN {
+            BytesMut::from(&batch[..])
+        } else {
+            batch
+        };
+        batches.push(validate(batch)?);
     }
     if batches.is_empty() {
         return Err(BatchError::TooShort { len: 0 });
@@ -72,7 +80,7 @@ fn batch_error_code(error: &BatchError) -> ErrorCode {
 /// batch's base offset and append time, and the last offset.
 async fn append_share(
     log: &PartitionLog,
-    batches: &Bytes,
+    batches: BytesMut,
     deadline: Instant,
     leader_epoch: u32,
 ) -> Result<(u64, i64, u64), (ErrorCode, String)> {
@@ -148,13 +156,13 @@ async fn wait_acknowledged(
     log: &PartitionLog,
     last_offset: u64,
     acks: Acks,
-    deadline: Instant,
+    expiry: Expiry,
     timeout: Duration,
 ) -> Result<(), (ErrorCode, String)> {
     let waited = match acks {
         Acks::None => Some(Ok(())),
-        Acks::Leader => with_deadline(deadline, log.wait_durable(last_offset)).await,
-        Acks::All => with_deadline(deadline, log.wait_high_watermark(last_offset)).await,
+        Acks::Leader => until_expired(expiry, log.wait_durable(last_offset)).await,
+        Acks::All => until_expired(expiry, log.wait_high_watermark(last_offset)).await,
     };
     match waited {
         None => {
@@ -172,6 +180,30 @@ async fn wait_acknowledged(
         Some(Err(error)) => Err((append_error_code(&error), error.to_string())),
         Some(Ok(())) => Ok(()),
     }
+}
+
+/// One timer for every share of a request on this shard, started when first awaited. A
+/// timer per share cost a glommio timer (and a re-arm of its io_uring timeout) per partition
+/// per request.
+type Expiry = futures::future::Shared<futures::future::LocalBoxFuture<'static, ()>>;
+
+fn expiry_at(deadline: Instant) -> Expiry {
+    let sleep: futures::future::LocalBoxFuture<'static, ()> = Box::pin(async move {
+        glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await
+    });
+    futures::FutureExt::shared(sleep)
+}
+
+/// `future`'s output, or `None` once `expiry` fired first.
+async fn until_expired<T>(
+    expiry: Expiry,
+    future: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    futures_lite::future::or(async { Some(future.await) }, async {
+        expiry.await;
+        None
+    })
+    .await
 }
 
 /// The indexes of `items` grouped by partition, each group in the order of `items`, the
@@ -195,9 +227,23 @@ fn by_partition(items: &[ProduceWork]) -> Vec<Vec<usize>> {
 /// proceed concurrently.
 pub async fn produce_all(
     context: &ShardContext,
-    items: Vec<ProduceWork>,
+    mut items: Vec<ProduceWork>,
 ) -> Vec<ProducePartitionResponse> {
     let groups = by_partition(&items);
+    // Each share's batches, taken (not copied) by the append of its partition's group.
+    let shares: Vec<std::cell::Cell<BytesMut>> = items
+        .iter_mut()
+        .map(|item| std::cell::Cell::new(std::mem::take(&mut item.batches)))
+        .collect();
+    let shares = &shares;
+    // The shares come from one request, with its timeout; it runs from here.
+    let timeout = items
+        .iter()
+        .map(|item| item.timeout)
+        .max()
+        .unwrap_or_default();
+    let deadline = context.clock.now() + timeout;
+    let expiry = &expiry_at(deadline);
     let items = &items;
     let per_partition = groups.into_iter().map(|indexes| async move {
         let first = &items[indexes[0]];
@@ -225,17 +271,18 @@ pub async fn produce_all(
         let mut appended = Vec::with_capacity(indexes.len());
         for &index in &indexes {
             let item = &items[index];
-            let deadline = context.clock.now() + item.timeout;
-            let result = append_share(&log, &item.batches, deadline, leadership.epoch).await;
+            let batches = shares[index].take();
+            let share_bytes = batches.len() as u64;
+            let result = append_share(&log, batches, deadline, leadership.epoch).await;
             let (messages, bytes) = match &result {
-                Ok((base, _, last)) => (last + 1 - base, item.batches.len() as u64),
+                Ok((base, _, last)) => (last + 1 - base, share_bytes),
                 Err(_) => (0, 0),
             };
             let key = (item.topic.topic_id, item.partition);
             context.metrics.produced(key, messages, bytes);
-            appended.push((index, deadline, result));
+            appended.push((index, result));
         }
-        let acknowledged = appended.into_iter().map(|(index, deadline, result)| {
+        let acknowledged = appended.into_iter().map(|(index, result)| {
             let (log, leadership) = (&log, &leadership);
             async move {
                 let item = &items[index];
@@ -245,7 +292,7 @@ pub async fn produce_all(
                         // at the new leader (an idempotent retry of a batch the new
                         // leader holds gets its offset back).
                         let acknowledged =
-                            wait_acknowledged(log, last, item.acks, deadline, item.timeout);
+                            wait_acknowledged(log, last, item.acks, expiry.clone(), timeout);
                         let deposed = async {
                             leadership.wait_deposed().await;
                             Err((
@@ -478,16 +525,22 @@ mod tests {
                 faults.stall_syncs.set(true);
                 let mut builder = BatchBuilder::new(Codec::None);
                 builder.push(1, None, b"value", &[]).unwrap();
-                let bytes = builder.finish().unwrap().freeze();
+                let bytes = builder.finish().unwrap();
                 let timeout = Duration::from_secs(30);
                 let deadline = Instant::now() + timeout;
-                let (_, _, last) = append_share(&log, &bytes, deadline, 0).await.unwrap();
+                let (_, _, last) = append_share(&log, bytes, deadline, 0).await.unwrap();
                 let acked = Rc::new(Cell::new(false));
                 let waiting = {
                     let (log, acked) = (log.clone(), acked.clone());
                     glommio::spawn_local(async move {
-                        let result =
-                            wait_acknowledged(&log, last, Acks::Leader, deadline, timeout).await;
+                        let result = wait_acknowledged(
+                            &log,
+                            last,
+                            Acks::Leader,
+                            expiry_at(deadline),
+                            timeout,
+                        )
+                        .await;
                         acked.set(true);
                         result
                     })
@@ -507,7 +560,7 @@ mod tests {
         ProduceWork {
             topic: topic.clone(),
             partition,
-            batches: Bytes::new(),
+            batches: BytesMut::new(),
             acks: Acks::All,
             timeout: Duration::from_secs(1),
             leader_epoch: None,

@@ -44,8 +44,9 @@ use crate::protocol::{
 pub struct ProduceWork {
     pub topic: Arc<TopicSpec>,
     pub partition: u32,
-    /// One or more whole batches, exactly as the client sent them.
-    pub batches: Bytes,
+    /// One or more whole batches, exactly as the client sent them: a writable view of the
+    /// request's receive buffer, where the log stamps each batch's header.
+    pub batches: bytes::BytesMut,
     pub acks: Acks,
     pub timeout: Duration,
     /// The leader epoch the client believes in, when it says.

@@ -229,7 +229,7 @@ impl RawConnection {
 }
 
 fn decode(frame: &Frame) -> DecodedResponse {
-    decode_response(frame).unwrap_or_else(|error| panic!("bad response {frame:?}: {error}"))
+    decode_response(frame.clone()).unwrap_or_else(|error| panic!("bad response {frame:?}: {error}"))
 }
 
 /// The code of an `ErrorResponse` (anything else fails the test).

@@ -638,7 +638,7 @@ impl Raw {
         loop {
             if let Some(frame) = self.reader.next_frame().expect("valid frame") {
                 let frame: Frame = frame;
-                return decode_response(&frame).expect("valid response").response;
+                return decode_response(frame).expect("valid response").response;
             }
             let space = self.reader.buffer_to_fill();
             let n = self.stream.read(space).expect("read");

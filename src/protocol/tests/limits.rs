@@ -44,7 +44,7 @@ where
 }
 
 fn request_error(api: ApiKey, body: &[u8], trailer: &[u8]) -> ProtocolError {
-    decode_request(&raw_frame(api.as_u16(), 0, false, body, trailer)).unwrap_err()
+    decode_request(raw_frame(api.as_u16(), 0, false, body, trailer)).unwrap_err()
 }
 
 fn produce(partitions: Vec<(&str, u32)>) -> ProduceRequest {
@@ -133,7 +133,7 @@ fn too_many_partitions_are_refused() {
     assert_eq!(error.error_code(), ErrorCode::InvalidRequest);
     // The limit itself is fine.
     let body = archive(&fetch(PARTITIONS_PER_REQUEST_MAX, "t"));
-    decode_request(&raw_frame(ApiKey::Fetch.as_u16(), 0, false, &body, &[])).unwrap();
+    decode_request(raw_frame(ApiKey::Fetch.as_u16(), 0, false, &body, &[])).unwrap();
 
     let create = |partitions: u32| CreateTopicsRequest {
         topics: vec![CreatableTopic {
@@ -270,8 +270,7 @@ fn invalid_acks_are_refused() {
     ));
     for acks in [-1, 0, 1] {
         request.acks = acks;
-        let decoded =
-            decode_request(&raw_frame(2, 0, false, &archive(&request), &[0; 80])).unwrap();
+        let decoded = decode_request(raw_frame(2, 0, false, &archive(&request), &[0; 80])).unwrap();
         let Request::Produce(produce) = decoded.request else {
             panic!()
         };
@@ -298,18 +297,18 @@ fn handshake_ranges_must_be_ordered_and_unique() {
         ));
     }
     let good = handshake(supported_apis());
-    decode_request(&raw_frame(0, 0, false, &archive(&good), &[])).unwrap();
+    decode_request(raw_frame(0, 0, false, &archive(&good), &[])).unwrap();
 }
 
 #[test]
 fn unknown_apis_versions_and_directions_are_refused() {
     let body = archive(&MetadataRequest { topics: None });
     for api_key in [10, 19, 29, 39, 0xFFFE, 0xFFFF] {
-        let error = decode_request(&raw_frame(api_key, 0, false, &body, &[])).unwrap_err();
+        let error = decode_request(raw_frame(api_key, 0, false, &body, &[])).unwrap_err();
         assert_eq!(error, ProtocolError::UnsupportedApi { api_key });
         assert_eq!(error.error_code(), ErrorCode::UnsupportedApi);
     }
-    let error = decode_request(&raw_frame(1, 1, false, &body, &[])).unwrap_err();
+    let error = decode_request(raw_frame(1, 1, false, &body, &[])).unwrap_err();
     assert_eq!(
         error,
         ProtocolError::UnsupportedVersion {
@@ -320,7 +319,7 @@ fn unknown_apis_versions_and_directions_are_refused() {
     );
     assert_eq!(error.error_code(), ErrorCode::UnsupportedVersion);
     assert_eq!(
-        decode_request(&raw_frame(1, 0, true, &body, &[])).unwrap_err(),
+        decode_request(raw_frame(1, 0, true, &body, &[])).unwrap_err(),
         ProtocolError::WrongDirection {
             expected_response: false
         }
@@ -353,8 +352,8 @@ fn garbage_and_truncated_bodies_are_refused() {
     for api in ApiKey::REQUESTS {
         for garbage in [&[][..], &[0xFF; 8][..], &[0x7F; 64][..], &body[..]] {
             // Never a panic; any answer but success for the wrong body is fine.
-            let _ = decode_request(&raw_frame(api.as_u16(), 0, false, garbage, &[]));
-            let _ = decode_response(&raw_frame(api.as_u16(), 0, true, garbage, &[]));
+            let _ = decode_request(raw_frame(api.as_u16(), 0, false, garbage, &[]));
+            let _ = decode_response(raw_frame(api.as_u16(), 0, true, garbage, &[]));
         }
     }
 }

@@ -1,0 +1,247 @@
+//! The two costs a connection pays per request on top of its work, made cheap: its
+//! timeouts, and the system calls that write a response.
+//!
+//! - **Timeouts without a timer per read.** A glommio timer is a userspace timer plus an
+//!   io_uring timeout that is re-armed (a cancel and a new submission) whenever the nearest
+//!   deadline changes: with a timer around every read, every request paid that. A
+//!   `Deadline` is a cell that the reading loop moves for free; one `Deadline::expired`
+//!   future per connection sleeps until it and re-arms only when it fires or the deadline
+//!   moves earlier, so a busy connection arms about one timer per timeout period.
+//! - **One system call per response.** `send_now` writes a response's head and every batch
+//!   of its trailer with one non-blocking `sendmsg` (vectored), instead of one `send` per
+//!   piece. Only what the socket did not take then goes through the stream, and only that
+//!   slow path waits (with a timer for the write-stall timeout).
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io::IoSlice;
+use std::os::fd::RawFd;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::socket::{sendmsg, MsgFlags};
+
+use crate::constants::SEND_IOVECS_MAX;
+
+/// A deadline owned by one connection's task on its shard; `None` while nothing is timed.
+#[derive(Default)]
+pub struct Deadline {
+    at: Cell<Option<Instant>>,
+    /// When the watchdog's timer fires, while it sleeps.
+    armed: Cell<Option<Instant>>,
+    /// The watchdog's waker, to re-arm it earlier.
+    waker: Cell<Option<Waker>>,
+    moved_earlier: Cell<bool>,
+}
+
+impl Deadline {
+    /// Sets (or clears) the deadline. Only a deadline earlier than the one the watchdog
+    /// sleeps on wakes it; a later one is seen when its timer fires.
+    pub fn set(&self, at: Option<Instant>) {
+        self.at.set(at);
+        let earlier = match (at, self.armed.get()) {
+            (Some(at), Some(armed)) => at < armed,
+            _ => false,
+        };
+        if earlier {
+            self.moved_earlier.set(true);
+            if let Some(waker) = self.waker.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Completes once the deadline has passed. While none is set, it checks again every
+    /// `idle_check` (a deadline set later wakes it only when earlier than that).
+    pub async fn expired(&self, idle_check: Duration) {
+        loop {
+            let now = Instant::now();
+            let wake_at = match self.at.get() {
+                Some(at) if at <= now => return,
+                Some(at) => at,
+                None => now + idle_check,
+            };
+            self.armed.set(Some(wake_at));
+            self.moved_earlier.set(false);
+            futures_lite::future::or(glommio::timer::sleep(wake_at - now), MovedEarlier(self))
+                .await;
+            self.armed.set(None);
+        }
+    }
+}
+
+/// Completes when `Deadline::set` moved the deadline before the watchdog's timer.
+struct MovedEarlier<'a>(&'a Deadline);
+
+impl Future for MovedEarlier<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
+        if self.0.moved_earlier.get() {
+            return Poll::Ready(());
+        }
+        self.0.waker.set(Some(context.waker().clone()));
+        Poll::Pending
+    }
+}
+
+/// Writes as much of `pieces` (in order) as the socket takes now, without waiting, in one
+/// vectored `sendmsg` per `SEND_IOVECS_MAX` pieces. Returns the bytes written: all of them,
+/// or fewer when the socket's buffer filled (the caller writes the rest and may wait).
+pub fn send_now(fd: RawFd, pieces: &[&[u8]]) -> std::io::Result<usize> {
+    let mut written = 0;
+    for group in pieces.chunks(SEND_IOVECS_MAX) {
+        let slices: Vec<IoSlice<'_>> = group
+            .iter()
+            .filter(|piece| !piece.is_empty())
+            .map(|piece| IoSlice::new(piece))
+            .collect();
+        let wanted: usize = group.iter().map(|piece| piece.len()).sum();
+        if wanted == 0 {
+            continue;
+        }
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        match sendmsg::<()>(fd, &slices, &[], flags, None) {
+            Ok(count) => {
+                written += count;
+                if count < wanted {
+                    break;
+                }
+            }
+            Err(Errno::EAGAIN) | Err(Errno::EINTR) => break,
+            Err(errno) => return Err(std::io::Error::from(errno)),
+        }
+    }
+    Ok(written)
+}
+
+/// `pieces` without their first `skip` bytes.
+pub fn skip_bytes<'a>(pieces: &[&'a [u8]], mut skip: usize) -> Vec<&'a [u8]> {
+    let mut rest = Vec::with_capacity(pieces.len());
+    for piece in pieces {
+        if skip >= piece.len() {
+            skip -= piece.len();
+            continue;
+        }
+        rest.push(&piece[skip..]);
+        skip = 0;
+    }
+    rest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn send_now_writes_every_piece_in_order_in_one_call() {
+        let (left, mut right) = UnixStream::pair().unwrap();
+        let pieces: Vec<Vec<u8>> = (0..(SEND_IOVECS_MAX + 5))
+            .map(|i| vec![(i % 251) as u8; i % 7])
+            .collect();
+        let slices: Vec<&[u8]> = pieces.iter().map(|p| p.as_slice()).collect();
+        let written = send_now(left.as_raw_fd(), &slices).unwrap();
+        let expected: Vec<u8> = pieces.concat();
+        assert_eq!(written, expected.len());
+        drop(left);
+        let mut received = Vec::new();
+        right.read_to_end(&mut received).unwrap();
+        assert_eq!(received, expected);
+    }
+
+    #[test]
+    fn send_now_stops_without_waiting_when_the_socket_is_full() {
+        let (left, mut right) = UnixStream::pair().unwrap();
+        let big = vec![7u8; 8 << 20];
+        let written = send_now(left.as_raw_fd(), &[&big, b"tail"]).unwrap();
+        assert!(
+            written < big.len(),
+            "a socket pair takes less than 8 MiB at once"
+        );
+        let rest = skip_bytes(&[&big, b"tail"], written);
+        assert_eq!(
+            rest.iter().map(|p| p.len()).sum::<usize>(),
+            big.len() + 4 - written
+        );
+        assert_eq!(rest.last().unwrap(), b"tail");
+        let mut first = vec![0u8; written];
+        right.read_exact(&mut first).unwrap();
+        assert!(first.iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn skip_bytes_cuts_across_pieces() {
+        let pieces: [&[u8]; 3] = [b"abc", b"", b"defg"];
+        assert_eq!(skip_bytes(&pieces, 0), vec![&b"abc"[..], b"defg"]);
+        assert_eq!(skip_bytes(&pieces, 2), vec![&b"c"[..], b"defg"]);
+        assert_eq!(skip_bytes(&pieces, 3), vec![&b"defg"[..]]);
+        assert_eq!(skip_bytes(&pieces, 5), vec![&b"fg"[..]]);
+        assert!(skip_bytes(&pieces, 7).is_empty());
+    }
+
+    #[test]
+    fn a_deadline_fires_when_due_and_when_moved_earlier() {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(256 * 1024)
+            .spawn(|| async {
+                let deadline = std::rc::Rc::new(Deadline::default());
+                // Set while the watchdog sleeps on the idle check: moved earlier, it fires.
+                let started = Instant::now();
+                let watchdog = {
+                    let deadline = deadline.clone();
+                    glommio::spawn_local(async move {
+                        deadline.expired(Duration::from_secs(3600)).await;
+                        Instant::now()
+                    })
+                };
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+                deadline.set(Some(Instant::now() + Duration::from_millis(30)));
+                let fired = watchdog.await;
+                let elapsed = fired - started;
+                assert!(elapsed >= Duration::from_millis(50), "{elapsed:?}");
+                assert!(elapsed < Duration::from_secs(60), "{elapsed:?}");
+
+                // Pushed later before it is due: it does not fire at the first time.
+                deadline.set(Some(Instant::now() + Duration::from_millis(30)));
+                let started = Instant::now();
+                let watchdog = {
+                    let deadline = deadline.clone();
+                    glommio::spawn_local(async move {
+                        deadline.expired(Duration::from_secs(3600)).await;
+                        Instant::now()
+                    })
+                };
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                deadline.set(Some(Instant::now() + Duration::from_millis(100)));
+                let fired = watchdog.await;
+                assert!(fired - started >= Duration::from_millis(110));
+
+                // Cleared: it does not fire.
+                deadline.set(None);
+                let cleared = glommio::spawn_local({
+                    let deadline = deadline.clone();
+                    async move { deadline.expired(Duration::from_millis(5)).await }
+                });
+                let raced = futures_lite::future::or(
+                    async {
+                        cleared.await;
+                        "fired"
+                    },
+                    async {
+                        glommio::timer::sleep(Duration::from_millis(60)).await;
+                        "still waiting"
+                    },
+                )
+                .await;
+                assert_eq!(raced, "still waiting");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+}
