@@ -66,9 +66,83 @@ pub fn run_all(session: &Session, peers: &[Peer], install: &PeerInstall) -> Vec<
                 earlier.push(result.clone());
                 results.push(result);
             }
+            if system == Some(Peer::Kafka) {
+                if let Some(result) = producer_perf_result(session, class, &earlier, install) {
+                    results.push(result);
+                }
+            }
         }
     }
     results
+}
+
+/// The name of Kafka's own producer benchmark in the report (a peer row of its own).
+pub const PRODUCER_PERF_NAME: &str = "kafka-producer-perf";
+
+/// Kafka's `ProducerPerformance` in `class` on a fresh server, as a `max` run: as many
+/// records as the harness's Kafka run sent at max (warm-up included), so it runs about as
+/// long. `None` when the scenario has no `max` run.
+fn producer_perf_result(
+    session: &Session,
+    class: Durability,
+    kafka_runs: &[RunResult],
+    install: &PeerInstall,
+) -> Option<RunResult> {
+    use crate::peers::producer_perf;
+    let scenario = session.scenario;
+    let max = scenario.runs.iter().find(|run| run.rate == "max")?;
+    let label = format!("{}-{}", class.name(), max.label());
+    let mut result =
+        session.empty_result_labelled(PRODUCER_PERF_NAME, &label, max, &scenario.topic);
+    result.durability = Some(class.name().into());
+    result.system = Peer::Kafka.system().into();
+    result.acks = PEER_ACKS.into();
+    result.rate = max.rate.clone();
+    match peer_setting(Peer::Kafka, class) {
+        Ok(setting) => {
+            result.durability_setting = Some(format!(
+                "{setting}; Kafka's own ProducerPerformance, produce only (no consumer)"
+            ))
+        }
+        Err(reason) => {
+            result.skipped = Some(reason);
+            return Some(result);
+        }
+    }
+    let seconds = scenario.warmup_s + scenario.duration_s;
+    let records = kafka_runs
+        .iter()
+        .find(|run| run.rate == "max" && run.succeeded())
+        .map(|run| (run.throughput_messages_per_s * seconds) as u64)
+        .filter(|&records| records > 0)
+        .unwrap_or(producer_perf::RECORDS_DEFAULT);
+    let record_bytes = scenario.message_bytes as u64;
+    let topic = result.topic.clone();
+    let log = session.run_dir(&result).join("producer-perf.log");
+    peer_server_run(
+        session,
+        &mut result,
+        Peer::Kafka,
+        class,
+        install,
+        |session, result, address| {
+            session.progress(&format!(
+                "{PRODUCER_PERF_NAME} [{}]: {records} records of {record_bytes} bytes",
+                class.name()
+            ));
+            let outcome =
+                crate::peers::java_and_classpath(install).and_then(|(java, classpath)| {
+                    let arguments =
+                        producer_perf::arguments(&topic, records, record_bytes, address, PEER_ACKS);
+                    producer_perf::run(&java, &classpath, &arguments, &log)
+                });
+            match outcome {
+                Ok(summary) => producer_perf::record(result, &summary),
+                Err(error) => result.errors.push(error),
+            }
+        },
+    );
+    Some(result)
 }
 
 /// How shardline meets `class` with `profile` and `acks`.
@@ -122,6 +196,27 @@ fn peer_run(
     run: &RunSpec,
 ) {
     let label = format!("{} [{}]", peer.name(), class.name());
+    peer_server_run(
+        session,
+        result,
+        peer,
+        class,
+        install,
+        |session, result, address| session.load(result, address, &label, run),
+    );
+}
+
+/// `work` against a fresh server of `peer` in `class` (every node of it, its topic made),
+/// then the server's usage and a stop.
+fn peer_server_run(
+    session: &Session,
+    result: &mut RunResult,
+    peer: Peer,
+    class: Durability,
+    install: &PeerInstall,
+    work: impl FnOnce(&Session, &mut RunResult, &str),
+) {
+    let label = format!("{} [{}]", peer.name(), class.name());
     session.progress(&format!(
         "{label} run {}: starting {}",
         result.run,
@@ -166,7 +261,7 @@ fn peer_run(
     }
     let address = server.address.clone();
     if result.errors.is_empty() {
-        session.load(result, &address, &label, run);
+        work(session, result, &address);
     }
     match server.usage() {
         Ok(usage) => set_usage(result, None, usage),

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::peers::{Durability, Peer};
 
 /// The scenarios that ship with the harness, by name.
-pub const BUILT_IN: [(&str, &str); 6] = [
+pub const BUILT_IN: [(&str, &str); 7] = [
     ("quick", include_str!("../scenarios/quick.toml")),
     (
         "omb-1-topic-100-partitions-1kb",
@@ -18,6 +18,10 @@ pub const BUILT_IN: [(&str, &str); 6] = [
     ("spike", include_str!("../scenarios/spike.toml")),
     ("many-topics", include_str!("../scenarios/many-topics.toml")),
     ("peers", include_str!("../scenarios/peers.toml")),
+    (
+        "peers-100-partitions",
+        include_str!("../scenarios/peers-100-partitions.toml"),
+    ),
     ("replicated", include_str!("../scenarios/replicated.toml")),
 ];
 
@@ -565,6 +569,26 @@ mod tests {
             let error = Scenario::parse(&text, "test").expect_err(reason);
             assert!(error.contains(reason), "{error}");
         }
+    }
+
+    #[test]
+    fn peers_at_100_partitions_compares_with_kafka_in_both_classes() {
+        let peers = Scenario::load("peers-100-partitions").expect("built in");
+        assert_eq!(peers.partitions, 100);
+        assert_eq!(peers.peer_list().expect("known"), [Peer::Kafka]);
+        let classes: Vec<(Durability, &str, &str)> = peers
+            .comparisons
+            .iter()
+            .map(|c| (c.durability, c.profile.as_str(), c.acks.as_str()))
+            .collect();
+        assert_eq!(
+            classes,
+            [
+                (Durability::Fsync, "balanced", "all"),
+                (Durability::NoFsync, "throughput", "leader")
+            ]
+        );
+        assert!(peers.load_seconds() < 200.0, "{}", peers.load_seconds());
     }
 
     #[test]

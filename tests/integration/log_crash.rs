@@ -43,7 +43,24 @@ impl Reports {
     }
 }
 
+/// The longest a crash test waits, past its kill time, for the writer's reports.
+const REPORT_WAIT_MAX: Duration = Duration::from_secs(20);
+
 fn run_writer_and_kill(dir: &Path, flush: &str, kill_after: Duration, extra: &[&str]) -> Reports {
+    run_writer_and_kill_once_reported(dir, flush, kill_after, extra, 0)
+}
+
+/// Like `run_writer_and_kill`, but after `kill_after` also waits (up to
+/// `REPORT_WAIT_MAX`) until `partitions_reported` partitions have reported an offset
+/// durable, so that a slow, busy machine still kills the writer in the middle of real
+/// work. The writer keeps appending all the while, so the kill still lands mid-flush.
+fn run_writer_and_kill_once_reported(
+    dir: &Path,
+    flush: &str,
+    kill_after: Duration,
+    extra: &[&str],
+    partitions_reported: usize,
+) -> Reports {
     let mut child = Command::new(shardline_binary())
         .args(["debug", "log-writer", "--dir"])
         .arg(dir)
@@ -91,6 +108,12 @@ fn run_writer_and_kill(dir: &Path, flush: &str, kill_after: Duration, extra: &[&
         })
     };
     std::thread::sleep(kill_after);
+    let waited = std::time::Instant::now();
+    while reports.lock().unwrap().durable.len() < partitions_reported
+        && waited.elapsed() < REPORT_WAIT_MAX
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     child.kill().expect("SIGKILL the writer");
     let status = child.wait().expect("reap the writer");
     assert!(!status.success(), "the writer runs until killed");
@@ -227,7 +250,7 @@ fn acknowledged_appends_on_many_partitions_survive_kill_9_during_shard_flush_rou
     for kill in 0..KILLS {
         let flush = ["every-batch", "interval", "bytes"][kill % 3];
         let kill_after = Duration::from_millis(rng.gen_range(100..600));
-        let reports = run_writer_and_kill(
+        let reports = run_writer_and_kill_once_reported(
             dir.path(),
             flush,
             kill_after,
@@ -239,6 +262,7 @@ fn acknowledged_appends_on_many_partitions_survive_kill_9_during_shard_flush_rou
                 "--in-flight",
                 "256",
             ],
+            PARTITIONS,
         );
         let (rounds, members) = reports.rounds;
         if members > rounds {

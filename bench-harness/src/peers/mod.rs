@@ -23,6 +23,7 @@ mod kafka;
 mod kafka_topic;
 mod nats;
 mod process;
+pub mod producer_perf;
 mod redis;
 
 use std::path::PathBuf;
@@ -31,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::process_group::spawn_logged;
 use crate::scenario::ClusterSpec;
-pub use kafka::KAFKA_VERSION_DEFAULT;
+pub use kafka::{java_and_classpath, KAFKA_VERSION_DEFAULT};
 pub use process::PeerProcess;
 use process::{find_program, NodeLaunch};
 
