@@ -130,12 +130,24 @@ fn producer_perf_result(
                 "{PRODUCER_PERF_NAME} [{}]: {records} records of {record_bytes} bytes",
                 class.name()
             ));
-            let outcome =
-                crate::peers::java_and_classpath(install).and_then(|(java, classpath)| {
-                    let arguments =
-                        producer_perf::arguments(&topic, records, record_bytes, address, PEER_ACKS);
-                    producer_perf::run(&java, &classpath, &arguments, &log)
-                });
+            let timeout = std::time::Duration::from_secs_f64(
+                (seconds * producer_perf::RUN_TIME_FACTOR).max(producer_perf::RUN_SECONDS_MIN),
+            );
+            // Kafka's tool does not create its topic (the loadgen does, for its own runs).
+            let topic_log = log.with_file_name("topic.log");
+            let outcome = crate::peers::create_kafka_topic(
+                install,
+                address,
+                &topic,
+                scenario.partitions,
+                &topic_log,
+            )
+            .and_then(|_| crate::peers::java_and_classpath(install))
+            .and_then(|(java, classpath)| {
+                let arguments =
+                    producer_perf::arguments(&topic, records, record_bytes, address, PEER_ACKS);
+                producer_perf::run(&java, &classpath, &arguments, &log, timeout)
+            });
             match outcome {
                 Ok(summary) => producer_perf::record(result, &summary),
                 Err(error) => result.errors.push(error),

@@ -198,11 +198,7 @@ fn peer_row(result: &RunResult) -> Vec<String> {
         ));
         return row;
     }
-    let integrity = if result.integrity_checked {
-        format!("{}/{}", result.lost, result.duplicated)
-    } else {
-        "unchecked".into()
-    };
+    let integrity = result.integrity_text();
     vec![
         result.profile.clone(),
         setting,

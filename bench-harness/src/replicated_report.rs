@@ -160,11 +160,7 @@ pub fn cluster_row(result: &RunResult) -> Vec<String> {
         ),
         None => ("-".into(), "-".into(), "-".into()),
     };
-    let integrity = if result.integrity_checked {
-        format!("{}/{}", result.lost, result.duplicated)
-    } else {
-        "unchecked".into()
-    };
+    let integrity = result.integrity_text();
     vec![
         result.profile.clone(),
         replication,

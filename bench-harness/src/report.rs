@@ -70,11 +70,7 @@ pub fn table_row(result: &RunResult) -> Vec<String> {
     ];
     cells.extend(latency_cells(&result.produce_latency));
     cells.extend(latency_cells(&result.end_to_end_latency));
-    let integrity = if result.integrity_checked {
-        format!("{}/{}", result.lost, result.duplicated)
-    } else {
-        "unchecked".into()
-    };
+    let integrity = result.integrity_text();
     cells.push(if result.skipped.is_some() {
         "skipped".into()
     } else if result.succeeded() {

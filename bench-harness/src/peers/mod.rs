@@ -33,6 +33,23 @@ use serde::{Deserialize, Serialize};
 use crate::process_group::spawn_logged;
 use crate::scenario::ClusterSpec;
 pub use kafka::{java_and_classpath, KAFKA_VERSION_DEFAULT};
+
+/// Creates `topic` (one replica per partition) on the one-node Kafka at `bootstrap`, for a
+/// client that does not create its topics (Kafka's own tools); waits until every partition
+/// has its leader. The tool's commands and output go to `log_path`.
+pub fn create_kafka_topic(
+    install: &PeerInstall,
+    bootstrap: &str,
+    topic: &str,
+    partitions: u32,
+    log_path: &std::path::Path,
+) -> Result<String, String> {
+    let one = kafka::Replication {
+        factor: 1,
+        min_insync_replicas: 1,
+    };
+    kafka_topic::create_replicated_topic(install, bootstrap, topic, partitions, one, log_path)
+}
 pub use process::PeerProcess;
 use process::{find_program, NodeLaunch};
 

@@ -6,7 +6,8 @@
 //! other peers.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::results::{Percentiles, RunResult};
 
@@ -18,6 +19,10 @@ pub const LINGER_MS: u64 = 1;
 pub const MAIN_CLASS: &str = "org.apache.kafka.tools.ProducerPerformance";
 /// Records to send when nothing tells how fast Kafka is here (about 10 s at 100k msg/s).
 pub const RECORDS_DEFAULT: u64 = 1_000_000;
+/// How long the tool may run: this many times the scenario's load time, and at least
+/// `RUN_SECONDS_MIN` (the JVM starts, and the topic's metadata arrives).
+pub const RUN_TIME_FACTOR: f64 = 4.0;
+pub const RUN_SECONDS_MIN: f64 = 60.0;
 
 /// The tool's final line: how many records, at what rate, and the latency percentiles.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,32 +112,55 @@ pub fn record(result: &mut RunResult, summary: &Summary) {
         max_us: micros(summary.max_ms),
     };
     result.integrity_checked = false;
+    result.produce_only = true;
+    // The tool is this row's load generator, and it ended well.
+    result.loadgen_exit_code = Some(0);
 }
 
-/// Runs the tool to the end (it stops after `records`), its output in `log`.
+/// Runs the tool to the end (it stops after `records`), its output in `log`; killed, and
+/// an error, if it is still running after `timeout`.
 pub fn run(
     java: &Path,
     classpath: &str,
     arguments: &[String],
     log: &Path,
+    timeout: Duration,
 ) -> Result<Summary, String> {
-    let output = Command::new(java)
+    let output = std::fs::File::create(log)
+        .map_err(|error| format!("creating {}: {error}", log.display()))?;
+    let errors = output
+        .try_clone()
+        .map_err(|error| format!("{}: {error}", log.display()))?;
+    let mut child = Command::new(java)
         .arg("-cp")
         .arg(classpath)
         .args(arguments)
-        .output()
+        .stdout(Stdio::from(output))
+        .stderr(Stdio::from(errors))
+        .spawn()
         .map_err(|error| format!("starting {}: {error}", java.display()))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    std::fs::write(log, &text).map_err(|error| format!("writing {}: {error}", log.display()))?;
-    if !output.status.success() {
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() > timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{MAIN_CLASS} still running after {timeout:?}: killed (see {})",
+                    log.display()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(200)),
+            Err(error) => return Err(format!("waiting for {MAIN_CLASS}: {error}")),
+        }
+    };
+    let text = std::fs::read_to_string(log)
+        .map_err(|error| format!("reading {}: {error}", log.display()))?;
+    if !status.success() {
         let tail: Vec<&str> = text.lines().rev().take(10).collect();
         return Err(format!(
-            "{MAIN_CLASS} exited with {}: {}",
-            output.status,
+            "{MAIN_CLASS} exited with {status}: {}",
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         ));
     }
@@ -170,6 +198,19 @@ mod tests {
             ),
             (150.0, 290.0, 350.0, 420.0)
         );
+    }
+
+    #[test]
+    fn a_recorded_summary_is_a_successful_produce_only_run() {
+        let mut result = RunResult::default();
+        assert!(!result.succeeded(), "an empty result has not run");
+        record(&mut result, &parse_summary(OUTPUT).unwrap());
+        assert!(result.succeeded(), "{result:?}");
+        assert_eq!(result.integrity_text(), "n/a: produce only");
+        assert_eq!(result.produce_latency.p99_9_us, Some(420_000));
+        assert_eq!(result.throughput_messages_per_s.round(), 95_238.0);
+        result.errors.push("the tool failed".into());
+        assert!(!result.succeeded());
     }
 
     #[test]
