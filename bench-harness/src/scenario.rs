@@ -571,18 +571,22 @@ mod tests {
         }
     }
 
+    /// Each comparison's class, profile and acks.
+    fn comparison_classes(scenario: &Scenario) -> Vec<(Durability, &str, &str)> {
+        scenario
+            .comparisons
+            .iter()
+            .map(|c| (c.durability, c.profile.as_str(), c.acks.as_str()))
+            .collect()
+    }
+
     #[test]
     fn peers_at_100_partitions_compares_with_kafka_in_both_classes() {
         let peers = Scenario::load("peers-100-partitions").expect("built in");
         assert_eq!(peers.partitions, 100);
         assert_eq!(peers.peer_list().expect("known"), [Peer::Kafka]);
-        let classes: Vec<(Durability, &str, &str)> = peers
-            .comparisons
-            .iter()
-            .map(|c| (c.durability, c.profile.as_str(), c.acks.as_str()))
-            .collect();
         assert_eq!(
-            classes,
+            comparison_classes(&peers),
             [
                 (Durability::Fsync, "balanced", "all"),
                 (Durability::NoFsync, "throughput", "leader")
@@ -598,13 +602,8 @@ mod tests {
             peers.peer_list().expect("known"),
             [Peer::Redis, Peer::Nats, Peer::Kafka]
         );
-        let classes: Vec<(Durability, &str, &str)> = peers
-            .comparisons
-            .iter()
-            .map(|c| (c.durability, c.profile.as_str(), c.acks.as_str()))
-            .collect();
         assert_eq!(
-            classes,
+            comparison_classes(&peers),
             [
                 (Durability::Fsync, "durable", "all"),
                 (Durability::NoFsync, "throughput", "leader")

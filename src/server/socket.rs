@@ -200,6 +200,15 @@ mod tests {
         .await
     }
 
+    /// After `after_ms`, sets `deadline` to `in_ms` from then.
+    fn set_later(deadline: &std::rc::Rc<Deadline>, after_ms: u64, in_ms: u64) -> glommio::Task<()> {
+        let deadline = deadline.clone();
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(Duration::from_millis(after_ms)).await;
+            deadline.set(Some(Instant::now() + Duration::from_millis(in_ms)));
+        })
+    }
+
     #[test]
     fn a_deadline_fires_when_due_and_when_moved_earlier() {
         glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
@@ -209,13 +218,7 @@ mod tests {
                 // Set while the watchdog sleeps on its hour-long idle check: moved earlier,
                 // it wakes and fires at the deadline.
                 let started = Instant::now();
-                let setter = {
-                    let deadline = deadline.clone();
-                    glommio::spawn_local(async move {
-                        glommio::timer::sleep(Duration::from_millis(20)).await;
-                        deadline.set(Some(Instant::now() + Duration::from_millis(30)));
-                    })
-                };
+                let setter = set_later(&deadline, 20, 30);
                 let fired = fired_within(&deadline, Duration::from_secs(10)).await;
                 setter.await;
                 let elapsed = fired.expect("the moved deadline fired") - started;
@@ -224,13 +227,7 @@ mod tests {
                 // Pushed later before it is due: it fires at the later time, not the first.
                 deadline.set(Some(Instant::now() + Duration::from_millis(30)));
                 let started = Instant::now();
-                let setter = {
-                    let deadline = deadline.clone();
-                    glommio::spawn_local(async move {
-                        glommio::timer::sleep(Duration::from_millis(10)).await;
-                        deadline.set(Some(Instant::now() + Duration::from_millis(100)));
-                    })
-                };
+                let setter = set_later(&deadline, 10, 100);
                 let fired = fired_within(&deadline, Duration::from_secs(10)).await;
                 setter.await;
                 let elapsed = fired.expect("the later deadline fired") - started;
