@@ -234,6 +234,19 @@ fn check_partitions(dir: &Path, context: &str, reports: &Reports, ends: &mut [u6
     checked
 }
 
+/// The log writer's arguments for the many-partition crash tests: small batches, many in
+/// flight, so that every kill lands among flushes of many partitions.
+fn many_partitions_writer(partitions: &str) -> Vec<&str> {
+    vec![
+        "--partitions",
+        partitions,
+        "--records",
+        "4",
+        "--in-flight",
+        "256",
+    ]
+}
+
 /// Many partitions of one shard, killed again and again while their flushes share the
 /// shard's flush rounds (writes of every member, then every member's sync): every offset
 /// reported durable on every partition is there after each kill, intact and once.
@@ -254,14 +267,7 @@ fn acknowledged_appends_on_many_partitions_survive_kill_9_during_shard_flush_rou
             dir.path(),
             flush,
             kill_after,
-            &[
-                "--partitions",
-                &partitions,
-                "--records",
-                "4",
-                "--in-flight",
-                "256",
-            ],
+            &many_partitions_writer(&partitions),
             PARTITIONS,
         );
         let (rounds, members) = reports.rounds;
@@ -305,21 +311,15 @@ fn acknowledged_appends_survive_kill_9_with_a_shard_journal_by_replay() {
     for kill in 0..KILLS {
         let flush = ["every-batch", "interval", "bytes"][kill % 3];
         let kill_after = Duration::from_millis(rng.gen_range(150..700));
-        let reports = run_writer_and_kill(
+        let mut arguments = many_partitions_writer(&partitions);
+        // 8 MiB: small enough that runs wrap the ring through checkpoints.
+        arguments.extend(["--journal-bytes", "8388608"]);
+        let reports = run_writer_and_kill_once_reported(
             dir.path(),
             flush,
             kill_after,
-            &[
-                "--partitions",
-                &partitions,
-                "--records",
-                "4",
-                "--in-flight",
-                "256",
-                // 8 MiB: small enough that runs wrap the ring through checkpoints.
-                "--journal-bytes",
-                "8388608",
-            ],
+            &arguments,
+            PARTITIONS,
         );
         let summary = shardline::log::journal::replay_blocking(dir.path()).expect("replay");
         if summary.batches_applied > 0 {
