@@ -20,6 +20,10 @@ pub struct Cluster {
     /// Connect straight to the shard that owns a partition (its own port from metadata).
     shard_aware: bool,
     metadata: RefCell<Option<Rc<MetadataResponse>>>,
+    /// Where each topic's partitions are led, worked out from `metadata` on first use and
+    /// dropped with it: a producer or consumer asks for every batch and every fetch, so a
+    /// lookup must not walk (or copy) a topic's whole partition list.
+    routes: RefCell<HashMap<String, Rc<TopicRoutes>>>,
     connections: RefCell<HashMap<SocketAddr, Connection>>,
     /// The newest leader epoch seen per partition: metadata older than it (from a broker
     /// cut off from the controller) is passed over for another broker's.
@@ -87,6 +91,7 @@ impl Cluster {
             client_id: client_id.to_string(),
             shard_aware,
             metadata: RefCell::new(None),
+            routes: RefCell::new(HashMap::new()),
             connections: RefCell::new(HashMap::new()),
             epochs: RefCell::new(HashMap::new()),
             next_bootstrap: std::cell::Cell::new(0),
@@ -241,6 +246,7 @@ impl Cluster {
             Response::Metadata(metadata) => {
                 let metadata = Rc::new(metadata);
                 *self.metadata.borrow_mut() = Some(metadata.clone());
+                self.routes.borrow_mut().clear();
                 Ok(metadata)
             }
             other => Err(ClientError::Protocol(format!(
@@ -253,6 +259,7 @@ impl Cluster {
     /// Forgets cached metadata; the next use fetches it again.
     pub fn invalidate_metadata(&self) {
         *self.metadata.borrow_mut() = None;
+        self.routes.borrow_mut().clear();
     }
 
     /// Cached metadata, fetched if there is none yet.
@@ -354,34 +361,73 @@ impl Cluster {
         topic: &str,
         partition: u32,
     ) -> Result<(SocketAddr, u32), ClientError> {
-        let metadata = self.metadata().await?;
-        let topic_metadata = self.topic(topic).await?;
-        let entry = topic_metadata
-            .partitions
-            .iter()
-            .find(|p| p.partition == partition)
-            .ok_or_else(|| ClientError::UnknownTopic(format!("{topic}/{partition}")))?;
-        let broker_id = entry
-            .leader_broker
-            .ok_or_else(|| ClientError::from_code(ErrorCode::NotLeaderOrFollower, "no leader"))?;
-        let broker = metadata
-            .brokers
-            .iter()
-            .find(|b| b.broker_id == broker_id)
-            .ok_or_else(|| {
-                ClientError::Protocol(format!("leader {broker_id} missing from metadata"))
-            })?;
-        let port = match broker.shard_ports.get(entry.shard as usize) {
-            Some(&port) if self.shard_aware => port,
-            _ => broker.port,
+        let cached = self.routes.borrow().get(topic).cloned();
+        let routes = match cached {
+            Some(routes) => routes,
+            None => {
+                let routes = Rc::new(self.topic_routes(topic).await?);
+                self.routes
+                    .borrow_mut()
+                    .insert(topic.to_string(), routes.clone());
+                routes
+            }
         };
-        // The bootstrap IP stands in for an advertised host this client cannot resolve.
-        let host = (broker.host.as_str(), port)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next());
-        let address = host.unwrap_or_else(|| SocketAddr::new(self.bootstrap[0].ip(), port));
-        Ok((address, entry.leader_epoch))
+        match routes.partitions.get(&partition) {
+            Some(Route::Leader { address, epoch }) => Ok((*address, *epoch)),
+            Some(Route::NoLeader) => Err(ClientError::from_code(
+                ErrorCode::NotLeaderOrFollower,
+                "no leader",
+            )),
+            Some(Route::LeaderMissing(broker_id)) => Err(ClientError::Protocol(format!(
+                "leader {broker_id} missing from metadata"
+            ))),
+            None => Err(ClientError::UnknownTopic(format!("{topic}/{partition}"))),
+        }
+    }
+
+    /// Works out where each of a topic's partitions is led (refreshing metadata once if the
+    /// topic is not known yet); each broker's address is resolved once.
+    async fn topic_routes(&self, topic: &str) -> Result<TopicRoutes, ClientError> {
+        let topic_metadata = self.topic(topic).await?;
+        let metadata = self.metadata().await?;
+        let mut partitions = HashMap::with_capacity(topic_metadata.partitions.len());
+        let mut addresses: HashMap<(u32, u16), SocketAddr> = HashMap::new();
+        for entry in &topic_metadata.partitions {
+            let route = match entry.leader_broker {
+                None => Route::NoLeader,
+                Some(broker_id) => {
+                    match metadata.brokers.iter().find(|b| b.broker_id == broker_id) {
+                        None => Route::LeaderMissing(broker_id),
+                        Some(broker) => {
+                            let address = *addresses
+                                .entry((broker_id, entry.shard))
+                                .or_insert_with(|| {
+                                    let port = match broker.shard_ports.get(entry.shard as usize)
+                                    {
+                                        Some(&port) if self.shard_aware => port,
+                                        _ => broker.port,
+                                    };
+                                    // The bootstrap IP stands in for an advertised host this
+                                    // client cannot resolve.
+                                    (broker.host.as_str(), port)
+                                        .to_socket_addrs()
+                                        .ok()
+                                        .and_then(|mut a| a.next())
+                                        .unwrap_or_else(|| {
+                                            SocketAddr::new(self.bootstrap[0].ip(), port)
+                                        })
+                                });
+                            Route::Leader {
+                                address,
+                                epoch: entry.leader_epoch,
+                            }
+                        }
+                    }
+                }
+            };
+            partitions.insert(entry.partition, route);
+        }
+        Ok(TopicRoutes { partitions })
     }
 
     /// A broker's main port (the bootstrap IP stands in for a host this client cannot
@@ -403,4 +449,19 @@ impl Cluster {
         let address = self.address_for(topic, partition).await?;
         self.connection(address).await
     }
+}
+
+/// Where one topic's partitions are led, by partition number.
+struct TopicRoutes {
+    partitions: HashMap<u32, Route>,
+}
+
+/// Where one partition's requests go, as the cached metadata says.
+#[derive(Clone, Copy)]
+enum Route {
+    Leader { address: SocketAddr, epoch: u32 },
+    /// The metadata names no leader (an election is under way).
+    NoLeader,
+    /// The metadata names a leader it does not list among its brokers.
+    LeaderMissing(u32),
 }
