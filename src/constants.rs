@@ -336,6 +336,15 @@ pub const OPEN_FILE_SLOT_RETRY_MS: u64 = 1;
 /// sequence) looks whether they have settled, before it is sent again.
 pub const PRODUCER_PREDECESSOR_POLL_MS: u64 = 1;
 
+/// A produce request gathers the batches that leave for one broker address at about the same
+/// time (`client::outbox`) up to this many bytes of batches.
+pub const PRODUCE_REQUEST_BYTES_MAX: usize = 1024 * 1024;
+/// A batch this large or larger is sent in a produce request of its own.
+pub const PRODUCE_GATHER_BATCH_BYTES_MAX: usize = 64 * 1024;
+/// How many passes over the client executor's ready tasks a produce request waits for more
+/// batches to join it; it leaves sooner once a pass added none.
+pub const PRODUCE_GATHER_PASSES_MAX: usize = 16;
+
 /// Bytes read per step when a log is replayed at open (producer state, group offsets, the
 /// metadata catalogue).
 pub const LOG_REPLAY_READ_BYTES: usize = 1024 * 1024;

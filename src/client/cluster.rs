@@ -402,8 +402,7 @@ impl Cluster {
                             let address = *addresses
                                 .entry((broker_id, entry.shard))
                                 .or_insert_with(|| {
-                                    let port = match broker.shard_ports.get(entry.shard as usize)
-                                    {
+                                    let port = match broker.shard_ports.get(entry.shard as usize) {
                                         Some(&port) if self.shard_aware => port,
                                         _ => broker.port,
                                     };
@@ -459,7 +458,10 @@ struct TopicRoutes {
 /// Where one partition's requests go, as the cached metadata says.
 #[derive(Clone, Copy)]
 enum Route {
-    Leader { address: SocketAddr, epoch: u32 },
+    Leader {
+        address: SocketAddr,
+        epoch: u32,
+    },
     /// The metadata names no leader (an election is under way).
     NoLeader,
     /// The metadata names a leader it does not list among its brokers.

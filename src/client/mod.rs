@@ -35,6 +35,7 @@ pub mod consumer;
 pub mod error;
 pub mod group;
 mod group_admin;
+mod outbox;
 pub mod partitioner;
 pub mod producer;
 pub mod tuning;

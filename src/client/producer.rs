@@ -1,31 +1,33 @@
-//! The producer: batches messages per partition (by size and linger time), sends each
-//! partition's batches one at a time and in order (so per-key order holds even across
-//! retries), retries retriable errors with backoff, and reports every message's outcome.
+//! The producer: batches messages per partition (by size and linger time), keeps each
+//! partition's batches in order (so per-key order holds even across retries), retries
+//! retriable errors with backoff, and reports every message's outcome. Batches that leave
+//! for the same broker at about the same time share one produce request (`outbox`).
 //!
 //! Memory is bounded: `buffer_bytes` covers every message accepted and not yet
 //! acknowledged; `send` waits while the buffer is full.
 //!
-//! Delivery is at least once: a batch whose response was lost (a broken connection) is sent
-//! again and may then be stored twice. (Producer ids and sequences for exactly-once are
-//! reserved in the batch header, not yet used.)
+//! The producer is idempotent by default: the broker hands out a producer id, every batch
+//! carries its partition's sequence, and a batch sent again after a lost answer is
+//! recognised and stored once. Without idempotence delivery is at least once: such a
+//! batch may be stored twice.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::channel::oneshot;
 use glommio::sync::Semaphore;
 
 use super::cluster::Cluster;
 use super::error::ClientError;
+use super::outbox::Outbox;
 use super::partitioner::partition_for_key;
 use crate::constants::{
     BATCH_HEADER_BYTES, PRODUCER_BATCHES_REMEMBERED, PRODUCER_PREDECESSOR_POLL_MS,
 };
-use crate::protocol::{
-    Acks, ErrorCode, InitProducerIdRequest, ProducePartition, ProduceRequest, Request, Response,
-};
+use crate::protocol::{Acks, ErrorCode, InitProducerIdRequest, Request, Response};
 use crate::record::{BatchBuilder, Codec};
 
 /// Bytes a record adds to a batch beyond its key and value (rkyv framing, deltas).
@@ -176,6 +178,8 @@ struct Inner {
     identity: RefCell<Option<(i64, i16)>>,
     /// Held while asking the broker for an identity (one request, not one per partition).
     identity_gate: Semaphore,
+    /// Gathers the batches leaving for one broker into one request.
+    outbox: Rc<Outbox>,
 }
 
 /// A producer; clones share it. Runs on a glommio executor.
@@ -202,8 +206,15 @@ impl Delivery {
 impl Producer {
     pub fn new(cluster: Rc<Cluster>, config: ProducerConfig) -> Producer {
         let buffer = Semaphore::new(config.buffer_bytes as u64);
+        let outbox = Rc::new(Outbox::new(
+            cluster.clone(),
+            config.acks.as_i8(),
+            config.request_timeout,
+            Duration::from_millis(crate::constants::CLIENT_ANSWER_MARGIN_MS),
+        ));
         Producer {
             inner: Rc::new(Inner {
+                outbox,
                 cluster,
                 config,
                 queues: RefCell::new(Queues::default()),
@@ -402,7 +413,7 @@ impl Producer {
                     b.finish()
                         .map_err(|error| ClientError::InvalidInput(error.to_string()))
                 }) {
-                    Ok(bytes) => producer.send_batch(&slot, index, &bytes).await,
+                    Ok(bytes) => producer.send_batch(&slot, index, bytes.freeze()).await,
                     Err(error) => Err(error),
                 };
                 producer.answer(&slot, index, outcome, waiters, reserved_bytes);
@@ -545,7 +556,7 @@ impl Producer {
         &self,
         slot: &(String, u32),
         index: u64,
-        bytes: &[u8],
+        batch: Bytes,
     ) -> Result<u64, ClientError> {
         let (topic, partition) = (slot.0.as_str(), slot.1);
         let config = &self.inner.config;
@@ -553,45 +564,10 @@ impl Producer {
         loop {
             let result = async {
                 let (address, epoch) = self.inner.cluster.leader_for(topic, partition).await?;
-                let connection = self.inner.cluster.connection(address).await?;
-                let request = Request::Produce(ProduceRequest {
-                    acks: config.acks.as_i8(),
-                    timeout_ms: u32::try_from(config.request_timeout.as_millis())
-                        .unwrap_or(u32::MAX),
-                    partitions: vec![ProducePartition {
-                        topic: topic.to_string(),
-                        partition,
-                        batch_bytes: bytes.len() as u32,
-                        leader_epoch: Some(epoch),
-                    }],
-                });
-                // The broker answers within the request's timeout; past it (and a margin)
-                // the broker is not answering at all (paused, cut off): give the connection
-                // up and retry, perhaps at another leader.
-                let response = connection
-                    .request_within(
-                        &request,
-                        &[bytes],
-                        config.request_timeout
-                            + Duration::from_millis(crate::constants::CLIENT_ANSWER_MARGIN_MS),
-                    )
-                    .await?;
-                match response.response {
-                    Response::Produce(produce) => {
-                        let entry = produce.partitions.into_iter().next().ok_or_else(|| {
-                            ClientError::Protocol("empty produce response".into())
-                        })?;
-                        if entry.error == ErrorCode::None {
-                            Ok(entry.base_offset)
-                        } else {
-                            Err(ClientError::from_code(entry.error, entry.message))
-                        }
-                    }
-                    other => Err(ClientError::Protocol(format!(
-                        "produce answered with {:?}",
-                        other.api_key()
-                    ))),
-                }
+                self.inner
+                    .outbox
+                    .send(address, epoch, topic, partition, batch.clone())
+                    .await
             }
             .await;
             match result {

@@ -7,9 +7,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use shardline::client::{
-    Admin, Cluster, Consumer, ConsumerConfig, Producer, ProducerConfig, StartFrom,
+    partition_for_key, Admin, ClientError, Cluster, Consumer, ConsumerConfig, Producer,
+    ProducerConfig, StartFrom,
 };
-use shardline::protocol::Acks;
+use shardline::protocol::{Acks, ErrorCode};
 
 use crate::harness::{cli, on_executor, profile_file, Broker};
 
@@ -910,4 +911,127 @@ fn the_metrics_endpoint_counts_what_was_produced() {
     let garbage = http(metrics, "\u{1}\u{2}\r\n\r\n");
     assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage}");
     assert!(broker.stop());
+}
+
+/// A producer's batches for many partitions leave for their shard in shared produce
+/// requests (the client's outbox): one flush of 64 partitions' batches takes one request
+/// per shard, not one per batch; every message is stored once, on the partition its key
+/// maps to; and a partition the broker refuses (here: a topic whose min.insync.replicas one
+/// broker cannot meet, with acks=all) fails only its own message, not the batches that
+/// travelled with it.
+#[test]
+fn a_producer_sends_many_partitions_batches_in_shared_requests() {
+    const PARTITIONS: u32 = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let metrics_arg = metrics.to_string();
+    let broker = Broker::start(dir.path(), &["--metrics-listen", &metrics_arg]);
+    let address = broker.broker_arg();
+    let produce_requests = move || -> f64 {
+        http(metrics, "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+            .lines()
+            .filter(|line| {
+                line.starts_with("shardline_request_latency_seconds_count{")
+                    && line.contains("api=\"Produce\"")
+            })
+            .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    let (stored, refused, requests) = {
+        let address = address.clone();
+        on_executor(move || async move {
+            let cluster = Cluster::new(&address, "outbox-test", true).unwrap();
+            let admin = Admin::new(cluster.clone());
+            admin
+                .create_topic("gathered", PARTITIONS, &[])
+                .await
+                .unwrap();
+            admin
+                .create_topic(
+                    "refused",
+                    1,
+                    &[("min.insync.replicas".to_string(), "2".to_string())],
+                )
+                .await
+                .unwrap();
+            // A long linger: only the flush below sends, so every batch is ready at once.
+            let producer = Producer::new(
+                cluster,
+                ProducerConfig {
+                    acks: Acks::All,
+                    linger: Duration::from_secs(30),
+                    retries: 0,
+                    ..ProducerConfig::default()
+                },
+            );
+            // The producer's id first (its request, and every batch waiting for it, would
+            // spread the first batches over several requests).
+            producer
+                .send("gathered", Some(b"first"), b"first")
+                .await
+                .unwrap();
+            producer.flush().await;
+            let before = produce_requests();
+            let mut deliveries = Vec::new();
+            for index in 0..(PARTITIONS * 4) {
+                let key = format!("key-{index}");
+                let delivery = producer
+                    .send("gathered", Some(key.as_bytes()), key.as_bytes())
+                    .await
+                    .unwrap();
+                deliveries.push((key, delivery));
+            }
+            let refused = producer
+                .send("refused", Some(b"k"), b"never stored")
+                .await
+                .unwrap();
+            producer.flush().await;
+            let mut stored = Vec::new();
+            for (key, delivery) in deliveries {
+                stored.push((key, delivery.wait().await.unwrap()));
+            }
+            (stored, refused.wait().await, produce_requests() - before)
+        })
+    };
+    match refused {
+        Err(ClientError::Broker { code, .. }) => assert_eq!(code, ErrorCode::NotEnoughReplicas),
+        other => panic!("the refused topic's message was answered with {other:?}"),
+    }
+    let batches: HashSet<u32> = stored.iter().map(|(_, m)| m.partition).collect();
+    assert!(batches.len() >= 48, "{} partitions hit", batches.len());
+    // One per shard (two here), with room for a shard's request split by a late batch.
+    assert!(
+        requests <= 4.0,
+        "{requests} produce requests for {} batches",
+        batches.len() + 1
+    );
+    for (key, metadata) in &stored {
+        assert_eq!(
+            metadata.partition,
+            partition_for_key(key.as_bytes(), PARTITIONS),
+            "{key}"
+        );
+    }
+    let consumed = consume_all(&address, "gathered", stored.len() + 1, true);
+    let mut found: BTreeMap<(u32, u64), String> = BTreeMap::new();
+    for record in consumed.iter().filter(|r| r.value != "first") {
+        assert_eq!(record.key.as_deref(), Some(record.value.as_str()));
+        assert!(
+            found
+                .insert((record.partition, record.offset), record.value.clone())
+                .is_none(),
+            "offset read twice"
+        );
+    }
+    assert_eq!(consumed.len(), stored.len() + 1, "each message stored once");
+    for (key, metadata) in &stored {
+        assert_eq!(
+            found.get(&(metadata.partition, metadata.offset)),
+            Some(key),
+            "{key} is not where its acknowledgement said"
+        );
+    }
 }
