@@ -406,15 +406,7 @@ impl Cluster {
                                         Some(&port) if self.shard_aware => port,
                                         _ => broker.port,
                                     };
-                                    // The bootstrap IP stands in for an advertised host this
-                                    // client cannot resolve.
-                                    (broker.host.as_str(), port)
-                                        .to_socket_addrs()
-                                        .ok()
-                                        .and_then(|mut a| a.next())
-                                        .unwrap_or_else(|| {
-                                            SocketAddr::new(self.bootstrap[0].ip(), port)
-                                        })
+                                    self.resolve(&broker.host, port)
                                 });
                             Route::Leader {
                                 address,
@@ -432,11 +424,17 @@ impl Cluster {
     /// A broker's main port (the bootstrap IP stands in for a host this client cannot
     /// resolve).
     pub fn broker_address(&self, broker: &crate::protocol::BrokerMetadata) -> SocketAddr {
-        (broker.host.as_str(), broker.port)
+        self.resolve(&broker.host, broker.port)
+    }
+
+    /// An advertised host and port as an address; the bootstrap IP stands in for a host
+    /// this client cannot resolve.
+    fn resolve(&self, host: &str, port: u16) -> SocketAddr {
+        (host, port)
             .to_socket_addrs()
             .ok()
             .and_then(|mut a| a.next())
-            .unwrap_or_else(|| SocketAddr::new(self.bootstrap[0].ip(), broker.port))
+            .unwrap_or_else(|| SocketAddr::new(self.bootstrap[0].ip(), port))
     }
 
     /// The connection for a partition's requests.
