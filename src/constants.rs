@@ -304,6 +304,12 @@ pub const SHUTDOWN_CLOSE_CONCURRENCY: usize = 64;
 pub const PRODUCE_TIMEOUT_MS_MAX: u64 = 60_000;
 /// The longest a fetch may wait for data, whatever the client asks.
 pub const FETCH_WAIT_MS_MAX: u64 = 30_000;
+/// Fetch sessions one connection may hold; opening one more evicts its least recently
+/// used (`server::fetch_session`).
+pub const FETCH_SESSIONS_PER_CONNECTION_MAX: usize = 8;
+/// Session partitions one shard holds over all its connections (about 150 bytes each):
+/// past it, fetches are answered without a session.
+pub const FETCH_SESSION_PARTITIONS_PER_SHARD_MAX: usize = 200_000;
 
 /// How often shards look at the shutdown flag.
 pub const SHUTDOWN_POLL_MS: u64 = 50;

@@ -41,7 +41,8 @@ fn stream(data: &[u8]) {
     let _ = reader.finish();
 }
 
-/// `data` = api selector, direction, trailer length (2 bytes), then body and trailer.
+/// `data` = api selector, direction and version (bit 0: response; bit 1: the api's newest
+/// version, else its oldest), trailer length (2 bytes), then body and trailer.
 fn wrapped(data: &[u8]) {
     if data.len() < 4 {
         return;
@@ -51,13 +52,26 @@ fn wrapped(data: &[u8]) {
         _ => ApiKey::Error,
     };
     let is_response = data[1] & 1 == 1;
+    let versions = api.versions();
+    let version = if data[1] & 2 == 2 {
+        versions.max
+    } else {
+        versions.min
+    };
     let rest = &data[4..];
     let trailer_length = usize::from(u16::from_le_bytes([data[2], data[3]])).min(rest.len());
     let body_length = rest.len() - trailer_length;
     if body_length > shardline::constants::BODY_BYTES_MAX {
         return;
     }
-    let header = FrameHeader::new(api.as_u16(), 0, 1, is_response, body_length, trailer_length);
+    let header = FrameHeader::new(
+        api.as_u16(),
+        version,
+        1,
+        is_response,
+        body_length,
+        trailer_length,
+    );
     let mut bytes = header.encode().to_vec();
     bytes.extend_from_slice(rest);
     decode(&whole_frame(&bytes));
@@ -88,7 +102,7 @@ fn decode(frame: &Frame) {
         encode_request(
             &mut again,
             decoded.correlation_id(),
-            0,
+            decoded.header.api_version,
             &decoded.request,
             &parts,
         )
@@ -105,7 +119,7 @@ fn decode(frame: &Frame) {
         encode_response(
             &mut again,
             decoded.correlation_id(),
-            0,
+            decoded.header.api_version,
             &decoded.response,
             &parts,
         )

@@ -23,6 +23,8 @@ use crate::tls::{BoxedStream, ClientTls};
 type Waiter = oneshot::Sender<Result<DecodedResponse, ClientError>>;
 
 struct Inner {
+    /// Unique among this thread's connections (fetch sessions live and die with one).
+    id: u64,
     address: SocketAddr,
     writer: RefCell<Option<WriteHalf<BoxedStream>>>,
     write_lock: Semaphore,
@@ -109,7 +111,12 @@ impl Connection {
             .await
             .map_err(|e| ClientError::Io(format!("connecting to {address}: {e}")))?;
         let (reader, writer) = futures_lite::io::split(stream);
+        thread_local! {
+            static NEXT_ID: Cell<u64> = const { Cell::new(1) };
+        }
+        let id = NEXT_ID.with(|next| next.replace(next.get() + 1));
         let inner = Rc::new(Inner {
+            id,
             address,
             writer: RefCell::new(Some(writer)),
             write_lock: Semaphore::new(1),
@@ -146,6 +153,17 @@ impl Connection {
 
     pub fn address(&self) -> SocketAddr {
         self.inner.address
+    }
+
+    /// Which connection this is: no other connection of this thread has the same id.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The version of `api` both sides speak (`None` before the handshake, or when the
+    /// broker speaks no version this build does).
+    pub fn version(&self, api: ApiKey) -> Option<u16> {
+        self.inner.versions.borrow().as_ref()?.version(api)
     }
 
     pub fn is_broken(&self) -> bool {

@@ -1,9 +1,13 @@
 //! The consumer: tracks a position per assigned partition, fetches from the shard that
-//! owns each partition (one fetch per connection, all connections at once), fetches the
-//! next round ahead while the caller processes this one, and hands out records that point
-//! into the fetched buffers (no copy for uncompressed batches).
+//! owns each partition (one fetch per connection, all connections at once, each on a fetch
+//! session so that a request lists only partitions whose position changed and an answer
+//! only partitions with news), fetches the next round ahead while the caller processes
+//! this one, and hands out records that point into the fetched buffers (no copy for
+//! uncompressed batches).
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -11,9 +15,11 @@ use bytes::Bytes;
 
 use super::admin::Admin;
 use super::cluster::Cluster;
+use super::connection::Connection;
 use super::error::ClientError;
 use crate::protocol::{
-    ErrorCode, FetchPartition, FetchRequest, IsolationLevel, OffsetSpec, Request, Response,
+    next_session_epoch, ApiKey, ErrorCode, FetchPartition, FetchPartitionResponse, FetchRequest,
+    ForgottenPartition, IsolationLevel, OffsetSpec, Request, Response, SESSIONLESS_EPOCH,
 };
 use crate::record::reader::records;
 use crate::record::{BatchIter, RecordView};
@@ -111,6 +117,8 @@ pub struct Consumer {
     ahead: Option<(Positions, glommio::Task<Result<Fetched, ClientError>>)>,
     /// Counts fetch rounds, to rotate the order of partitions in requests.
     rounds: usize,
+    /// One fetch session per broker connection.
+    sessions: Sessions,
 }
 
 /// The offset after the last whole batch in `batches` (`position` when there is none).
@@ -122,69 +130,94 @@ fn next_position(batches: &Bytes, position: u64) -> u64 {
     next
 }
 
-/// One fetch per connection for every assigned partition. Each request lists its partitions
-/// starting `rotation` places further along, so that when a response's byte budget leaves
-/// some partitions out, it is not always the same ones.
+/// The consumer's half of a fetch session with one broker connection (see
+/// `protocol::messages::fetch`).
+#[derive(Debug)]
+enum Session {
+    /// The next request on it is incremental.
+    Open {
+        connection: u64,
+        id: u32,
+        /// The epoch the next request carries.
+        epoch: u32,
+        /// What the broker's session holds for each partition.
+        known: HashMap<(String, u32), Wanted>,
+    },
+    /// A request on it failed, was answered with an error, or was abandoned (its round was
+    /// dropped): the next request closes it and opens another.
+    Stale { connection: u64, id: u32 },
+}
+
+/// What a fetch asks of one partition, as a session remembers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Wanted {
+    offset: u64,
+    max_bytes: u32,
+    leader_epoch: u32,
+}
+
+/// Fetch sessions by broker address.
+type Sessions = Rc<RefCell<HashMap<SocketAddr, Session>>>;
+
+fn fetch_partition(key: &(String, u32), wanted: Wanted) -> FetchPartition {
+    FetchPartition {
+        topic: key.0.clone(),
+        partition: key.1,
+        fetch_offset: wanted.offset,
+        partition_max_bytes: wanted.max_bytes,
+        leader_epoch: Some(wanted.leader_epoch),
+    }
+}
+
+/// One fetch per connection for every assigned partition, on a fetch session where the
+/// broker speaks them (then a request lists only what changed since the last one, and the
+/// answer only partitions with news). A full request lists its partitions starting
+/// `rotation` places further along, so that when a response's byte budget leaves some
+/// partitions out, it is not always the same ones (on a session the broker rotates).
 async fn fetch_round(
     cluster: Rc<Cluster>,
     config: ConsumerConfig,
+    sessions: Sessions,
     positions: Positions,
     rotation: usize,
 ) -> Result<Fetched, ClientError> {
-    let mut per_address: BTreeMap<std::net::SocketAddr, Vec<FetchPartition>> = BTreeMap::new();
-    for ((topic, partition), &offset) in &positions {
-        let (address, epoch) = cluster.leader_for(topic, *partition).await?;
-        per_address
-            .entry(address)
-            .or_default()
-            .push(FetchPartition {
-                topic: topic.clone(),
-                partition: *partition,
-                fetch_offset: offset,
-                partition_max_bytes: config.partition_max_bytes,
-                leader_epoch: Some(epoch),
-            });
+    let mut per_address: BTreeMap<SocketAddr, Vec<(&(String, u32), Wanted)>> = BTreeMap::new();
+    for (key, &offset) in &positions {
+        let (address, epoch) = cluster.leader_for(&key.0, key.1).await?;
+        per_address.entry(address).or_default().push((
+            key,
+            Wanted {
+                offset,
+                max_bytes: config.partition_max_bytes,
+                leader_epoch: epoch,
+            },
+        ));
     }
-    for partitions in per_address.values_mut() {
-        let len = partitions.len();
-        partitions.rotate_left(rotation % len);
-    }
-    let requests = per_address.into_iter().map(|(address, partitions)| {
+    let requests = per_address.into_iter().map(|(address, mut wanted)| {
         let cluster = cluster.clone();
-        let config = config.clone();
+        let (config, sessions) = (&config, &sessions);
         async move {
+            let len = wanted.len();
+            wanted.rotate_left(rotation % len);
             let connection = cluster.connection(address).await?;
-            let request = Request::Fetch(FetchRequest {
-                max_wait_ms: u32::try_from(config.max_wait.as_millis()).unwrap_or(u32::MAX),
-                min_bytes: config.min_bytes,
-                max_bytes: config.max_bytes,
-                isolation: IsolationLevel::HighWatermark,
-                partitions,
-            });
-            // A broker holds a fetch at most `max_wait`; past it (and a margin) it is not
-            // answering at all.
-            let timeout = config.max_wait
-                + std::time::Duration::from_millis(crate::constants::CLIENT_ANSWER_MARGIN_MS);
-            connection.request_within(&request, &[], timeout).await
+            fetch_from(&connection, config, sessions, &wanted).await
         }
     });
     let mut fetched = Fetched::default();
-    for response in futures::future::join_all(requests).await {
-        let response = response?;
-        let shares = response.partition_batches.clone();
-        let Response::Fetch(fetch) = response.response else {
-            return Err(ClientError::Protocol(
-                "fetch answered with another api".into(),
-            ));
-        };
-        for (entry, batches) in fetch.partitions.into_iter().zip(shares) {
+    for answer in futures::future::join_all(requests).await {
+        for (entry, batches) in answer? {
             if entry.error != ErrorCode::None {
                 return Err(ClientError::from_code(
                     entry.error,
                     format!("{}/{}", entry.topic, entry.partition),
                 ));
             }
-            let position = positions[&(entry.topic.clone(), entry.partition)];
+            let Some(&position) = positions.get(&(entry.topic.clone(), entry.partition)) else {
+                return Err(ClientError::Protocol(format!(
+                    "a fetch answered {}/{}, which it did not ask for",
+                    entry.topic, entry.partition
+                )));
+            };
             fetched.partitions.push(FetchedPartition {
                 topic: entry.topic,
                 partition: entry.partition,
@@ -197,6 +230,169 @@ async fn fetch_round(
     Ok(fetched)
 }
 
+/// One fetch from one broker connection: incremental on an open session, else full (and
+/// opening a session when the broker speaks them). A session the broker no longer has, or
+/// whose epoch it refuses, is dropped and the fetch is made again in full.
+async fn fetch_from(
+    connection: &Connection,
+    config: &ConsumerConfig,
+    sessions: &Sessions,
+    wanted: &[(&(String, u32), Wanted)],
+) -> Result<Vec<(FetchPartitionResponse, Bytes)>, ClientError> {
+    let address = connection.address();
+    let speaks_sessions = connection.version(ApiKey::Fetch).is_some_and(|v| v >= 1);
+    // A broker holds a fetch at most `max_wait`; past it (and a margin) it is not
+    // answering at all.
+    let timeout =
+        config.max_wait + Duration::from_millis(crate::constants::CLIENT_ANSWER_MARGIN_MS);
+    loop {
+        let session = sessions.borrow_mut().remove(&address);
+        let mut known = None;
+        let mut request = FetchRequest {
+            max_wait_ms: u32::try_from(config.max_wait.as_millis()).unwrap_or(u32::MAX),
+            min_bytes: config.min_bytes,
+            max_bytes: config.max_bytes,
+            isolation: IsolationLevel::HighWatermark,
+            partitions: Vec::new(),
+            session_id: 0,
+            session_epoch: SESSIONLESS_EPOCH,
+            forgotten: Vec::new(),
+        };
+        match session {
+            Some(Session::Open {
+                connection: on,
+                id,
+                epoch,
+                known: held,
+            }) if on == connection.id() && speaks_sessions => {
+                let asked: HashSet<&(String, u32)> = wanted.iter().map(|(key, _)| *key).collect();
+                request.partitions.extend(
+                    wanted
+                        .iter()
+                        .filter(|(key, want)| held.get(*key) != Some(want))
+                        .map(|(key, want)| fetch_partition(key, *want)),
+                );
+                request.forgotten.extend(held.keys().filter(|key| !asked.contains(key)).map(
+                    |(topic, partition)| ForgottenPartition {
+                        topic: topic.clone(),
+                        partition: *partition,
+                    },
+                ));
+                request.session_id = id;
+                request.session_epoch = epoch;
+                known = Some(held);
+            }
+            session => {
+                request.session_id = match session {
+                    Some(Session::Open { connection: on, id, .. })
+                    | Some(Session::Stale { connection: on, id })
+                        if on == connection.id() =>
+                    {
+                        id
+                    }
+                    _ => 0,
+                };
+                request.session_epoch = if speaks_sessions {
+                    0
+                } else {
+                    SESSIONLESS_EPOCH
+                };
+                request
+                    .partitions
+                    .extend(wanted.iter().map(|(key, want)| fetch_partition(key, *want)));
+            }
+        }
+        if request.session_id != 0 {
+            // Until an answer says otherwise, the session is in doubt.
+            sessions.borrow_mut().insert(
+                address,
+                Session::Stale {
+                    connection: connection.id(),
+                    id: request.session_id,
+                },
+            );
+        }
+        let request = Request::Fetch(request);
+        let response = connection.request_within(&request, &[], timeout).await?;
+        let Request::Fetch(sent) = request else {
+            unreachable!("built as a fetch")
+        };
+        let shares = response.partition_batches;
+        let Response::Fetch(fetch) = response.response else {
+            return Err(ClientError::Protocol(
+                "fetch answered with another api".into(),
+            ));
+        };
+        let incremental = known.is_some();
+        match fetch.error {
+            ErrorCode::None => {}
+            ErrorCode::FetchSessionNotFound | ErrorCode::InvalidFetchSessionEpoch
+                if incremental =>
+            {
+                // The broker dropped the session: start again in full.
+                tracing::debug!(%address, error = %fetch.error, "fetch session lost");
+                sessions.borrow_mut().remove(&address);
+                continue;
+            }
+            error => {
+                return Err(ClientError::from_code(error, format!("fetch from {address}")));
+            }
+        }
+        if incremental && fetch.session_id != sent.session_id {
+            return Err(ClientError::Protocol(format!(
+                "an incremental fetch on session {} was answered for session {}",
+                sent.session_id, fetch.session_id
+            )));
+        }
+        let failed = fetch.partitions.iter().any(|p| p.error != ErrorCode::None);
+        if fetch.session_id == 0 {
+            sessions.borrow_mut().remove(&address);
+        } else if !failed {
+            let mut held = known.unwrap_or_default();
+            if !incremental {
+                held.clear();
+            }
+            for forgotten in &sent.forgotten {
+                held.remove(&(forgotten.topic.clone(), forgotten.partition));
+            }
+            for partition in &sent.partitions {
+                held.insert(
+                    (partition.topic.clone(), partition.partition),
+                    Wanted {
+                        offset: partition.fetch_offset,
+                        max_bytes: partition.partition_max_bytes,
+                        leader_epoch: partition.leader_epoch.unwrap_or(0),
+                    },
+                );
+            }
+            let epoch = if incremental {
+                next_session_epoch(sent.session_epoch)
+            } else {
+                1
+            };
+            sessions.borrow_mut().insert(
+                address,
+                Session::Open {
+                    connection: connection.id(),
+                    id: fetch.session_id,
+                    epoch,
+                    known: held,
+                },
+            );
+        } else {
+            // A partition's error ends the round; the next one starts the session over.
+            sessions.borrow_mut().insert(
+                address,
+                Session::Stale {
+                    connection: connection.id(),
+                    id: fetch.session_id,
+                },
+            );
+        }
+        return Ok(fetch.partitions.into_iter().zip(shares).collect());
+    }
+}
+
 impl Consumer {
     pub fn new(cluster: Rc<Cluster>, config: ConsumerConfig) -> Consumer {
         Consumer {
@@ -205,6 +401,7 @@ impl Consumer {
             positions: BTreeMap::new(),
             ahead: None,
             rounds: 0,
+            sessions: Sessions::default(),
         }
     }
 
@@ -305,6 +502,7 @@ impl Consumer {
                 fetch_round(
                     self.cluster.clone(),
                     self.config.clone(),
+                    self.sessions.clone(),
                     self.positions.clone(),
                     self.rounds,
                 )
@@ -359,6 +557,7 @@ impl Consumer {
             let task = glommio::spawn_local(fetch_round(
                 self.cluster.clone(),
                 self.config.clone(),
+                self.sessions.clone(),
                 positions.clone(),
                 self.rounds,
             ));

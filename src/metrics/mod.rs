@@ -352,7 +352,7 @@ const PARTITION_COUNTERS: [Reading<PartitionStats>; 13] = [
     ),
     (
         "partition_fetch_requests",
-        "Client fetches of the partition (each partition of a request counts once)",
+        "Client fetches that returned batches of the partition (each partition of a request counts once; a fetch that found nothing new does not count)",
         |p| p.traffic.fetch_requests,
     ),
     (

@@ -152,7 +152,6 @@ impl ApiKey {
             ApiKey::Handshake
             | ApiKey::Metadata
             | ApiKey::Produce
-            | ApiKey::Fetch
             | ApiKey::ListOffsets
             | ApiKey::CreateTopics
             | ApiKey::DeleteTopics
@@ -181,6 +180,8 @@ impl ApiKey {
             | ApiKey::AlterQuotas
             | ApiKey::DescribeQuotas
             | ApiKey::Error => VersionRange { min: 0, max: 0 },
+            // 1 added fetch sessions (`messages::fetch`).
+            ApiKey::Fetch => VersionRange { min: 0, max: 1 },
         }
     }
 

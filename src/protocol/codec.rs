@@ -27,7 +27,10 @@ use super::error::{EncodeError, ProtocolError};
 use super::error_code::ErrorCode;
 use super::frame::{decode_frame_header, Frame, FrameHeader, FRAME_LENGTH_MIN};
 use super::limits::CheckArchived;
-use super::messages::{ErrorResponse, FetchPartitionResponse, ProducePartition, Request, Response};
+use super::messages::{
+    ErrorResponse, FetchPartitionResponse, FetchRequestV0, FetchResponseV0, ProducePartition,
+    Request, Response,
+};
 use crate::constants::{BODY_BYTES_MAX, FRAME_BYTES_MAX, FRAME_HEADER_BYTES};
 
 /// A request decoded from a frame. Owned; the batches share the frame's buffer.
@@ -161,6 +164,9 @@ pub fn encode_request_head(
         Request::Handshake(body) => encode_frame(out, head, body),
         Request::Metadata(body) => encode_frame(out, head, body),
         Request::Produce(body) => encode_frame(out, head, body),
+        Request::Fetch(body) if api_version == 0 => {
+            encode_frame(out, head, &FetchRequestV0::try_from(body)?)
+        }
         Request::Fetch(body) => encode_frame(out, head, body),
         Request::ListOffsets(body) => encode_frame(out, head, body),
         Request::CreateTopics(body) => encode_frame(out, head, body),
@@ -229,6 +235,9 @@ pub fn encode_response_head(
         Response::Handshake(body) => encode_frame(out, head, body),
         Response::Metadata(body) => encode_frame(out, head, body),
         Response::Produce(body) => encode_frame(out, head, body),
+        Response::Fetch(body) if api_version == 0 => {
+            encode_frame(out, head, &FetchResponseV0::try_from(body)?)
+        }
         Response::Fetch(body) => encode_frame(out, head, body),
         Response::ListOffsets(body) => encode_frame(out, head, body),
         Response::CreateTopics(body) => encode_frame(out, head, body),
@@ -418,6 +427,9 @@ pub fn decode_request(mut frame: Frame) -> Result<DecodedRequest, ProtocolError>
         ApiKey::Handshake => decode_body(api, frame, Request::Handshake)?,
         ApiKey::Metadata => decode_body(api, frame, Request::Metadata)?,
         ApiKey::Produce => decode_body(api, frame, Request::Produce)?,
+        ApiKey::Fetch if frame.header().api_version == 0 => {
+            decode_body(api, frame, |v0: FetchRequestV0| Request::Fetch(v0.into()))?
+        }
         ApiKey::Fetch => decode_body(api, frame, Request::Fetch)?,
         ApiKey::ListOffsets => decode_body(api, frame, Request::ListOffsets)?,
         ApiKey::CreateTopics => decode_body(api, frame, Request::CreateTopics)?,
@@ -463,6 +475,9 @@ pub fn decode_response(mut frame: Frame) -> Result<DecodedResponse, ProtocolErro
         ApiKey::Handshake => decode_body(api, frame, Response::Handshake)?,
         ApiKey::Metadata => decode_body(api, frame, Response::Metadata)?,
         ApiKey::Produce => decode_body(api, frame, Response::Produce)?,
+        ApiKey::Fetch if frame.header().api_version == 0 => {
+            decode_body(api, frame, |v0: FetchResponseV0| Response::Fetch(v0.into()))?
+        }
         ApiKey::Fetch => decode_body(api, frame, Response::Fetch)?,
         ApiKey::ListOffsets => decode_body(api, frame, Response::ListOffsets)?,
         ApiKey::CreateTopics => decode_body(api, frame, Response::CreateTopics)?,

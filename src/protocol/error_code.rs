@@ -145,12 +145,18 @@ pub enum ErrorCode {
     /// A leader asked to add a replica to the in-sync set that the controller does not
     /// count as alive (fenced, or unknown). Not retriable as such: the change had no effect.
     IneligibleReplica = 45,
-    // Next free value: 46. Retired values (never reuse): none yet.
+    /// A fetch named a session this connection does not have (it was never opened, was
+    /// closed, or was evicted to make room). Retriable: start again with a full fetch.
+    FetchSessionNotFound = 46,
+    /// A fetch carried another epoch than its session expects next (a request was lost or
+    /// sent twice). The session is closed. Retriable: start again with a full fetch.
+    InvalidFetchSessionEpoch = 47,
+    // Next free value: 48. Retired values (never reuse): none yet.
 }
 
 impl ErrorCode {
     /// Every code, in value order.
-    pub const ALL: [ErrorCode; 46] = [
+    pub const ALL: [ErrorCode; 48] = [
         ErrorCode::None,
         ErrorCode::Unknown,
         ErrorCode::CorruptBatch,
@@ -197,6 +203,8 @@ impl ErrorCode {
         ErrorCode::SaslAuthenticationFailed,
         ErrorCode::AuthenticationRequired,
         ErrorCode::IneligibleReplica,
+        ErrorCode::FetchSessionNotFound,
+        ErrorCode::InvalidFetchSessionEpoch,
     ];
 
     /// The code with this wire value, if this build knows it.
@@ -230,6 +238,8 @@ impl ErrorCode {
                 | ErrorCode::NotCoordinator
                 | ErrorCode::FencedLeaderEpoch
                 | ErrorCode::UnknownLeaderEpoch
+                | ErrorCode::FetchSessionNotFound
+                | ErrorCode::InvalidFetchSessionEpoch
         )
     }
 
@@ -282,6 +292,8 @@ impl ErrorCode {
             ErrorCode::SaslAuthenticationFailed => "SaslAuthenticationFailed",
             ErrorCode::AuthenticationRequired => "AuthenticationRequired",
             ErrorCode::IneligibleReplica => "IneligibleReplica",
+            ErrorCode::FetchSessionNotFound => "FetchSessionNotFound",
+            ErrorCode::InvalidFetchSessionEpoch => "InvalidFetchSessionEpoch",
         }
     }
 }
@@ -351,6 +363,8 @@ mod tests {
                 ErrorCode::FencedLeaderEpoch,
                 ErrorCode::NotCoordinator,
                 ErrorCode::UnknownLeaderEpoch,
+                ErrorCode::FetchSessionNotFound,
+                ErrorCode::InvalidFetchSessionEpoch,
             ]
         );
     }

@@ -481,6 +481,7 @@ async fn shard_main(
         ),
         sasl_required: options.sasl,
         throttle: Default::default(),
+        fetch_sessions: Default::default(),
     });
     if let Some(receivers) = receivers {
         let handler = context.clone();

@@ -19,6 +19,7 @@ use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 
 use super::context::ShardContext;
+use super::fetch_session::FetchSessions;
 use super::handlers::{handle, Reply};
 use super::socket::{send_now, skip_bytes, Deadline};
 use super::work::with_deadline;
@@ -210,9 +211,11 @@ fn sasl_step(
 fn start_request(
     context: &Rc<ShardContext>,
     authentication: &Rc<RefCell<Authentication>>,
+    sessions: &Rc<RefCell<FetchSessions>>,
     frame: Frame,
 ) -> glommio::Task<Encoded> {
     let authentication = authentication.clone();
+    let sessions = sessions.clone();
     let correlation_id = frame.header().correlation_id;
     let api_version = frame.header().api_version;
     let context = context.clone();
@@ -240,7 +243,7 @@ fn start_request(
                     encode(
                         correlation_id,
                         api_version,
-                        handle(&context, &principal, decoded).await,
+                        handle(&context, &principal, &sessions, decoded).await,
                     )
                 }
                 _ if !authentication.borrow().authenticated => error_encoded(
@@ -251,7 +254,7 @@ fn start_request(
                 ),
                 _ => {
                     let principal = authentication.borrow().principal.clone();
-                    let mut reply = handle(&context, &principal, decoded).await;
+                    let mut reply = handle(&context, &principal, &sessions, decoded).await;
                     let delay = throttle(
                         &context,
                         &authentication.borrow(),
@@ -361,6 +364,9 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
         exchange: None,
         client_id: None,
     }));
+    let sessions = Rc::new(RefCell::new(FetchSessions::new(
+        context.fetch_sessions.clone(),
+    )));
     context
         .metrics
         .connections_accepted
@@ -427,7 +433,7 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
                     Ok(Some(frame)) => {
                         took_frame = true;
                         if queue
-                            .send(start_request(&context, &authentication, frame))
+                            .send(start_request(&context, &authentication, &sessions, frame))
                             .await
                             .is_err()
                         {

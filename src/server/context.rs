@@ -112,6 +112,8 @@ pub struct ShardContext {
     pub sasl_required: bool,
     /// Quota buckets of the clients of this shard.
     pub throttle: crate::security::quota::Throttle,
+    /// The fetch-session partitions this shard's connections hold.
+    pub fetch_sessions: super::fetch_session::SessionBudget,
 }
 
 impl ShardContext {
@@ -203,7 +205,7 @@ impl ShardHandler for ShardContext {
     }
 
     async fn fetch(&self, work: Vec<FetchWork>) -> Vec<FetchOutcome> {
-        futures::future::join_all(work.into_iter().map(|w| super::work::fetch(self, w))).await
+        super::work::fetch_all(self, work).await
     }
 
     async fn list_offsets(&self, work: Vec<ListOffsetsWork>) -> Vec<ListOffsetsPartitionResponse> {

@@ -1,12 +1,14 @@
 //! Request handlers: one function per api, turning a decoded request into a response (and,
 //! for fetch, the trailer of batches that follows it).
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::context::ShardContext;
+use super::fetch_session::{FetchSessions, SessionRefusal};
 use super::route::route;
 use super::work::wait_for_data;
 use crate::cluster::{AdminRequest, Catalog, TopicSpec};
@@ -36,8 +38,14 @@ impl From<Response> for Reply {
     }
 }
 
-/// Handles one decoded request of `principal` on this shard.
-pub async fn handle(context: &ShardContext, principal: &str, decoded: DecodedRequest) -> Reply {
+/// Handles one decoded request of `principal` on this shard; `sessions` are its
+/// connection's fetch sessions.
+pub async fn handle(
+    context: &ShardContext,
+    principal: &str,
+    sessions: &RefCell<FetchSessions>,
+    decoded: DecodedRequest,
+) -> Reply {
     if context.stopping.get() {
         return Response::Error(crate::protocol::ErrorResponse::new(
             ErrorCode::BrokerShuttingDown,
@@ -103,7 +111,7 @@ pub async fn handle(context: &ShardContext, principal: &str, decoded: DecodedReq
         Request::Produce(request) => {
             Response::Produce(produce(context, request, partition_batches).await).into()
         }
-        Request::Fetch(request) => fetch(context, request).await,
+        Request::Fetch(request) => fetch(context, principal, sessions, request).await,
         Request::ListOffsets(request) => {
             Response::ListOffsets(list_offsets(context, request).await).into()
         }
@@ -312,44 +320,79 @@ fn unknown_fetch(topic: String, partition: u32) -> FetchPartitionResponse {
 
 /// Reads every partition once; if fewer than `min_bytes` came back and the client is
 /// willing to wait, waits until any asked-for partition has new data (or the wait ends) and
-/// reads again.
-async fn fetch(context: &ShardContext, request: FetchRequest) -> Reply {
+/// reads again. A request on a fetch session reads the session's partitions, and its
+/// answer carries only those with news (`fetch_session`).
+async fn fetch(
+    context: &ShardContext,
+    principal: &str,
+    sessions: &RefCell<FetchSessions>,
+    request: FetchRequest,
+) -> Reply {
     let catalog = context.catalog();
+    let may_read = |topic: &str| {
+        context.authorizer.allows(
+            catalog.acls(),
+            principal,
+            crate::protocol::ResourceKind::Topic,
+            topic,
+            crate::protocol::AclOperation::Read,
+        )
+    };
+    let planned = sessions.borrow_mut().plan(&catalog, &request, may_read);
+    let plan = match planned {
+        Ok(plan) => plan,
+        Err(SessionRefusal::Session(error)) => {
+            let response = Response::Fetch(FetchResponse {
+                throttle_ms: 0,
+                partitions: Vec::new(),
+                error,
+                session_id: 0,
+            });
+            return response.into();
+        }
+        Err(SessionRefusal::Unauthorized(topic)) => {
+            return Response::Error(crate::protocol::ErrorResponse::new(
+                ErrorCode::TopicAuthorizationFailed,
+                &format!("{principal} may not Read Topic {topic}"),
+            ))
+            .into();
+        }
+    };
     let wait = Duration::from_millis(u64::from(request.max_wait_ms).min(FETCH_WAIT_MS_MAX));
     let deadline = context.clock.now() + wait;
-    let mut known = Vec::new();
-    for entry in &request.partitions {
-        known.push(find(&catalog, &entry.topic, entry.partition));
-    }
     let mut attempt = 0;
     loop {
         // Every partition may read a fair share of the response's budget; what comes back
         // is then trimmed to the budget below, in request order.
-        let known_count = known.iter().flatten().count().max(1);
+        let known_count = plan.wanted.iter().filter(|w| w.topic.is_ok()).count().max(1);
         let share = (request.max_bytes as usize / known_count).max(1);
         let mut work = Vec::new();
-        for (entry, topic) in request.partitions.iter().zip(&known) {
-            if let Some(topic) = topic {
-                let max_bytes = (entry.partition_max_bytes as usize).min(share);
+        for entry in &plan.wanted {
+            if let Ok(topic) = &entry.topic {
+                let max_bytes = (entry.max_bytes as usize).min(share);
                 work.push(FetchWork {
                     topic: topic.clone(),
                     partition: entry.partition,
-                    offset: entry.fetch_offset,
+                    offset: entry.offset,
                     max_bytes: max_bytes as u32,
                     leader_epoch: entry.leader_epoch,
                 });
             }
         }
         let mut outcomes = route(context, work).await.into_iter();
-        let mut partitions = Vec::new();
-        let mut trailer = Vec::new();
+        let mut partitions = Vec::with_capacity(plan.wanted.len());
+        let mut chunks_of = Vec::with_capacity(plan.wanted.len());
         let mut total = 0usize;
         let mut waits = Vec::new();
-        for (entry, topic) in request.partitions.iter().zip(&known) {
-            if topic.is_none() {
-                partitions.push(unknown_fetch(entry.topic.clone(), entry.partition));
-                continue;
-            }
+        for entry in &plan.wanted {
+            let topic = match &entry.topic {
+                Ok(topic) => topic,
+                Err(name) => {
+                    partitions.push(unknown_fetch(name.clone(), entry.partition));
+                    chunks_of.push(Vec::new());
+                    continue;
+                }
+            };
             let outcome = outcomes.next().expect("one outcome per routed partition");
             let (mut response, mut chunks) = (outcome.response, outcome.chunks);
             // Whole batches only, within the budget (the first data always goes, as a read
@@ -362,20 +405,28 @@ async fn fetch(context: &ShardContext, request: FetchRequest) -> Reply {
             }
             total += response.batch_bytes as usize;
             if response.error == ErrorCode::None && response.batch_bytes == 0 {
-                waits.push((
-                    topic.clone().expect("known"),
-                    entry.partition,
-                    entry.fetch_offset,
-                ));
+                waits.push((topic.clone(), entry.partition, entry.offset));
             }
             partitions.push(response);
-            trailer.extend(chunks);
+            chunks_of.push(chunks);
         }
         let satisfied = total >= request.min_bytes.max(1) as usize;
         if satisfied || attempt > 0 || wait.is_zero() || waits.is_empty() {
+            let keep = sessions.borrow_mut().answer(&plan, &partitions);
+            let mut partitions: Vec<Option<FetchPartitionResponse>> =
+                partitions.into_iter().map(Some).collect();
+            let mut chunks_of: Vec<Option<Vec<Bytes>>> = chunks_of.into_iter().map(Some).collect();
+            let mut kept = Vec::with_capacity(keep.len());
+            let mut trailer = Vec::new();
+            for index in keep {
+                kept.push(partitions[index].take().expect("each entry is kept once"));
+                trailer.extend(chunks_of[index].take().expect("each entry is kept once"));
+            }
             let response = Response::Fetch(FetchResponse {
                 throttle_ms: 0,
-                partitions,
+                partitions: kept,
+                error: ErrorCode::None,
+                session_id: plan.session_id,
             });
             return Reply { response, trailer };
         }

@@ -8,6 +8,7 @@ pub mod connection;
 pub mod context;
 pub mod controller;
 pub mod error;
+pub mod fetch_session;
 pub mod groups;
 pub mod handlers;
 pub mod internal;

@@ -399,9 +399,36 @@ async fn list_offset(log: &PartitionLog, spec: &OffsetSpec) -> Result<(u64, i64)
     })
 }
 
-/// Reads one partition for a fetch, on this (its owning) shard.
-pub async fn fetch(context: &ShardContext, work: FetchWork) -> FetchOutcome {
-    let mut response = FetchPartitionResponse {
+/// Fetches partitions on this (their owning) shard, one outcome per item in order. A
+/// partition with nothing to read (an error, or a position at its high watermark, the
+/// usual case for most partitions of a consumer that keeps up) is answered at once; only
+/// the others wait for their reads, all together.
+pub async fn fetch_all(context: &ShardContext, work: Vec<FetchWork>) -> Vec<FetchOutcome> {
+    let mut outcomes = Vec::with_capacity(work.len());
+    let mut reads = Vec::new();
+    for work in work {
+        match fetch_at_once(context, &work) {
+            Ok(outcome) => outcomes.push(Some(outcome)),
+            Err(log) => {
+                reads.push((outcomes.len(), log, work));
+                outcomes.push(None);
+            }
+        }
+    }
+    let reads = reads.into_iter().map(|(index, log, work)| async move {
+        (index, fetch_read(context, &log, &work).await)
+    });
+    for (index, outcome) in futures::future::join_all(reads).await {
+        outcomes[index] = Some(outcome);
+    }
+    outcomes
+        .into_iter()
+        .map(|outcome| outcome.expect("every partition was answered or read"))
+        .collect()
+}
+
+fn empty_fetch(work: &FetchWork) -> FetchPartitionResponse {
+    FetchPartitionResponse {
         topic: work.topic.name.clone(),
         partition: work.partition,
         error: ErrorCode::None,
@@ -409,22 +436,46 @@ pub async fn fetch(context: &ShardContext, work: FetchWork) -> FetchOutcome {
         log_start_offset: 0,
         last_stable_offset: 0,
         batch_bytes: 0,
-    };
+    }
+}
+
+/// The outcome of a fetch that needs no read, or the log to read.
+fn fetch_at_once(context: &ShardContext, work: &FetchWork) -> Result<FetchOutcome, PartitionLog> {
+    let mut response = empty_fetch(work);
     let log = match leadership_of(context, &work.topic, work.partition, work.leader_epoch) {
         Ok(leadership) => leadership.log.clone(),
         Err((error, _)) => {
             response.error = error;
-            return FetchOutcome {
+            return Ok(FetchOutcome {
                 response,
                 chunks: Vec::new(),
-            };
+            });
         }
     };
-    let chunks = match read(&log, work.offset, work.max_bytes).await {
+    let high_watermark = high_watermark(&log);
+    let log_start_offset = log.log_start_offset();
+    if work.offset != high_watermark || work.offset < log_start_offset {
+        return Err(log);
+    }
+    response.high_watermark = high_watermark;
+    response.last_stable_offset = high_watermark;
+    response.log_start_offset = log_start_offset;
+    Ok(FetchOutcome {
+        response,
+        chunks: Vec::new(),
+    })
+}
+
+/// Reads one partition for a fetch.
+async fn fetch_read(context: &ShardContext, log: &PartitionLog, work: &FetchWork) -> FetchOutcome {
+    let mut response = empty_fetch(work);
+    let chunks = match read(log, work.offset, work.max_bytes).await {
         Ok((chunks, messages)) => {
-            let bytes = chunks.iter().map(|c| c.len() as u64).sum();
-            let key = (work.topic.topic_id, work.partition);
-            context.metrics.fetched(key, messages, bytes);
+            if messages > 0 {
+                let bytes = chunks.iter().map(|c| c.len() as u64).sum();
+                let key = (work.topic.topic_id, work.partition);
+                context.metrics.fetched(key, messages, bytes);
+            }
             chunks
         }
         Err(ReadError::OffsetOutOfRange { .. }) => {
@@ -436,7 +487,7 @@ pub async fn fetch(context: &ShardContext, work: FetchWork) -> FetchOutcome {
             Vec::new()
         }
     };
-    response.high_watermark = high_watermark(&log);
+    response.high_watermark = high_watermark(log);
     response.last_stable_offset = response.high_watermark;
     response.log_start_offset = log.log_start_offset();
     response.batch_bytes = chunks.iter().map(|c| c.len() as u32).sum();

@@ -536,6 +536,9 @@ fn a_fetch_stays_within_its_response_budget_across_partitions() {
                     leader_epoch: None,
                 })
                 .collect(),
+            session_id: 0,
+            session_epoch: shardline::protocol::SESSIONLESS_EPOCH,
+            forgotten: Vec::new(),
         });
         let response = connection.request(&request, &[]).await.unwrap();
         let sizes: Vec<usize> = response.partition_batches.iter().map(|b| b.len()).collect();

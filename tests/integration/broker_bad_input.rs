@@ -507,6 +507,9 @@ fn fetch_request(topic: &str, partition: u32, max_bytes: u32) -> Request {
             partition_max_bytes: max_bytes,
             leader_epoch: None,
         }],
+        session_id: 0,
+        session_epoch: shardline::protocol::SESSIONLESS_EPOCH,
+        forgotten: Vec::new(),
     })
 }
 

@@ -35,7 +35,8 @@ pub use configs::{
 };
 pub use error_response::ErrorResponse;
 pub use fetch::{
-    FetchPartition, FetchPartitionResponse, FetchRequest, FetchResponse, IsolationLevel,
+    next_session_epoch, FetchPartition, FetchPartitionResponse, FetchRequest, FetchRequestV0,
+    FetchResponse, FetchResponseV0, ForgottenPartition, IsolationLevel, SESSIONLESS_EPOCH,
 };
 pub use groups::{
     check_group_id, AssignmentStrategy, CommitOffset, CommitResult, CommittedOffset,

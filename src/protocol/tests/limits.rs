@@ -43,8 +43,10 @@ where
     rkyv::to_bytes::<rancor::Error>(value).unwrap().to_vec()
 }
 
+/// The error decoding `body` as a request of `api`'s newest version.
 fn request_error(api: ApiKey, body: &[u8], trailer: &[u8]) -> ProtocolError {
-    decode_request(raw_frame(api.as_u16(), 0, false, body, trailer)).unwrap_err()
+    let version = api.versions().max;
+    decode_request(raw_frame(api.as_u16(), version, false, body, trailer)).unwrap_err()
 }
 
 fn produce(partitions: Vec<(&str, u32)>) -> ProduceRequest {
@@ -78,6 +80,9 @@ fn fetch(count: usize, topic: &str) -> FetchRequest {
                 leader_epoch: Some(3),
             })
             .collect(),
+        session_id: 0,
+        session_epoch: SESSIONLESS_EPOCH,
+        forgotten: Vec::new(),
     }
 }
 
@@ -133,7 +138,34 @@ fn too_many_partitions_are_refused() {
     assert_eq!(error.error_code(), ErrorCode::InvalidRequest);
     // The limit itself is fine.
     let body = archive(&fetch(PARTITIONS_PER_REQUEST_MAX, "t"));
-    decode_request(raw_frame(ApiKey::Fetch.as_u16(), 0, false, &body, &[])).unwrap();
+    decode_request(raw_frame(ApiKey::Fetch.as_u16(), 1, false, &body, &[])).unwrap();
+    // Version 0's body has the same limit.
+    let v0 = |count| archive(&FetchRequestV0::try_from(&fetch(count, "t")).unwrap());
+    let frame = raw_frame(ApiKey::Fetch.as_u16(), 0, false, &v0(PARTITIONS_PER_REQUEST_MAX + 1), &[]);
+    assert!(matches!(
+        decode_request(frame).unwrap_err(),
+        ProtocolError::TooMany { what: "fetch partitions", .. }
+    ));
+    let frame = raw_frame(ApiKey::Fetch.as_u16(), 0, false, &v0(PARTITIONS_PER_REQUEST_MAX), &[]);
+    decode_request(frame).unwrap();
+    // So has the list of forgotten partitions.
+    let mut forgetting = fetch(0, "t");
+    forgetting.session_id = 1;
+    forgetting.session_epoch = 1;
+    forgetting.forgotten = (0..=PARTITIONS_PER_REQUEST_MAX as u32)
+        .map(|partition| ForgottenPartition {
+            topic: "t".into(),
+            partition,
+        })
+        .collect();
+    assert_eq!(
+        request_error(ApiKey::Fetch, &archive(&forgetting), &[]),
+        ProtocolError::TooMany {
+            what: "forgotten partitions",
+            count: PARTITIONS_PER_REQUEST_MAX + 1,
+            max: PARTITIONS_PER_REQUEST_MAX
+        }
+    );
 
     let create = |partitions: u32| CreateTopicsRequest {
         topics: vec![CreatableTopic {

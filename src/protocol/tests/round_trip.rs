@@ -9,6 +9,11 @@ use super::strategies::{request, response};
 use super::{request_shares, response_shares, shares};
 use crate::protocol::*;
 
+/// The newest version of `api` this build speaks: what the round trips encode at.
+fn newest(api: ApiKey) -> u16 {
+    api.versions().max
+}
+
 /// Checks that each share is a slice of the frame's own buffer (`range`), not a copy.
 fn assert_shared<P: std::ops::Deref<Target = [u8]>>(
     range: std::ops::Range<*const u8>,
@@ -32,7 +37,7 @@ proptest! {
         let at = cut.index(trailer.len() + 1);
         // Frames append to what is in the buffer already.
         let mut out = b"xyz".to_vec();
-        encode_request(&mut out, correlation_id, 0, &request, &[&trailer[..at], &trailer[at..]])
+        encode_request(&mut out, correlation_id, newest(request.api_key()), &request, &[&trailer[..at], &trailer[at..]])
             .unwrap();
         prop_assert_eq!(&out[..3], b"xyz");
         let frame = Frame::parse(Bytes::copy_from_slice(&out[3..])).unwrap();
@@ -62,7 +67,7 @@ proptest! {
         let shares = response_shares(&response);
         let pieces: Vec<&[u8]> = shares.iter().map(Vec::as_slice).collect();
         let mut out = Vec::new();
-        encode_response(&mut out, correlation_id, 0, &response, &pieces).unwrap();
+        encode_response(&mut out, correlation_id, newest(response.api_key()), &response, &pieces).unwrap();
         let frame = Frame::parse(Bytes::from(out)).unwrap();
         let copy = frame.clone();
         let range = frame.as_bytes().as_ptr_range();
@@ -80,9 +85,10 @@ proptest! {
     fn head_and_trailer_written_apart_make_the_same_frame(request in request()) {
         let trailer = request_shares(&request).concat();
         let mut whole = Vec::new();
-        encode_request(&mut whole, 7, 0, &request, &[&trailer]).unwrap();
+        let version = newest(request.api_key());
+        encode_request(&mut whole, 7, version, &request, &[&trailer]).unwrap();
         let mut apart = Vec::new();
-        encode_request_head(&mut apart, 7, 0, &request, trailer.len()).unwrap();
+        encode_request_head(&mut apart, 7, version, &request, trailer.len()).unwrap();
         apart.extend_from_slice(&trailer);
         prop_assert_eq!(whole, apart);
     }
@@ -95,7 +101,8 @@ proptest! {
         let mut stream = Vec::new();
         for (index, request) in requests.iter().enumerate() {
             let trailer = request_shares(request).concat();
-            encode_request(&mut stream, index as u32, 0, request, &[&trailer]).unwrap();
+            let version = newest(request.api_key());
+            encode_request(&mut stream, index as u32, version, request, &[&trailer]).unwrap();
         }
         let frames = super::read_frames(&stream, &sizes);
         prop_assert_eq!(frames.len(), requests.len());
@@ -135,7 +142,7 @@ proptest! {
     ) {
         let trailer = request_shares(&request).concat();
         let mut out = Vec::new();
-        encode_request(&mut out, 1, 0, &request, &[&trailer]).unwrap();
+        encode_request(&mut out, 1, newest(request.api_key()), &request, &[&trailer]).unwrap();
         let header = decode_frame_header(&out).unwrap();
         let body = header.body_range();
         // An empty body (ListGroups) has nothing to mutate.
@@ -148,7 +155,8 @@ proptest! {
             // Whatever passed the checks encodes again.
             let shares = request_shares(&decoded.request).concat();
             let mut again = Vec::new();
-            encode_request(&mut again, 1, 0, &decoded.request, &[&shares]).unwrap();
+            let version = decoded.header.api_version;
+            encode_request(&mut again, 1, version, &decoded.request, &[&shares]).unwrap();
         }
     }
 }
@@ -188,6 +196,8 @@ fn fetch_partitions_pair_entries_with_their_batches() {
                 batch_bytes: [5, 0, 7][partition as usize],
             })
             .collect(),
+        error: ErrorCode::None,
+        session_id: 0,
     });
     let shares = shares([5u32, 0, 7].into_iter());
     let pieces: Vec<&[u8]> = shares.iter().map(Vec::as_slice).collect();
@@ -200,4 +210,56 @@ fn fetch_partitions_pair_entries_with_their_batches() {
         .map(|(partition, batches)| (partition.partition, batches.to_vec()))
         .collect();
     assert_eq!(pairs, vec![(0, vec![1; 5]), (1, vec![]), (2, vec![3; 7])]);
+}
+
+proptest! {
+    /// Fetch version 0 has no sessions: a request or answer without one round-trips through
+    /// it unchanged, one with a session is refused by the encoder, not silently cut.
+    #[test]
+    fn fetch_version_0_carries_exactly_what_has_no_session(
+        request in super::strategies::fetch_request(),
+        response in super::strategies::fetch_response(),
+        sessionless in any::<bool>(),
+    ) {
+        let mut request = request;
+        let mut response = response;
+        if sessionless {
+            request.session_id = 0;
+            request.session_epoch = SESSIONLESS_EPOCH;
+            request.forgotten.clear();
+            response.session_id = 0;
+            response.error = ErrorCode::None;
+        }
+        let request = Request::Fetch(request);
+        let mut out = Vec::new();
+        let encoded = encode_request(&mut out, 3, 0, &request, &[]);
+        let Request::Fetch(body) = &request else { unreachable!() };
+        if body.uses_session() {
+            let refused = matches!(
+                encoded,
+                Err(EncodeError::Invalid(ProtocolError::InvalidValue { what: "fetch session", .. }))
+            );
+            prop_assert!(refused, "{:?}", encoded);
+            prop_assert!(out.is_empty());
+        } else {
+            encoded.unwrap();
+            let decoded = decode_request(Frame::parse(Bytes::from(out)).unwrap()).unwrap();
+            prop_assert_eq!(decoded.header.api_version, 0);
+            prop_assert_eq!(&decoded.request, &request);
+        }
+        let with_session = response.session_id != 0 || response.error != ErrorCode::None;
+        let response = Response::Fetch(response);
+        let shares = response_shares(&response);
+        let pieces: Vec<&[u8]> = shares.iter().map(Vec::as_slice).collect();
+        let mut out = Vec::new();
+        let encoded = encode_response(&mut out, 3, 0, &response, &pieces);
+        if with_session {
+            prop_assert!(encoded.is_err());
+        } else {
+            encoded.unwrap();
+            let decoded = decode_response(Frame::parse(Bytes::from(out)).unwrap()).unwrap();
+            prop_assert_eq!(&decoded.response, &response);
+            prop_assert_eq!(&decoded.partition_batches, &shares);
+        }
+    }
 }

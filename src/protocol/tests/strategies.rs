@@ -78,7 +78,7 @@ fn produce_request() -> impl Strategy<Value = ProduceRequest> {
     )
 }
 
-fn fetch_request() -> impl Strategy<Value = FetchRequest> {
+pub fn fetch_request() -> impl Strategy<Value = FetchRequest> {
     let partition = (
         topic(),
         any::<u32>(),
@@ -95,15 +95,28 @@ fn fetch_request() -> impl Strategy<Value = FetchRequest> {
                 leader_epoch,
             },
         );
-    (any::<[u32; 3]>(), vec(partition, 0..6)).prop_map(|([wait, min, max], partitions)| {
-        FetchRequest {
-            max_wait_ms: wait,
-            min_bytes: min,
-            max_bytes: max,
-            isolation: IsolationLevel::HighWatermark,
-            partitions,
-        }
-    })
+    let forgotten = (topic(), any::<u32>())
+        .prop_map(|(topic, partition)| ForgottenPartition { topic, partition });
+    (
+        any::<[u32; 3]>(),
+        vec(partition, 0..6),
+        any::<(u32, u32)>(),
+        vec(forgotten, 0..3),
+    )
+        .prop_map(
+            |([wait, min, max], partitions, (session_id, session_epoch), forgotten)| {
+                FetchRequest {
+                    max_wait_ms: wait,
+                    min_bytes: min,
+                    max_bytes: max,
+                    isolation: IsolationLevel::HighWatermark,
+                    partitions,
+                    session_id,
+                    session_epoch,
+                    forgotten,
+                }
+            },
+        )
 }
 
 fn create_topics_request() -> impl Strategy<Value = CreateTopicsRequest> {
@@ -255,7 +268,7 @@ fn produce_response() -> impl Strategy<Value = ProduceResponse> {
     })
 }
 
-fn fetch_response() -> impl Strategy<Value = FetchResponse> {
+pub fn fetch_response() -> impl Strategy<Value = FetchResponse> {
     let partition = (
         topic(),
         any::<u32>(),
@@ -276,10 +289,14 @@ fn fetch_response() -> impl Strategy<Value = FetchResponse> {
                 }
             },
         );
-    (any::<u32>(), vec(partition, 0..6)).prop_map(|(throttle_ms, partitions)| FetchResponse {
-        throttle_ms,
-        partitions,
-    })
+    (any::<u32>(), vec(partition, 0..6), error_code(), any::<u32>()).prop_map(
+        |(throttle_ms, partitions, error, session_id)| FetchResponse {
+            throttle_ms,
+            partitions,
+            error,
+            session_id,
+        },
+    )
 }
 
 fn list_offsets_response() -> impl Strategy<Value = ListOffsetsResponse> {
