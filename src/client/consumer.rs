@@ -6,7 +6,7 @@
 //! uncompressed batches).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -109,12 +109,19 @@ impl Fetched {
 
 type Positions = BTreeMap<(String, u32), u64>;
 
+/// A fetch round in flight.
+type Round = glommio::Task<Result<Fetched, ClientError>>;
+
+/// What one round fetches from one broker: each partition's key and wish, in key order.
+type AddressWants<'a> = Vec<(&'a (String, u32), Wanted)>;
+
 /// A consumer of assigned partitions. Runs on a glommio executor.
 pub struct Consumer {
     cluster: Rc<Cluster>,
     config: ConsumerConfig,
-    positions: Positions,
-    ahead: Option<(Positions, glommio::Task<Result<Fetched, ClientError>>)>,
+    /// Shared with the round fetched ahead (changed copy-on-write).
+    positions: Rc<Positions>,
+    ahead: Option<(Rc<Positions>, Round)>,
     /// Counts fetch rounds, to rotate the order of partitions in requests.
     rounds: usize,
     /// One fetch session per broker connection.
@@ -140,8 +147,8 @@ enum Session {
         id: u32,
         /// The epoch the next request carries.
         epoch: u32,
-        /// What the broker's session holds for each partition.
-        known: HashMap<(String, u32), Wanted>,
+        /// What the broker's session holds for each partition, in key order.
+        known: Vec<((String, u32), Wanted)>,
     },
     /// A request on it failed, was answered with an error, or was abandoned (its round was
     /// dropped): the next request closes it and opens another.
@@ -178,11 +185,11 @@ async fn fetch_round(
     cluster: Rc<Cluster>,
     config: ConsumerConfig,
     sessions: Sessions,
-    positions: Positions,
+    positions: Rc<Positions>,
     rotation: usize,
 ) -> Result<Fetched, ClientError> {
-    let mut per_address: BTreeMap<SocketAddr, Vec<(&(String, u32), Wanted)>> = BTreeMap::new();
-    for (key, &offset) in &positions {
+    let mut per_address: BTreeMap<SocketAddr, AddressWants<'_>> = BTreeMap::new();
+    for (key, &offset) in positions.iter() {
         let (address, epoch) = cluster.leader_for(&key.0, key.1).await?;
         per_address.entry(address).or_default().push((
             key,
@@ -193,14 +200,12 @@ async fn fetch_round(
             },
         ));
     }
-    let requests = per_address.into_iter().map(|(address, mut wanted)| {
+    let requests = per_address.into_iter().map(|(address, wanted)| {
         let cluster = cluster.clone();
         let (config, sessions) = (&config, &sessions);
         async move {
-            let len = wanted.len();
-            wanted.rotate_left(rotation % len);
             let connection = cluster.connection(address).await?;
-            fetch_from(&connection, config, sessions, &wanted).await
+            fetch_from(&connection, config, sessions, &wanted, rotation).await
         }
     });
     let mut fetched = Fetched::default();
@@ -230,14 +235,73 @@ async fn fetch_round(
     Ok(fetched)
 }
 
+/// An incremental request's partitions (new to the session or changed) and forgotten
+/// partitions, from what the session holds and what is wanted (both in key order).
+fn session_changes(
+    held: &[((String, u32), Wanted)],
+    wanted: &[(&(String, u32), Wanted)],
+) -> (Vec<FetchPartition>, Vec<ForgottenPartition>) {
+    let same_keys = held.len() == wanted.len()
+        && held
+            .iter()
+            .zip(wanted)
+            .all(|(held, wanted)| held.0 == *wanted.0);
+    if same_keys {
+        // The usual case: the same partitions, some of them moved on.
+        let changed = held
+            .iter()
+            .zip(wanted)
+            .filter(|(held, wanted)| held.1 != wanted.1)
+            .map(|(_, (key, want))| fetch_partition(key, *want))
+            .collect();
+        return (changed, Vec::new());
+    }
+    let (mut changed, mut forgotten) = (Vec::new(), Vec::new());
+    let (mut h, mut w) = (0, 0);
+    while h < held.len() || w < wanted.len() {
+        match (held.get(h), wanted.get(w)) {
+            (Some(held_entry), Some((key, want))) if held_entry.0 == **key => {
+                if held_entry.1 != *want {
+                    changed.push(fetch_partition(key, *want));
+                }
+                h += 1;
+                w += 1;
+            }
+            (Some(held_entry), Some((key, _))) if held_entry.0 < **key => {
+                forgotten.push(forget(&held_entry.0));
+                h += 1;
+            }
+            (Some(held_entry), None) => {
+                forgotten.push(forget(&held_entry.0));
+                h += 1;
+            }
+            (_, Some((key, want))) => {
+                changed.push(fetch_partition(key, *want));
+                w += 1;
+            }
+            (None, None) => unreachable!("the loop runs while either has entries"),
+        }
+    }
+    (changed, forgotten)
+}
+
+fn forget(key: &(String, u32)) -> ForgottenPartition {
+    ForgottenPartition {
+        topic: key.0.clone(),
+        partition: key.1,
+    }
+}
+
 /// One fetch from one broker connection: incremental on an open session, else full (and
 /// opening a session when the broker speaks them). A session the broker no longer has, or
-/// whose epoch it refuses, is dropped and the fetch is made again in full.
+/// whose epoch it refuses, is dropped and the fetch is made again in full. `wanted` is in
+/// key order; a full request lists it from `rotation` places along.
 async fn fetch_from(
     connection: &Connection,
     config: &ConsumerConfig,
     sessions: &Sessions,
     wanted: &[(&(String, u32), Wanted)],
+    rotation: usize,
 ) -> Result<Vec<(FetchPartitionResponse, Bytes)>, ClientError> {
     let address = connection.address();
     let speaks_sessions = connection.version(ApiKey::Fetch).is_some_and(|v| v >= 1);
@@ -265,26 +329,16 @@ async fn fetch_from(
                 epoch,
                 known: held,
             }) if on == connection.id() && speaks_sessions => {
-                let asked: HashSet<&(String, u32)> = wanted.iter().map(|(key, _)| *key).collect();
-                request.partitions.extend(
-                    wanted
-                        .iter()
-                        .filter(|(key, want)| held.get(*key) != Some(want))
-                        .map(|(key, want)| fetch_partition(key, *want)),
-                );
-                request.forgotten.extend(held.keys().filter(|key| !asked.contains(key)).map(
-                    |(topic, partition)| ForgottenPartition {
-                        topic: topic.clone(),
-                        partition: *partition,
-                    },
-                ));
+                (request.partitions, request.forgotten) = session_changes(&held, wanted);
                 request.session_id = id;
                 request.session_epoch = epoch;
                 known = Some(held);
             }
             session => {
                 request.session_id = match session {
-                    Some(Session::Open { connection: on, id, .. })
+                    Some(Session::Open {
+                        connection: on, id, ..
+                    })
                     | Some(Session::Stale { connection: on, id })
                         if on == connection.id() =>
                     {
@@ -297,9 +351,11 @@ async fn fetch_from(
                 } else {
                     SESSIONLESS_EPOCH
                 };
-                request
-                    .partitions
-                    .extend(wanted.iter().map(|(key, want)| fetch_partition(key, *want)));
+                let start = rotation % wanted.len().max(1);
+                let rotated = wanted[start..].iter().chain(&wanted[..start]);
+                request.partitions = rotated
+                    .map(|(key, want)| fetch_partition(key, *want))
+                    .collect();
             }
         }
         if request.session_id != 0 {
@@ -335,7 +391,10 @@ async fn fetch_from(
                 continue;
             }
             error => {
-                return Err(ClientError::from_code(error, format!("fetch from {address}")));
+                return Err(ClientError::from_code(
+                    error,
+                    format!("fetch from {address}"),
+                ));
             }
         }
         if incremental && fetch.session_id != sent.session_id {
@@ -348,23 +407,22 @@ async fn fetch_from(
         if fetch.session_id == 0 {
             sessions.borrow_mut().remove(&address);
         } else if !failed {
-            let mut held = known.unwrap_or_default();
-            if !incremental {
-                held.clear();
-            }
-            for forgotten in &sent.forgotten {
-                held.remove(&(forgotten.topic.clone(), forgotten.partition));
-            }
-            for partition in &sent.partitions {
-                held.insert(
-                    (partition.topic.clone(), partition.partition),
-                    Wanted {
-                        offset: partition.fetch_offset,
-                        max_bytes: partition.partition_max_bytes,
-                        leader_epoch: partition.leader_epoch.unwrap_or(0),
-                    },
-                );
-            }
+            // The broker's session now holds exactly what was wanted.
+            let held = match known {
+                Some(mut held)
+                    if held.len() == wanted.len()
+                        && held.iter().zip(wanted).all(|(h, w)| h.0 == *w.0) =>
+                {
+                    for (held, (_, want)) in held.iter_mut().zip(wanted) {
+                        held.1 = *want;
+                    }
+                    held
+                }
+                _ => wanted
+                    .iter()
+                    .map(|(key, want)| ((*key).clone(), *want))
+                    .collect(),
+            };
             let epoch = if incremental {
                 next_session_epoch(sent.session_epoch)
             } else {
@@ -398,7 +456,7 @@ impl Consumer {
         Consumer {
             cluster,
             config,
-            positions: BTreeMap::new(),
+            positions: Rc::new(BTreeMap::new()),
             ahead: None,
             rounds: 0,
             sessions: Sessions::default(),
@@ -444,8 +502,7 @@ impl Consumer {
             partitions.unwrap_or_else(|| metadata.partitions.iter().map(|p| p.partition).collect());
         for partition in partitions {
             let offset = self.resolve(topic, partition, start).await?;
-            self.positions
-                .insert((topic.to_string(), partition), offset);
+            Rc::make_mut(&mut self.positions).insert((topic.to_string(), partition), offset);
         }
         self.ahead = None;
         Ok(())
@@ -465,18 +522,16 @@ impl Consumer {
             )));
         }
         let offset = self.resolve(topic, partition, to).await?;
-        self.positions.insert(key, offset);
+        Rc::make_mut(&mut self.positions).insert(key, offset);
         self.ahead = None;
         Ok(())
     }
 
     /// Stops consuming a partition (its position is forgotten).
     pub fn unassign(&mut self, topic: &str, partition: u32) {
-        if self
-            .positions
-            .remove(&(topic.to_string(), partition))
-            .is_some()
-        {
+        let key = (topic.to_string(), partition);
+        if self.positions.contains_key(&key) {
+            Rc::make_mut(&mut self.positions).remove(&key);
             self.ahead = None;
         }
     }
@@ -496,7 +551,11 @@ impl Consumer {
             return Ok(Fetched::default());
         }
         let fetched = match self.ahead.take() {
-            Some((positions, task)) if positions == self.positions => task.await,
+            // Whatever changes the positions besides a poll drops the round fetched ahead.
+            Some((positions, task)) if Rc::ptr_eq(&positions, &self.positions) => {
+                drop(positions);
+                task.await
+            }
             _ => {
                 self.rounds += 1;
                 fetch_round(
@@ -531,7 +590,7 @@ impl Consumer {
                         let reset = self
                             .resolve(&topic, partition, self.config.reset_to)
                             .await?;
-                        self.positions.insert((topic, partition), reset);
+                        Rc::make_mut(&mut self.positions).insert((topic, partition), reset);
                     }
                 }
                 return Ok(Fetched::default());
@@ -549,7 +608,7 @@ impl Consumer {
         for part in &fetched.partitions {
             let key = (part.topic.clone(), part.partition);
             let next = next_position(&part.batches, part.position);
-            self.positions.insert(key, next);
+            Rc::make_mut(&mut self.positions).insert(key, next);
         }
         if self.config.fetch_ahead {
             let positions = self.positions.clone();
@@ -564,5 +623,78 @@ impl Consumer {
             self.ahead = Some((positions, task));
         }
         Ok(fetched)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn want(offset: u64) -> Wanted {
+        Wanted {
+            offset,
+            max_bytes: 100,
+            leader_epoch: 1,
+        }
+    }
+
+    fn key(topic: &str, partition: u32) -> (String, u32) {
+        (topic.to_string(), partition)
+    }
+
+    fn names(changed: &[FetchPartition]) -> Vec<(String, u32, u64)> {
+        changed
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition, p.fetch_offset))
+            .collect()
+    }
+
+    #[test]
+    fn a_session_request_lists_new_and_changed_partitions_and_forgets_the_rest() {
+        let held = vec![
+            (key("a", 0), want(5)),
+            (key("a", 1), want(5)),
+            (key("b", 0), want(5)),
+        ];
+        // The same partitions: only the moved one is listed.
+        let keys = [key("a", 0), key("a", 1), key("b", 0)];
+        let wanted: Vec<_> = keys
+            .iter()
+            .zip([5, 9, 5])
+            .map(|(k, o)| (k, want(o)))
+            .collect();
+        let (changed, forgotten) = session_changes(&held, &wanted);
+        assert_eq!(names(&changed), vec![("a".into(), 1, 9)]);
+        assert!(forgotten.is_empty());
+        // A partition gone (a/1), one new before the rest (a/0 stays, 0/0 new), one new
+        // after (c/3), and one moved (b/0).
+        let keys = [key("0", 0), key("a", 0), key("b", 0), key("c", 3)];
+        let wanted: Vec<_> = keys
+            .iter()
+            .zip([0, 5, 7, 1])
+            .map(|(k, o)| (k, want(o)))
+            .collect();
+        let (changed, forgotten) = session_changes(&held, &wanted);
+        assert_eq!(
+            names(&changed),
+            vec![("0".into(), 0, 0), ("b".into(), 0, 7), ("c".into(), 3, 1)]
+        );
+        assert_eq!(
+            forgotten,
+            vec![ForgottenPartition {
+                topic: "a".into(),
+                partition: 1
+            }]
+        );
+        // Everything forgotten.
+        let (changed, forgotten) = session_changes(&held, &[]);
+        assert!(changed.is_empty());
+        assert_eq!(forgotten.len(), 3);
+        // A new leader epoch is a change too.
+        let keys = [key("a", 0), key("a", 1), key("b", 0)];
+        let mut wanted: Vec<_> = keys.iter().map(|k| (k, want(5))).collect();
+        wanted[2].1.leader_epoch = 2;
+        let (changed, _) = session_changes(&held, &wanted);
+        assert_eq!(names(&changed), vec![("b".into(), 0, 5)]);
     }
 }

@@ -85,6 +85,9 @@ pub(super) struct State {
     pub flusher_waker: Option<Waker>,
     /// Tasks waiting for written/synced offsets or for space; all re-check when woken.
     pub waiters: Vec<Waker>,
+    /// How many times `waiters` were woken (and emptied): a waiter that saw this count
+    /// unchanged is still registered.
+    pub wakes: u64,
     /// Appends waiting for space, in arrival order: space goes to the front one first, so
     /// appends to a partition land in the order they were called.
     pub space_queue: VecDeque<u64>,
@@ -157,6 +160,7 @@ impl State {
     }
 
     pub fn wake_all(&mut self) {
+        self.wakes += 1;
         for waker in self.waiters.drain(..) {
             waker.wake();
         }

@@ -291,6 +291,7 @@ pub(super) async fn recover(
         sync_requested: false,
         flusher_waker: None,
         waiters: Vec::new(),
+        wakes: 0,
         space_queue: VecDeque::new(),
         next_space_ticket: 0,
         producers: Default::default(),

@@ -106,8 +106,17 @@ impl PartitionLog {
     }
 
     /// Registers `waker` to be woken at the log's next change (a write, a sync, a fence).
-    pub fn wake_on_change(&self, waker: &std::task::Waker) {
-        self.inner.state.borrow_mut().add_waiter(waker);
+    /// Returns the log's change count: while `change_count` still says so, the waker is
+    /// registered (a task watching many logs need not register again on those).
+    pub fn wake_on_change(&self, waker: &std::task::Waker) -> u64 {
+        let mut state = self.inner.state.borrow_mut();
+        state.add_waiter(waker);
+        state.wakes
+    }
+
+    /// How many times the log woke its waiters (see `wake_on_change`).
+    pub fn change_count(&self) -> u64 {
+        self.inner.state.borrow().wakes
     }
 
     /// Cuts the log at `offset` for a follower of the leader of `leader_epoch`: refused
@@ -145,7 +154,7 @@ impl PartitionLog {
 
     /// Offsets below this are held by every in-sync replica: consumers read below it.
     pub fn high_watermark(&self) -> u64 {
-        let syncs = self.config().flush.syncs();
+        let syncs = self.inner.config.borrow().flush.syncs();
         high_watermark_of(&self.inner.state.borrow(), syncs)
     }
 
@@ -161,7 +170,7 @@ impl PartitionLog {
 
     /// Waits until the high watermark passes `offset` (`acks=all`, consumers' long polls).
     pub async fn wait_high_watermark(&self, offset: u64) -> Result<(), AppendError> {
-        let syncs = self.config().flush.syncs();
+        let syncs = self.inner.config.borrow().flush.syncs();
         self.wait_for(offset, move |state| high_watermark_of(state, syncs))
             .await
     }

@@ -113,6 +113,11 @@ impl Leadership {
         }
     }
 
+    /// Whether this leadership ended.
+    pub fn is_deposed(&self) -> bool {
+        self.deposed.get()
+    }
+
     /// This leadership ended (another leader, another epoch, or the topic is gone).
     pub fn depose(&self) {
         self.deposed.set(true);

@@ -3,6 +3,13 @@
 //! only what changed and the answers only what has news. At a thousand partitions a full
 //! fetch spends most of its work on partitions that have nothing new.
 //!
+//! A session also remembers this shard's leadership of each partition it leads (the usual
+//! case: clients fetch each partition from its owning shard's port). An incremental fetch
+//! looks at such a partition's high watermark in place, and passes over it without a read,
+//! a routed work item or an answer entry when nothing changed since the session last
+//! reported it. Everything else is fetched like any partition. A leadership that ended, or
+//! a new catalogue, makes the session look the partition up again.
+//!
 //! A connection keeps at most `FETCH_SESSIONS_PER_CONNECTION_MAX` sessions (opening one
 //! more evicts the least recently used), and a shard at most
 //! `FETCH_SESSION_PARTITIONS_PER_SHARD_MAX` session partitions over all its connections:
@@ -11,6 +18,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -20,6 +28,7 @@ use crate::protocol::{
     next_session_epoch, ErrorCode, FetchPartition, FetchPartitionResponse, FetchRequest,
     SESSIONLESS_EPOCH,
 };
+use crate::replication::Leadership;
 
 /// How many session partitions a shard holds, over all its connections.
 #[derive(Debug, Default, Clone)]
@@ -46,8 +55,13 @@ impl SessionBudget {
     }
 }
 
+/// Finds this shard's leadership of a partition (`None` when another shard or broker
+/// leads it, or nobody does).
+pub trait FindLeadership: Fn(&TopicSpec, u32) -> Option<Rc<Leadership>> {}
+impl<F: Fn(&TopicSpec, u32) -> Option<Rc<Leadership>>> FindLeadership for F {}
+
 /// One partition a fetch reads: from the request, or from its session.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Wanted {
     /// The topic, or its name when the catalog does not have it (or not this partition).
     pub topic: Result<Arc<TopicSpec>, String>,
@@ -55,20 +69,55 @@ pub struct Wanted {
     pub offset: u64,
     pub max_bytes: u32,
     pub leader_epoch: Option<u32>,
+    /// This shard's leadership of the partition, when a session knows it and it is
+    /// current: read here, without routing.
+    pub local: Option<Rc<Leadership>>,
+    /// In an incremental fetch: which session partition this is.
+    pub slot: Option<usize>,
+}
+
+impl fmt::Debug for Wanted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let topic = match &self.topic {
+            Ok(topic) => topic.name.as_str(),
+            Err(name) => name.as_str(),
+        };
+        f.debug_struct("Wanted")
+            .field("topic", &topic)
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .field("local", &self.local.is_some())
+            .field("slot", &self.slot)
+            .finish()
+    }
+}
+
+impl Wanted {
+    /// The local leadership to read from, if it is still current for this fetch.
+    pub fn current_local(&self) -> Option<&Rc<Leadership>> {
+        self.local.as_ref().filter(|leadership| {
+            !leadership.is_deposed()
+                && self
+                    .leader_epoch
+                    .is_none_or(|epoch| epoch == leadership.epoch)
+        })
+    }
 }
 
 /// What a fetch request asks for, once its session (if any) is applied.
 #[derive(Debug)]
 pub struct FetchPlan {
+    /// A full fetch's partitions, in request order (an incremental fetch asks the session
+    /// for its `candidates` at each read).
     pub wanted: Vec<Wanted>,
     /// The session the answer names (0: none).
     pub session_id: u32,
     /// Answer only partitions with news (an incremental request); else all, in order.
     pub incremental: bool,
-    /// For an incremental fetch: which session partition each entry of `wanted` is.
-    slots: Vec<usize>,
     /// The session's `generation` when this plan was made.
     generation: u64,
+    /// Where this incremental fetch starts in the session's partitions.
+    start: usize,
 }
 
 #[derive(Debug)]
@@ -116,12 +165,15 @@ pub enum SessionRefusal {
     Unauthorized(String),
 }
 
+fn name_of(topic: &Result<Arc<TopicSpec>, String>) -> &str {
+    match topic {
+        Ok(topic) => topic.name.as_str(),
+        Err(name) => name.as_str(),
+    }
+}
+
 fn name_key(topic: &Result<Arc<TopicSpec>, String>, partition: u32) -> (String, u32) {
-    let name = match topic {
-        Ok(topic) => topic.name.clone(),
-        Err(name) => name.clone(),
-    };
-    (name, partition)
+    (name_of(topic).to_string(), partition)
 }
 
 fn resolve(catalog: &Catalog, name: &str, partition: u32) -> Result<Arc<TopicSpec>, String> {
@@ -139,7 +191,17 @@ fn wanted(catalog: &Catalog, entry: &FetchPartition) -> Wanted {
         offset: entry.fetch_offset,
         max_bytes: entry.partition_max_bytes,
         leader_epoch: entry.leader_epoch,
+        local: None,
+        slot: None,
     }
+}
+
+/// Looks the partition's local leadership up again.
+fn find_local(wanted: &mut Wanted, find: &impl FindLeadership) {
+    wanted.local = match &wanted.topic {
+        Ok(topic) => find(topic, wanted.partition),
+        Err(_) => None,
+    };
 }
 
 impl FetchSessions {
@@ -185,12 +247,14 @@ impl FetchSessions {
     /// Applies `request` to this connection's sessions (opening, closing or updating
     /// one) and says what to fetch, or why the session could not be used. `authorized`
     /// says whether the principal may still read a topic; it is asked only when the
-    /// catalog changed since a session last checked.
+    /// catalog changed since a session last checked. `find` looks up this shard's
+    /// leadership of a session partition.
     pub fn plan(
         &mut self,
         catalog: &Arc<Catalog>,
         request: &FetchRequest,
         authorized: impl Fn(&str) -> bool,
+        find: impl FindLeadership,
     ) -> Result<FetchPlan, SessionRefusal> {
         let full = |session_id| FetchPlan {
             wanted: request
@@ -200,8 +264,8 @@ impl FetchSessions {
                 .collect(),
             session_id,
             incremental: false,
-            slots: Vec::new(),
             generation: 0,
+            start: 0,
         };
         match (request.session_id, request.session_epoch) {
             (id, SESSIONLESS_EPOCH) => {
@@ -211,25 +275,32 @@ impl FetchSessions {
             (id, 0) => {
                 self.close(id);
                 let mut plan = full(0);
-                plan.session_id = self.open(catalog, &plan.wanted);
+                plan.session_id = self.open(catalog, &plan.wanted, &find);
                 Ok(plan)
             }
-            (id, epoch) => self.incremental(catalog, request, id, epoch, authorized),
+            (id, epoch) => self.incremental(catalog, request, id, epoch, authorized, &find),
         }
     }
 
     /// Opens a session of `wanted`'s known partitions; 0 when there is no room.
-    fn open(&mut self, catalog: &Arc<Catalog>, wanted: &[Wanted]) -> u32 {
+    fn open(
+        &mut self,
+        catalog: &Arc<Catalog>,
+        wanted: &[Wanted],
+        find: &impl FindLeadership,
+    ) -> u32 {
         let mut partitions = Vec::with_capacity(wanted.len());
         let mut slots = HashMap::with_capacity(wanted.len());
         for entry in wanted.iter().filter(|entry| entry.topic.is_ok()) {
             let key = name_key(&entry.topic, entry.partition);
+            let mut entry = entry.clone();
+            find_local(&mut entry, find);
             // A partition listed twice: the later entry counts, as in an incremental update.
             match slots.get(&key) {
-                Some(&slot) => partitions[slot] = fresh(entry.clone()),
+                Some(&slot) => partitions[slot] = fresh(entry),
                 None => {
                     slots.insert(key, partitions.len());
-                    partitions.push(fresh(entry.clone()));
+                    partitions.push(fresh(entry));
                 }
             }
         }
@@ -270,6 +341,7 @@ impl FetchSessions {
         id: u32,
         epoch: u32,
         authorized: impl Fn(&str) -> bool,
+        find: &impl FindLeadership,
     ) -> Result<FetchPlan, SessionRefusal> {
         let now = self.tick();
         let Some(index) = self.sessions.iter().position(|s| s.id == id) else {
@@ -277,9 +349,7 @@ impl FetchSessions {
         };
         if self.sessions[index].next_epoch != epoch {
             self.close(id);
-            return Err(SessionRefusal::Session(
-                ErrorCode::InvalidFetchSessionEpoch,
-            ));
+            return Err(SessionRefusal::Session(ErrorCode::InvalidFetchSessionEpoch));
         }
         let session = &mut self.sessions[index];
         session.next_epoch = next_session_epoch(epoch);
@@ -298,7 +368,8 @@ impl FetchSessions {
         }
         let mut added = 0;
         for entry in &request.partitions {
-            let entry = wanted(catalog, entry);
+            let mut entry = wanted(catalog, entry);
+            find_local(&mut entry, find);
             let key = name_key(&entry.topic, entry.partition);
             match session.slots.get(&key) {
                 // What the session reported stays: the client knows it.
@@ -319,14 +390,11 @@ impl FetchSessions {
         }
         let session = &mut self.sessions[index];
         if !Arc::ptr_eq(&session.catalog, catalog) {
-            // Topics may have been deleted or created, and access rules changed.
+            // Topics may have been deleted or created, leaders moved, access rules changed.
             let mut names: Vec<&str> = session
                 .partitions
                 .iter()
-                .map(|p| match &p.wanted.topic {
-                    Ok(topic) => topic.name.as_str(),
-                    Err(name) => name.as_str(),
-                })
+                .map(|p| name_of(&p.wanted.topic))
                 .collect();
             names.sort_unstable();
             names.dedup();
@@ -337,47 +405,100 @@ impl FetchSessions {
             }
             let session = &mut self.sessions[index];
             for partition in &mut session.partitions {
-                let name = match &partition.wanted.topic {
-                    Ok(topic) => topic.name.clone(),
-                    Err(name) => name.clone(),
-                };
-                partition.wanted.topic = resolve(catalog, &name, partition.wanted.partition);
+                let wanted = &mut partition.wanted;
+                wanted.topic = resolve(catalog, name_of(&wanted.topic), wanted.partition);
+                find_local(wanted, find);
             }
             session.catalog = catalog.clone();
         }
         let session = &mut self.sessions[index];
-        let count = session.partitions.len();
-        let start = if count == 0 {
-            0
-        } else {
-            session.rotation % count
-        };
+        for partition in &mut session.partitions {
+            // A leadership that ended may have come back at a newer epoch.
+            if partition
+                .wanted
+                .local
+                .as_ref()
+                .is_some_and(|l| l.is_deposed())
+            {
+                find_local(&mut partition.wanted, find);
+            }
+        }
+        let start = session.rotation;
         session.rotation = session.rotation.wrapping_add(1);
-        let slots: Vec<usize> = (0..count).map(|i| (start + i) % count).collect();
         Ok(FetchPlan {
-            wanted: slots
-                .iter()
-                .map(|&slot| session.partitions[slot].wanted.clone())
-                .collect(),
+            wanted: Vec::new(),
             session_id: id,
             incremental: true,
-            slots,
             generation: now,
+            start,
         })
+    }
+
+    fn current(&self, plan: &FetchPlan) -> Option<&Session> {
+        self.sessions
+            .iter()
+            .find(|s| s.id == plan.session_id && s.generation == plan.generation)
+    }
+
+    /// The partitions an incremental fetch reads now: every partition of the session except
+    /// those led here that have nothing to read and nothing new to report. `None` when the
+    /// session was closed or used by another request meanwhile.
+    pub fn candidates(&self, plan: &FetchPlan) -> Option<Vec<Wanted>> {
+        let session = self.current(plan)?;
+        let count = session.partitions.len();
+        let mut out = Vec::new();
+        for i in 0..count {
+            let slot = (plan.start.wrapping_add(i)) % count;
+            let partition = &session.partitions[slot];
+            if let Some(leadership) = partition.wanted.current_local() {
+                let log = &leadership.log;
+                let news = (log.high_watermark(), log.log_start_offset());
+                let idle = partition.wanted.offset == news.0 && partition.wanted.offset >= news.1;
+                if idle && partition.reported == Some(news) {
+                    continue;
+                }
+            }
+            let mut wanted = partition.wanted.clone();
+            wanted.slot = Some(slot);
+            out.push(wanted);
+        }
+        Some(out)
+    }
+
+    /// The session's partitions led here that have nothing to read, and where they wait:
+    /// what an incremental fetch with nothing to answer watches.
+    pub fn idle_local(&self, plan: &FetchPlan) -> Vec<(Rc<Leadership>, u64)> {
+        let Some(session) = self.current(plan) else {
+            return Vec::new();
+        };
+        session
+            .partitions
+            .iter()
+            .filter_map(|partition| {
+                let leadership = partition.wanted.current_local()?;
+                let offset = partition.wanted.offset;
+                (offset >= leadership.log.high_watermark()).then(|| (leadership.clone(), offset))
+            })
+            .collect()
     }
 
     /// Records what an answer to `plan` carried, and keeps only the entries worth sending:
     /// for an incremental fetch those with batches, an error, or a high watermark or log
     /// start offset the session has not reported yet; for a full one all of them. Returns
-    /// the indexes of `responses` to send.
-    pub fn answer(&mut self, plan: &FetchPlan, responses: &[FetchPartitionResponse]) -> Vec<usize> {
+    /// the indexes of `responses` to send. `wanted` are the entries `responses` answer.
+    pub fn answer(
+        &mut self,
+        plan: &FetchPlan,
+        wanted: &[Wanted],
+        responses: &[FetchPartitionResponse],
+    ) -> Vec<usize> {
         let session = self
             .sessions
             .iter_mut()
             .find(|s| s.id == plan.session_id && plan.session_id != 0);
         if !plan.incremental {
             if let Some(session) = session {
-                for (entry, response) in plan.wanted.iter().zip(responses) {
+                for (entry, response) in wanted.iter().zip(responses) {
                     let key = name_key(&entry.topic, entry.partition);
                     if let Some(&slot) = session.slots.get(&key) {
                         if response.error == ErrorCode::None {
@@ -389,11 +510,13 @@ impl FetchSessions {
             }
             return (0..responses.len()).collect();
         }
-        let current = session.filter(|s| s.generation == plan.generation);
+        let mut current = session.filter(|s| s.generation == plan.generation);
         let mut keep = Vec::new();
-        let mut current = current;
-        for (index, (response, &slot)) in responses.iter().zip(&plan.slots).enumerate() {
+        for (index, (entry, response)) in wanted.iter().zip(responses).enumerate() {
             let news = (response.high_watermark, response.log_start_offset);
+            let slot = entry
+                .slot
+                .expect("an incremental fetch's entries name their slots");
             let reported = current
                 .as_ref()
                 .and_then(|s| s.partitions.get(slot))
@@ -483,8 +606,22 @@ mod tests {
         true
     }
 
-    fn partitions_of(plan: &FetchPlan) -> Vec<(u32, u64)> {
-        let mut out: Vec<(u32, u64)> = plan.wanted.iter().map(|w| (w.partition, w.offset)).collect();
+    /// No partition is led by this shard in these tests: every one is read as routed.
+    fn elsewhere(_: &TopicSpec, _: u32) -> Option<Rc<Leadership>> {
+        None
+    }
+
+    /// The entries a fetch on `plan` reads.
+    fn read_by(sessions: &FetchSessions, plan: &FetchPlan) -> Vec<Wanted> {
+        if plan.incremental {
+            sessions.candidates(plan).expect("the session is current")
+        } else {
+            plan.wanted.clone()
+        }
+    }
+
+    fn partitions_of(wanted: &[Wanted]) -> Vec<(u32, u64)> {
+        let mut out: Vec<(u32, u64)> = wanted.iter().map(|w| (w.partition, w.offset)).collect();
         out.sort_unstable();
         out
     }
@@ -492,11 +629,12 @@ mod tests {
     /// Opens a session of partitions 0..4 at offset 10 and answers it with high watermark 10.
     fn opened(sessions: &mut FetchSessions, catalog: &Arc<Catalog>) -> u32 {
         let full = request(0, 0, (0..4).map(|p| entry(p, 10)).collect());
-        let plan = sessions.plan(catalog, &full, all).unwrap();
+        let plan = sessions.plan(catalog, &full, all, elsewhere).unwrap();
         assert!(!plan.incremental);
         assert_ne!(plan.session_id, 0);
         let responses: Vec<_> = plan.wanted.iter().map(|w| answer(w, 10, 0)).collect();
-        assert_eq!(sessions.answer(&plan, &responses), vec![0, 1, 2, 3]);
+        let kept = sessions.answer(&plan, &plan.wanted, &responses);
+        assert_eq!(kept, vec![0, 1, 2, 3]);
         plan.session_id
     }
 
@@ -510,19 +648,26 @@ mod tests {
 
         // Partition 1 moved on, partition 6 is new, partition 3 is forgotten.
         let mut incremental = request(id, 1, vec![entry(1, 15), entry(6, 0)]);
-        incremental.forgotten.push(crate::protocol::ForgottenPartition {
-            topic: "t".into(),
-            partition: 3,
-        });
-        let plan = sessions.plan(&catalog, &incremental, all).unwrap();
+        incremental
+            .forgotten
+            .push(crate::protocol::ForgottenPartition {
+                topic: "t".into(),
+                partition: 3,
+            });
+        let plan = sessions
+            .plan(&catalog, &incremental, all, elsewhere)
+            .unwrap();
         assert!(plan.incremental);
         assert_eq!(plan.session_id, id);
-        assert_eq!(partitions_of(&plan), vec![(0, 10), (1, 15), (2, 10), (6, 0)]);
+        let wanted = read_by(&sessions, &plan);
+        assert_eq!(
+            partitions_of(&wanted),
+            vec![(0, 10), (1, 15), (2, 10), (6, 0)]
+        );
         assert_eq!(budget.in_use(), 4);
         // Only partition 2 has batches; partition 6 was never reported; the rest are as
         // reported (0 at 10; 1 at 10, where its position now is 15 but nothing changed).
-        let responses: Vec<_> = plan
-            .wanted
+        let responses: Vec<_> = wanted
             .iter()
             .map(|w| match w.partition {
                 2 => answer(w, 20, 500),
@@ -531,7 +676,7 @@ mod tests {
             })
             .collect();
         let kept: Vec<u32> = sessions
-            .answer(&plan, &responses)
+            .answer(&plan, &wanted, &responses)
             .into_iter()
             .map(|i| responses[i].partition)
             .collect();
@@ -541,9 +686,10 @@ mod tests {
 
         // The next epoch: nothing changed anywhere, so nothing is answered; a changed high
         // watermark is news even without batches.
-        let plan = sessions.plan(&catalog, &request(id, 2, vec![entry(2, 20)]), all).unwrap();
-        let responses: Vec<_> = plan
-            .wanted
+        let next = request(id, 2, vec![entry(2, 20)]);
+        let plan = sessions.plan(&catalog, &next, all, elsewhere).unwrap();
+        let wanted = read_by(&sessions, &plan);
+        let responses: Vec<_> = wanted
             .iter()
             .map(|w| match w.partition {
                 0 => answer(w, 11, 0),
@@ -553,7 +699,7 @@ mod tests {
             })
             .collect();
         let kept: Vec<u32> = sessions
-            .answer(&plan, &responses)
+            .answer(&plan, &wanted, &responses)
             .into_iter()
             .map(|i| responses[i].partition)
             .collect();
@@ -566,18 +712,18 @@ mod tests {
         let budget = SessionBudget::default();
         let mut sessions = FetchSessions::new(budget.clone());
         let id = opened(&mut sessions, &catalog);
-        let refused = sessions.plan(&catalog, &request(id, 2, Vec::new()), all);
+        let refused = sessions.plan(&catalog, &request(id, 2, Vec::new()), all, elsewhere);
         assert_eq!(
             refused.unwrap_err(),
             SessionRefusal::Session(ErrorCode::InvalidFetchSessionEpoch)
         );
         assert_eq!(budget.in_use(), 0);
-        let refused = sessions.plan(&catalog, &request(id, 1, Vec::new()), all);
+        let refused = sessions.plan(&catalog, &request(id, 1, Vec::new()), all, elsewhere);
         assert_eq!(
             refused.unwrap_err(),
             SessionRefusal::Session(ErrorCode::FetchSessionNotFound)
         );
-        let refused = sessions.plan(&catalog, &request(0, 1, Vec::new()), all);
+        let refused = sessions.plan(&catalog, &request(0, 1, Vec::new()), all, elsewhere);
         assert_eq!(
             refused.unwrap_err(),
             SessionRefusal::Session(ErrorCode::FetchSessionNotFound)
@@ -592,20 +738,27 @@ mod tests {
         let id = opened(&mut sessions, &catalog);
         // Epoch 0 with the id: closed and another opened.
         let again = sessions
-            .plan(&catalog, &request(id, 0, vec![entry(0, 0)]), all)
+            .plan(&catalog, &request(id, 0, vec![entry(0, 0)]), all, elsewhere)
             .unwrap();
         assert_ne!(again.session_id, 0);
         assert_ne!(again.session_id, id);
         assert_eq!((sessions.len(), budget.in_use()), (1, 1));
         // Sessionless with the id: closed, and none opened.
         let plain = sessions
-            .plan(&catalog, &request(again.session_id, SESSIONLESS_EPOCH, vec![entry(0, 0)]), all)
+            .plan(
+                &catalog,
+                &request(again.session_id, SESSIONLESS_EPOCH, vec![entry(0, 0)]),
+                all,
+                elsewhere,
+            )
             .unwrap();
         assert_eq!(plain.session_id, 0);
         assert!(!plain.incremental);
         assert_eq!((sessions.len(), budget.in_use()), (0, 0));
         // A full fetch of only unknown partitions opens nothing.
-        let unknown = sessions.plan(&catalog, &request(0, 0, vec![entry(9, 0)]), all).unwrap();
+        let unknown = sessions
+            .plan(&catalog, &request(0, 0, vec![entry(9, 0)]), all, elsewhere)
+            .unwrap();
         assert_eq!(unknown.session_id, 0);
         assert!(unknown.wanted[0].topic.is_err());
     }
@@ -621,16 +774,24 @@ mod tests {
             ids.push(opened(&mut sessions, &catalog));
         }
         // Using the first makes the second the least recently used.
-        sessions.plan(&catalog, &request(first, 1, Vec::new()), all).unwrap();
+        sessions
+            .plan(&catalog, &request(first, 1, Vec::new()), all, elsewhere)
+            .unwrap();
         let newest = opened(&mut sessions, &catalog);
         assert_eq!(sessions.len(), FETCH_SESSIONS_PER_CONNECTION_MAX);
         assert_eq!(budget.in_use(), 4 * FETCH_SESSIONS_PER_CONNECTION_MAX);
         assert_eq!(
-            sessions.plan(&catalog, &request(ids[1], 1, Vec::new()), all).unwrap_err(),
+            sessions
+                .plan(&catalog, &request(ids[1], 1, Vec::new()), all, elsewhere)
+                .unwrap_err(),
             SessionRefusal::Session(ErrorCode::FetchSessionNotFound)
         );
-        assert!(sessions.plan(&catalog, &request(first, 2, Vec::new()), all).is_ok());
-        assert!(sessions.plan(&catalog, &request(newest, 1, Vec::new()), all).is_ok());
+        assert!(sessions
+            .plan(&catalog, &request(first, 2, Vec::new()), all, elsewhere)
+            .is_ok());
+        assert!(sessions
+            .plan(&catalog, &request(newest, 1, Vec::new()), all, elsewhere)
+            .is_ok());
         drop(sessions);
         assert_eq!(budget.in_use(), 0);
     }
@@ -643,12 +804,12 @@ mod tests {
         let mut sessions = FetchSessions::new(budget.clone());
         let id = opened(&mut sessions, &catalog);
         let full = request(0, 0, (0..4).map(|p| entry(p, 0)).collect());
-        let declined = sessions.plan(&catalog, &full, all).unwrap();
+        let declined = sessions.plan(&catalog, &full, all, elsewhere).unwrap();
         assert_eq!(declined.session_id, 0);
         assert_eq!(declined.wanted.len(), 4);
         let grow = request(id, 1, (4..8).map(|p| entry(p, 0)).collect());
         assert_eq!(
-            sessions.plan(&catalog, &grow, all).unwrap_err(),
+            sessions.plan(&catalog, &grow, all, elsewhere).unwrap_err(),
             SessionRefusal::Session(ErrorCode::FetchSessionNotFound)
         );
         assert_eq!(budget.in_use(), FETCH_SESSION_PARTITIONS_PER_SHARD_MAX - 5);
@@ -661,12 +822,15 @@ mod tests {
         let id = opened(&mut sessions, &before);
         // The same catalog is not asked about again.
         let never = |_: &str| -> bool { panic!("asked with an unchanged catalog") };
-        sessions.plan(&before, &request(id, 1, Vec::new()), never).unwrap();
+        sessions
+            .plan(&before, &request(id, 1, Vec::new()), never, elsewhere)
+            .unwrap();
         // A new catalog where the topic has 2 partitions: 2 and 3 are unknown now.
         let after = catalog(2);
-        let plan = sessions.plan(&after, &request(id, 2, Vec::new()), all).unwrap();
-        let unknown: Vec<u32> = plan
-            .wanted
+        let plan = sessions
+            .plan(&after, &request(id, 2, Vec::new()), all, elsewhere)
+            .unwrap();
+        let unknown: Vec<u32> = read_by(&sessions, &plan)
             .iter()
             .filter(|w| w.topic.is_err())
             .map(|w| w.partition)
@@ -675,8 +839,16 @@ mod tests {
         assert!(unknown.iter().all(|&p| p >= 2));
         // Access taken away: the session is refused and closed.
         let later = catalog(4);
-        let refused = sessions.plan(&later, &request(id, 3, Vec::new()), |_: &str| false);
-        assert_eq!(refused.unwrap_err(), SessionRefusal::Unauthorized("t".into()));
+        let refused = sessions.plan(
+            &later,
+            &request(id, 3, Vec::new()),
+            |_: &str| false,
+            elsewhere,
+        );
+        assert_eq!(
+            refused.unwrap_err(),
+            SessionRefusal::Unauthorized("t".into())
+        );
         assert!(sessions.is_empty());
     }
 }

@@ -2,13 +2,14 @@
 //! for fetch, the trailer of batches that follows it).
 
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::context::ShardContext;
-use super::fetch_session::{FetchSessions, SessionRefusal};
+use super::fetch_session::{FetchSessions, SessionRefusal, Wanted};
 use super::route::route;
 use super::work::wait_for_data;
 use crate::cluster::{AdminRequest, Catalog, TopicSpec};
@@ -21,7 +22,10 @@ use crate::protocol::{
     MetadataResponse, PartitionMetadata, ProducePartitionResponse, ProduceResponse, Request,
     Response, TopicConfigs, TopicMetadata,
 };
-use crate::shard::messages::{FetchWork, ListOffsetsWork, ProduceWork, ShardMessage, WaitWork};
+use crate::replication::Leadership;
+use crate::shard::messages::{
+    FetchOutcome, FetchWork, ListOffsetsWork, ProduceWork, ShardMessage, WaitWork,
+};
 
 /// A response and the batches that follow it on the wire.
 pub struct Reply {
@@ -338,18 +342,14 @@ async fn fetch(
             crate::protocol::AclOperation::Read,
         )
     };
-    let planned = sessions.borrow_mut().plan(&catalog, &request, may_read);
+    let find =
+        |topic: &TopicSpec, partition| context.replication.leadership((topic.topic_id, partition));
+    let planned = sessions
+        .borrow_mut()
+        .plan(&catalog, &request, may_read, find);
     let plan = match planned {
         Ok(plan) => plan,
-        Err(SessionRefusal::Session(error)) => {
-            let response = Response::Fetch(FetchResponse {
-                throttle_ms: 0,
-                partitions: Vec::new(),
-                error,
-                session_id: 0,
-            });
-            return response.into();
-        }
+        Err(SessionRefusal::Session(error)) => return session_refused(error),
         Err(SessionRefusal::Unauthorized(topic)) => {
             return Response::Error(crate::protocol::ErrorResponse::new(
                 ErrorCode::TopicAuthorizationFailed,
@@ -362,38 +362,24 @@ async fn fetch(
     let deadline = context.clock.now() + wait;
     let mut attempt = 0;
     loop {
-        // Every partition may read a fair share of the response's budget; what comes back
-        // is then trimmed to the budget below, in request order.
-        let known_count = plan.wanted.iter().filter(|w| w.topic.is_ok()).count().max(1);
-        let share = (request.max_bytes as usize / known_count).max(1);
-        let mut work = Vec::new();
-        for entry in &plan.wanted {
-            if let Ok(topic) = &entry.topic {
-                let max_bytes = (entry.max_bytes as usize).min(share);
-                work.push(FetchWork {
-                    topic: topic.clone(),
-                    partition: entry.partition,
-                    offset: entry.offset,
-                    max_bytes: max_bytes as u32,
-                    leader_epoch: entry.leader_epoch,
-                });
-            }
-        }
-        let mut outcomes = route(context, work).await.into_iter();
-        let mut partitions = Vec::with_capacity(plan.wanted.len());
-        let mut chunks_of = Vec::with_capacity(plan.wanted.len());
+        let candidates;
+        let wanted: &[Wanted] = if plan.incremental {
+            let found = sessions.borrow().candidates(&plan);
+            let Some(found) = found else {
+                // Another request closed or used the session meanwhile.
+                return session_refused(ErrorCode::FetchSessionNotFound);
+            };
+            candidates = found;
+            &candidates
+        } else {
+            &plan.wanted
+        };
+        let outcomes = read_partitions(context, wanted, request.max_bytes).await;
+        let mut partitions = Vec::with_capacity(wanted.len());
+        let mut chunks_of = Vec::with_capacity(wanted.len());
         let mut total = 0usize;
         let mut waits = Vec::new();
-        for entry in &plan.wanted {
-            let topic = match &entry.topic {
-                Ok(topic) => topic,
-                Err(name) => {
-                    partitions.push(unknown_fetch(name.clone(), entry.partition));
-                    chunks_of.push(Vec::new());
-                    continue;
-                }
-            };
-            let outcome = outcomes.next().expect("one outcome per routed partition");
+        for (entry, outcome) in wanted.iter().zip(outcomes) {
             let (mut response, mut chunks) = (outcome.response, outcome.chunks);
             // Whole batches only, within the budget (the first data always goes, as a read
             // always returns at least one batch); what is left out comes on the next fetch.
@@ -404,15 +390,24 @@ async fn fetch(
                 chunks.clear();
             }
             total += response.batch_bytes as usize;
-            if response.error == ErrorCode::None && response.batch_bytes == 0 {
+            let idle = response.error == ErrorCode::None && response.batch_bytes == 0;
+            // An incremental fetch watches the partitions led here all at once, below.
+            let watched_below = plan.incremental && entry.current_local().is_some();
+            if let (true, false, Ok(topic)) = (idle, watched_below, &entry.topic) {
                 waits.push((topic.clone(), entry.partition, entry.offset));
             }
             partitions.push(response);
             chunks_of.push(chunks);
         }
         let satisfied = total >= request.min_bytes.max(1) as usize;
-        if satisfied || attempt > 0 || wait.is_zero() || waits.is_empty() {
-            let keep = sessions.borrow_mut().answer(&plan, &partitions);
+        let local_waits = if plan.incremental && !satisfied && attempt == 0 && !wait.is_zero() {
+            sessions.borrow().idle_local(&plan)
+        } else {
+            Vec::new()
+        };
+        let nothing_to_wait_for = waits.is_empty() && local_waits.is_empty();
+        if satisfied || attempt > 0 || wait.is_zero() || nothing_to_wait_for {
+            let keep = sessions.borrow_mut().answer(&plan, wanted, &partitions);
             let mut partitions: Vec<Option<FetchPartitionResponse>> =
                 partitions.into_iter().map(Some).collect();
             let mut chunks_of: Vec<Option<Vec<Bytes>>> = chunks_of.into_iter().map(Some).collect();
@@ -431,8 +426,126 @@ async fn fetch(
             return Reply { response, trailer };
         }
         attempt += 1;
-        wait_anywhere(context, waits, deadline).await;
+        let local = async {
+            if local_waits.is_empty() {
+                std::future::pending::<()>().await
+            } else {
+                wait_led_here(&local_waits).await
+            }
+        };
+        let elsewhere = async {
+            if waits.is_empty() {
+                std::future::pending::<()>().await
+            } else {
+                wait_anywhere(context, waits, deadline).await
+            }
+        };
+        super::work::with_deadline(deadline, futures_lite::future::or(local, elsewhere)).await;
     }
+}
+
+fn session_refused(error: ErrorCode) -> Reply {
+    Response::Fetch(FetchResponse {
+        throttle_ms: 0,
+        partitions: Vec::new(),
+        error,
+        session_id: 0,
+    })
+    .into()
+}
+
+/// Reads each wanted partition once, one outcome per entry in order: partitions this
+/// shard leads (as a session knows them) in place, the rest routed to their shards.
+async fn read_partitions(
+    context: &ShardContext,
+    wanted: &[Wanted],
+    max_bytes: u32,
+) -> Vec<FetchOutcome> {
+    // Every partition may read a fair share of the response's budget; what comes back is
+    // then trimmed to the budget, in order.
+    let known_count = wanted.iter().filter(|w| w.topic.is_ok()).count().max(1);
+    let share = (max_bytes as usize / known_count).max(1);
+    let mut outcomes: Vec<Option<FetchOutcome>> = Vec::with_capacity(wanted.len());
+    let mut reads = Vec::new();
+    let mut routed = Vec::new();
+    let mut routed_at = Vec::new();
+    for (index, entry) in wanted.iter().enumerate() {
+        let topic = match &entry.topic {
+            Ok(topic) => topic,
+            Err(name) => {
+                outcomes.push(Some(FetchOutcome {
+                    response: unknown_fetch(name.clone(), entry.partition),
+                    chunks: Vec::new(),
+                }));
+                continue;
+            }
+        };
+        let work = FetchWork {
+            topic: topic.clone(),
+            partition: entry.partition,
+            offset: entry.offset,
+            max_bytes: (entry.max_bytes as usize).min(share) as u32,
+            leader_epoch: entry.leader_epoch,
+        };
+        match entry.current_local() {
+            Some(leadership) => match super::work::caught_up(&leadership.log, &work) {
+                Some(outcome) => outcomes.push(Some(outcome)),
+                None => {
+                    reads.push((index, leadership.clone(), work));
+                    outcomes.push(None);
+                }
+            },
+            None => {
+                routed_at.push(index);
+                routed.push(work);
+                outcomes.push(None);
+            }
+        }
+    }
+    let reads = reads
+        .into_iter()
+        .map(|(index, leadership, work)| async move {
+            let outcome = super::work::fetch_read(context, &leadership.log, &work).await;
+            (index, outcome)
+        });
+    let (read, routed) = futures::join!(futures::future::join_all(reads), route(context, routed));
+    for (index, outcome) in read {
+        outcomes[index] = Some(outcome);
+    }
+    for (index, outcome) in routed_at.into_iter().zip(routed) {
+        outcomes[index] = Some(outcome);
+    }
+    outcomes
+        .into_iter()
+        .map(|outcome| outcome.expect("every partition was answered, read or routed"))
+        .collect()
+}
+
+/// Waits until any of these partitions this shard leads has data past its offset (or its
+/// leadership ended). A log is looked at again only once it changed: the waker stays
+/// registered with the others.
+async fn wait_led_here(waits: &[(Rc<Leadership>, u64)]) {
+    let mut seen: Vec<Option<u64>> = vec![None; waits.len()];
+    let mut registered: Option<std::task::Waker> = None;
+    std::future::poll_fn(|cx| {
+        if !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            // Another waker: register it everywhere.
+            seen.iter_mut().for_each(|seen| *seen = None);
+            registered = Some(cx.waker().clone());
+        }
+        for ((leadership, offset), seen) in waits.iter().zip(&mut seen) {
+            let log = &leadership.log;
+            if *seen == Some(log.change_count()) {
+                continue;
+            }
+            if leadership.is_deposed() || *offset < log.high_watermark() {
+                return std::task::Poll::Ready(());
+            }
+            *seen = Some(log.wake_on_change(cx.waker()));
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// Waits until any of the partitions (on any shard) has data past its offset, or `deadline`.

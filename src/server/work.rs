@@ -415,9 +415,9 @@ pub async fn fetch_all(context: &ShardContext, work: Vec<FetchWork>) -> Vec<Fetc
             }
         }
     }
-    let reads = reads.into_iter().map(|(index, log, work)| async move {
-        (index, fetch_read(context, &log, &work).await)
-    });
+    let reads = reads
+        .into_iter()
+        .map(|(index, log, work)| async move { (index, fetch_read(context, &log, &work).await) });
     for (index, outcome) in futures::future::join_all(reads).await {
         outcomes[index] = Some(outcome);
     }
@@ -441,10 +441,10 @@ fn empty_fetch(work: &FetchWork) -> FetchPartitionResponse {
 
 /// The outcome of a fetch that needs no read, or the log to read.
 fn fetch_at_once(context: &ShardContext, work: &FetchWork) -> Result<FetchOutcome, PartitionLog> {
-    let mut response = empty_fetch(work);
     let log = match leadership_of(context, &work.topic, work.partition, work.leader_epoch) {
         Ok(leadership) => leadership.log.clone(),
         Err((error, _)) => {
+            let mut response = empty_fetch(work);
             response.error = error;
             return Ok(FetchOutcome {
                 response,
@@ -452,22 +452,33 @@ fn fetch_at_once(context: &ShardContext, work: &FetchWork) -> Result<FetchOutcom
             });
         }
     };
-    let high_watermark = high_watermark(&log);
+    caught_up(&log, work).ok_or(log)
+}
+
+/// The answer for a partition whose position is at its high watermark (nothing to read),
+/// or `None` when there is something to read, or a position out of range.
+pub fn caught_up(log: &PartitionLog, work: &FetchWork) -> Option<FetchOutcome> {
+    let high_watermark = high_watermark(log);
     let log_start_offset = log.log_start_offset();
     if work.offset != high_watermark || work.offset < log_start_offset {
-        return Err(log);
+        return None;
     }
+    let mut response = empty_fetch(work);
     response.high_watermark = high_watermark;
     response.last_stable_offset = high_watermark;
     response.log_start_offset = log_start_offset;
-    Ok(FetchOutcome {
+    Some(FetchOutcome {
         response,
         chunks: Vec::new(),
     })
 }
 
 /// Reads one partition for a fetch.
-async fn fetch_read(context: &ShardContext, log: &PartitionLog, work: &FetchWork) -> FetchOutcome {
+pub async fn fetch_read(
+    context: &ShardContext,
+    log: &PartitionLog,
+    work: &FetchWork,
+) -> FetchOutcome {
     let mut response = empty_fetch(work);
     let chunks = match read(log, work.offset, work.max_bytes).await {
         Ok((chunks, messages)) => {

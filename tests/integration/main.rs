@@ -7,6 +7,7 @@ mod broker;
 mod broker_bad_input;
 mod cluster;
 mod failover;
+mod fetch_session;
 mod groups;
 mod harness;
 mod history;

@@ -89,7 +89,9 @@ pub fn next_session_epoch(epoch: u32) -> u32 {
 impl FetchRequest {
     /// Whether this request carries anything version 0 cannot say.
     pub fn uses_session(&self) -> bool {
-        self.session_id != 0 || self.session_epoch != SESSIONLESS_EPOCH || !self.forgotten.is_empty()
+        self.session_id != 0
+            || self.session_epoch != SESSIONLESS_EPOCH
+            || !self.forgotten.is_empty()
     }
 }
 

@@ -141,12 +141,27 @@ fn too_many_partitions_are_refused() {
     decode_request(raw_frame(ApiKey::Fetch.as_u16(), 1, false, &body, &[])).unwrap();
     // Version 0's body has the same limit.
     let v0 = |count| archive(&FetchRequestV0::try_from(&fetch(count, "t")).unwrap());
-    let frame = raw_frame(ApiKey::Fetch.as_u16(), 0, false, &v0(PARTITIONS_PER_REQUEST_MAX + 1), &[]);
+    let frame = raw_frame(
+        ApiKey::Fetch.as_u16(),
+        0,
+        false,
+        &v0(PARTITIONS_PER_REQUEST_MAX + 1),
+        &[],
+    );
     assert!(matches!(
         decode_request(frame).unwrap_err(),
-        ProtocolError::TooMany { what: "fetch partitions", .. }
+        ProtocolError::TooMany {
+            what: "fetch partitions",
+            ..
+        }
     ));
-    let frame = raw_frame(ApiKey::Fetch.as_u16(), 0, false, &v0(PARTITIONS_PER_REQUEST_MAX), &[]);
+    let frame = raw_frame(
+        ApiKey::Fetch.as_u16(),
+        0,
+        false,
+        &v0(PARTITIONS_PER_REQUEST_MAX),
+        &[],
+    );
     decode_request(frame).unwrap();
     // So has the list of forgotten partitions.
     let mut forgetting = fetch(0, "t");

@@ -104,17 +104,15 @@ pub fn fetch_request() -> impl Strategy<Value = FetchRequest> {
         vec(forgotten, 0..3),
     )
         .prop_map(
-            |([wait, min, max], partitions, (session_id, session_epoch), forgotten)| {
-                FetchRequest {
-                    max_wait_ms: wait,
-                    min_bytes: min,
-                    max_bytes: max,
-                    isolation: IsolationLevel::HighWatermark,
-                    partitions,
-                    session_id,
-                    session_epoch,
-                    forgotten,
-                }
+            |([wait, min, max], partitions, (session_id, session_epoch), forgotten)| FetchRequest {
+                max_wait_ms: wait,
+                min_bytes: min,
+                max_bytes: max,
+                isolation: IsolationLevel::HighWatermark,
+                partitions,
+                session_id,
+                session_epoch,
+                forgotten,
             },
         )
 }
@@ -289,14 +287,20 @@ pub fn fetch_response() -> impl Strategy<Value = FetchResponse> {
                 }
             },
         );
-    (any::<u32>(), vec(partition, 0..6), error_code(), any::<u32>()).prop_map(
-        |(throttle_ms, partitions, error, session_id)| FetchResponse {
-            throttle_ms,
-            partitions,
-            error,
-            session_id,
-        },
+    (
+        any::<u32>(),
+        vec(partition, 0..6),
+        error_code(),
+        any::<u32>(),
     )
+        .prop_map(
+            |(throttle_ms, partitions, error, session_id)| FetchResponse {
+                throttle_ms,
+                partitions,
+                error,
+                session_id,
+            },
+        )
 }
 
 fn list_offsets_response() -> impl Strategy<Value = ListOffsetsResponse> {
