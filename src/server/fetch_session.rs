@@ -606,6 +606,30 @@ mod tests {
         true
     }
 
+    /// Answers `wanted` with each partition's (high watermark, batch bytes) from `news`,
+    /// and returns the partitions the answer keeps, in order.
+    fn answered(
+        sessions: &mut FetchSessions,
+        plan: &FetchPlan,
+        wanted: &[Wanted],
+        news: impl Fn(u32) -> (u64, u32),
+    ) -> Vec<u32> {
+        let responses: Vec<_> = wanted
+            .iter()
+            .map(|w| {
+                let (high_watermark, bytes) = news(w.partition);
+                answer(w, high_watermark, bytes)
+            })
+            .collect();
+        let mut kept: Vec<u32> = sessions
+            .answer(plan, wanted, &responses)
+            .into_iter()
+            .map(|i| responses[i].partition)
+            .collect();
+        kept.sort_unstable();
+        kept
+    }
+
     /// No partition is led by this shard in these tests: every one is read as routed.
     fn elsewhere(_: &TopicSpec, _: u32) -> Option<Rc<Leadership>> {
         None
@@ -667,21 +691,11 @@ mod tests {
         assert_eq!(budget.in_use(), 4);
         // Only partition 2 has batches; partition 6 was never reported; the rest are as
         // reported (0 at 10; 1 at 10, where its position now is 15 but nothing changed).
-        let responses: Vec<_> = wanted
-            .iter()
-            .map(|w| match w.partition {
-                2 => answer(w, 20, 500),
-                6 => answer(w, 0, 0),
-                _ => answer(w, 10, 0),
-            })
-            .collect();
-        let kept: Vec<u32> = sessions
-            .answer(&plan, &wanted, &responses)
-            .into_iter()
-            .map(|i| responses[i].partition)
-            .collect();
-        let mut kept = kept;
-        kept.sort_unstable();
+        let kept = answered(&mut sessions, &plan, &wanted, |partition| match partition {
+            2 => (20, 500),
+            6 => (0, 0),
+            _ => (10, 0),
+        });
         assert_eq!(kept, vec![2, 6]);
 
         // The next epoch: nothing changed anywhere, so nothing is answered; a changed high
@@ -689,20 +703,12 @@ mod tests {
         let next = request(id, 2, vec![entry(2, 20)]);
         let plan = sessions.plan(&catalog, &next, all, elsewhere).unwrap();
         let wanted = read_by(&sessions, &plan);
-        let responses: Vec<_> = wanted
-            .iter()
-            .map(|w| match w.partition {
-                0 => answer(w, 11, 0),
-                2 => answer(w, 20, 0),
-                6 => answer(w, 0, 0),
-                _ => answer(w, 10, 0),
-            })
-            .collect();
-        let kept: Vec<u32> = sessions
-            .answer(&plan, &wanted, &responses)
-            .into_iter()
-            .map(|i| responses[i].partition)
-            .collect();
+        let kept = answered(&mut sessions, &plan, &wanted, |partition| match partition {
+            0 => (11, 0),
+            2 => (20, 0),
+            6 => (0, 0),
+            _ => (10, 0),
+        });
         assert_eq!(kept, vec![0]);
     }
 

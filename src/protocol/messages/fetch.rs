@@ -156,14 +156,28 @@ impl CheckArchived for ArchivedFetchRequest {
 
 impl CheckArchived for ArchivedFetchResponse {
     fn check(&self) -> Result<(), ProtocolError> {
-        limits::partition_list("fetch partitions", &self.partitions, |p| &p.topic)
+        check_answers(&self.partitions)
     }
 
     fn trailer_lengths(&self) -> impl Iterator<Item = u32> + '_ {
-        self.partitions
-            .iter()
-            .map(|partition| partition.batch_bytes.to_native())
+        batch_lengths(&self.partitions)
     }
+}
+
+/// The checks on a fetch answer's partitions (both versions).
+fn check_answers(
+    partitions: &rkyv::vec::ArchivedVec<ArchivedFetchPartitionResponse>,
+) -> Result<(), ProtocolError> {
+    limits::partition_list("fetch partitions", partitions, |p| &p.topic)
+}
+
+/// Each answered partition's share of the trailer (both versions).
+fn batch_lengths(
+    partitions: &rkyv::vec::ArchivedVec<ArchivedFetchPartitionResponse>,
+) -> impl Iterator<Item = u32> + '_ {
+    partitions
+        .iter()
+        .map(|partition| partition.batch_bytes.to_native())
 }
 
 /// Fetch version 0's request: version 1 without a session.
@@ -258,12 +272,10 @@ impl CheckArchived for ArchivedFetchRequestV0 {
 
 impl CheckArchived for ArchivedFetchResponseV0 {
     fn check(&self) -> Result<(), ProtocolError> {
-        limits::partition_list("fetch partitions", &self.partitions, |p| &p.topic)
+        check_answers(&self.partitions)
     }
 
     fn trailer_lengths(&self) -> impl Iterator<Item = u32> + '_ {
-        self.partitions
-            .iter()
-            .map(|partition| partition.batch_bytes.to_native())
+        batch_lengths(&self.partitions)
     }
 }
