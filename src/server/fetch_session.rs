@@ -14,7 +14,9 @@
 //! more evicts the least recently used), and a shard at most
 //! `FETCH_SESSION_PARTITIONS_PER_SHARD_MAX` session partitions over all its connections:
 //! past that it declines to open sessions (the fetch is still answered in full, without
-//! one) and closes a session that would grow. Sessions end with their connection.
+//! one) and closes a session that would grow. Sessions end with their connection, or when
+//! it authenticates again as another principal; a session that two requests used at once
+//! is closed.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -149,6 +151,8 @@ struct Session {
 #[derive(Debug)]
 pub struct FetchSessions {
     sessions: Vec<Session>,
+    /// Who opened them: a connection that authenticates again as someone else loses them.
+    principal: String,
     budget: SessionBudget,
     next_id: u32,
     /// Counts uses, for least-recently-used eviction and generations.
@@ -208,6 +212,7 @@ impl FetchSessions {
     pub fn new(budget: SessionBudget) -> FetchSessions {
         FetchSessions {
             sessions: Vec::new(),
+            principal: String::new(),
             budget,
             next_id: 1,
             clock: 0,
@@ -220,6 +225,18 @@ impl FetchSessions {
 
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
+    }
+
+    /// Closes every session when the connection's principal is not the one they were
+    /// opened for (their access was checked for that one).
+    pub fn serve(&mut self, principal: &str) {
+        if self.principal != principal {
+            let ids: Vec<u32> = self.sessions.iter().map(|s| s.id).collect();
+            for id in ids {
+                self.close(id);
+            }
+            self.principal = principal.to_string();
+        }
     }
 
     fn tick(&mut self) -> u64 {
@@ -413,13 +430,14 @@ impl FetchSessions {
         }
         let session = &mut self.sessions[index];
         for partition in &mut session.partitions {
-            // A leadership that ended may have come back at a newer epoch.
-            if partition
-                .wanted
-                .local
-                .as_ref()
-                .is_some_and(|l| l.is_deposed())
-            {
+            // A leadership that ended may have come back at a newer epoch, and one this
+            // shard did not hold yet (a catalogue is applied before the roles it gives)
+            // may be here now: a lookup is cheap beside routing the partition.
+            let stale = match &partition.wanted.local {
+                Some(leadership) => leadership.is_deposed(),
+                None => true,
+            };
+            if stale {
                 find_local(&mut partition.wanted, find);
             }
         }
@@ -442,8 +460,13 @@ impl FetchSessions {
 
     /// The partitions an incremental fetch reads now: every partition of the session except
     /// those led here that have nothing to read and nothing new to report. `None` when the
-    /// session was closed or used by another request meanwhile.
-    pub fn candidates(&self, plan: &FetchPlan) -> Option<Vec<Wanted>> {
+    /// session was closed, or used by another request meanwhile (then it is closed: two
+    /// requests at once on one session leave it in doubt).
+    pub fn candidates(&mut self, plan: &FetchPlan) -> Option<Vec<Wanted>> {
+        if self.current(plan).is_none() {
+            self.close(plan.session_id);
+            return None;
+        }
         let session = self.current(plan)?;
         let count = session.partitions.len();
         let mut out = Vec::new();
@@ -465,19 +488,26 @@ impl FetchSessions {
         Some(out)
     }
 
-    /// The session's partitions led here that have nothing to read, and where they wait:
-    /// what an incremental fetch with nothing to answer watches.
-    pub fn idle_local(&self, plan: &FetchPlan) -> Vec<(Rc<Leadership>, u64)> {
+    /// The session's partitions led here and their positions, except the slots in
+    /// `returned_data` (sorted): what an incremental fetch with too little to answer watches.
+    /// Those that received data since they were read are included too: the watch then ends
+    /// at once and the fetch reads again.
+    pub fn idle_local(
+        &self,
+        plan: &FetchPlan,
+        returned_data: &[usize],
+    ) -> Vec<(Rc<Leadership>, u64)> {
         let Some(session) = self.current(plan) else {
             return Vec::new();
         };
         session
             .partitions
             .iter()
-            .filter_map(|partition| {
+            .enumerate()
+            .filter(|(slot, _)| returned_data.binary_search(slot).is_err())
+            .filter_map(|(_, partition)| {
                 let leadership = partition.wanted.current_local()?;
-                let offset = partition.wanted.offset;
-                (offset >= leadership.log.high_watermark()).then(|| (leadership.clone(), offset))
+                Some((leadership.clone(), partition.wanted.offset))
             })
             .collect()
     }
@@ -636,7 +666,7 @@ mod tests {
     }
 
     /// The entries a fetch on `plan` reads.
-    fn read_by(sessions: &FetchSessions, plan: &FetchPlan) -> Vec<Wanted> {
+    fn read_by(sessions: &mut FetchSessions, plan: &FetchPlan) -> Vec<Wanted> {
         if plan.incremental {
             sessions.candidates(plan).expect("the session is current")
         } else {
@@ -683,7 +713,7 @@ mod tests {
             .unwrap();
         assert!(plan.incremental);
         assert_eq!(plan.session_id, id);
-        let wanted = read_by(&sessions, &plan);
+        let wanted = read_by(&mut sessions, &plan);
         assert_eq!(
             partitions_of(&wanted),
             vec![(0, 10), (1, 15), (2, 10), (6, 0)]
@@ -702,7 +732,7 @@ mod tests {
         // watermark is news even without batches.
         let next = request(id, 2, vec![entry(2, 20)]);
         let plan = sessions.plan(&catalog, &next, all, elsewhere).unwrap();
-        let wanted = read_by(&sessions, &plan);
+        let wanted = read_by(&mut sessions, &plan);
         let kept = answered(&mut sessions, &plan, &wanted, |partition| match partition {
             0 => (11, 0),
             2 => (20, 0),
@@ -730,6 +760,42 @@ mod tests {
             SessionRefusal::Session(ErrorCode::FetchSessionNotFound)
         );
         let refused = sessions.plan(&catalog, &request(0, 1, Vec::new()), all, elsewhere);
+        assert_eq!(
+            refused.unwrap_err(),
+            SessionRefusal::Session(ErrorCode::FetchSessionNotFound)
+        );
+    }
+
+    #[test]
+    fn a_session_used_by_two_requests_at_once_is_closed() {
+        let catalog = catalog(4);
+        let mut sessions = FetchSessions::new(SessionBudget::default());
+        let id = opened(&mut sessions, &catalog);
+        let first = sessions
+            .plan(&catalog, &request(id, 1, Vec::new()), all, elsewhere)
+            .unwrap();
+        let second = sessions
+            .plan(&catalog, &request(id, 2, Vec::new()), all, elsewhere)
+            .unwrap();
+        // The first request reads after the second began: the session is in doubt.
+        assert!(sessions.candidates(&first).is_none());
+        assert!(sessions.is_empty());
+        assert!(sessions.candidates(&second).is_none());
+    }
+
+    #[test]
+    fn another_principal_on_the_connection_loses_its_sessions() {
+        let catalog = catalog(4);
+        let budget = SessionBudget::default();
+        let mut sessions = FetchSessions::new(budget.clone());
+        sessions.serve("alice");
+        let id = opened(&mut sessions, &catalog);
+        sessions.serve("alice");
+        assert_eq!(sessions.len(), 1);
+        sessions.serve("bob");
+        assert!(sessions.is_empty());
+        assert_eq!(budget.in_use(), 0);
+        let refused = sessions.plan(&catalog, &request(id, 1, Vec::new()), all, elsewhere);
         assert_eq!(
             refused.unwrap_err(),
             SessionRefusal::Session(ErrorCode::FetchSessionNotFound)
@@ -836,7 +902,7 @@ mod tests {
         let plan = sessions
             .plan(&after, &request(id, 2, Vec::new()), all, elsewhere)
             .unwrap();
-        let unknown: Vec<u32> = read_by(&sessions, &plan)
+        let unknown: Vec<u32> = read_by(&mut sessions, &plan)
             .iter()
             .filter(|w| w.topic.is_err())
             .map(|w| w.partition)

@@ -344,9 +344,11 @@ async fn fetch(
     };
     let find =
         |topic: &TopicSpec, partition| context.replication.leadership((topic.topic_id, partition));
-    let planned = sessions
-        .borrow_mut()
-        .plan(&catalog, &request, may_read, find);
+    let planned = {
+        let mut sessions = sessions.borrow_mut();
+        sessions.serve(principal);
+        sessions.plan(&catalog, &request, may_read, find)
+    };
     let plan = match planned {
         Ok(plan) => plan,
         Err(SessionRefusal::Session(error)) => return session_refused(error),
@@ -364,7 +366,7 @@ async fn fetch(
     loop {
         let candidates;
         let wanted: &[Wanted] = if plan.incremental {
-            let found = sessions.borrow().candidates(&plan);
+            let found = sessions.borrow_mut().candidates(&plan);
             let Some(found) = found else {
                 // Another request closed or used the session meanwhile.
                 return session_refused(ErrorCode::FetchSessionNotFound);
@@ -379,6 +381,7 @@ async fn fetch(
         let mut chunks_of = Vec::with_capacity(wanted.len());
         let mut total = 0usize;
         let mut waits = Vec::new();
+        let mut returned_data = Vec::new();
         for (entry, outcome) in wanted.iter().zip(outcomes) {
             let (mut response, mut chunks) = (outcome.response, outcome.chunks);
             // Whole batches only, within the budget (the first data always goes, as a read
@@ -390,6 +393,9 @@ async fn fetch(
                 chunks.clear();
             }
             total += response.batch_bytes as usize;
+            if let (true, Some(slot)) = (response.batch_bytes > 0, entry.slot) {
+                returned_data.push(slot);
+            }
             let idle = response.error == ErrorCode::None && response.batch_bytes == 0;
             // An incremental fetch watches the partitions led here all at once, below.
             let watched_below = plan.incremental && entry.current_local().is_some();
@@ -401,7 +407,8 @@ async fn fetch(
         }
         let satisfied = total >= request.min_bytes.max(1) as usize;
         let local_waits = if plan.incremental && !satisfied && attempt == 0 && !wait.is_zero() {
-            sessions.borrow().idle_local(&plan)
+            returned_data.sort_unstable();
+            sessions.borrow().idle_local(&plan, &returned_data)
         } else {
             Vec::new()
         };
