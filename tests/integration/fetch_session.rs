@@ -86,17 +86,23 @@ async fn fetch(connection: &Connection, request: &Request) -> (FetchResponse, Ve
     (response, answered)
 }
 
+/// A shard-aware client of the broker at `address`, and the topic "news" created there.
+async fn news_topic(address: &str, client_id: &str) -> Rc<Cluster> {
+    let cluster = Cluster::new(address, client_id, true).unwrap();
+    Admin::new(cluster.clone())
+        .create_topic("news", PARTITIONS, &[])
+        .await
+        .unwrap();
+    cluster
+}
+
 #[test]
 fn an_incremental_fetch_answers_only_partitions_with_news() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path(), &[]);
     let address = broker.broker_arg();
     on_executor(move || async move {
-        let cluster = Cluster::new(&address, "test-sessions", true).unwrap();
-        Admin::new(cluster.clone())
-            .create_topic("news", PARTITIONS, &[])
-            .await
-            .unwrap();
+        let cluster = news_topic(&address, "test-sessions").await;
         let producer = Producer::new(cluster.clone(), ProducerConfig::default());
         let all: Vec<u32> = (0..PARTITIONS).collect();
         produce_to(&producer, &all).await;
@@ -172,11 +178,7 @@ fn a_consumer_whose_sessions_are_abandoned_still_reads_everything_once_in_order(
     let broker = Broker::start(dir.path(), &[]);
     let address = broker.broker_arg();
     on_executor(move || async move {
-        let cluster = Cluster::new(&address, "test-session-consumer", true).unwrap();
-        Admin::new(cluster.clone())
-            .create_topic("news", PARTITIONS, &[])
-            .await
-            .unwrap();
+        let cluster = news_topic(&address, "test-session-consumer").await;
         let producer = Rc::new(Producer::new(cluster.clone(), ProducerConfig::default()));
         let rounds = 20u32;
         let mut consumer = Consumer::new(
