@@ -235,17 +235,22 @@ async fn fetch_round(
     Ok(fetched)
 }
 
+/// Whether the session holds exactly the wanted partitions (both in key order).
+fn same_keys(held: &[((String, u32), Wanted)], wanted: &[(&(String, u32), Wanted)]) -> bool {
+    held.len() == wanted.len()
+        && held
+            .iter()
+            .zip(wanted)
+            .all(|(held, wanted)| held.0 == *wanted.0)
+}
+
 /// An incremental request's partitions (new to the session or changed) and forgotten
 /// partitions, from what the session holds and what is wanted (both in key order).
 fn session_changes(
     held: &[((String, u32), Wanted)],
     wanted: &[(&(String, u32), Wanted)],
+    same_keys: bool,
 ) -> (Vec<FetchPartition>, Vec<ForgottenPartition>) {
-    let same_keys = held.len() == wanted.len()
-        && held
-            .iter()
-            .zip(wanted)
-            .all(|(held, wanted)| held.0 == *wanted.0);
     if same_keys {
         // The usual case: the same partitions, some of them moved on.
         let changed = held
@@ -329,10 +334,11 @@ async fn fetch_from(
                 epoch,
                 known: held,
             }) if on == connection.id() && speaks_sessions => {
-                (request.partitions, request.forgotten) = session_changes(&held, wanted);
+                let same = same_keys(&held, wanted);
+                (request.partitions, request.forgotten) = session_changes(&held, wanted, same);
                 request.session_id = id;
                 request.session_epoch = epoch;
-                known = Some(held);
+                known = Some((held, same));
             }
             session => {
                 request.session_id = match session {
@@ -409,10 +415,7 @@ async fn fetch_from(
         } else if !failed {
             // The broker's session now holds exactly what was wanted.
             let held = match known {
-                Some(mut held)
-                    if held.len() == wanted.len()
-                        && held.iter().zip(wanted).all(|(h, w)| h.0 == *w.0) =>
-                {
+                Some((mut held, true)) => {
                     for (held, (_, want)) in held.iter_mut().zip(wanted) {
                         held.1 = *want;
                     }
@@ -638,6 +641,13 @@ mod tests {
         }
     }
 
+    fn changes(
+        held: &[((String, u32), Wanted)],
+        wanted: &[(&(String, u32), Wanted)],
+    ) -> (Vec<FetchPartition>, Vec<ForgottenPartition>) {
+        session_changes(held, wanted, same_keys(held, wanted))
+    }
+
     fn key(topic: &str, partition: u32) -> (String, u32) {
         (topic.to_string(), partition)
     }
@@ -663,7 +673,7 @@ mod tests {
             .zip([5, 9, 5])
             .map(|(k, o)| (k, want(o)))
             .collect();
-        let (changed, forgotten) = session_changes(&held, &wanted);
+        let (changed, forgotten) = changes(&held, &wanted);
         assert_eq!(names(&changed), vec![("a".into(), 1, 9)]);
         assert!(forgotten.is_empty());
         // A partition gone (a/1), one new before the rest (a/0 stays, 0/0 new), one new
@@ -674,7 +684,7 @@ mod tests {
             .zip([0, 5, 7, 1])
             .map(|(k, o)| (k, want(o)))
             .collect();
-        let (changed, forgotten) = session_changes(&held, &wanted);
+        let (changed, forgotten) = changes(&held, &wanted);
         assert_eq!(
             names(&changed),
             vec![("0".into(), 0, 0), ("b".into(), 0, 7), ("c".into(), 3, 1)]
@@ -687,14 +697,14 @@ mod tests {
             }]
         );
         // Everything forgotten.
-        let (changed, forgotten) = session_changes(&held, &[]);
+        let (changed, forgotten) = changes(&held, &[]);
         assert!(changed.is_empty());
         assert_eq!(forgotten.len(), 3);
         // A new leader epoch is a change too.
         let keys = [key("a", 0), key("a", 1), key("b", 0)];
         let mut wanted: Vec<_> = keys.iter().map(|k| (k, want(5))).collect();
         wanted[2].1.leader_epoch = 2;
-        let (changed, _) = session_changes(&held, &wanted);
+        let (changed, _) = changes(&held, &wanted);
         assert_eq!(names(&changed), vec![("b".into(), 0, 5)]);
     }
 }
