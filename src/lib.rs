@@ -11,6 +11,7 @@ pub mod constants;
 pub mod group;
 pub mod log;
 pub mod metrics;
+pub mod net;
 pub mod protocol;
 pub mod record;
 pub mod replication;

@@ -240,15 +240,29 @@ pub async fn connect(
     timeout: Duration,
     tls: Option<&ClientTls>,
 ) -> std::io::Result<BoxedStream> {
+    Ok(connect_with_fd(address, timeout, tls).await?.0)
+}
+
+/// As `connect`, and also the socket's descriptor when the stream is plain TCP, for writes
+/// that go to the socket directly (`crate::net::send_now`). The descriptor lives as long as
+/// the stream.
+pub async fn connect_with_fd(
+    address: SocketAddr,
+    timeout: Duration,
+    tls: Option<&ClientTls>,
+) -> std::io::Result<(BoxedStream, Option<std::os::fd::RawFd>)> {
     within(timeout, async {
         let stream = TcpStream::connect_timeout(address, timeout).await?;
         let _ = stream.set_nodelay(true);
         match tls {
-            None => Ok(Box::new(stream) as BoxedStream),
+            None => {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+                Ok((Box::new(stream) as BoxedStream, Some(fd)))
+            }
             Some(tls) => {
                 let connector = futures_rustls::TlsConnector::from(tls.config.clone());
                 let stream = connector.connect(tls.name_for(address), stream).await?;
-                Ok(Box::new(stream) as BoxedStream)
+                Ok((Box::new(stream) as BoxedStream, None))
             }
         }
     })

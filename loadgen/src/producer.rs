@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::Sender;
 use glommio::sync::{Semaphore, StaticPermit};
 use hdrhistogram::Histogram;
-use shardline::client::{Delivery, Producer};
+use shardline::client::{ClientError, Producer, RecordMetadata};
 
 use crate::args::Rate;
 use crate::keys::KeyPicker;
@@ -87,17 +87,20 @@ pub fn spawn(
     })
 }
 
-/// Waits for a delivery in the background; `permit` (a closed-loop window slot) is given
-/// back once it resolves.
-fn watch(delivery: Delivery, tally: Rc<Tally>, header: Header, permit: Option<StaticPermit>) {
-    glommio::spawn_local(async move {
-        match delivery.wait().await {
+/// What to do with a message's outcome: count it, and give back `permit` (a closed-loop
+/// window slot). Runs as the producer's delivery callback, so a message costs no task.
+fn watch(
+    tally: Rc<Tally>,
+    header: Header,
+    permit: Option<StaticPermit>,
+) -> impl FnOnce(Result<RecordMetadata, ClientError>) + 'static {
+    move |outcome| {
+        match outcome {
             Ok(_) => tally.acknowledge(&header),
             Err(error) => tally.fail(1, &error.to_string()),
         }
         drop(permit);
-    })
-    .detach();
+    }
 }
 
 async fn produce(plan: Plan, producer_id: u32, live: Arc<Live>) -> ProducerReport {
@@ -154,12 +157,12 @@ async fn produce(plan: Plan, producer_id: u32, live: Arc<Live>) -> ProducerRepor
         header.write(&mut value);
         let topic = &plan.topics[topics::topic_of(sequence, producer_id, plan.topics.len())];
         let bytes = args.message_bytes.for_message(producer_id, sequence);
-        match producer
-            .send(topic, keys.key(sequence), &value[..bytes])
+        let on_delivery = watch(tally.clone(), header, permit);
+        if let Err(error) = producer
+            .send_with(topic, keys.key(sequence), &value[..bytes], on_delivery)
             .await
         {
-            Ok(delivery) => watch(delivery, tally.clone(), header, permit),
-            Err(error) => tally.fail(1, &error.to_string()),
+            tally.fail(1, &error.to_string());
         }
         sequence += 1;
     }

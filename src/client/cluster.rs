@@ -385,6 +385,22 @@ impl Cluster {
         }
     }
 
+    /// The address and leader epoch of a partition's leader (as `leader_for`), from the
+    /// routes already worked out, without waiting: `None` when the topic's routes are not
+    /// cached yet or the partition has no leader in them (`leader_for` says why).
+    pub fn cached_leader(&self, topic: &str, partition: u32) -> Option<(SocketAddr, u32)> {
+        match self
+            .routes
+            .borrow()
+            .get(topic)?
+            .partitions
+            .get(&partition)?
+        {
+            Route::Leader { address, epoch } => Some((*address, *epoch)),
+            Route::NoLeader | Route::LeaderMissing(_) => None,
+        }
+    }
+
     /// Works out where each of a topic's partitions is led (refreshing metadata once if the
     /// topic is not known yet); each broker's address is resolved once.
     async fn topic_routes(&self, topic: &str) -> Result<TopicRoutes, ClientError> {

@@ -14,11 +14,17 @@ use glommio::sync::Semaphore;
 
 use super::error::ClientError;
 use crate::constants::CLIENT_CONNECT_TIMEOUT_MS;
+use crate::net::{send_now, skip_bytes};
 use crate::protocol::{
-    decode_response, encode_request, negotiate, supported_apis, ApiKey, DecodedResponse,
+    decode_response, encode_request_head, negotiate, supported_apis, ApiKey, DecodedResponse,
     FrameReader, HandshakeRequest, NegotiatedVersions, Request, Response,
 };
 use crate::tls::{BoxedStream, ClientTls};
+
+/// Room a request's head (header and body) is given up front, per batch of its trailer and
+/// once more: enough for a produce request's entry per batch (its topic name, partition,
+/// sizes), so that the head is rarely copied as it grows. A guess, not a limit.
+const REQUEST_FIELDS_BYTES_GUESS: usize = 128;
 
 type Waiter = oneshot::Sender<Result<DecodedResponse, ClientError>>;
 
@@ -27,6 +33,9 @@ struct Inner {
     id: u64,
     address: SocketAddr,
     writer: RefCell<Option<WriteHalf<BoxedStream>>>,
+    /// The socket itself when the stream is plain TCP: a request goes out with one vectored
+    /// `sendmsg` (`crate::net::send_now`), its batches not copied into the frame.
+    plain_fd: Option<std::os::fd::RawFd>,
     write_lock: Semaphore,
     in_flight: Semaphore,
     pending: RefCell<HashMap<u32, Waiter>>,
@@ -107,7 +116,7 @@ impl Connection {
         tls: Option<&ClientTls>,
     ) -> Result<Connection, ClientError> {
         let timeout = Duration::from_millis(CLIENT_CONNECT_TIMEOUT_MS);
-        let stream = crate::tls::connect(address, timeout, tls)
+        let (stream, plain_fd) = crate::tls::connect_with_fd(address, timeout, tls)
             .await
             .map_err(|e| ClientError::Io(format!("connecting to {address}: {e}")))?;
         let (reader, writer) = futures_lite::io::split(stream);
@@ -119,6 +128,7 @@ impl Connection {
             id,
             address,
             writer: RefCell::new(Some(writer)),
+            plain_fd,
             write_lock: Semaphore::new(1),
             in_flight: Semaphore::new(crate::constants::IN_FLIGHT_REQUESTS_MAX as u64),
             pending: RefCell::new(HashMap::new()),
@@ -199,9 +209,10 @@ impl Connection {
         self.inner
             .next_correlation_id
             .set(correlation_id.wrapping_add(1));
-        let mut frame = Vec::new();
+        let trailer_bytes: usize = trailer.iter().map(|piece| piece.len()).sum();
+        let mut head = Vec::with_capacity(REQUEST_FIELDS_BYTES_GUESS * (1 + trailer.len()));
         let version = self.version_for(request.api_key())?;
-        encode_request(&mut frame, correlation_id, version, request, trailer)
+        encode_request_head(&mut head, correlation_id, version, request, trailer_bytes)
             .map_err(|e| ClientError::InvalidInput(e.to_string()))?;
         let (waiter, response) = oneshot::channel();
         self.inner
@@ -221,11 +232,7 @@ impl Connection {
                 .borrow_mut()
                 .take()
                 .ok_or_else(|| ClientError::Disconnected("writer gone".into()))?;
-            let written = async {
-                writer.write_all(&frame).await?;
-                writer.flush().await
-            }
-            .await;
+            let written = write_frame(&mut writer, self.inner.plain_fd, &head, trailer).await;
             *self.inner.writer.borrow_mut() = Some(writer);
             if let Err(error) = written {
                 self.inner.pending.borrow_mut().remove(&correlation_id);
@@ -279,6 +286,32 @@ pub async fn within<T>(timeout: Duration, work: impl std::future::Future<Output 
         None
     })
     .await
+}
+
+/// Writes one request frame, its head then its trailer's batches: at once with one vectored
+/// `sendmsg` when the socket is plain TCP and takes it all, else what is left through the
+/// stream. The caller holds the connection's write lock.
+async fn write_frame(
+    writer: &mut WriteHalf<BoxedStream>,
+    plain_fd: Option<std::os::fd::RawFd>,
+    head: &[u8],
+    trailer: &[&[u8]],
+) -> std::io::Result<()> {
+    let mut pieces: Vec<&[u8]> = Vec::with_capacity(1 + trailer.len());
+    pieces.push(head);
+    pieces.extend_from_slice(trailer);
+    let total: usize = pieces.iter().map(|piece| piece.len()).sum();
+    let sent = match plain_fd {
+        Some(fd) => send_now(fd, &pieces)?,
+        None => 0,
+    };
+    if sent == total {
+        return Ok(());
+    }
+    for piece in skip_bytes(&pieces, sent) {
+        writer.write_all(piece).await?;
+    }
+    writer.flush().await
 }
 
 async fn read_responses(inner: std::rc::Weak<Inner>, mut reader: ReadHalf<BoxedStream>) {

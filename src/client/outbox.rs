@@ -1,13 +1,16 @@
 //! The producer's outbox: batches that leave for the same broker address at about the same
 //! time travel in one produce request.
 //!
-//! Each partition's sender hands its batch to `Outbox::send` and waits for that partition's
-//! own answer. The first batch for an address opens a request, which departs once a pass
-//! over the executor's ready tasks has added nothing more to it (at most
-//! `PRODUCE_GATHER_PASSES_MAX` passes): the senders that one response or one linger tick
-//! woke share the next request. One request per broker round trip instead of one per batch
-//! is what lets a producer spread over hundreds of partitions without paying a request
-//! (frame, task, response, system calls) on both sides for every small batch.
+//! A partition's batch is handed to `Outbox::enqueue` with a ticket, and the outbox settles
+//! the ticket with that partition's own outcome once the answer is in. The first batch for
+//! an address opens a request, which departs once a pass over the executor's ready tasks has
+//! added nothing more to it (at most `PRODUCE_GATHER_PASSES_MAX` passes): the batches that
+//! one response or one linger tick released share the next request. One request per broker
+//! round trip instead of one per batch is what lets a producer spread over hundreds of
+//! partitions without paying a request (frame, task, response, system calls) on both sides
+//! for every small batch. Handing a batch over is synchronous and settling a ticket is a
+//! plain call, so a batch costs no task of its own: a request's one task sends it and
+//! settles all its tickets.
 //!
 //! A request takes at most one batch per partition (the broker answers a request's
 //! partitions together, and a partition's next batch must not depend on that), and at most
@@ -15,7 +18,7 @@
 //! already pays for its own request and goes alone: gathering such batches measured slower
 //! (8 partitions, balanced profile, 1 MiB requests: 106-123k against 121-128k msg/s for one
 //! request per batch, 3 runs each, interleaved).
-//! Retries, sequences and per-partition order stay the sender's business: the outbox only
+//! Retries, sequences and per-partition order stay the producer's business: the outbox only
 //! carries batches and hands each its own outcome (a broken connection or a timeout is every
 //! batch's outcome).
 
@@ -26,7 +29,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::channel::oneshot;
 
 use super::cluster::Cluster;
 use super::error::ClientError;
@@ -36,32 +38,46 @@ use crate::constants::{
 };
 use crate::protocol::{ErrorCode, ProducePartition, ProduceRequest, Request, Response};
 
-/// One batch's outcome: its base offset, or why it was not stored.
-type Answer = oneshot::Sender<Result<u64, ClientError>>;
+/// What the outbox hands a batch's outcome to: its base offset, or why it was not stored.
+/// Settled exactly once, from the request's task, unless the executor drops that task.
+pub(super) trait Ticket {
+    fn settle(self, outcome: Result<u64, ClientError>);
+}
 
-/// Requests being gathered, one per broker address.
-pub(super) struct Outbox {
+/// Requests being gathered, one per broker address. Owned by one producer, on its executor.
+pub(super) struct Outbox<T: Ticket> {
     cluster: Rc<Cluster>,
     acks: i8,
     /// The broker's own timeout for the acknowledgement.
     timeout_ms: u32,
     /// How long the client waits for the answer before it gives the connection up.
     answer_within: Duration,
-    open: RefCell<HashMap<SocketAddr, Rc<RefCell<Gathering>>>>,
+    open: RefCell<HashMap<SocketAddr, Rc<RefCell<Gathering<T>>>>>,
 }
 
 /// A produce request being gathered.
-#[derive(Default)]
-struct Gathering {
+struct Gathering<T> {
     partitions: Vec<ProducePartition>,
     batches: Vec<Bytes>,
-    answers: Vec<Answer>,
+    tickets: Vec<T>,
     /// The partitions in it, by topic.
     members: HashMap<String, HashSet<u32>>,
     bytes: usize,
 }
 
-impl Gathering {
+impl<T> Default for Gathering<T> {
+    fn default() -> Self {
+        Gathering {
+            partitions: Vec::new(),
+            batches: Vec::new(),
+            tickets: Vec::new(),
+            members: HashMap::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<T> Gathering<T> {
     /// Whether this batch may join (see the module notes).
     fn takes(&self, topic: &str, partition: u32, bytes: usize) -> bool {
         bytes < PRODUCE_GATHER_BATCH_BYTES_MAX
@@ -74,13 +90,13 @@ impl Gathering {
     }
 }
 
-impl Outbox {
+impl<T: Ticket + 'static> Outbox<T> {
     pub(super) fn new(
         cluster: Rc<Cluster>,
         acks: i8,
         timeout: Duration,
         answer_margin: Duration,
-    ) -> Outbox {
+    ) -> Outbox<T> {
         Outbox {
             cluster,
             acks,
@@ -90,17 +106,17 @@ impl Outbox {
         }
     }
 
-    /// Sends one partition's batch to `address` (with other partitions' batches that leave
-    /// for it now) and waits for its outcome.
-    pub(super) async fn send(
+    /// Adds one partition's batch to the request leaving for `address` now (opening one if
+    /// none can take it); `ticket` is settled with the batch's own outcome.
+    pub(super) fn enqueue(
         self: &Rc<Self>,
         address: SocketAddr,
         leader_epoch: u32,
         topic: &str,
         partition: u32,
         batch: Bytes,
-    ) -> Result<u64, ClientError> {
-        let (answer, outcome) = oneshot::channel();
+        ticket: T,
+    ) {
         let opened = {
             let mut open = self.open.borrow_mut();
             let joinable = open
@@ -128,7 +144,7 @@ impl Outbox {
                 leader_epoch: Some(leader_epoch),
             });
             gathering.batches.push(batch);
-            gathering.answers.push(answer);
+            gathering.tickets.push(ticket);
             match gathering.members.get_mut(topic) {
                 Some(partitions) => {
                     partitions.insert(partition);
@@ -145,15 +161,10 @@ impl Outbox {
             let outbox = self.clone();
             glommio::spawn_local(async move { outbox.depart(address, gathering).await }).detach();
         }
-        outcome.await.unwrap_or_else(|_| {
-            Err(ClientError::Disconnected(
-                "the produce request was dropped".into(),
-            ))
-        })
     }
 
     /// Lets the request gather, then sends it and hands every batch its outcome.
-    async fn depart(&self, address: SocketAddr, gathering: Rc<RefCell<Gathering>>) {
+    async fn depart(&self, address: SocketAddr, gathering: Rc<RefCell<Gathering<T>>>) {
         for _ in 0..PRODUCE_GATHER_PASSES_MAX {
             let before = gathering.borrow().partitions.len();
             futures_lite::future::yield_now().await;
@@ -180,7 +191,7 @@ impl Outbox {
         let Gathering {
             partitions,
             batches,
-            answers,
+            tickets,
             ..
         } = std::mem::take(&mut *gathering.borrow_mut());
         let count = partitions.len();
@@ -228,8 +239,8 @@ impl Outbox {
             ],
             Err(error) => vec![Err(error); count],
         };
-        for (answer, outcome) in answers.into_iter().zip(outcomes) {
-            let _ = answer.send(outcome);
+        for (ticket, outcome) in tickets.into_iter().zip(outcomes) {
+            ticket.settle(outcome);
         }
     }
 }

@@ -13,6 +13,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ use glommio::sync::Semaphore;
 
 use super::cluster::Cluster;
 use super::error::ClientError;
-use super::outbox::Outbox;
+use super::outbox::{Outbox, Ticket};
 use super::partitioner::partition_for_key;
 use crate::constants::{
     BATCH_HEADER_BYTES, PRODUCER_BATCHES_REMEMBERED, PRODUCER_PREDECESSOR_POLL_MS,
@@ -84,7 +85,43 @@ pub struct RecordMetadata {
     pub offset: u64,
 }
 
-type Waiter = oneshot::Sender<Result<RecordMetadata, ClientError>>;
+/// Who learns a message's outcome: a `Delivery` waiting on a channel, or a callback
+/// (`Producer::send_with`), which costs no channel and no task per message. A callback that
+/// is dropped unanswered (its producer went away) is called with `Disconnected`, so that no
+/// message's outcome is lost without a word.
+enum Waiter {
+    Channel(oneshot::Sender<Result<RecordMetadata, ClientError>>),
+    Callback(Callback),
+}
+
+type OnDelivery = Box<dyn FnOnce(Result<RecordMetadata, ClientError>)>;
+
+struct Callback(Option<OnDelivery>);
+
+impl Waiter {
+    fn answer(self, outcome: Result<RecordMetadata, ClientError>) {
+        match self {
+            Waiter::Channel(sender) => {
+                let _ = sender.send(outcome);
+            }
+            Waiter::Callback(mut callback) => {
+                if let Some(callback) = callback.0.take() {
+                    callback(outcome);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Callback {
+    fn drop(&mut self) {
+        if let Some(callback) = self.0.take() {
+            callback(Err(ClientError::Disconnected(
+                "producer dropped the message".into(),
+            )));
+        }
+    }
+}
 
 struct Batch {
     builder: BatchBuilder,
@@ -93,26 +130,57 @@ struct Batch {
     opened_at: Instant,
 }
 
-/// One partition's queue. Batches leave in order: the single sender takes full batches
-/// first, and the open batch once its linger has run out. An idempotent producer keeps up to
-/// `PRODUCER_BATCHES_REMEMBERED` batches in flight per partition (the broker refuses a batch
-/// that overtakes an earlier one, and the client sends it again once the earlier ones have
-/// settled, so per-key order holds across retries); a plain producer keeps one. A batch is
-/// never closed just to wait behind another: while the window is full, the open batch keeps
-/// growing.
+/// A partition of a topic, as the producer's tables name it (the topic's name is shared, so
+/// that naming a partition copies no string).
+type Slot = (Rc<str>, u32);
+
+/// A batch that left its queue and is not answered for good yet.
+struct InFlight {
+    slot: Slot,
+    /// Its place in the partition's send order.
+    index: u64,
+    bytes: Bytes,
+    waiters: Vec<Waiter>,
+    reserved_bytes: u64,
+    /// Tries after the first.
+    attempt: u32,
+}
+
+/// A batch in a produce request: the outbox settles it with the batch's outcome.
+struct Sent {
+    producer: Producer,
+    batch: InFlight,
+}
+
+impl Ticket for Sent {
+    fn settle(self, outcome: Result<u64, ClientError>) {
+        self.producer.settle(self.batch, outcome);
+    }
+}
+
+/// One partition's queue. Batches leave in order: full batches first, and the open batch once
+/// its linger has run out. An idempotent producer keeps up to `PRODUCER_BATCHES_REMEMBERED`
+/// batches in flight per partition (the broker refuses a batch that overtakes an earlier
+/// one, and the client sends it again once the earlier ones have settled, so per-key order
+/// holds across retries); a plain producer keeps one. A batch is never closed just to wait
+/// behind another: while the window is full, the open batch keeps growing.
 #[derive(Default)]
 struct PartitionQueue {
     open: Option<Batch>,
     full: VecDeque<Batch>,
-    sending: bool,
+    /// A task is waiting for the producer id to stamp this partition's next batch; later
+    /// batches wait behind it, so that sequences follow the send order.
+    stamping: bool,
     /// Send the open batch at once, linger or not (flush).
     flush_requested: bool,
     /// The idempotent sequence of the next batch's first message, and the producer id it
     /// counts for (a new id starts again at 0).
     next_sequence: i32,
     sequence_of: Option<i64>,
-    /// Batches in flight at once (created with the queue's first batch).
-    window: Option<Rc<Semaphore>>,
+    /// Batches that left and are not answered for good.
+    in_flight: usize,
+    /// The bytes and messages of the batch that left last: the next one is sized by it.
+    last_batch: Option<(usize, usize)>,
     /// The index the next batch sent gets; batches below `settled_below` (and those in
     /// `settled_ahead`) have been answered for good.
     next_index: u64,
@@ -127,39 +195,76 @@ impl PartitionQueue {
             self.settled_below += 1;
         }
     }
+
+    /// The next batch that is ready to leave: a full one, else the open one once its linger
+    /// has run out (or a flush asked for it). A batch that is not full leaves only when no
+    /// other batch of the partition is in flight, or on a flush: a trickle of messages thus
+    /// gathers into batches while one is in flight (as with a window of 1), and only a
+    /// partition that fills batches pipelines them.
+    fn next_ready(&mut self, linger: Duration) -> Option<Batch> {
+        if let Some(full) = self.full.pop_front() {
+            return Some(full);
+        }
+        let alone = self.in_flight == 0;
+        let lingered = self
+            .open
+            .as_ref()
+            .is_some_and(|b| self.flush_requested || (alone && b.opened_at.elapsed() >= linger));
+        if lingered {
+            self.flush_requested = false;
+            return self.open.take();
+        }
+        None
+    }
+
+    fn has_waiting(&self) -> bool {
+        self.open.is_some() || !self.full.is_empty()
+    }
+}
+
+/// One topic's partition queues, and its name to hand out in slots.
+struct TopicQueues {
+    name: Rc<str>,
+    partitions: HashMap<u32, PartitionQueue>,
 }
 
 /// Every partition's queue, by topic then partition, so that finding a queue for a message
 /// allocates nothing (the topic name is copied once, when its first queue is made).
 #[derive(Default)]
 struct Queues {
-    topics: HashMap<String, HashMap<u32, PartitionQueue>>,
+    topics: HashMap<Rc<str>, TopicQueues>,
 }
 
 impl Queues {
-    fn get_mut(&mut self, topic: &str, partition: u32) -> Option<&mut PartitionQueue> {
-        self.topics.get_mut(topic)?.get_mut(&partition)
+    fn get_mut(&mut self, slot: &Slot) -> Option<&mut PartitionQueue> {
+        self.topics.get_mut(&*slot.0)?.partitions.get_mut(&slot.1)
     }
 
-    fn get_or_insert(&mut self, topic: &str, partition: u32) -> &mut PartitionQueue {
+    /// The partition's queue, made if it is new, and its slot.
+    fn get_or_insert(&mut self, topic: &str, partition: u32) -> (Slot, &mut PartitionQueue) {
         if !self.topics.contains_key(topic) {
-            self.topics.insert(topic.to_string(), HashMap::new());
+            let name: Rc<str> = Rc::from(topic);
+            let queues = TopicQueues {
+                name: name.clone(),
+                partitions: HashMap::new(),
+            };
+            self.topics.insert(name, queues);
         }
-        self.topics
-            .get_mut(topic)
-            .expect("inserted above")
-            .entry(partition)
-            .or_default()
+        let queues = self.topics.get_mut(topic).expect("inserted above");
+        let slot = (queues.name.clone(), partition);
+        (slot, queues.partitions.entry(partition).or_default())
     }
 
     fn values_mut(&mut self) -> impl Iterator<Item = &mut PartitionQueue> {
-        self.topics.values_mut().flat_map(HashMap::values_mut)
+        self.topics
+            .values_mut()
+            .flat_map(|queues| queues.partitions.values_mut())
     }
 
-    fn slots(&self) -> Vec<(String, u32)> {
+    fn slots(&self) -> Vec<Slot> {
         self.topics
-            .iter()
-            .flat_map(|(topic, queues)| queues.keys().map(move |&p| (topic.clone(), p)))
+            .values()
+            .flat_map(|queues| queues.partitions.keys().map(|&p| (queues.name.clone(), p)))
             .collect()
     }
 }
@@ -167,11 +272,17 @@ impl Queues {
 struct Inner {
     cluster: Rc<Cluster>,
     config: ProducerConfig,
+    /// Batches in flight per partition at most (see `ProducerConfig::max_in_flight`).
+    window: usize,
     queues: RefCell<Queues>,
     sticky: RefCell<HashMap<String, u32>>,
     buffer: Semaphore,
     /// Messages accepted and not yet answered.
     unanswered: Cell<usize>,
+    /// Open batches by when their linger runs out (linger is one duration, so that is the
+    /// order they opened in), and whether the task that sends them then is running.
+    lingering: RefCell<VecDeque<(Instant, Slot)>>,
+    linger_running: Cell<bool>,
     /// The idempotent producer id and epoch, once the broker handed them out; cleared when
     /// a batch failed for good (its sequence may or may not be in the log), so that the
     /// next batch starts afresh under a new id.
@@ -179,10 +290,18 @@ struct Inner {
     /// Held while asking the broker for an identity (one request, not one per partition).
     identity_gate: Semaphore,
     /// Gathers the batches leaving for one broker into one request.
-    outbox: Rc<Outbox>,
+    outbox: Rc<Outbox<Sent>>,
 }
 
 /// A producer; clones share it. Runs on a glommio executor.
+///
+/// How a batch travels: `send` adds the message to its partition's open batch. A batch
+/// leaves when it is full, or when its linger runs out (one task per producer watches the
+/// lingering batches), or on `flush`; leaving is a plain call that stamps the batch's
+/// sequence and hands it to the outbox, which gathers the batches leaving for one broker into
+/// one request. That request's task settles each batch: its messages are answered, and the
+/// partition's next batch may leave. Only a retry, or a batch waiting for the producer id or
+/// for metadata, gets a task of its own.
 #[derive(Clone)]
 pub struct Producer {
     inner: Rc<Inner>,
@@ -212,15 +331,23 @@ impl Producer {
             config.request_timeout,
             Duration::from_millis(crate::constants::CLIENT_ANSWER_MARGIN_MS),
         ));
+        let window = if config.idempotent {
+            config.max_in_flight.clamp(1, PRODUCER_BATCHES_REMEMBERED)
+        } else {
+            1
+        };
         Producer {
             inner: Rc::new(Inner {
                 outbox,
                 cluster,
                 config,
+                window,
                 queues: RefCell::new(Queues::default()),
                 sticky: RefCell::new(HashMap::new()),
                 buffer,
                 unanswered: Cell::new(0),
+                lingering: RefCell::new(VecDeque::new()),
+                linger_running: Cell::new(false),
                 identity: RefCell::new(None),
                 identity_gate: Semaphore::new(1),
             }),
@@ -235,11 +362,48 @@ impl Producer {
         key: Option<&[u8]>,
         value: &[u8],
     ) -> Result<Delivery, ClientError> {
+        let (sender, receiver) = oneshot::channel();
+        self.accept(topic, key, value, Waiter::Channel(sender))
+            .await?;
+        Ok(Delivery { receiver })
+    }
+
+    /// Queues one message, as `send`, and calls `on_delivery` with its outcome once the
+    /// broker has acknowledged (or refused) it. The callback runs on the producer's executor,
+    /// inside the producer's own work: it must be quick and must not wait. When `send_with`
+    /// returns an error, the callback is not called.
+    pub async fn send_with(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        on_delivery: impl FnOnce(Result<RecordMetadata, ClientError>) + 'static,
+    ) -> Result<(), ClientError> {
+        let waiter = Waiter::Callback(Callback(Some(Box::new(on_delivery))));
+        self.accept(topic, key, value, waiter).await
+    }
+
+    /// Adds a message to its partition's open batch; `waiter` learns its outcome.
+    async fn accept(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        waiter: Waiter,
+    ) -> Result<(), ClientError> {
         let inner = &self.inner;
-        let partitions = inner.cluster.partition_count(topic).await?;
-        if partitions == 0 {
-            return Err(ClientError::UnknownTopic(topic.to_string()));
-        }
+        // An error before the message is taken: its waiter is not told (the caller is).
+        let refuse = |waiter: Waiter, error: ClientError| {
+            if let Waiter::Callback(mut callback) = waiter {
+                callback.0.take();
+            }
+            Err(error)
+        };
+        let partitions = match inner.cluster.partition_count(topic).await {
+            Ok(0) => return refuse(waiter, ClientError::UnknownTopic(topic.to_string())),
+            Ok(partitions) => partitions,
+            Err(error) => return refuse(waiter, error),
+        };
         let partition = match key {
             Some(key) => partition_for_key(key, partitions),
             None => {
@@ -253,15 +417,12 @@ impl Producer {
         };
         let size = key.map_or(0, <[u8]>::len) + value.len() + RECORD_OVERHEAD_BYTES;
         let reserved = (size as u64).min(inner.config.buffer_bytes as u64);
-        inner
-            .buffer
-            .acquire(reserved)
-            .await
-            .map_err(|_| ClientError::Disconnected("producer closed".into()))?;
-        let (waiter, receiver) = oneshot::channel();
-        let (new_batch, ready) = {
+        if inner.buffer.acquire(reserved).await.is_err() {
+            return refuse(waiter, ClientError::Disconnected("producer closed".into()));
+        }
+        let (slot, new_batch, ready) = {
             let mut queues = inner.queues.borrow_mut();
-            let queue = queues.get_or_insert(topic, partition);
+            let (slot, queue) = queues.get_or_insert(topic, partition);
             let overflows = queue.open.as_ref().is_some_and(|b| {
                 !b.builder.is_empty()
                     && b.builder.estimated_bytes() + size > inner.config.batch_bytes
@@ -271,12 +432,18 @@ impl Producer {
                 queue.full.push_back(full);
             }
             let new_batch = queue.open.is_none();
+            // Sized like the partition's last batch (a quarter more), so that it is rarely
+            // copied as it grows.
+            let (bytes_hint, messages_hint) = match queue.last_batch {
+                Some((bytes, messages)) => (bytes + bytes / 4, messages + messages / 4),
+                None => (size * 4, 4),
+            };
             let batch = queue.open.get_or_insert_with(|| Batch {
                 builder: BatchBuilder::with_capacity(
                     inner.config.codec,
-                    inner.config.batch_bytes.min(size * 4) + BATCH_HEADER_BYTES,
+                    inner.config.batch_bytes.min(bytes_hint) + BATCH_HEADER_BYTES,
                 ),
-                waiters: Vec::new(),
+                waiters: Vec::with_capacity(messages_hint),
                 reserved_bytes: 0,
                 opened_at: Instant::now(),
             });
@@ -288,188 +455,284 @@ impl Producer {
                 if batch.builder.is_empty() {
                     queue.open = None;
                 }
-                return Err(ClientError::InvalidInput(error.to_string()));
+                drop(queues);
+                return refuse(waiter, ClientError::InvalidInput(error.to_string()));
             }
             batch.waiters.push(waiter);
             batch.reserved_bytes += reserved;
+            let opened_at = batch.opened_at;
             if batch.builder.estimated_bytes() >= inner.config.batch_bytes {
                 let full = queue.open.take().expect("just pushed");
                 queue.full.push_back(full);
             }
-            (new_batch, !queue.full.is_empty())
+            let new_batch = new_batch.then_some(opened_at);
+            (slot, new_batch, !queue.full.is_empty())
         };
         inner.unanswered.set(inner.unanswered.get() + 1);
-        // After the table is released: glommio polls a spawned task at once.
-        if new_batch {
-            self.schedule_linger((topic.to_string(), partition));
+        // After the table is released: sending may answer messages, which calls back.
+        if let Some(opened_at) = new_batch {
+            self.linger(opened_at + inner.config.linger, slot.clone());
         }
         if ready {
-            self.start_sender((topic.to_string(), partition));
+            self.pump(&slot);
         }
-        Ok(Delivery { receiver })
+        Ok(())
     }
 
-    fn schedule_linger(&self, slot: (String, u32)) {
+    /// Sends the partition's batch at `at` once its linger has run out. One task per
+    /// producer sleeps until the earliest such time; it ends when none is left.
+    fn linger(&self, at: Instant, slot: Slot) {
+        self.inner.lingering.borrow_mut().push_back((at, slot));
+        if self.inner.linger_running.replace(true) {
+            return;
+        }
         let producer = self.clone();
         glommio::spawn_local(async move {
-            glommio::timer::sleep(producer.inner.config.linger).await;
-            producer.start_sender(slot);
+            loop {
+                let next = producer.inner.lingering.borrow().front().map(|(at, _)| *at);
+                match next {
+                    None => break,
+                    Some(at) if at > Instant::now() => {
+                        glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await;
+                    }
+                    Some(_) => {
+                        let lingered = producer.inner.lingering.borrow_mut().pop_front();
+                        if let Some((_, slot)) = lingered {
+                            producer.pump(&slot);
+                        }
+                    }
+                }
+            }
+            producer.inner.linger_running.set(false);
         })
         .detach();
     }
 
-    /// Starts the partition's sender unless it is already running.
-    fn start_sender(&self, slot: (String, u32)) {
-        {
-            let mut queues = self.inner.queues.borrow_mut();
-            let Some(queue) = queues.get_mut(&slot.0, slot.1) else {
-                return;
-            };
-            if queue.sending {
-                return;
-            }
-            queue.sending = true;
-        }
-        let producer = self.clone();
-        glommio::spawn_local(async move { producer.run_sender(slot).await }).detach();
-    }
-
-    /// Takes the next batch that is ready to leave: a full one, else the open one once its
-    /// linger has run out (or a flush asked for it).
-    /// Full batches use the whole window; a batch that is not full leaves only when no
-    /// other batch of the partition is in flight (`alone`), or on a flush. A trickle of
-    /// messages thus gathers into batches while one is in flight (as with a window of 1),
-    /// and only a partition that fills batches pipelines them.
-    fn next_ready(&self, slot: &(String, u32), alone: bool) -> Option<Batch> {
-        let mut queues = self.inner.queues.borrow_mut();
-        let queue = queues.get_mut(&slot.0, slot.1)?;
-        if let Some(full) = queue.full.pop_front() {
-            return Some(full);
-        }
-        let lingered = queue.open.as_ref().is_some_and(|b| {
-            queue.flush_requested || (alone && b.opened_at.elapsed() >= self.inner.config.linger)
-        });
-        if lingered {
-            queue.flush_requested = false;
-            return queue.open.take();
-        }
-        queue.sending = false;
-        None
-    }
-
-    /// The partition's in-flight window and its size.
-    fn window(&self, slot: &(String, u32)) -> (Rc<Semaphore>, u64) {
-        let config = &self.inner.config;
-        let in_flight = if config.idempotent {
-            config.max_in_flight.clamp(1, PRODUCER_BATCHES_REMEMBERED)
-        } else {
-            1
-        };
-        let mut queues = self.inner.queues.borrow_mut();
-        let queue = queues.get_or_insert(&slot.0, slot.1);
-        let window = queue
-            .window
-            .get_or_insert_with(|| Rc::new(Semaphore::new(in_flight as u64)))
-            .clone();
-        (window, in_flight as u64)
-    }
-
-    async fn run_sender(&self, slot: (String, u32)) {
-        let (window, size) = self.window(&slot);
+    /// Sends the partition's batches that are ready to leave, as far as its window allows.
+    /// Called when a batch fills, when a linger runs out, when a batch is settled, on flush.
+    fn pump(&self, slot: &Slot) {
+        let inner = &self.inner;
         loop {
-            // A place in the window first, then the batch: while the window is full the
-            // open batch keeps growing.
-            let Ok(permit) = window.acquire_static_permit(1).await else {
-                return;
-            };
-            let alone = window.available() + 1 == size;
-            let Some(batch) = self.next_ready(&slot, alone) else {
-                return;
+            let batch = {
+                let mut queues = inner.queues.borrow_mut();
+                let Some(queue) = queues.get_mut(slot) else {
+                    return;
+                };
+                if queue.stamping || queue.in_flight >= inner.window {
+                    return;
+                }
+                let Some(batch) = queue.next_ready(inner.config.linger) else {
+                    return;
+                };
+                queue.in_flight += 1;
+                queue.last_batch = Some((batch.builder.estimated_bytes(), batch.waiters.len()));
+                batch
             };
             // Keyless messages move on to the next partition once a batch leaves.
-            if let Some(sticky) = self.inner.sticky.borrow_mut().get_mut(&slot.0) {
+            if let Some(sticky) = inner.sticky.borrow_mut().get_mut(&*slot.0) {
                 if *sticky == slot.1 {
                     *sticky = sticky.wrapping_add(1);
                 }
             }
-            let Batch {
-                builder,
-                waiters,
-                reserved_bytes,
-                ..
-            } = batch;
-            // Sequences and indexes are given here, in send order.
-            let stamped = self.stamp_producer(&slot, builder).await;
-            let index = {
-                let mut queues = self.inner.queues.borrow_mut();
-                let queue = queues.get_or_insert(&slot.0, slot.1);
-                queue.next_index += 1;
-                queue.next_index - 1
-            };
+            let identity = *inner.identity.borrow();
+            if !inner.config.idempotent || identity.is_some() {
+                self.launch(slot, batch, Ok(identity));
+                continue;
+            }
+            // The producer id is not known yet: this batch waits for it, and the partition's
+            // later batches wait behind this one.
+            if let Some(queue) = inner.queues.borrow_mut().get_mut(slot) {
+                queue.stamping = true;
+            }
             let producer = self.clone();
             let slot = slot.clone();
             glommio::spawn_local(async move {
-                let outcome = match stamped.and_then(|b| {
-                    b.finish()
-                        .map_err(|error| ClientError::InvalidInput(error.to_string()))
-                }) {
-                    Ok(bytes) => producer.send_batch(&slot, index, bytes.freeze()).await,
-                    Err(error) => Err(error),
-                };
-                producer.answer(&slot, index, outcome, waiters, reserved_bytes);
-                drop(permit);
-                // A batch that waited for this one to be alone in flight may leave now.
-                let waiting = producer
-                    .inner
-                    .queues
-                    .borrow_mut()
-                    .get_mut(&slot.0, slot.1)
-                    .is_some_and(|queue| queue.open.is_some() || !queue.full.is_empty());
-                if waiting {
-                    producer.start_sender(slot);
+                let identity = producer.identity().await.map(Some);
+                producer.launch(&slot, batch, identity);
+                if let Some(queue) = producer.inner.queues.borrow_mut().get_mut(&slot) {
+                    queue.stamping = false;
                 }
+                producer.pump(&slot);
             })
             .detach();
+            return;
         }
     }
 
-    /// Answers a batch's messages and marks the batch settled.
-    fn answer(
-        &self,
-        slot: &(String, u32),
-        index: u64,
-        outcome: Result<u64, ClientError>,
-        waiters: Vec<Waiter>,
-        reserved_bytes: u64,
-    ) {
-        if outcome.is_err() && self.inner.config.idempotent {
+    /// Sends a batch that left its queue: stamps the producer id and the partition's next
+    /// sequence (`identity`, when idempotent), gives it its index in send order, and hands
+    /// it to the outbox. Called in send order, one batch at a time per partition.
+    fn launch(&self, slot: &Slot, batch: Batch, identity: Result<Option<(i64, i16)>, ClientError>) {
+        let Batch {
+            builder,
+            waiters,
+            reserved_bytes,
+            ..
+        } = batch;
+        let finished = identity.and_then(|identity| {
+            let builder = match identity {
+                Some(identity) => self.stamp(slot, builder, identity),
+                None => builder,
+            };
+            builder
+                .finish()
+                .map_err(|error| ClientError::InvalidInput(error.to_string()))
+        });
+        let index = {
+            let mut queues = self.inner.queues.borrow_mut();
+            let (_, queue) = queues.get_or_insert(&slot.0, slot.1);
+            queue.next_index += 1;
+            queue.next_index - 1
+        };
+        let mut batch = InFlight {
+            slot: slot.clone(),
+            index,
+            bytes: Bytes::new(),
+            waiters,
+            reserved_bytes,
+            attempt: 0,
+        };
+        match finished {
+            Ok(bytes) => {
+                batch.bytes = bytes.freeze();
+                self.dispatch(batch);
+            }
+            // Answered from a task of its own: answering releases the next batch, and this
+            // may be called while the partition's batches are being sent.
+            Err(error) => {
+                let producer = self.clone();
+                glommio::spawn_local(async move { producer.finish(batch, Err(error)) }).detach();
+            }
+        }
+    }
+
+    /// Gives a batch its producer id, epoch and the partition's next sequence.
+    fn stamp(&self, slot: &Slot, builder: BatchBuilder, identity: (i64, i16)) -> BatchBuilder {
+        let (producer_id, epoch) = identity;
+        let mut queues = self.inner.queues.borrow_mut();
+        let (_, queue) = queues.get_or_insert(&slot.0, slot.1);
+        if queue.sequence_of != Some(producer_id) {
+            queue.sequence_of = Some(producer_id);
+            queue.next_sequence = 0;
+        }
+        let base_sequence = queue.next_sequence;
+        let count = i64::from(builder.record_count());
+        queue.next_sequence =
+            ((i64::from(base_sequence) + count) % (i64::from(i32::MAX) + 1)) as i32;
+        builder.with_producer(producer_id, epoch, base_sequence)
+    }
+
+    /// Hands a batch to the outbox for its partition's leader; when the leader is not known
+    /// yet, a task of the batch's own looks it up first.
+    fn dispatch(&self, batch: InFlight) {
+        let (topic, partition) = (&*batch.slot.0, batch.slot.1);
+        if let Some((address, epoch)) = self.inner.cluster.cached_leader(topic, partition) {
+            self.enqueue(address, epoch, batch);
+            return;
+        }
+        let producer = self.clone();
+        glommio::spawn_local(async move { producer.route(batch).await }).detach();
+    }
+
+    /// Looks up the batch's leader and hands it to the outbox, or settles it with the error.
+    async fn route(&self, batch: InFlight) {
+        let (topic, partition) = (&*batch.slot.0, batch.slot.1);
+        match self.inner.cluster.leader_for(topic, partition).await {
+            Ok((address, epoch)) => self.enqueue(address, epoch, batch),
+            Err(error) => self.settle(batch, Err(error)),
+        }
+    }
+
+    fn enqueue(&self, address: SocketAddr, epoch: u32, batch: InFlight) {
+        let topic = batch.slot.0.clone();
+        let partition = batch.slot.1;
+        let bytes = batch.bytes.clone();
+        let ticket = Sent {
+            producer: self.clone(),
+            batch,
+        };
+        self.inner
+            .outbox
+            .enqueue(address, epoch, &topic, partition, bytes, ticket);
+    }
+
+    /// A try of a batch is over: answers it, or sends it again (retriable errors, with
+    /// backoff; a batch the broker refused as out of sequence while earlier ones are still
+    /// unanswered overtook them, and goes again once they have all settled). Called from a
+    /// task (the request's, or the batch's own), never from `pump`.
+    fn settle(&self, mut batch: InFlight, outcome: Result<u64, ClientError>) {
+        let config = &self.inner.config;
+        let error = match outcome {
+            Ok(_) => return self.finish(batch, outcome),
+            Err(error) => error,
+        };
+        if batch.attempt >= config.retries {
+            return self.finish(batch, Err(error));
+        }
+        let overtook = matches!(
+            error,
+            ClientError::Broker {
+                code: ErrorCode::OutOfOrderSequence,
+                ..
+            }
+        ) && self.earlier_unsettled(&batch.slot, batch.index);
+        if !overtook && !error.is_retriable() {
+            return self.finish(batch, Err(error));
+        }
+        batch.attempt += 1;
+        let producer = self.clone();
+        glommio::spawn_local(async move {
+            if overtook {
+                while producer.earlier_unsettled(&batch.slot, batch.index) {
+                    glommio::timer::sleep(Duration::from_millis(PRODUCER_PREDECESSOR_POLL_MS))
+                        .await;
+                }
+            } else {
+                glommio::timer::sleep(producer.inner.config.retry_backoff * batch.attempt).await;
+                let _ = producer.inner.cluster.refresh_metadata().await;
+            }
+            producer.route(batch).await;
+        })
+        .detach();
+    }
+
+    /// Answers a batch's messages for good, and lets the partition's next batch leave.
+    fn finish(&self, batch: InFlight, outcome: Result<u64, ClientError>) {
+        let inner = &self.inner;
+        if outcome.is_err() && inner.config.idempotent {
             // The batch may or may not be in the log: its sequence cannot be reused, and
             // the next one must not depend on it. Start afresh under a new id.
-            self.inner.identity.borrow_mut().take();
+            inner.identity.borrow_mut().take();
         }
-        if let Some(queue) = self.inner.queues.borrow_mut().get_mut(&slot.0, slot.1) {
-            queue.settle(index);
-        }
-        let answered = waiters.len();
-        for (position, waiter) in waiters.into_iter().enumerate() {
+        let waiting = match inner.queues.borrow_mut().get_mut(&batch.slot) {
+            Some(queue) => {
+                queue.settle(batch.index);
+                queue.in_flight -= 1;
+                queue.has_waiting()
+            }
+            None => false,
+        };
+        let answered = batch.waiters.len();
+        for (position, waiter) in batch.waiters.into_iter().enumerate() {
             let result = outcome.clone().map(|base| RecordMetadata {
-                partition: slot.1,
+                partition: batch.slot.1,
                 offset: base + position as u64,
             });
-            let _ = waiter.send(result);
+            waiter.answer(result);
         }
-        self.inner.buffer.signal(reserved_bytes);
-        self.inner
-            .unanswered
-            .set(self.inner.unanswered.get() - answered);
+        inner.buffer.signal(batch.reserved_bytes);
+        inner.unanswered.set(inner.unanswered.get() - answered);
+        if waiting {
+            self.pump(&batch.slot);
+        }
     }
 
     /// Whether a batch sent before `index` on this partition is still unanswered.
-    fn earlier_unsettled(&self, slot: &(String, u32), index: u64) -> bool {
+    fn earlier_unsettled(&self, slot: &Slot, index: u64) -> bool {
         self.inner
             .queues
             .borrow_mut()
-            .get_mut(&slot.0, slot.1)
+            .get_mut(slot)
             .is_some_and(|queue| queue.settled_below < index)
     }
 
@@ -525,75 +788,9 @@ impl Producer {
         Ok(identity)
     }
 
-    /// Gives a batch its producer id, epoch and the partition's next sequence (idempotent
-    /// producers only). Called by the partition's single sender, in send order.
-    async fn stamp_producer(
-        &self,
-        slot: &(String, u32),
-        builder: BatchBuilder,
-    ) -> Result<BatchBuilder, ClientError> {
-        if !self.inner.config.idempotent {
-            return Ok(builder);
-        }
-        let (producer_id, epoch) = self.identity().await?;
-        let mut queues = self.inner.queues.borrow_mut();
-        let queue = queues.get_or_insert(&slot.0, slot.1);
-        if queue.sequence_of != Some(producer_id) {
-            queue.sequence_of = Some(producer_id);
-            queue.next_sequence = 0;
-        }
-        let base_sequence = queue.next_sequence;
-        let count = i64::from(builder.record_count());
-        queue.next_sequence =
-            ((i64::from(base_sequence) + count) % (i64::from(i32::MAX) + 1)) as i32;
-        Ok(builder.with_producer(producer_id, epoch, base_sequence))
-    }
-
-    /// Sends one batch, retrying retriable failures; returns its base offset. A batch the
-    /// broker refuses as out of sequence while earlier ones are still unanswered overtook
-    /// them: it is sent again once they have all settled.
-    async fn send_batch(
-        &self,
-        slot: &(String, u32),
-        index: u64,
-        batch: Bytes,
-    ) -> Result<u64, ClientError> {
-        let (topic, partition) = (slot.0.as_str(), slot.1);
-        let config = &self.inner.config;
-        let mut attempt = 0;
-        loop {
-            let result = async {
-                let (address, epoch) = self.inner.cluster.leader_for(topic, partition).await?;
-                self.inner
-                    .outbox
-                    .send(address, epoch, topic, partition, batch.clone())
-                    .await
-            }
-            .await;
-            match result {
-                Err(ClientError::Broker {
-                    code: ErrorCode::OutOfOrderSequence,
-                    ..
-                }) if attempt < config.retries && self.earlier_unsettled(slot, index) => {
-                    attempt += 1;
-                    while self.earlier_unsettled(slot, index) {
-                        glommio::timer::sleep(Duration::from_millis(PRODUCER_PREDECESSOR_POLL_MS))
-                            .await;
-                    }
-                }
-                Err(error) if error.is_retriable() && attempt < config.retries => {
-                    attempt += 1;
-                    glommio::timer::sleep(config.retry_backoff * attempt).await;
-                    let _ = self.inner.cluster.refresh_metadata().await;
-                }
-                other => return other,
-            }
-        }
-    }
-
     /// Sends every open batch now and waits until every message sent so far is answered.
     pub async fn flush(&self) {
-        let slots: Vec<(String, u32)> = {
+        let slots: Vec<Slot> = {
             let mut queues = self.inner.queues.borrow_mut();
             for queue in queues.values_mut() {
                 queue.flush_requested = queue.open.is_some();
@@ -601,7 +798,7 @@ impl Producer {
             queues.slots()
         };
         for slot in slots {
-            self.start_sender(slot);
+            self.pump(&slot);
         }
         while self.inner.unanswered.get() > 0 {
             glommio::timer::sleep(Duration::from_micros(200)).await;

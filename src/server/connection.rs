@@ -21,8 +21,9 @@ use glommio::net::TcpStream;
 use super::context::ShardContext;
 use super::fetch_session::FetchSessions;
 use super::handlers::{handle, Reply};
-use super::socket::{send_now, skip_bytes, Deadline};
+use super::socket::Deadline;
 use super::work::with_deadline;
+use crate::net::{send_now, skip_bytes};
 use crate::protocol::{
     decode_request, encode_error_response, encode_response_head, ErrorCode, Frame, FrameReader,
     Request, Response,
