@@ -805,3 +805,39 @@ impl Producer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_callback_dropped_unanswered_is_told_the_message_was_dropped() {
+        let told: Rc<RefCell<Vec<Result<RecordMetadata, ClientError>>>> = Rc::default();
+        let answered = {
+            let told = told.clone();
+            Waiter::Callback(Callback(Some(Box::new(move |outcome| {
+                told.borrow_mut().push(outcome)
+            }))))
+        };
+        let dropped = {
+            let told = told.clone();
+            Waiter::Callback(Callback(Some(Box::new(move |outcome| {
+                told.borrow_mut().push(outcome)
+            }))))
+        };
+        let stored = RecordMetadata {
+            partition: 3,
+            offset: 7,
+        };
+        answered.answer(Ok(stored));
+        drop(dropped);
+        let told = told.borrow();
+        assert_eq!(told.len(), 2, "each callback called exactly once");
+        assert_eq!(told[0].as_ref().ok(), Some(&stored));
+        assert!(
+            matches!(&told[1], Err(ClientError::Disconnected(reason)) if reason.contains("dropped")),
+            "{:?}",
+            told[1]
+        );
+    }
+}

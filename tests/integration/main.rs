@@ -15,6 +15,7 @@ mod idempotence;
 mod loadgen;
 mod log_crash;
 mod netns;
+mod producer;
 mod prometheus;
 mod quota;
 mod scram;

@@ -1,0 +1,171 @@
+//! The producer's delivery callbacks against a real broker: every message is answered once,
+//! with the offset it was stored at, or with the error that refused it.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use shardline::client::{
+    partition_for_key, Admin, ClientError, Cluster, Producer, ProducerConfig, RecordMetadata,
+};
+use shardline::protocol::{Acks, ErrorCode};
+
+use crate::harness::{on_executor, Broker};
+
+const PARTITIONS: u32 = 8;
+const MESSAGES: usize = 3000;
+
+type Outcomes = Rc<RefCell<Vec<(usize, Result<RecordMetadata, ClientError>)>>>;
+
+#[test]
+fn delivery_callbacks_answer_every_message_once_with_its_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), &[]);
+    let address = broker.broker_arg();
+    let (outcomes, unknown_topic, unknown_called) = on_executor(move || async move {
+        let cluster = Cluster::new(&address, "callback-test", true).unwrap();
+        Admin::new(cluster.clone())
+            .create_topic("callbacks", PARTITIONS, &[])
+            .await
+            .unwrap();
+        // The default producer: batches leave when their linger runs out, never by a flush.
+        let producer = Producer::new(cluster, ProducerConfig::default());
+        let outcomes: Outcomes = Rc::default();
+        for index in 0..MESSAGES {
+            let key = format!("key-{}", index % 97);
+            let answered = outcomes.clone();
+            producer
+                .send_with(
+                    "callbacks",
+                    Some(key.as_bytes()),
+                    b"value",
+                    move |outcome| answered.borrow_mut().push((index, outcome)),
+                )
+                .await
+                .unwrap();
+            if index % 500 == 0 {
+                glommio::timer::sleep(Duration::from_millis(3)).await;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while outcomes.borrow().len() < MESSAGES && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        // A topic that does not exist: refused at once, and the callback is never called.
+        let called = Rc::new(RefCell::new(false));
+        let flag = called.clone();
+        let unknown = producer
+            .send_with("no-such-topic", None, b"value", move |_| {
+                *flag.borrow_mut() = true
+            })
+            .await;
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+        let outcomes = std::mem::take(&mut *outcomes.borrow_mut());
+        let called = *called.borrow();
+        (
+            outcomes
+                .into_iter()
+                .map(|(index, outcome)| (index, outcome.map_err(|e| e.to_string())))
+                .collect::<Vec<_>>(),
+            unknown.map_err(|e| e.to_string()),
+            called,
+        )
+    });
+    assert_eq!(
+        outcomes.len(),
+        MESSAGES,
+        "every message answered exactly once"
+    );
+    let mut by_partition: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    let mut seen = vec![false; MESSAGES];
+    for (index, outcome) in &outcomes {
+        assert!(!seen[*index], "message {index} answered twice");
+        seen[*index] = true;
+        let metadata = outcome
+            .as_ref()
+            .unwrap_or_else(|e| panic!("message {index}: {e}"));
+        let key = format!("key-{}", index % 97);
+        assert_eq!(
+            metadata.partition,
+            partition_for_key(key.as_bytes(), PARTITIONS),
+            "message {index}"
+        );
+        by_partition
+            .entry(metadata.partition)
+            .or_default()
+            .push(metadata.offset);
+    }
+    for (partition, offsets) in &mut by_partition {
+        offsets.sort_unstable();
+        let expected: Vec<u64> = (0..offsets.len() as u64).collect();
+        assert_eq!(
+            offsets, &expected,
+            "partition {partition}: each offset once"
+        );
+    }
+    assert!(
+        unknown_topic
+            .as_ref()
+            .is_err_and(|e| e.contains("no-such-topic")),
+        "{unknown_topic:?}"
+    );
+    assert!(!unknown_called, "a refused message's callback was called");
+}
+
+#[test]
+fn a_message_the_broker_refuses_is_answered_with_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), &[]);
+    let address = broker.broker_arg();
+    let outcomes = on_executor(move || async move {
+        let cluster = Cluster::new(&address, "callback-refused-test", true).unwrap();
+        // One broker cannot give acks=all two in-sync replicas.
+        Admin::new(cluster.clone())
+            .create_topic(
+                "refused",
+                2,
+                &[("min.insync.replicas".to_string(), "2".to_string())],
+            )
+            .await
+            .unwrap();
+        let producer = Producer::new(
+            cluster,
+            ProducerConfig {
+                acks: Acks::All,
+                retries: 0,
+                ..ProducerConfig::default()
+            },
+        );
+        let outcomes: Outcomes = Rc::default();
+        for index in 0..10usize {
+            let answered = outcomes.clone();
+            producer
+                .send_with(
+                    "refused",
+                    Some(&index.to_le_bytes()),
+                    b"never stored",
+                    move |outcome| answered.borrow_mut().push((index, outcome)),
+                )
+                .await
+                .unwrap();
+        }
+        producer.flush().await;
+        let outcomes = std::mem::take(&mut *outcomes.borrow_mut());
+        outcomes
+            .into_iter()
+            .map(|(index, outcome)| (index, outcome.map(|m| m.offset)))
+            .collect::<Vec<_>>()
+    });
+    let mut answered: Vec<usize> = outcomes.iter().map(|(index, _)| *index).collect();
+    answered.sort_unstable();
+    assert_eq!(answered, (0..10).collect::<Vec<_>>(), "each answered once");
+    for (index, outcome) in outcomes {
+        match outcome {
+            Err(ClientError::Broker { code, .. }) => {
+                assert_eq!(code, ErrorCode::NotEnoughReplicas, "message {index}")
+            }
+            other => panic!("message {index} was answered with {other:?}"),
+        }
+    }
+}
