@@ -399,7 +399,12 @@ pub(super) async fn write_recovery_point(partition: &Partition) -> Result<(), Lo
             next_offset: active.next_offset,
         }
     };
-    write_small_file(&super::checkpoint::path(&partition.dir), point.encode()).await
+    super::io::overwrite_small_file(
+        &super::checkpoint::path(&partition.dir),
+        point.encode(),
+        true,
+    )
+    .await
 }
 
 /// The active segment's file, opened again if the shard's file budget evicted it.

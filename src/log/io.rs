@@ -256,6 +256,50 @@ pub async fn write_small_file(path: &Path, bytes: Vec<u8>) -> Result<(), LogIoEr
         .map_err(|e| LogIoError::new("closing", path, 0, e.into()))
 }
 
+/// Writes a small file of fixed size over itself in place and syncs it (the recovery
+/// point). Unlike `write_small_file` it does not truncate first: the file keeps its block, so
+/// the sync flushes the data alone, not the file's metadata; a torn write is caught by the
+/// content's own checksum. A file longer than `bytes` (never written so) is cut to size.
+/// With `sync` false the write is left to the kernel (a file made with its partition).
+pub async fn overwrite_small_file(
+    path: &Path,
+    bytes: Vec<u8>,
+    sync: bool,
+) -> Result<(), LogIoError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .buffered_open(path)
+        .await
+        .map_err(|e| LogIoError::new("opening", path, 0, e.into()))?;
+    let length = bytes.len();
+    let written = file
+        .write_at(bytes, 0)
+        .await
+        .map_err(|e| LogIoError::new("writing", path, 0, e.into()))?;
+    if written != length {
+        let short = std::io::Error::new(std::io::ErrorKind::WriteZero, "short write");
+        return Err(LogIoError::new("writing", path, 0, short));
+    }
+    let size = file
+        .file_size()
+        .await
+        .map_err(|e| LogIoError::new("inspecting", path, 0, e.into()))?;
+    if size > length as u64 {
+        file.truncate(length as u64)
+            .await
+            .map_err(|e| LogIoError::new("truncating", path, length as u64, e.into()))?;
+    }
+    if sync {
+        file.fdatasync()
+            .await
+            .map_err(|e| LogIoError::new("syncing", path, 0, e.into()))?;
+    }
+    file.close()
+        .await
+        .map_err(|e| LogIoError::new("closing", path, 0, e.into()))
+}
+
 /// Reads a small file whole; `Ok(None)` when it does not exist.
 pub fn read_small_file(path: &Path) -> Result<Option<Vec<u8>>, LogIoError> {
     match std::fs::read(path) {

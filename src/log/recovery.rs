@@ -254,6 +254,18 @@ pub(super) async fn recover(
         // Created and closed at once (the slot goes back with it); reopened below.
         let slot = super::files::acquire_slot(&shard.files).await;
         SegmentFile::create(&path, shard.faults.clone(), Some(slot)).await?;
+        // The recovery point's file is made with the partition (nothing synced yet is
+        // true of an empty log), so that the first real one overwrites it in place rather
+        // than creating a file on the flush path. Unsynced: lost, it only means recovery
+        // knows less, as when it is missing.
+        let empty = super::checkpoint::RecoveryPoint {
+            segment_base: 0,
+            position: 0,
+            next_offset: 0,
+        };
+        let _slot = super::files::acquire_slot(&shard.files).await;
+        super::io::overwrite_small_file(&super::checkpoint::path(dir), empty.encode(), false)
+            .await?;
         sync_directory(dir).await?;
         bases.push(0);
     }

@@ -1226,3 +1226,41 @@ fn a_journal_not_replayed_is_not_overwritten() {
     });
     assert_eq!(std::fs::read(&left).unwrap(), b"an earlier run's journal");
 }
+
+#[test]
+fn a_new_partition_has_a_recovery_point_that_later_ones_overwrite_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let config = small_config(FlushPolicy::EveryBatch);
+        let log = open(&path, config.clone()).await;
+        let read_point = || {
+            super::checkpoint::RecoveryPoint::decode(
+                &std::fs::read(super::checkpoint::path(&path)).unwrap(),
+            )
+        };
+        let made = read_point().expect("made with the partition");
+        assert_eq!(
+            (made.segment_base, made.position, made.next_offset),
+            (0, 0, 0)
+        );
+        append_sequences(&log, 0, 10, 1, 1000).await;
+        let data_bytes = log.size_bytes();
+        log.close().await.unwrap();
+        let closed = read_point().expect("close writes the recovery point");
+        assert_eq!((closed.position, closed.next_offset), (data_bytes, 10));
+        // A file longer than a recovery point (not written by this code) is cut to size
+        // when one is written over it, and reads back as that one.
+        let longer = [closed.encode(), vec![0xAB; 100]].concat();
+        std::fs::write(super::checkpoint::path(&path), &longer).unwrap();
+        assert_eq!(
+            read_point(),
+            None,
+            "the longer file is not a recovery point"
+        );
+        super::io::overwrite_small_file(&super::checkpoint::path(&path), closed.encode(), true)
+            .await
+            .unwrap();
+        assert_eq!(read_point(), Some(closed));
+    });
+}
