@@ -2,6 +2,10 @@
 //! validating it (broker, once per arriving batch) and reading every key and value out of a
 //! fetched buffer (consumer). 64 messages of 1 KiB with 16-byte keys per batch, codec none
 //! and lz4. Throughput is message bytes (keys + values), so the three stages compare.
+//! `produce_path` is the producer's own work per message, counted in messages: hash the key
+//! to one of 8 partitions, write the message into that partition's batch, close each batch
+//! at 64 messages (stamped with a producer id and sequence) and encode the produce request
+//! that carries the batches (its head; the batches go out as they are).
 //!
 //! Criterion keeps its JSON estimates per benchmark under `target/criterion/`.
 
@@ -10,6 +14,8 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use shardline::client::partition_for_key;
+use shardline::protocol::{encode_request_head, ProducePartition, ProduceRequest, Request};
 use shardline::record::reader::{records_checked, BatchIter};
 use shardline::record::validate::validate_slice;
 use shardline::record::{header, BatchBuilder, Codec};
@@ -148,9 +154,78 @@ fn bench_read(c: &mut Criterion, rng: &mut StdRng) {
     group.finish();
 }
 
+/// Partitions the `produce_path` benchmark spreads its messages over.
+const PRODUCE_PARTITIONS: u32 = 8;
+
+/// The producer's work for `rounds` x 64 messages (see the module notes); returns the
+/// request heads' bytes, so that nothing is optimised away.
+fn produce_path(messages: &[Message], rounds: usize) -> usize {
+    let mut open: Vec<Option<BatchBuilder>> = (0..PRODUCE_PARTITIONS).map(|_| None).collect();
+    let mut closed: Vec<(u32, bytes::BytesMut)> = Vec::new();
+    let mut sequences = [0i32; PRODUCE_PARTITIONS as usize];
+    let mut head_bytes = 0;
+    for round in 0..rounds {
+        for message in messages {
+            let partition = partition_for_key(&message.key, PRODUCE_PARTITIONS);
+            let slot = &mut open[partition as usize];
+            let builder = slot.get_or_insert_with(|| {
+                BatchBuilder::with_capacity(Codec::None, BATCH_CAPACITY_BYTES)
+            });
+            builder
+                .push(
+                    message.timestamp_ms + round as i64,
+                    Some(&message.key),
+                    &message.value,
+                    &[],
+                )
+                .expect("message fits");
+            if builder.record_count() as usize == MESSAGES_PER_BATCH {
+                let builder = slot.take().expect("just pushed");
+                let sequence = &mut sequences[partition as usize];
+                let base = *sequence;
+                *sequence += MESSAGES_PER_BATCH as i32;
+                let stamped = builder.with_producer(7, 0, base);
+                closed.push((partition, stamped.finish().expect("batch fits")));
+            }
+        }
+        if closed.len() >= PRODUCE_PARTITIONS as usize {
+            let request = Request::Produce(ProduceRequest {
+                acks: 1,
+                timeout_ms: 30_000,
+                partitions: closed
+                    .iter()
+                    .map(|(partition, batch)| ProducePartition {
+                        topic: "bench".to_string(),
+                        partition: *partition,
+                        batch_bytes: batch.len() as u32,
+                        leader_epoch: Some(0),
+                    })
+                    .collect(),
+            });
+            let trailer_bytes = closed.iter().map(|(_, batch)| batch.len()).sum();
+            let mut head = Vec::with_capacity(1024);
+            encode_request_head(&mut head, 1, 0, &request, trailer_bytes).expect("encodes");
+            head_bytes += head.len();
+            closed.clear();
+        }
+    }
+    head_bytes
+}
+
+fn bench_produce_path(c: &mut Criterion, messages: &[Message]) {
+    const ROUNDS: usize = 16;
+    let mut group = c.benchmark_group("produce_path");
+    group.throughput(Throughput::Elements((ROUNDS * messages.len()) as u64));
+    group.bench_function("1KiB-8-partitions", |b| {
+        b.iter(|| produce_path(black_box(messages), ROUNDS))
+    });
+    group.finish();
+}
+
 fn record_batch(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(0x5EED);
     let messages = messages(&mut rng);
+    bench_produce_path(c, &messages);
     bench_build(c, &messages);
     bench_validate(c, &messages);
     bench_read(c, &mut rng);
