@@ -310,18 +310,6 @@ async fn produce(
     }
 }
 
-fn unknown_fetch(topic: String, partition: u32) -> FetchPartitionResponse {
-    FetchPartitionResponse {
-        topic,
-        partition,
-        error: ErrorCode::UnknownTopicOrPartition,
-        high_watermark: 0,
-        log_start_offset: 0,
-        last_stable_offset: 0,
-        batch_bytes: 0,
-    }
-}
-
 /// Reads every partition once; if fewer than `min_bytes` came back and the client is
 /// willing to wait, waits until any asked-for partition has new data (or the wait ends) and
 /// reads again. A request on a fetch session reads the session's partitions, and its
@@ -481,7 +469,11 @@ async fn read_partitions(
             Ok(topic) => topic,
             Err(name) => {
                 outcomes.push(Some(FetchOutcome {
-                    response: unknown_fetch(name.clone(), entry.partition),
+                    response: FetchPartitionResponse::without_data(
+                        name.clone(),
+                        entry.partition,
+                        ErrorCode::UnknownTopicOrPartition,
+                    ),
                     chunks: Vec::new(),
                 }));
                 continue;

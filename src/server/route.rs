@@ -76,15 +76,7 @@ impl PartitionOp for FetchWork {
 
     fn failed(topic: &TopicSpec, partition: u32, error: ErrorCode, _: String) -> Self::Outcome {
         FetchOutcome {
-            response: FetchPartitionResponse {
-                topic: topic.name.clone(),
-                partition,
-                error,
-                high_watermark: 0,
-                log_start_offset: 0,
-                last_stable_offset: 0,
-                batch_bytes: 0,
-            },
+            response: FetchPartitionResponse::without_data(topic.name.clone(), partition, error),
             chunks: Vec::new(),
         }
     }

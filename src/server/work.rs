@@ -427,16 +427,8 @@ pub async fn fetch_all(context: &ShardContext, work: Vec<FetchWork>) -> Vec<Fetc
         .collect()
 }
 
-fn empty_fetch(work: &FetchWork) -> FetchPartitionResponse {
-    FetchPartitionResponse {
-        topic: work.topic.name.clone(),
-        partition: work.partition,
-        error: ErrorCode::None,
-        high_watermark: 0,
-        log_start_offset: 0,
-        last_stable_offset: 0,
-        batch_bytes: 0,
-    }
+fn without_data(work: &FetchWork, error: ErrorCode) -> FetchPartitionResponse {
+    FetchPartitionResponse::without_data(work.topic.name.clone(), work.partition, error)
 }
 
 /// The outcome of a fetch that needs no read, or the log to read.
@@ -444,8 +436,7 @@ fn fetch_at_once(context: &ShardContext, work: &FetchWork) -> Result<FetchOutcom
     let log = match leadership_of(context, &work.topic, work.partition, work.leader_epoch) {
         Ok(leadership) => leadership.log.clone(),
         Err((error, _)) => {
-            let mut response = empty_fetch(work);
-            response.error = error;
+            let response = without_data(work, error);
             return Ok(FetchOutcome {
                 response,
                 chunks: Vec::new(),
@@ -463,7 +454,7 @@ pub fn caught_up(log: &PartitionLog, work: &FetchWork) -> Option<FetchOutcome> {
     if work.offset != high_watermark || work.offset < log_start_offset {
         return None;
     }
-    let mut response = empty_fetch(work);
+    let mut response = without_data(work, ErrorCode::None);
     response.high_watermark = high_watermark;
     response.last_stable_offset = high_watermark;
     response.log_start_offset = log_start_offset;
@@ -479,7 +470,7 @@ pub async fn fetch_read(
     log: &PartitionLog,
     work: &FetchWork,
 ) -> FetchOutcome {
-    let mut response = empty_fetch(work);
+    let mut response = without_data(work, ErrorCode::None);
     let chunks = match read(log, work.offset, work.max_bytes).await {
         Ok((chunks, messages)) => {
             if messages > 0 {

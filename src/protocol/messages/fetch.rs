@@ -147,6 +147,22 @@ pub struct FetchPartitionResponse {
     pub batch_bytes: u32,
 }
 
+impl FetchPartitionResponse {
+    /// An answer for a partition that carries no batches and no offsets: an error (or
+    /// `ErrorCode::None`, for the caller to fill in).
+    pub fn without_data(topic: String, partition: u32, error: ErrorCode) -> Self {
+        FetchPartitionResponse {
+            topic,
+            partition,
+            error,
+            high_watermark: 0,
+            log_start_offset: 0,
+            last_stable_offset: 0,
+            batch_bytes: 0,
+        }
+    }
+}
+
 impl CheckArchived for ArchivedFetchRequest {
     fn check(&self) -> Result<(), ProtocolError> {
         limits::partition_list("fetch partitions", &self.partitions, |p| &p.topic)?;
