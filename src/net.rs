@@ -44,6 +44,20 @@ pub fn send_now(fd: RawFd, pieces: &[&[u8]]) -> std::io::Result<usize> {
     Ok(written)
 }
 
+/// Sends what the socket takes of `pieces` now (`send_now`, when `plain_fd` is the socket of
+/// a plain TCP stream; nothing is sent without one) and returns what is left, in order, for
+/// the caller to write through its stream (empty when all went).
+pub fn send_what_fits<'a>(
+    plain_fd: Option<RawFd>,
+    pieces: &[&'a [u8]],
+) -> std::io::Result<Vec<&'a [u8]>> {
+    let sent = match plain_fd {
+        Some(fd) => send_now(fd, pieces)?,
+        None => 0,
+    };
+    Ok(skip_bytes(pieces, sent))
+}
+
 /// `pieces` without their first `skip` bytes.
 pub fn skip_bytes<'a>(pieces: &[&'a [u8]], mut skip: usize) -> Vec<&'a [u8]> {
     let mut rest = Vec::with_capacity(pieces.len());

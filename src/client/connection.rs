@@ -14,7 +14,7 @@ use glommio::sync::Semaphore;
 
 use super::error::ClientError;
 use crate::constants::CLIENT_CONNECT_TIMEOUT_MS;
-use crate::net::{send_now, skip_bytes};
+use crate::net::send_what_fits;
 use crate::protocol::{
     decode_response, encode_request_head, negotiate, supported_apis, ApiKey, DecodedResponse,
     FrameReader, HandshakeRequest, NegotiatedVersions, Request, Response,
@@ -28,14 +28,21 @@ const REQUEST_FIELDS_BYTES_GUESS: usize = 128;
 
 type Waiter = oneshot::Sender<Result<DecodedResponse, ClientError>>;
 
+/// The connection's writing half, and its socket itself when the stream is plain TCP: a
+/// request then goes out with one vectored `sendmsg` (`crate::net::send_now`), its batches
+/// not copied into the frame. Kept together, so that the descriptor is used only while the
+/// half that keeps the socket open is held.
+struct Writer {
+    half: WriteHalf<BoxedStream>,
+    plain_fd: Option<std::os::fd::RawFd>,
+}
+
 struct Inner {
     /// Unique among this thread's connections (fetch sessions live and die with one).
     id: u64,
     address: SocketAddr,
-    writer: RefCell<Option<WriteHalf<BoxedStream>>>,
-    /// The socket itself when the stream is plain TCP: a request goes out with one vectored
-    /// `sendmsg` (`crate::net::send_now`), its batches not copied into the frame.
-    plain_fd: Option<std::os::fd::RawFd>,
+    /// Taken while a request is written (under `write_lock`).
+    writer: RefCell<Option<Writer>>,
     write_lock: Semaphore,
     in_flight: Semaphore,
     pending: RefCell<HashMap<u32, Waiter>>,
@@ -127,8 +134,10 @@ impl Connection {
         let inner = Rc::new(Inner {
             id,
             address,
-            writer: RefCell::new(Some(writer)),
-            plain_fd,
+            writer: RefCell::new(Some(Writer {
+                half: writer,
+                plain_fd,
+            })),
             write_lock: Semaphore::new(1),
             in_flight: Semaphore::new(crate::constants::IN_FLIGHT_REQUESTS_MAX as u64),
             pending: RefCell::new(HashMap::new()),
@@ -232,7 +241,7 @@ impl Connection {
                 .borrow_mut()
                 .take()
                 .ok_or_else(|| ClientError::Disconnected("writer gone".into()))?;
-            let written = write_frame(&mut writer, self.inner.plain_fd, &head, trailer).await;
+            let written = write_frame(&mut writer, &head, trailer).await;
             *self.inner.writer.borrow_mut() = Some(writer);
             if let Err(error) = written {
                 self.inner.pending.borrow_mut().remove(&correlation_id);
@@ -290,28 +299,19 @@ pub async fn within<T>(timeout: Duration, work: impl std::future::Future<Output 
 
 /// Writes one request frame, its head then its trailer's batches: at once with one vectored
 /// `sendmsg` when the socket is plain TCP and takes it all, else what is left through the
-/// stream. The caller holds the connection's write lock.
-async fn write_frame(
-    writer: &mut WriteHalf<BoxedStream>,
-    plain_fd: Option<std::os::fd::RawFd>,
-    head: &[u8],
-    trailer: &[&[u8]],
-) -> std::io::Result<()> {
+/// stream, in one write (one TLS record per 16 KiB, not one per batch). The caller holds the
+/// connection's write lock.
+async fn write_frame(writer: &mut Writer, head: &[u8], trailer: &[&[u8]]) -> std::io::Result<()> {
     let mut pieces: Vec<&[u8]> = Vec::with_capacity(1 + trailer.len());
     pieces.push(head);
     pieces.extend_from_slice(trailer);
-    let total: usize = pieces.iter().map(|piece| piece.len()).sum();
-    let sent = match plain_fd {
-        Some(fd) => send_now(fd, &pieces)?,
-        None => 0,
-    };
-    if sent == total {
-        return Ok(());
+    let rest = send_what_fits(writer.plain_fd, &pieces)?;
+    match rest.as_slice() {
+        [] => return Ok(()),
+        [piece] => writer.half.write_all(piece).await?,
+        pieces => writer.half.write_all(&pieces.concat()).await?,
     }
-    for piece in skip_bytes(&pieces, sent) {
-        writer.write_all(piece).await?;
-    }
-    writer.flush().await
+    writer.half.flush().await
 }
 
 async fn read_responses(inner: std::rc::Weak<Inner>, mut reader: ReadHalf<BoxedStream>) {

@@ -34,6 +34,10 @@ use crate::record::{BatchBuilder, Codec};
 /// Bytes a record adds to a batch beyond its key and value (rkyv framing, deltas).
 const RECORD_OVERHEAD_BYTES: usize = 48;
 
+/// Spare capacity a closed batch may keep beyond twice its length before it is copied into
+/// a buffer of its own size (a batch sized like a larger one before it).
+const BATCH_SLACK_BYTES: usize = 4096;
+
 /// How a producer batches, acknowledges and retries.
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
@@ -95,6 +99,14 @@ enum Waiter {
 }
 
 type OnDelivery = Box<dyn FnOnce(Result<RecordMetadata, ClientError>)>;
+
+/// Who will learn a message's outcome once it is accepted. A callback is armed (given its
+/// drop guard) only when its message joins a batch: a message refused, or a `send_with`
+/// dropped before it was accepted, never calls it.
+enum Incoming {
+    Channel(oneshot::Sender<Result<RecordMetadata, ClientError>>),
+    Callback(OnDelivery),
+}
 
 struct Callback(Option<OnDelivery>);
 
@@ -179,6 +191,10 @@ struct PartitionQueue {
     sequence_of: Option<i64>,
     /// Batches that left and are not answered for good.
     in_flight: usize,
+    /// Batches on their first try that wait for their leader to be looked up: while any
+    /// does, later batches wait behind them too (`Producer::dispatch`), so that a batch
+    /// does not overtake an earlier one on its way to the broker.
+    routing: usize,
     /// The bytes and messages of the batch that left last: the next one is sized by it.
     last_batch: Option<(usize, usize)>,
     /// The index the next batch sent gets; batches below `settled_below` (and those in
@@ -300,8 +316,9 @@ struct Inner {
 /// lingering batches), or on `flush`; leaving is a plain call that stamps the batch's
 /// sequence and hands it to the outbox, which gathers the batches leaving for one broker into
 /// one request. That request's task settles each batch: its messages are answered, and the
-/// partition's next batch may leave. Only a retry, or a batch waiting for the producer id or
-/// for metadata, gets a task of its own.
+/// partition's next batch may leave. Only a retry, a batch waiting for the producer id or
+/// for metadata, or one that cannot be closed (answered with the error), gets a task of its
+/// own.
 #[derive(Clone)]
 pub struct Producer {
     inner: Rc<Inner>,
@@ -363,7 +380,7 @@ impl Producer {
         value: &[u8],
     ) -> Result<Delivery, ClientError> {
         let (sender, receiver) = oneshot::channel();
-        self.accept(topic, key, value, Waiter::Channel(sender))
+        self.accept(topic, key, value, Incoming::Channel(sender))
             .await?;
         Ok(Delivery { receiver })
     }
@@ -371,7 +388,7 @@ impl Producer {
     /// Queues one message, as `send`, and calls `on_delivery` with its outcome once the
     /// broker has acknowledged (or refused) it. The callback runs on the producer's executor,
     /// inside the producer's own work: it must be quick and must not wait. When `send_with`
-    /// returns an error, the callback is not called.
+    /// returns an error, or is dropped before it returns, the callback is not called.
     pub async fn send_with(
         &self,
         topic: &str,
@@ -379,8 +396,8 @@ impl Producer {
         value: &[u8],
         on_delivery: impl FnOnce(Result<RecordMetadata, ClientError>) + 'static,
     ) -> Result<(), ClientError> {
-        let waiter = Waiter::Callback(Callback(Some(Box::new(on_delivery))));
-        self.accept(topic, key, value, waiter).await
+        self.accept(topic, key, value, Incoming::Callback(Box::new(on_delivery)))
+            .await
     }
 
     /// Adds a message to its partition's open batch; `waiter` learns its outcome.
@@ -389,21 +406,13 @@ impl Producer {
         topic: &str,
         key: Option<&[u8]>,
         value: &[u8],
-        waiter: Waiter,
+        incoming: Incoming,
     ) -> Result<(), ClientError> {
         let inner = &self.inner;
-        // An error before the message is taken: its waiter is not told (the caller is).
-        let refuse = |waiter: Waiter, error: ClientError| {
-            if let Waiter::Callback(mut callback) = waiter {
-                callback.0.take();
-            }
-            Err(error)
-        };
-        let partitions = match inner.cluster.partition_count(topic).await {
-            Ok(0) => return refuse(waiter, ClientError::UnknownTopic(topic.to_string())),
-            Ok(partitions) => partitions,
-            Err(error) => return refuse(waiter, error),
-        };
+        let partitions = inner.cluster.partition_count(topic).await?;
+        if partitions == 0 {
+            return Err(ClientError::UnknownTopic(topic.to_string()));
+        }
         let partition = match key {
             Some(key) => partition_for_key(key, partitions),
             None => {
@@ -417,9 +426,11 @@ impl Producer {
         };
         let size = key.map_or(0, <[u8]>::len) + value.len() + RECORD_OVERHEAD_BYTES;
         let reserved = (size as u64).min(inner.config.buffer_bytes as u64);
-        if inner.buffer.acquire(reserved).await.is_err() {
-            return refuse(waiter, ClientError::Disconnected("producer closed".into()));
-        }
+        inner
+            .buffer
+            .acquire(reserved)
+            .await
+            .map_err(|_| ClientError::Disconnected("producer closed".into()))?;
         let (slot, new_batch, ready) = {
             let mut queues = inner.queues.borrow_mut();
             let (slot, queue) = queues.get_or_insert(topic, partition);
@@ -455,10 +466,12 @@ impl Producer {
                 if batch.builder.is_empty() {
                     queue.open = None;
                 }
-                drop(queues);
-                return refuse(waiter, ClientError::InvalidInput(error.to_string()));
+                return Err(ClientError::InvalidInput(error.to_string()));
             }
-            batch.waiters.push(waiter);
+            batch.waiters.push(match incoming {
+                Incoming::Channel(sender) => Waiter::Channel(sender),
+                Incoming::Callback(callback) => Waiter::Callback(Callback(Some(callback))),
+            });
             batch.reserved_bytes += reserved;
             let opened_at = batch.opened_at;
             if batch.builder.estimated_bytes() >= inner.config.batch_bytes {
@@ -518,6 +531,11 @@ impl Producer {
                 let Some(queue) = queues.get_mut(slot) else {
                     return;
                 };
+                assert!(
+                    queue.in_flight <= inner.window,
+                    "{} in flight",
+                    queue.in_flight
+                );
                 if queue.stamping || queue.in_flight >= inner.window {
                     return;
                 }
@@ -594,7 +612,13 @@ impl Producer {
         };
         match finished {
             Ok(bytes) => {
-                batch.bytes = bytes.freeze();
+                // A batch sized for more than came (`last_batch`) keeps its length, not its
+                // capacity, while in flight: `buffer_bytes` counts only messages.
+                batch.bytes = if bytes.capacity() > 2 * bytes.len() + BATCH_SLACK_BYTES {
+                    Bytes::copy_from_slice(&bytes)
+                } else {
+                    bytes.freeze()
+                };
                 self.dispatch(batch);
             }
             // Answered from a task of its own: answering releases the next batch, and this
@@ -622,16 +646,35 @@ impl Producer {
         builder.with_producer(producer_id, epoch, base_sequence)
     }
 
-    /// Hands a batch to the outbox for its partition's leader; when the leader is not known
-    /// yet, a task of the batch's own looks it up first.
+    /// Hands a batch to the outbox for its partition's leader. When the leader is not known
+    /// yet, or an earlier batch of the partition is still being routed, a task of the
+    /// batch's own looks it up first (those tasks run in the order they were spawned).
     fn dispatch(&self, batch: InFlight) {
         let (topic, partition) = (&*batch.slot.0, batch.slot.1);
-        if let Some((address, epoch)) = self.inner.cluster.cached_leader(topic, partition) {
-            self.enqueue(address, epoch, batch);
-            return;
+        let routing = self
+            .inner
+            .queues
+            .borrow_mut()
+            .get_mut(&batch.slot)
+            .map_or(0, |queue| queue.routing);
+        if routing == 0 {
+            if let Some((address, epoch)) = self.inner.cluster.cached_leader(topic, partition) {
+                self.enqueue(address, epoch, batch);
+                return;
+            }
+        }
+        if let Some(queue) = self.inner.queues.borrow_mut().get_mut(&batch.slot) {
+            queue.routing += 1;
         }
         let producer = self.clone();
-        glommio::spawn_local(async move { producer.route(batch).await }).detach();
+        glommio::spawn_local(async move {
+            let slot = batch.slot.clone();
+            producer.route(batch).await;
+            if let Some(queue) = producer.inner.queues.borrow_mut().get_mut(&slot) {
+                queue.routing -= 1;
+            }
+        })
+        .detach();
     }
 
     /// Looks up the batch's leader and hands it to the outbox, or settles it with the error.
@@ -704,13 +747,15 @@ impl Producer {
             // the next one must not depend on it. Start afresh under a new id.
             inner.identity.borrow_mut().take();
         }
-        let waiting = match inner.queues.borrow_mut().get_mut(&batch.slot) {
-            Some(queue) => {
-                queue.settle(batch.index);
-                queue.in_flight -= 1;
-                queue.has_waiting()
-            }
-            None => false,
+        let waiting = {
+            let mut queues = inner.queues.borrow_mut();
+            let queue = queues
+                .get_mut(&batch.slot)
+                .expect("a batch in flight keeps its queue");
+            assert!(queue.in_flight > 0, "batch {} settled twice", batch.index);
+            queue.settle(batch.index);
+            queue.in_flight -= 1;
+            queue.has_waiting()
         };
         let answered = batch.waiters.len();
         for (position, waiter) in batch.waiters.into_iter().enumerate() {

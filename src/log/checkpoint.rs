@@ -6,9 +6,11 @@
 //! invalid batch there is damage to acknowledged data: opening fails with the file and byte
 //! instead of cutting it away.
 //!
-//! Written at most once per `RECOVERY_POINT_INTERVAL_MS` (10 s) after a sync, after a
-//! truncation, and at close; a missing
-//! or damaged file only means recovery knows less (it then cuts at the first invalid batch).
+//! Made with the partition (an empty log's point, not synced), then rewritten in place (no
+//! truncation, so its sync flushes the data alone) at most once per
+//! `RECOVERY_POINT_INTERVAL_MS` (10 s) after a sync, after a truncation, and at close. A
+//! missing, torn or damaged file only means recovery knows less (it then cuts at the first
+//! invalid batch); a truncation that removes segments removes the point first.
 //!
 //! File `recovery-point` in the partition directory, little-endian:
 //!

@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
+use glommio::io::{BufferedFile, DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
 use super::error::LogIoError;
 
@@ -239,27 +239,15 @@ pub async fn write_small_file(path: &Path, bytes: Vec<u8>) -> Result<(), LogIoEr
         .buffered_open(path)
         .await
         .map_err(|e| LogIoError::new("creating", path, 0, e.into()))?;
-    let length = bytes.len();
-    let written = file
-        .write_at(bytes, 0)
-        .await
-        .map_err(|e| LogIoError::new("writing", path, 0, e.into()))?;
-    if written != length {
-        let short = std::io::Error::new(std::io::ErrorKind::WriteZero, "short write");
-        return Err(LogIoError::new("writing", path, 0, short));
-    }
-    file.fdatasync()
-        .await
-        .map_err(|e| LogIoError::new("syncing", path, 0, e.into()))?;
-    file.close()
-        .await
-        .map_err(|e| LogIoError::new("closing", path, 0, e.into()))
+    write_whole_at_start(&file, path, bytes).await?;
+    sync_and_close(file, path, true).await
 }
 
 /// Writes a small file of fixed size over itself in place and syncs it (the recovery
-/// point). Unlike `write_small_file` it does not truncate first: the file keeps its block, so
-/// the sync flushes the data alone, not the file's metadata; a torn write is caught by the
-/// content's own checksum. A file longer than `bytes` (never written so) is cut to size.
+/// point). Unlike `write_small_file` it does not truncate first: once the file has its size
+/// and block, a sync flushes the data alone, not the file's metadata; a torn write is caught
+/// by the content's own checksum. Like `write_small_file`, it bypasses the shard's IO fault
+/// plan. A file longer than `bytes` (never written so) is cut to size.
 /// With `sync` false the write is left to the kernel (a file made with its partition).
 pub async fn overwrite_small_file(
     path: &Path,
@@ -272,6 +260,26 @@ pub async fn overwrite_small_file(
         .buffered_open(path)
         .await
         .map_err(|e| LogIoError::new("opening", path, 0, e.into()))?;
+    let length = bytes.len() as u64;
+    write_whole_at_start(&file, path, bytes).await?;
+    let size = file
+        .file_size()
+        .await
+        .map_err(|e| LogIoError::new("inspecting", path, 0, e.into()))?;
+    if size > length {
+        file.truncate(length)
+            .await
+            .map_err(|e| LogIoError::new("truncating", path, length, e.into()))?;
+    }
+    sync_and_close(file, path, sync).await
+}
+
+/// Writes `bytes` at the start of a small file; a short write is an error.
+async fn write_whole_at_start(
+    file: &BufferedFile,
+    path: &Path,
+    bytes: Vec<u8>,
+) -> Result<(), LogIoError> {
     let length = bytes.len();
     let written = file
         .write_at(bytes, 0)
@@ -281,15 +289,10 @@ pub async fn overwrite_small_file(
         let short = std::io::Error::new(std::io::ErrorKind::WriteZero, "short write");
         return Err(LogIoError::new("writing", path, 0, short));
     }
-    let size = file
-        .file_size()
-        .await
-        .map_err(|e| LogIoError::new("inspecting", path, 0, e.into()))?;
-    if size > length as u64 {
-        file.truncate(length as u64)
-            .await
-            .map_err(|e| LogIoError::new("truncating", path, length as u64, e.into()))?;
-    }
+    Ok(())
+}
+
+async fn sync_and_close(file: BufferedFile, path: &Path, sync: bool) -> Result<(), LogIoError> {
     if sync {
         file.fdatasync()
             .await

@@ -218,17 +218,19 @@ impl PartitionLog {
             }
             state.segments.keys().copied().collect()
         };
+        // The recovery point goes first: a crash between the removals must not leave a
+        // point that describes segments no longer there.
+        remove_files(
+            vec![super::checkpoint::path(&partition.dir)],
+            partition.shard.faults.as_deref(),
+        )
+        .await?;
         for base in doomed {
             self.remove_segment_files(base).await?;
             let mut state = partition.state.borrow_mut();
             state.segments.remove(&base);
             state.layout_version += 1;
         }
-        remove_files(
-            vec![super::checkpoint::path(&partition.dir)],
-            partition.shard.faults.as_deref(),
-        )
-        .await?;
         let segment = super::flush::create_segment(partition, offset).await?;
         {
             let mut state = partition.state.borrow_mut();

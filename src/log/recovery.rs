@@ -256,16 +256,18 @@ pub(super) async fn recover(
         SegmentFile::create(&path, shard.faults.clone(), Some(slot)).await?;
         // The recovery point's file is made with the partition (nothing synced yet is
         // true of an empty log), so that the first real one overwrites it in place rather
-        // than creating a file on the flush path. Unsynced: lost, it only means recovery
+        // than creating a file on the flush path. A point left from segments no longer
+        // here is removed first; the new one is not synced: lost, it only means recovery
         // knows less, as when it is missing.
+        let point_path = super::checkpoint::path(dir);
+        super::io::remove_file(&point_path)?;
         let empty = super::checkpoint::RecoveryPoint {
             segment_base: 0,
             position: 0,
             next_offset: 0,
         };
         let _slot = super::files::acquire_slot(&shard.files).await;
-        super::io::overwrite_small_file(&super::checkpoint::path(dir), empty.encode(), false)
-            .await?;
+        super::io::overwrite_small_file(&point_path, empty.encode(), false).await?;
         sync_directory(dir).await?;
         bases.push(0);
     }

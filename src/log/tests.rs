@@ -1228,7 +1228,7 @@ fn a_journal_not_replayed_is_not_overwritten() {
 }
 
 #[test]
-fn a_new_partition_has_a_recovery_point_that_later_ones_overwrite_in_place() {
+fn a_new_partition_has_a_recovery_point_that_later_ones_replace() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(move || async move {

@@ -417,15 +417,7 @@ pub async fn watch_in_sync(context: Rc<ShardContext>, interval: Duration) {
 }
 
 fn refused(topic: &str, partition: u32, error: ErrorCode) -> FetchPartitionResponse {
-    FetchPartitionResponse {
-        topic: topic.to_string(),
-        partition,
-        error,
-        high_watermark: 0,
-        log_start_offset: 0,
-        last_stable_offset: 0,
-        batch_bytes: 0,
-    }
+    FetchPartitionResponse::without_data(topic.to_string(), partition, error)
 }
 
 /// Answers a follower's fetch on this (the owning) shard.

@@ -23,7 +23,7 @@ use super::fetch_session::FetchSessions;
 use super::handlers::{handle, Reply};
 use super::socket::Deadline;
 use super::work::with_deadline;
-use crate::net::{send_now, skip_bytes};
+use crate::net::send_what_fits;
 use crate::protocol::{
     decode_request, encode_error_response, encode_response_head, ErrorCode, Frame, FrameReader,
     Request, Response,
@@ -292,15 +292,10 @@ async fn write_response(
     let mut pieces: Vec<&[u8]> = Vec::with_capacity(1 + encoded.trailer.len());
     pieces.push(&encoded.head);
     pieces.extend(encoded.trailer.iter().map(|piece| &piece[..]));
-    let total: usize = pieces.iter().map(|piece| piece.len()).sum();
-    let sent = match plain_fd {
-        Some(fd) => send_now(fd, &pieces)?,
-        None => 0,
-    };
-    if sent == total {
+    let rest = send_what_fits(plain_fd, &pieces)?;
+    if rest.is_empty() {
         return Ok(());
     }
-    let rest = skip_bytes(&pieces, sent);
     let deadline = Instant::now() + write_stall_timeout;
     let written = with_deadline(deadline, async {
         for piece in rest {
@@ -333,7 +328,7 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
     }
     let _ = stream.set_nodelay(true);
     // Plain TCP responses are sent with one vectored `sendmsg` on the socket itself
-    // (`super::socket::send_now`); TLS must go through its stream.
+    // (`crate::net::send_now`); TLS must go through its stream.
     let plain_fd = context
         .tls
         .is_none()

@@ -1,5 +1,6 @@
 //! The producer's delivery callbacks against a real broker: every message is answered once,
-//! with the offset it was stored at, or with the error that refused it.
+//! with the offset it was stored at and in send order per partition, or (after its retries)
+//! with the error that refused it.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -77,7 +78,8 @@ fn delivery_callbacks_answer_every_message_once_with_its_offset() {
         MESSAGES,
         "every message answered exactly once"
     );
-    let mut by_partition: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    // Per partition, (send index, offset).
+    let mut by_partition: BTreeMap<u32, Vec<(usize, u64)>> = BTreeMap::new();
     let mut seen = vec![false; MESSAGES];
     for (index, outcome) in &outcomes {
         assert!(!seen[*index], "message {index} answered twice");
@@ -94,14 +96,17 @@ fn delivery_callbacks_answer_every_message_once_with_its_offset() {
         by_partition
             .entry(metadata.partition)
             .or_default()
-            .push(metadata.offset);
+            .push((*index, metadata.offset));
     }
-    for (partition, offsets) in &mut by_partition {
-        offsets.sort_unstable();
+    for (partition, sent) in &mut by_partition {
+        // In send order, the offsets run 0, 1, 2, ...: each message stored once, and in the
+        // order it was sent (per-key order).
+        sent.sort_unstable();
+        let offsets: Vec<u64> = sent.iter().map(|(_, offset)| *offset).collect();
         let expected: Vec<u64> = (0..offsets.len() as u64).collect();
         assert_eq!(
-            offsets, &expected,
-            "partition {partition}: each offset once"
+            offsets, expected,
+            "partition {partition}: in send order, once each"
         );
     }
     assert!(
@@ -114,7 +119,7 @@ fn delivery_callbacks_answer_every_message_once_with_its_offset() {
 }
 
 #[test]
-fn a_message_the_broker_refuses_is_answered_with_the_error() {
+fn a_refused_message_is_retried_then_answered_with_the_error_and_its_partition_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path(), &[]);
     let address = broker.broker_arg();
@@ -129,11 +134,13 @@ fn a_message_the_broker_refuses_is_answered_with_the_error() {
             )
             .await
             .unwrap();
+        // Retries, so that every refused batch goes through the retry path first.
         let producer = Producer::new(
-            cluster,
+            cluster.clone(),
             ProducerConfig {
                 acks: Acks::All,
-                retries: 0,
+                retries: 2,
+                retry_backoff: Duration::from_millis(10),
                 ..ProducerConfig::default()
             },
         );
@@ -151,12 +158,41 @@ fn a_message_the_broker_refuses_is_answered_with_the_error() {
                 .unwrap();
         }
         producer.flush().await;
-        let outcomes = std::mem::take(&mut *outcomes.borrow_mut());
-        outcomes
+        let refused = std::mem::take(&mut *outcomes.borrow_mut());
+        // The same partitions, once one replica is enough: the refused batches left their
+        // partitions' windows, so these are sent and stored.
+        Admin::new(cluster)
+            .alter_configs(
+                "refused",
+                &[("min.insync.replicas".to_string(), "1".to_string())],
+                &[],
+            )
+            .await
+            .unwrap();
+        let mut stored = Vec::new();
+        for index in 0..10usize {
+            let delivery = producer
+                .send("refused", Some(&index.to_le_bytes()), b"stored")
+                .await
+                .unwrap();
+            stored.push(delivery);
+        }
+        producer.flush().await;
+        let mut offsets = Vec::new();
+        for delivery in stored {
+            offsets.push(delivery.wait().await.map(|m| m.offset));
+        }
+        let refused = refused
             .into_iter()
             .map(|(index, outcome)| (index, outcome.map(|m| m.offset)))
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>();
+        (refused, offsets)
     });
+    let (outcomes, stored) = outcomes;
+    assert!(
+        stored.iter().all(Result::is_ok),
+        "after the refusals the partitions took new messages: {stored:?}"
+    );
     let mut answered: Vec<usize> = outcomes.iter().map(|(index, _)| *index).collect();
     answered.sort_unstable();
     assert_eq!(answered, (0..10).collect::<Vec<_>>(), "each answered once");
