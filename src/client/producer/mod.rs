@@ -21,6 +21,13 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 use glommio::sync::Semaphore;
 
+mod delivery;
+mod queue;
+
+pub use delivery::Delivery;
+use delivery::{Callback, Incoming, Waiter};
+use queue::{Batch, Queues, Slot};
+
 use super::cluster::Cluster;
 use super::error::ClientError;
 use super::outbox::{Outbox, Ticket};
@@ -89,63 +96,6 @@ pub struct RecordMetadata {
     pub offset: u64,
 }
 
-/// Who learns a message's outcome: a `Delivery` waiting on a channel, or a callback
-/// (`Producer::send_with`), which costs no channel and no task per message. A callback that
-/// is dropped unanswered (its producer went away) is called with `Disconnected`, so that no
-/// message's outcome is lost without a word.
-enum Waiter {
-    Channel(oneshot::Sender<Result<RecordMetadata, ClientError>>),
-    Callback(Callback),
-}
-
-type OnDelivery = Box<dyn FnOnce(Result<RecordMetadata, ClientError>)>;
-
-/// Who will learn a message's outcome once it is accepted. A callback is armed (given its
-/// drop guard) only when its message joins a batch: a message refused, or a `send_with`
-/// dropped before it was accepted, never calls it.
-enum Incoming {
-    Channel(oneshot::Sender<Result<RecordMetadata, ClientError>>),
-    Callback(OnDelivery),
-}
-
-struct Callback(Option<OnDelivery>);
-
-impl Waiter {
-    fn answer(self, outcome: Result<RecordMetadata, ClientError>) {
-        match self {
-            Waiter::Channel(sender) => {
-                let _ = sender.send(outcome);
-            }
-            Waiter::Callback(mut callback) => {
-                if let Some(callback) = callback.0.take() {
-                    callback(outcome);
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Callback {
-    fn drop(&mut self) {
-        if let Some(callback) = self.0.take() {
-            callback(Err(ClientError::Disconnected(
-                "producer dropped the message".into(),
-            )));
-        }
-    }
-}
-
-struct Batch {
-    builder: BatchBuilder,
-    waiters: Vec<Waiter>,
-    reserved_bytes: u64,
-    opened_at: Instant,
-}
-
-/// A partition of a topic, as the producer's tables name it (the topic's name is shared, so
-/// that naming a partition copies no string).
-type Slot = (Rc<str>, u32);
-
 /// A batch that left its queue and is not answered for good yet.
 struct InFlight {
     slot: Slot,
@@ -167,121 +117,6 @@ struct Sent {
 impl Ticket for Sent {
     fn settle(self, outcome: Result<u64, ClientError>) {
         self.producer.settle(self.batch, outcome);
-    }
-}
-
-/// One partition's queue. Batches leave in order: full batches first, and the open batch once
-/// its linger has run out. An idempotent producer keeps up to `PRODUCER_BATCHES_REMEMBERED`
-/// batches in flight per partition (the broker refuses a batch that overtakes an earlier
-/// one, and the client sends it again once the earlier ones have settled, so per-key order
-/// holds across retries); a plain producer keeps one. A batch is never closed just to wait
-/// behind another: while the window is full, the open batch keeps growing.
-#[derive(Default)]
-struct PartitionQueue {
-    open: Option<Batch>,
-    full: VecDeque<Batch>,
-    /// A task is waiting for the producer id to stamp this partition's next batch; later
-    /// batches wait behind it, so that sequences follow the send order.
-    stamping: bool,
-    /// Send the open batch at once, linger or not (flush).
-    flush_requested: bool,
-    /// The idempotent sequence of the next batch's first message, and the producer id it
-    /// counts for (a new id starts again at 0).
-    next_sequence: i32,
-    sequence_of: Option<i64>,
-    /// Batches that left and are not answered for good.
-    in_flight: usize,
-    /// Batches on their first try that wait for their leader to be looked up: while any
-    /// does, later batches wait behind them too (`Producer::dispatch`), so that a batch
-    /// does not overtake an earlier one on its way to the broker.
-    routing: usize,
-    /// The bytes and messages of the batch that left last: the next one is sized by it.
-    last_batch: Option<(usize, usize)>,
-    /// The index the next batch sent gets; batches below `settled_below` (and those in
-    /// `settled_ahead`) have been answered for good.
-    next_index: u64,
-    settled_below: u64,
-    settled_ahead: std::collections::BTreeSet<u64>,
-}
-
-impl PartitionQueue {
-    fn settle(&mut self, index: u64) {
-        self.settled_ahead.insert(index);
-        while self.settled_ahead.remove(&self.settled_below) {
-            self.settled_below += 1;
-        }
-    }
-
-    /// The next batch that is ready to leave: a full one, else the open one once its linger
-    /// has run out (or a flush asked for it). A batch that is not full leaves only when no
-    /// other batch of the partition is in flight, or on a flush: a trickle of messages thus
-    /// gathers into batches while one is in flight (as with a window of 1), and only a
-    /// partition that fills batches pipelines them.
-    fn next_ready(&mut self, linger: Duration) -> Option<Batch> {
-        if let Some(full) = self.full.pop_front() {
-            return Some(full);
-        }
-        let alone = self.in_flight == 0;
-        let lingered = self
-            .open
-            .as_ref()
-            .is_some_and(|b| self.flush_requested || (alone && b.opened_at.elapsed() >= linger));
-        if lingered {
-            self.flush_requested = false;
-            return self.open.take();
-        }
-        None
-    }
-
-    fn has_waiting(&self) -> bool {
-        self.open.is_some() || !self.full.is_empty()
-    }
-}
-
-/// One topic's partition queues, and its name to hand out in slots.
-struct TopicQueues {
-    name: Rc<str>,
-    partitions: HashMap<u32, PartitionQueue>,
-}
-
-/// Every partition's queue, by topic then partition, so that finding a queue for a message
-/// allocates nothing (the topic name is copied once, when its first queue is made).
-#[derive(Default)]
-struct Queues {
-    topics: HashMap<Rc<str>, TopicQueues>,
-}
-
-impl Queues {
-    fn get_mut(&mut self, slot: &Slot) -> Option<&mut PartitionQueue> {
-        self.topics.get_mut(&*slot.0)?.partitions.get_mut(&slot.1)
-    }
-
-    /// The partition's queue, made if it is new, and its slot.
-    fn get_or_insert(&mut self, topic: &str, partition: u32) -> (Slot, &mut PartitionQueue) {
-        if !self.topics.contains_key(topic) {
-            let name: Rc<str> = Rc::from(topic);
-            let queues = TopicQueues {
-                name: name.clone(),
-                partitions: HashMap::new(),
-            };
-            self.topics.insert(name, queues);
-        }
-        let queues = self.topics.get_mut(topic).expect("inserted above");
-        let slot = (queues.name.clone(), partition);
-        (slot, queues.partitions.entry(partition).or_default())
-    }
-
-    fn values_mut(&mut self) -> impl Iterator<Item = &mut PartitionQueue> {
-        self.topics
-            .values_mut()
-            .flat_map(|queues| queues.partitions.values_mut())
-    }
-
-    fn slots(&self) -> Vec<Slot> {
-        self.topics
-            .values()
-            .flat_map(|queues| queues.partitions.keys().map(|&p| (queues.name.clone(), p)))
-            .collect()
     }
 }
 
@@ -322,21 +157,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct Producer {
     inner: Rc<Inner>,
-}
-
-/// The outcome of one message, once the broker has acknowledged (or refused) it.
-pub struct Delivery {
-    receiver: oneshot::Receiver<Result<RecordMetadata, ClientError>>,
-}
-
-impl Delivery {
-    pub async fn wait(self) -> Result<RecordMetadata, ClientError> {
-        self.receiver.await.unwrap_or_else(|_| {
-            Err(ClientError::Disconnected(
-                "producer dropped the message".into(),
-            ))
-        })
-    }
 }
 
 impl Producer {
@@ -848,41 +668,5 @@ impl Producer {
         while self.inner.unanswered.get() > 0 {
             glommio::timer::sleep(Duration::from_micros(200)).await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_callback_dropped_unanswered_is_told_the_message_was_dropped() {
-        let told: Rc<RefCell<Vec<Result<RecordMetadata, ClientError>>>> = Rc::default();
-        let answered = {
-            let told = told.clone();
-            Waiter::Callback(Callback(Some(Box::new(move |outcome| {
-                told.borrow_mut().push(outcome)
-            }))))
-        };
-        let dropped = {
-            let told = told.clone();
-            Waiter::Callback(Callback(Some(Box::new(move |outcome| {
-                told.borrow_mut().push(outcome)
-            }))))
-        };
-        let stored = RecordMetadata {
-            partition: 3,
-            offset: 7,
-        };
-        answered.answer(Ok(stored));
-        drop(dropped);
-        let told = told.borrow();
-        assert_eq!(told.len(), 2, "each callback called exactly once");
-        assert_eq!(told[0].as_ref().ok(), Some(&stored));
-        assert!(
-            matches!(&told[1], Err(ClientError::Disconnected(reason)) if reason.contains("dropped")),
-            "{:?}",
-            told[1]
-        );
     }
 }
