@@ -134,13 +134,16 @@ fn a_refused_message_is_retried_then_answered_with_the_error_and_its_partition_g
             )
             .await
             .unwrap();
-        // Retries, so that every refused batch goes through the retry path first.
+        // Retries, so that every refused batch goes through the retry path first; a window
+        // of one batch per partition, so that a batch the retry path failed to give back
+        // would hold its partition for good.
         let producer = Producer::new(
             cluster.clone(),
             ProducerConfig {
                 acks: Acks::All,
                 retries: 2,
                 retry_backoff: Duration::from_millis(10),
+                max_in_flight: 1,
                 ..ProducerConfig::default()
             },
         );
@@ -177,11 +180,21 @@ fn a_refused_message_is_retried_then_answered_with_the_error_and_its_partition_g
                 .unwrap();
             stored.push(delivery);
         }
-        producer.flush().await;
-        let mut offsets = Vec::new();
-        for delivery in stored {
-            offsets.push(delivery.wait().await.map(|m| m.offset));
-        }
+        let stored = async {
+            producer.flush().await;
+            let mut offsets = Vec::new();
+            for delivery in stored {
+                offsets.push(delivery.wait().await.map(|m| m.offset));
+            }
+            Some(offsets)
+        };
+        let within = async {
+            glommio::timer::sleep(Duration::from_secs(30)).await;
+            None
+        };
+        let offsets = futures_lite::future::or(stored, within)
+            .await
+            .expect("the new messages were answered within 30 s: the windows were given back");
         let refused = refused
             .into_iter()
             .map(|(index, outcome)| (index, outcome.map(|m| m.offset)))

@@ -418,7 +418,7 @@ impl Producer {
         });
         let index = {
             let mut queues = self.inner.queues.borrow_mut();
-            let (_, queue) = queues.get_or_insert(&slot.0, slot.1);
+            let queue = queues.get_mut(slot).expect("a batch leaving has its queue");
             queue.next_index += 1;
             queue.next_index - 1
         };
@@ -454,7 +454,7 @@ impl Producer {
     fn stamp(&self, slot: &Slot, builder: BatchBuilder, identity: (i64, i16)) -> BatchBuilder {
         let (producer_id, epoch) = identity;
         let mut queues = self.inner.queues.borrow_mut();
-        let (_, queue) = queues.get_or_insert(&slot.0, slot.1);
+        let queue = queues.get_mut(slot).expect("a batch leaving has its queue");
         if queue.sequence_of != Some(producer_id) {
             queue.sequence_of = Some(producer_id);
             queue.next_sequence = 0;
