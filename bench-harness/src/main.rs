@@ -18,6 +18,7 @@ mod cluster;
 mod comparison;
 mod comparison_report;
 mod figures;
+mod hog;
 mod loadgen;
 mod peers;
 mod plot;
@@ -104,6 +105,11 @@ pub struct Args {
     /// plot the throughput it saw (scraped-throughput.svg/.png). Single-broker scenarios.
     #[arg(long)]
     pub prometheus: bool,
+    /// Run a disk hog beside the brokers for the whole scenario: one thread writing 1 MiB
+    /// blocks with an fdatasync every 64 MiB into the brokers' data parent (same device).
+    /// The report says how much it wrote.
+    #[arg(long)]
+    pub disk_hog: bool,
 }
 
 /// Exit status when the harness itself could not run (bad flags, missing binaries ...).

@@ -136,6 +136,8 @@ pub struct ReportContext<'a> {
     pub started_unix_s: u64,
     pub elapsed_s: f64,
     pub plots: Vec<String>,
+    /// What `--disk-hog` wrote, when it ran.
+    pub disk_hog: Option<crate::hog::HogTotals>,
 }
 
 pub fn report_json(context: &ReportContext, results: &[RunResult]) -> Value {
@@ -153,6 +155,7 @@ pub fn report_json(context: &ReportContext, results: &[RunResult]) -> Value {
         "peer_cluster_ratios": replicated_peer_report::peer_cluster_ratios(results),
         "kafka_version": context.kafka_version,
         "plots": context.plots,
+        "disk_hog": context.disk_hog,
         "png": PNG_NOTE,
     })
 }
@@ -172,6 +175,9 @@ pub fn report_markdown(context: &ReportContext, results: &[RunResult]) -> String
         machine["memory_total_mib"],
         context.placement["description"].as_str().unwrap_or("-"),
     ));
+    if let Some(hog) = &context.disk_hog {
+        text.push_str(&format!("{}\n\n", hog.describe()));
+    }
     text.push_str(&format!(
         "Workload: topic `{}`, {} partitions, {} producers, {} consumers, {} B messages, keys \
          {}, acks {}; warm-up {} s, measured {} s per run (unless the run says otherwise){}.\n\n",
@@ -270,6 +276,7 @@ mod tests {
             started_unix_s: 1,
             elapsed_s: 2.0,
             plots: vec!["latency-rate-20000.svg".into()],
+            disk_hog: None,
         }
     }
 

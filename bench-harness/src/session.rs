@@ -149,6 +149,10 @@ pub fn run(args: &Args) -> Result<bool, String> {
         scenario.load_seconds(),
         session.out.display()
     );
+    let hog = match args.disk_hog {
+        true => Some(crate::hog::DiskHog::start(&session.data_parent)?),
+        false => None,
+    };
     let results = if let Some(replication) = &scenario.replication {
         replicated::run_all(&session, replication, &peers, &install)
     } else if !scenario.comparisons.is_empty() {
@@ -162,6 +166,17 @@ pub fn run(args: &Args) -> Result<bool, String> {
             Err(error) => eprintln!("no scraped-throughput plot: {error}"),
         }
     }
+    let (disk_hog, hog_failed) = match hog.map(crate::hog::DiskHog::stop) {
+        None => (None, false),
+        Some(Ok(totals)) => {
+            eprintln!("{}", totals.describe());
+            (Some(totals), false)
+        }
+        Some(Err(error)) => {
+            eprintln!("shardline-bench: {error}");
+            (None, true)
+        }
+    };
     let _ = std::fs::remove_dir_all(&session.data_parent);
     let plots = figures::write_plots(&session.out, &results, scenario.broker_per_profile);
     let context = ReportContext {
@@ -175,6 +190,7 @@ pub fn run(args: &Args) -> Result<bool, String> {
         started_unix_s,
         elapsed_s: session.started.elapsed().as_secs_f64(),
         plots,
+        disk_hog,
     };
     let json = serde_json::to_string_pretty(&report::report_json(&context, &results))
         .map_err(|e| format!("encoding report.json: {e}"))?;
@@ -194,7 +210,7 @@ pub fn run(args: &Args) -> Result<bool, String> {
     if !replication_text.is_empty() {
         println!("{replication_text}");
     }
-    Ok(results.iter().all(|r| r.skipped.is_some() || r.succeeded()))
+    Ok(!hog_failed && results.iter().all(|r| r.skipped.is_some() || r.succeeded()))
 }
 
 impl Session<'_> {
