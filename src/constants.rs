@@ -179,9 +179,19 @@ pub const IN_FLIGHT_REQUESTS_MAX: usize = 64;
 /// within Linux's `IOV_MAX` (1024). A response with more is sent in several calls.
 pub const SEND_IOVECS_MAX: usize = 64;
 
+/// What the socket did not take of a response is written through a buffer of this size:
+/// smaller batches are gathered into one write (one TLS record holds up to 16 KiB), larger
+/// ones go out as they are.
+pub const RESPONSE_WRITE_GATHER_BYTES: usize = 16 * 1024;
+
 /// The unit in which a frame reader allocates its receive buffer for small frames (a frame
 /// larger than this gets one buffer of exactly its own size).
 pub const FRAME_READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// The most a frame reader lends for one read through a stream (`buffer_to_fill`): it
+/// zero-fills what it lends the first time, so lending a large frame's whole region at
+/// once would zero-fill all of it ahead of the data.
+pub const FRAME_READ_WINDOW_BYTES: usize = 64 * 1024;
 
 /// The most trailer bytes (record batches) a frame may carry whatever its body: a fetch
 /// response keeps its batches within this. (`frame_length` does not count its own 4 bytes.)

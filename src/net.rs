@@ -2,6 +2,9 @@
 //! go out with one non-blocking vectored `sendmsg`, straight from where they lie (the
 //! batches are not copied into the frame first). Used by the broker for its responses and
 //! by the client for its requests, on plain TCP; TLS must go through its stream.
+//!
+//! Receiving without waiting into a buffer's unused capacity (`receive_now`), so that the
+//! frame reader need not zero-fill the space first.
 
 use std::io::IoSlice;
 use std::os::fd::RawFd;
@@ -58,6 +61,106 @@ pub fn send_what_fits<'a>(
     Ok(skip_bytes(pieces, sent))
 }
 
+/// Receives what socket `fd` holds now, without waiting, into `buffer`'s unused capacity,
+/// and extends `buffer` by it: `Ok(Some(n))` for `n` bytes (`0` at the end of the stream),
+/// `Ok(None)` when nothing is waiting. A `buffer` without unused capacity is an error.
+pub fn receive_now(fd: RawFd, buffer: &mut bytes::BytesMut) -> std::io::Result<Option<usize>> {
+    let spare = buffer.spare_capacity_mut();
+    if spare.is_empty() {
+        // 0 would read as the end of the stream.
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no unused capacity to receive into",
+        ));
+    }
+    loop {
+        // SAFETY: `recv` writes at most `spare.len()` bytes at `spare`'s start, which is
+        // memory `buffer` owns and does not use; it returns how many it wrote, or -1.
+        let received = unsafe {
+            libc::recv(
+                fd,
+                spare.as_mut_ptr().cast::<libc::c_void>(),
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if let Ok(count) = usize::try_from(received) {
+            // SAFETY: the first `count <= spare.len()` bytes after the length were just
+            // written by `recv`, so they are initialized and within the capacity.
+            unsafe { buffer.set_len(buffer.len() + count) };
+            return Ok(Some(count));
+        }
+        let error = std::io::Error::last_os_error();
+        match error.kind() {
+            std::io::ErrorKind::WouldBlock => return Ok(None),
+            std::io::ErrorKind::Interrupted => continue,
+            _ => return Err(error),
+        }
+    }
+}
+
+/// Reads a connection's inbound bytes into its `FrameReader`. On a plain socket, bytes that
+/// are already waiting are received straight into the reader's unused capacity
+/// (`FrameReader::receive_now`: nothing is zero-filled for them); the stream's read is used
+/// to wait, through a window the reader lends (`buffer_to_fill`). After a read that did not
+/// fill its window the socket is taken to be drained, and the next call waits through the
+/// stream at once (no extra system call to find nothing waiting).
+#[derive(Debug)]
+pub struct Inbound {
+    plain_fd: Option<RawFd>,
+    drained: bool,
+    /// Bytes taken with `receive_now` (the rest came through the stream).
+    received_directly: u64,
+}
+
+impl Inbound {
+    /// `plain_fd` is the socket of a plain TCP stream; `None` over TLS (its bytes must be
+    /// decrypted by the stream).
+    pub fn new(plain_fd: Option<RawFd>) -> Inbound {
+        Inbound {
+            plain_fd,
+            drained: true,
+            received_directly: 0,
+        }
+    }
+
+    /// Bytes received straight into the reader's unused capacity so far.
+    pub fn received_directly(&self) -> u64 {
+        self.received_directly
+    }
+
+    /// Reads at least one byte into `frames` (waiting for it through `stream` if none is
+    /// waiting) and returns how many; 0 at the end of the stream. Take every frame with
+    /// `next_frame` before calling again.
+    pub async fn read<R: futures_lite::AsyncRead + Unpin>(
+        &mut self,
+        frames: &mut crate::protocol::FrameReader,
+        stream: &mut R,
+    ) -> std::io::Result<usize> {
+        use futures_lite::AsyncReadExt;
+        if let (Some(fd), false) = (self.plain_fd, self.drained) {
+            if let Some(received) = frames.receive_now(fd)? {
+                self.drained = !received.filled_space;
+                self.received_directly += received.count as u64;
+                return Ok(received.count);
+            }
+        }
+        let space = frames.buffer_to_fill();
+        let window = space.len();
+        match stream.read(space).await {
+            Ok(count) => {
+                frames.filled(count);
+                self.drained = count < window;
+                Ok(count)
+            }
+            Err(error) => {
+                frames.filled(0);
+                Err(error)
+            }
+        }
+    }
+}
+
 /// `pieces` without their first `skip` bytes.
 pub fn skip_bytes<'a>(pieces: &[&'a [u8]], mut skip: usize) -> Vec<&'a [u8]> {
     let mut rest = Vec::with_capacity(pieces.len());
@@ -78,6 +181,58 @@ mod tests {
     use std::io::Read;
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
+
+    /// Every frame of a stream that is all waiting, through `Inbound` with and without the
+    /// socket: the first read waits through the stream and fills its window, so with the
+    /// socket the rest is received directly; without it everything goes through the stream.
+    #[test]
+    fn inbound_cuts_the_same_frames_through_the_socket_and_the_stream() {
+        use crate::constants::FRAME_READ_CHUNK_BYTES;
+        use crate::protocol::{FrameHeader, FrameReader};
+        use std::io::Write;
+        let frame = |id: u32, trailer: usize| {
+            let mut bytes = FrameHeader::new(1, 0, id, false, 3, trailer)
+                .encode()
+                .to_vec();
+            bytes.extend_from_slice(b"abc");
+            bytes.extend((0..trailer).map(|i| (i % 251) as u8 ^ id as u8));
+            bytes
+        };
+        let expected = vec![
+            frame(1, 10),
+            frame(2, FRAME_READ_CHUNK_BYTES + 1000),
+            frame(3, 0),
+            frame(4, 3000),
+        ];
+        for direct in [true, false] {
+            let (mut tx, rx) = UnixStream::pair().unwrap();
+            // All of it waits before the first read (well within the socket's buffer).
+            tx.write_all(&expected.concat()).unwrap();
+            drop(tx);
+            let mut inbound = Inbound::new(direct.then(|| rx.as_raw_fd()));
+            let mut stream = futures::io::AllowStdIo::new(rx.try_clone().unwrap());
+            let mut frames = FrameReader::new();
+            let mut got = Vec::new();
+            loop {
+                let read = futures_lite::future::block_on(inbound.read(&mut frames, &mut stream));
+                if read.unwrap() == 0 {
+                    break;
+                }
+                while let Some(frame) = frames.next_frame().unwrap() {
+                    got.push(frame.as_bytes().to_vec());
+                }
+            }
+            frames.finish().unwrap();
+            assert_eq!(got, expected, "direct {direct}");
+            let total: usize = expected.iter().map(Vec::len).sum();
+            let directly = inbound.received_directly() as usize;
+            if direct {
+                assert!(directly > 0 && directly < total, "{directly} of {total}");
+            } else {
+                assert_eq!(directly, 0);
+            }
+        }
+    }
 
     #[test]
     fn send_now_writes_every_piece_in_order_in_one_call() {

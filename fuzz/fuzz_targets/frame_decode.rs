@@ -3,7 +3,10 @@
 //!
 //! Two paths per input: the bytes as a raw stream (fed in pieces whose sizes come from the
 //! input), and the bytes wrapped in a valid frame header, so that mutations reach the rkyv
-//! body checks and the trailer split instead of stopping at the header.
+//! body checks and the trailer split instead of stopping at the header. The raw stream is
+//! also written through a socket pair and received with `receive_now` (the path of a plain
+//! TCP connection, into space that was never zero-filled): it must cut the same frames and
+//! fail the same way.
 
 #![no_main]
 
@@ -14,31 +17,81 @@ use shardline::protocol::{
 };
 
 fuzz_target!(|data: &[u8]| {
-    stream(data);
+    let fed = stream(data);
+    assert_eq!(fed, received(data), "feed and receive_now cut the stream differently");
     wrapped(data);
 });
 
-fn stream(data: &[u8]) {
+/// The frames a stream cut into, and whether it ended broken.
+type Cut = (Vec<Vec<u8>>, bool);
+
+fn stream(data: &[u8]) -> Cut {
     let Some((&piece_seed, mut input)) = data.split_first() else {
-        return;
+        return (Vec::new(), false);
     };
     let piece_bytes = usize::from(piece_seed % 64) + 1;
     let mut reader = FrameReader::new();
+    let mut frames = Vec::new();
     while !input.is_empty() {
         let n = reader.feed(&input[..input.len().min(piece_bytes)]);
         input = &input[n..];
         loop {
             match reader.next_frame() {
-                Ok(Some(frame)) => decode(&frame),
+                Ok(Some(frame)) => {
+                    decode(&frame);
+                    frames.push(frame.as_bytes().to_vec());
+                }
                 Ok(None) => break,
                 Err(_) => {
                     assert!(reader.finish().is_err());
-                    return;
+                    return (frames, true);
                 }
             }
         }
     }
-    let _ = reader.finish();
+    (frames, reader.finish().is_err())
+}
+
+/// `stream`, through a socket pair: written in the same pieces, received with `receive_now`.
+fn received(data: &[u8]) -> Cut {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let Some((&piece_seed, input)) = data.split_first() else {
+        return (Vec::new(), false);
+    };
+    if input.is_empty() {
+        return (Vec::new(), false);
+    }
+    let piece_bytes = usize::from(piece_seed % 64) + 1;
+    let (mut tx, rx) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+    rx.set_nonblocking(true).expect("non-blocking");
+    let mut reader = FrameReader::new();
+    let mut frames = Vec::new();
+    let mut sent = 0;
+    loop {
+        if sent < input.len() {
+            let n = piece_bytes.min(input.len() - sent);
+            tx.write_all(&input[sent..sent + n]).expect("the socket takes a fuzz input");
+            sent += n;
+            if sent == input.len() {
+                tx.shutdown(std::net::Shutdown::Write).expect("shutdown");
+            }
+        }
+        match reader.receive_now(rx.as_raw_fd()).expect("receiving") {
+            None => continue,
+            Some(received) if received.count == 0 => return (frames, reader.finish().is_err()),
+            Some(_) => loop {
+                match reader.next_frame() {
+                    Ok(Some(frame)) => frames.push(frame.as_bytes().to_vec()),
+                    Ok(None) => break,
+                    Err(_) => {
+                        assert!(reader.finish().is_err());
+                        return (frames, true);
+                    }
+                }
+            },
+        }
+    }
 }
 
 /// `data` = api selector, direction and version (bit 0: response; bit 1: the api's newest

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::channel::oneshot;
 use futures_lite::io::{ReadHalf, WriteHalf};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::sync::Semaphore;
 
 use super::error::ClientError;
@@ -145,7 +145,7 @@ impl Connection {
             versions: RefCell::new(None),
             broken: RefCell::new(None),
         });
-        glommio::spawn_local(read_responses(Rc::downgrade(&inner), reader)).detach();
+        glommio::spawn_local(read_responses(Rc::downgrade(&inner), reader, plain_fd)).detach();
         let connection = Connection { inner };
         let handshake = Request::Handshake(HandshakeRequest {
             client_id: client_id.to_string(),
@@ -314,15 +314,20 @@ async fn write_frame(writer: &mut Writer, head: &[u8], trailer: &[&[u8]]) -> std
     writer.half.flush().await
 }
 
-async fn read_responses(inner: std::rc::Weak<Inner>, mut reader: ReadHalf<BoxedStream>) {
+async fn read_responses(
+    inner: std::rc::Weak<Inner>,
+    mut reader: ReadHalf<BoxedStream>,
+    plain_fd: Option<std::os::fd::RawFd>,
+) {
     let mut frames = FrameReader::new();
+    let mut inbound = crate::net::Inbound::new(plain_fd);
     let reason = 'outer: loop {
-        let read = reader.read(frames.buffer_to_fill()).await;
+        let read = inbound.read(&mut frames, &mut reader).await;
         let Some(inner) = inner.upgrade() else { return };
         match read {
             Ok(0) => break "closed by the broker".to_string(),
             Err(error) => break format!("reading: {error}"),
-            Ok(count) => frames.filled(count),
+            Ok(_) => {}
         }
         loop {
             match frames.next_frame() {

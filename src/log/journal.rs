@@ -58,6 +58,9 @@ const SLOT_MAGIC: u32 = 0x534c_4a48; // "SLJH"
 const SLOT_BYTES: u64 = IO_ALIGNMENT_BYTES;
 const RING_START: u64 = 2 * SLOT_BYTES;
 const BLOCK_HEADER_BYTES: usize = 32;
+/// A written block's allocation is kept for the next one up to this size (a burst's larger
+/// block is freed).
+const JOURNAL_BLOCK_KEEP_BYTES: usize = 4 * 1024 * 1024;
 const RECORD_BATCH: u8 = 1;
 const RECORD_CUT: u8 = 2;
 /// The smallest ring: room for a few full blocks.
@@ -90,10 +93,10 @@ fn align_up(value: u64) -> u64 {
 }
 
 /// A partition directory as the journal records it: relative to the root when under it.
-fn dir_key(root: &Path, dir: &Path) -> Vec<u8> {
+fn dir_key<'a>(root: &Path, dir: &'a Path) -> &'a [u8] {
     use std::os::unix::ffi::OsStrExt;
     let relative = dir.strip_prefix(root).unwrap_or(dir);
-    relative.as_os_str().as_bytes().to_vec()
+    relative.as_os_str().as_bytes()
 }
 
 fn encode_record(out: &mut Vec<u8>, kind: u8, dir: &[u8], offset: u64, bytes: &[u8]) {
@@ -121,9 +124,13 @@ fn seal_block(mut block: Vec<u8>, lsn: u64, records: u32) -> Vec<u8> {
     block
 }
 
-/// An empty block under construction: room for its header.
-fn new_block() -> Vec<u8> {
-    vec![0; BLOCK_HEADER_BYTES]
+/// An empty block under construction: room for its header. Made in `reuse`'s allocation
+/// (a block already written), so that a block gathered at the same pace grows without
+/// reallocating.
+fn new_block(mut reuse: Vec<u8>) -> Vec<u8> {
+    reuse.clear();
+    reuse.resize(BLOCK_HEADER_BYTES, 0);
+    reuse
 }
 
 fn encode_slot(counter: u64, tail: u64, capacity: u64) -> Vec<u8> {
@@ -171,6 +178,8 @@ pub struct JournalStats {
 struct State {
     /// The next block: room for its header, then the records gathered for it.
     block: Vec<u8>,
+    /// The last block written, kept for its allocation (`new_block`).
+    spare_block: Vec<u8>,
     records: u32,
     /// The number of the block being gathered; blocks are numbered from 1.
     gathering: u64,
@@ -232,7 +241,7 @@ impl Journal {
             opening: glommio::sync::Semaphore::new(1),
             state: RefCell::new(State {
                 gathering: 1,
-                block: new_block(),
+                block: new_block(Vec::new()),
                 ..State::default()
             }),
             spawn,
@@ -256,7 +265,7 @@ impl Journal {
             encode_record(
                 &mut state.block,
                 RECORD_BATCH,
-                &dir,
+                dir,
                 batch.base_offset,
                 &batch.bytes,
             );
@@ -272,7 +281,7 @@ impl Journal {
     pub fn append_cut(&self, dir: &Path, offset: u64) -> u64 {
         let dir = dir_key(&self.config.root, dir);
         let mut state = self.state.borrow_mut();
-        encode_record(&mut state.block, RECORD_CUT, &dir, offset, &[]);
+        encode_record(&mut state.block, RECORD_CUT, dir, offset, &[]);
         state.records += 1;
         state.gathering
     }
@@ -354,7 +363,8 @@ impl Journal {
             let mut state = self.state.borrow_mut();
             let number = state.gathering;
             state.gathering += 1;
-            let block = std::mem::replace(&mut state.block, new_block());
+            let next = new_block(std::mem::take(&mut state.spare_block));
+            let block = std::mem::replace(&mut state.block, next);
             let records = std::mem::take(&mut state.records);
             (number, block, records)
         };
@@ -390,6 +400,9 @@ impl Journal {
             let mut buffer = file.alloc_buffer(chunk.len());
             buffer.as_bytes_mut().copy_from_slice(chunk);
             writes.push(file.write_at(buffer, position + (index * WRITE_BYTES_MAX) as u64));
+        }
+        if block.capacity() <= JOURNAL_BLOCK_KEEP_BYTES {
+            self.state.borrow_mut().spare_block = block;
         }
         futures::future::try_join_all(writes).await?;
         file.sync().await?;
@@ -739,10 +752,15 @@ mod tests {
         let batch = test_batch(7);
         encode_record(&mut payload, RECORD_BATCH, b"topics/a.1/0", 7, &batch);
         encode_record(&mut payload, RECORD_CUT, b"topics/a.1/0", 3, b"");
-        let mut block = new_block();
+        // Made in a written block's allocation: none of its old bytes remain.
+        let mut block = new_block(vec![0xAB; 4096]);
+        assert_eq!(block, vec![0; BLOCK_HEADER_BYTES]);
         block.extend_from_slice(&payload);
         let block = seal_block(block, 8192, 2);
         assert_eq!(block.len() % IO_ALIGNMENT_BYTES as usize, 0);
+        // The padding is zeros, not the reused allocation's old bytes.
+        let padding = &block[BLOCK_HEADER_BYTES + payload.len()..];
+        assert!(!padding.is_empty() && padding.iter().all(|&b| b == 0));
         let (entry, dir, used) = decode_record(&block[BLOCK_HEADER_BYTES..]).unwrap();
         assert_eq!(dir, b"topics/a.1/0");
         assert!(matches!(entry, Entry::Batch(7, 9, ref b) if b[..] == batch[..]));

@@ -83,7 +83,7 @@ pub use error_code::ErrorCode;
 pub use frame::{decode_frame_header, Frame, FrameError, FrameHeader};
 pub use limits::check_topic_name;
 pub use messages::*;
-pub use reader::FrameReader;
+pub use reader::{FrameReader, Received};
 
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
-//! `FrameReader`: cuts a byte stream into frames, without doing any IO itself.
+//! `FrameReader`: cuts a byte stream into frames. It does no IO itself, except that
+//! `receive_now` takes what a plain socket already holds (one non-blocking `recv`).
 //!
 //! The connection task asks for space (`buffer_to_fill`), reads into it from the socket,
 //! reports how much arrived (`filled`), then takes every complete frame (`next_frame`) before
@@ -15,29 +16,51 @@
 //! }
 //! ```
 //!
+//! On a plain socket the connection may instead let the reader receive by itself, without
+//! waiting (`receive_now`): the kernel then writes straight into the buffer's unused
+//! capacity, which is never zero-filled first. `buffer_to_fill` (for TLS, and for the wait
+//! when the socket was drained) hands out at most `FRAME_READ_WINDOW_BYTES` at a time and
+//! zero-fills only what it hands out for the first time.
+//!
 //! Memory: the receive buffer is a region of one allocation, used front to back. Small
 //! frames share a region of `FRAME_READ_CHUNK_BYTES`; a frame larger than that gets a region
 //! of exactly its own size, allocated only after its header was checked, so a lying length
 //! above `FRAME_BYTES_MAX` is refused before anything is allocated for it. The reader thus
-//! holds at most `max(FRAME_READ_CHUNK_BYTES, length of the frame being read)` bytes. Each
-//! `Frame` handed out is a `BytesMut` view of its region (writable, disjoint from every other
-//! frame's): it keeps that allocation alive (the whole chunk, for a small frame) until it
-//! and every share cut from it are dropped.
+//! holds at most `max(FRAME_READ_CHUNK_BYTES, length of the frame being read)` bytes. Moving
+//! to a new region copies only the bytes of the frame in progress that the old one holds
+//! (at most a chunk). Each `Frame` handed out is a `BytesMut` view of its region (writable,
+//! disjoint from every other frame's): it keeps that allocation alive (the whole chunk, for a
+//! small frame) until it and every share cut from it are dropped.
 
 use std::fmt;
+use std::mem::MaybeUninit;
+use std::os::fd::RawFd;
 
 use bytes::BytesMut;
 
 use super::frame::{decode_frame_header, field, Frame, FrameError, FrameHeader};
-use crate::constants::{FRAME_HEADER_BYTES, FRAME_READ_CHUNK_BYTES};
+use crate::constants::{FRAME_HEADER_BYTES, FRAME_READ_CHUNK_BYTES, FRAME_READ_WINDOW_BYTES};
+
+/// What one `FrameReader::receive_now` took from its socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Bytes received; 0 at the end of the stream.
+    pub count: usize,
+    /// They filled all the space offered, so more may be waiting.
+    pub filled_space: bool,
+}
 
 /// Incremental frame decoder of one connection's inbound stream; owned by the connection's
 /// task on its shard.
 pub struct FrameReader {
-    /// The current region: `[0, filled)` is received data starting at a frame boundary, the
-    /// rest is space for more (zeroed or stale bytes, never exposed as data).
+    /// The current region: its length is the received data, starting at a frame boundary;
+    /// its capacity is the space for more.
     region: BytesMut,
+    /// `region.len()` outside of a fill; kept apart because `buffer_to_fill` lends more.
     filled: usize,
+    /// The first `initialized` bytes of the region (`>= filled`) have been written (zeros or
+    /// received bytes), so they may be lent as `&mut [u8]` again without zero-filling.
+    initialized: usize,
     /// The checked header of the frame at the start of the region, once its 20 bytes are in.
     pending: Option<FrameHeader>,
     /// The stream is broken; every later call reports this again.
@@ -54,7 +77,9 @@ impl fmt::Debug for FrameReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FrameReader")
             .field("region_bytes", &self.region.len())
+            .field("region_capacity", &self.region.capacity())
             .field("filled", &self.filled)
+            .field("initialized", &self.initialized)
             .field("pending", &self.pending)
             .field("failed", &self.failed)
             .finish()
@@ -67,6 +92,7 @@ impl FrameReader {
         FrameReader {
             region: BytesMut::new(),
             filled: 0,
+            initialized: 0,
             pending: None,
             failed: None,
         }
@@ -94,21 +120,47 @@ impl FrameReader {
         }
     }
 
-    /// Space to receive into; never empty. Report what was written with `filled`. The bytes
-    /// received so far must not already hold a complete header or frame (take every frame
-    /// with `next_frame` until it returns `Ok(None)` first); a call that breaks this, or one
-    /// after a `FrameError`, is a programmer error and panics.
-    pub fn buffer_to_fill(&mut self) -> &mut [u8] {
+    /// Makes the region's capacity hold the frame in progress (or its header): when it does
+    /// not, moves the bytes received so far into a new region of `max(needed, chunk)` bytes,
+    /// allocated without zero-filling.
+    fn make_room(&mut self) {
         assert!(
             self.failed.is_none() && self.filled < self.bytes_needed(),
             "take frames with next_frame before asking for space: {self:?}"
         );
+        // Space lent by `buffer_to_fill` and never reported (a read that failed or was
+        // dropped) holds no data: only `filled` bytes were received.
+        self.region.truncate(self.filled);
         let needed = self.bytes_needed();
-        if self.region.len() < needed {
-            let mut region = BytesMut::zeroed(needed.max(FRAME_READ_CHUNK_BYTES));
-            region[..self.filled].copy_from_slice(&self.region[..self.filled]);
+        if self.region.capacity() < needed {
+            let mut region = BytesMut::with_capacity(needed.max(FRAME_READ_CHUNK_BYTES));
+            region.extend_from_slice(&self.region[..self.filled]);
             self.region = region;
+            self.initialized = self.filled;
         }
+    }
+
+    /// Space to receive into; never empty, at most `FRAME_READ_WINDOW_BYTES`. Report what was
+    /// written with `filled`. The bytes received so far must not already hold a complete
+    /// header or frame (take every frame with `next_frame` until it returns `Ok(None)`
+    /// first); a call that breaks this, or one after a `FrameError`, is a programmer error
+    /// and panics.
+    pub fn buffer_to_fill(&mut self) -> &mut [u8] {
+        self.make_room();
+        let end = self
+            .region
+            .capacity()
+            .min(self.filled + FRAME_READ_WINDOW_BYTES);
+        if self.initialized < end {
+            let spare = self.region.spare_capacity_mut();
+            let from = self.initialized - self.filled;
+            spare[from..end - self.filled].fill(MaybeUninit::new(0));
+            self.initialized = end;
+        }
+        // SAFETY: the first `initialized` bytes of the region's capacity were all written
+        // (by zero-filling above or earlier, or by received data: see `initialized`), and
+        // `end <= initialized <= capacity`.
+        unsafe { self.region.set_len(end) };
         &mut self.region[self.filled..]
     }
 
@@ -119,6 +171,23 @@ impl FrameReader {
             "filled {n} bytes into a smaller buffer: {self:?}"
         );
         self.filled += n;
+        self.region.truncate(self.filled);
+    }
+
+    /// Receives what the plain socket `fd` holds now into the region's unused capacity
+    /// (never zero-filled for it), without waiting: `Ok(None)` when nothing was waiting
+    /// (then wait for the socket with `buffer_to_fill` and a read). A count of 0 is the end
+    /// of the stream. Same precondition as `buffer_to_fill`.
+    pub fn receive_now(&mut self, fd: RawFd) -> std::io::Result<Option<Received>> {
+        self.make_room();
+        let offered = self.region.capacity() - self.filled;
+        let received = crate::net::receive_now(fd, &mut self.region)?;
+        self.filled = self.region.len();
+        self.initialized = self.initialized.max(self.filled);
+        Ok(received.map(|count| Received {
+            count,
+            filled_space: count == offered,
+        }))
     }
 
     /// Copies as much of `bytes` as the reader accepts now and returns how many it took:
@@ -162,6 +231,7 @@ impl FrameReader {
         }
         let bytes = self.region.split_to(frame_bytes);
         self.filled -= frame_bytes;
+        self.initialized -= frame_bytes;
         self.pending = None;
         Ok(Some(Frame::from_parts(header, bytes)))
     }
@@ -263,12 +333,154 @@ mod tests {
         let n = reader.feed(&large);
         assert_eq!(n, FRAME_READ_CHUNK_BYTES);
         assert!(reader.next_frame().unwrap().is_none());
-        // Header checked: the next region is exactly the rest of the frame.
-        assert_eq!(reader.buffer_to_fill().len(), large.len() - n);
-        assert_eq!(reader.feed(&large[n..]), large.len() - n);
+        // Header checked: the next region is exactly the frame, lent a window at a time.
+        assert_eq!(reader.buffer_to_fill().len(), FRAME_READ_WINDOW_BYTES);
+        reader.filled(0);
+        assert_eq!(reader.region.capacity(), large.len());
+        let mut at = n;
+        while at < large.len() {
+            at += reader.feed(&large[at..]);
+        }
         let frame = reader.next_frame().unwrap().unwrap();
         assert_eq!(frame.as_bytes(), &large[..]);
         assert_eq!(frame.header().trailer_length(), 3 * FRAME_READ_CHUNK_BYTES);
+        reader.finish().unwrap();
+    }
+
+    #[test]
+    fn lending_space_zero_fills_only_the_window_lent() {
+        let large = frame(6, b"b", &[3; 8 * FRAME_READ_WINDOW_BYTES]);
+        let mut reader = FrameReader::new();
+        let n = reader.feed(&large[..FRAME_HEADER_BYTES + 10]);
+        assert!(reader.next_frame().unwrap().is_none());
+        assert_eq!(reader.buffer_to_fill().len(), FRAME_READ_WINDOW_BYTES);
+        assert_eq!(reader.initialized, n + FRAME_READ_WINDOW_BYTES);
+        // Lending again after 5 bytes arrived zero-fills only the 5 bytes the window moved.
+        reader.filled(5);
+        assert_eq!(reader.buffer_to_fill().len(), FRAME_READ_WINDOW_BYTES);
+        assert_eq!(reader.initialized, n + 5 + FRAME_READ_WINDOW_BYTES);
+        reader.filled(0);
+        assert!(reader.region.capacity() >= large.len());
+    }
+
+    #[test]
+    fn space_lent_and_never_reported_is_not_taken_for_data() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let (mut tx, rx) = std::os::unix::net::UnixStream::pair().unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let input = frame(7, b"body", b"trailer");
+        let mut reader = FrameReader::new();
+        reader.feed(&input[..3]);
+        // A read is lent space, then dropped (or fails) without `filled`.
+        reader.buffer_to_fill()[..4].copy_from_slice(b"junk");
+        tx.write_all(&input[3..]).unwrap();
+        let received = reader.receive_now(rx.as_raw_fd()).unwrap().unwrap();
+        assert_eq!(received.count, input.len() - 3);
+        assert_eq!(reader.next_frame().unwrap().unwrap().as_bytes(), &input[..]);
+    }
+
+    /// Writes `input` into one end of a socket pair in pieces of `sizes`, receiving on the
+    /// other with `receive_now` only.
+    fn receive_all(input: &[u8], sizes: &[usize]) -> Vec<Frame> {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let (mut tx, rx) = std::os::unix::net::UnixStream::pair().unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let mut reader = FrameReader::new();
+        let mut frames = Vec::new();
+        let mut sent = 0;
+        let mut size = sizes.iter().cycle();
+        let mut ended = false;
+        while !ended {
+            if sent < input.len() {
+                let n = (*size.next().unwrap()).min(input.len() - sent);
+                tx.write_all(&input[sent..sent + n]).unwrap();
+                sent += n;
+                if sent == input.len() {
+                    tx.shutdown(std::net::Shutdown::Write).unwrap();
+                }
+            }
+            loop {
+                match reader.receive_now(rx.as_raw_fd()).unwrap() {
+                    None => break,
+                    Some(Received { count: 0, .. }) => {
+                        ended = true;
+                        break;
+                    }
+                    Some(received) => {
+                        assert!(received.count > 0);
+                        while let Some(frame) = reader.next_frame().unwrap() {
+                            frames.push(frame);
+                        }
+                    }
+                }
+            }
+        }
+        reader.finish().unwrap();
+        frames
+    }
+
+    #[test]
+    fn frames_received_from_a_socket_are_reassembled() {
+        let (input, expected) = stream();
+        for sizes in [
+            &[1][..],
+            &[7, 300],
+            &[4096],
+            &[FRAME_READ_CHUNK_BYTES + 3],
+            &[1 << 20],
+        ] {
+            let frames = receive_all(&input, sizes);
+            let got: Vec<&[u8]> = frames.iter().map(|f| f.as_bytes()).collect();
+            let want: Vec<&[u8]> = expected.iter().map(|f| &f[..]).collect();
+            assert_eq!(got, want, "{sizes:?}");
+        }
+    }
+
+    #[test]
+    fn receiving_reports_nothing_waiting_a_full_space_and_the_end() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let (mut tx, rx) = std::os::unix::net::UnixStream::pair().unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let fd = rx.as_raw_fd();
+        let mut reader = FrameReader::new();
+        assert_eq!(reader.receive_now(fd).unwrap(), None);
+        // A frame a little larger than a chunk, all waiting (well within a socket's buffer).
+        let large = frame(9, b"", &[5; FRAME_READ_CHUNK_BYTES + 1000]);
+        tx.write_all(&large).unwrap();
+        let full = |count| {
+            Some(Received {
+                count,
+                filled_space: true,
+            })
+        };
+        // The first chunk is filled; its header asks for a region of the whole frame.
+        assert_eq!(
+            reader.receive_now(fd).unwrap(),
+            full(FRAME_READ_CHUNK_BYTES)
+        );
+        assert!(reader.next_frame().unwrap().is_none());
+        let rest = large.len() - FRAME_READ_CHUNK_BYTES;
+        let received = reader.receive_now(fd).unwrap().unwrap();
+        assert_eq!(received.count, rest);
+        assert_eq!(reader.next_frame().unwrap().unwrap().as_bytes(), &large[..]);
+        // A small frame: received into a fresh chunk, nothing of the chunk written beyond it.
+        let small = frame(10, b"x", b"y");
+        tx.write_all(&small).unwrap();
+        let received = reader.receive_now(fd).unwrap().unwrap();
+        assert!(!received.filled_space);
+        assert_eq!(reader.initialized, small.len());
+        assert!(reader.region.capacity() > small.len());
+        assert_eq!(reader.next_frame().unwrap().unwrap().as_bytes(), &small[..]);
+        assert_eq!(reader.receive_now(fd).unwrap(), None);
+        drop(tx);
+        let end = Received {
+            count: 0,
+            filled_space: false,
+        };
+        assert_eq!(reader.receive_now(fd).unwrap(), Some(end));
         reader.finish().unwrap();
     }
 
@@ -283,7 +495,7 @@ mod tests {
         assert_eq!(reader.next_frame(), Err(error.clone()));
         assert_eq!(reader.feed(b"more"), 0);
         assert_eq!(reader.finish(), Err(error));
-        assert!(reader.region.len() <= FRAME_READ_CHUNK_BYTES);
+        assert!(reader.region.capacity() <= FRAME_READ_CHUNK_BYTES);
     }
 
     #[test]

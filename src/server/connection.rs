@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 
@@ -298,10 +298,16 @@ async fn write_response(
     }
     let deadline = Instant::now() + write_stall_timeout;
     let written = with_deadline(deadline, async {
+        // Small pieces are gathered before they are written: over TLS every write is at
+        // least one record of its own, and on plain TCP one system call.
+        let mut out = futures_lite::io::BufWriter::with_capacity(
+            crate::constants::RESPONSE_WRITE_GATHER_BYTES,
+            &mut *writer,
+        );
         for piece in rest {
-            writer.write_all(piece).await?;
+            out.write_all(piece).await?;
         }
-        writer.flush().await
+        out.flush().await
     })
     .await;
     written.unwrap_or_else(|| {
@@ -402,6 +408,7 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
     });
 
     let mut frames = FrameReader::new();
+    let mut inbound = crate::net::Inbound::new(plain_fd);
     // When the frame partly buffered now began to arrive: it must be whole within
     // the frame completion timeout of that, however its bytes trickle in.
     let mut frame_started: Option<Instant> = None;
@@ -414,14 +421,13 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
                 Some(started) => started + frame_completion_timeout,
                 None => Instant::now() + idle_timeout,
             }));
-            let read = reader.read(frames.buffer_to_fill()).await;
+            let read = inbound.read(&mut frames, &mut reader).await;
             read_deadline.set(None);
-            let count = match read {
+            match read {
                 Err(_) => break "read failed",
                 Ok(0) => break "closed by the client",
-                Ok(count) => count,
-            };
-            frames.filled(count);
+                Ok(_) => {}
+            }
             let mut broken = None;
             let mut took_frame = false;
             loop {
