@@ -29,8 +29,8 @@ const FILE_BYTES: u64 = 1024 * 1024 * 1024;
 pub struct HogTotals {
     pub path: String,
     pub bytes_written: u64,
-    pub syncs: u64,
-    pub seconds: f64,
+    pub fdatasyncs: u64,
+    pub elapsed_s: f64,
     pub mib_per_s: f64,
 }
 
@@ -41,20 +41,21 @@ impl HogTotals {
             "Disk hog: beside the brokers, one thread wrote {:.1} GiB in {:.0} s ({:.0} MiB/s, \
              1 MiB writes, fdatasync every {} MiB, {} syncs) to `{}`.",
             self.bytes_written as f64 / (1u64 << 30) as f64,
-            self.seconds,
+            self.elapsed_s,
             self.mib_per_s,
             SYNC_EVERY_BYTES >> 20,
-            self.syncs,
+            self.fdatasyncs,
             self.path
         )
     }
 }
 
-/// A running hog; `stop` ends it and reports its totals.
+/// A running hog; `stop` ends it and reports its totals. Dropped without `stop` (the
+/// harness panicked), it still stops and removes its file.
 pub struct DiskHog {
     path: PathBuf,
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<std::io::Result<(u64, u64)>>,
+    thread: Option<JoinHandle<Result<(u64, u64), String>>>,
     started: Instant,
 }
 
@@ -66,55 +67,74 @@ impl DiskHog {
         let file = File::create(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let writing = path.clone();
         let thread = std::thread::Builder::new()
             .name("disk-hog".into())
-            .spawn(move || write_until(file, &flag))
-            .map_err(|e| format!("starting the disk hog: {e}"))?;
+            .spawn(move || write_until(file, &writing, &flag))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&path);
+                format!("starting the disk hog: {e}")
+            })?;
         Ok(DiskHog {
             path,
             stop,
-            thread,
+            thread: Some(thread),
             started: Instant::now(),
         })
     }
 
     /// Stops the writer, removes its file and returns what it did; an IO error of the writer
     /// is the error (the scenario then did not run under the contention it claims).
-    pub fn stop(self) -> Result<HogTotals, String> {
-        self.stop.store(true, Ordering::Relaxed);
-        let joined = self.thread.join();
-        let seconds = self.started.elapsed().as_secs_f64();
-        let _ = std::fs::remove_file(&self.path);
-        let (bytes_written, syncs) = match joined {
-            Ok(Ok(totals)) => totals,
-            Ok(Err(error)) => return Err(format!("the disk hog failed: {error}")),
-            Err(_) => return Err("the disk hog's thread panicked".to_string()),
-        };
+    pub fn stop(mut self) -> Result<HogTotals, String> {
+        let (bytes_written, fdatasyncs) = self.end()?;
+        let elapsed_s = self.started.elapsed().as_secs_f64();
         Ok(HogTotals {
             path: self.path.display().to_string(),
             bytes_written,
-            syncs,
-            seconds,
-            mib_per_s: bytes_written as f64 / (1u64 << 20) as f64 / seconds.max(1e-9),
+            fdatasyncs,
+            elapsed_s,
+            mib_per_s: bytes_written as f64 / (1u64 << 20) as f64 / elapsed_s.max(1e-9),
         })
+    }
+
+    fn end(&mut self) -> Result<(u64, u64), String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let joined = self.thread.take().map(JoinHandle::join);
+        let _ = std::fs::remove_file(&self.path);
+        match joined {
+            Some(Ok(totals)) => totals.map_err(|error| format!("the disk hog failed: {error}")),
+            Some(Err(_)) => Err("the disk hog's thread panicked".to_string()),
+            None => Err("the disk hog was already stopped".to_string()),
+        }
     }
 }
 
-fn write_until(mut file: File, stop: &AtomicBool) -> std::io::Result<(u64, u64)> {
+impl Drop for DiskHog {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            let _ = self.end();
+        }
+    }
+}
+
+fn write_until(mut file: File, path: &Path, stop: &AtomicBool) -> Result<(u64, u64), String> {
     // Not zeros: a filesystem could treat runs of zeros specially.
     let block: Vec<u8> = (0..BLOCK_BYTES).map(|i| (i * 31 % 251) as u8).collect();
     let (mut written, mut syncs, mut position, mut unsynced) = (0u64, 0u64, 0u64, 0u64);
     while !stop.load(Ordering::Relaxed) {
         if position >= FILE_BYTES {
-            file.seek(SeekFrom::Start(0))?;
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| format!("seeking to the start of {}: {e}", path.display()))?;
             position = 0;
         }
-        file.write_all(&block)?;
+        file.write_all(&block)
+            .map_err(|e| format!("writing {} at {position}: {e}", path.display()))?;
         position += BLOCK_BYTES as u64;
         written += BLOCK_BYTES as u64;
         unsynced += BLOCK_BYTES as u64;
         if unsynced >= SYNC_EVERY_BYTES {
-            file.sync_data()?;
+            file.sync_data()
+                .map_err(|e| format!("fdatasync of {}: {e}", path.display()))?;
             syncs += 1;
             unsynced = 0;
         }
@@ -139,8 +159,21 @@ mod tests {
         }
         let totals = hog.stop().unwrap();
         assert!(totals.bytes_written > SYNC_EVERY_BYTES, "{totals:?}");
-        assert!(totals.syncs >= 1, "{totals:?}");
+        assert!(totals.fdatasyncs >= 1, "{totals:?}");
         assert!(!file.exists(), "the hog's file is removed when it stops");
         assert!(totals.describe().contains("fdatasync every 64 MiB"));
+    }
+
+    #[test]
+    fn a_hog_dropped_without_stop_still_stops_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("disk-hog");
+        let hog = DiskHog::start(dir.path()).unwrap();
+        assert!(file.exists());
+        drop(hog);
+        assert!(
+            !file.exists(),
+            "the hog's file is removed when it is dropped"
+        );
     }
 }

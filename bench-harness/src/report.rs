@@ -136,8 +136,8 @@ pub struct ReportContext<'a> {
     pub started_unix_s: u64,
     pub elapsed_s: f64,
     pub plots: Vec<String>,
-    /// What `--disk-hog` wrote, when it ran.
-    pub disk_hog: Option<crate::hog::HogTotals>,
+    /// What `--disk-hog` wrote, or why it failed, when it ran.
+    pub disk_hog: Option<Result<crate::hog::HogTotals, String>>,
 }
 
 pub fn report_json(context: &ReportContext, results: &[RunResult]) -> Value {
@@ -155,7 +155,11 @@ pub fn report_json(context: &ReportContext, results: &[RunResult]) -> Value {
         "peer_cluster_ratios": replicated_peer_report::peer_cluster_ratios(results),
         "kafka_version": context.kafka_version,
         "plots": context.plots,
-        "disk_hog": context.disk_hog,
+        "disk_hog": match &context.disk_hog {
+            None => Value::Null,
+            Some(Ok(totals)) => json!(totals),
+            Some(Err(error)) => json!({ "error": error }),
+        },
         "png": PNG_NOTE,
     })
 }
@@ -175,8 +179,13 @@ pub fn report_markdown(context: &ReportContext, results: &[RunResult]) -> String
         machine["memory_total_mib"],
         context.placement["description"].as_str().unwrap_or("-"),
     ));
-    if let Some(hog) = &context.disk_hog {
-        text.push_str(&format!("{}\n\n", hog.describe()));
+    match &context.disk_hog {
+        None => {}
+        Some(Ok(hog)) => text.push_str(&format!("{}\n\n", hog.describe())),
+        Some(Err(error)) => text.push_str(&format!(
+            "Disk hog: **failed** ({error}); the runs after its failure had no disk \
+             contention from it.\n\n"
+        )),
     }
     text.push_str(&format!(
         "Workload: topic `{}`, {} partitions, {} producers, {} consumers, {} B messages, keys \
@@ -352,6 +361,42 @@ mod tests {
         let markdown = report_markdown(&context(&scenario), &[lossy]);
         assert!(markdown.contains("3/0 FAILED"), "{markdown}");
         assert!(markdown.contains("### Failures"), "{markdown}");
+    }
+
+    #[test]
+    fn the_disk_hog_is_reported_and_so_is_its_failure() {
+        let scenario = Scenario::load("quick").expect("built in");
+        let results = vec![run_result("latency", "max", 500)];
+        let mut context = context(&scenario);
+        assert!(report_json(&context, &results)["disk_hog"].is_null());
+        assert!(!report_markdown(&context, &results).contains("Disk hog"));
+        context.disk_hog = Some(Ok(crate::hog::HogTotals {
+            path: "/data/disk-hog".into(),
+            bytes_written: 3 << 30,
+            fdatasyncs: 48,
+            elapsed_s: 30.0,
+            mib_per_s: 102.4,
+        }));
+        let markdown = report_markdown(&context, &results);
+        assert!(
+            markdown.contains("wrote 3.0 GiB in 30 s (102 MiB/s"),
+            "{markdown}"
+        );
+        assert_eq!(
+            report_json(&context, &results)["disk_hog"]["fdatasyncs"],
+            48
+        );
+        context.disk_hog = Some(Err("writing /data/disk-hog at 0: No space left".into()));
+        let markdown = report_markdown(&context, &results);
+        assert!(
+            markdown.contains("Disk hog: **failed** (writing"),
+            "{markdown}"
+        );
+        let json = report_json(&context, &results);
+        assert!(json["disk_hog"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("No space"));
     }
 
     #[test]

@@ -166,17 +166,13 @@ pub fn run(args: &Args) -> Result<bool, String> {
             Err(error) => eprintln!("no scraped-throughput plot: {error}"),
         }
     }
-    let (disk_hog, hog_failed) = match hog.map(crate::hog::DiskHog::stop) {
-        None => (None, false),
-        Some(Ok(totals)) => {
-            eprintln!("{}", totals.describe());
-            (Some(totals), false)
-        }
-        Some(Err(error)) => {
-            eprintln!("shardline-bench: {error}");
-            (None, true)
-        }
-    };
+    let disk_hog = hog.map(crate::hog::DiskHog::stop);
+    match &disk_hog {
+        Some(Ok(totals)) => eprintln!("{}", totals.describe()),
+        Some(Err(error)) => eprintln!("shardline-bench: {error}"),
+        None => {}
+    }
+    let hog_failed = matches!(disk_hog, Some(Err(_)));
     let _ = std::fs::remove_dir_all(&session.data_parent);
     let plots = figures::write_plots(&session.out, &results, scenario.broker_per_profile);
     let context = ReportContext {

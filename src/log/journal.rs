@@ -60,7 +60,7 @@ const RING_START: u64 = 2 * SLOT_BYTES;
 const BLOCK_HEADER_BYTES: usize = 32;
 /// A written block's allocation is kept for the next one up to this size (a burst's larger
 /// block is freed).
-const JOURNAL_BLOCK_KEEP_BYTES: usize = 4 * 1024 * 1024;
+const SPARE_BLOCK_BYTES_MAX: usize = 4 * 1024 * 1024;
 const RECORD_BATCH: u8 = 1;
 const RECORD_CUT: u8 = 2;
 /// The smallest ring: room for a few full blocks.
@@ -401,7 +401,7 @@ impl Journal {
             buffer.as_bytes_mut().copy_from_slice(chunk);
             writes.push(file.write_at(buffer, position + (index * WRITE_BYTES_MAX) as u64));
         }
-        if block.capacity() <= JOURNAL_BLOCK_KEEP_BYTES {
+        if block.capacity() <= SPARE_BLOCK_BYTES_MAX {
             self.state.borrow_mut().spare_block = block;
         }
         futures::future::try_join_all(writes).await?;
@@ -758,7 +758,8 @@ mod tests {
         block.extend_from_slice(&payload);
         let block = seal_block(block, 8192, 2);
         assert_eq!(block.len() % IO_ALIGNMENT_BYTES as usize, 0);
-        // The padding is zeros, not the reused allocation's old bytes.
+        // The padding is zeros, not the reused allocation's old bytes (a guard on
+        // `seal_block`: padding by anything but writing zeros would show them).
         let padding = &block[BLOCK_HEADER_BYTES + payload.len()..];
         assert!(!padding.is_empty() && padding.iter().all(|&b| b == 0));
         let (entry, dir, used) = decode_record(&block[BLOCK_HEADER_BYTES..]).unwrap();

@@ -298,6 +298,10 @@ async fn write_response(
     }
     let deadline = Instant::now() + write_stall_timeout;
     let written = with_deadline(deadline, async {
+        if let [piece] = rest.as_slice() {
+            writer.write_all(piece).await?;
+            return writer.flush().await;
+        }
         // Small pieces are gathered before they are written: over TLS every write is at
         // least one record of its own, and on plain TCP one system call.
         let mut out = futures_lite::io::BufWriter::with_capacity(
