@@ -17,6 +17,7 @@ mod broker;
 mod cluster;
 mod comparison;
 mod comparison_report;
+mod device;
 mod figures;
 mod hog;
 mod loadgen;
@@ -110,6 +111,12 @@ pub struct Args {
     /// The report says how much it wrote.
     #[arg(long)]
     pub disk_hog: bool,
+    /// Before the first broker starts, measure what the data parent's device can write
+    /// (new blocks, blocks already written, and 8 files each synced after every write, about
+    /// 1.5 GiB in all) and put it at the head of the report: a profile that syncs cannot go
+    /// faster than the last figure.
+    #[arg(long)]
+    pub device_probe: bool,
 }
 
 /// Exit status when the harness itself could not run (bad flags, missing binaries ...).

@@ -138,6 +138,8 @@ pub struct ReportContext<'a> {
     pub plots: Vec<String>,
     /// What `--disk-hog` wrote, or why it failed, when it ran.
     pub disk_hog: Option<Result<crate::hog::HogTotals, String>>,
+    /// What `--device-probe` measured, or why it could not, when it ran.
+    pub device_probe: Option<Result<crate::device::DeviceProbe, String>>,
 }
 
 pub fn report_json(context: &ReportContext, results: &[RunResult]) -> Value {
@@ -160,6 +162,11 @@ pub fn report_json(context: &ReportContext, results: &[RunResult]) -> Value {
             Some(Ok(totals)) => json!(totals),
             Some(Err(error)) => json!({ "error": error }),
         },
+        "device_probe": match &context.device_probe {
+            None => Value::Null,
+            Some(Ok(probe)) => json!(probe),
+            Some(Err(error)) => json!({ "error": error }),
+        },
         "png": PNG_NOTE,
     })
 }
@@ -179,6 +186,11 @@ pub fn report_markdown(context: &ReportContext, results: &[RunResult]) -> String
         machine["memory_total_mib"],
         context.placement["description"].as_str().unwrap_or("-"),
     ));
+    match &context.device_probe {
+        None => {}
+        Some(Ok(probe)) => text.push_str(&format!("{}\n\n", probe.describe())),
+        Some(Err(error)) => text.push_str(&format!("Device probe: **failed** ({error}).\n\n")),
+    }
     match &context.disk_hog {
         None => {}
         Some(Ok(hog)) => text.push_str(&format!("{}\n\n", hog.describe())),
@@ -286,6 +298,7 @@ mod tests {
             elapsed_s: 2.0,
             plots: vec!["latency-rate-20000.svg".into()],
             disk_hog: None,
+            device_probe: None,
         }
     }
 
@@ -397,6 +410,47 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("No space"));
+    }
+
+    #[test]
+    fn the_device_probe_is_reported_and_so_is_its_failure() {
+        let scenario = Scenario::load("quick").expect("built in");
+        let results = vec![run_result("latency", "max", 500)];
+        let mut context = context(&scenario);
+        assert!(report_json(&context, &results)["device_probe"].is_null());
+        assert!(!report_markdown(&context, &results).contains("Device probe"));
+        context.device_probe = Some(Ok(crate::device::DeviceProbe {
+            dir: "/data/device-probe".into(),
+            fresh_mib_per_s: 516.0,
+            overwrite_mib_per_s: 1264.0,
+            synced_mib_per_s: 221.0,
+            synced_messages_per_s: 226_304.0,
+            message_bytes: 1024,
+        }));
+        let markdown = report_markdown(&context, &results);
+        assert!(
+            markdown.contains("new blocks 516 MiB/s, blocks already written 1264 MiB/s"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("at most 226304 msg/s of 1024 B"),
+            "{markdown}"
+        );
+        assert_eq!(
+            report_json(&context, &results)["device_probe"]["synced_mib_per_s"],
+            221.0
+        );
+        context.device_probe = Some(Err("opening /data/x for direct IO: Invalid argument".into()));
+        let markdown = report_markdown(&context, &results);
+        assert!(
+            markdown.contains("Device probe: **failed** (opening"),
+            "{markdown}"
+        );
+        let json = report_json(&context, &results);
+        assert!(json["device_probe"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("direct IO"));
     }
 
     #[test]

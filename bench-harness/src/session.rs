@@ -149,6 +149,19 @@ pub fn run(args: &Args) -> Result<bool, String> {
         scenario.load_seconds(),
         session.out.display()
     );
+    let device_probe = args.device_probe.then(|| {
+        eprintln!("shardline-bench: probing the data device (about 1.5 GiB of writes)");
+        let probed = crate::device::probe(
+            &session.data_parent,
+            crate::device::ProbeSize::REPORT,
+            scenario.message_bytes as u64,
+        );
+        match &probed {
+            Ok(probe) => eprintln!("{}", probe.describe()),
+            Err(error) => eprintln!("shardline-bench: the device probe failed: {error}"),
+        }
+        probed
+    });
     let hog = match args.disk_hog {
         true => Some(crate::hog::DiskHog::start(&session.data_parent)?),
         false => None,
@@ -187,6 +200,7 @@ pub fn run(args: &Args) -> Result<bool, String> {
         elapsed_s: session.started.elapsed().as_secs_f64(),
         plots,
         disk_hog,
+        device_probe,
     };
     let json = serde_json::to_string_pretty(&report::report_json(&context, &results))
         .map_err(|e| format!("encoding report.json: {e}"))?;
