@@ -23,7 +23,12 @@ use std::time::Instant;
 use serde::Serialize;
 
 const BLOCK_BYTES: usize = 1024 * 1024;
+/// Direct IO's buffer alignment, as the broker's (`IO_ALIGNMENT_BYTES`).
 const ALIGNMENT: usize = 4096;
+/// Writers of the fresh and overwrite measurements (the queue depth they keep).
+const SHARED_FILE_THREADS: usize = 16;
+/// Files of the synced measurement, one writer each (a flush round of 8 partitions).
+const SYNCED_FILES: usize = 8;
 /// What the broker uses for its data files; a probe without it would measure the page cache.
 const DIRECT_IO: i32 = libc::O_DIRECT;
 
@@ -60,8 +65,9 @@ impl DeviceProbe {
     pub fn describe(&self) -> String {
         format!(
             "Device probe (`{}`, 1 MiB direct-IO writes): new blocks {:.0} MiB/s, blocks \
-             already written {:.0} MiB/s (16 threads); 8 files each written and fdatasynced in \
-             turn {:.0} MiB/s, that is at most {:.0} msg/s of {} B for a profile that syncs.",
+             already written {:.0} MiB/s ({SHARED_FILE_THREADS} threads); {SYNCED_FILES} files \
+             each written and fdatasynced in turn {:.0} MiB/s, that is at most {:.0} msg/s of \
+             {} B for a profile that syncs.",
             self.dir,
             self.fresh_mib_per_s,
             self.overwrite_mib_per_s,
@@ -95,12 +101,12 @@ fn measure(dir: &Path, size: ProbeSize) -> Result<(f64, f64, f64), String> {
     let path = dir.join("shared");
     let file = open_direct(&path)?;
     preallocate(&file, &path, blocks * BLOCK_BYTES as u64)?;
-    let fresh = write_shared(&file, &path, &block, blocks, 16)?;
-    let overwrite = write_shared(&file, &path, &block, blocks, 16)?;
+    let fresh = write_shared(&file, &path, &block, blocks, SHARED_FILE_THREADS)?;
+    let overwrite = write_shared(&file, &path, &block, blocks, SHARED_FILE_THREADS)?;
     drop(file);
     let _ = std::fs::remove_file(&path);
-    let per_file = (size.synced_bytes / BLOCK_BYTES as u64 / 8).max(1);
-    let synced = write_synced(dir, &block, per_file, 8)?;
+    let per_file = (size.synced_bytes / BLOCK_BYTES as u64 / SYNCED_FILES as u64).max(1);
+    let synced = write_synced(dir, &block, per_file, SYNCED_FILES)?;
     Ok((fresh, overwrite, synced))
 }
 
