@@ -10,10 +10,11 @@ use crate::harness::{cli, Broker};
 const PROFILES: [&str; 4] = ["balanced", "latency", "throughput", "durable"];
 
 /// The checks `shardline tuning check` reports, one line each.
-const CHECKS: [&str; 7] = [
+const CHECKS: [&str; 8] = [
     "io_uring",
     "memlock",
     "cpu_governor",
+    "cpu_sharing",
     "disk_scheduler",
     "transparent_hugepages",
     "open_files",
