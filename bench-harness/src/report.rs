@@ -381,8 +381,7 @@ mod tests {
         let scenario = Scenario::load("quick").expect("built in");
         let results = vec![run_result("latency", "max", 500)];
         let mut context = context(&scenario);
-        assert!(report_json(&context, &results)["disk_hog"].is_null());
-        assert!(!report_markdown(&context, &results).contains("Disk hog"));
+        assert_absent(&context, &results, "Disk hog", "disk_hog");
         context.disk_hog = Some(Ok(crate::hog::HogTotals {
             path: "/data/disk-hog".into(),
             bytes_written: 3 << 30,
@@ -400,16 +399,35 @@ mod tests {
             48
         );
         context.disk_hog = Some(Err("writing /data/disk-hog at 0: No space left".into()));
-        let markdown = report_markdown(&context, &results);
-        assert!(
-            markdown.contains("Disk hog: **failed** (writing"),
-            "{markdown}"
+        assert_failure_reported(
+            &context,
+            &results,
+            "Disk hog: **failed** (writing",
+            "disk_hog",
         );
-        let json = report_json(&context, &results);
-        assert!(json["disk_hog"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("No space"));
+    }
+
+    /// Without the extra, neither the report's head (`head`) nor its JSON (`key`) has it.
+    fn assert_absent(context: &ReportContext, results: &[RunResult], head: &str, key: &str) {
+        assert!(report_json(context, results)[key].is_null());
+        assert!(!report_markdown(context, results).contains(head));
+    }
+
+    /// The report's head says `head` (a failed extra's line) and its JSON has the extra's
+    /// error under `key`.
+    fn assert_failure_reported(
+        context: &ReportContext,
+        results: &[RunResult],
+        head: &str,
+        key: &str,
+    ) {
+        let markdown = report_markdown(context, results);
+        assert!(markdown.contains(head), "{markdown}");
+        let json = report_json(context, results);
+        assert!(
+            json[key]["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{json}"
+        );
     }
 
     #[test]
@@ -417,8 +435,7 @@ mod tests {
         let scenario = Scenario::load("quick").expect("built in");
         let results = vec![run_result("latency", "max", 500)];
         let mut context = context(&scenario);
-        assert!(report_json(&context, &results)["device_probe"].is_null());
-        assert!(!report_markdown(&context, &results).contains("Device probe"));
+        assert_absent(&context, &results, "Device probe", "device_probe");
         context.device_probe = Some(Ok(crate::device::DeviceProbe {
             dir: "/data/device-probe".into(),
             fresh_mib_per_s: 516.0,
@@ -441,16 +458,12 @@ mod tests {
             221.0
         );
         context.device_probe = Some(Err("opening /data/x for direct IO: Invalid argument".into()));
-        let markdown = report_markdown(&context, &results);
-        assert!(
-            markdown.contains("Device probe: **failed** (opening"),
-            "{markdown}"
+        assert_failure_reported(
+            &context,
+            &results,
+            "Device probe: **failed** (opening /data/x for direct IO",
+            "device_probe",
         );
-        let json = report_json(&context, &results);
-        assert!(json["device_probe"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("direct IO"));
     }
 
     #[test]
