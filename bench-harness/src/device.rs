@@ -9,7 +9,8 @@
 //! - **overwrite**: the same 16 threads write the same file again (blocks already written);
 //! - **synced**: 8 threads each write their own new file, with an fdatasync after every
 //!   write. This is the shape of a broker's flush round at 8 partitions under a syncing
-//!   policy, and so the ceiling of any profile that syncs.
+//!   policy. It is a reference point for syncing profiles, not a hard limit: a broker that
+//!   writes more per sync, or syncs one journal for many partitions, can differ from it.
 //!
 //! A probe that cannot run (a filesystem that refuses direct IO, a full disk) is reported
 //! with its reason; it does not fail the session, because the runs do not depend on it.
@@ -24,7 +25,8 @@ use serde::Serialize;
 
 const BLOCK_BYTES: usize = 1024 * 1024;
 /// Direct IO's buffer alignment, as the broker's (`IO_ALIGNMENT_BYTES`).
-const ALIGNMENT: usize = 4096;
+const ALIGNMENT_BYTES: usize = 4096;
+const _: () = assert!(BLOCK_BYTES % ALIGNMENT_BYTES == 0);
 /// Writers of the fresh and overwrite measurements (the queue depth they keep).
 const SHARED_FILE_THREADS: usize = 16;
 /// Files of the synced measurement, one writer each (a flush round of 8 partitions).
@@ -40,22 +42,29 @@ pub struct ProbeSize {
 }
 
 impl ProbeSize {
-    /// About 3 s of writing on the 2-core development VM.
+    /// 2.5 GiB written (at most 1 GiB of space at once): 5-10 s on the 2-core development VM.
     pub const REPORT: ProbeSize = ProbeSize {
         fresh_bytes: 1024 * 1024 * 1024,
         synced_bytes: 512 * 1024 * 1024,
     };
 }
 
-/// What the device did, in MiB/s of data written.
+/// What the device did, in MiB/s of data written, and how it was asked.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeviceProbe {
     pub dir: String,
+    pub block_bytes: usize,
+    pub shared_file_threads: usize,
+    pub synced_files: usize,
+    /// Bytes written by the fresh and by the overwrite measurement (each), and by the synced
+    /// one.
+    pub fresh_bytes: u64,
+    pub synced_bytes: u64,
     pub fresh_mib_per_s: f64,
     pub overwrite_mib_per_s: f64,
     pub synced_mib_per_s: f64,
-    /// `synced_mib_per_s` as messages of the scenario's size (payload only): what a syncing
-    /// profile cannot exceed on this device.
+    /// `synced_mib_per_s` as messages of the scenario's size, payload only (no batch or
+    /// index overhead).
     pub synced_messages_per_s: f64,
     pub message_bytes: u64,
 }
@@ -64,13 +73,16 @@ impl DeviceProbe {
     /// One line for the report's head.
     pub fn describe(&self) -> String {
         format!(
-            "Device probe (`{}`, 1 MiB direct-IO writes): new blocks {:.0} MiB/s, blocks \
-             already written {:.0} MiB/s ({SHARED_FILE_THREADS} threads); {SYNCED_FILES} files \
-             each written and fdatasynced in turn {:.0} MiB/s, that is at most {:.0} msg/s of \
-             {} B for a profile that syncs.",
+            "Device probe (`{}`, {} KiB direct-IO writes): new blocks {:.0} MiB/s, blocks \
+             already written {:.0} MiB/s ({} threads); {} files each written and fdatasynced \
+             in turn {:.0} MiB/s, the payload of {:.0} msg/s of {} B (a reference for profiles \
+             that sync).",
             self.dir,
+            self.block_bytes / 1024,
             self.fresh_mib_per_s,
             self.overwrite_mib_per_s,
+            self.shared_file_threads,
+            self.synced_files,
             self.synced_mib_per_s,
             self.synced_messages_per_s,
             self.message_bytes
@@ -83,10 +95,20 @@ pub fn probe(parent: &Path, size: ProbeSize, message_bytes: u64) -> Result<Devic
     let dir = parent.join("device-probe");
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let measured = measure(&dir, size);
-    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(error) = std::fs::remove_dir_all(&dir) {
+        eprintln!(
+            "shardline-bench: could not remove the device probe's {}: {error}",
+            dir.display()
+        );
+    }
     let (fresh, overwrite, synced) = measured?;
     Ok(DeviceProbe {
         dir: dir.display().to_string(),
+        block_bytes: BLOCK_BYTES,
+        shared_file_threads: SHARED_FILE_THREADS,
+        synced_files: SYNCED_FILES,
+        fresh_bytes: size.fresh_bytes,
+        synced_bytes: size.synced_bytes,
         fresh_mib_per_s: fresh,
         overwrite_mib_per_s: overwrite,
         synced_mib_per_s: synced,
@@ -104,6 +126,7 @@ fn measure(dir: &Path, size: ProbeSize) -> Result<(f64, f64, f64), String> {
     let fresh = write_shared(&file, &path, &block, blocks, SHARED_FILE_THREADS)?;
     let overwrite = write_shared(&file, &path, &block, blocks, SHARED_FILE_THREADS)?;
     drop(file);
+    // Its space is freed before the synced measurement (`probe` removes the directory anyway).
     let _ = std::fs::remove_file(&path);
     let per_file = (size.synced_bytes / BLOCK_BYTES as u64 / SYNCED_FILES as u64).max(1);
     let synced = write_synced(dir, &block, per_file, SYNCED_FILES)?;
@@ -241,10 +264,10 @@ struct AlignedBlock {
 
 impl AlignedBlock {
     fn new() -> AlignedBlock {
-        let mut storage: Vec<u8> = (0..BLOCK_BYTES + ALIGNMENT)
+        let mut storage: Vec<u8> = (0..BLOCK_BYTES + ALIGNMENT_BYTES)
             .map(|i| (i * 31 % 251) as u8)
             .collect();
-        let start = storage.as_mut_ptr().align_offset(ALIGNMENT);
+        let start = storage.as_mut_ptr().align_offset(ALIGNMENT_BYTES);
         AlignedBlock { storage, start }
     }
 
@@ -260,7 +283,7 @@ mod tests {
     #[test]
     fn the_block_is_aligned_and_whole() {
         let block = AlignedBlock::new();
-        assert_eq!(block.bytes().as_ptr() as usize % ALIGNMENT, 0);
+        assert_eq!(block.bytes().as_ptr() as usize % ALIGNMENT_BYTES, 0);
         assert_eq!(block.bytes().len(), BLOCK_BYTES);
         assert!(block.bytes().iter().any(|&b| b != 0));
     }
@@ -272,10 +295,15 @@ mod tests {
             fresh_bytes: 16 * BLOCK_BYTES as u64,
             synced_bytes: 8 * BLOCK_BYTES as u64,
         };
-        let probe = match probe(dir.path(), size, 1024) {
+        let probed = probe(dir.path(), size, 1024);
+        assert!(
+            !dir.path().join("device-probe").exists(),
+            "the probe removes its directory, whether it measured or not"
+        );
+        let probe = match probed {
             Ok(probe) => probe,
-            // The test's temporary directory may be on a filesystem without direct IO
-            // (tmpfs): the probe must then say so, not measure the page cache.
+            // The test's temporary directory may be on a filesystem that refuses direct IO:
+            // the probe must then say so.
             Err(error) => {
                 assert!(error.contains("direct IO"), "{error}");
                 return;
@@ -293,10 +321,7 @@ mod tests {
             "{probe:?}"
         );
         assert!(probe.describe().contains("msg/s of 1024 B"));
-        assert!(
-            !dir.path().join("device-probe").exists(),
-            "the probe removes its directory"
-        );
+        assert_eq!(probe.fresh_bytes, 16 * BLOCK_BYTES as u64);
     }
 
     #[test]

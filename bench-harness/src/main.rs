@@ -112,9 +112,9 @@ pub struct Args {
     #[arg(long)]
     pub disk_hog: bool,
     /// Before the first broker starts, measure what the data parent's device can write
-    /// (new blocks, blocks already written, and 8 files each synced after every write, about
-    /// 1.5 GiB in all) and put it at the head of the report: a profile that syncs cannot go
-    /// faster than the last figure.
+    /// (new blocks, blocks already written, and 8 files each synced after every write; 2.5 GiB
+    /// written, at most 1 GiB of space at once) and put it at the head of the report, as a
+    /// reference for what a syncing profile can get from the device.
     #[arg(long)]
     pub device_probe: bool,
 }

@@ -438,6 +438,11 @@ mod tests {
         assert_absent(&context, &results, "Device probe", "device_probe");
         context.device_probe = Some(Ok(crate::device::DeviceProbe {
             dir: "/data/device-probe".into(),
+            block_bytes: 1 << 20,
+            shared_file_threads: 16,
+            synced_files: 8,
+            fresh_bytes: 1 << 30,
+            synced_bytes: 1 << 29,
             fresh_mib_per_s: 516.0,
             overwrite_mib_per_s: 1264.0,
             synced_mib_per_s: 221.0,
@@ -450,7 +455,7 @@ mod tests {
             "{markdown}"
         );
         assert!(
-            markdown.contains("at most 226304 msg/s of 1024 B"),
+            markdown.contains("the payload of 226304 msg/s of 1024 B"),
             "{markdown}"
         );
         assert_eq!(

@@ -150,7 +150,7 @@ pub fn run(args: &Args) -> Result<bool, String> {
         session.out.display()
     );
     let device_probe = args.device_probe.then(|| {
-        eprintln!("shardline-bench: probing the data device (about 1.5 GiB of writes)");
+        eprintln!("shardline-bench: probing the data device (2.5 GiB of writes)");
         let probed = crate::device::probe(
             &session.data_parent,
             crate::device::ProbeSize::REPORT,
