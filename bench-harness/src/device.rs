@@ -73,12 +73,12 @@ impl DeviceProbe {
     /// One line for the report's head.
     pub fn describe(&self) -> String {
         format!(
-            "Device probe (`{}`, {} KiB direct-IO writes): new blocks {:.0} MiB/s, blocks \
+            "Device probe (`{}`, {} MiB direct-IO writes): new blocks {:.0} MiB/s, blocks \
              already written {:.0} MiB/s ({} threads); {} files each written and fdatasynced \
              in turn {:.0} MiB/s, the payload of {:.0} msg/s of {} B (a reference for profiles \
              that sync).",
             self.dir,
-            self.block_bytes / 1024,
+            self.block_bytes as f64 / (1u64 << 20) as f64,
             self.fresh_mib_per_s,
             self.overwrite_mib_per_s,
             self.shared_file_threads,

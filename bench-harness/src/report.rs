@@ -451,7 +451,9 @@ mod tests {
         }));
         let markdown = report_markdown(&context, &results);
         assert!(
-            markdown.contains("new blocks 516 MiB/s, blocks already written 1264 MiB/s"),
+            markdown.contains(
+                "1 MiB direct-IO writes): new blocks 516 MiB/s, blocks already written 1264 MiB/s"
+            ),
             "{markdown}"
         );
         assert!(
