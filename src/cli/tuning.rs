@@ -122,10 +122,11 @@ fn check(args: CheckArgs) -> Result<(), String> {
         ),
         None => (Profile::default(), "built-in defaults".to_string()),
     };
+    let cpus = allowed_cpu_count();
     let shard_count = match args.cores {
         Some(0) => return Err("--cores must be at least 1".into()),
         Some(cores) => cores,
-        None => allowed_cpu_count(),
+        None => cpus,
     };
     let data_dir = args.data_dir.as_deref().map(probe_dir).transpose()?;
     println!(
@@ -143,11 +144,7 @@ fn check(args: CheckArgs) -> Result<(), String> {
             profile.runtime.io_memory_bytes,
         ),
         check_cpu_governor(),
-        evaluate_cpu_sharing(
-            allowed_cpu_count(),
-            shard_count,
-            profile.runtime.spin_before_park_us,
-        ),
+        evaluate_cpu_sharing(cpus, shard_count, profile.runtime.spin_before_park_us),
         check_disk_scheduler(data_dir.as_ref()),
         check_transparent_hugepages(),
         check_open_files(shard_count, profile.storage.open_files_max),
