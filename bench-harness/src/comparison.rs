@@ -49,8 +49,11 @@ pub fn run_all(session: &Session, peers: &[Peer], install: &PeerInstall) -> Vec<
                     (None, Ok(run)) => {
                         result.rate = run.rate.clone();
                         result.acks = comparison.acks.clone();
+                        let flush_mode =
+                            profile_flush_mode(&session.profile_path(&comparison.profile));
                         result.durability_setting = Some(shardline_setting(
                             &comparison.profile,
+                            flush_mode.as_deref(),
                             &comparison.acks,
                             class,
                         ));
@@ -157,16 +160,43 @@ fn producer_perf_result(
     Some(result)
 }
 
-/// How shardline meets `class` with `profile` and `acks`.
-pub fn shardline_setting(profile: &str, acks: &str, class: Durability) -> String {
-    let meaning = match (acks, class) {
-        ("all", Durability::Fsync) => {
-            "acks=all: answered once fdatasynced under the profile's flush policy"
-        }
-        ("leader", _) => "acks=leader: answered once written to the segment (O_DIRECT), not synced",
-        _ => "see the profile",
+/// The flush mode (`[storage] flush.mode`) of the profile at `path`: `"interval"` when the
+/// file leaves it out (the broker's default, balanced), `None` when it cannot be read.
+pub fn profile_flush_mode(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let profile: toml::Value = toml::from_str(&text).ok()?;
+    match profile.get("storage").and_then(|s| s.get("flush")) {
+        None => Some("interval".into()),
+        Some(flush) => flush.get("mode")?.as_str().map(str::to_string),
+    }
+}
+
+/// How shardline meets `class` with `profile` (whose flush mode is `flush_mode`) and `acks`:
+/// what an acknowledgement means there, from the flush policy, not from the class's name.
+pub fn shardline_setting(
+    profile: &str,
+    flush_mode: Option<&str>,
+    acks: &str,
+    class: Durability,
+) -> String {
+    let meaning = match (acks, flush_mode) {
+        ("none", _) => "acks=none: answered once accepted, before any write".to_string(),
+        (_, Some("never")) => format!(
+            "acks={acks}: answered once written to the segment (O_DIRECT), not synced (flush never)"
+        ),
+        (_, Some(mode)) => format!(
+            "acks={acks}: answered once fdatasynced under the profile's flush policy ({mode})"
+        ),
+        (_, None) => "see the profile".to_string(),
     };
-    format!("shardline profile {profile}, {meaning}")
+    let mismatch = match (class, flush_mode) {
+        (Durability::Fsync, Some("never")) => " [does not fdatasync: not this class]",
+        (Durability::NoFsync, Some(mode)) if mode != "never" && acks != "none" => {
+            " [fdatasyncs before answering: stricter than this class]"
+        }
+        _ => "",
+    };
+    format!("shardline profile {profile}, {meaning}{mismatch}")
 }
 
 /// `run`, with a `half-max` rate replaced by half the throughput of the `max` run among
@@ -348,13 +378,75 @@ mod tests {
     }
 
     #[test]
-    fn shardline_states_what_its_acks_mean_in_the_class() {
-        let fsync = shardline_setting("durable", "all", Durability::Fsync);
+    fn shardline_states_what_its_acks_mean_from_the_flush_policy() {
+        let fsync = shardline_setting("durable", Some("every-batch"), "all", Durability::Fsync);
         assert!(
-            fsync.contains("durable") && fsync.contains("fdatasync"),
+            fsync.contains("durable") && fsync.contains("fdatasynced"),
             "{fsync}"
         );
-        let leader = shardline_setting("throughput", "leader", Durability::NoFsync);
-        assert!(leader.contains("not synced"), "{leader}");
+        assert!(!fsync.contains('['), "{fsync}");
+        let behind =
+            shardline_setting("write-behind", Some("never"), "leader", Durability::NoFsync);
+        assert!(
+            behind.contains("not synced") && !behind.contains('['),
+            "{behind}"
+        );
+        // acks=leader under a policy that syncs waits for the sync: the report says so,
+        // and that it is stricter than the class.
+        let synced = shardline_setting(
+            "throughput",
+            Some("interval"),
+            "leader",
+            Durability::NoFsync,
+        );
+        assert!(
+            synced.contains("fdatasynced") && synced.contains("stricter"),
+            "{synced}"
+        );
+        let weaker = shardline_setting("write-behind", Some("never"), "all", Durability::Fsync);
+        assert!(weaker.contains("not this class"), "{weaker}");
+        assert!(shardline_setting("x", None, "all", Durability::Fsync).contains("see the profile"));
+    }
+
+    /// Every built-in comparison runs shardline with a profile whose flush policy belongs to
+    /// its class: fsync classes sync, no-fsync classes do not.
+    #[test]
+    fn built_in_comparisons_use_a_profile_of_their_class() {
+        let tuning = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning");
+        let mut seen = 0;
+        for (name, _) in crate::scenario::BUILT_IN {
+            let scenario = crate::scenario::Scenario::load(name).expect("built in");
+            for comparison in &scenario.comparisons {
+                let path = tuning.join(format!("{}.toml", comparison.profile));
+                let mode = profile_flush_mode(&path)
+                    .unwrap_or_else(|| panic!("{}: no flush mode", path.display()));
+                let syncs = mode != "never";
+                assert_eq!(
+                    syncs,
+                    comparison.durability == Durability::Fsync,
+                    "{name}: {:?} with {} ({mode})",
+                    comparison.durability,
+                    comparison.profile
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen >= 4, "{seen} comparisons");
+    }
+
+    #[test]
+    fn a_profile_without_a_flush_mode_has_the_default_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bare = dir.path().join("bare.toml");
+        std::fs::write(&bare, "name = \"bare\"\n").expect("write");
+        assert_eq!(profile_flush_mode(&bare).as_deref(), Some("interval"));
+        let never = dir.path().join("never.toml");
+        std::fs::write(
+            &never,
+            "[storage]\nflush = { mode = \"never\", write_delay_us = 0 }\n",
+        )
+        .expect("write");
+        assert_eq!(profile_flush_mode(&never).as_deref(), Some("never"));
+        assert_eq!(profile_flush_mode(&dir.path().join("missing.toml")), None);
     }
 }

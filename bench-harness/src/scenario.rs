@@ -589,7 +589,7 @@ mod tests {
             comparison_classes(&peers),
             [
                 (Durability::Fsync, "balanced", "all"),
-                (Durability::NoFsync, "throughput", "leader")
+                (Durability::NoFsync, "write-behind", "leader")
             ]
         );
         assert!(peers.load_seconds() < 200.0, "{}", peers.load_seconds());
@@ -606,7 +606,7 @@ mod tests {
             comparison_classes(&peers),
             [
                 (Durability::Fsync, "durable", "all"),
-                (Durability::NoFsync, "throughput", "leader")
+                (Durability::NoFsync, "write-behind", "leader")
             ]
         );
         let mut durable_only = peers.clone();

@@ -784,7 +784,16 @@ mod tests {
             }
         }
         names.sort();
-        assert_eq!(names, ["balanced", "durable", "latency", "throughput"]);
+        assert_eq!(
+            names,
+            [
+                "balanced",
+                "durable",
+                "latency",
+                "throughput",
+                "write-behind"
+            ]
+        );
     }
 
     #[test]
@@ -800,6 +809,22 @@ mod tests {
         assert_ne!(throughput, FlushPolicy::EveryBatch);
         assert!(throughput.syncs(), "{throughput:?}");
         assert!(load("latency").runtime.spin_before_park_us >= 100);
+    }
+
+    /// The one profile that does not fdatasync: it writes as soon as the writer is free, and
+    /// keeps no shard journal (which only serves policies that sync).
+    #[test]
+    fn write_behind_never_syncs_and_keeps_no_journal() {
+        let profile = load("write-behind");
+        assert_eq!(
+            profile.storage.flush,
+            FlushPolicy::Never { write_delay_us: 0 }
+        );
+        assert!(!profile.storage.flush.syncs());
+        assert_eq!(profile.storage.shard_journal_bytes, 0);
+        for name in ["balanced", "durable", "latency", "throughput"] {
+            assert!(load(name).storage.flush.syncs(), "{name}");
+        }
     }
 
     #[test]
