@@ -32,6 +32,9 @@ pub enum FlushArg {
     EveryBatch,
     Interval,
     Bytes,
+    /// Write behind, no fdatasync (the write-behind profile's policy): reported durable once
+    /// written, which must survive the writer being killed.
+    Never,
 }
 
 #[derive(Args)]
@@ -150,6 +153,7 @@ fn log_writer(args: LogWriterArgs) -> Result<(), String> {
                 bytes: 256 * 1024,
                 max_delay_us: 2000,
             },
+            FlushArg::Never => FlushPolicy::Never { write_delay_us: 0 },
         };
         let config = LogConfig {
             segment_bytes: args.segment_bytes,

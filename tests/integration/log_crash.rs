@@ -1,6 +1,8 @@
 //! Crash tests of the partition log: a writer process is killed with SIGKILL at random
 //! moments, again and again; after each kill the log is reopened and every batch whose
-//! durability the writer reported must be there, intact, once and in order. One writer
+//! durability the writer reported must be there, intact, once and in order. The flush
+//! policies take turns, `never` (the write-behind profile's) included: there "durable" means
+//! written, and a write must survive the process being killed. One writer
 //! writes one partition; another writes many partitions of one shard, whose flushes share
 //! the shard's flush rounds.
 
@@ -182,7 +184,7 @@ fn acknowledged_appends_survive_kill_9_during_group_commit() {
     let mut rounds_with_reports = 0;
     let mut end = 0;
     for round in 0..ROUNDS {
-        let flush = ["every-batch", "interval", "bytes"][round % 3];
+        let flush = ["every-batch", "interval", "bytes", "never"][round % 4];
         let kill_after = Duration::from_millis(rng.gen_range(30..400));
         let reports = run_writer_and_kill(&path, flush, kill_after, &[]);
         if reports.start() != NO_REPORT {
@@ -261,7 +263,7 @@ fn acknowledged_appends_on_many_partitions_survive_kill_9_during_shard_flush_rou
     let mut shared_rounds = 0;
     let partitions = PARTITIONS.to_string();
     for kill in 0..KILLS {
-        let flush = ["every-batch", "interval", "bytes"][kill % 3];
+        let flush = ["every-batch", "interval", "bytes", "never"][kill % 4];
         let kill_after = Duration::from_millis(rng.gen_range(100..600));
         let reports = run_writer_and_kill_once_reported(
             dir.path(),
