@@ -479,21 +479,17 @@ fn must_roll(partition: &Partition, next_batch_bytes: u64) -> bool {
 /// Writes a run of batches that fits in the active segment, in aligned chunks.
 async fn write_run(partition: &Partition, run: &[PendingBatch]) -> Result<(), LogIoError> {
     let file = active_file(partition).await?;
-    let (start, tail_page, preallocated_to) = {
+    let (start, tail_page_bytes, preallocated_to) = {
         let state = partition.state.borrow();
         let active = state.active();
         let writer = active.active.as_ref().expect("the last segment is active");
-        (
-            active.size,
-            writer.tail_page.clone(),
-            writer.preallocated_to,
-        )
+        (active.size, writer.tail_page.len(), writer.preallocated_to)
     };
     let run_bytes: u64 = run.iter().map(|b| b.bytes.len() as u64).sum();
     let end = start + run_bytes;
     let write_from = align_down(start);
     assert_eq!(
-        write_from + tail_page.len() as u64,
+        write_from + tail_page_bytes as u64,
         start,
         "tail page out of step"
     );
@@ -510,41 +506,53 @@ async fn write_run(partition: &Partition, run: &[PendingBatch]) -> Result<(), Lo
     // written and the rest in preallocated (unwritten) space, and a direct write spanning
     // both is no "overwrite" to ext4, which then needs the inode lock exclusively; io_uring
     // punts such a write to a worker thread, which on a busy CPU waits a scheduler tick.
-    let mut writes = Vec::new();
-    let tail_page_end = (!tail_page.is_empty()).then_some(write_from + IO_ALIGNMENT_BYTES);
-    let mut sources = std::iter::once(tail_page.as_slice())
-        .chain(run.iter().map(|b| b.bytes.as_ref()))
-        .peekable();
-    let mut source_at = 0usize;
-    let mut chunk_start = write_from;
-    while chunk_start < write_to {
-        let chunk_end = match tail_page_end {
-            Some(end) if chunk_start < end => end,
-            _ => chunk_start + WRITE_BYTES_MAX as u64,
-        };
-        let chunk_length = (chunk_end.min(write_to) - chunk_start) as usize;
-        let mut buffer = file.alloc_buffer(chunk_length);
-        let out = buffer.as_bytes_mut();
-        let mut filled = 0usize;
-        while filled < chunk_length {
-            let Some(source) = sources.peek() else { break };
-            let take = (source.len() - source_at).min(chunk_length - filled);
-            out[filled..filled + take].copy_from_slice(&source[source_at..source_at + take]);
-            filled += take;
-            source_at += take;
-            if source_at == source.len() {
-                sources.next();
-                source_at = 0;
+    // Only this writer (it holds the partition's writer permit) changes the tail page, so
+    // the one read here, with no await in between, is the one checked above.
+    let (writes, new_tail) = {
+        let state = partition.state.borrow();
+        let tail_page = &state
+            .active()
+            .active
+            .as_ref()
+            .expect("the last segment is active")
+            .tail_page;
+        let new_tail = last_partial_page(tail_page, run, end);
+        let mut writes = Vec::new();
+        let tail_page_end = (!tail_page.is_empty()).then_some(write_from + IO_ALIGNMENT_BYTES);
+        let mut sources = std::iter::once(tail_page.as_slice())
+            .chain(run.iter().map(|b| b.bytes.as_ref()))
+            .peekable();
+        let mut source_at = 0usize;
+        let mut chunk_start = write_from;
+        while chunk_start < write_to {
+            let chunk_end = match tail_page_end {
+                Some(end) if chunk_start < end => end,
+                _ => chunk_start + WRITE_BYTES_MAX as u64,
+            };
+            let chunk_length = (chunk_end.min(write_to) - chunk_start) as usize;
+            let mut buffer = file.alloc_buffer(chunk_length);
+            let out = buffer.as_bytes_mut();
+            let mut filled = 0usize;
+            while filled < chunk_length {
+                let Some(source) = sources.peek() else { break };
+                let take = (source.len() - source_at).min(chunk_length - filled);
+                out[filled..filled + take].copy_from_slice(&source[source_at..source_at + take]);
+                filled += take;
+                source_at += take;
+                if source_at == source.len() {
+                    sources.next();
+                    source_at = 0;
+                }
             }
+            out[filled..].fill(0);
+            writes.push(file.write_at(buffer, chunk_start));
+            chunk_start += chunk_length as u64;
         }
-        out[filled..].fill(0);
-        writes.push(file.write_at(buffer, chunk_start));
-        chunk_start += chunk_length as u64;
-    }
+        (writes, new_tail)
+    };
     let write_count = writes.len() as u64;
     try_join_all(writes).await?;
 
-    let new_tail = last_partial_page(&tail_page, run, end);
     let mut state = partition.state.borrow_mut();
     state.io_stats.writes += write_count;
     state.io_stats.bytes_written += write_to - write_from;
@@ -560,28 +568,27 @@ async fn write_run(partition: &Partition, run: &[PendingBatch]) -> Result<(), Lo
     Ok(())
 }
 
-/// The bytes of the partial page that ends at `end` (empty when `end` is aligned).
+/// The bytes of the partial page that ends at `end` (empty when `end` is aligned): the last
+/// `end % 4096` bytes of `tail_page` followed by the run's batches. One allocation, the
+/// page itself.
 fn last_partial_page(tail_page: &[u8], run: &[PendingBatch], end: u64) -> Vec<u8> {
     let keep = (end - align_down(end)) as usize;
-    let mut out = Vec::with_capacity(keep);
-    let mut sources: Vec<&[u8]> = std::iter::once(tail_page)
-        .chain(run.iter().map(|b| b.bytes.as_ref()))
-        .collect();
-    // Walk backwards from the end, collecting `keep` bytes.
-    let mut pieces = Vec::new();
+    let mut page = vec![0u8; keep];
+    // Fill from the back: the last batch's end first, then earlier ones, then the old page.
     let mut need = keep;
-    while need > 0 {
-        let source = sources
-            .pop()
-            .expect("the run holds at least the partial page");
+    let sources = std::iter::once(tail_page)
+        .chain(run.iter().map(|b| b.bytes.as_ref()))
+        .rev();
+    for source in sources {
+        if need == 0 {
+            break;
+        }
         let take = need.min(source.len());
-        pieces.push(&source[source.len() - take..]);
+        page[need - take..need].copy_from_slice(&source[source.len() - take..]);
         need -= take;
     }
-    for piece in pieces.into_iter().rev() {
-        out.extend_from_slice(piece);
-    }
-    out
+    assert_eq!(need, 0, "the run holds at least the partial page");
+    page
 }
 
 /// Closes the active segment (sync, trim to its data, write its indexes) and starts a new
@@ -687,5 +694,47 @@ mod tests {
         }
         // A step smaller than the minimum is honoured.
         assert_eq!(preallocation_target(8192, 4096), 12288);
+    }
+
+    /// The new tail page is the last `end % 4096` bytes of the old page followed by the run,
+    /// taken from however many batches (and the old page) it spans.
+    #[test]
+    fn the_last_partial_page_spans_batches_and_the_old_page() {
+        let batch = |fill: u8, length: usize| PendingBatch {
+            base_offset: 0,
+            next_offset: 1,
+            bytes: bytes::Bytes::from(vec![fill; length]),
+        };
+        let page = IO_ALIGNMENT_BYTES as usize;
+        // Everything together, as the file would hold it from the page's start.
+        let joined = |old: &[u8], run: &[PendingBatch]| -> Vec<u8> {
+            let mut all = old.to_vec();
+            for b in run {
+                all.extend_from_slice(&b.bytes);
+            }
+            all
+        };
+        let cases: Vec<(Vec<u8>, Vec<PendingBatch>)> = vec![
+            // Old page plus small batches that stay within one page.
+            (vec![7; 100], vec![batch(1, 10), batch(2, 20)]),
+            // No old page; the batches cross a page boundary.
+            (Vec::new(), vec![batch(1, page - 5), batch(2, 30)]),
+            // The partial page lies inside the last batch alone.
+            (vec![7; 200], vec![batch(1, 3 * page + 17)]),
+            // Many small batches after an old page, ending past one page.
+            (vec![7; page - 1], (0..9).map(|i| batch(i, 3)).collect()),
+        ];
+        for (old, run) in cases {
+            let all = joined(&old, &run);
+            // The old page starts at a page boundary; `end` is its offset plus everything.
+            let start = 10 * IO_ALIGNMENT_BYTES;
+            let end = start + all.len() as u64;
+            let keep = (end % IO_ALIGNMENT_BYTES) as usize;
+            let expected = all[all.len() - keep..].to_vec();
+            assert_eq!(last_partial_page(&old, &run, end), expected);
+        }
+        // An aligned end leaves no partial page.
+        let run = vec![batch(3, page - 100)];
+        assert!(last_partial_page(&[7; 100], &run, 11 * IO_ALIGNMENT_BYTES).is_empty());
     }
 }
