@@ -61,12 +61,18 @@ pub fn send_what_fits<'a>(
     Ok(skip_bytes(pieces, sent))
 }
 
-/// Receives what socket `fd` holds now, without waiting, into `buffer`'s unused capacity,
-/// and extends `buffer` by it: `Ok(Some(n))` for `n` bytes (`0` at the end of the stream),
-/// `Ok(None)` when nothing is waiting. A `buffer` without unused capacity is an error.
-pub fn receive_now(fd: RawFd, buffer: &mut bytes::BytesMut) -> std::io::Result<Option<usize>> {
+/// Receives what socket `fd` holds now, without waiting, into `buffer`'s unused capacity
+/// (at most `limit` bytes), and extends `buffer` by it: `Ok(Some(n))` for `n` bytes (`0` at
+/// the end of the stream), `Ok(None)` when nothing is waiting. A `buffer` without unused
+/// capacity, or a `limit` of 0, is an error.
+pub fn receive_now(
+    fd: RawFd,
+    buffer: &mut bytes::BytesMut,
+    limit: usize,
+) -> std::io::Result<Option<usize>> {
     let spare = buffer.spare_capacity_mut();
-    if spare.is_empty() {
+    let spare_bytes = spare.len().min(limit);
+    if spare_bytes == 0 {
         // 0 would read as the end of the stream.
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -74,13 +80,13 @@ pub fn receive_now(fd: RawFd, buffer: &mut bytes::BytesMut) -> std::io::Result<O
         ));
     }
     loop {
-        // SAFETY: `recv` writes at most `spare.len()` bytes at `spare`'s start, which is
+        // SAFETY: `recv` writes at most `spare_bytes <= spare.len()` bytes at `spare`'s start, which is
         // memory `buffer` owns and does not use; it returns how many it wrote, or -1.
         let received = unsafe {
             libc::recv(
                 fd,
                 spare.as_mut_ptr().cast::<libc::c_void>(),
-                spare.len(),
+                spare_bytes,
                 libc::MSG_DONTWAIT,
             )
         };

@@ -28,7 +28,11 @@
 //! above `FRAME_BYTES_MAX` is refused before anything is allocated for it. The reader thus
 //! holds at most `max(FRAME_READ_CHUNK_BYTES, length of the frame being read)` bytes. Moving
 //! to a new region copies only the bytes of the frame in progress that the old one holds
-//! (at most a chunk). Each `Frame` handed out is a `BytesMut` view of its region (writable,
+//! (at most a chunk). After a frame larger than a chunk the reader expects another (a
+//! producer's requests are alike): it receives the next header alone, into a region of a
+//! header's size, so that a large frame's region is allocated before any of its body
+//! arrives and only the header is copied into it. A small frame after all costs one more
+//! `recv` of its body, and the reader goes back to filling whole chunks. Each `Frame` handed out is a `BytesMut` view of its region (writable,
 //! disjoint from every other frame's): it keeps that allocation alive (the whole chunk, for a
 //! small frame) until it and every share cut from it are dropped.
 
@@ -63,6 +67,10 @@ pub struct FrameReader {
     initialized: usize,
     /// The checked header of the frame at the start of the region, once its 20 bytes are in.
     pending: Option<FrameHeader>,
+    /// The last frame handed out was larger than a chunk: receive the next header alone.
+    header_first: bool,
+    /// Bytes copied from one region to the next so far (the frame in progress, on a move).
+    moved_bytes: u64,
     /// The stream is broken; every later call reports this again.
     failed: Option<FrameError>,
 }
@@ -81,6 +89,8 @@ impl fmt::Debug for FrameReader {
             .field("filled", &self.filled)
             .field("initialized", &self.initialized)
             .field("pending", &self.pending)
+            .field("header_first", &self.header_first)
+            .field("moved_bytes", &self.moved_bytes)
             .field("failed", &self.failed)
             .finish()
     }
@@ -94,7 +104,30 @@ impl FrameReader {
             filled: 0,
             initialized: 0,
             pending: None,
+            header_first: false,
+            moved_bytes: 0,
             failed: None,
+        }
+    }
+
+    /// Bytes copied from one region to a new one so far: the part of a frame received before
+    /// its region was known to be too small.
+    pub fn moved_bytes(&self) -> u64 {
+        self.moved_bytes
+    }
+
+    /// Receiving stops at the end of the next header (the frame before it was large).
+    fn header_alone(&self) -> bool {
+        self.header_first && self.pending.is_none()
+    }
+
+    /// The most bytes the next receive may take: up to the end of the header when it comes
+    /// alone, else no limit beyond the space offered.
+    fn receive_limit(&self) -> usize {
+        if self.header_alone() {
+            FRAME_HEADER_BYTES - self.filled
+        } else {
+            usize::MAX
         }
     }
 
@@ -133,8 +166,16 @@ impl FrameReader {
         self.region.truncate(self.filled);
         let needed = self.bytes_needed();
         if self.region.capacity() < needed {
-            let mut region = BytesMut::with_capacity(needed.max(FRAME_READ_CHUNK_BYTES));
+            // A header received alone gets a region of its own size: if its frame is large,
+            // the frame's region follows at once; if small, a chunk.
+            let capacity = if self.header_alone() {
+                needed
+            } else {
+                needed.max(FRAME_READ_CHUNK_BYTES)
+            };
+            let mut region = BytesMut::with_capacity(capacity);
             region.extend_from_slice(&self.region[..self.filled]);
+            self.moved_bytes += self.filled as u64;
             self.region = region;
             self.initialized = self.filled;
         }
@@ -150,7 +191,8 @@ impl FrameReader {
         let end = self
             .region
             .capacity()
-            .min(self.filled + FRAME_READ_WINDOW_BYTES);
+            .min(self.filled + FRAME_READ_WINDOW_BYTES)
+            .min(self.filled.saturating_add(self.receive_limit()));
         if self.initialized < end {
             let spare = self.region.spare_capacity_mut();
             let from = self.initialized - self.filled;
@@ -180,8 +222,9 @@ impl FrameReader {
     /// of the stream. Same precondition as `buffer_to_fill`.
     pub fn receive_now(&mut self, fd: RawFd) -> std::io::Result<Option<Received>> {
         self.make_room();
-        let offered = self.region.capacity() - self.filled;
-        let received = crate::net::receive_now(fd, &mut self.region)?;
+        let limit = self.receive_limit();
+        let offered = (self.region.capacity() - self.filled).min(limit);
+        let received = crate::net::receive_now(fd, &mut self.region, limit)?;
         self.filled = self.region.len();
         self.initialized = self.initialized.max(self.filled);
         Ok(received.map(|count| Received {
@@ -233,6 +276,7 @@ impl FrameReader {
         self.filled -= frame_bytes;
         self.initialized -= frame_bytes;
         self.pending = None;
+        self.header_first = frame_bytes > FRAME_READ_CHUNK_BYTES;
         Ok(Some(Frame::from_parts(header, bytes)))
     }
 
@@ -438,6 +482,50 @@ mod tests {
         }
     }
 
+    /// After a large frame the next header is received alone, so the next large frame's
+    /// region is allocated before its body arrives: of two large frames waiting back to
+    /// back, only the first has the part it put in a chunk copied into its own region.
+    #[test]
+    fn a_large_frame_after_a_large_frame_is_received_into_its_own_region() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let (mut tx, rx) = std::os::unix::net::UnixStream::pair().unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let expected = [
+            frame(1, b"small", b"1"),
+            frame(2, b"", &[2; FRAME_READ_CHUNK_BYTES + 1000]),
+            frame(3, b"", &[3; FRAME_READ_CHUNK_BYTES + 2000]),
+            frame(4, b"small", b"4"),
+            frame(5, b"small", b"5"),
+        ];
+        // All of it waits before the first receive (within a socket pair's buffer).
+        tx.write_all(&expected.concat()).unwrap();
+        tx.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reader = FrameReader::new();
+        let mut got = Vec::new();
+        while reader
+            .receive_now(rx.as_raw_fd())
+            .unwrap()
+            .expect("all waiting")
+            .count
+            > 0
+        {
+            while let Some(frame) = reader.next_frame().unwrap() {
+                got.push(frame.as_bytes().to_vec());
+            }
+        }
+        reader.finish().unwrap();
+        assert_eq!(got, expected);
+        // Frame 2 moved what the first chunk held of it; frame 3 only its header, and frame 4
+        // (small, after a large one) its header into a chunk.
+        let moved = reader.moved_bytes() as usize;
+        assert!(
+            moved <= FRAME_READ_CHUNK_BYTES + 3 * FRAME_HEADER_BYTES,
+            "{moved} bytes moved"
+        );
+        assert!(moved > FRAME_READ_CHUNK_BYTES / 2, "{moved} bytes moved");
+    }
+
     #[test]
     fn receiving_reports_nothing_waiting_a_full_space_and_the_end() {
         use std::io::Write;
@@ -466,10 +554,15 @@ mod tests {
         let received = reader.receive_now(fd).unwrap().unwrap();
         assert_eq!(received.count, rest);
         assert_eq!(reader.next_frame().unwrap().unwrap().as_bytes(), &large[..]);
-        // A small frame: received into a fresh chunk, nothing of the chunk written beyond it.
+        // A small frame after a large one: its header comes alone (the space offered is the
+        // header's, and it is filled), then the rest into a fresh chunk, nothing of the chunk
+        // written beyond it.
         let small = frame(10, b"x", b"y");
         tx.write_all(&small).unwrap();
+        assert_eq!(reader.receive_now(fd).unwrap(), full(FRAME_HEADER_BYTES));
+        assert!(reader.next_frame().unwrap().is_none());
         let received = reader.receive_now(fd).unwrap().unwrap();
+        assert_eq!(received.count, small.len() - FRAME_HEADER_BYTES);
         assert!(!received.filled_space);
         assert_eq!(reader.initialized, small.len());
         assert!(reader.region.capacity() > small.len());
