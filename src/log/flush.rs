@@ -506,8 +506,8 @@ async fn write_run(partition: &Partition, run: &[PendingBatch]) -> Result<(), Lo
     // written and the rest in preallocated (unwritten) space, and a direct write spanning
     // both is no "overwrite" to ext4, which then needs the inode lock exclusively; io_uring
     // punts such a write to a worker thread, which on a busy CPU waits a scheduler tick.
-    // Only this writer (it holds the partition's writer permit) changes the tail page, so
-    // the one read here, with no await in between, is the one checked above.
+    // Only the holder of the partition's writer permit (this task) changes the tail page, so
+    // it is still the one checked above, though the preallocation may have awaited since.
     let (writes, new_tail) = {
         let state = partition.state.borrow();
         let tail_page = &state
@@ -516,6 +516,11 @@ async fn write_run(partition: &Partition, run: &[PendingBatch]) -> Result<(), Lo
             .as_ref()
             .expect("the last segment is active")
             .tail_page;
+        assert_eq!(
+            tail_page.len(),
+            tail_page_bytes,
+            "tail page changed under the writer"
+        );
         let new_tail = last_partial_page(tail_page, run, end);
         let mut writes = Vec::new();
         let tail_page_end = (!tail_page.is_empty()).then_some(write_from + IO_ALIGNMENT_BYTES);
