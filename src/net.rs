@@ -80,8 +80,9 @@ pub fn receive_now(
         ));
     }
     loop {
-        // SAFETY: `recv` writes at most `spare_bytes <= spare.len()` bytes at `spare`'s start, which is
-        // memory `buffer` owns and does not use; it returns how many it wrote, or -1.
+        // SAFETY: `recv` writes at most `spare_bytes <= spare.len()` bytes at `spare`'s
+        // start, which is memory `buffer` owns and does not use; it returns how many it
+        // wrote, or -1.
         let received = unsafe {
             libc::recv(
                 fd,

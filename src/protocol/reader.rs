@@ -32,7 +32,8 @@
 //! producer's requests are alike): it receives the next header alone, into a region of a
 //! header's size, so that a large frame's region is allocated before any of its body
 //! arrives and only the header is copied into it. A small frame after all costs one more
-//! `recv` of its body, and the reader goes back to filling whole chunks. Each `Frame` handed out is a `BytesMut` view of its region (writable,
+//! `recv` of its body, and the reader goes back to filling whole chunks. Each `Frame` handed
+//! out is a `BytesMut` view of its region (writable,
 //! disjoint from every other frame's): it keeps that allocation alive (the whole chunk, for a
 //! small frame) until it and every share cut from it are dropped.
 
@@ -69,7 +70,8 @@ pub struct FrameReader {
     pending: Option<FrameHeader>,
     /// The last frame handed out was larger than a chunk: receive the next header alone.
     header_first: bool,
-    /// Bytes copied from one region to the next so far (the frame in progress, on a move).
+    /// Bytes copied from one region to the next so far: the part of a frame received before
+    /// its region was known to be too small (shown by `Debug`, checked by the tests).
     moved_bytes: u64,
     /// The stream is broken; every later call reports this again.
     failed: Option<FrameError>,
@@ -108,12 +110,6 @@ impl FrameReader {
             moved_bytes: 0,
             failed: None,
         }
-    }
-
-    /// Bytes copied from one region to a new one so far: the part of a frame received before
-    /// its region was known to be too small.
-    pub fn moved_bytes(&self) -> u64 {
-        self.moved_bytes
     }
 
     /// Receiving stops at the end of the next header (the frame before it was large).
@@ -518,7 +514,7 @@ mod tests {
         assert_eq!(got, expected);
         // Frame 2 moved what the first chunk held of it; frame 3 only its header, and frame 4
         // (small, after a large one) its header into a chunk.
-        let moved = reader.moved_bytes() as usize;
+        let moved = reader.moved_bytes as usize;
         assert!(
             moved <= FRAME_READ_CHUNK_BYTES + 3 * FRAME_HEADER_BYTES,
             "{moved} bytes moved"
