@@ -1,7 +1,9 @@
-//! One client connection: frames in, responses out, in request order.
+//! One client connection: frames in, responses out as they are ready.
 //!
 //! The reader decodes frames and starts a task per request, up to the in-flight bound; the
-//! writer awaits those tasks in order and writes each response followed by its batches.
+//! writer writes each response, followed by its batches, as soon as its task finishes,
+//! whatever the order the requests came in (clients match responses by correlation id).
+//! A response that closes the connection goes after the answers to every earlier request.
 //! When the client stops reading its responses, the writer stalls, the in-flight queue
 //! fills, and the reader stops reading requests: memory stays bounded. A client that stalls
 //! in the middle of a frame, or never drains its responses, is disconnected after a timeout.
@@ -9,11 +11,16 @@
 //! closed; a whole frame with a bad body gets an error response and the connection goes on.
 
 use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
+use futures::stream::{FuturesUnordered, StreamExt};
 use futures_lite::AsyncWriteExt;
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
@@ -280,6 +287,71 @@ fn start_request(
     })
 }
 
+/// What a connection's writer waits for next.
+enum Next {
+    /// A request the reader started (`None`: the reader is done).
+    Request(Option<glommio::Task<Encoded>>),
+    /// A running request finished: its arrival number and its response.
+    Answer(Option<(u64, Encoded)>),
+}
+
+/// A request being served, with its arrival number on the connection.
+struct Numbered {
+    sequence: u64,
+    task: glommio::Task<Encoded>,
+}
+
+impl Future for Numbered {
+    type Output = (u64, Encoded);
+
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        let sequence = self.sequence;
+        Pin::new(&mut self.task)
+            .poll(context)
+            .map(|encoded| (sequence, encoded))
+    }
+}
+
+/// The requests a connection is serving. They are numbered as they arrive and may finish
+/// in any order: each response is written as soon as it is ready, so an answer that waits
+/// for a write or a sync (or a fetch waiting for data) does not hold back the answers to
+/// later requests on other partitions. Clients match responses by correlation id.
+#[derive(Default)]
+struct Running {
+    arrived: u64,
+    pending: BTreeSet<u64>,
+    tasks: FuturesUnordered<Numbered>,
+}
+
+impl Running {
+    fn start(&mut self, task: glommio::Task<Encoded>) {
+        let sequence = self.arrived;
+        self.arrived += 1;
+        self.pending.insert(sequence);
+        self.tasks.push(Numbered { sequence, task });
+    }
+
+    fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// The arrival number of the earliest request still running.
+    fn earliest(&self) -> Option<u64> {
+        self.pending.first().copied()
+    }
+
+    /// The next request to finish, whichever it is (`None`: none is running).
+    async fn next(&mut self) -> Option<(u64, Encoded)> {
+        let done = self.tasks.next().await?;
+        self.pending.remove(&done.0);
+        Some(done)
+    }
+}
+
 /// Writes one response: at once with one vectored `sendmsg` when the socket is plain TCP
 /// and takes it all (the common case, no timer), else what is left through the stream,
 /// which may wait for the client, up to `write_stall_timeout`.
@@ -386,7 +458,9 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
         .network
         .in_flight_requests_max
         .clamp(1, crate::constants::IN_FLIGHT_REQUESTS_MAX);
-    let (queue, responses) = local_channel::new_bounded::<glommio::Task<Encoded>>(in_flight);
+    // Capacity 1: the writer takes a task off the queue as soon as it has room for it (at
+    // most `in_flight` running), so the bound is `in_flight` running plus the one queued.
+    let (queue, responses) = local_channel::new_bounded::<glommio::Task<Encoded>>(1);
     // Dropped when the writer stops. The reader must watch it: dropping `responses` does not
     // wake a reader blocked on the full queue (glommio's `send` waits for room, which never
     // comes), and a client that never reads is exactly one that fills the queue.
@@ -400,11 +474,56 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
 
     let writing = glommio::spawn_local(async move {
         let _writer_alive = writer_alive;
-        while let Some(task) = responses.recv().await {
-            let encoded = task.await;
-            let written =
-                write_response(&mut writer, plain_fd, &encoded, write_stall_timeout).await;
-            if written.is_err() || encoded.last {
+        let mut running = Running::default();
+        let mut receiving = true;
+        loop {
+            let next = if receiving && running.len() < in_flight {
+                if running.is_empty() {
+                    Next::Request(responses.recv().await)
+                } else {
+                    // Finished responses first: they are what the client waits for.
+                    futures_lite::future::or(async { Next::Answer(running.next().await) }, async {
+                        Next::Request(responses.recv().await)
+                    })
+                    .await
+                }
+            } else if running.is_empty() {
+                break;
+            } else {
+                Next::Answer(running.next().await)
+            };
+            let (sequence, encoded) = match next {
+                Next::Request(Some(task)) => {
+                    running.start(task);
+                    continue;
+                }
+                Next::Request(None) => {
+                    receiving = false;
+                    continue;
+                }
+                Next::Answer(Some(answer)) => answer,
+                Next::Answer(None) => continue,
+            };
+            if encoded.last {
+                // The connection closes after this response: the answers to the requests
+                // that came before it go first; those after it are dropped unanswered.
+                while running.earliest().is_some_and(|first| first < sequence) {
+                    let (done, answer) = running.next().await.expect("one is running");
+                    if done < sequence
+                        && write_response(&mut writer, plain_fd, &answer, write_stall_timeout)
+                            .await
+                            .is_err()
+                    {
+                        break;
+                    }
+                }
+                let _ = write_response(&mut writer, plain_fd, &encoded, write_stall_timeout).await;
+                break;
+            }
+            if write_response(&mut writer, plain_fd, &encoded, write_stall_timeout)
+                .await
+                .is_err()
+            {
                 break;
             }
         }

@@ -1038,3 +1038,67 @@ fn a_producer_sends_many_partitions_batches_in_shared_requests() {
         );
     }
 }
+
+#[test]
+fn a_long_polling_fetch_does_not_hold_back_later_answers_on_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), &[]);
+    let address = broker.broker_arg();
+    on_executor(move || async move {
+        use shardline::protocol::{
+            FetchPartition, FetchRequest, IsolationLevel, MetadataRequest, Request, Response,
+        };
+        let cluster = Cluster::new(&address, "test-order", false).unwrap();
+        Admin::new(cluster.clone())
+            .create_topic("quiet", 1, &[])
+            .await
+            .unwrap();
+        let connection = cluster.any_connection().await.unwrap();
+        // Nothing will arrive: the broker holds this fetch for its whole wait.
+        let fetch = Request::Fetch(FetchRequest {
+            max_wait_ms: 5_000,
+            min_bytes: 1,
+            max_bytes: 1 << 20,
+            isolation: IsolationLevel::HighWatermark,
+            partitions: vec![FetchPartition {
+                topic: "quiet".into(),
+                partition: 0,
+                fetch_offset: 0,
+                partition_max_bytes: 1 << 20,
+                leader_epoch: None,
+            }],
+            session_id: 0,
+            session_epoch: shardline::protocol::SESSIONLESS_EPOCH,
+            forgotten: Vec::new(),
+        });
+        let fetching = {
+            let connection = connection.clone();
+            glommio::spawn_local(async move {
+                let answer = connection.request(&fetch, &[]).await;
+                (Instant::now(), answer)
+            })
+        };
+        // The fetch is on the wire (and waiting in the broker) before the next request.
+        glommio::timer::sleep(Duration::from_millis(200)).await;
+        let asked = Instant::now();
+        let metadata = connection
+            .request(&Request::Metadata(MetadataRequest { topics: None }), &[])
+            .await
+            .unwrap();
+        let answered = Instant::now();
+        assert!(
+            matches!(metadata.response, Response::Metadata(_)),
+            "{:?}",
+            metadata.response.api_key()
+        );
+        let (fetch_answered, fetched) = fetching.await;
+        let fetched = fetched.unwrap();
+        assert!(matches!(fetched.response, Response::Fetch(_)));
+        // In request order the metadata answer would have waited the fetch's 5 s.
+        assert!(
+            answered < fetch_answered,
+            "the metadata answer ({:?} after asking) came after the fetch's",
+            answered - asked
+        );
+    });
+}

@@ -819,6 +819,30 @@ fn garbage_bytes_get_one_error_and_a_close() {
     assert!(matches!(responses[0].response, Response::Metadata(_)));
     assert_eq!(error_code(&responses[1]), ErrorCode::FrameTooLarge);
     assert_round_trip(broker, "garbage-after-request");
+
+    // Garbage after a fetch that waits for data: responses go out as they are ready, but a
+    // refusal that closes the connection still waits for the answers to earlier requests.
+    let mut connection = RawConnection::open(broker);
+    create_topic(&mut connection, "garbage-waits", 1);
+    let mut waiting = fetch_request("garbage-waits", 0, 1 << 20);
+    if let Request::Fetch(fetch) = &mut waiting {
+        fetch.max_wait_ms = 1_000;
+        fetch.min_bytes = 1;
+    }
+    let mut bytes = request_frame(61, &waiting, &[]);
+    bytes.extend_from_slice(&samples[0].1);
+    let sent = Instant::now();
+    connection.send(&bytes);
+    let responses = connection.expect_closed_within(RESPONSE_TIMEOUT);
+    assert_eq!(responses.len(), 2, "{responses:?}");
+    assert_eq!(responses[0].correlation_id(), 61);
+    assert!(matches!(responses[0].response, Response::Fetch(_)));
+    assert!(
+        sent.elapsed() >= Duration::from_millis(1_000),
+        "the fetch waited for data"
+    );
+    assert_eq!(error_code(&responses[1]), ErrorCode::FrameTooLarge);
+    assert_round_trip(broker, "garbage-after-waiting-fetch");
 }
 
 #[test]
