@@ -4,8 +4,8 @@
 //! writer writes each response, followed by its batches, as soon as its task finishes,
 //! whatever the order the requests came in (clients match responses by correlation id).
 //! A response that closes the connection goes after the answers to every earlier request.
-//! When the client stops reading its responses, the writer stalls, the in-flight queue
-//! fills, and the reader stops reading requests: memory stays bounded. A client that stalls
+//! When the client stops reading its responses, the writer stalls, the in-flight slots run
+//! out, and the reader stops reading requests: memory stays bounded. A client that stalls
 //! in the middle of a frame, or never drains its responses, is disconnected after a timeout.
 //! A frame that breaks the framing rules gets one error response, then the connection is
 //! closed; a whole frame with a bad body gets an error response and the connection goes on.
@@ -24,6 +24,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use futures_lite::AsyncWriteExt;
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
+use glommio::sync::{Semaphore, StaticPermit};
 
 use super::context::ShardContext;
 use super::fetch_session::FetchSessions;
@@ -287,28 +288,37 @@ fn start_request(
     })
 }
 
+/// A request the reader started, with the in-flight slot it holds until its response is
+/// written (none for the refusal that closes the connection).
+struct Started {
+    task: glommio::Task<Encoded>,
+    slot: Option<StaticPermit>,
+}
+
+/// A finished request: its arrival number, its response and its slot.
+type Answer = (u64, Encoded, Option<StaticPermit>);
+
 /// What a connection's writer waits for next.
 enum Next {
     /// A request the reader started (`None`: the reader is done).
-    Request(Option<glommio::Task<Encoded>>),
-    /// A running request finished: its arrival number and its response.
-    Answer(Option<(u64, Encoded)>),
+    Request(Option<Started>),
+    /// A running request finished.
+    Answer(Option<Answer>),
 }
 
 /// A request being served, with its arrival number on the connection.
 struct Numbered {
     sequence: u64,
-    task: glommio::Task<Encoded>,
+    started: Started,
 }
 
 impl Future for Numbered {
-    type Output = (u64, Encoded);
+    type Output = Answer;
 
-    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Answer> {
         let sequence = self.sequence;
-        Pin::new(&mut self.task)
-            .poll(context)
-            .map(|encoded| (sequence, encoded))
+        let encoded = std::task::ready!(Pin::new(&mut self.started.task).poll(context));
+        Poll::Ready((sequence, encoded, self.started.slot.take()))
     }
 }
 
@@ -324,15 +334,11 @@ struct Running {
 }
 
 impl Running {
-    fn start(&mut self, task: glommio::Task<Encoded>) {
+    fn start(&mut self, started: Started) {
         let sequence = self.arrived;
         self.arrived += 1;
         self.pending.insert(sequence);
-        self.tasks.push(Numbered { sequence, task });
-    }
-
-    fn len(&self) -> usize {
-        self.pending.len()
+        self.tasks.push(Numbered { sequence, started });
     }
 
     fn is_empty(&self) -> bool {
@@ -345,7 +351,7 @@ impl Running {
     }
 
     /// The next request to finish, whichever it is (`None`: none is running).
-    async fn next(&mut self) -> Option<(u64, Encoded)> {
+    async fn next(&mut self) -> Option<Answer> {
         let done = self.tasks.next().await?;
         self.pending.remove(&done.0);
         Some(done)
@@ -458,12 +464,14 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
         .network
         .in_flight_requests_max
         .clamp(1, crate::constants::IN_FLIGHT_REQUESTS_MAX);
-    // Capacity 1: the writer takes a task off the queue as soon as it has room for it (at
-    // most `in_flight` running), so the bound is `in_flight` running plus the one queued.
-    let (queue, responses) = local_channel::new_bounded::<glommio::Task<Encoded>>(1);
-    // Dropped when the writer stops. The reader must watch it: dropping `responses` does not
-    // wake a reader blocked on the full queue (glommio's `send` waits for room, which never
-    // comes), and a client that never reads is exactly one that fills the queue.
+    // A request holds one of `in_flight` slots from before it starts until its response is
+    // written: with every slot taken the reader stops reading. The queue never fills (it
+    // has room for every slot), so the reader hands a request over without waiting for the
+    // writer to run.
+    let slots = Rc::new(Semaphore::new(in_flight as u64));
+    let (queue, responses) = local_channel::new_bounded::<Started>(in_flight);
+    // Dropped when the writer stops. The reader watches it as well: it may be waiting for a
+    // slot, and a client that never reads is exactly one that keeps every slot taken.
     let (writer_alive, writer_gone) = oneshot::channel::<()>();
     let network = &context.profile.network;
     let (write_stall_timeout, frame_completion_timeout, idle_timeout) = (
@@ -477,7 +485,7 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
         let mut running = Running::default();
         let mut receiving = true;
         loop {
-            let next = if receiving && running.len() < in_flight {
+            let next = if receiving {
                 if running.is_empty() {
                     Next::Request(responses.recv().await)
                 } else {
@@ -492,9 +500,9 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
             } else {
                 Next::Answer(running.next().await)
             };
-            let (sequence, encoded) = match next {
-                Next::Request(Some(task)) => {
-                    running.start(task);
+            let (sequence, encoded, _slot) = match next {
+                Next::Request(Some(started)) => {
+                    running.start(started);
                     continue;
                 }
                 Next::Request(None) => {
@@ -508,7 +516,7 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
                 // The connection closes after this response: the answers to the requests
                 // that came before it go first; those after it are dropped unanswered.
                 while running.earliest().is_some_and(|first| first < sequence) {
-                    let (done, answer) = running.next().await.expect("one is running");
+                    let (done, answer, _slot) = running.next().await.expect("one is running");
                     if done < sequence
                         && write_response(&mut writer, plain_fd, &answer, write_stall_timeout)
                             .await
@@ -557,11 +565,15 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
                 match frames.next_frame() {
                     Ok(Some(frame)) => {
                         took_frame = true;
-                        if queue
-                            .send(start_request(&context, &authentication, &sessions, frame))
-                            .await
-                            .is_err()
-                        {
+                        let Ok(slot) = slots.acquire_static_permit(1).await else {
+                            broken = Some("writer gone");
+                            break;
+                        };
+                        let started = Started {
+                            task: start_request(&context, &authentication, &sessions, frame),
+                            slot: Some(slot),
+                        };
+                        if queue.send(started).await.is_err() {
                             broken = Some("writer gone");
                             break;
                         }
@@ -583,7 +595,12 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
                                 last: true,
                             }
                         });
-                        let _ = queue.send(last).await;
+                        let _ = queue
+                            .send(Started {
+                                task: last,
+                                slot: None,
+                            })
+                            .await;
                         broken = Some("bad frame");
                         break;
                     }
