@@ -41,6 +41,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's allocator, as the broker (see the README, "The request path").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let mut args = args::Args::parse();
     if args.list_systems {
