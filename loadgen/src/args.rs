@@ -93,6 +93,19 @@ pub struct Args {
     /// Closed loop only: messages each producer keeps sent and not yet acknowledged.
     #[arg(long, default_value_t = 1024)]
     pub outstanding: u64,
+    /// shardline consumers: the bytes a fetch waits for before the broker answers (at most
+    /// `--fetch-max-wait-ms`). 1 answers as soon as anything is there; more means fewer,
+    /// larger fetches, for less CPU per message at the cost of end-to-end latency.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub fetch_min_bytes: u32,
+    /// shardline consumers: how long the broker may hold a fetch that has less than
+    /// `--fetch-min-bytes` (milliseconds).
+    #[arg(
+        long,
+        default_value_t = crate::consumer::FETCH_WAIT_MAX_MS,
+        value_parser = clap::value_parser!(u32).range(0..=10_000)
+    )]
+    pub fetch_max_wait_ms: u32,
     /// Seconds of load before measuring (not in the histograms or the throughput).
     #[arg(long, default_value_t = 1.0)]
     pub warmup_s: f64,

@@ -19,8 +19,20 @@ use crate::payload::Header;
 use crate::stats::{new_histogram, Bitset, Live, Plan, NANOS_PER_MICRO};
 use crate::topics;
 
-/// How long the broker may hold a fetch with nothing new; short, so the end is noticed.
-pub const FETCH_WAIT_MAX: Duration = Duration::from_millis(100);
+/// How long a consumer's fetch (a peer's poll) may wait with nothing new, in milliseconds;
+/// short, so the end is noticed. shardline consumers take theirs from
+/// `--fetch-max-wait-ms`, which defaults to this.
+pub const FETCH_WAIT_MAX_MS: u32 = 100;
+
+/// The shardline consumers' fetch settings (`--fetch-min-bytes`, `--fetch-max-wait-ms`; the wait's
+/// default is short, so that the end of a run is noticed).
+pub fn consumer_config(args: &crate::args::Args) -> ConsumerConfig {
+    ConsumerConfig {
+        max_wait: Duration::from_millis(u64::from(args.fetch_max_wait_ms)),
+        min_bytes: args.fetch_min_bytes,
+        ..ConsumerConfig::default()
+    }
+}
 /// How long reading up to the log end may take once the producers are done.
 pub const DRAIN_TIME_MAX: Duration = Duration::from_secs(60);
 /// How often a consumer without partitions checks whether the run is over.
@@ -234,10 +246,7 @@ async fn read_until_done(
     let topics = &plan.topics;
     let indexes = topic_indexes(topics);
     let cluster = args.cluster()?;
-    let config = ConsumerConfig {
-        max_wait: FETCH_WAIT_MAX,
-        ..ConsumerConfig::default()
-    };
+    let config = crate::consumer::consumer_config(args);
     let mut consumer = Consumer::new(cluster.clone(), config);
     assign_at_end(&mut consumer, topics, pairs).await?;
     let _ = events.send(ConsumerEvent::Ready(checker.report.consumer));

@@ -21,11 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam::channel::Sender;
-use shardline::client::{ConsumerConfig, GroupConfig, GroupConsumer, StartFrom};
+use shardline::client::{GroupConfig, GroupConsumer, StartFrom};
 
-use crate::consumer::{
-    observe_fetched, topic_indexes, Checker, ConsumerEvent, ConsumerReport, FETCH_WAIT_MAX,
-};
+use crate::consumer::{observe_fetched, topic_indexes, Checker, ConsumerEvent, ConsumerReport};
 use crate::stats::{Live, Plan};
 
 /// What the group's consumers have read, for the main thread to decide when they stop.
@@ -87,10 +85,7 @@ fn group_config(plan: &Plan, group: &str) -> GroupConfig {
         // The loadgen resets the group's offsets to the log ends before the run (see the
         // driver), so this only matters for partitions the group never committed.
         start_from: StartFrom::Latest,
-        consumer: ConsumerConfig {
-            max_wait: FETCH_WAIT_MAX,
-            ..ConsumerConfig::default()
-        },
+        consumer: crate::consumer::consumer_config(&plan.args),
         ..GroupConfig::new(group, &topics)
     }
 }

@@ -39,6 +39,11 @@ pub enum StartFrom {
 pub struct ConsumerConfig {
     /// How long the broker may hold a fetch that has less than `min_bytes`.
     pub max_wait: Duration,
+    /// The broker answers a fetch once this many bytes of batches are there (over all its
+    /// partitions), or at the end of `max_wait`. Counted per request: a consumer sends one
+    /// fetch per broker connection, so a shard-aware one counts per shard. 1 (the default)
+    /// answers as soon as anything is there; more gives fewer, larger fetches, for less CPU
+    /// per message on both sides, at up to `max_wait` of latency.
     pub min_bytes: u32,
     pub max_bytes: u32,
     pub partition_max_bytes: u32,

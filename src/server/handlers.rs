@@ -315,10 +315,12 @@ async fn produce(
     }
 }
 
-/// Reads every partition once; if fewer than `min_bytes` came back and the client is
-/// willing to wait, waits until any asked-for partition has new data (or the wait ends) and
-/// reads again. A request on a fetch session reads the session's partitions, and its
-/// answer carries only those with news (`fetch_session`).
+/// Reads every partition; while fewer than `min_bytes` came back and the client's wait has
+/// not ended, waits until any asked-for partition has data past what was read and reads
+/// again. It answers early when the response budget is full, or when a wait brought no more
+/// bytes than the read before it (nothing new arrived: the wait ended, or the partition it
+/// woke for cannot be read here any more). A request on a fetch session reads the session's
+/// partitions, and its answer carries only those with news (`fetch_session`).
 async fn fetch(
     context: &ShardContext,
     principal: &str,
@@ -356,6 +358,7 @@ async fn fetch(
     let wait = Duration::from_millis(u64::from(request.max_wait_ms).min(FETCH_WAIT_MS_MAX));
     let deadline = context.clock.now() + wait;
     let mut attempt = 0;
+    let mut previous_total = 0usize;
     loop {
         let candidates;
         let wanted: &[Wanted] = if plan.incremental {
@@ -375,6 +378,8 @@ async fn fetch(
         let mut total = 0usize;
         let mut waits = Vec::new();
         let mut returned_data = Vec::new();
+        let mut local_with_data = Vec::new();
+        let mut budget_full = false;
         for (entry, outcome) in wanted.iter().zip(outcomes) {
             let (mut response, mut chunks) = (outcome.response, outcome.chunks);
             // Whole batches only, within the budget (the first data always goes, as a read
@@ -384,29 +389,50 @@ async fn fetch(
             if over_budget || total + bytes > FRAME_TRAILER_BYTES_MAX {
                 response.batch_bytes = 0;
                 chunks.clear();
+                budget_full = true;
             }
             total += response.batch_bytes as usize;
             if let (true, Some(slot)) = (response.batch_bytes > 0, entry.slot) {
                 returned_data.push(slot);
             }
-            let idle = response.error == ErrorCode::None && response.batch_bytes == 0;
+            // A partition is watched for data past what this read saw: past the fetch
+            // offset when it returned nothing, past its high watermark when it returned
+            // batches (a wait for `min_bytes` wants more of them too).
+            let readable = response.error == ErrorCode::None;
+            let watch_from = if response.batch_bytes == 0 {
+                entry.offset
+            } else {
+                response.high_watermark
+            };
             // An incremental fetch watches the partitions led here all at once, below.
-            let watched_below = plan.incremental && entry.current_local().is_some();
-            if let (true, false, Ok(topic)) = (idle, watched_below, &entry.topic) {
-                waits.push((topic.clone(), entry.partition, entry.offset));
+            let local = entry.current_local().filter(|_| plan.incremental);
+            match (readable, local, &entry.topic) {
+                (true, Some(leadership), _) if response.batch_bytes > 0 => {
+                    local_with_data.push((leadership.clone(), watch_from));
+                }
+                (true, None, Ok(topic)) => {
+                    waits.push((topic.clone(), entry.partition, watch_from));
+                }
+                _ => {}
             }
             partitions.push(response);
             chunks_of.push(chunks);
         }
-        let satisfied = total >= request.min_bytes.max(1) as usize;
-        let local_waits = if plan.incremental && !satisfied && attempt == 0 && !wait.is_zero() {
+        let satisfied = budget_full || total >= request.min_bytes.max(1) as usize;
+        // After a wait: the wait is over, or nothing new came (what woke it cannot be read).
+        let no_progress =
+            attempt > 0 && (total <= previous_total || context.clock.now() >= deadline);
+        previous_total = total;
+        let local_waits = if plan.incremental && !satisfied && !no_progress && !wait.is_zero() {
             returned_data.sort_unstable();
-            sessions.borrow().idle_local(&plan, &returned_data)
+            let mut watched = sessions.borrow().idle_local(&plan, &returned_data);
+            watched.extend(local_with_data);
+            watched
         } else {
             Vec::new()
         };
         let nothing_to_wait_for = waits.is_empty() && local_waits.is_empty();
-        if satisfied || attempt > 0 || wait.is_zero() || nothing_to_wait_for {
+        if satisfied || no_progress || wait.is_zero() || nothing_to_wait_for {
             let keep = sessions.borrow_mut().answer(&plan, wanted, &partitions);
             let mut partitions: Vec<Option<FetchPartitionResponse>> =
                 partitions.into_iter().map(Some).collect();

@@ -1102,3 +1102,205 @@ fn a_long_polling_fetch_does_not_hold_back_later_answers_on_its_connection() {
         );
     });
 }
+
+/// A fetch with `min_bytes` is answered once that many bytes have arrived, however many
+/// arrivals that takes and on whichever partitions, and at the end of its wait with what
+/// there is when they never do.
+#[test]
+fn a_fetch_waits_until_min_bytes_have_arrived_across_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), &[]);
+    let address = broker.broker_arg();
+    on_executor(move || async move {
+        use shardline::protocol::{
+            FetchPartition, FetchRequest, IsolationLevel, Request, Response,
+        };
+        let cluster = Cluster::new(&address, "test-min-bytes", false).unwrap();
+        Admin::new(cluster.clone())
+            .create_topic("gather", 2, &[])
+            .await
+            .unwrap();
+        let producer = Producer::new(
+            cluster.clone(),
+            ProducerConfig {
+                acks: Acks::Leader,
+                ..ProducerConfig::default()
+            },
+        );
+        let key_for = |partition: u32| {
+            (0..)
+                .map(|n| format!("key-{n}"))
+                .find(|k| shardline::client::partition_for_key(k.as_bytes(), 2) == partition)
+                .unwrap()
+        };
+        // One message of 1,000 bytes, stored as a batch of a little more.
+        let send = |partition: u32| {
+            let producer = &producer;
+            let key = key_for(partition);
+            async move {
+                let delivery = producer
+                    .send("gather", Some(key.as_bytes()), &[b'v'; 1000])
+                    .await
+                    .unwrap();
+                producer.flush().await;
+                delivery.wait().await.unwrap();
+            }
+        };
+        let fetch = |min_bytes: u32, max_wait_ms: u32| {
+            Request::Fetch(FetchRequest {
+                max_wait_ms,
+                min_bytes,
+                max_bytes: 1 << 20,
+                isolation: IsolationLevel::HighWatermark,
+                partitions: (0..2)
+                    .map(|partition| FetchPartition {
+                        topic: "gather".into(),
+                        partition,
+                        fetch_offset: 0,
+                        partition_max_bytes: 1 << 20,
+                        leader_epoch: None,
+                    })
+                    .collect(),
+                session_id: 0,
+                session_epoch: shardline::protocol::SESSIONLESS_EPOCH,
+                forgotten: Vec::new(),
+            })
+        };
+        let fetched_bytes = |answer: &shardline::protocol::DecodedResponse| {
+            assert!(matches!(answer.response, Response::Fetch(_)));
+            answer
+                .partition_batches
+                .iter()
+                .map(|b| b.len())
+                .sum::<usize>()
+        };
+        send(0).await;
+        let connection = cluster.any_connection().await.unwrap();
+        // Three such batches are needed: the first is there, two more come one by one.
+        let fetching = {
+            let connection = connection.clone();
+            let request = fetch(3000, 10_000);
+            glommio::spawn_local(async move {
+                let answer = connection.request(&request, &[]).await;
+                (Instant::now(), answer)
+            })
+        };
+        glommio::timer::sleep(Duration::from_millis(300)).await;
+        send(1).await;
+        glommio::timer::sleep(Duration::from_millis(300)).await;
+        let third_sent = Instant::now();
+        send(0).await;
+        let (answered, answer) = fetching.await;
+        let answer = answer.unwrap();
+        let bytes = fetched_bytes(&answer);
+        assert!(
+            bytes >= 3000,
+            "answered with {bytes} bytes, under min_bytes"
+        );
+        assert!(
+            answered >= third_sent,
+            "answered {:?} before the third batch was sent, with {bytes} bytes",
+            third_sent - answered
+        );
+        assert!(
+            answered - third_sent < Duration::from_secs(5),
+            "answered {:?} after the bytes were there (the wait is 10 s)",
+            answered - third_sent
+        );
+        // More than will ever come: the answer waits out max_wait, then carries what there is.
+        let asked = Instant::now();
+        let answer = connection.request(&fetch(1 << 20, 600), &[]).await.unwrap();
+        let waited = asked.elapsed();
+        assert_eq!(fetched_bytes(&answer), bytes, "every batch there is");
+        assert!(
+            waited >= Duration::from_millis(500) && waited < Duration::from_secs(5),
+            "answered after {waited:?} for a 600 ms wait"
+        );
+    });
+}
+
+/// The same through a consumer, whose fetches after the first are incremental fetches on a
+/// session: a poll with `min_bytes` returns once that many bytes arrived, over two partitions.
+#[test]
+fn a_consumer_poll_on_a_fetch_session_waits_for_min_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    // One shard: the session's partitions are led where the fetch is served, and watched
+    // there (the two-shard test above watches through the other shard too).
+    let args: Vec<String> = ["--listen", "127.0.0.1:0", "--cores", "1", "--no-pin"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let broker = Broker::start_exact(dir.path(), &args);
+    let address = broker.broker_arg();
+    on_executor(move || async move {
+        // Not shard-aware: one connection, so one fetch carries both partitions (a
+        // shard-aware consumer sends one fetch per shard, and min_bytes counts per fetch).
+        let cluster = Cluster::new(&address, "test-session-min-bytes", false).unwrap();
+        Admin::new(cluster.clone())
+            .create_topic("gather", 2, &[])
+            .await
+            .unwrap();
+        let producer = Producer::new(
+            cluster.clone(),
+            ProducerConfig {
+                acks: Acks::Leader,
+                ..ProducerConfig::default()
+            },
+        );
+        let key_for = |partition: u32| {
+            (0..)
+                .map(|n| format!("key-{n}"))
+                .find(|k| shardline::client::partition_for_key(k.as_bytes(), 2) == partition)
+                .unwrap()
+        };
+        let send = |partition: u32| {
+            let producer = &producer;
+            let key = key_for(partition);
+            async move {
+                let delivery = producer
+                    .send("gather", Some(key.as_bytes()), &[b'v'; 1000])
+                    .await
+                    .unwrap();
+                producer.flush().await;
+                delivery.wait().await.unwrap();
+            }
+        };
+        let mut consumer = Consumer::new(
+            cluster.clone(),
+            ConsumerConfig {
+                max_wait: Duration::from_secs(10),
+                min_bytes: 3000,
+                fetch_ahead: false,
+                ..ConsumerConfig::default()
+            },
+        );
+        consumer
+            .assign("gather", None, StartFrom::Earliest)
+            .await
+            .unwrap();
+        let count = |fetched: &shardline::client::Fetched| fetched.for_each(|_, _, _| ()).unwrap();
+        // The first poll opens the session: three batches are there already.
+        for partition in [0, 1, 0] {
+            send(partition).await;
+        }
+        assert_eq!(count(&consumer.poll().await.unwrap()), 3);
+        // The next poll is incremental and finds nothing: it waits for three more batches.
+        let polling = glommio::spawn_local(async move {
+            let fetched = consumer.poll().await.unwrap();
+            (Instant::now(), count(&fetched))
+        });
+        glommio::timer::sleep(Duration::from_millis(300)).await;
+        send(1).await;
+        glommio::timer::sleep(Duration::from_millis(300)).await;
+        send(0).await;
+        glommio::timer::sleep(Duration::from_millis(300)).await;
+        let third_sent = Instant::now();
+        send(1).await;
+        let (answered, records) = polling.await;
+        assert_eq!(records, 3, "the poll returned before min_bytes were there");
+        assert!(
+            answered >= third_sent && answered - third_sent < Duration::from_secs(5),
+            "answered {answered:?}, third batch sent {third_sent:?} (the wait is 10 s)"
+        );
+    });
+}

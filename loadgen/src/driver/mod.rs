@@ -42,7 +42,7 @@ pub const KAFKA_QUEUE_MESSAGES_MAX: u64 = 1_000_000;
 /// librdkafka's `queue.buffering.max.kbytes` (1 GiB).
 pub const KAFKA_QUEUE_KIB_MAX: u64 = 1024 * 1024;
 /// How long a Kafka broker may hold a fetch with nothing new (as the shardline consumer's
-/// `FETCH_WAIT_MAX`).
+/// default, `FETCH_WAIT_MAX_MS`).
 pub const KAFKA_FETCH_WAIT_MS: u64 = 100;
 const MICROS_PER_MILLI: f64 = 1_000.0;
 

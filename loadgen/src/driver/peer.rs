@@ -26,7 +26,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 use super::partition_for;
 use crate::args::Rate;
-use crate::consumer::{Checker, ConsumerEvent, ConsumerReport, DRAIN_TIME_MAX, FETCH_WAIT_MAX};
+use crate::consumer::{Checker, ConsumerEvent, ConsumerReport, DRAIN_TIME_MAX, FETCH_WAIT_MAX_MS};
 use crate::keys::KeyPicker;
 use crate::payload::{value_template, Header};
 use crate::producer::{ProducerReport, KEY_SEED_BASE};
@@ -332,9 +332,12 @@ where
         checker.window = live.window();
         let before = checker.report.consumed;
         client
-            .poll(FETCH_WAIT_MAX, &mut |partition, value| {
-                checker.observe(partition, value, clock.now_unix_ns());
-            })
+            .poll(
+                Duration::from_millis(u64::from(FETCH_WAIT_MAX_MS)),
+                &mut |partition, value| {
+                    checker.observe(partition, value, clock.now_unix_ns());
+                },
+            )
             .await?;
         Live::add(&live.consumed, checker.report.consumed - before);
     }
