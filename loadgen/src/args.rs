@@ -206,6 +206,14 @@ impl Args {
                 self.system.name()
             ));
         }
+        let fetch_default = self.fetch_min_bytes == 1
+            && self.fetch_max_wait_ms == crate::consumer::FETCH_WAIT_MAX_MS;
+        if self.system != System::Shardline && !fetch_default {
+            return Err(format!(
+                "--fetch-min-bytes and --fetch-max-wait-ms are for --system shardline only, not {}",
+                self.system.name()
+            ));
+        }
         if self.producers == 0 {
             return Err("--producers must be positive".into());
         }
@@ -312,6 +320,28 @@ mod tests {
             assert!(error.contains(reason), "{bad:?}: {error}");
         }
         assert!(parse(&["--topics", "many"]).is_err());
+    }
+
+    #[test]
+    fn fetch_settings_reach_the_consumer_config_and_are_checked() {
+        let plain = crate::consumer::consumer_config(&parse(&[]).expect("defaults"));
+        assert_eq!(plain.min_bytes, 1);
+        assert_eq!(plain.max_wait, Duration::from_millis(100));
+        let args = parse(&["--fetch-min-bytes", "65536", "--fetch-max-wait-ms", "20"]).unwrap();
+        let config = crate::consumer::consumer_config(&args);
+        assert_eq!(config.min_bytes, 65536);
+        assert_eq!(config.max_wait, Duration::from_millis(20));
+        for (bad, reason) in [
+            (vec!["--fetch-min-bytes", "0"], "fetch-min-bytes"),
+            (vec!["--fetch-max-wait-ms", "10001"], "fetch-max-wait-ms"),
+            (
+                vec!["--system", "kafka", "--fetch-min-bytes", "4096"],
+                "shardline only",
+            ),
+        ] {
+            let error = parse(&bad).expect_err(reason);
+            assert!(error.contains(reason), "{bad:?}: {error}");
+        }
     }
 
     #[test]

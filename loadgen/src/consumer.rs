@@ -24,8 +24,7 @@ use crate::topics;
 /// `--fetch-max-wait-ms`, which defaults to this.
 pub const FETCH_WAIT_MAX_MS: u32 = 100;
 
-/// The shardline consumers' fetch settings (`--fetch-min-bytes`, `--fetch-max-wait-ms`; the wait's
-/// default is short, so that the end of a run is noticed).
+/// The shardline consumers' fetch settings (`--fetch-min-bytes`, `--fetch-max-wait-ms`).
 pub fn consumer_config(args: &crate::args::Args) -> ConsumerConfig {
     ConsumerConfig {
         max_wait: Duration::from_millis(u64::from(args.fetch_max_wait_ms)),
@@ -33,6 +32,7 @@ pub fn consumer_config(args: &crate::args::Args) -> ConsumerConfig {
         ..ConsumerConfig::default()
     }
 }
+
 /// How long reading up to the log end may take once the producers are done.
 pub const DRAIN_TIME_MAX: Duration = Duration::from_secs(60);
 /// How often a consumer without partitions checks whether the run is over.

@@ -1103,6 +1103,36 @@ fn a_long_polling_fetch_does_not_hold_back_later_answers_on_its_connection() {
     });
 }
 
+/// Creates the two-partition topic "gather" of the `min_bytes` tests and a producer for it.
+async fn gather_topic(cluster: &Rc<Cluster>) -> Producer {
+    Admin::new(cluster.clone())
+        .create_topic("gather", 2, &[])
+        .await
+        .unwrap();
+    Producer::new(
+        cluster.clone(),
+        ProducerConfig {
+            acks: Acks::Leader,
+            ..ProducerConfig::default()
+        },
+    )
+}
+
+/// Sends one message of 1,000 bytes to `partition` of "gather" and waits for its
+/// acknowledgement: one batch of a little more than 1,000 bytes.
+async fn send_gathered(producer: &Producer, partition: u32) {
+    let key = (0..)
+        .map(|n| format!("key-{n}"))
+        .find(|k| shardline::client::partition_for_key(k.as_bytes(), 2) == partition)
+        .unwrap();
+    let delivery = producer
+        .send("gather", Some(key.as_bytes()), &[b'v'; 1000])
+        .await
+        .unwrap();
+    producer.flush().await;
+    delivery.wait().await.unwrap();
+}
+
 /// A fetch with `min_bytes` is answered once that many bytes have arrived, however many
 /// arrivals that takes and on whichever partitions, and at the end of its wait with what
 /// there is when they never do.
@@ -1116,36 +1146,7 @@ fn a_fetch_waits_until_min_bytes_have_arrived_across_partitions() {
             FetchPartition, FetchRequest, IsolationLevel, Request, Response,
         };
         let cluster = Cluster::new(&address, "test-min-bytes", false).unwrap();
-        Admin::new(cluster.clone())
-            .create_topic("gather", 2, &[])
-            .await
-            .unwrap();
-        let producer = Producer::new(
-            cluster.clone(),
-            ProducerConfig {
-                acks: Acks::Leader,
-                ..ProducerConfig::default()
-            },
-        );
-        let key_for = |partition: u32| {
-            (0..)
-                .map(|n| format!("key-{n}"))
-                .find(|k| shardline::client::partition_for_key(k.as_bytes(), 2) == partition)
-                .unwrap()
-        };
-        // One message of 1,000 bytes, stored as a batch of a little more.
-        let send = |partition: u32| {
-            let producer = &producer;
-            let key = key_for(partition);
-            async move {
-                let delivery = producer
-                    .send("gather", Some(key.as_bytes()), &[b'v'; 1000])
-                    .await
-                    .unwrap();
-                producer.flush().await;
-                delivery.wait().await.unwrap();
-            }
-        };
+        let producer = gather_topic(&cluster).await;
         let fetch = |min_bytes: u32, max_wait_ms: u32| {
             Request::Fetch(FetchRequest {
                 max_wait_ms,
@@ -1174,7 +1175,7 @@ fn a_fetch_waits_until_min_bytes_have_arrived_across_partitions() {
                 .map(|b| b.len())
                 .sum::<usize>()
         };
-        send(0).await;
+        send_gathered(&producer, 0).await;
         let connection = cluster.any_connection().await.unwrap();
         // Three such batches are needed: the first is there, two more come one by one.
         let fetching = {
@@ -1186,10 +1187,10 @@ fn a_fetch_waits_until_min_bytes_have_arrived_across_partitions() {
             })
         };
         glommio::timer::sleep(Duration::from_millis(300)).await;
-        send(1).await;
+        send_gathered(&producer, 1).await;
         glommio::timer::sleep(Duration::from_millis(300)).await;
         let third_sent = Instant::now();
-        send(0).await;
+        send_gathered(&producer, 0).await;
         let (answered, answer) = fetching.await;
         let answer = answer.unwrap();
         let bytes = fetched_bytes(&answer);
@@ -1236,35 +1237,7 @@ fn a_consumer_poll_on_a_fetch_session_waits_for_min_bytes() {
         // Not shard-aware: one connection, so one fetch carries both partitions (a
         // shard-aware consumer sends one fetch per shard, and min_bytes counts per fetch).
         let cluster = Cluster::new(&address, "test-session-min-bytes", false).unwrap();
-        Admin::new(cluster.clone())
-            .create_topic("gather", 2, &[])
-            .await
-            .unwrap();
-        let producer = Producer::new(
-            cluster.clone(),
-            ProducerConfig {
-                acks: Acks::Leader,
-                ..ProducerConfig::default()
-            },
-        );
-        let key_for = |partition: u32| {
-            (0..)
-                .map(|n| format!("key-{n}"))
-                .find(|k| shardline::client::partition_for_key(k.as_bytes(), 2) == partition)
-                .unwrap()
-        };
-        let send = |partition: u32| {
-            let producer = &producer;
-            let key = key_for(partition);
-            async move {
-                let delivery = producer
-                    .send("gather", Some(key.as_bytes()), &[b'v'; 1000])
-                    .await
-                    .unwrap();
-                producer.flush().await;
-                delivery.wait().await.unwrap();
-            }
-        };
+        let producer = gather_topic(&cluster).await;
         let mut consumer = Consumer::new(
             cluster.clone(),
             ConsumerConfig {
@@ -1281,7 +1254,7 @@ fn a_consumer_poll_on_a_fetch_session_waits_for_min_bytes() {
         let count = |fetched: &shardline::client::Fetched| fetched.for_each(|_, _, _| ()).unwrap();
         // The first poll opens the session: three batches are there already.
         for partition in [0, 1, 0] {
-            send(partition).await;
+            send_gathered(&producer, partition).await;
         }
         assert_eq!(count(&consumer.poll().await.unwrap()), 3);
         // The next poll is incremental and finds nothing: it waits for three more batches.
@@ -1290,12 +1263,12 @@ fn a_consumer_poll_on_a_fetch_session_waits_for_min_bytes() {
             (Instant::now(), count(&fetched))
         });
         glommio::timer::sleep(Duration::from_millis(300)).await;
-        send(1).await;
+        send_gathered(&producer, 1).await;
         glommio::timer::sleep(Duration::from_millis(300)).await;
-        send(0).await;
+        send_gathered(&producer, 0).await;
         glommio::timer::sleep(Duration::from_millis(300)).await;
         let third_sent = Instant::now();
-        send(1).await;
+        send_gathered(&producer, 1).await;
         let (answered, records) = polling.await;
         assert_eq!(records, 3, "the poll returned before min_bytes were there");
         assert!(

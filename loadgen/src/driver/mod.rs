@@ -147,6 +147,8 @@ pub fn client_settings(args: &Args) -> Result<Vec<(&'static str, String)>, Strin
             ("linger_ms", linger_ms.to_string()),
             ("batch_bytes", config.batch_bytes.to_string()),
             ("shard_routing", args.shard_routing().to_string()),
+            ("fetch_min_bytes", args.fetch_min_bytes.to_string()),
+            ("fetch_max_wait_ms", args.fetch_max_wait_ms.to_string()),
         ]),
         System::Kafka => {
             let acks = match args.acks {
