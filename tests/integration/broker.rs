@@ -487,7 +487,6 @@ fn a_fetch_stays_within_its_response_budget_across_partitions() {
     let broker = Broker::start(dir.path(), &[]);
     let address = broker.broker_arg();
     on_executor(move || async move {
-        use shardline::protocol::{FetchPartition, FetchRequest, IsolationLevel, Request};
         let cluster = Cluster::new(&address, "test-budget", false).unwrap();
         Admin::new(cluster.clone())
             .create_topic("wide", 8, &[])
@@ -522,24 +521,7 @@ fn a_fetch_stays_within_its_response_budget_across_partitions() {
         }
         let connection = cluster.any_connection().await.unwrap();
         let budget = 150_000u32;
-        let request = Request::Fetch(FetchRequest {
-            max_wait_ms: 0,
-            min_bytes: 1,
-            max_bytes: budget,
-            isolation: IsolationLevel::HighWatermark,
-            partitions: (0..8)
-                .map(|partition| FetchPartition {
-                    topic: "wide".into(),
-                    partition,
-                    fetch_offset: 0,
-                    partition_max_bytes: 1 << 20,
-                    leader_epoch: None,
-                })
-                .collect(),
-            session_id: 0,
-            session_epoch: shardline::protocol::SESSIONLESS_EPOCH,
-            forgotten: Vec::new(),
-        });
+        let request = fetch_from_start("wide", 8, 1, 0, budget);
         let response = connection.request(&request, &[]).await.unwrap();
         let sizes: Vec<usize> = response.partition_batches.iter().map(|b| b.len()).collect();
         let total: usize = sizes.iter().sum();
@@ -1103,6 +1085,36 @@ fn a_long_polling_fetch_does_not_hold_back_later_answers_on_its_connection() {
     });
 }
 
+/// A fetch without a session of partitions `0..partitions` of `topic`, from offset 0, up to
+/// 1 MiB per partition.
+fn fetch_from_start(
+    topic: &str,
+    partitions: u32,
+    min_bytes: u32,
+    max_wait_ms: u32,
+    max_bytes: u32,
+) -> shardline::protocol::Request {
+    use shardline::protocol::{FetchPartition, FetchRequest, IsolationLevel, Request};
+    Request::Fetch(FetchRequest {
+        max_wait_ms,
+        min_bytes,
+        max_bytes,
+        isolation: IsolationLevel::HighWatermark,
+        partitions: (0..partitions)
+            .map(|partition| FetchPartition {
+                topic: topic.into(),
+                partition,
+                fetch_offset: 0,
+                partition_max_bytes: 1 << 20,
+                leader_epoch: None,
+            })
+            .collect(),
+        session_id: 0,
+        session_epoch: shardline::protocol::SESSIONLESS_EPOCH,
+        forgotten: Vec::new(),
+    })
+}
+
 /// Creates the two-partition topic "gather" of the `min_bytes` tests and a producer for it.
 async fn gather_topic(cluster: &Rc<Cluster>) -> Producer {
     Admin::new(cluster.clone())
@@ -1142,31 +1154,11 @@ fn a_fetch_waits_until_min_bytes_have_arrived_across_partitions() {
     let broker = Broker::start(dir.path(), &[]);
     let address = broker.broker_arg();
     on_executor(move || async move {
-        use shardline::protocol::{
-            FetchPartition, FetchRequest, IsolationLevel, Request, Response,
-        };
+        use shardline::protocol::Response;
         let cluster = Cluster::new(&address, "test-min-bytes", false).unwrap();
         let producer = gather_topic(&cluster).await;
-        let fetch = |min_bytes: u32, max_wait_ms: u32| {
-            Request::Fetch(FetchRequest {
-                max_wait_ms,
-                min_bytes,
-                max_bytes: 1 << 20,
-                isolation: IsolationLevel::HighWatermark,
-                partitions: (0..2)
-                    .map(|partition| FetchPartition {
-                        topic: "gather".into(),
-                        partition,
-                        fetch_offset: 0,
-                        partition_max_bytes: 1 << 20,
-                        leader_epoch: None,
-                    })
-                    .collect(),
-                session_id: 0,
-                session_epoch: shardline::protocol::SESSIONLESS_EPOCH,
-                forgotten: Vec::new(),
-            })
-        };
+        let fetch =
+            |min_bytes, max_wait_ms| fetch_from_start("gather", 2, min_bytes, max_wait_ms, 1 << 20);
         let fetched_bytes = |answer: &shardline::protocol::DecodedResponse| {
             assert!(matches!(answer.response, Response::Fetch(_)));
             answer
