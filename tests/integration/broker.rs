@@ -1027,9 +1027,7 @@ fn a_long_polling_fetch_does_not_hold_back_later_answers_on_its_connection() {
     let broker = Broker::start(dir.path(), &[]);
     let address = broker.broker_arg();
     on_executor(move || async move {
-        use shardline::protocol::{
-            FetchPartition, FetchRequest, IsolationLevel, MetadataRequest, Request, Response,
-        };
+        use shardline::protocol::{MetadataRequest, Request, Response};
         let cluster = Cluster::new(&address, "test-order", false).unwrap();
         Admin::new(cluster.clone())
             .create_topic("quiet", 1, &[])
@@ -1037,22 +1035,7 @@ fn a_long_polling_fetch_does_not_hold_back_later_answers_on_its_connection() {
             .unwrap();
         let connection = cluster.any_connection().await.unwrap();
         // Nothing will arrive: the broker holds this fetch for its whole wait.
-        let fetch = Request::Fetch(FetchRequest {
-            max_wait_ms: 5_000,
-            min_bytes: 1,
-            max_bytes: 1 << 20,
-            isolation: IsolationLevel::HighWatermark,
-            partitions: vec![FetchPartition {
-                topic: "quiet".into(),
-                partition: 0,
-                fetch_offset: 0,
-                partition_max_bytes: 1 << 20,
-                leader_epoch: None,
-            }],
-            session_id: 0,
-            session_epoch: shardline::protocol::SESSIONLESS_EPOCH,
-            forgotten: Vec::new(),
-        });
+        let fetch = fetch_from_start("quiet", 1, 1, 5_000, 1 << 20);
         let fetching = {
             let connection = connection.clone();
             glommio::spawn_local(async move {
