@@ -1,15 +1,23 @@
 //! The shard journal: one file per shard that makes appended batches durable with one
-//! sequential write and one fdatasync per commit, however many partitions they belong to.
+//! sequential, synchronous write per commit, however many partitions they belong to.
 //!
 //! Without it, every partition that flushes pays its own direct write and its own
 //! fdatasync, and on this kind of device each costs about 0.05 ms per file whatever else is
 //! in flight: a round of 100 partitions costs about 9 ms of device time. With it (the
 //! profile key `storage.shard_journal_bytes`), a partition whose policy syncs hands its
 //! new batches to the journal instead; the journal writes every batch handed to it since
-//! its last commit as one block, fdatasyncs once and only then do the partitions count the
-//! batches durable (`synced_offset`). Each partition writes its segment later, without a
-//! sync, once it has gathered `JOURNALED_WRITE_BYTES` or its oldest journaled batch is
-//! `JOURNALED_WRITE_DELAY_MS` old; until then readers are served from memory.
+//! its last commit as one block, and only once that write is on stable storage do the
+//! partitions count the batches durable (`synced_offset`).
+//!
+//! The file is opened `O_DSYNC`, so a block's write carries its own sync: one operation
+//! per commit instead of a write and then an fdatasync, which io_uring hands to a worker
+//! thread. Measured on the 2-core VM (latency profile with `spin_before_park_us = 0`,
+//! 8 partitions, 20k msg/s, acks all, 3 interleaved pairs): produce p50 3.6, 2.9 and
+//! 2.5 ms against 4.9, 3.6 and 3.3 ms, with 8-10% less broker CPU.
+//!
+//! Each partition writes its segment later, without a sync, once it has gathered
+//! `JOURNALED_WRITE_BYTES` or its oldest journaled batch is `JOURNALED_WRITE_DELAY_MS`
+//! old; until then readers are served from memory.
 //!
 //! The journal is a ring. When more than half of it is in use, a checkpoint writes and
 //! fdatasyncs the segments of every partition that journaled since the last one, then
@@ -162,7 +170,7 @@ fn decode_slot(slot: &[u8]) -> Option<(u64, u64, u64)> {
 /// Counts of what a journal did, for the shard's metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct JournalStats {
-    /// Blocks written and fdatasynced.
+    /// Blocks written (each durable when its write completed).
     pub commits: u64,
     /// Batches and cut records they held.
     pub records: u64,
@@ -333,7 +341,7 @@ impl Journal {
         std::fs::create_dir_all(dir).map_err(|e| LogIoError::new("creating", dir, 0, e))?;
         // A journal left by an earlier run holds batches only replay may apply; `create`
         // fails on it, so a broker that skipped replay cannot overwrite them.
-        let file = SegmentFile::create(&path, self.faults.clone(), None).await?;
+        let file = SegmentFile::create_with_durable_writes(&path, self.faults.clone()).await?;
         file.preallocate(RING_START + self.config.capacity_bytes)
             .await?;
         self.write_slot(&file, 1, 0).await?;
@@ -356,7 +364,8 @@ impl Journal {
         file.write_at(buffer, (counter % 2) * SLOT_BYTES).await
     }
 
-    /// Writes the gathered records as one block and fdatasyncs (the caller is the writer).
+    /// Writes the gathered records as one block, durable when the write completes (the file
+    /// is `O_DSYNC`; the caller is the writer).
     async fn write_next_block(self: &Rc<Self>) -> Result<(), LogIoError> {
         let file = self.file().await?;
         let (number, block, records) = {
@@ -405,7 +414,6 @@ impl Journal {
             self.state.borrow_mut().spare_block = block;
         }
         futures::future::try_join_all(writes).await?;
-        file.sync().await?;
         let mut state = self.state.borrow_mut();
         state.head = lsn + length;
         state.durable = number;
@@ -486,8 +494,8 @@ impl Journal {
             return Err(error);
         }
         let counter = self.state.borrow().slot_counter + 1;
+        // Durable when written (`O_DSYNC`).
         self.write_slot(&file, counter, mark).await?;
-        file.sync().await?;
         let mut state = self.state.borrow_mut();
         state.slot_counter = counter;
         state.tail = state.tail.max(mark);

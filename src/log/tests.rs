@@ -1049,7 +1049,12 @@ fn a_follower_behind_its_leaders_log_start_starts_again_there() {
 
 /// A shard with a journal over `root` (ring of the minimum size).
 fn journaled_shard(root: &Path) -> LogShard {
-    LogShard::new(ShardLogConfig {
+    LogShard::new(journaled_shard_config(root))
+}
+
+/// The configuration of [`journaled_shard`].
+fn journaled_shard_config(root: &Path) -> ShardLogConfig {
+    ShardLogConfig {
         journal: Some(journal::JournalConfig {
             root: root.to_path_buf(),
             shard: 0,
@@ -1059,7 +1064,7 @@ fn journaled_shard(root: &Path) -> LogShard {
             segment_write_delay: Duration::from_secs(60),
         }),
         ..ShardLogConfig::default()
-    })
+    }
 }
 
 /// Opens partitions `p0..p<count>` under `root` on `shard`, syncing every batch.
@@ -1200,6 +1205,100 @@ fn the_journal_ring_wraps_through_checkpoints() {
             let sequences: Vec<u64> = read_all(&log, 0).await.iter().map(|&(_, s)| s).collect();
             assert_eq!(sequences, (0..300).collect::<Vec<_>>(), "partition {p}");
         }
+    });
+}
+
+/// A journal commit has no fdatasync of its own: the journal file is opened `O_DSYNC`, so
+/// its write is the sync. Checked on the open descriptor (`/proc/self/fdinfo`), since a
+/// missing flag would lose acknowledged batches only on power loss.
+#[test]
+fn the_journal_file_is_opened_for_durable_writes() {
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().to_path_buf();
+    run(move || async move {
+        let shard = journaled_shard(&path);
+        let logs = open_partitions(&shard, &path, 1).await;
+        let info = logs[0].append(batch(0, 1, 100), 0).await.unwrap();
+        logs[0].wait_durable(info.last_offset).await.unwrap();
+        assert_eq!(shard.metrics().journal.commits, 1);
+        let journal_file = path.join(journal::JOURNAL_DIR).join("shard-0.journal");
+        let flags = open_flags_of(&journal_file).expect("the journal file is open");
+        assert_ne!(
+            flags & libc::O_DSYNC,
+            0,
+            "journal opened with flags {flags:o}"
+        );
+        assert_ne!(
+            flags & libc::O_DIRECT,
+            0,
+            "journal opened with flags {flags:o}"
+        );
+        // The segment files are not: their writes are synced by the flush round.
+        let segment = segment_path(&path.join("p0"), 0, LOG_SUFFIX);
+        let flags = open_flags_of(&segment).expect("the segment is open");
+        assert_eq!(
+            flags & libc::O_DSYNC,
+            0,
+            "segment opened with flags {flags:o}"
+        );
+    });
+}
+
+/// The `flags` of this process's open descriptor of `file`, from `/proc/self/fdinfo`.
+fn open_flags_of(file: &Path) -> Option<i32> {
+    let file = std::fs::canonicalize(file).ok()?;
+    for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        if std::fs::read_link(entry.path()).ok().as_deref() != Some(file.as_path()) {
+            continue;
+        }
+        let fd = entry.file_name();
+        let info = std::fs::read_to_string(Path::new("/proc/self/fdinfo").join(fd)).ok()?;
+        let flags = info.lines().find_map(|line| line.strip_prefix("flags:"))?;
+        return i32::from_str_radix(flags.trim(), 8).ok();
+    }
+    None
+}
+
+/// The journal's write is its sync, so the fault plan's sync faults apply to it: a stalled
+/// sync holds the commit (and the acknowledgment) back, a failed one fences the partition.
+#[test]
+fn journal_commits_obey_the_fault_plans_sync_faults() {
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().to_path_buf();
+    run(move || async move {
+        let faults = Rc::new(FaultPlan::default());
+        let shard = LogShard::new(ShardLogConfig {
+            faults: Some(faults.clone()),
+            ..journaled_shard_config(&path)
+        });
+        let logs = open_partitions(&shard, &path, 1).await;
+        let log = logs[0].clone();
+        let info = log.append(batch(0, 1, 100), 0).await.unwrap();
+        log.wait_durable(info.last_offset).await.unwrap();
+
+        faults.stall_syncs.set(true);
+        let info = log.append(batch(1, 1, 100), 0).await.unwrap();
+        let waiting = {
+            let log = log.clone();
+            glommio::spawn_local(async move { log.wait_durable(info.last_offset).await })
+        };
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            log.durable_offset(),
+            1,
+            "durable while the sync was stalled"
+        );
+        faults.stall_syncs.set(false);
+        waiting.await.unwrap();
+        assert_eq!(log.durable_offset(), 2);
+
+        faults.fail_syncs.set(true);
+        let info = log.append(batch(2, 1, 100), 0).await.unwrap();
+        assert!(matches!(
+            log.wait_durable(info.last_offset).await,
+            Err(AppendError::Fenced(_))
+        ));
+        assert_eq!(log.durable_offset(), 2);
     });
 }
 
