@@ -392,7 +392,10 @@ fn evaluate_cpu_governor(cpus: &[CpuFrequency]) -> Finding {
                 list(&slow)
             ),
         )
-        .advise("cpupower frequency-set -g performance (or write performance to each cpufreq/scaling_governor)");
+        .advise(concat!(
+            "cpupower frequency-set -g performance ",
+            "(or write performance to each cpufreq/scaling_governor)"
+        ));
     }
     if !capped.is_empty() {
         return Finding::new(

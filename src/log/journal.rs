@@ -700,8 +700,13 @@ pub async fn replay(root: &Path) -> Result<ReplaySummary, String> {
                 continue;
             }
             if base > end {
-                tracing::error!(dir = %partition_dir.display(), end, base,
-                    "the journal skips offsets past the partition's end; its later batches are not replayed");
+                tracing::error!(
+                    dir = %partition_dir.display(),
+                    end,
+                    base,
+                    "the journal skips offsets past the partition's end; \
+                     its later batches are not replayed"
+                );
                 break;
             }
             let batch = crate::record::validate::validate(bytes).map_err(|e| {
