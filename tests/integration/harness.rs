@@ -274,8 +274,14 @@ pub fn profile_file(dir: &Path, name: &str, toml: &str) -> PathBuf {
     path
 }
 
-/// Builds binaries of workspace `packages` next to this test binary
+/// Builds the binaries of workspace `packages` next to this test binary
 /// (`<target>/<profile>/deps/..`) and returns the directory that holds them.
+///
+/// It builds every binary and test of the workspace, not only those packages: that is the
+/// selection `cargo test --workspace` resolves features for, so the libraries it already
+/// built are reused and only the missing binaries are linked (seconds). A `cargo build -p`
+/// of the packages alone resolves features differently and compiled glommio, raft and
+/// shardline over again: two to three minutes of the suite on the 2-core VM.
 pub fn build_workspace_binaries(packages: &[&str]) -> PathBuf {
     let test_binary = std::env::current_exe().expect("test binary path");
     let profile_dir = test_binary
@@ -285,11 +291,29 @@ pub fn build_workspace_binaries(packages: &[&str]) -> PathBuf {
     let target_dir = profile_dir.parent().expect("profile dir has a parent");
     let mut build = Command::new(env!("CARGO"));
     build
-        .args(["build", "--quiet"])
+        .args(["build", "--quiet", "--workspace", "--bins", "--tests"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("CARGO_TARGET_DIR", target_dir);
-    for package in packages {
-        build.args(["-p", package]);
+    // What `cargo test` sets for this test binary must not reach the inner build: ring's
+    // build script watches CARGO_MANIFEST_DIR, and a different value there rebuilt ring,
+    // rustls and everything above them, twice per suite (once here, once back by the next
+    // `cargo test`).
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_by_cargo_test = name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_EXE_")
+            || matches!(
+                &*name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+            );
+        if set_by_cargo_test {
+            build.env_remove(&*name);
+        }
     }
     if profile_dir
         .file_name()
@@ -299,6 +323,10 @@ pub fn build_workspace_binaries(packages: &[&str]) -> PathBuf {
     }
     let status = build.status().expect("cargo runs");
     assert!(status.success(), "building {packages:?}: {status}");
+    for package in packages {
+        let binary = profile_dir.join(package);
+        assert!(binary.is_file(), "{} was not built", binary.display());
+    }
     profile_dir.to_path_buf()
 }
 
