@@ -117,9 +117,7 @@ impl SegmentFile {
             .dma_open(path)
             .await
             .map_err(|e| LogIoError::new(operation, path, 0, e.into()))?;
-        let mut file = Self::wrap(file, path, faults, slot);
-        file.durable_writes = durable_writes;
-        Ok(file)
+        Ok(Self::wrap(file, path, faults, slot, durable_writes))
     }
 
     fn wrap(
@@ -127,13 +125,14 @@ impl SegmentFile {
         path: &Path,
         faults: Option<Rc<FaultPlan>>,
         slot: Option<glommio::sync::StaticPermit>,
+        durable_writes: bool,
     ) -> Self {
         SegmentFile {
             file: Rc::new(file),
             path: Rc::new(path.to_path_buf()),
             faults,
             _slot: Rc::new(slot),
-            durable_writes: false,
+            durable_writes,
         }
     }
 
