@@ -21,8 +21,8 @@ use crate::protocol::{
     next_session_epoch, ApiKey, ErrorCode, FetchPartition, FetchPartitionResponse, FetchRequest,
     ForgottenPartition, IsolationLevel, OffsetSpec, Request, Response, SESSIONLESS_EPOCH,
 };
-use crate::record::reader::records;
-use crate::record::{BatchIter, RecordView};
+use crate::record::reader::records_checked;
+use crate::record::{BatchError, BatchHeader, BatchIter, RecordView};
 
 /// Where a newly assigned partition starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +67,9 @@ impl Default for ConsumerConfig {
 }
 
 /// One partition's share of a fetch: whole batches, starting at or before `position`.
+///
+/// Every batch's header and checksum are checked once, when the answer arrives; reading the
+/// records (`Fetched::for_each`) checks each body and does not checksum the batch again.
 #[derive(Debug, Clone)]
 pub struct FetchedPartition {
     pub topic: String,
@@ -74,7 +77,54 @@ pub struct FetchedPartition {
     /// The first offset the consumer asked for (earlier records in the batches are skipped).
     pub position: u64,
     pub high_watermark: u64,
-    pub batches: Bytes,
+    /// The fetched bytes: the checked batches, then whatever followed them (a partial batch
+    /// cut by the fetch's size limit, or the batch that failed its check and what follows).
+    batches: Bytes,
+    /// The header of each checked batch, in order from the start of `batches`.
+    checked: Vec<BatchHeader>,
+    /// Why the batch after the checked ones was refused, if one was.
+    failure: Option<BatchError>,
+}
+
+impl FetchedPartition {
+    fn new(
+        topic: String,
+        partition: u32,
+        position: u64,
+        high_watermark: u64,
+        batches: Bytes,
+    ) -> FetchedPartition {
+        let mut checked = Vec::new();
+        let mut failure = None;
+        for item in BatchIter::new(&batches) {
+            match item {
+                Ok((header, _)) => checked.push(header),
+                Err(error) => failure = Some(error),
+            }
+        }
+        FetchedPartition {
+            topic,
+            partition,
+            position,
+            high_watermark,
+            batches,
+            checked,
+            failure,
+        }
+    }
+
+    /// The bytes the broker returned for this partition.
+    pub fn batches(&self) -> &Bytes {
+        &self.batches
+    }
+
+    /// The offset after the last checked batch (`position` when there is none).
+    fn next_position(&self) -> u64 {
+        self.checked
+            .iter()
+            .map(BatchHeader::next_offset)
+            .fold(self.position, u64::max)
+    }
 }
 
 /// What one poll returned.
@@ -97,15 +147,22 @@ impl Fetched {
         let mut count = 0;
         let mut scratch = Vec::new();
         for part in &self.partitions {
-            for item in BatchIter::new(&part.batches) {
-                let (_, batch) =
-                    item.map_err(|e| ClientError::Protocol(format!("fetched a bad batch: {e}")))?;
-                let batch_records = records(batch, &mut scratch)
-                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let mut start = 0;
+            for header in &part.checked {
+                let end = start + header.batch_length as usize;
+                let batch_records =
+                    records_checked(header, &part.batches[start..end], &mut scratch)
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                start = end;
                 for record in batch_records.iter().filter(|r| r.offset >= part.position) {
                     each(&part.topic, part.partition, record);
                     count += 1;
                 }
+            }
+            if let Some(error) = &part.failure {
+                return Err(ClientError::Protocol(format!(
+                    "fetched a bad batch: {error}"
+                )));
             }
         }
         Ok(count)
@@ -131,15 +188,6 @@ pub struct Consumer {
     rounds: usize,
     /// One fetch session per broker connection.
     sessions: Sessions,
-}
-
-/// The offset after the last whole batch in `batches` (`position` when there is none).
-fn next_position(batches: &Bytes, position: u64) -> u64 {
-    let mut next = position;
-    for (header, _) in BatchIter::new(batches).flatten() {
-        next = next.max(header.next_offset());
-    }
-    next
 }
 
 /// The consumer's half of a fetch session with one broker connection (see
@@ -228,13 +276,13 @@ async fn fetch_round(
                     entry.topic, entry.partition
                 )));
             };
-            fetched.partitions.push(FetchedPartition {
-                topic: entry.topic,
-                partition: entry.partition,
+            fetched.partitions.push(FetchedPartition::new(
+                entry.topic,
+                entry.partition,
                 position,
-                high_watermark: entry.high_watermark,
+                entry.high_watermark,
                 batches,
-            });
+            ));
         }
     }
     Ok(fetched)
@@ -615,7 +663,7 @@ impl Consumer {
         };
         for part in &fetched.partitions {
             let key = (part.topic.clone(), part.partition);
-            let next = next_position(&part.batches, part.position);
+            let next = part.next_position();
             Rc::make_mut(&mut self.positions).insert(key, next);
         }
         if self.config.fetch_ahead {
@@ -711,5 +759,58 @@ mod tests {
         wanted[2].1.leader_epoch = 2;
         let (changed, _) = changes(&held, &wanted);
         assert_eq!(names(&changed), vec![("b".into(), 0, 5)]);
+    }
+
+    /// A batch of `values` at `base_offset`, as a broker would return it.
+    fn batch_at(base_offset: u64, values: &[&str]) -> Vec<u8> {
+        let mut builder = crate::record::BatchBuilder::new(crate::record::Codec::None);
+        for value in values {
+            builder.push(1_000, None, value.as_bytes(), &[]).unwrap();
+        }
+        let mut batch = builder.finish().unwrap();
+        crate::record::header::stamp(&mut batch, base_offset, 1, 2_000);
+        batch.to_vec()
+    }
+
+    fn read(fetched: &Fetched) -> (Vec<(u64, String)>, Result<usize, ClientError>) {
+        let mut seen = Vec::new();
+        let result = fetched.for_each(|_, _, record| {
+            seen.push((record.offset, String::from_utf8_lossy(record.value).into_owned()))
+        });
+        (seen, result)
+    }
+
+    #[test]
+    fn a_fetched_partition_yields_its_good_batches_then_the_bad_ones_error() {
+        let mut bytes = batch_at(10, &["a", "b"]);
+        bytes.extend(batch_at(12, &["c"]));
+        let mut bad = batch_at(13, &["d", "e"]);
+        let last = bad.len() - 1;
+        bad[last] ^= 0x01; // the checksum no longer matches
+        bytes.extend(bad);
+        bytes.extend(batch_at(15, &["f"]));
+        let part = FetchedPartition::new("t".into(), 0, 11, 16, Bytes::from(bytes));
+        // The position moves past the good batches only: the bad one is fetched again.
+        assert_eq!(part.next_position(), 13);
+        let (seen, result) = read(&Fetched {
+            partitions: vec![part],
+        });
+        assert_eq!(seen, vec![(11, "b".into()), (12, "c".into())]);
+        let error = result.expect_err("the bad batch is reported");
+        assert!(error.to_string().contains("bad batch"), "{error}");
+    }
+
+    #[test]
+    fn a_partial_batch_at_the_end_of_a_fetch_is_left_for_the_next() {
+        let mut bytes = batch_at(0, &["a"]);
+        let next = batch_at(1, &["b", "c"]);
+        bytes.extend(&next[..next.len() - 3]);
+        let part = FetchedPartition::new("t".into(), 0, 0, 3, Bytes::from(bytes));
+        assert_eq!(part.next_position(), 1);
+        let (seen, result) = read(&Fetched {
+            partitions: vec![part],
+        });
+        assert_eq!(seen, vec![(0, "a".into())]);
+        assert_eq!(result.unwrap(), 1);
     }
 }
