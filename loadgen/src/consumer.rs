@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
 use hdrhistogram::Histogram;
+use rustc_hash::FxHashMap;
 use shardline::client::{Consumer, ConsumerConfig, StartFrom};
 
 use crate::payload::Header;
@@ -122,8 +123,9 @@ pub struct Checker {
     /// Messages intended in this window are measured (see `Live::window`).
     pub window: std::ops::Range<u64>,
     pub report: ConsumerReport,
-    /// The highest sequence seen per (producer, topic index, partition).
-    last: HashMap<(u32, u32, u32), u64>,
+    /// The highest sequence seen per (producer, topic index, partition). FxHash: looked up
+    /// for every record, with keys the run made itself.
+    last: FxHashMap<(u32, u32, u32), u64>,
 }
 
 impl Checker {
@@ -131,7 +133,7 @@ impl Checker {
         Checker {
             window,
             report,
-            last: HashMap::new(),
+            last: FxHashMap::default(),
         }
     }
 
@@ -296,15 +298,26 @@ pub fn observe_fetched(
     checker: &mut Checker,
     indexes: &HashMap<String, u32>,
     fetched: &shardline::client::Fetched,
-) -> Result<HashMap<(u32, u32), u64>, String> {
+) -> Result<FxHashMap<(u32, u32), u64>, String> {
     let now_unix_ns = plan.clock.now_unix_ns();
     checker.window = live.window();
     let before = checker.report.consumed;
     let mut unknown_topic = None;
-    let mut read_to: HashMap<(u32, u32), u64> = HashMap::new();
+    let mut read_to: FxHashMap<(u32, u32), u64> = FxHashMap::default();
+    // A partition's records all name their topic with the same string: look its index up
+    // once per run of records, not once per record.
+    let mut last_topic: Option<(*const u8, usize, Option<u32>)> = None;
+    let mut index_of = |topic: &str| match last_topic {
+        Some((ptr, len, index)) if ptr == topic.as_ptr() && len == topic.len() => index,
+        _ => {
+            let index = indexes.get(topic).copied();
+            last_topic = Some((topic.as_ptr(), topic.len(), index));
+            index
+        }
+    };
     fetched
-        .for_each(|topic, partition, record| match indexes.get(topic) {
-            Some(&index) => {
+        .for_each(|topic, partition, record| match index_of(topic) {
+            Some(index) => {
                 checker.observe_in(index, partition, record.value, now_unix_ns);
                 let next = read_to.entry((index, partition)).or_insert(0);
                 *next = (*next).max(record.offset + 1);

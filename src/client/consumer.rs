@@ -775,7 +775,10 @@ mod tests {
     fn read(fetched: &Fetched) -> (Vec<(u64, String)>, Result<usize, ClientError>) {
         let mut seen = Vec::new();
         let result = fetched.for_each(|_, _, record| {
-            seen.push((record.offset, String::from_utf8_lossy(record.value).into_owned()))
+            seen.push((
+                record.offset,
+                String::from_utf8_lossy(record.value).into_owned(),
+            ))
         });
         (seen, result)
     }

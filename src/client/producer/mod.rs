@@ -12,7 +12,7 @@
 //! batch may be stored twice.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::channel::oneshot;
 use glommio::sync::Semaphore;
+use rustc_hash::FxHashMap;
 
 mod delivery;
 mod queue;
@@ -126,7 +127,7 @@ struct Inner {
     /// Batches in flight per partition at most (see `ProducerConfig::max_in_flight`).
     window: usize,
     queues: RefCell<Queues>,
-    sticky: RefCell<HashMap<String, u32>>,
+    sticky: RefCell<FxHashMap<String, u32>>,
     buffer: Semaphore,
     /// Messages accepted and not yet answered.
     unanswered: Cell<usize>,
@@ -180,7 +181,7 @@ impl Producer {
                 config,
                 window,
                 queues: RefCell::new(Queues::default()),
-                sticky: RefCell::new(HashMap::new()),
+                sticky: RefCell::new(FxHashMap::default()),
                 buffer,
                 unanswered: Cell::new(0),
                 lingering: RefCell::new(VecDeque::new()),
