@@ -93,6 +93,17 @@ pub struct Args {
     /// Closed loop only: messages each producer keeps sent and not yet acknowledged.
     #[arg(long, default_value_t = 1024)]
     pub outstanding: u64,
+    /// Open loop only: the shortest sleep of a producer ahead of its schedule, in µs. It
+    /// then sends every message that came due meanwhile. A message never leaves before its
+    /// due time and its latency counts from that time, so what a longer pace delays is in
+    /// the figures; 0 sleeps until each message's own due time (one wake-up per message at
+    /// low rates, each a park and a wake of the producer's thread).
+    #[arg(
+        long,
+        default_value_t = crate::producer::PACE_US_DEFAULT,
+        value_parser = clap::value_parser!(u64).range(0..=100_000)
+    )]
+    pub pace_us: u64,
     /// shardline consumers: the bytes a fetch waits for before the broker answers (at most
     /// `--fetch-max-wait-ms`). 1 answers as soon as anything is there; more means fewer,
     /// larger fetches, for less CPU per message at the cost of end-to-end latency.
@@ -320,6 +331,15 @@ mod tests {
             assert!(error.contains(reason), "{bad:?}: {error}");
         }
         assert!(parse(&["--topics", "many"]).is_err());
+    }
+
+    #[test]
+    fn the_pace_defaults_to_100_us_and_is_bounded() {
+        assert_eq!(parse(&[]).expect("defaults").pace_us, 100);
+        assert_eq!(parse(&["--pace-us", "0"]).expect("valid").pace_us, 0);
+        assert_eq!(parse(&["--pace-us", "5000"]).expect("valid").pace_us, 5000);
+        let error = parse(&["--pace-us", "100001"]).expect_err("too long");
+        assert!(error.contains("pace-us"), "{error}");
     }
 
     #[test]

@@ -24,6 +24,11 @@ use crate::topics;
 /// Messages a sender queues before it yields its task queue, so the reactor can move the
 /// socket IO (a glommio task that never waits starves the reactor).
 pub const SEND_BURST_MESSAGES: u64 = 64;
+/// `--pace-us` by default. Measured on the 2-core VM (latency profile, 8 partitions, 20k
+/// msg/s, acks all, one consumer; 5 interleaved pairs): produce p50 3.04 ms median at 100 µs
+/// against 3.93 ms sleeping until every message's own due time, every pair lower; the
+/// producer thread's CPU at 150k msg/s fell by 16%.
+pub const PACE_US_DEFAULT: u64 = 100;
 /// How long waiting for the last deliveries may take.
 pub const DRAIN_TIME_MAX: Duration = Duration::from_secs(60);
 /// How often the drain checks whether every delivery resolved.
@@ -121,6 +126,7 @@ async fn produce(plan: Plan, producer_id: u32, live: Arc<Live>) -> ProducerRepor
         Rate::Max => None,
     };
     let window = Rc::new(Semaphore::new(args.outstanding));
+    let pace = Duration::from_micros(args.pace_us);
     let mut keys = KeyPicker::new(
         args.keys,
         args.key_count,
@@ -143,8 +149,7 @@ async fn produce(plan: Plan, producer_id: u32, live: Arc<Live>) -> ProducerRepor
         if intended_unix_ns >= plan.end_unix_ns {
             break;
         }
-        let wait = plan.clock.until(intended_unix_ns);
-        if !wait.is_zero() {
+        if let Some(wait) = plan.clock.pace_wait(intended_unix_ns, pace) {
             glommio::timer::sleep(wait).await;
         } else if sequence % SEND_BURST_MESSAGES == 0 {
             glommio::executor().yield_task_queue_now().await;

@@ -299,6 +299,7 @@ pub fn report_json(results: &Results, args: &Args, started_unix_s: u64) -> Value
             "linger_us": u64::try_from(config.linger.as_micros()).unwrap_or(u64::MAX),
             "rate": args.rate.to_string(),
             "outstanding": args.outstanding,
+            "pace_us": args.pace_us,
             "warmup_s": args.warmup_s,
             "duration_s": args.duration_s,
             "shard_routing": args.shard_routing(),

@@ -36,6 +36,15 @@ impl Clock {
     pub fn until(&self, unix_ns: u64) -> Duration {
         Duration::from_nanos(unix_ns.saturating_sub(self.now_unix_ns()))
     }
+
+    /// How long a producer whose next message is due at `due_unix_ns` sleeps: `None` when
+    /// it is due, else until then but at least `pace` (`--pace-us`), so that it wakes once
+    /// for every message that comes due within `pace` instead of once per message. Never
+    /// less than the time left: no message leaves early.
+    pub fn pace_wait(&self, due_unix_ns: u64, pace: Duration) -> Option<Duration> {
+        let wait = self.until(due_unix_ns);
+        (!wait.is_zero()).then(|| wait.max(pace))
+    }
 }
 
 /// When each message of one producer is due. The producers share one total rate: message
@@ -77,6 +86,32 @@ impl RateSchedule {
 mod tests {
     use super::*;
     use hdrhistogram::Histogram;
+
+    #[test]
+    fn a_paced_producer_never_wakes_before_a_message_is_due() {
+        let clock = Clock::new();
+        let pace = Duration::from_micros(100);
+        let now = clock.now_unix_ns();
+        // Due already: no sleep at all.
+        assert_eq!(clock.pace_wait(now, pace), None);
+        assert_eq!(clock.pace_wait(now.saturating_sub(1_000_000), pace), None);
+        // Due soon: the pace, never less.
+        let soon = clock.now_unix_ns() + 10_000;
+        assert_eq!(clock.pace_wait(soon, pace), Some(pace));
+        // Due later than the pace: until then (what is left of it, at most).
+        let later = clock.now_unix_ns() + 5_000_000;
+        let wait = clock.pace_wait(later, pace).expect("not due yet");
+        assert!(wait > Duration::from_millis(4) && wait <= Duration::from_millis(5));
+        // Without a pace: exactly the time left.
+        let wait = clock.pace_wait(later, Duration::ZERO).expect("not due yet");
+        assert!(wait > Duration::from_millis(4) && wait <= Duration::from_millis(5));
+        assert!(
+            clock
+                .pace_wait(clock.now_unix_ns() + 10_000, Duration::ZERO)
+                .unwrap()
+                <= Duration::from_micros(10)
+        );
+    }
 
     #[test]
     fn schedule_due_times_are_index_over_rate_without_drift() {

@@ -3,7 +3,8 @@
 //! A peer producer is two threads. The *schedule thread* is a plain thread that waits for
 //! each message's intended send time with `std::thread::sleep` (nanosleep: tens of µs of
 //! slack, where tokio's timer would round every wait up to a whole millisecond and charge
-//! the peer for it) and hands `(sequence, intended time)` over a channel. The *client
+//! the peer for it; at least `--pace-us`, as shardline's producer) and hands `(sequence,
+//! intended time)` over a channel. The *client
 //! thread* runs the peer's client on a tokio current-thread runtime: it writes the same
 //! payload header as shardline's producer, picks the same keys, sends, and records each
 //! acknowledgement in the same `Tally` from the intended send time. Closed loop
@@ -202,6 +203,7 @@ fn schedule(plan: &Plan, producer: u32, window: &Receiver<()>, due: &UnboundedSe
         )),
         Rate::Max => None,
     };
+    let pace = Duration::from_micros(args.pace_us);
     std::thread::sleep(plan.clock.until(plan.start_unix_ns));
     let mut sequence = 0u64;
     loop {
@@ -220,8 +222,7 @@ fn schedule(plan: &Plan, producer: u32, window: &Receiver<()>, due: &UnboundedSe
         if intended_unix_ns >= plan.end_unix_ns {
             break;
         }
-        let wait = plan.clock.until(intended_unix_ns);
-        if !wait.is_zero() {
+        if let Some(wait) = plan.clock.pace_wait(intended_unix_ns, pace) {
             std::thread::sleep(wait);
         }
         let message = Due {
