@@ -42,9 +42,14 @@ impl Clock {
     /// for every message that comes due within `pace` instead of once per message. Never
     /// less than the time left: no message leaves early.
     pub fn pace_wait(&self, due_unix_ns: u64, pace: Duration) -> Option<Duration> {
-        let wait = self.until(due_unix_ns);
-        (!wait.is_zero()).then(|| wait.max(pace))
+        pace_wait_at(self.now_unix_ns(), due_unix_ns, pace)
     }
+}
+
+/// `Clock::pace_wait` at the time `now_unix_ns`.
+fn pace_wait_at(now_unix_ns: u64, due_unix_ns: u64, pace: Duration) -> Option<Duration> {
+    let wait = Duration::from_nanos(due_unix_ns.saturating_sub(now_unix_ns));
+    (!wait.is_zero()).then(|| wait.max(pace))
 }
 
 /// When each message of one producer is due. The producers share one total rate: message
@@ -89,28 +94,28 @@ mod tests {
 
     #[test]
     fn a_paced_producer_never_wakes_before_a_message_is_due() {
-        let clock = Clock::new();
         let pace = Duration::from_micros(100);
-        let now = clock.now_unix_ns();
+        let now = 1_000_000_000_000u64;
         // Due already: no sleep at all.
-        assert_eq!(clock.pace_wait(now, pace), None);
-        assert_eq!(clock.pace_wait(now.saturating_sub(1_000_000), pace), None);
-        // Due soon: the pace, never less.
-        let soon = clock.now_unix_ns() + 10_000;
-        assert_eq!(clock.pace_wait(soon, pace), Some(pace));
-        // Due later than the pace: until then (what is left of it, at most).
-        let later = clock.now_unix_ns() + 5_000_000;
-        let wait = clock.pace_wait(later, pace).expect("not due yet");
-        assert!(wait > Duration::from_millis(4) && wait <= Duration::from_millis(5));
-        // Without a pace: exactly the time left.
-        let wait = clock.pace_wait(later, Duration::ZERO).expect("not due yet");
-        assert!(wait > Duration::from_millis(4) && wait <= Duration::from_millis(5));
-        assert!(
-            clock
-                .pace_wait(clock.now_unix_ns() + 10_000, Duration::ZERO)
-                .unwrap()
-                <= Duration::from_micros(10)
+        assert_eq!(pace_wait_at(now, now, pace), None);
+        assert_eq!(pace_wait_at(now, now - 1_000_000, pace), None);
+        // Due sooner than the pace: the pace.
+        assert_eq!(pace_wait_at(now, now + 10_000, pace), Some(pace));
+        // Due later than the pace: exactly the time left.
+        assert_eq!(
+            pace_wait_at(now, now + 5_000_000, pace),
+            Some(Duration::from_millis(5))
         );
+        // Without a pace: the time left, however short.
+        assert_eq!(
+            pace_wait_at(now, now + 10_000, Duration::ZERO),
+            Some(Duration::from_micros(10))
+        );
+        // The clock's own: a message due in an hour is slept for, at most that long.
+        let clock = Clock::new();
+        let hour = Duration::from_secs(3600);
+        let wait = clock.pace_wait(clock.now_unix_ns() + 3_600_000_000_000, pace);
+        assert!(wait.is_some_and(|wait| wait <= hour && wait > hour / 2));
     }
 
     #[test]

@@ -4,12 +4,12 @@
 //! each message's intended send time with `std::thread::sleep` (nanosleep: tens of µs of
 //! slack, where tokio's timer would round every wait up to a whole millisecond and charge
 //! the peer for it; at least `--pace-us`, as shardline's producer) and hands `(sequence,
-//! intended time)` over a channel. The *client
-//! thread* runs the peer's client on a tokio current-thread runtime: it writes the same
-//! payload header as shardline's producer, picks the same keys, sends, and records each
-//! acknowledgement in the same `Tally` from the intended send time. Closed loop
-//! (`--rate max`): the schedule thread takes a window slot before each message and the
-//! acknowledgement gives it back, so at most `--outstanding` are unanswered.
+//! intended time)` over a channel. The *client thread* runs the peer's client on a tokio
+//! current-thread runtime: it writes the same payload header as shardline's producer, picks
+//! the same keys, sends, and records each acknowledgement in the same `Tally` from the
+//! intended send time. Closed loop (`--rate max`): the schedule thread takes a window slot
+//! before each message and the acknowledgement gives it back, so at most `--outstanding`
+//! are unanswered.
 //!
 //! A peer consumer is one thread with a tokio current-thread runtime; every record goes
 //! through the same `Checker` as shardline's consumer.
