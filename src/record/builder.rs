@@ -43,6 +43,9 @@ pub struct BatchBuilder {
     out: BytesMut,
     /// Where the body starts in `out`.
     body_start: usize,
+    /// When `out` must grow, it grows once to this many bytes (or to what the record needs,
+    /// if more) instead of doubling (0: doubling). See `with_growth_limit`.
+    grow_to: usize,
     pending: Vec<PendingRecord>,
     /// Scratch space rkyv needs while serializing a record's header array.
     arena: Arena,
@@ -83,6 +86,7 @@ impl BatchBuilder {
             codec,
             out,
             body_start,
+            grow_to: 0,
             pending: Vec::new(),
             arena: Arena::new(),
             timestamp_min_ms: i64::MAX,
@@ -91,6 +95,14 @@ impl BatchBuilder {
             producer_epoch: PRODUCER_NONE as i16,
             base_sequence: PRODUCER_NONE as i32,
         }
+    }
+
+    /// When the buffer is full, grow it straight to `bytes` (what the caller will let the
+    /// batch reach) rather than doubling it. A batch that outgrows its first guess is then
+    /// copied once, not once per doubling, and never gets more room than it may use.
+    pub fn with_growth_limit(mut self, bytes: usize) -> BatchBuilder {
+        self.grow_to = bytes;
+        self
     }
 
     /// Sets the idempotent-producer fields of the header (`-1` each by default).
@@ -149,6 +161,12 @@ impl BatchBuilder {
             });
         }
 
+        let needed = self.out.len() + record_bytes;
+        if needed > self.out.capacity() && self.grow_to > self.out.capacity() {
+            let mut grown = BytesMut::with_capacity(self.grow_to.max(needed));
+            grown.extend_from_slice(&self.out);
+            self.out = grown;
+        }
         let body_bytes_before = self.body_bytes();
         let resolver = self.serialize_out_of_line(key, value, headers)?;
         let written = self.body_bytes() - body_bytes_before;
@@ -623,6 +641,30 @@ mod tests {
             }
         );
         assert_eq!(header.timestamp_type(), header::TimestampType::Create);
+    }
+
+    #[test]
+    fn a_growth_limit_grows_the_buffer_once_and_changes_no_byte() {
+        let limit = 64 * 1024;
+        for codec in [Codec::None, Codec::Lz4] {
+            let mut limited = BatchBuilder::with_capacity(codec, 2048).with_growth_limit(limit);
+            let mut doubling = BatchBuilder::with_capacity(codec, 2048);
+            let mut capacities = vec![limited.out.capacity()];
+            for i in 0..50u8 {
+                let value = [i; 1000];
+                limited.push(i64::from(i), Some(&[i]), &value, &[]).unwrap();
+                doubling
+                    .push(i64::from(i), Some(&[i]), &value, &[])
+                    .unwrap();
+                if capacities.last() != Some(&limited.out.capacity()) {
+                    capacities.push(limited.out.capacity());
+                }
+            }
+            // One growth, straight to the limit (doubling from 2 KiB grows it several times).
+            assert_eq!(capacities.len(), 2, "{codec:?}: {capacities:?}");
+            assert!(capacities[1] >= limit, "{codec:?}: {capacities:?}");
+            assert_eq!(limited.finish().unwrap(), doubling.finish().unwrap());
+        }
     }
 
     #[test]

@@ -274,6 +274,9 @@ impl Producer {
                 builder: BatchBuilder::with_capacity(
                     inner.config.codec,
                     inner.config.batch_bytes.min(bytes_hint) + BATCH_HEADER_BYTES,
+                )
+                .with_growth_limit(
+                    inner.config.batch_bytes + BATCH_HEADER_BYTES + BATCH_SLACK_BYTES,
                 ),
                 waiters: Vec::with_capacity(messages_hint),
                 reserved_bytes: 0,
