@@ -101,7 +101,7 @@ pub struct Args {
     #[arg(
         long,
         default_value_t = crate::producer::PACE_US_DEFAULT,
-        value_parser = clap::value_parser!(u64).range(0..=100_000)
+        value_parser = clap::value_parser!(u64).range(0..=crate::producer::PACE_US_MAX)
     )]
     pub pace_us: u64,
     /// shardline consumers: the bytes a fetch waits for before the broker answers (at most

@@ -29,6 +29,10 @@ pub const SEND_BURST_MESSAGES: u64 = 64;
 /// against 3.93 ms sleeping until every message's own due time, every pair lower; the
 /// producer thread's CPU at 150k msg/s fell by 16%.
 pub const PACE_US_DEFAULT: u64 = 100;
+/// The longest `--pace-us`: 100 ms, past which a producer's bursts would be its schedule.
+pub const PACE_US_MAX: u64 = 100_000;
+
+const _: () = assert!(PACE_US_DEFAULT <= PACE_US_MAX);
 /// How long waiting for the last deliveries may take.
 pub const DRAIN_TIME_MAX: Duration = Duration::from_secs(60);
 /// How often the drain checks whether every delivery resolved.

@@ -45,7 +45,7 @@ pub struct BatchBuilder {
     body_start: usize,
     /// When `out` must grow, it grows once to this many bytes (or to what the record needs,
     /// if more) instead of doubling (0: doubling). See `with_growth_limit`.
-    grow_to: usize,
+    growth_limit_bytes: usize,
     pending: Vec<PendingRecord>,
     /// Scratch space rkyv needs while serializing a record's header array.
     arena: Arena,
@@ -86,7 +86,7 @@ impl BatchBuilder {
             codec,
             out,
             body_start,
-            grow_to: 0,
+            growth_limit_bytes: 0,
             pending: Vec::new(),
             arena: Arena::new(),
             timestamp_min_ms: i64::MAX,
@@ -101,7 +101,7 @@ impl BatchBuilder {
     /// batch reach) rather than doubling it. A batch that outgrows its first guess is then
     /// copied once, not once per doubling, and never gets more room than it may use.
     pub fn with_growth_limit(mut self, bytes: usize) -> BatchBuilder {
-        self.grow_to = bytes;
+        self.growth_limit_bytes = bytes;
         self
     }
 
@@ -162,8 +162,8 @@ impl BatchBuilder {
         }
 
         let needed = self.out.len() + record_bytes;
-        if needed > self.out.capacity() && self.grow_to > self.out.capacity() {
-            let mut grown = BytesMut::with_capacity(self.grow_to.max(needed));
+        if needed > self.out.capacity() && self.growth_limit_bytes > self.out.capacity() {
+            let mut grown = BytesMut::with_capacity(self.growth_limit_bytes.max(needed));
             grown.extend_from_slice(&self.out);
             self.out = grown;
         }
