@@ -66,6 +66,12 @@ pub const JOURNALED_WRITE_DELAY_MS: u64 = 50;
 /// syncs its own segment instead (in the shard's flush round), as without a journal.
 pub const JOURNAL_BYPASS_BYTES: usize = 64 * 1024;
 
+/// Partitions whose segments a journal checkpoint writes and fdatasyncs at the same time:
+/// enough for the device and the filesystem to serve their syncs together, few enough to
+/// bound the write buffers in flight (each partition's unwritten batches, usually under
+/// `JOURNALED_WRITE_BYTES`).
+pub const JOURNAL_CHECKPOINT_CONCURRENCY: usize = 32;
+
 /// Default byte budget of a shard's cache of recent batches.
 pub const BATCH_CACHE_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
 

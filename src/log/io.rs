@@ -27,6 +27,8 @@ pub struct FaultPlan {
     pub stall_syncs: Cell<bool>,
     /// Every file or directory removal takes this long (a slow unlink on a busy disk).
     pub remove_delay: Cell<std::time::Duration>,
+    /// fdatasyncs waiting at the `stall_syncs` stall now (how many a test sees in flight).
+    pub syncs_stalled: Cell<usize>,
 }
 
 /// How often a stalled write looks again.
@@ -190,8 +192,12 @@ impl SegmentFile {
 
     pub async fn sync(&self) -> Result<(), LogIoError> {
         if let Some(faults) = &self.faults {
-            while faults.stall_syncs.get() {
-                glommio::timer::sleep(STALL_POLL).await;
+            if faults.stall_syncs.get() {
+                faults.syncs_stalled.set(faults.syncs_stalled.get() + 1);
+                while faults.stall_syncs.get() {
+                    glommio::timer::sleep(STALL_POLL).await;
+                }
+                faults.syncs_stalled.set(faults.syncs_stalled.get() - 1);
             }
         }
         if self.faults.as_ref().is_some_and(|f| f.fail_syncs.get()) {

@@ -191,6 +191,12 @@ impl LogShard {
         self.resources.files.borrow().open_count()
     }
 
+    /// The shard's journal, for tests that drive it directly.
+    #[cfg(test)]
+    pub(super) fn journal(&self) -> Option<Rc<super::journal::Journal>> {
+        self.resources.journal.clone()
+    }
+
     /// The shard's IO and read measurements so far.
     pub fn metrics(&self) -> LogShardSnapshot {
         let metrics = &self.resources.metrics;

@@ -1259,6 +1259,52 @@ fn open_flags_of(file: &Path) -> Option<i32> {
     None
 }
 
+/// A checkpoint writes and fdatasyncs the segments of all its partitions at once, so that
+/// their syncs reach the device together: with the syncs stalled, every partition's sync is
+/// waiting at the same time. One after another, a checkpoint of 500 partitions outlasted
+/// the commits that fill half the ring, and commits waited for room.
+#[test]
+fn a_journal_checkpoint_syncs_its_partitions_together() {
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().to_path_buf();
+    run(move || async move {
+        let faults = Rc::new(FaultPlan::default());
+        let shard = LogShard::new(ShardLogConfig {
+            faults: Some(faults.clone()),
+            ..journaled_shard_config(&path)
+        });
+        let logs = open_partitions(&shard, &path, 4).await;
+        for (i, log) in logs.iter().enumerate() {
+            let info = log.append(batch(i as u64, 1, 100), 0).await.unwrap();
+            log.wait_durable(info.last_offset).await.unwrap();
+            assert_eq!(log.written_offset(), 0, "journaled, not yet in its segment");
+        }
+        faults.stall_syncs.set(true);
+        shard.journal().expect("journaled shard").start_checkpoint();
+        let mut most = 0;
+        for _ in 0..2000 {
+            most = most.max(faults.syncs_stalled.get());
+            if most == logs.len() {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(most, logs.len(), "syncs in flight together");
+        assert_eq!(shard.metrics().journal.checkpoints, 0);
+        faults.stall_syncs.set(false);
+        for _ in 0..2000 {
+            if shard.metrics().journal.checkpoints == 1 {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(shard.metrics().journal.checkpoints, 1);
+        for log in &logs {
+            assert_eq!(log.written_offset(), 1, "{}", log.writer_state());
+        }
+    });
+}
+
 /// The journal's write is its sync, so the fault plan's sync faults apply to it: a stalled
 /// sync holds the commit (and the acknowledgment) back, a failed one fences the partition.
 #[test]

@@ -218,7 +218,7 @@ const SHARD_GAUGES: [Reading<ShardStats>; 5] = [
     }),
 ];
 
-const SHARD_COUNTERS: [Reading<ShardStats>; 12] = [
+const SHARD_COUNTERS: [Reading<ShardStats>; 13] = [
     (
         "shard_reactor_nudges",
         "Times the watchdog interrupted the shard's sleeping reactor because its timers were late",
@@ -248,6 +248,11 @@ const SHARD_COUNTERS: [Reading<ShardStats>; 12] = [
         "shard_journal_checkpoints",
         "Shard journal checkpoints (segments synced, journal space freed)",
         |s| s.io.as_ref().map_or(0, |io| io.journal.checkpoints),
+    ),
+    (
+        "shard_journal_waits_for_room",
+        "Shard journal commits that waited for a checkpoint to free room in the ring",
+        |s| s.io.as_ref().map_or(0, |io| io.journal.waits_for_room),
     ),
     (
         "shard_authentications_failed",
