@@ -403,6 +403,11 @@ const _: () = assert!(FRAME_COMPLETION_TIMEOUT_MS_DEFAULT <= CONNECTION_IDLE_TIM
 /// A producer keeps at most this many batches in flight per partition.
 pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
 
+/// How long a producer's message may take to be acknowledged, retries included, unless
+/// `ProducerConfig::delivery_timeout` says otherwise (Kafka's `delivery.timeout.ms` is
+/// also two minutes).
+pub const PRODUCER_DELIVERY_TIMEOUT_S_DEFAULT: u64 = 120;
+
 /// Producer ids the controller reserves in the metadata log at once (a restart skips what
 /// was left of the block).
 pub const PRODUCER_ID_BLOCK: u64 = 1000;

@@ -218,3 +218,89 @@ fn a_refused_message_is_retried_then_answered_with_the_error_and_its_partition_g
         }
     }
 }
+
+/// With its broker killed, a producer answers every message once the delivery timeout has
+/// passed, however many retries are left: the batch being tried stops trying, and the
+/// batches queued behind it fail without a try of their own. Before the timeout existed,
+/// a producer left with retries tried each queued batch in turn (about 3 s each with the
+/// default 10 retries), and a load generator whose broker died drained for hours.
+#[test]
+fn with_its_broker_killed_a_producer_answers_every_message_after_the_delivery_timeout() {
+    const QUEUED: usize = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path(), &[]);
+    let address = broker.broker_arg();
+    let pid = nix::unistd::Pid::from_raw(broker.pid().expect("the broker runs") as i32);
+    let (before, after, waited) = on_executor(move || async move {
+        let cluster = Cluster::new(&address, "delivery-timeout-test", true).unwrap();
+        Admin::new(cluster.clone())
+            .create_topic("gone", 4, &[])
+            .await
+            .unwrap();
+        let delivery_timeout = Duration::from_secs(2);
+        let producer = Producer::new(
+            cluster,
+            ProducerConfig {
+                // Retries enough for hours: only the delivery timeout can end the tries.
+                retries: 1000,
+                retry_backoff: Duration::from_millis(20),
+                delivery_timeout,
+                batch_bytes: 16 * 1024,
+                max_in_flight: 1,
+                ..ProducerConfig::default()
+            },
+        );
+        let value = vec![7u8; 1024];
+        let mut before = Vec::new();
+        for index in 0..200usize {
+            before.push(
+                producer
+                    .send("gone", Some(&index.to_le_bytes()), &value)
+                    .await
+                    .unwrap(),
+            );
+        }
+        producer.flush().await;
+        let mut stored = 0;
+        for delivery in before {
+            stored += usize::from(delivery.wait().await.is_ok());
+        }
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        let killed = Instant::now();
+        let outcomes: Outcomes = Rc::default();
+        for index in 0..QUEUED {
+            let answered = outcomes.clone();
+            producer
+                .send_with("gone", Some(&index.to_le_bytes()), &value, move |outcome| {
+                    answered.borrow_mut().push((index, outcome))
+                })
+                .await
+                .unwrap();
+        }
+        let cap = Duration::from_secs(60);
+        while outcomes.borrow().len() < QUEUED && killed.elapsed() < cap {
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
+        let after = std::mem::take(&mut *outcomes.borrow_mut());
+        (stored, after, killed.elapsed())
+    });
+    broker.kill();
+    assert_eq!(before, 200, "every message before the kill was stored");
+    assert_eq!(
+        after.len(),
+        QUEUED,
+        "{} of {QUEUED} messages answered {waited:?} after the kill",
+        after.len()
+    );
+    let mut answered = vec![false; QUEUED];
+    for (index, outcome) in &after {
+        assert!(!answered[*index], "message {index} answered twice");
+        answered[*index] = true;
+        match outcome {
+            Err(ClientError::Timeout(message)) => {
+                assert!(message.contains("delivery timeout"), "{message}")
+            }
+            other => panic!("message {index}: {other:?}"),
+        }
+    }
+}

@@ -34,7 +34,8 @@ use super::error::ClientError;
 use super::outbox::{Outbox, Ticket};
 use super::partitioner::partition_for_key;
 use crate::constants::{
-    BATCH_HEADER_BYTES, PRODUCER_BATCHES_REMEMBERED, PRODUCER_PREDECESSOR_POLL_MS,
+    BATCH_HEADER_BYTES, PRODUCER_BATCHES_REMEMBERED, PRODUCER_DELIVERY_TIMEOUT_S_DEFAULT,
+    PRODUCER_PREDECESSOR_POLL_MS,
 };
 use crate::protocol::{Acks, ErrorCode, InitProducerIdRequest, Request, Response};
 use crate::record::{BatchBuilder, Codec};
@@ -60,6 +61,12 @@ pub struct ProducerConfig {
     pub request_timeout: Duration,
     pub retries: u32,
     pub retry_backoff: Duration,
+    /// How long a message may take to be acknowledged, from when its batch opened, retries
+    /// included. Past it, a try that fails is not followed by another, and a batch still
+    /// waiting to leave fails without being sent: both answer `ClientError::Timeout`. So
+    /// a producer whose brokers are gone answers its backlog within about this long,
+    /// instead of trying every batch in turn. At least `request_timeout` is sensible.
+    pub delivery_timeout: Duration,
     pub codec: Codec,
     /// Idempotent: the broker hands out a producer id, every batch carries it and its
     /// per-partition sequence, and a retried batch is stored once.
@@ -82,6 +89,7 @@ impl Default for ProducerConfig {
             request_timeout: Duration::from_secs(30),
             retries: 10,
             retry_backoff: Duration::from_millis(50),
+            delivery_timeout: Duration::from_secs(PRODUCER_DELIVERY_TIMEOUT_S_DEFAULT),
             codec: Codec::None,
             idempotent: true,
             max_in_flight: PRODUCER_BATCHES_REMEMBERED,
@@ -107,6 +115,11 @@ struct InFlight {
     reserved_bytes: u64,
     /// Tries after the first.
     attempt: u32,
+    /// When its batch opened: its delivery timeout counts from here.
+    opened_at: Instant,
+    /// It took a sequence of its partition (idempotent): failing for good, it leaves a gap
+    /// the next batch must not be sent after under the same producer id.
+    sequenced: bool,
 }
 
 /// A batch in a produce request: the outbox settles it with the batch's outcome.
@@ -377,7 +390,10 @@ impl Producer {
                 }
             }
             let identity = *inner.identity.borrow();
-            if !inner.config.idempotent || identity.is_some() {
+            // A batch past its delivery timeout fails in `launch` without a try, so it
+            // needs no identity (and does not wait for one from a broker that is gone).
+            let expired = batch.opened_at.elapsed() >= inner.config.delivery_timeout;
+            if !inner.config.idempotent || identity.is_some() || expired {
                 self.launch(slot, batch, Ok(identity));
                 continue;
             }
@@ -389,7 +405,8 @@ impl Producer {
             let producer = self.clone();
             let slot = slot.clone();
             glommio::spawn_local(async move {
-                let identity = producer.identity().await.map(Some);
+                let deadline = batch.opened_at + producer.inner.config.delivery_timeout;
+                let identity = producer.identity(deadline).await.map(Some);
                 producer.launch(&slot, batch, identity);
                 if let Some(queue) = producer.inner.queues.borrow_mut().get_mut(&slot) {
                     queue.stamping = false;
@@ -409,8 +426,20 @@ impl Producer {
             builder,
             waiters,
             reserved_bytes,
-            ..
+            opened_at,
         } = batch;
+        let delivery_timeout = self.inner.config.delivery_timeout;
+        let expired = opened_at.elapsed() >= delivery_timeout;
+        let sequenced = !expired && matches!(identity, Ok(Some(_)));
+        // A batch that waited past its delivery timeout (its partition's earlier batches
+        // took that long) is answered without a try, and takes no sequence.
+        let identity = if expired {
+            Err(ClientError::Timeout(format!(
+                "not sent within the delivery timeout of {delivery_timeout:?}"
+            )))
+        } else {
+            identity
+        };
         let finished = identity.and_then(|identity| {
             let builder = match identity {
                 Some(identity) => self.stamp(slot, builder, identity),
@@ -433,6 +462,8 @@ impl Producer {
             waiters,
             reserved_bytes,
             attempt: 0,
+            opened_at,
+            sequenced,
         };
         match finished {
             Ok(bytes) => {
@@ -536,6 +567,18 @@ impl Producer {
         if batch.attempt >= config.retries {
             return self.finish(batch, Err(error));
         }
+        let left = config
+            .delivery_timeout
+            .saturating_sub(batch.opened_at.elapsed());
+        if left.is_zero() {
+            let timeout = config.delivery_timeout;
+            return self.finish(
+                batch,
+                Err(ClientError::Timeout(format!(
+                    "not acknowledged within the delivery timeout of {timeout:?} (last try: {error})"
+                ))),
+            );
+        }
         let overtook = matches!(
             error,
             ClientError::Broker {
@@ -555,7 +598,14 @@ impl Producer {
                         .await;
                 }
             } else {
-                glommio::timer::sleep(producer.inner.config.retry_backoff * batch.attempt).await;
+                // The try after the backoff still comes before the delivery timeout runs out.
+                let backoff = producer
+                    .inner
+                    .config
+                    .retry_backoff
+                    .saturating_mul(batch.attempt)
+                    .min(left);
+                glommio::timer::sleep(backoff).await;
                 let _ = producer.inner.cluster.refresh_metadata().await;
             }
             producer.route(batch).await;
@@ -566,9 +616,10 @@ impl Producer {
     /// Answers a batch's messages for good, and lets the partition's next batch leave.
     fn finish(&self, batch: InFlight, outcome: Result<u64, ClientError>) {
         let inner = &self.inner;
-        if outcome.is_err() && inner.config.idempotent {
+        if outcome.is_err() && inner.config.idempotent && batch.sequenced {
             // The batch may or may not be in the log: its sequence cannot be reused, and
-            // the next one must not depend on it. Start afresh under a new id.
+            // the next one must not depend on it. Start afresh under a new id. (A batch
+            // that expired before it left took no sequence, and leaves no gap.)
             inner.identity.borrow_mut().take();
         }
         let waiting = {
@@ -606,7 +657,7 @@ impl Producer {
     }
 
     /// The idempotent producer id and epoch, asked of the broker once.
-    async fn identity(&self) -> Result<(i64, i16), ClientError> {
+    async fn identity(&self, deadline: Instant) -> Result<(i64, i16), ClientError> {
         if let Some(identity) = *self.inner.identity.borrow() {
             return Ok(identity);
         }
@@ -623,6 +674,20 @@ impl Producer {
             client_id: "shardline-producer".into(),
         });
         let config = &self.inner.config;
+        let timed_out = |last: Option<&ClientError>| {
+            let timeout = config.delivery_timeout;
+            ClientError::Timeout(match last {
+                Some(error) => format!(
+                    "no producer id within the delivery timeout of {timeout:?} (last try: {error})"
+                ),
+                None => format!("no producer id within the delivery timeout of {timeout:?}"),
+            })
+        };
+        // The batch waiting for it is past its delivery timeout (another batch's request,
+        // ahead of it at the gate, took that long): no request of its own.
+        if Instant::now() >= deadline {
+            return Err(timed_out(None));
+        }
         let mut attempt = 0;
         let identity = loop {
             let result = async {
@@ -647,8 +712,13 @@ impl Producer {
             .await;
             match result {
                 Err(error) if error.is_retriable() && attempt < config.retries => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(timed_out(Some(&error)));
+                    }
                     attempt += 1;
-                    glommio::timer::sleep(config.retry_backoff * attempt).await;
+                    glommio::timer::sleep(config.retry_backoff.saturating_mul(attempt).min(left))
+                        .await;
                 }
                 other => break other?,
             }
