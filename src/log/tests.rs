@@ -1052,6 +1052,16 @@ fn journaled_shard(root: &Path) -> LogShard {
     LogShard::new(journaled_shard_config(root))
 }
 
+/// A [`journaled_shard`] whose IO obeys the returned fault plan.
+fn journaled_shard_with_faults(root: &Path) -> (LogShard, Rc<FaultPlan>) {
+    let faults = Rc::new(FaultPlan::default());
+    let shard = LogShard::new(ShardLogConfig {
+        faults: Some(faults.clone()),
+        ..journaled_shard_config(root)
+    });
+    (shard, faults)
+}
+
 /// The configuration of [`journaled_shard`].
 fn journaled_shard_config(root: &Path) -> ShardLogConfig {
     ShardLogConfig {
@@ -1268,11 +1278,7 @@ fn a_journal_checkpoint_syncs_its_partitions_together() {
     let root = tempfile::tempdir().unwrap();
     let path = root.path().to_path_buf();
     run(move || async move {
-        let faults = Rc::new(FaultPlan::default());
-        let shard = LogShard::new(ShardLogConfig {
-            faults: Some(faults.clone()),
-            ..journaled_shard_config(&path)
-        });
+        let (shard, faults) = journaled_shard_with_faults(&path);
         let logs = open_partitions(&shard, &path, 4).await;
         for (i, log) in logs.iter().enumerate() {
             let info = log.append(batch(i as u64, 1, 100), 0).await.unwrap();
@@ -1312,11 +1318,7 @@ fn journal_commits_obey_the_fault_plans_sync_faults() {
     let root = tempfile::tempdir().unwrap();
     let path = root.path().to_path_buf();
     run(move || async move {
-        let faults = Rc::new(FaultPlan::default());
-        let shard = LogShard::new(ShardLogConfig {
-            faults: Some(faults.clone()),
-            ..journaled_shard_config(&path)
-        });
+        let (shard, faults) = journaled_shard_with_faults(&path);
         let logs = open_partitions(&shard, &path, 1).await;
         let log = logs[0].clone();
         let info = log.append(batch(0, 1, 100), 0).await.unwrap();
