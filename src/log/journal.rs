@@ -478,10 +478,10 @@ impl Journal {
             state.dirty_ids.clear();
             (mark, std::mem::take(&mut state.dirty))
         };
-        // Every partition's write and fdatasync is in flight at once (up to
-        // `JOURNAL_CHECKPOINT_CONCURRENCY`), so the device and the filesystem's journal serve
-        // the syncs together: one after another, a checkpoint of 500 partitions took longer
-        // than the commits that fill half the ring, and commits waited for room.
+        // Up to `JOURNAL_CHECKPOINT_CONCURRENCY` partitions write and fdatasync at once, so
+        // that the device and the filesystem's journal serve their syncs together: one after
+        // another, a checkpoint of 500 partitions took longer than the commits that fill
+        // half the ring, and commits waited for room.
         let results: Vec<Result<(), LogIoError>> = futures::stream::iter(&partitions)
             .map(|partition| super::flush::write_and_sync_all(partition))
             .buffered(JOURNAL_CHECKPOINT_CONCURRENCY)
