@@ -115,8 +115,8 @@ struct InFlight {
     reserved_bytes: u64,
     /// Tries after the first.
     attempt: u32,
-    /// When its batch opened: its delivery timeout counts from here.
-    opened_at: Instant,
+    /// When its delivery timeout runs out (`Producer::delivery_deadline`).
+    deadline: Instant,
     /// It took a sequence of its partition (idempotent): failing for good, it leaves a gap
     /// the next batch must not be sent after under the same producer id.
     sequenced: bool,
@@ -392,8 +392,8 @@ impl Producer {
             let identity = *inner.identity.borrow();
             // A batch past its delivery timeout fails in `launch` without a try, so it
             // needs no identity (and does not wait for one from a broker that is gone).
-            let expired = batch.opened_at.elapsed() >= inner.config.delivery_timeout;
-            if !inner.config.idempotent || identity.is_some() || expired {
+            let deadline = self.delivery_deadline(batch.opened_at);
+            if !inner.config.idempotent || identity.is_some() || Instant::now() >= deadline {
                 self.launch(slot, batch, Ok(identity));
                 continue;
             }
@@ -405,7 +405,6 @@ impl Producer {
             let producer = self.clone();
             let slot = slot.clone();
             glommio::spawn_local(async move {
-                let deadline = batch.opened_at + producer.inner.config.delivery_timeout;
                 let identity = producer.identity(deadline).await.map(Some);
                 producer.launch(&slot, batch, identity);
                 if let Some(queue) = producer.inner.queues.borrow_mut().get_mut(&slot) {
@@ -428,14 +427,15 @@ impl Producer {
             reserved_bytes,
             opened_at,
         } = batch;
-        let delivery_timeout = self.inner.config.delivery_timeout;
-        let expired = opened_at.elapsed() >= delivery_timeout;
+        let deadline = self.delivery_deadline(opened_at);
+        let expired = Instant::now() >= deadline;
         let sequenced = !expired && matches!(identity, Ok(Some(_)));
         // A batch that waited past its delivery timeout (its partition's earlier batches
         // took that long) is answered without a try, and takes no sequence.
         let identity = if expired {
             Err(ClientError::Timeout(format!(
-                "not sent within the delivery timeout of {delivery_timeout:?}"
+                "not sent within the delivery timeout of {:?}",
+                self.inner.config.delivery_timeout
             )))
         } else {
             identity
@@ -462,7 +462,7 @@ impl Producer {
             waiters,
             reserved_bytes,
             attempt: 0,
-            opened_at,
+            deadline,
             sequenced,
         };
         match finished {
@@ -483,6 +483,11 @@ impl Producer {
                 glommio::spawn_local(async move { producer.finish(batch, Err(error)) }).detach();
             }
         }
+    }
+
+    /// When the delivery timeout of a batch opened at `opened_at` runs out.
+    fn delivery_deadline(&self, opened_at: Instant) -> Instant {
+        opened_at + self.inner.config.delivery_timeout
     }
 
     /// Gives a batch its producer id, epoch and the partition's next sequence.
@@ -567,9 +572,7 @@ impl Producer {
         if batch.attempt >= config.retries {
             return self.finish(batch, Err(error));
         }
-        let left = config
-            .delivery_timeout
-            .saturating_sub(batch.opened_at.elapsed());
+        let left = batch.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             let timeout = config.delivery_timeout;
             return self.finish(
