@@ -226,7 +226,30 @@ fn a_refused_message_is_retried_then_answered_with_the_error_and_its_partition_g
 /// the defaults), and a load generator whose broker died was still draining 11 minutes later.
 #[test]
 fn with_its_broker_killed_a_producer_answers_every_message_after_the_delivery_timeout() {
-    const QUEUED: usize = 2000;
+    // 2,000 messages of 1 KiB on 4 partitions, in batches of 16 KiB.
+    answered_after_broker_killed(4, 2000, 1024, 16 * 1024);
+}
+
+/// Tens of thousands of batches queued on one partition, all expiring at once, are answered
+/// one after another without the stack growing: each expired batch releases the next as it
+/// is answered, and that chain once ran as recursion (glommio's `spawn_local` polls a task
+/// right away), which overflowed the load generator's stack when its broker died.
+#[test]
+fn a_producer_answers_tens_of_thousands_of_expired_batches_on_one_partition() {
+    // Every message is a batch of its own (`batch_bytes` of 1).
+    answered_after_broker_killed(1, 30_000, 16, 1);
+}
+
+/// Stores 200 messages, kills the broker with `kill -9`, queues `queued` messages of
+/// `value_bytes` on `partitions` partitions (one batch in flight per partition, retries
+/// enough for hours, a delivery timeout of 2 s) and checks that each is answered exactly
+/// once, with a delivery-timeout error, within a cap of 60 s.
+fn answered_after_broker_killed(
+    partitions: u32,
+    queued: usize,
+    value_bytes: usize,
+    batch_bytes: usize,
+) {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = Broker::start(dir.path(), &[]);
     let address = broker.broker_arg();
@@ -234,7 +257,7 @@ fn with_its_broker_killed_a_producer_answers_every_message_after_the_delivery_ti
     let (before, after, waited) = on_executor(move || async move {
         let cluster = Cluster::new(&address, "delivery-timeout-test", true).unwrap();
         Admin::new(cluster.clone())
-            .create_topic("gone", 4, &[])
+            .create_topic("gone", partitions, &[])
             .await
             .unwrap();
         let delivery_timeout = Duration::from_secs(2);
@@ -245,12 +268,12 @@ fn with_its_broker_killed_a_producer_answers_every_message_after_the_delivery_ti
                 retries: 1000,
                 retry_backoff: Duration::from_millis(20),
                 delivery_timeout,
-                batch_bytes: 16 * 1024,
+                batch_bytes,
                 max_in_flight: 1,
                 ..ProducerConfig::default()
             },
         );
-        let value = vec![7u8; 1024];
+        let value = vec![7u8; value_bytes];
         let mut before = Vec::new();
         for index in 0..200usize {
             before.push(
@@ -268,7 +291,7 @@ fn with_its_broker_killed_a_producer_answers_every_message_after_the_delivery_ti
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
         let killed = Instant::now();
         let outcomes: Outcomes = Rc::default();
-        for index in 0..QUEUED {
+        for index in 0..queued {
             let answered = outcomes.clone();
             producer
                 .send_with("gone", Some(&index.to_le_bytes()), &value, move |outcome| {
@@ -278,7 +301,7 @@ fn with_its_broker_killed_a_producer_answers_every_message_after_the_delivery_ti
                 .unwrap();
         }
         let cap = Duration::from_secs(60);
-        while outcomes.borrow().len() < QUEUED && killed.elapsed() < cap {
+        while outcomes.borrow().len() < queued && killed.elapsed() < cap {
             glommio::timer::sleep(Duration::from_millis(20)).await;
         }
         let after = std::mem::take(&mut *outcomes.borrow_mut());
@@ -288,11 +311,11 @@ fn with_its_broker_killed_a_producer_answers_every_message_after_the_delivery_ti
     assert_eq!(before, 200, "every message before the kill was stored");
     assert_eq!(
         after.len(),
-        QUEUED,
-        "{} of {QUEUED} messages answered {waited:?} after the kill",
+        queued,
+        "{} of {queued} messages answered {waited:?} after the kill",
         after.len()
     );
-    let mut answered = vec![false; QUEUED];
+    let mut answered = vec![false; queued];
     for (index, outcome) in &after {
         assert!(!answered[*index], "message {index} answered twice");
         answered[*index] = true;

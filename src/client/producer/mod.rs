@@ -148,6 +148,11 @@ struct Inner {
     /// order they opened in), and whether the task that sends them then is running.
     lingering: RefCell<VecDeque<(Instant, Slot)>>,
     linger_running: Cell<bool>,
+    /// Partitions to pump, and whether a `pump` is draining them: a pump reached from
+    /// inside another (a batch answered as it leaves releases the next) only adds its
+    /// partition here, so the stack stays flat however many batches answer in a row.
+    to_pump: RefCell<VecDeque<Slot>>,
+    pumping: Cell<bool>,
     /// The idempotent producer id and epoch, once the broker handed them out; cleared when
     /// a batch failed for good (its sequence may or may not be in the log), so that the
     /// next batch starts afresh under a new id.
@@ -165,9 +170,9 @@ struct Inner {
 /// lingering batches), or on `flush`; leaving is a plain call that stamps the batch's
 /// sequence and hands it to the outbox, which gathers the batches leaving for one broker into
 /// one request. That request's task settles each batch: its messages are answered, and the
-/// partition's next batch may leave. Only a retry, a batch waiting for the producer id or
-/// for metadata, or one that cannot be closed (answered with the error), gets a task of its
-/// own.
+/// partition's next batch may leave. Only a retry, or a batch waiting for the producer id
+/// or for metadata, gets a task of its own; a batch that cannot be closed, or that expired
+/// before it left, is answered with the error as it leaves.
 #[derive(Clone)]
 pub struct Producer {
     inner: Rc<Inner>,
@@ -199,6 +204,8 @@ impl Producer {
                 unanswered: Cell::new(0),
                 lingering: RefCell::new(VecDeque::new()),
                 linger_running: Cell::new(false),
+                to_pump: RefCell::new(VecDeque::new()),
+                pumping: Cell::new(false),
                 identity: RefCell::new(None),
                 identity_gate: Semaphore::new(1),
             }),
@@ -360,7 +367,28 @@ impl Producer {
 
     /// Sends the partition's batches that are ready to leave, as far as its window allows.
     /// Called when a batch fills, when a linger runs out, when a batch is settled, on flush.
+    ///
+    /// Sending a batch can answer it on the spot (it expired, or its leader is known to be
+    /// missing), and answering a batch pumps its partition again. Pumped from inside a
+    /// pump, the partition only joins `to_pump`, and the outermost pump drains it: the
+    /// chain runs as a loop, not as recursion. (glommio's `spawn_local` polls the new task
+    /// right away, inside its caller, so a task does not break the chain: tens of
+    /// thousands of queued batches expiring together once overflowed the stack.)
     fn pump(&self, slot: &Slot) {
+        self.inner.to_pump.borrow_mut().push_back(slot.clone());
+        if self.inner.pumping.replace(true) {
+            return;
+        }
+        loop {
+            let next = self.inner.to_pump.borrow_mut().pop_front();
+            let Some(slot) = next else { break };
+            self.pump_partition(&slot);
+        }
+        self.inner.pumping.set(false);
+    }
+
+    /// `pump`'s work for one partition.
+    fn pump_partition(&self, slot: &Slot) {
         let inner = &self.inner;
         loop {
             let batch = {
@@ -476,12 +504,9 @@ impl Producer {
                 };
                 self.dispatch(batch);
             }
-            // Answered from a task of its own: answering releases the next batch, and this
-            // may be called while the partition's batches are being sent.
-            Err(error) => {
-                let producer = self.clone();
-                glommio::spawn_local(async move { producer.finish(batch, Err(error)) }).detach();
-            }
+            // Answered now: the partition's next batch, which this releases, leaves from the
+            // outermost `pump` (see there), not from inside this call.
+            Err(error) => self.finish(batch, Err(error)),
         }
     }
 
@@ -507,31 +532,54 @@ impl Producer {
     }
 
     /// Hands a batch to the outbox for its partition's leader. When the leader is not known
-    /// yet, or an earlier batch of the partition is still being routed, a task of the
-    /// batch's own looks it up first (those tasks run in the order they were spawned).
+    /// yet, or earlier batches of the partition are still waiting for theirs, the batch
+    /// joins the partition's `unrouted` queue, and one task per partition looks up the
+    /// leader for each in turn. (One task, not one per batch: a task spawned later could
+    /// find the leader cached, and glommio runs a new task right away, so it would send
+    /// its batch ahead of an earlier one still waiting.)
     fn dispatch(&self, batch: InFlight) {
-        let (topic, partition) = (&*batch.slot.0, batch.slot.1);
-        let routing = self
-            .inner
-            .queues
-            .borrow_mut()
-            .get_mut(&batch.slot)
-            .map_or(0, |queue| queue.routing);
-        if routing == 0 {
-            if let Some((address, epoch)) = self.inner.cluster.cached_leader(topic, partition) {
-                self.enqueue(address, epoch, batch);
-                return;
+        let slot = batch.slot.clone();
+        let cached = {
+            let mut queues = self.inner.queues.borrow_mut();
+            let queue = queues
+                .get_mut(&slot)
+                .expect("a batch leaving has its queue");
+            let cached = if queue.routing {
+                None
+            } else {
+                self.inner.cluster.cached_leader(&slot.0, slot.1)
+            };
+            match cached {
+                Some(leader) => Some((leader, batch)),
+                None => {
+                    queue.unrouted.push_back(batch);
+                    if queue.routing {
+                        return;
+                    }
+                    queue.routing = true;
+                    None
+                }
             }
-        }
-        if let Some(queue) = self.inner.queues.borrow_mut().get_mut(&batch.slot) {
-            queue.routing += 1;
+        };
+        if let Some(((address, epoch), batch)) = cached {
+            self.enqueue(address, epoch, batch);
+            return;
         }
         let producer = self.clone();
         glommio::spawn_local(async move {
-            let slot = batch.slot.clone();
-            producer.route(batch).await;
-            if let Some(queue) = producer.inner.queues.borrow_mut().get_mut(&slot) {
-                queue.routing -= 1;
+            loop {
+                let next = producer
+                    .inner
+                    .queues
+                    .borrow_mut()
+                    .get_mut(&slot)
+                    .and_then(|queue| {
+                        let next = queue.unrouted.pop_front();
+                        queue.routing = next.is_some();
+                        next
+                    });
+                let Some(batch) = next else { break };
+                producer.route(batch).await;
             }
         })
         .detach();
@@ -562,7 +610,8 @@ impl Producer {
     /// A try of a batch is over: answers it, or sends it again (retriable errors, with
     /// backoff; a batch the broker refused as out of sequence while earlier ones are still
     /// unanswered overtook them, and goes again once they have all settled). Called from a
-    /// task (the request's, or the batch's own), never from `pump`.
+    /// task (the request's, or the batch's own); the batch's own may run inside `pump`
+    /// (glommio polls a new task right away), which `pump` allows for.
     fn settle(&self, mut batch: InFlight, outcome: Result<u64, ClientError>) {
         let config = &self.inner.config;
         let error = match outcome {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 
 use super::delivery::Waiter;
+use super::InFlight;
 use crate::record::BatchBuilder;
 
 /// A partition's batch being filled (or full and waiting to leave), with its messages'
@@ -44,10 +45,12 @@ pub(super) struct PartitionQueue {
     pub(super) sequence_of: Option<i64>,
     /// Batches that left and are not answered for good.
     pub(super) in_flight: usize,
-    /// Batches on their first try that wait for their leader to be looked up: while any
-    /// does, later batches wait behind them too (`Producer::dispatch`), so that a batch
-    /// does not overtake an earlier one on its way to the broker.
-    pub(super) routing: usize,
+    /// Batches on their first try that wait for their leader to be looked up, in send
+    /// order, and whether the partition's routing task is running. While it runs, later
+    /// batches queue here too (`Producer::dispatch`), and the one task routes them one
+    /// after another, so that no batch overtakes an earlier one on its way to the broker.
+    pub(super) unrouted: VecDeque<InFlight>,
+    pub(super) routing: bool,
     /// The bytes and messages of the batch that left last: the next one is sized by it.
     pub(super) last_batch: Option<(usize, usize)>,
     /// The index the next batch sent gets; batches below `settled_below` (and those in
