@@ -11,6 +11,11 @@ use shardline::protocol::Acks;
 use crate::driver::System;
 use crate::topics::TOPICS_MAX;
 
+/// `--drain-s` by default: a minute for each stage of the drain.
+pub const DRAIN_S_DEFAULT: f64 = 60.0;
+/// The longest `--drain-s`: a day.
+pub const DRAIN_S_MAX: f64 = 86_400.0;
+
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "shardline-loadgen",
@@ -123,6 +128,11 @@ pub struct Args {
     /// Seconds of measured load after the warm-up.
     #[arg(long, default_value_t = 10.0)]
     pub duration_s: f64,
+    /// Seconds the run may go on past its end for each of: producers still sending messages
+    /// that were due before the end (their buffer was full), the wait for the last answers,
+    /// and consumers reading up to the log end. What is left then counts as failed.
+    #[arg(long, default_value_t = DRAIN_S_DEFAULT)]
+    pub drain_s: f64,
     /// Send every request through the broker's main port instead of the owning shard's.
     #[arg(long)]
     pub no_shard_routing: bool,
@@ -247,8 +257,18 @@ impl Args {
         if !(self.duration_s > 0.0 && self.duration_s.is_finite()) {
             return Err("--duration-s must be a positive number".into());
         }
+        if !(self.drain_s > 0.0 && self.drain_s <= DRAIN_S_MAX) {
+            return Err(format!(
+                "--drain-s must be a positive number of seconds, at most {DRAIN_S_MAX}"
+            ));
+        }
         crate::driver::client_settings(self)?;
         Ok(())
+    }
+
+    /// `--drain-s` (see there).
+    pub fn drain(&self) -> Duration {
+        Duration::from_secs_f64(self.drain_s)
     }
 
     /// Reads `--profile`'s `[client]` section (the whole profile is checked).

@@ -34,8 +34,6 @@ pub fn consumer_config(args: &crate::args::Args) -> ConsumerConfig {
     }
 }
 
-/// How long reading up to the log end may take once the producers are done.
-pub const DRAIN_TIME_MAX: Duration = Duration::from_secs(60);
 /// How often a consumer without partitions checks whether the run is over.
 const IDLE_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -256,7 +254,7 @@ async fn read_until_done(
     loop {
         if targets.is_none() && live.producers_done.load(Ordering::Acquire) {
             let ends = topics::log_ends(&cluster, topics, pairs).await?;
-            targets = Some((ends, Instant::now() + DRAIN_TIME_MAX));
+            targets = Some((ends, Instant::now() + args.drain()));
         }
         if let Some((ends, deadline)) = &targets {
             let reached = pairs.iter().zip(ends).all(|(&(topic, partition), &end)| {
@@ -276,8 +274,9 @@ async fn read_until_done(
             }
             if Instant::now() >= *deadline {
                 return Err(format!(
-                    "not at the log end of {} topic-partitions after {DRAIN_TIME_MAX:?}",
-                    pairs.len()
+                    "not at the log end of {} topic-partitions after {:?}",
+                    pairs.len(),
+                    args.drain()
                 ));
             }
         }

@@ -33,8 +33,6 @@ pub const PACE_US_DEFAULT: u64 = 100;
 pub const PACE_US_MAX: u64 = 100_000;
 
 const _: () = assert!(PACE_US_DEFAULT <= PACE_US_MAX);
-/// How long waiting for the last deliveries may take.
-pub const DRAIN_TIME_MAX: Duration = Duration::from_secs(60);
 /// How often the drain checks whether every delivery resolved.
 const DRAIN_POLL_INTERVAL: Duration = Duration::from_micros(500);
 /// Seeds each producer's key generator apart from the others.
@@ -167,29 +165,67 @@ async fn produce(plan: Plan, producer_id: u32, live: Arc<Live>) -> ProducerRepor
         let topic = &plan.topics[topics::topic_of(sequence, producer_id, plan.topics.len())];
         let bytes = args.message_bytes.for_message(producer_id, sequence);
         let on_delivery = watch(tally.clone(), header, permit);
-        if let Err(error) = producer
-            .send_with(topic, keys.key(sequence), &value[..bytes], on_delivery)
-            .await
-        {
+        let mut send = std::pin::pin!(producer.send_with(
+            topic,
+            keys.key(sequence),
+            &value[..bytes],
+            on_delivery
+        ));
+        // Most sends are accepted at once; one that waits for room in the producer's buffer
+        // waits at most until `--drain-s` after the run's end: a broker that stopped
+        // answering must not keep the load generator sending for good.
+        let sent = match futures_lite::future::poll_once(&mut send).await {
+            Some(sent) => sent,
+            None => {
+                let late = plan.clock.until(plan.end_unix_ns) + args.drain();
+                let give_up = async {
+                    glommio::timer::sleep(late).await;
+                    None
+                };
+                match futures_lite::future::or(async { Some(send.await) }, give_up).await {
+                    Some(sent) => sent,
+                    None => break,
+                }
+            }
+        };
+        if let Err(error) = sent {
             tally.fail(1, &error.to_string());
         }
         sequence += 1;
     }
-    drain(&producer, &tally, sequence).await;
+    drain(&producer, &tally, sequence, args.drain()).await;
+    // Messages due before the end that never got into the producer (its buffer stayed
+    // full): failed, after the ones sent (whose first error says why).
+    if let Some(schedule) = &schedule {
+        let unsent = schedule
+            .due_before(plan.end_unix_ns)
+            .saturating_sub(sequence);
+        if unsent > 0 {
+            tally.fail(
+                unsent,
+                &format!(
+                    "{unsent} messages not sent within {:?} of the run's end",
+                    args.drain()
+                ),
+            );
+        }
+    }
     tally.take_report(producer_id, sequence)
 }
 
 /// Sends what is still open and waits until each of `sent` messages resolved; the ones
-/// still unanswered after `DRAIN_TIME_MAX` count as failed.
-async fn drain(producer: &Producer, tally: &Tally, sent: u64) {
-    producer.flush().await;
-    let deadline = Instant::now() + DRAIN_TIME_MAX;
+/// still unanswered after `limit` (the flush included) count as failed.
+async fn drain(producer: &Producer, tally: &Tally, sent: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    // The flush waits for every answer, which a broker that is gone delays until the
+    // producer's delivery timeout: it gets no longer than the drain itself.
+    futures_lite::future::or(producer.flush(), glommio::timer::sleep(limit)).await;
     while tally.resolved() < sent {
         if Instant::now() >= deadline {
             let unanswered = sent - tally.resolved();
             tally.fail(
                 unanswered,
-                &format!("{unanswered} messages unanswered after {DRAIN_TIME_MAX:?}"),
+                &format!("{unanswered} messages unanswered after {limit:?}"),
             );
             return;
         }

@@ -302,6 +302,7 @@ pub fn report_json(results: &Results, args: &Args, started_unix_s: u64) -> Value
             "pace_us": args.pace_us,
             "warmup_s": args.warmup_s,
             "duration_s": args.duration_s,
+            "drain_s": args.drain_s,
             "shard_routing": args.shard_routing(),
         },
         "results": {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::args::Args;
-use crate::consumer::{ConsumerEvent, ConsumerReport, DRAIN_TIME_MAX};
+use crate::consumer::{ConsumerEvent, ConsumerReport};
 use crate::driver::Driver;
 use crate::producer::ProducerReport;
 use crate::report::{self, Results};
@@ -185,7 +185,7 @@ const GROUP_DRAIN_POLL: Duration = Duration::from_millis(50);
 
 /// Once the producers are done, in a group: waits until the members have read every
 /// topic-partition to its log end (printing the live line each second), then tells them to
-/// stop. Gives up (and stops them) after the consumers' `DRAIN_TIME_MAX`.
+/// stop. Gives up (and stops them) after `--drain-s`.
 fn drain_group(
     plan: &Plan,
     live: &Live,
@@ -194,7 +194,7 @@ fn drain_group(
     ticker: &mut Ticker,
 ) -> Result<(), String> {
     let pairs = topics::topic_partitions(plan.topics.len(), plan.partitions);
-    let deadline = Instant::now() + DRAIN_TIME_MAX;
+    let deadline = Instant::now() + plan.args.drain();
     let mut next_line = Instant::now() + LIVE_INTERVAL;
     let mut ends = driver.log_ends(plan);
     let outcome = loop {
@@ -213,8 +213,9 @@ fn drain_group(
         }
         if Instant::now() >= deadline {
             break Err(format!(
-                "the group did not read {} topic-partitions to their ends in {DRAIN_TIME_MAX:?}",
-                pairs.len()
+                "the group did not read {} topic-partitions to their ends in {:?}",
+                pairs.len(),
+                plan.args.drain()
             ));
         }
         if Instant::now() >= next_line {

@@ -85,6 +85,26 @@ impl RateSchedule {
         let offset_ns = (number * NANOS_PER_SECOND as f64 / self.rate_per_second).round();
         self.start_unix_ns.saturating_add(offset_ns as u64)
     }
+
+    /// How many of this producer's messages are due before `end_unix_ns`: the first index
+    /// due at or after it (due times rise with the index).
+    pub fn due_before(&self, end_unix_ns: u64) -> u64 {
+        let mut high = 1u64;
+        while self.intended_unix_ns(high) < end_unix_ns {
+            high = high.saturating_mul(2);
+        }
+        let mut low = 0u64;
+        // The answer lies in low..=high: every index below low is due before the end.
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if self.intended_unix_ns(middle) < end_unix_ns {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        low
+    }
 }
 
 #[cfg(test)]
@@ -116,6 +136,25 @@ mod tests {
         let hour = Duration::from_secs(3600);
         let wait = clock.pace_wait(clock.now_unix_ns() + 3_600_000_000_000, pace);
         assert!(wait.is_some_and(|wait| wait <= hour && wait > hour / 2));
+    }
+
+    #[test]
+    fn due_before_counts_the_messages_due_before_a_time() {
+        for (rate, producer, producers) in [(20_000.0, 0, 1), (333.3, 1, 3), (1.5, 2, 4)] {
+            let schedule = RateSchedule::new(1_000_000_000, rate, producer, producers);
+            for end in [
+                0,
+                1_000_000_000,
+                1_000_000_001,
+                1_700_000_000,
+                4_000_000_000,
+            ] {
+                let scanned = (0..)
+                    .take_while(|&index| schedule.intended_unix_ns(index) < end)
+                    .count() as u64;
+                assert_eq!(schedule.due_before(end), scanned, "{schedule:?} end {end}");
+            }
+        }
     }
 
     #[test]

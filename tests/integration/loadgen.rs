@@ -203,3 +203,86 @@ fn loadgen_consumers_in_a_group_share_the_partitions_and_lose_nothing() {
     run_checked(&broker, &args);
     assert!(broker.stop(), "broker stops cleanly");
 }
+
+/// With its broker killed mid-run, an open-loop load generator ends within `--drain-s` of
+/// the run's end, failing, and accounts for every message due: each was acknowledged, or
+/// failed (refused, unanswered, or never handed to the producer because its buffer stayed
+/// full). Before `--drain-s` bounded the sending, it went on sending what was due as its
+/// producer's buffer freed, and ran for many minutes.
+#[test]
+fn with_its_broker_killed_the_load_generator_ends_within_its_drain_and_counts_every_message() {
+    const RATE: u64 = 20_000;
+    let binary = build_workspace_binaries(&["shardline-loadgen"]).join("shardline-loadgen");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let mut broker = Broker::start(data_dir.path(), &[]);
+    let json_path = out_dir.path().join("run.json");
+    // 16 KiB messages at 20,000 a second fill the producer's 64 MiB buffer in a fraction
+    // of a second once the broker is gone.
+    let mut loadgen = Command::new(&binary)
+        .args(["--broker", &broker.broker_arg()])
+        .args(["--topic", "killed", "--partitions", "4"])
+        .args(["--producers", "1", "--consumers", "0", "--acks", "leader"])
+        .args(["--rate", &RATE.to_string(), "--message-bytes", "16384"])
+        .args(["--warmup-s", "0.5", "--duration-s", "4", "--drain-s", "2"])
+        .arg("--json")
+        .arg(&json_path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("loadgen starts");
+    let started = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    broker.kill();
+    // The run ends 4.5 s in, then at most 2 s of sending and 2 s of drain: 60 s is a cap
+    // far past that, and far short of the minutes the run took before.
+    let cap = std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = loadgen.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > cap {
+            let _ = loadgen.kill();
+            let _ = loadgen.wait();
+            panic!("the load generator still ran {cap:?} after it started");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let output = loadgen.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !status.success(),
+        "a run that lost its broker fails:\n{stderr}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("json written"))
+            .expect("json parses");
+    let results = &report["results"];
+    let count = |name: &str| {
+        results[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name} in {report}"))
+    };
+    let (sent, acknowledged, failed) = (
+        count("sent"),
+        count("acknowledged"),
+        count("produce_errors"),
+    );
+    assert!(
+        acknowledged > 0,
+        "messages before the kill were stored: {report}"
+    );
+    assert_eq!(
+        acknowledged + failed,
+        RATE * 9 / 2,
+        "every message due in the 4.5 s was acknowledged or failed: {report}"
+    );
+    assert!(
+        acknowledged + failed > sent,
+        "some messages due were never handed to the producer: {report}"
+    );
+    assert!(
+        results["errors"].to_string().contains("producer 0"),
+        "the failures are reported: {report}"
+    );
+}

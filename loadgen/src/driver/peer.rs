@@ -27,7 +27,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 use super::partition_for;
 use crate::args::Rate;
-use crate::consumer::{Checker, ConsumerEvent, ConsumerReport, DRAIN_TIME_MAX, FETCH_WAIT_MAX_MS};
+use crate::consumer::{Checker, ConsumerEvent, ConsumerReport, FETCH_WAIT_MAX_MS};
 use crate::keys::KeyPicker;
 use crate::payload::{value_template, Header};
 use crate::producer::{ProducerReport, KEY_SEED_BASE};
@@ -186,7 +186,7 @@ where
     if schedule_thread.join().is_err() {
         tally.fail(0, "the schedule thread panicked");
     }
-    drain(&tally, dispatched).await;
+    drain(&tally, dispatched, plan.args.drain()).await;
     tally.take_report(producer_id, dispatched)
 }
 
@@ -236,16 +236,16 @@ fn schedule(plan: &Plan, producer: u32, window: &Receiver<()>, due: &UnboundedSe
     }
 }
 
-/// Waits until each of `sent` messages resolved; the ones still unanswered after
-/// `DRAIN_TIME_MAX` count as failed.
-async fn drain(tally: &Tally, sent: u64) {
-    let deadline = Instant::now() + DRAIN_TIME_MAX;
+/// Waits until each of `sent` messages resolved; the ones still unanswered after `limit`
+/// count as failed.
+async fn drain(tally: &Tally, sent: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
     while tally.resolved() < sent {
         if Instant::now() >= deadline {
             let unanswered = sent - tally.resolved();
             tally.fail(
                 unanswered,
-                &format!("{unanswered} messages unanswered after {DRAIN_TIME_MAX:?}"),
+                &format!("{unanswered} messages unanswered after {limit:?}"),
             );
             return;
         }
@@ -319,13 +319,14 @@ where
     let clock = plan.clock;
     loop {
         if live.producers_done.load(Ordering::Acquire) {
-            let deadline = *deadline.get_or_insert_with(|| Instant::now() + DRAIN_TIME_MAX);
+            let drain = plan.args.drain();
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + drain);
             let Some(behind) = client.behind().await? else {
                 return Ok(());
             };
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "not at the end of partitions {partitions:?} after {DRAIN_TIME_MAX:?}: \
+                    "not at the end of partitions {partitions:?} after {drain:?}: \
                      {behind}"
                 ));
             }
