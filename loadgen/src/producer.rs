@@ -135,6 +135,10 @@ async fn produce(plan: Plan, producer_id: u32, live: Arc<Live>) -> ProducerRepor
         KEY_SEED_BASE + u64::from(producer_id),
     );
     let mut value = value_template(args.message_bytes.max_bytes());
+    // A send still waiting for room in the producer's buffer then gives up.
+    let stop_sending_unix_ns = plan
+        .end_unix_ns
+        .saturating_add(u64::try_from(args.drain().as_nanos()).unwrap_or(u64::MAX));
     glommio::timer::sleep(plan.clock.until(plan.start_unix_ns)).await;
     let mut sequence = 0u64;
     loop {
@@ -177,9 +181,8 @@ async fn produce(plan: Plan, producer_id: u32, live: Arc<Live>) -> ProducerRepor
         let sent = match futures_lite::future::poll_once(&mut send).await {
             Some(sent) => sent,
             None => {
-                let late = plan.clock.until(plan.end_unix_ns) + args.drain();
                 let give_up = async {
-                    glommio::timer::sleep(late).await;
+                    glommio::timer::sleep(plan.clock.until(stop_sending_unix_ns)).await;
                     None
                 };
                 match futures_lite::future::or(async { Some(send.await) }, give_up).await {

@@ -224,7 +224,7 @@ fn with_its_broker_killed_the_load_generator_ends_within_its_drain_and_counts_ev
         .args(["--topic", "killed", "--partitions", "4"])
         .args(["--producers", "1", "--consumers", "0", "--acks", "leader"])
         .args(["--rate", &RATE.to_string(), "--message-bytes", "16384"])
-        .args(["--warmup-s", "0.5", "--duration-s", "4", "--drain-s", "2"])
+        .args(["--warmup-s", "0.5", "--duration-s", "4", "--drain-s", "4"])
         .arg("--json")
         .arg(&json_path)
         .stdout(std::process::Stdio::piped())
@@ -234,8 +234,10 @@ fn with_its_broker_killed_the_load_generator_ends_within_its_drain_and_counts_ev
     let started = std::time::Instant::now();
     std::thread::sleep(std::time::Duration::from_secs(2));
     broker.kill();
-    // The run ends 4.5 s in, then at most 2 s of sending and 2 s of drain: 60 s is a cap
-    // far past that, and far short of the minutes the run took before.
+    // The run ends 4.5 s in, then at most 4 s of sending and 4 s of drain: 60 s is a cap
+    // far past that, and far short of the minutes the run took before. (The producer
+    // answers a batch about every 3 s, each freeing room for more sends: a limit counted
+    // from each send, not from the run's end, would keep the run going.)
     let cap = std::time::Duration::from_secs(60);
     let status = loop {
         if let Some(status) = loadgen.try_wait().expect("wait") {
