@@ -43,15 +43,9 @@ fn loadgen_open_loop_run_loses_nothing_and_writes_json_and_hdr_files() {
         "{stdout}"
     );
 
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("json written"))
-            .expect("json parses");
+    let report = read_report(&json_path);
     let results = &report["results"];
-    let count = |name: &str| {
-        results[name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{name} in {report}"))
-    };
+    let count = |name: &str| result_count(&report, name);
     assert_eq!(results["integrity_checked"], true, "{report}");
     assert_eq!(count("lost"), 0, "{report}");
     assert_eq!(count("duplicated"), 0, "{report}");
@@ -83,6 +77,19 @@ fn loadgen_open_loop_run_loses_nothing_and_writes_json_and_hdr_files() {
     assert!(broker.stop(), "broker stops cleanly");
 }
 
+/// The JSON report the loadgen wrote to `path`.
+fn read_report(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("json written"))
+        .expect("json parses")
+}
+
+/// A count in the report's results.
+fn result_count(report: &serde_json::Value, name: &str) -> u64 {
+    report["results"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{name} in {report}"))
+}
+
 /// Runs the loadgen against `broker` with `args` (plus `--json`); asserts it succeeded and
 /// checked everything with nothing lost, doubled or reordered; returns the JSON report.
 fn run_checked(broker: &Broker, args: &[&str]) -> serde_json::Value {
@@ -104,9 +111,7 @@ fn run_checked(broker: &Broker, args: &[&str]) -> serde_json::Value {
         output.status,
         broker.log()
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("json written"))
-            .expect("json parses");
+    let report = read_report(&json_path);
     let results = &report["results"];
     assert_eq!(results["integrity_checked"], true, "{report}");
     for name in ["lost", "duplicated", "out_of_order"] {
@@ -256,15 +261,9 @@ fn with_its_broker_killed_the_load_generator_ends_within_its_drain_and_counts_ev
         !status.success(),
         "a run that lost its broker fails:\n{stderr}"
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("json written"))
-            .expect("json parses");
+    let report = read_report(&json_path);
     let results = &report["results"];
-    let count = |name: &str| {
-        results[name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{name} in {report}"))
-    };
+    let count = |name: &str| result_count(&report, name);
     let (sent, acknowledged, failed) = (
         count("sent"),
         count("acknowledged"),
