@@ -128,9 +128,11 @@ pub struct Args {
     /// Seconds of measured load after the warm-up.
     #[arg(long, default_value_t = 10.0)]
     pub duration_s: f64,
-    /// Seconds the run may go on past its end for each of: producers still sending messages
-    /// that were due before the end (their buffer was full), the wait for the last answers,
-    /// and consumers reading up to the log end. What is left then counts as failed.
+    /// Seconds the run may go on past its end for each of: shardline's open-loop producers
+    /// still sending messages that were due before the end (their buffer was full; what is
+    /// not sent then counts among the produce errors), the wait for the last answers, and
+    /// consumers reading up to the log end. What is left then counts as failed. (A peer
+    /// system's producers send what was due however late; the other two limits hold.)
     #[arg(long, default_value_t = DRAIN_S_DEFAULT)]
     pub drain_s: f64,
     /// Send every request through the broker's main port instead of the owning shard's.

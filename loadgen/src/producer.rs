@@ -145,10 +145,21 @@ async fn produce(plan: Plan, producer_id: u32, live: Arc<Live>) -> ProducerRepor
         let (intended_unix_ns, permit) = match &schedule {
             Some(schedule) => (schedule.intended_unix_ns(sequence), None),
             None => {
-                let permit = window
-                    .acquire_static_permit(1)
-                    .await
-                    .expect("the window semaphore is never closed");
+                // A closed loop waits for a free slot of its window until the run's end
+                // at most (a broker that stopped answering frees none).
+                let mut acquire = std::pin::pin!(window.acquire_static_permit(1));
+                let acquired = match futures_lite::future::poll_once(&mut acquire).await {
+                    Some(acquired) => Some(acquired),
+                    None => {
+                        let run_over = async {
+                            glommio::timer::sleep(plan.clock.until(plan.end_unix_ns)).await;
+                            None
+                        };
+                        futures_lite::future::or(async { Some(acquire.await) }, run_over).await
+                    }
+                };
+                let Some(acquired) = acquired else { break };
+                let permit = acquired.expect("the window semaphore is never closed");
                 (plan.clock.now_unix_ns(), Some(permit))
             }
         };

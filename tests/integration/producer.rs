@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use shardline::client::{
     partition_for_key, Admin, ClientError, Cluster, Producer, ProducerConfig, RecordMetadata,
 };
@@ -227,24 +228,28 @@ fn a_refused_message_is_retried_then_answered_with_the_error_and_its_partition_g
 #[test]
 fn with_its_broker_killed_a_producer_answers_every_message_after_the_delivery_timeout() {
     // 2,000 messages of 1 KiB on 4 partitions, in batches of 16 KiB.
-    answered_after_broker_killed(4, 2000, 1024, 16 * 1024);
+    answered_after_broker_gone(Signal::SIGKILL, 4, 2000, 1024, 16 * 1024);
 }
 
-/// Tens of thousands of batches queued on one partition, all expiring at once, are answered
-/// one after another without the stack growing: each expired batch releases the next as it
-/// is answered, and that chain once ran as recursion (glommio's `spawn_local` polls a task
-/// right away), which overflowed the load generator's stack when its broker died.
+/// Tens of thousands of batches queued on one partition, expired together, are answered one
+/// after another without the stack growing: each expired batch releases the next as it is
+/// answered, and that chain once ran as recursion (glommio's `spawn_local` polls a task
+/// right away), which overflowed the load generator's stack when its broker died. The
+/// broker is stopped (`SIGSTOP`), so the first batch waits for its request's 5 s timeout,
+/// past the 2 s delivery timeout of every batch queued behind it.
 #[test]
 fn a_producer_answers_tens_of_thousands_of_expired_batches_on_one_partition() {
     // Every message is a batch of its own (`batch_bytes` of 1).
-    answered_after_broker_killed(1, 30_000, 16, 1);
+    answered_after_broker_gone(Signal::SIGSTOP, 1, 30_000, 16, 1);
 }
 
-/// Stores 200 messages, kills the broker with `kill -9`, queues `queued` messages of
-/// `value_bytes` on `partitions` partitions (one batch in flight per partition, retries
-/// enough for hours, a delivery timeout of 2 s) and checks that each is answered exactly
-/// once, with a delivery-timeout error, within a cap of 60 s.
-fn answered_after_broker_killed(
+/// Stores 200 messages, sends the broker `signal` (`SIGKILL`, or `SIGSTOP` to leave requests
+/// unanswered), queues `queued` messages of `value_bytes` on `partitions` partitions (one
+/// batch in flight per partition, retries enough for hours, a delivery timeout of 2 s, a
+/// request timeout of 5 s) and checks that each is answered exactly once, with a
+/// delivery-timeout error, within a cap of 60 s.
+fn answered_after_broker_gone(
+    signal: Signal,
     partitions: u32,
     queued: usize,
     value_bytes: usize,
@@ -268,6 +273,7 @@ fn answered_after_broker_killed(
                 retries: 1000,
                 retry_backoff: Duration::from_millis(20),
                 delivery_timeout,
+                request_timeout: Duration::from_secs(5),
                 batch_bytes,
                 max_in_flight: 1,
                 ..ProducerConfig::default()
@@ -288,7 +294,7 @@ fn answered_after_broker_killed(
         for delivery in before {
             stored += usize::from(delivery.wait().await.is_ok());
         }
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        nix::sys::signal::kill(pid, signal).unwrap();
         let killed = Instant::now();
         let outcomes: Outcomes = Rc::default();
         for index in 0..queued {

@@ -170,9 +170,10 @@ struct Inner {
 /// lingering batches), or on `flush`; leaving is a plain call that stamps the batch's
 /// sequence and hands it to the outbox, which gathers the batches leaving for one broker into
 /// one request. That request's task settles each batch: its messages are answered, and the
-/// partition's next batch may leave. Only a retry, or a batch waiting for the producer id
-/// or for metadata, gets a task of its own; a batch that cannot be closed, or that expired
-/// before it left, is answered with the error as it leaves.
+/// partition's next batch may leave. Only a retry, or a batch waiting for the producer id,
+/// gets a task of its own; batches waiting for their leader to be looked up share one task
+/// per partition; a batch that cannot be closed, or that expired before it left, is
+/// answered with the error as it leaves.
 #[derive(Clone)]
 pub struct Producer {
     inner: Rc<Inner>,
@@ -379,12 +380,20 @@ impl Producer {
         if self.inner.pumping.replace(true) {
             return;
         }
+        // Cleared however the loop ends: a delivery callback that panics must not leave
+        // every later pump only queueing.
+        struct Pumping<'a>(&'a Cell<bool>);
+        impl Drop for Pumping<'_> {
+            fn drop(&mut self) {
+                self.0.set(false);
+            }
+        }
+        let _pumping = Pumping(&self.inner.pumping);
         loop {
             let next = self.inner.to_pump.borrow_mut().pop_front();
             let Some(slot) = next else { break };
             self.pump_partition(&slot);
         }
-        self.inner.pumping.set(false);
     }
 
     /// `pump`'s work for one partition.
@@ -579,6 +588,19 @@ impl Producer {
                         next
                     });
                 let Some(batch) = next else { break };
+                // Lookups of a partition go one after another, and one against brokers that
+                // are gone takes seconds: a batch whose turn comes past its delivery
+                // timeout is answered without one.
+                if Instant::now() >= batch.deadline {
+                    let timeout = producer.inner.config.delivery_timeout;
+                    producer.finish(
+                        batch,
+                        Err(ClientError::Timeout(format!(
+                            "no leader found within the delivery timeout of {timeout:?}"
+                        ))),
+                    );
+                    continue;
+                }
                 producer.route(batch).await;
             }
         })
@@ -610,8 +632,8 @@ impl Producer {
     /// A try of a batch is over: answers it, or sends it again (retriable errors, with
     /// backoff; a batch the broker refused as out of sequence while earlier ones are still
     /// unanswered overtook them, and goes again once they have all settled). Called from a
-    /// task (the request's, or the batch's own); the batch's own may run inside `pump`
-    /// (glommio polls a new task right away), which `pump` allows for.
+    /// task: the request's, the batch's retry, or its partition's routing task; the last
+    /// may run inside `pump` (glommio polls a new task right away), which `pump` allows for.
     fn settle(&self, mut batch: InFlight, outcome: Result<u64, ClientError>) {
         let config = &self.inner.config;
         let error = match outcome {
