@@ -220,6 +220,60 @@ fn a_refused_message_is_retried_then_answered_with_the_error_and_its_partition_g
     }
 }
 
+/// With the default retries, a producer rides out a refusal that lasts longer than ten
+/// retries' backoff (2.75 s, the old default's whole budget): it keeps retrying until the
+/// delivery timeout, so a leader election or a broker restart does not fail the batches
+/// waiting for it. Here the broker refuses acks=all for 4 s (too few in-sync replicas), then
+/// takes the messages.
+#[test]
+fn with_the_default_retries_a_producer_rides_out_a_refusal_longer_than_ten_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), &[]);
+    let address = broker.broker_arg();
+    let outcomes = on_executor(move || async move {
+        let cluster = Cluster::new(&address, "ride-out-test", true).unwrap();
+        let admin = Admin::new(cluster.clone());
+        let min_insync =
+            |replicas: &str| vec![("min.insync.replicas".to_string(), replicas.to_string())];
+        admin
+            .create_topic("waits", 2, &min_insync("2"))
+            .await
+            .unwrap();
+        let producer = Producer::new(cluster, ProducerConfig::default());
+        let mut deliveries = Vec::new();
+        for index in 0..10usize {
+            deliveries.push(
+                producer
+                    .send("waits", Some(&index.to_le_bytes()), b"stored late")
+                    .await
+                    .unwrap(),
+            );
+        }
+        glommio::timer::sleep(Duration::from_secs(4)).await;
+        admin
+            .alter_configs("waits", &min_insync("1"), &[])
+            .await
+            .unwrap();
+        let answered = async {
+            let mut outcomes = Vec::new();
+            for delivery in deliveries {
+                outcomes.push(delivery.wait().await);
+            }
+            Some(outcomes)
+        };
+        let cap = async {
+            glommio::timer::sleep(Duration::from_secs(60)).await;
+            None
+        };
+        futures_lite::future::or(answered, cap)
+            .await
+            .expect("every message answered within 60 s")
+    });
+    for (index, outcome) in outcomes.iter().enumerate() {
+        assert!(outcome.is_ok(), "message {index}: {outcome:?}");
+    }
+}
+
 /// With its broker killed, a producer answers every message once the delivery timeout has
 /// passed, however many retries are left: the batch being tried stops trying, and the
 /// batches queued behind it fail without a try of their own. Before the timeout existed,

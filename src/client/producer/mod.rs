@@ -59,8 +59,13 @@ pub struct ProducerConfig {
     pub buffer_bytes: usize,
     /// How long the broker may take to acknowledge.
     pub request_timeout: Duration,
+    /// Tries after the first, at most. By default as many as the delivery timeout allows
+    /// (as Kafka's producer): a leader election or a broker's restart that takes longer than
+    /// a few retries' backoff must not fail the batches waiting for it.
     pub retries: u32,
+    /// The wait before the n-th retry is n times this, up to `retry_backoff_max`.
     pub retry_backoff: Duration,
+    pub retry_backoff_max: Duration,
     /// How long a message may take to be acknowledged, from when its batch opened, retries
     /// included. Past it, a try that fails is not followed by another, and a batch still
     /// waiting to leave fails without being sent: both answer `ClientError::Timeout`. So
@@ -79,6 +84,15 @@ pub struct ProducerConfig {
     pub clock: crate::clock::ClockRef,
 }
 
+impl ProducerConfig {
+    /// The wait before retry number `attempt` (from 1).
+    fn backoff(&self, attempt: u32) -> Duration {
+        self.retry_backoff
+            .saturating_mul(attempt)
+            .min(self.retry_backoff_max)
+    }
+}
+
 impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
@@ -87,8 +101,9 @@ impl Default for ProducerConfig {
             batch_bytes: 256 * 1024,
             buffer_bytes: 64 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
-            retries: 10,
+            retries: u32::MAX,
             retry_backoff: Duration::from_millis(50),
+            retry_backoff_max: Duration::from_secs(1),
             delivery_timeout: Duration::from_secs(PRODUCER_DELIVERY_TIMEOUT_S_DEFAULT),
             codec: Codec::None,
             idempotent: true,
@@ -673,12 +688,7 @@ impl Producer {
                 }
             } else {
                 // The try after the backoff still comes before the delivery timeout runs out.
-                let backoff = producer
-                    .inner
-                    .config
-                    .retry_backoff
-                    .saturating_mul(batch.attempt)
-                    .min(left);
+                let backoff = producer.inner.config.backoff(batch.attempt).min(left);
                 glommio::timer::sleep(backoff).await;
                 let _ = producer.inner.cluster.refresh_metadata().await;
             }
@@ -791,8 +801,7 @@ impl Producer {
                         return Err(timed_out(Some(&error)));
                     }
                     attempt += 1;
-                    glommio::timer::sleep(config.retry_backoff.saturating_mul(attempt).min(left))
-                        .await;
+                    glommio::timer::sleep(config.backoff(attempt).min(left)).await;
                 }
                 other => break other?,
             }
@@ -816,5 +825,26 @@ impl Producer {
         while self.inner.unanswered.get() > 0 {
             glommio::timer::sleep(Duration::from_micros(200)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_backoff_grows_with_the_attempt_up_to_its_cap() {
+        let config = ProducerConfig::default();
+        assert_eq!(config.backoff(1), Duration::from_millis(50));
+        assert_eq!(config.backoff(10), Duration::from_millis(500));
+        assert_eq!(config.backoff(20), Duration::from_secs(1));
+        assert_eq!(config.backoff(21), Duration::from_secs(1));
+        // Unbounded retries: the multiplication saturates instead of overflowing.
+        assert_eq!(config.backoff(u32::MAX), Duration::from_secs(1));
+        assert_eq!(
+            config.retries,
+            u32::MAX,
+            "retries end with the delivery timeout"
+        );
     }
 }
