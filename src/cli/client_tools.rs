@@ -195,6 +195,10 @@ pub enum AcksArg {
     All,
 }
 
+/// `shardline produce --retries` by default: 10 tries after the first, 2.75 s of backoff
+/// with the producer's defaults (the library's producer retries until its delivery timeout).
+pub const CLI_PRODUCE_RETRIES_DEFAULT: u32 = 10;
+
 #[derive(Args)]
 pub struct ProduceArgs {
     #[command(flatten)]
@@ -210,6 +214,12 @@ pub struct ProduceArgs {
     linger_ms: u64,
     #[arg(long, default_value_t = 256 * 1024)]
     batch_bytes: usize,
+    /// Tries after the first for a refused or unanswered batch, before its lines are
+    /// reported failed. The default gives up within seconds, as a console tool should;
+    /// pass a large number to wait out a leader election (up to the producer's 2-minute
+    /// delivery timeout).
+    #[arg(long, default_value_t = CLI_PRODUCE_RETRIES_DEFAULT)]
+    retries: u32,
     /// Connect to the broker's main port only (no shard-aware routing).
     #[arg(long)]
     no_shard_routing: bool,
@@ -415,6 +425,7 @@ pub fn run_produce(args: ProduceArgs) -> Result<(), String> {
             },
             linger: Duration::from_millis(args.linger_ms),
             batch_bytes: args.batch_bytes,
+            retries: args.retries,
             ..ProducerConfig::default()
         };
         let producer = Producer::new(cluster, config);
