@@ -85,6 +85,16 @@ pub struct ProducerConfig {
 }
 
 impl ProducerConfig {
+    /// When the delivery timeout of a batch opened at `opened_at` runs out. A timeout too
+    /// long for the clock (`Duration::MAX`, to retry for good) means a century from then.
+    fn deadline_from(&self, opened_at: Instant) -> Instant {
+        const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        opened_at
+            .checked_add(self.delivery_timeout)
+            .or_else(|| opened_at.checked_add(CENTURY))
+            .unwrap_or(opened_at)
+    }
+
     /// The wait before retry number `attempt` (from 1).
     fn backoff(&self, attempt: u32) -> Duration {
         self.retry_backoff
@@ -536,7 +546,7 @@ impl Producer {
 
     /// When the delivery timeout of a batch opened at `opened_at` runs out.
     fn delivery_deadline(&self, opened_at: Instant) -> Instant {
-        opened_at + self.inner.config.delivery_timeout
+        self.inner.config.deadline_from(opened_at)
     }
 
     /// Gives a batch its producer id, epoch and the partition's next sequence.
@@ -846,5 +856,18 @@ mod tests {
             u32::MAX,
             "retries end with the delivery timeout"
         );
+    }
+
+    #[test]
+    fn a_delivery_timeout_too_long_for_the_clock_is_a_century_not_a_panic() {
+        let now = Instant::now();
+        let default = ProducerConfig::default();
+        assert_eq!(default.deadline_from(now), now + Duration::from_secs(120));
+        let forever = ProducerConfig {
+            delivery_timeout: Duration::MAX,
+            ..ProducerConfig::default()
+        };
+        let deadline = forever.deadline_from(now);
+        assert!(deadline > now + Duration::from_secs(99 * 365 * 24 * 3600));
     }
 }
