@@ -4,6 +4,7 @@
 //! before. Closed loop (`--rate max`): at most `--outstanding` messages unacknowledged.
 //! Produce-ack latency runs from the intended send time (the send call in closed loop).
 
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use shardline::client::{ClientError, Producer, RecordMetadata};
 use crate::args::Rate;
 use crate::keys::KeyPicker;
 use crate::payload::{value_template, Header};
-use crate::schedule::RateSchedule;
+use crate::schedule::{Clock, RateSchedule};
 use crate::stats::{new_histogram, Bitset, Live, Plan};
 use crate::tally::Tally;
 use crate::topics;
@@ -147,18 +148,10 @@ async fn produce(plan: Plan, producer_id: u32, live: Arc<Live>) -> ProducerRepor
             None => {
                 // A closed loop waits for a free slot of its window until the run's end
                 // at most (a broker that stopped answering frees none).
-                let mut acquire = std::pin::pin!(window.acquire_static_permit(1));
-                let acquired = match futures_lite::future::poll_once(&mut acquire).await {
-                    Some(acquired) => Some(acquired),
-                    None => {
-                        let run_over = async {
-                            glommio::timer::sleep(plan.clock.until(plan.end_unix_ns)).await;
-                            None
-                        };
-                        futures_lite::future::or(async { Some(acquire.await) }, run_over).await
-                    }
+                let acquire = window.acquire_static_permit(1);
+                let Some(acquired) = by(&plan.clock, plan.end_unix_ns, acquire).await else {
+                    break;
                 };
-                let Some(acquired) = acquired else { break };
                 let permit = acquired.expect("the window semaphore is never closed");
                 (plan.clock.now_unix_ns(), Some(permit))
             }
@@ -180,27 +173,12 @@ async fn produce(plan: Plan, producer_id: u32, live: Arc<Live>) -> ProducerRepor
         let topic = &plan.topics[topics::topic_of(sequence, producer_id, plan.topics.len())];
         let bytes = args.message_bytes.for_message(producer_id, sequence);
         let on_delivery = watch(tally.clone(), header, permit);
-        let mut send = std::pin::pin!(producer.send_with(
-            topic,
-            keys.key(sequence),
-            &value[..bytes],
-            on_delivery
-        ));
-        // Most sends are accepted at once; one that waits for room in the producer's buffer
-        // waits at most until `--drain-s` after the run's end: a broker that stopped
-        // answering must not keep the load generator sending for good.
-        let sent = match futures_lite::future::poll_once(&mut send).await {
-            Some(sent) => sent,
-            None => {
-                let give_up = async {
-                    glommio::timer::sleep(plan.clock.until(stop_sending_unix_ns)).await;
-                    None
-                };
-                match futures_lite::future::or(async { Some(send.await) }, give_up).await {
-                    Some(sent) => sent,
-                    None => break,
-                }
-            }
+        let send = producer.send_with(topic, keys.key(sequence), &value[..bytes], on_delivery);
+        // A send that waits for room in the producer's buffer waits at most until
+        // `--drain-s` after the run's end: a broker that stopped answering must not keep
+        // the load generator sending for good.
+        let Some(sent) = by(&plan.clock, stop_sending_unix_ns, send).await else {
+            break;
         };
         if let Err(error) = sent {
             tally.fail(1, &error.to_string());
@@ -225,6 +203,20 @@ async fn produce(plan: Plan, producer_id: u32, live: Arc<Live>) -> ProducerRepor
         }
     }
     tally.take_report(producer_id, sequence)
+}
+
+/// `future`'s output, or `None` once `unix_ns` has passed without it. Polled once first,
+/// so a future that is ready at once (most sends, most window slots) costs no timer.
+async fn by<T>(clock: &Clock, unix_ns: u64, future: impl Future<Output = T>) -> Option<T> {
+    let mut future = std::pin::pin!(future);
+    if let Some(output) = futures_lite::future::poll_once(&mut future).await {
+        return Some(output);
+    }
+    let passed = async {
+        glommio::timer::sleep(clock.until(unix_ns)).await;
+        None
+    };
+    futures_lite::future::or(async { Some(future.await) }, passed).await
 }
 
 /// Sends what is still open and waits until each of `sent` messages resolved; the ones
