@@ -85,6 +85,15 @@ impl FlushRounds {
             }
         };
         if let Some(round) = wanted {
+            // Counted in `next` from here on: if this future is dropped before it is
+            // admitted, the guard takes the place back; if dropped after its round began,
+            // it leaves that round as a ticket would. Otherwise a cancelled entry would be
+            // a member that never writes nor leaves, and every later round would wait on it.
+            let mut waiting = Waiting {
+                rounds: self,
+                round,
+                admitted: false,
+            };
             poll_fn(|cx| {
                 let mut state = self.state.borrow_mut();
                 if state.current >= round {
@@ -94,6 +103,7 @@ impl FlushRounds {
                 Poll::Pending
             })
             .await;
+            waiting.admitted = true;
         }
         RoundTicket {
             rounds: Some(self.clone()),
@@ -113,6 +123,36 @@ impl FlushRounds {
             for waker in state.write_waiters.drain(..) {
                 waker.wake();
             }
+        }
+    }
+}
+
+/// An `enter` waiting for the next round (see `enter`).
+struct Waiting<'a> {
+    rounds: &'a Rc<FlushRounds>,
+    round: u64,
+    admitted: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.admitted {
+            return;
+        }
+        let began = {
+            let mut state = self.rounds.state.borrow_mut();
+            let began = state.current >= self.round;
+            if !began {
+                state.next -= 1;
+            }
+            began
+        };
+        if began {
+            // A member of the round in flight: leave it unwritten, as a ticket does.
+            drop(RoundTicket {
+                rounds: Some(self.rounds.clone()),
+                wrote: false,
+            });
         }
     }
 }
@@ -271,6 +311,45 @@ mod tests {
                 one.wrote().await;
                 two.wrote().await;
                 assert_eq!(open.counts(), (0, 0));
+            })
+        });
+    }
+
+    /// An entry dropped while it waits for the next round (before or after that round
+    /// began) leaves no phantom member behind: the rounds after it still complete.
+    #[test]
+    fn an_entry_cancelled_while_waiting_does_not_stall_later_rounds() {
+        on_executor(|| {
+            Box::pin(async {
+                for began_before_drop in [false, true] {
+                    let rounds = Rc::new(FlushRounds::new(true));
+                    let mut first = rounds.enter().await;
+                    first.wrote().await;
+                    // The round in flight wrote, so this entry waits for the next one.
+                    let mut waiting = Box::pin(rounds.enter());
+                    assert!(futures::poll!(waiting.as_mut()).is_pending());
+                    if began_before_drop {
+                        // Round 2 begins with the waiting entry as its only member.
+                        drop(first);
+                        assert_eq!(rounds.counts(), (2, 2));
+                        drop(waiting);
+                    } else {
+                        drop(waiting);
+                        drop(first);
+                        assert_eq!(rounds.counts(), (1, 1), "no round for a cancelled entry");
+                    }
+                    // A later partition goes out, writes and leaves; then another does.
+                    for _ in 0..2 {
+                        let mut ticket = rounds
+                            .enter()
+                            .now_or_never()
+                            .expect("no round in flight: the gate is open");
+                        ticket
+                            .wrote()
+                            .now_or_never()
+                            .expect("no other member holds the write barrier");
+                    }
+                }
             })
         });
     }
