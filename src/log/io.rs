@@ -193,11 +193,18 @@ impl SegmentFile {
     pub async fn sync(&self) -> Result<(), LogIoError> {
         if let Some(faults) = &self.faults {
             if faults.stall_syncs.get() {
+                // Counted while it waits, however the wait ends (a dropped sync too).
+                struct Stalled<'a>(&'a Cell<usize>);
+                impl Drop for Stalled<'_> {
+                    fn drop(&mut self) {
+                        self.0.set(self.0.get() - 1);
+                    }
+                }
                 faults.syncs_stalled.set(faults.syncs_stalled.get() + 1);
+                let _stalled = Stalled(&faults.syncs_stalled);
                 while faults.stall_syncs.get() {
                     glommio::timer::sleep(STALL_POLL).await;
                 }
-                faults.syncs_stalled.set(faults.syncs_stalled.get() - 1);
             }
         }
         if self.faults.as_ref().is_some_and(|f| f.fail_syncs.get()) {
@@ -399,4 +406,38 @@ pub async fn sync_directory(path: &Path) -> Result<(), LogIoError> {
         .close()
         .await
         .map_err(|e| LogIoError::new("closing directory", path, 0, e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    /// A sync waiting at the fault plan's stall is counted while it waits, and no longer
+    /// once it is dropped there (a test that counts syncs in flight must not see a ghost).
+    #[test]
+    fn a_stalled_sync_dropped_while_it_waits_is_no_longer_counted() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("segment");
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(256 * 1024)
+            .spawn(move || async move {
+                let faults = Rc::new(FaultPlan::default());
+                let file = SegmentFile::create(&path, Some(faults.clone()), None)
+                    .await
+                    .unwrap();
+                faults.stall_syncs.set(true);
+                let mut sync = Box::pin(file.sync());
+                assert!((&mut sync).now_or_never().is_none(), "stalled");
+                assert_eq!(faults.syncs_stalled.get(), 1);
+                drop(sync);
+                assert_eq!(faults.syncs_stalled.get(), 0);
+                faults.stall_syncs.set(false);
+                file.sync().await.unwrap();
+                assert_eq!(faults.syncs_stalled.get(), 0);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 }
