@@ -45,6 +45,13 @@ const FILES_PER_SHARD: u64 = 16;
 const PROBE_BYTES: usize = 4096;
 /// How long the io_uring probe's timer sleeps.
 const PROBE_TIMER: Duration = Duration::from_millis(1);
+/// Wake-ups the wake-latency probe times (each after its sleeper has parked).
+const WAKE_PROBES: usize = 200;
+/// How long the wake-latency probe waits before each wake-up, so that the woken thread is
+/// parked in the kernel (past any spinning in the channel) when it is woken.
+const WAKE_PROBE_GAP: Duration = Duration::from_micros(500);
+/// A median wake-up slower than this is reported: each park and wake of a shard costs it.
+const WAKE_LATENCY_WARN: Duration = Duration::from_micros(50);
 
 const _: () = assert!(PROBE_BYTES as u64 == crate::constants::IO_ALIGNMENT_BYTES);
 
@@ -145,6 +152,7 @@ fn check(args: CheckArgs) -> Result<(), String> {
         ),
         check_cpu_governor(),
         evaluate_cpu_sharing(cpus, shard_count, profile.runtime.spin_before_park_us),
+        evaluate_wake_latency(probe_wake_latency(), profile.runtime.spin_before_park_us),
         check_disk_scheduler(data_dir.as_ref()),
         check_transparent_hugepages(),
         check_open_files(shard_count, profile.storage.open_files_max),
@@ -675,6 +683,143 @@ fn evaluate_cpu_sharing(cpus: usize, shard_count: usize, spin_before_park_us: u6
     Finding::new("cpu_sharing", Status::Ok, detail)
 }
 
+// Wake latency -------------------------------------------------------------------------------
+
+/// What the wake-latency probe saw: the median and 90th percentile of how long a thread
+/// parked in the kernel took to run once another thread woke it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WakeLatency {
+    median: Duration,
+    p90: Duration,
+    /// The two threads ran on two different CPUs (as two shards do); else on one.
+    across_cpus: bool,
+}
+
+/// Times `WAKE_PROBES` wake-ups of a parked thread by a thread on another CPU (the first
+/// two this process may use; both threads are the probe's own and are pinned only while
+/// they run, and both sleep between wake-ups). `None` if a probe thread could not start.
+/// A shard that runs out of work parks the same way, and every request that arrives while
+/// it is parked pays this before any of the broker's own work.
+fn probe_wake_latency() -> Option<WakeLatency> {
+    use std::sync::mpsc;
+    use std::time::Instant;
+    let cpus: Vec<usize> = match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..nix::sched::CpuSet::count())
+            .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+            .take(2)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let across_cpus = cpus.len() == 2;
+    let targets: Option<[usize; 2]> = across_cpus.then(|| [cpus[0], cpus[1]]);
+    let pin = move |index: usize| {
+        if let Some(targets) = targets {
+            let mut set = nix::sched::CpuSet::new();
+            if set.set(targets[index]).is_ok() {
+                let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+            }
+        }
+    };
+    let (to_sleeper, sleeper_inbox) = mpsc::channel::<Instant>();
+    let (to_prober, prober_inbox) = mpsc::channel::<Duration>();
+    let sleeper = std::thread::Builder::new()
+        .name("wake-probe-sleeper".into())
+        .spawn(move || {
+            pin(1);
+            while let Ok(sent_at) = sleeper_inbox.recv() {
+                if to_prober.send(sent_at.elapsed()).is_err() {
+                    break;
+                }
+            }
+        })
+        .ok()?;
+    let prober = std::thread::Builder::new()
+        .name("wake-probe".into())
+        .spawn(move || {
+            pin(0);
+            let mut latencies = Vec::with_capacity(WAKE_PROBES);
+            for _ in 0..WAKE_PROBES {
+                std::thread::sleep(WAKE_PROBE_GAP);
+                if to_sleeper.send(Instant::now()).is_err() {
+                    break;
+                }
+                match prober_inbox.recv() {
+                    Ok(latency) => latencies.push(latency),
+                    Err(_) => break,
+                }
+            }
+            latencies
+        });
+    let mut latencies = prober.ok()?.join().ok()?;
+    let _ = sleeper.join();
+    if latencies.len() < WAKE_PROBES {
+        return None;
+    }
+    latencies.sort_unstable();
+    Some(WakeLatency {
+        median: latencies[latencies.len() / 2],
+        p90: latencies[latencies.len() * 9 / 10],
+        across_cpus,
+    })
+}
+
+/// Whether waking a parked thread on another CPU is fast here. Where it is not (deep CPU
+/// idle states, some virtual machines), every request that finds its shard parked waits
+/// that long first. Spinning before parking keeps a shard awake through short gaps.
+fn evaluate_wake_latency(measured: Option<WakeLatency>, spin_before_park_us: u64) -> Finding {
+    let Some(WakeLatency {
+        median,
+        p90,
+        across_cpus,
+    }) = measured
+    else {
+        return Finding::new(
+            "wake_latency",
+            Status::Unknown,
+            "the probe's threads did not run",
+        );
+    };
+    let micros = |d: Duration| d.as_secs_f64() * 1e6;
+    let detail = format!(
+        "a parked thread ran {:.0} µs after a wake-up from {} (median; p90 {:.0} µs, \
+         {WAKE_PROBES} wake-ups)",
+        micros(median),
+        if across_cpus {
+            "another CPU"
+        } else {
+            "its own CPU"
+        },
+        micros(p90)
+    );
+    if median <= WAKE_LATENCY_WARN {
+        return Finding::new("wake_latency", Status::Ok, detail);
+    }
+    if Duration::from_micros(spin_before_park_us) >= median * 2 {
+        return Finding::new(
+            "wake_latency",
+            Status::Ok,
+            format!(
+                "{detail}: slow, but the profile's shards spin {spin_before_park_us} µs \
+                 before they park"
+            ),
+        );
+    }
+    Finding::new(
+        "wake_latency",
+        Status::Warn,
+        format!(
+            "{detail}: slow (deep CPU idle states, or a virtual machine); every request that \
+             finds its shard parked waits this long before the broker sees it"
+        ),
+    )
+    .advise(format!(
+        "where latency matters, set runtime.spin_before_park_us to at least {} (the latency \
+         profile spins 200), at the cost of a busy CPU per shard; on bare metal, limit the \
+         CPUs' idle states",
+        (micros(median) * 2.0).ceil() as u64
+    ))
+}
+
 // O_DIRECT -----------------------------------------------------------------------------------
 
 /// One IO page, aligned as direct IO requires.
@@ -851,6 +996,51 @@ mod tests {
         assert_eq!(shrunk.status, Status::Warn, "{shrunk}");
         assert!(shrunk.detail.contains("3 MiB per shard"), "{shrunk}");
         assert!(shrunk.advice.is_some());
+    }
+
+    #[test]
+    fn wake_latency_warns_when_slow_unless_the_profile_spins_past_it() {
+        let seen = |median: u64, p90: u64| {
+            Some(WakeLatency {
+                median: Duration::from_micros(median),
+                p90: Duration::from_micros(p90),
+                across_cpus: true,
+            })
+        };
+        let fast = evaluate_wake_latency(seen(28, 36), 0);
+        assert_eq!(fast.status, Status::Ok);
+        assert!(
+            fast.detail
+                .contains("28 µs after a wake-up from another CPU"),
+            "{fast}"
+        );
+        let slow = evaluate_wake_latency(seen(110, 160), 0);
+        assert_eq!(slow.status, Status::Warn);
+        assert!(slow.detail.contains("110 µs") && slow.detail.contains("p90 160 µs"));
+        let advice = slow.advice.expect("advice");
+        assert!(
+            advice.contains("spin_before_park_us to at least 220"),
+            "{advice}"
+        );
+        // Spinning twice the wake-up covers it; a shorter spin does not.
+        assert_eq!(evaluate_wake_latency(seen(90, 120), 200).status, Status::Ok);
+        assert_eq!(
+            evaluate_wake_latency(seen(110, 160), 200).status,
+            Status::Warn
+        );
+        assert_eq!(evaluate_wake_latency(None, 0).status, Status::Unknown);
+    }
+
+    #[test]
+    fn the_wake_latency_probe_times_every_wake_up_and_leaves_the_caller_unpinned() {
+        let before = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
+        let seen = probe_wake_latency().expect("the probe's threads run");
+        assert!(
+            seen.median > Duration::ZERO && seen.median <= seen.p90,
+            "{seen:?}"
+        );
+        let after = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
+        assert_eq!(before, after, "the probe pins only its own threads");
     }
 
     #[test]

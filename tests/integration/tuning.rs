@@ -10,11 +10,12 @@ use crate::harness::{cli, Broker};
 const PROFILES: [&str; 4] = ["balanced", "latency", "throughput", "durable"];
 
 /// The checks `shardline tuning check` reports, one line each.
-const CHECKS: [&str; 8] = [
+const CHECKS: [&str; 9] = [
     "io_uring",
     "memlock",
     "cpu_governor",
     "cpu_sharing",
+    "wake_latency",
     "disk_scheduler",
     "transparent_hugepages",
     "open_files",
