@@ -52,6 +52,9 @@ const WAKE_PROBES: usize = 200;
 const WAKE_PROBE_GAP: Duration = Duration::from_micros(500);
 /// A median wake-up slower than this is reported: each park and wake of a shard costs it.
 const WAKE_LATENCY_WARN: Duration = Duration::from_micros(50);
+/// A profile whose shards spin this many times the median wake-up before they park stays
+/// awake through gaps shorter than that, so a slow wake-up is not reported for it.
+const WAKE_SPIN_FACTOR: u32 = 2;
 
 const _: () = assert!(PROBE_BYTES as u64 == crate::constants::IO_ALIGNMENT_BYTES);
 
@@ -685,21 +688,31 @@ fn evaluate_cpu_sharing(cpus: usize, shard_count: usize, spin_before_park_us: u6
 
 // Wake latency -------------------------------------------------------------------------------
 
+/// Where the wake-latency probe's two threads ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProbePlacement {
+    /// Each pinned to its own CPU, as two shards are.
+    AcrossCpus,
+    /// Both pinned to the one CPU this process may use.
+    OneCpu,
+    /// Wherever the kernel put them (the affinity could not be read or set).
+    Unpinned,
+}
+
 /// What the wake-latency probe saw: the median and 90th percentile of how long a thread
 /// parked in the kernel took to run once another thread woke it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct WakeLatency {
     median: Duration,
     p90: Duration,
-    /// The two threads ran on two different CPUs (as two shards do); else on one.
-    across_cpus: bool,
+    placement: ProbePlacement,
 }
 
 /// Times `WAKE_PROBES` wake-ups of a parked thread by a thread on another CPU (the first
 /// two this process may use; both threads are the probe's own and are pinned only while
 /// they run, and both sleep between wake-ups). `None` if a probe thread could not start.
 /// A shard that runs out of work parks the same way, and every request that arrives while
-/// it is parked pays this before any of the broker's own work.
+/// it is parked waits this long before the broker sees it.
 fn probe_wake_latency() -> Option<WakeLatency> {
     use std::sync::mpsc;
     use std::time::Instant;
@@ -710,33 +723,37 @@ fn probe_wake_latency() -> Option<WakeLatency> {
             .collect(),
         Err(_) => Vec::new(),
     };
-    let across_cpus = cpus.len() == 2;
-    let targets: Option<[usize; 2]> = across_cpus.then(|| [cpus[0], cpus[1]]);
+    // The CPU each thread is pinned to (the prober's, the sleeper's), when known.
+    let targets: Option<[usize; 2]> = match cpus[..] {
+        [only] => Some([only, only]),
+        [first, second] => Some([first, second]),
+        _ => None,
+    };
+    // Pins the calling thread to its target; whether that worked.
     let pin = move |index: usize| {
-        if let Some(targets) = targets {
-            let mut set = nix::sched::CpuSet::new();
-            if set.set(targets[index]).is_ok() {
-                let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
-            }
-        }
+        let Some(targets) = targets else { return false };
+        let mut set = nix::sched::CpuSet::new();
+        set.set(targets[index]).is_ok()
+            && nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).is_ok()
     };
     let (to_sleeper, sleeper_inbox) = mpsc::channel::<Instant>();
     let (to_prober, prober_inbox) = mpsc::channel::<Duration>();
     let sleeper = std::thread::Builder::new()
         .name("wake-probe-sleeper".into())
         .spawn(move || {
-            pin(1);
+            let pinned = pin(1);
             while let Ok(sent_at) = sleeper_inbox.recv() {
                 if to_prober.send(sent_at.elapsed()).is_err() {
                     break;
                 }
             }
+            pinned
         })
         .ok()?;
     let prober = std::thread::Builder::new()
         .name("wake-probe".into())
         .spawn(move || {
-            pin(0);
+            let pinned = pin(0);
             let mut latencies = Vec::with_capacity(WAKE_PROBES);
             for _ in 0..WAKE_PROBES {
                 std::thread::sleep(WAKE_PROBE_GAP);
@@ -748,18 +765,23 @@ fn probe_wake_latency() -> Option<WakeLatency> {
                     Err(_) => break,
                 }
             }
-            latencies
+            (pinned, latencies)
         });
-    let mut latencies = prober.ok()?.join().ok()?;
-    let _ = sleeper.join();
+    let (prober_pinned, mut latencies) = prober.ok()?.join().ok()?;
+    let sleeper_pinned = sleeper.join().unwrap_or(false);
     if latencies.len() < WAKE_PROBES {
         return None;
     }
     latencies.sort_unstable();
+    let placement = match (prober_pinned && sleeper_pinned, targets) {
+        (true, Some([a, b])) if a != b => ProbePlacement::AcrossCpus,
+        (true, Some(_)) => ProbePlacement::OneCpu,
+        _ => ProbePlacement::Unpinned,
+    };
     Some(WakeLatency {
         median: latencies[latencies.len() / 2],
         p90: latencies[latencies.len() * 9 / 10],
-        across_cpus,
+        placement,
     })
 }
 
@@ -770,7 +792,7 @@ fn evaluate_wake_latency(measured: Option<WakeLatency>, spin_before_park_us: u64
     let Some(WakeLatency {
         median,
         p90,
-        across_cpus,
+        placement,
     }) = measured
     else {
         return Finding::new(
@@ -784,17 +806,18 @@ fn evaluate_wake_latency(measured: Option<WakeLatency>, spin_before_park_us: u64
         "a parked thread ran {:.0} µs after a wake-up from {} (median; p90 {:.0} µs, \
          {WAKE_PROBES} wake-ups)",
         micros(median),
-        if across_cpus {
-            "another CPU"
-        } else {
-            "its own CPU"
+        match placement {
+            ProbePlacement::AcrossCpus => "another CPU",
+            ProbePlacement::OneCpu => "its own CPU",
+            ProbePlacement::Unpinned => "a thread the kernel placed",
         },
         micros(p90)
     );
     if median <= WAKE_LATENCY_WARN {
         return Finding::new("wake_latency", Status::Ok, detail);
     }
-    if Duration::from_micros(spin_before_park_us) >= median * 2 {
+    let spin_needed = median * WAKE_SPIN_FACTOR;
+    if Duration::from_micros(spin_before_park_us) >= spin_needed {
         return Finding::new(
             "wake_latency",
             Status::Ok,
@@ -813,10 +836,9 @@ fn evaluate_wake_latency(measured: Option<WakeLatency>, spin_before_park_us: u64
         ),
     )
     .advise(format!(
-        "where latency matters, set runtime.spin_before_park_us to at least {} (the latency \
-         profile spins 200), at the cost of a busy CPU per shard; on bare metal, limit the \
-         CPUs' idle states",
-        (micros(median) * 2.0).ceil() as u64
+        "where latency matters, set runtime.spin_before_park_us to at least {}, at the cost \
+         of a busy CPU per shard; on bare metal, limit the CPUs' idle states",
+        spin_needed.as_nanos().div_ceil(1000)
     ))
 }
 
@@ -1004,7 +1026,7 @@ mod tests {
             Some(WakeLatency {
                 median: Duration::from_micros(median),
                 p90: Duration::from_micros(p90),
-                across_cpus: true,
+                placement: ProbePlacement::AcrossCpus,
             })
         };
         let fast = evaluate_wake_latency(seen(28, 36), 0);
@@ -1029,16 +1051,41 @@ mod tests {
             Status::Warn
         );
         assert_eq!(evaluate_wake_latency(None, 0).status, Status::Unknown);
+        // The advice names exactly the spin that the judgement accepts.
+        let odd = evaluate_wake_latency(seen(123, 150), 0);
+        let advice = odd.advice.expect("advice");
+        assert!(advice.contains("at least 246,"), "{advice}");
+        assert_eq!(
+            evaluate_wake_latency(seen(123, 150), 246).status,
+            Status::Ok
+        );
+        assert_eq!(
+            evaluate_wake_latency(seen(123, 150), 245).status,
+            Status::Warn
+        );
+        let unpinned = WakeLatency {
+            placement: ProbePlacement::Unpinned,
+            ..seen(28, 36).unwrap()
+        };
+        let unpinned = evaluate_wake_latency(Some(unpinned), 0);
+        assert!(
+            unpinned.detail.contains("a thread the kernel placed"),
+            "{unpinned}"
+        );
     }
 
     #[test]
     fn the_wake_latency_probe_times_every_wake_up_and_leaves_the_caller_unpinned() {
         let before = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
-        let seen = probe_wake_latency().expect("the probe's threads run");
-        assert!(
-            seen.median > Duration::ZERO && seen.median <= seen.p90,
-            "{seen:?}"
-        );
+        let seen = probe_wake_latency().expect("every wake-up was timed");
+        assert!(seen.p90 < Duration::from_secs(1), "{seen:?}");
+        let cpus = allowed_cpu_count();
+        let expected = if cpus >= 2 {
+            ProbePlacement::AcrossCpus
+        } else {
+            ProbePlacement::OneCpu
+        };
+        assert_eq!(seen.placement, expected, "{cpus} CPUs");
         let after = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
         assert_eq!(before, after, "the probe pins only its own threads");
     }

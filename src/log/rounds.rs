@@ -144,6 +144,10 @@ impl Drop for Waiting<'_> {
             let began = state.current >= self.round;
             if !began {
                 state.next -= 1;
+                if state.next == 0 {
+                    // Every waker left belongs to a dropped entry: let go of their tasks.
+                    state.next_waiters.clear();
+                }
             }
             began
         };
@@ -335,6 +339,10 @@ mod tests {
                         drop(waiting);
                     } else {
                         drop(waiting);
+                        assert!(
+                            rounds.state.borrow().next_waiters.is_empty(),
+                            "no waker kept for a cancelled entry"
+                        );
                         drop(first);
                         assert_eq!(rounds.counts(), (1, 1), "no round for a cancelled entry");
                     }
