@@ -190,13 +190,20 @@ fn check(args: CheckArgs) -> Result<(), String> {
 
 /// CPUs this process may run on: the broker's default shard count.
 fn allowed_cpu_count() -> usize {
-    match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
-        Ok(set) => (0..nix::sched::CpuSet::count())
-            .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
-            .count()
-            .max(1),
-        Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    match allowed_cpus() {
+        Some(cpus) => cpus.len().max(1),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     }
+}
+
+/// The CPUs this process may run on, in order; `None` when the affinity cannot be read.
+fn allowed_cpus() -> Option<Vec<usize>> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()?;
+    Some(
+        (0..nix::sched::CpuSet::count())
+            .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+            .collect(),
+    )
 }
 
 fn read_trimmed(path: impl AsRef<Path>) -> Option<String> {
@@ -716,18 +723,12 @@ struct WakeLatency {
 fn probe_wake_latency() -> Option<WakeLatency> {
     use std::sync::mpsc;
     use std::time::Instant;
-    let cpus: Vec<usize> = match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
-        Ok(set) => (0..nix::sched::CpuSet::count())
-            .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
-            .take(2)
-            .collect(),
-        Err(_) => Vec::new(),
-    };
+    let cpus = allowed_cpus().unwrap_or_default();
     // The CPU each thread is pinned to (the prober's, the sleeper's), when known.
     let targets: Option<[usize; 2]> = match cpus[..] {
+        [] => None,
         [only] => Some([only, only]),
-        [first, second] => Some([first, second]),
-        _ => None,
+        [first, second, ..] => Some([first, second]),
     };
     // Pins the calling thread to its target; whether that worked.
     let pin = move |index: usize| {
